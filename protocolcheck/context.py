@@ -1,0 +1,210 @@
+"""Clinical context for a study or an order: trauma date, indication, contraindications.
+
+Comes from command-line options, a context CSV keyed by accession number (or Study Instance UID),
+or a worklist item. A bad CSV is rejected as a whole with every problem listed (file, line, column,
+what to fix): a row is never silently dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+KEY_COLUMNS = ("accession_number", "study_instance_uid")
+BOOL_COLUMNS = ("mri_contraindicated", "gadolinium_contraindicated", "dermatomal", "known_malignancy", "prior_radiation")
+KNOWN_COLUMNS = KEY_COLUMNS + ("trauma_date", "indication", "egfr") + BOOL_COLUMNS
+
+_TRUE = {"yes", "y", "true", "1", "x"}
+_FALSE = {"no", "n", "false", "0", ""}
+ICD10_RE = re.compile(r"\b([A-TV-Z][0-9][0-9AB](?:\.[0-9A-Z]{1,4})?)\b", re.IGNORECASE)
+
+
+class ContextError(ValueError):
+    """A context file or option that cannot be used; ``problems`` lists every one of them."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class ClinicalContext:
+    """What is known about the patient and the question, independent of where it came from."""
+
+    indication: str = ""
+    trauma_date: dt.date | None = None
+    mri_contraindicated: bool | None = None
+    gadolinium_contraindicated: bool | None = None
+    egfr: float | None = None
+    dermatomal: bool | None = None
+    known_malignancy: bool | None = None
+    prior_radiation: bool | None = None
+    source: str = ""  # e.g. "ctx.csv line 3", "--trauma-date", "worklist"
+
+    @property
+    def icd10_codes(self) -> tuple[str, ...]:
+        """ICD-10-CM codes found in the indication text, upper-cased (e.g. ``G57.01``)."""
+        return tuple(dict.fromkeys(m.upper() for m in ICD10_RE.findall(self.indication)))
+
+    def merged(self, override: "ClinicalContext") -> "ClinicalContext":
+        """This context with every field that ``override`` sets replacing ours."""
+        changes = {
+            name: getattr(override, name)
+            for name in ("indication", "trauma_date", "mri_contraindicated", "gadolinium_contraindicated",
+                         "egfr", "dermatomal", "known_malignancy", "prior_radiation")
+            if getattr(override, name) not in (None, "")
+        }
+        if not changes:
+            return self
+        source = ", ".join(s for s in (self.source, override.source) if s)
+        return replace(self, **changes, source=source)
+
+
+def parse_date(text: str) -> dt.date:
+    """ISO date (YYYY-MM-DD) or DICOM DA (YYYYMMDD); ValueError names the expected forms."""
+    text = text.strip()
+    for fmt in ("%Y-%m-%d", "%Y%m%d"):
+        try:
+            return dt.datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+    raise ValueError(f"{text!r} is not a date; use YYYY-MM-DD (e.g. 2026-03-14)")
+
+
+def parse_bool(text: str) -> bool | None:
+    value = text.strip().lower()
+    if value in ("", "unknown", "?"):
+        return None
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{text!r} is not yes/no; use yes, no, true, false, 1 or 0")
+
+
+@dataclass
+class ContextTable:
+    """Context rows keyed by accession number and by Study Instance UID."""
+
+    path: str = ""
+    by_accession: dict[str, ClinicalContext] = field(default_factory=dict)
+    by_study_uid: dict[str, ClinicalContext] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    used: set[str] = field(default_factory=set)
+
+    def lookup(self, accession_number: str = "", study_instance_uid: str = "") -> ClinicalContext | None:
+        if accession_number and accession_number in self.by_accession:
+            self.used.add("A:" + accession_number)
+            return self.by_accession[accession_number]
+        if study_instance_uid and study_instance_uid in self.by_study_uid:
+            self.used.add("S:" + study_instance_uid)
+            return self.by_study_uid[study_instance_uid]
+        return None
+
+    def unused(self) -> list[str]:
+        """Keys of rows that matched no study (reported so that typos are not silently ignored)."""
+        keys = [f"accession {k}" for k in self.by_accession if "A:" + k not in self.used]
+        keys += [f"study UID {k}" for k in self.by_study_uid if "S:" + k not in self.used]
+        return keys
+
+
+def load_context_csv(path: str | Path) -> ContextTable:
+    """Load and validate a context CSV; raise :class:`ContextError` listing every problem."""
+    name = str(path)
+    try:
+        handle = open(name, newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise ContextError([f"{name}: cannot open ({exc.strerror or exc})"]) from exc
+    table = ContextTable(path=name)
+    problems: list[str] = []
+    with handle:
+        try:
+            sample = handle.read(4096)
+            handle.seek(0)
+            dialect = csv.Sniffer().sniff(sample, delimiters=",;\t") if sample.strip() else csv.excel
+        except csv.Error:
+            dialect = csv.excel
+        reader = csv.DictReader(handle, dialect=dialect)
+        header = [c.strip().lower() for c in (reader.fieldnames or [])]
+        if not header:
+            raise ContextError([f"{name}: empty file; the first line must name the columns, e.g. accession_number,trauma_date,indication"])
+        reader.fieldnames = header
+        if not any(k in header for k in KEY_COLUMNS):
+            raise ContextError([f"{name} line 1: no key column; add 'accession_number' (or 'study_instance_uid')"])
+        for column in header:
+            if column not in KNOWN_COLUMNS:
+                table.warnings.append(
+                    f"{name} line 1: unknown column {column!r} ignored (known: {', '.join(KNOWN_COLUMNS)})"
+                )
+        try:
+            rows = list(_rows(reader))
+        except csv.Error as exc:
+            raise ContextError([f"{name} line {reader.line_num}: {exc}"]) from exc
+    for line, row in rows:
+        context, row_problems = _parse_row(row, f"{name} line {line}")
+        problems.extend(row_problems)
+        if row_problems:
+            continue
+        accession = (row.get("accession_number") or "").strip()
+        study_uid = (row.get("study_instance_uid") or "").strip()
+        if not accession and not study_uid:
+            problems.append(f"{name} line {line}: no accession_number or study_instance_uid; fill one in or delete the row")
+            continue
+        for key, index, label in ((accession, table.by_accession, "accession_number"),
+                                  (study_uid, table.by_study_uid, "study_instance_uid")):
+            if not key:
+                continue
+            if key in index:
+                problems.append(f"{name} line {line}: {label} {key!r} already given on {index[key].source}; keep one row per study")
+            else:
+                index[key] = context
+    if problems:
+        raise ContextError(problems)
+    return table
+
+
+def _rows(reader: csv.DictReader) -> Iterable[tuple[int, dict[str, str]]]:
+    for row in reader:
+        if None in row:  # more cells than header columns
+            extra = row.pop(None)
+            row["__extra__"] = ",".join(str(x) for x in extra)
+        if not any((v or "").strip() for k, v in row.items() if k != "__extra__"):
+            continue  # blank line
+        yield reader.line_num, row
+
+
+def _parse_row(row: dict[str, str], where: str) -> tuple[ClinicalContext, list[str]]:
+    problems: list[str] = []
+    if row.get("__extra__"):
+        problems.append(f"{where}: more cells than columns ({row['__extra__']!r}); quote values containing commas")
+    values: dict[str, object] = {"indication": (row.get("indication") or "").strip(), "source": where}
+    trauma = (row.get("trauma_date") or "").strip()
+    if trauma:
+        try:
+            values["trauma_date"] = parse_date(trauma)
+        except ValueError as exc:
+            problems.append(f"{where}, column trauma_date: {exc}")
+    egfr = (row.get("egfr") or "").strip()
+    if egfr:
+        try:
+            number = float(egfr)
+            if not 0 <= number <= 200:
+                raise ValueError
+            values["egfr"] = number
+        except ValueError:
+            problems.append(f"{where}, column egfr: {egfr!r} is not an eGFR in mL/min/1.73 m2 (a number 0-200)")
+    for column in BOOL_COLUMNS:
+        text = row.get(column)
+        if text is None:
+            continue
+        try:
+            values[column] = parse_bool(text)
+        except ValueError as exc:
+            problems.append(f"{where}, column {column}: {exc}")
+    if problems:
+        return ClinicalContext(), problems
+    return ClinicalContext(**values), []  # type: ignore[arg-type]

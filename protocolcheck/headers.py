@@ -1,0 +1,601 @@
+"""Read the few header elements that classification and auditing need, and nothing else.
+
+This module is the only place that opens DICOM files for their headers. Its small interface is
+:func:`read_file` (one path -> records) and :func:`scan` (paths -> records, problems and skips, in a
+stream). Everything downstream works on :class:`InstanceHeader` records, so a faster reader can be
+put behind the same interface without touching the rest.
+
+Bad input never raises out of :func:`scan`: a file that is not DICOM, is truncated or cannot be
+parsed becomes an :class:`Unreadable` record naming the file and the reason; an element whose value
+is malformed (``TR = "abc"``) becomes ``None`` and a note in :attr:`InstanceHeader.value_problems`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.tag import Tag
+
+# SOP classes that carry no image to classify: skipped, not errors.
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+NON_IMAGE_SOP_PREFIXES = (
+    "1.2.840.10008.1.3.10",  # DICOMDIR
+    "1.2.840.10008.5.1.4.1.1.88.",  # structured reports, key object selection
+    "1.2.840.10008.5.1.4.1.1.11.",  # presentation states
+    "1.2.840.10008.5.1.4.1.1.66",  # raw data, spatial registration, fiducials, segmentation-like
+    "1.2.840.10008.5.1.4.1.1.104.",  # encapsulated PDF/CDA
+    "1.2.840.10008.5.1.4.1.1.9.",  # waveforms
+    "1.2.840.10008.5.1.4.1.1.4.2",  # MR spectroscopy
+    "1.2.840.10008.5.1.4.1.1.481.",  # RT objects
+    "1.2.840.10008.5.1.4.31",  # worklist / non-storage
+)
+
+ENHANCED_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image Storage
+        "1.2.840.10008.5.1.4.1.1.4.3",  # Enhanced MR Color Image Storage
+        "1.2.840.10008.5.1.4.1.1.4.4",  # Legacy Converted Enhanced MR Image Storage
+        "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT Image Storage
+        "1.2.840.10008.5.1.4.1.1.2.2",  # Legacy Converted Enhanced CT Image Storage
+    }
+)
+
+# Private elements used by classification, by vendor creator.
+GE_PULSE_SEQUENCE_NAME = ("GEMS_ACQU_01", 0x0019, 0x9C)  # (0019,109C)
+GE_INTERNAL_PULSE_SEQUENCE = ("GEMS_ACQU_01", 0x0019, 0x9E)  # (0019,109E)
+PHILIPS_SCANNING_TECHNIQUE = ("Philips Imaging DD 001", 0x2001, 0x20)  # (2001,1020)
+PHILIPS_SPIR = ("Philips Imaging DD 001", 0x2001, 0x21)  # (2001,1021)
+PHILIPS_PREPULSE = ("Philips Imaging DD 001", 0x2001, 0x1C)  # (2001,101C)
+
+
+@dataclass(frozen=True)
+class InstanceHeader:
+    """The header facts of one image (or one group of like frames of an enhanced object)."""
+
+    path: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    modality: str = ""
+    manufacturer: str = ""
+    model: str = ""
+    software_versions: str = ""
+    field_strength: float | None = None
+    institution: str = ""
+    station_name: str = ""
+    # patient (kept for explicit opt-in reporting only; never rendered by default)
+    patient_id: str = ""
+    patient_name: str = ""
+    # study level
+    accession_number: str = ""
+    study_date: str = ""
+    study_time: str = ""
+    study_description: str = ""
+    requested_procedure_description: str = ""
+    procedure_codes: tuple[str, ...] = ()
+    body_part: str = ""
+    # series level
+    series_date: str = ""
+    series_time: str = ""
+    acquisition_date: str = ""
+    acquisition_time: str = ""
+    content_time: str = ""
+    series_number: int | None = None
+    acquisition_number: int | None = None
+    instance_number: int | None = None
+    series_description: str = ""
+    protocol_name: str = ""
+    image_type: tuple[str, ...] = ()
+    # acquisition
+    scanning_sequence: tuple[str, ...] = ()
+    sequence_variant: tuple[str, ...] = ()
+    scan_options: tuple[str, ...] = ()
+    sequence_name: str = ""
+    pulse_sequence_name: str = ""
+    vendor_sequence: str = ""  # GE (0019,109C) or Philips (2001,1020)
+    mr_acquisition_type: str = ""
+    repetition_time: float | None = None
+    echo_time: float | None = None
+    inversion_time: float | None = None
+    flip_angle: float | None = None
+    echo_train_length: float | None = None
+    slice_thickness: float | None = None
+    spacing_between_slices: float | None = None
+    pixel_spacing: tuple[float, float] | None = None
+    rows: int | None = None
+    columns: int | None = None
+    image_orientation: tuple[float, ...] | None = None
+    image_position: tuple[float, ...] | None = None
+    diffusion_b_value: float | None = None
+    # contrast
+    contrast_agent: str = ""
+    contrast_route: str = ""
+    contrast_start_time: str = ""
+    # enhanced-object standard flags ("YES"/"NO"/"" when absent)
+    spectrally_selected_suppression: str = ""
+    inversion_recovery: str = ""
+    acquisition_contrast: str = ""
+    frame_type: tuple[str, ...] = ()
+    philips_spir: str = ""
+    philips_prepulse: str = ""
+    # CT
+    kvp: float | None = None
+    convolution_kernel: str = ""
+    # bookkeeping
+    frames: int = 1
+    enhanced: bool = False
+    value_problems: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.study_instance_uid, self.series_instance_uid)
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A file that could not be used, and why (becomes an ``unreadable-file`` finding)."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A DICOM file deliberately not classified (DICOMDIR, reports, presentation states)."""
+
+    path: str
+    reason: str
+
+
+ScanRecord = InstanceHeader | Unreadable | Skipped
+
+
+class _Reader:
+    """Collects values from one dataset, turning malformed ones into ``None`` plus a note."""
+
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+        self.problems: list[str] = []
+
+    def raw(self, ds: Dataset, keyword: str) -> Any:
+        try:
+            elem = ds[keyword] if keyword in ds else None
+        except Exception as exc:  # noqa: BLE001 - pydicom raises many types on bad bytes
+            self.problems.append(f"{keyword}: {exc}")
+            return None
+        if elem is None:
+            return None
+        try:
+            return elem.value
+        except Exception as exc:  # noqa: BLE001
+            self.problems.append(f"{keyword}: unreadable value ({exc})")
+            return None
+
+    def text(self, ds: Dataset, keyword: str) -> str:
+        value = self.raw(ds, keyword)
+        if value is None:
+            return ""
+        if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+            return "\\".join(str(v) for v in value).strip()
+        return str(value).strip()
+
+    def texts(self, ds: Dataset, keyword: str) -> tuple[str, ...]:
+        value = self.raw(ds, keyword)
+        if value is None or value == "":
+            return ()
+        if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+            return tuple(str(v).strip().upper() for v in value if str(v).strip())
+        return tuple(t.strip().upper() for t in str(value).split("\\") if t.strip())
+
+    def number(self, ds: Dataset, keyword: str) -> float | None:
+        value = self.raw(ds, keyword)
+        if value is None or value == "":
+            return None
+        if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+            value = value[0] if len(value) else None
+            if value is None:
+                return None
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.problems.append(f"{keyword}: not a number ({str(value)[:40]!r})")
+            return None
+        if not math.isfinite(number):
+            self.problems.append(f"{keyword}: not a finite number ({number})")
+            return None
+        return number
+
+    def integer(self, ds: Dataset, keyword: str) -> int | None:
+        number = self.number(ds, keyword)
+        if number is None:
+            return None
+        if not number.is_integer():
+            self.problems.append(f"{keyword}: not an integer ({number})")
+            return None
+        return int(number)
+
+    def vector(self, ds: Dataset, keyword: str, length: int) -> tuple[float, ...] | None:
+        value = self.raw(ds, keyword)
+        if value is None or value == "":
+            return None
+        try:
+            items = [float(v) for v in (value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value])]
+        except (TypeError, ValueError):
+            self.problems.append(f"{keyword}: not numbers ({str(value)[:60]!r})")
+            return None
+        if len(items) != length or not all(math.isfinite(v) for v in items):
+            self.problems.append(f"{keyword}: expected {length} finite numbers, got {items[:8]}")
+            return None
+        return tuple(items)
+
+    def private(self, ds: Dataset, spec: tuple[str, int, int]) -> str:
+        creator, group, offset = spec
+        try:
+            block = ds.private_block(group, creator)
+            elem = block[offset]
+        except (KeyError, ValueError):
+            return ""
+        except Exception as exc:  # noqa: BLE001
+            self.problems.append(f"({group:04X},{creator}) private: {exc}")
+            return ""
+        value = elem.value
+        if isinstance(value, bytes):
+            value = value.decode("latin-1", "replace").strip("\x00 ")
+        if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+            value = "\\".join(str(v) for v in value)
+        return str(value).strip()
+
+    def first_item(self, ds: Dataset, keyword: str) -> Dataset | None:
+        value = self.raw(ds, keyword)
+        if value is None:
+            return None
+        try:
+            return value[0] if len(value) else None
+        except Exception:  # noqa: BLE001
+            return None
+
+
+def _codes(reader: _Reader, ds: Dataset) -> tuple[str, ...]:
+    codes: list[str] = []
+    for keyword in ("ProcedureCodeSequence", "RequestedProcedureCodeSequence"):
+        value = reader.raw(ds, keyword)
+        for item in value or ():
+            code = reader.text(item, "CodeValue")
+            if code and code not in codes:
+                codes.append(code)
+    return tuple(codes)
+
+
+def _requested_description(reader: _Reader, ds: Dataset) -> str:
+    text = reader.text(ds, "RequestedProcedureDescription")
+    if text:
+        return text
+    item = reader.first_item(ds, "RequestAttributesSequence")
+    return reader.text(item, "RequestedProcedureDescription") if item is not None else ""
+
+
+def _contrast(reader: _Reader, ds: Dataset) -> tuple[str, str, str]:
+    agent = reader.text(ds, "ContrastBolusAgent")
+    route = reader.text(ds, "ContrastBolusRoute")
+    start = reader.text(ds, "ContrastBolusStartTime")
+    if not agent:
+        # Enhanced objects: Contrast/Bolus Agent Sequence or the shared functional group usage.
+        item = reader.first_item(ds, "ContrastBolusAgentSequence")
+        if item is not None:
+            agent = reader.text(item, "CodeMeaning") or reader.text(item, "CodeValue")
+    return agent, route, start
+
+
+def _base_fields(reader: _Reader, ds: Dataset, path: str) -> dict[str, Any]:
+    r = reader
+    agent, route, start = _contrast(r, ds)
+    pixel_spacing = r.vector(ds, "PixelSpacing", 2)
+    return {
+        "path": path,
+        "sop_class_uid": r.text(ds, "SOPClassUID"),
+        "sop_instance_uid": r.text(ds, "SOPInstanceUID"),
+        "study_instance_uid": r.text(ds, "StudyInstanceUID"),
+        "series_instance_uid": r.text(ds, "SeriesInstanceUID"),
+        "modality": r.text(ds, "Modality").upper(),
+        "manufacturer": r.text(ds, "Manufacturer"),
+        "model": r.text(ds, "ManufacturerModelName"),
+        "software_versions": r.text(ds, "SoftwareVersions"),
+        "field_strength": r.number(ds, "MagneticFieldStrength"),
+        "institution": r.text(ds, "InstitutionName"),
+        "station_name": r.text(ds, "StationName"),
+        "patient_id": r.text(ds, "PatientID"),
+        "patient_name": r.text(ds, "PatientName"),
+        "accession_number": r.text(ds, "AccessionNumber"),
+        "study_date": r.text(ds, "StudyDate"),
+        "study_time": r.text(ds, "StudyTime"),
+        "study_description": r.text(ds, "StudyDescription"),
+        "requested_procedure_description": _requested_description(r, ds),
+        "procedure_codes": _codes(r, ds),
+        "body_part": r.text(ds, "BodyPartExamined"),
+        "series_date": r.text(ds, "SeriesDate"),
+        "series_time": r.text(ds, "SeriesTime"),
+        "acquisition_date": r.text(ds, "AcquisitionDate"),
+        "acquisition_time": r.text(ds, "AcquisitionTime"),
+        "content_time": r.text(ds, "ContentTime"),
+        "series_number": r.integer(ds, "SeriesNumber"),
+        "acquisition_number": r.integer(ds, "AcquisitionNumber"),
+        "instance_number": r.integer(ds, "InstanceNumber"),
+        "series_description": r.text(ds, "SeriesDescription"),
+        "protocol_name": r.text(ds, "ProtocolName"),
+        "image_type": r.texts(ds, "ImageType"),
+        "scanning_sequence": r.texts(ds, "ScanningSequence"),
+        "sequence_variant": r.texts(ds, "SequenceVariant"),
+        "scan_options": r.texts(ds, "ScanOptions"),
+        "sequence_name": r.text(ds, "SequenceName"),
+        "pulse_sequence_name": r.text(ds, "PulseSequenceName"),
+        "vendor_sequence": r.private(ds, GE_PULSE_SEQUENCE_NAME) or r.private(ds, PHILIPS_SCANNING_TECHNIQUE),
+        "mr_acquisition_type": r.text(ds, "MRAcquisitionType").upper(),
+        "repetition_time": r.number(ds, "RepetitionTime"),
+        "echo_time": r.number(ds, "EchoTime"),
+        "inversion_time": r.number(ds, "InversionTime"),
+        "flip_angle": r.number(ds, "FlipAngle"),
+        "echo_train_length": r.number(ds, "EchoTrainLength"),
+        "slice_thickness": r.number(ds, "SliceThickness"),
+        "spacing_between_slices": r.number(ds, "SpacingBetweenSlices"),
+        "pixel_spacing": pixel_spacing,  # type: ignore[dict-item]
+        "rows": r.integer(ds, "Rows"),
+        "columns": r.integer(ds, "Columns"),
+        "image_orientation": r.vector(ds, "ImageOrientationPatient", 6),
+        "image_position": r.vector(ds, "ImagePositionPatient", 3),
+        "diffusion_b_value": r.number(ds, "DiffusionBValue"),
+        "contrast_agent": agent,
+        "contrast_route": route,
+        "contrast_start_time": start,
+        "spectrally_selected_suppression": r.text(ds, "SpectrallySelectedSuppression").upper(),
+        "inversion_recovery": r.text(ds, "InversionRecovery").upper(),
+        "acquisition_contrast": r.text(ds, "AcquisitionContrast").upper(),
+        "philips_spir": r.private(ds, PHILIPS_SPIR),
+        "philips_prepulse": r.private(ds, PHILIPS_PREPULSE),
+        "kvp": r.number(ds, "KVP"),
+        "convolution_kernel": r.text(ds, "ConvolutionKernel"),
+    }
+
+
+# Functional-group macros whose contents are copied onto the flat record for enhanced objects.
+_FRAME_MACROS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    # macro sequence: ((keyword in macro item, record field, kind), ...)
+    "PlaneOrientationSequence": (("ImageOrientationPatient", "image_orientation", "vec6"),),
+    "PlanePositionSequence": (("ImagePositionPatient", "image_position", "vec3"),),
+    "PixelMeasuresSequence": (
+        ("SliceThickness", "slice_thickness", "num"),
+        ("SpacingBetweenSlices", "spacing_between_slices", "num"),
+        ("PixelSpacing", "pixel_spacing", "vec2"),
+    ),
+    "MRTimingAndRelatedParametersSequence": (
+        ("RepetitionTime", "repetition_time", "num"),
+        ("FlipAngle", "flip_angle", "num"),
+        ("EchoTrainLength", "echo_train_length", "num"),
+    ),
+    "MREchoSequence": (("EffectiveEchoTime", "echo_time", "num"),),
+    "MRModifierSequence": (
+        ("InversionRecovery", "inversion_recovery", "upper"),
+        ("InversionTimes", "inversion_time", "num"),
+    ),
+    "MRImageFrameTypeSequence": (
+        ("FrameType", "frame_type", "texts"),
+        ("AcquisitionContrast", "acquisition_contrast", "upper"),
+    ),
+    "CTImageFrameTypeSequence": (("FrameType", "frame_type", "texts"),),
+    "MRDiffusionSequence": (("DiffusionBValue", "diffusion_b_value", "num"),),
+    "FrameContentSequence": (),
+    "MRFOVGeometrySequence": (),
+    "MRImagingModifierSequence": (),
+    "MRSpectroscopyFrameTypeSequence": (),
+    "CTAcquisitionDetailsSequence": (("KVP", "kvp", "num"),),
+    "CTReconstructionSequence": (("ConvolutionKernel", "convolution_kernel", "text"),),
+    "ContrastBolusUsageSequence": (),
+}
+
+
+def _apply_macros(reader: _Reader, group: Dataset | None, fields: dict[str, Any]) -> None:
+    if group is None:
+        return
+    for macro, entries in _FRAME_MACROS.items():
+        item = reader.first_item(group, macro)
+        if item is None:
+            continue
+        for keyword, name, kind in entries:
+            if keyword not in item:
+                continue
+            if kind == "num":
+                value: Any = reader.number(item, keyword)
+            elif kind == "vec6":
+                value = reader.vector(item, keyword, 6)
+            elif kind == "vec3":
+                value = reader.vector(item, keyword, 3)
+            elif kind == "vec2":
+                value = reader.vector(item, keyword, 2)
+            elif kind == "texts":
+                value = reader.texts(item, keyword)
+            elif kind == "upper":
+                value = reader.text(item, keyword).upper()
+            else:
+                value = reader.text(item, keyword)
+            if value not in (None, "", ()):
+                fields[name] = value
+        if macro == "ContrastBolusUsageSequence" and not fields.get("contrast_agent"):
+            if reader.text(item, "ContrastBolusAgentAdministered").upper() == "YES":
+                fields["contrast_agent"] = "ADMINISTERED"
+
+
+def _enhanced_records(reader: _Reader, ds: Dataset, base: dict[str, Any]) -> list[dict[str, Any]]:
+    """Flatten an enhanced multi-frame object into one record per group of like frames.
+
+    Frames that share frame type and orientation (and echo time) form one record, so a multi-frame
+    three-plane localizer or a Dixon object becomes several stacks just as classic files would.
+    """
+    shared = reader.first_item(ds, "SharedFunctionalGroupsSequence")
+    common = dict(base)
+    _apply_macros(reader, shared, common)
+    # Enhanced MR has its own standard flags at the top level (Spectrally Selected Suppression, ...)
+    per_frame = reader.raw(ds, "PerFrameFunctionalGroupsSequence") or []
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    counts: dict[tuple[Any, ...], int] = {}
+    for item in per_frame:
+        fields = dict(common)
+        _apply_macros(reader, item, fields)
+        orientation = fields.get("image_orientation")
+        key = (
+            fields.get("frame_type"),
+            tuple(round(v, 2) for v in orientation) if orientation else None,
+            fields.get("echo_time"),
+        )
+        if key not in groups:
+            groups[key] = fields
+            counts[key] = 0
+        counts[key] += 1
+    if not groups:
+        frames = reader.integer(ds, "NumberOfFrames") or 1
+        common["frames"] = frames
+        return [common]
+    records = []
+    for key, fields in groups.items():
+        fields["frames"] = counts[key]
+        if fields.get("frame_type") and not base.get("image_type"):
+            fields["image_type"] = fields["frame_type"]
+        records.append(fields)
+    return records
+
+
+def _looks_like_raw_dataset(head: bytes) -> bool:
+    """True if bytes start like a DICOM dataset without preamble/meta (implicit or explicit VR)."""
+    if len(head) < 8:
+        return False
+    group_le = int.from_bytes(head[0:2], "little")
+    group_be = int.from_bytes(head[0:2], "big")
+    return group_le in (0x0002, 0x0008) or group_be in (0x0002, 0x0008)
+
+
+def _open(path: str, *, stop_before_pixels: bool = True) -> Dataset:
+    """dcmread with the fallbacks real archives need: no preamble, no file meta."""
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        if not _looks_like_raw_dataset(head):
+            raise
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True)
+
+
+def _force_read(ds: Dataset) -> None:
+    """Walk the dataset so that truncation and bad lengths surface here, not later."""
+    for _elem in ds.iterall():
+        pass
+
+
+def read_file(path: str | os.PathLike[str]) -> list[InstanceHeader] | Skipped:
+    """Read one file's header into one record (several for enhanced multi-frame objects).
+
+    Returns :class:`Skipped` for DICOM files that are not images (DICOMDIR, SR, PR...).
+    Raises :class:`ValueError` with a human reason for files that cannot be used.
+    """
+    name = os.fspath(path)
+    try:
+        size = os.path.getsize(name)
+    except OSError as exc:
+        raise ValueError(f"cannot open: {exc.strerror or exc}") from exc
+    if size == 0:
+        raise ValueError("empty file (0 bytes)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = _open(name)
+            _force_read(ds)
+        except InvalidDicomError:
+            raise ValueError("not a DICOM file (no 'DICM' marker and not a raw DICOM dataset)") from None
+        except (EOFError, OSError) as exc:
+            raise ValueError(f"truncated or unreadable DICOM: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - pydicom raises many types on malformed files
+            raise ValueError(f"malformed DICOM: {type(exc).__name__}: {exc}") from exc
+        reader = _Reader(ds)
+        sop_class = reader.text(ds, "SOPClassUID")
+        if not sop_class:
+            meta = getattr(ds, "file_meta", None)
+            sop_class = str(getattr(meta, "MediaStorageSOPClassUID", "") or "") if meta is not None else ""
+        if "DirectoryRecordSequence" in ds or sop_class == MEDIA_STORAGE_DIRECTORY:
+            return Skipped(name, "DICOMDIR (media directory, not an image)")
+        if sop_class.startswith(NON_IMAGE_SOP_PREFIXES):
+            return Skipped(name, f"not an image object (SOP Class {sop_class})")
+        base = _base_fields(reader, ds, name)
+        base["sop_class_uid"] = sop_class
+        if not base["study_instance_uid"] or not base["series_instance_uid"]:
+            raise ValueError("missing Study or Series Instance UID")
+        enhanced = sop_class in ENHANCED_SOP_CLASSES or "PerFrameFunctionalGroupsSequence" in ds
+        if enhanced:
+            try:
+                field_sets = _enhanced_records(reader, ds, base)
+            except Exception as exc:  # noqa: BLE001
+                raise ValueError(f"malformed functional groups: {type(exc).__name__}: {exc}") from exc
+            for fields in field_sets:
+                fields["enhanced"] = True
+        else:
+            base["frames"] = reader.integer(ds, "NumberOfFrames") or 1
+            field_sets = [base]
+        problems = tuple(dict.fromkeys(reader.problems))
+        return [InstanceHeader(**fields, value_problems=problems) for fields in field_sets]
+
+
+def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[str]:
+    """Every regular file under the given files/folders, in a stable (sorted) order."""
+    for path in paths:
+        p = Path(path)
+        if p.is_dir():
+            for root, dirs, files in os.walk(p):
+                dirs.sort()
+                for name in sorted(files):
+                    if name.startswith("."):
+                        continue
+                    yield os.path.join(root, name)
+        elif p.exists():
+            yield str(p)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {p}")
+
+
+# Files that are obviously not DICOM by name; skipped quietly only when they also lack the marker.
+_TEXT_SUFFIXES = (".md", ".txt", ".csv", ".json", ".yaml", ".yml", ".py", ".html", ".jsonl")
+
+
+def scan(paths: Iterable[str | os.PathLike[str]]) -> Iterator[ScanRecord]:
+    """Read every file under ``paths``; yield headers, unreadable files and skipped files.
+
+    Documentation files shipped beside DICOM (README.md, context CSVs) are skipped, not errors.
+    """
+    for name in iter_files(paths):
+        if name.lower().endswith(_TEXT_SUFFIXES) and not _has_dicom_marker(name):
+            yield Skipped(name, "not DICOM (documentation or data file)")
+            continue
+        try:
+            result = read_file(name)
+        except ValueError as exc:
+            yield Unreadable(name, str(exc))
+            continue
+        if isinstance(result, Skipped):
+            yield result
+        else:
+            yield from result
+
+
+def _has_dicom_marker(name: str) -> bool:
+    try:
+        with open(name, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM"
