@@ -1,0 +1,287 @@
+"""Results store: real SQLite files in tmp_path, history kept, filters, file index, concurrent writers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from protocolcheck.findings import AuditResult, Finding, FindingCode, Severity, Status, status_for
+from protocolcheck.store import (
+    FileEntry,
+    FileKind,
+    Filters,
+    Store,
+    StoreError,
+    StoreMissing,
+    days_after_trauma,
+    fingerprint,
+    instance_fingerprint,
+    library_version,
+    result_from_dict,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_result(uid: str, *, status: Status | None = None, findings: tuple[Finding, ...] = (),
+                study_date: str = "20240115", station: str = "MR1", manufacturer: str = "SIEMENS",
+                institution: str = "General", protocol: str | None = "ls-plexus-mri",
+                timing: dict | None = None, accession: str | None = None,
+                description: str = "MR LS PLEXUS") -> AuditResult:
+    return AuditResult(
+        study_instance_uid=uid, accession_number=accession or f"A{uid[-4:]}", study_date=study_date,
+        modality="MR", study_description=description, protocol=protocol,
+        status=status or status_for(findings), findings=findings, timing=timing, station_name=station,
+        manufacturer=manufacturer, institution=institution, patient_name="Doe^Jane", patient_id="P1",
+        series=({"series_instance_uid": uid + ".1", "series_description": "T1 COR", "weighting": "T1"},),
+    )
+
+
+MISSING_STIR = Finding(FindingCode.MISSING_SEQUENCE, Severity.ERROR, "no fat-suppressed T2 or STIR",
+                       requirement="t2-fs-coronal", citations=("seed:plexus-sequences",))
+TOO_EARLY = Finding(FindingCode.TRAUMA_TOO_EARLY, Severity.WARNING, "10 days after injury; wait ~1 month",
+                    evidence={"days": 10})
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store.open(tmp_path / "results.db")
+    yield s
+    s.close()
+
+
+def test_save_keeps_history_and_latest_is_newest(store: Store) -> None:
+    first = store.save(make_result("1.2.3.1001", findings=(MISSING_STIR,)), fingerprint="f1", library_version="L1")
+    second = store.save(make_result("1.2.3.1001"), fingerprint="f2", library_version="L1")
+    store.save(make_result("1.2.3.1002", findings=(TOO_EARLY,)), fingerprint="g1", library_version="L1")
+
+    history = store.history("1.2.3.1001")
+    assert list(history["id"]) == [first, second]
+    assert list(history["status"]) == ["fail", "pass"]
+    latest = store.latest()
+    assert len(latest) == 2
+    row = latest.set_index("study_instance_uid").loc["1.2.3.1001"]
+    assert row["status"] == "pass" and row["fingerprint"] == "f2"
+    assert store.count_audits() == 3
+    # findings of the first audit are still there
+    findings = store.findings([first])
+    assert list(findings["code"]) == ["missing-sequence"]
+    assert list(findings["requirement"]) == ["t2-fs-coronal"]
+
+
+def test_is_current_depends_on_fingerprint_and_library(store: Store) -> None:
+    store.save(make_result("1.2.3.2001"), fingerprint="abc", library_version="L1")
+    assert store.is_current("1.2.3.2001", "abc", "L1")
+    assert not store.is_current("1.2.3.2001", "abc", "L2")
+    assert not store.is_current("1.2.3.2001", "abd", "L1")
+    assert not store.is_current("9.9.9", "abc", "L1")
+    store.save(make_result("1.2.3.2001"), fingerprint="xyz", library_version="L2")
+    assert store.is_current("1.2.3.2001", "xyz", "L2")
+    assert not store.is_current("1.2.3.2001", "abc", "L1")  # only the latest audit counts
+
+
+def test_stored_result_round_trips(store: Store) -> None:
+    original = make_result("1.2.3.3001", findings=(MISSING_STIR, TOO_EARLY),
+                           timing={"trauma_date": "2024-01-05", "days_after_trauma": 10})
+    audit_id = store.save(original, fingerprint="f", library_version="L")
+    rebuilt = store.results([audit_id])[audit_id]
+    assert rebuilt.to_dict(include_patient=True) == original.to_dict(include_patient=True)
+    assert result_from_dict(original.to_dict()).findings == original.findings
+
+
+def test_patient_columns_only_on_request(store: Store) -> None:
+    store.save(make_result("1.2.3.3501"))
+    assert "patient_name" not in store.latest().columns
+    assert store.latest(include_patient=True)["patient_name"].tolist() == ["Doe^Jane"]
+
+
+def test_latest_filters(store: Store) -> None:
+    store.save(make_result("1.1", study_date="20240105", station="MR1", manufacturer="SIEMENS",
+                           findings=(MISSING_STIR,)))
+    store.save(make_result("1.2", study_date="20240220", station="MR2", manufacturer="GE MEDICAL SYSTEMS"))
+    store.save(make_result("1.3", study_date="20240310", station="MR2", manufacturer="Philips",
+                           protocol="ct-abdomen-pelvis", institution="North Clinic"))
+    store.save(make_result("1.4", study_date="", station="MR1", status=Status.NO_PROTOCOL, protocol=None))
+
+    def uids(**kw: object) -> set[str]:
+        return set(store.latest(Filters(**kw))["study_instance_uid"])
+
+    assert uids() == {"1.1", "1.2", "1.3", "1.4"}
+    assert uids(since=dt.date(2024, 2, 1), until=dt.date(2024, 2, 29)) == {"1.2"}
+    assert uids(until=dt.date(2024, 1, 5)) == {"1.1"}  # until is inclusive
+    assert uids(protocols=("CT-ABDOMEN-PELVIS",)) == {"1.3"}
+    assert uids(stations=("mr1",)) == {"1.1", "1.4"}
+    assert uids(scanners=("ge", "philips")) == {"1.2", "1.3"}
+    assert uids(institutions=("north",)) == {"1.3"}
+    assert uids(statuses=("fail", "no-protocol")) == {"1.1", "1.4"}
+    # a study without a date falls back to its audit day for date filters
+    today = dt.datetime.now(dt.timezone.utc).date()
+    assert "1.4" in uids(since=today - dt.timedelta(days=1))
+
+
+def test_latest_is_chosen_before_filtering(store: Store) -> None:
+    store.save(make_result("5.1", findings=(MISSING_STIR,)))
+    store.save(make_result("5.1"))  # re-audited: now passes
+    assert store.latest(Filters(statuses=("fail",))).empty
+
+
+def test_days_after_trauma_is_a_column(store: Store) -> None:
+    store.save(make_result("6.1", timing={"days_after_trauma": 12}))
+    store.save(make_result("6.2", timing={"trauma_date": "2024-01-01", "study_date": "20240215"}))
+    store.save(make_result("6.3"))
+    days = store.latest().set_index("study_instance_uid")["days_after_trauma"]
+    assert days["6.1"] == 12 and days["6.2"] == 45
+    assert days.isna()["6.3"]
+    assert days_after_trauma({"days_since_trauma": 3}) == 3
+    assert days_after_trauma(None) is None
+
+
+def test_runs_are_recorded(store: Store) -> None:
+    run = store.begin_run("audit /data", library_version="L1")
+    store.save(make_result("7.1"), run_id=run)
+    store.finish_run(run, audited=1, skipped=4)
+    runs = store.runs()
+    assert runs.loc[0, "audited"] == 1 and runs.loc[0, "skipped"] == 4
+    assert runs.loc[0, "outcome"] == "ok" and runs.loc[0, "finished"] is not None
+
+
+def test_file_index_round_trip_and_prefix(store: Store, tmp_path: Path) -> None:
+    a = FileEntry(str(tmp_path / "d" / "x.dcm"), 10, 111, FileKind.IMAGE, "1.2", "1.2.1")
+    b = FileEntry(str(tmp_path / "d" / "sub" / "y.dcm"), 20, 222, FileKind.UNREADABLE, reason="truncated")
+    c = FileEntry(str(tmp_path / "dd" / "z.dcm"), 30, 333, FileKind.IMAGE, "1.3", "1.3.1")
+    store.index_files([a, b, c])
+    found = store.file_index([str(tmp_path / "d")])
+    assert set(found) == {a.path, b.path}  # "dd" is not under "d"
+    assert found[b.path] == b
+    assert set(store.file_index([c.path])) == {c.path}
+    store.index_files([FileEntry(a.path, 11, 112, FileKind.IMAGE, "1.2", "1.2.1")])
+    assert store.file_index([a.path])[a.path].size == 11
+    store.forget_files([a.path])
+    assert store.file_index([str(tmp_path / "d")]).keys() == {b.path}
+
+
+def test_fingerprints() -> None:
+    parts = [("1.2.1", 100, 5), ("1.2.2", 120, 6)]
+    assert fingerprint(parts) == fingerprint(list(reversed(parts)))
+    assert fingerprint(parts) != fingerprint(parts[:1])
+    assert fingerprint(parts) != fingerprint([("1.2.1", 100, 5), ("1.2.2", 120, 7)])
+    assert fingerprint(parts, "trauma=2024-01-01") != fingerprint(parts, "trauma=2024-01-02")
+    assert instance_fingerprint(["b", "a", "a"]) == instance_fingerprint(["a", "b"])
+
+
+def test_library_version_follows_file_contents(tmp_path: Path) -> None:
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "a.yaml").write_text("id: a\n")
+    v1 = library_version(lib)
+    assert v1 == library_version(lib)
+    (lib / "a.yaml").write_text("id: a\nrequirements: []\n")
+    v2 = library_version(lib)
+    (lib / "notes.txt").write_text("ignored")
+    assert v1 != v2 == library_version(lib)
+
+
+def test_unwritable_store_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "plain-file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="cannot create the folder"):
+        Store.open(blocker / "results.db")
+    with pytest.raises(StoreError, match="is a folder"):
+        Store.open(tmp_path)
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="cannot write results store"):
+        Store.open(garbage)
+
+
+def test_readonly_open(tmp_path: Path) -> None:
+    with pytest.raises(StoreMissing):
+        Store.open(tmp_path / "none.db", readonly=True)
+    assert not (tmp_path / "none.db").exists()
+    with Store.open(tmp_path / "r.db") as s:
+        s.save(make_result("8.1"))
+    with Store.open(tmp_path / "r.db", readonly=True) as s:
+        assert s.count_audits() == 1
+        with pytest.raises(StoreError, match="read-only"):
+            s.save(make_result("8.2"))
+
+
+def test_sqlalchemy_url_is_accepted(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'by-url.db'}"
+    with Store.open(url) as s:
+        s.save(make_result("9.1"))
+    with Store.open(tmp_path / "by-url.db") as s:
+        assert s.count_audits() == 1
+    with pytest.raises(StoreError):
+        Store.open("nosuchdialect://user:secret@host/db")
+
+
+WRITER = textwrap.dedent("""
+    import sys, time, pathlib
+    sys.path.insert(0, sys.argv[1])
+    from protocolcheck.findings import AuditResult, Finding, FindingCode, Severity, Status
+    from protocolcheck.store import Store, FileEntry, FileKind
+    db, name, count, go = sys.argv[2], sys.argv[3], int(sys.argv[4]), pathlib.Path(sys.argv[5])
+    store = Store.open(db)
+    while not go.exists():
+        time.sleep(0.005)
+    run = store.begin_run("writer " + name)
+    for i in range(count):
+        uid = f"2.25.{name}.{i}"
+        f = Finding(FindingCode.MISSING_SEQUENCE, Severity.ERROR, "missing " + name, requirement="r" + str(i % 3))
+        result = AuditResult(uid, "ACC" + str(i), "20240101", "MR", "d", "p", Status.FAIL, (f,), station_name=name)
+        store.save(result, fingerprint="fp", library_version="L", run_id=run, source=name)
+        store.index_files([FileEntry(f"/data/{name}/{i}.dcm", i, i, FileKind.IMAGE, uid, uid + ".1")])
+    store.finish_run(run, audited=count, skipped=0)
+    print("done", name)
+""")
+
+
+def test_two_processes_write_at_once(tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    Store.open(db).close()
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    go = tmp_path / "go"
+    count = 150
+    procs = [subprocess.Popen([sys.executable, str(script), str(ROOT), str(db), name, str(count), str(go)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name in ("listen", "nightly")]
+    go.write_text("go")
+    outputs = [p.communicate(timeout=180) for p in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err
+        assert out.startswith("done")
+    with Store.open(db) as s:
+        assert s.count_audits() == 2 * count
+        latest = s.latest()
+        assert sorted(latest["station_name"].value_counts().tolist()) == [count, count]
+        assert len(s.findings(latest["id"])) == 2 * count
+        assert len(s.file_index(["/data"])) == 2 * count
+        assert set(s.runs()["outcome"]) == {"ok"}
+    con = sqlite3.connect(db)
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        con.close()
+
+
+def test_result_json_is_the_audit_record(store: Store, tmp_path: Path) -> None:
+    store.save(make_result("10.1", findings=(MISSING_STIR,)))
+    con = sqlite3.connect(tmp_path / "results.db")
+    try:
+        text = con.execute("select result_json from audits").fetchone()[0]
+    finally:
+        con.close()
+    data = json.loads(text)
+    assert data["study_instance_uid"] == "10.1"
+    assert data["findings"][0]["code"] == "missing-sequence"
+    assert "patient_name" not in data  # patient fields live in their own columns only
