@@ -1,0 +1,238 @@
+"""What the DICOM network roles share: peers, timeouts, AE titles, UIDs, SOP classes, errors.
+
+Everything here is pynetdicom plumbing without policy: the storage SCP (:mod:`.scp`), the
+query/retrieve client (:mod:`.qr`) and the worklist client (:mod:`.mwl`) build on it. Client
+associations always carry connect/ACSE/DIMSE/network timeouts, and a failed association is turned
+into a :class:`NetError` that says whether the peer was unreachable, rejected us (and why) or
+aborted.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import re
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, evt
+from pynetdicom.association import Association
+from pynetdicom.presentation import PresentationContext, build_context
+
+LOG = logging.getLogger("protocolcheck.net")
+
+DEFAULT_AET = "PROTOCOLCHECK"
+
+# Storage SOP classes the SCP and the C-GET client accept. The images the audit reads (MR, CT in
+# classic, enhanced and legacy-converted forms), plus what modalities send along with them
+# (secondary captures, presentation states, dose and key-object reports, PDFs, raw data), so that a
+# study pushed from a scanner is not refused half-way. Kept well below the 128 presentation
+# contexts a C-GET association can carry.
+STORAGE_SOP_CLASSES: tuple[str, ...] = (
+    "1.2.840.10008.5.1.4.1.1.4",  # MR Image
+    "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image
+    "1.2.840.10008.5.1.4.1.1.4.3",  # Enhanced MR Color Image
+    "1.2.840.10008.5.1.4.1.1.4.4",  # Legacy Converted Enhanced MR Image
+    "1.2.840.10008.5.1.4.1.1.4.2",  # MR Spectroscopy
+    "1.2.840.10008.5.1.4.1.1.2",  # CT Image
+    "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT Image
+    "1.2.840.10008.5.1.4.1.1.2.2",  # Legacy Converted Enhanced CT Image
+    "1.2.840.10008.5.1.4.1.1.128",  # PET Image
+    "1.2.840.10008.5.1.4.1.1.130",  # Enhanced PET Image
+    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image
+    "1.2.840.10008.5.1.4.1.1.7.1",  # Multi-frame Single Bit Secondary Capture
+    "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame Grayscale Byte Secondary Capture
+    "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word Secondary Capture
+    "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame True Color Secondary Capture
+    "1.2.840.10008.5.1.4.1.1.11.1",  # Grayscale Softcopy Presentation State
+    "1.2.840.10008.5.1.4.1.1.88.11",  # Basic Text SR
+    "1.2.840.10008.5.1.4.1.1.88.22",  # Enhanced SR
+    "1.2.840.10008.5.1.4.1.1.88.33",  # Comprehensive SR
+    "1.2.840.10008.5.1.4.1.1.88.59",  # Key Object Selection Document
+    "1.2.840.10008.5.1.4.1.1.88.67",  # X-Ray Radiation Dose SR
+    "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
+    "1.2.840.10008.5.1.4.1.1.66",  # Raw Data
+    "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
+)
+
+VERIFICATION = "1.2.840.10008.1.1"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
+STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
+
+_AET_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII except backslash
+_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_UID_MAX = 128  # the standard says 64; some archives hand out longer ones, accept them as names
+_DATE_RE = re.compile(r"^(\d{8})?(-(\d{8})?)?$")
+
+
+class NetErrorKind(str, Enum):
+    """Why a network operation could not be done."""
+
+    UNREACHABLE = "unreachable"  # no TCP connection (refused, timed out, name not resolved)
+    REJECTED = "rejected"  # the peer refused the association (wrong AE title, ...)
+    ABORTED = "aborted"  # the peer or the network broke the association
+    FAILED = "failed"  # the association worked but the operation reported a failure status
+
+
+class NetError(Exception):
+    """A network operation failed; ``str()`` is a complete message naming the peer."""
+
+    def __init__(self, kind: NetErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds to wait for a TCP connection, association negotiation, a DIMSE reply, silence."""
+
+    connect: float = 10.0
+    acse: float = 30.0
+    dimse: float = 120.0
+    network: float = 120.0
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A remote application entity and the AE title we use towards it."""
+
+    host: str
+    port: int
+    called_aet: str
+    calling_aet: str = DEFAULT_AET
+
+    def __str__(self) -> str:
+        return f"{self.called_aet}@{self.host}:{self.port}"
+
+
+def validate_aet(text: str, what: str = "AE title") -> str:
+    """Return the AE title stripped; ValueError if it is not 1-16 printable ASCII characters."""
+    value = (text or "").strip()
+    if not _AET_RE.match(value):
+        raise ValueError(f"{what} {text!r} is not valid: use 1-16 printable ASCII characters, no backslash")
+    return value
+
+
+def safe_uid(value: Any, what: str = "UID") -> str:
+    """A UID usable as a file or folder name: digits and dots only, so no path can be smuggled in.
+
+    Trailing NUL/space padding is removed; anything else that is not a plain UID raises ValueError.
+    """
+    text = str(value or "").strip().rstrip("\x00").strip()
+    if not text:
+        raise ValueError(f"missing {what}")
+    if len(text) > _UID_MAX or not _UID_RE.match(text):
+        raise ValueError(f"{what} {text[:80]!r} is not a valid UID (digits and dots only)")
+    return text
+
+
+def validate_date_range(text: str) -> str:
+    """``YYYYMMDD``, ``YYYYMMDD-YYYYMMDD``, ``-YYYYMMDD`` or ``YYYYMMDD-`` (DICOM DA range); ISO dashes allowed."""
+    value = (text or "").strip()
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        value = value.replace("-", "")
+    elif re.fullmatch(r"\d{4}-\d{2}-\d{2}--?\d{4}-\d{2}-\d{2}", value):
+        start, end = value[:10], value[-10:]
+        value = start.replace("-", "") + "-" + end.replace("-", "")
+    if not value or value == "-" or not _DATE_RE.match(value):
+        raise ValueError(f"date {text!r} is not a DICOM date or range: use YYYYMMDD or YYYYMMDD-YYYYMMDD")
+    return value
+
+
+def storage_contexts(sop_classes: Sequence[str] = STORAGE_SOP_CLASSES) -> list[PresentationContext]:
+    """One presentation context per storage class, offering every transfer syntax (JPEG 2000 included)."""
+    return [build_context(uid, ALL_TRANSFER_SYNTAXES) for uid in sop_classes]
+
+
+def new_ae(aet: str, timeouts: Timeouts = Timeouts()) -> AE:
+    """A pynetdicom AE with our timeouts and no limit on concurrent associations."""
+    ae = AE(ae_title=validate_aet(aet))
+    ae.connection_timeout = timeouts.connect
+    ae.acse_timeout = timeouts.acse
+    ae.dimse_timeout = timeouts.dimse
+    ae.network_timeout = timeouts.network
+    ae.maximum_associations = 64
+    return ae
+
+
+def associate(ae: AE, peer: Peer, ext_neg: list[Any] | None = None,
+              evt_handlers: list[Any] | None = None) -> Association:
+    """Open an association to ``peer``; raise :class:`NetError` saying why it could not be opened."""
+    replies: list[Any] = []
+
+    def on_acse_recv(event: evt.Event) -> None:
+        replies.append(event.primitive)
+
+    handlers = [(evt.EVT_ACSE_RECV, on_acse_recv)] + list(evt_handlers or [])
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.called_aet, ext_neg=ext_neg,
+                         evt_handlers=handlers)
+    if assoc.is_established:
+        return assoc
+    if assoc.is_rejected:
+        detail = ""
+        for reply in replies:
+            if hasattr(reply, "reason_str"):
+                try:
+                    detail = f" ({reply.result_str}; {reply.source_str}: {reply.reason_str})"
+                except Exception:  # noqa: BLE001 - unusual reply codes
+                    detail = ""
+        raise NetError(NetErrorKind.REJECTED,
+                       f"{peer} rejected the association from {peer.calling_aet}{detail}; "
+                       f"check the called AE title and that {peer.calling_aet!r} is configured on the peer")
+    if any(hasattr(r, "presentation_context_definition_results_list") for r in replies):
+        raise NetError(NetErrorKind.REJECTED,
+                       f"{peer} accepted the association but none of the proposed services "
+                       f"({', '.join(sorted({str(cx.abstract_syntax) for cx in ae.requested_contexts}))[:200]})")
+    reason = probe(peer.host, peer.port, ae.connection_timeout or 10.0)
+    if reason:
+        raise NetError(NetErrorKind.UNREACHABLE, f"{peer} is unreachable: {reason}")
+    raise NetError(NetErrorKind.ABORTED,
+                   f"{peer} accepted the TCP connection but did not complete the association "
+                   "(aborted or timed out); is it a DICOM service?")
+
+
+def probe(host: str, port: int, timeout: float) -> str:
+    """'' when a TCP connection to host:port can be opened, else a short human reason."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return ""
+    except socket.gaierror as exc:
+        return f"host name {host!r} not resolved ({exc.strerror})"
+    except TimeoutError:
+        return f"no answer within {timeout:g} s"
+    except OSError as exc:
+        if exc.errno == errno.ECONNREFUSED:
+            return "connection refused (nothing listening on that port)"
+        return exc.strerror or str(exc)
+
+
+def status_text(status: Any) -> str:
+    """'0xC000' style text for a DIMSE status dataset (or 'no response')."""
+    code = getattr(status, "Status", None) if status is not None else None
+    if code is None:
+        return "no response"
+    comment = str(getattr(status, "ErrorComment", "") or "").strip()
+    return f"0x{int(code):04X}" + (f" ({comment})" if comment else "")
+
+
+def echo(peer: Peer, timeouts: Timeouts = Timeouts()) -> None:
+    """C-ECHO the peer; NetError when it does not answer with success."""
+    ae = new_ae(peer.calling_aet, timeouts)
+    ae.add_requested_context(VERIFICATION)
+    assoc = associate(ae, peer)
+    try:
+        status = assoc.send_c_echo()
+    finally:
+        release(assoc)
+    if getattr(status, "Status", None) != 0:
+        raise NetError(NetErrorKind.FAILED, f"C-ECHO to {peer} answered {status_text(status)}")
+
+
+def release(assoc: Association) -> None:
+    if assoc.is_established:
+        assoc.release()

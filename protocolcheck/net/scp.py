@@ -1,0 +1,521 @@
+"""Storage SCP: receive instances, store each one durably, and hand over studies once they are complete.
+
+Three small parts, each usable alone:
+
+- :class:`InstanceStore` writes ``STORE/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm`` atomically
+  (temp file, fsync, ``os.replace``, fsync of the folder) from the bytes the peer sent, keeps a
+  ``.pending`` marker in each study folder until the study has been handed over, and appends every
+  refused instance with its reason to ``STORE/.rejected.jsonl``.
+- :class:`StudyTracker` decides when a study is complete: no instance for ``idle`` seconds. It calls
+  the completion callback on its own worker thread (never on an association thread), one study at a
+  time, and again if more instances arrive later.
+- :class:`StorageSCP` is the pynetdicom server: C-ECHO and C-STORE for :data:`STORAGE_SOP_CLASSES`
+  in every transfer syntax, calling AE titles optionally restricted, several associations at once.
+  :meth:`StorageSCP.stop` stops accepting, lets running associations finish, then hands over
+  every pending study.
+
+On start, studies whose ``.pending`` marker survived a crash or a kill are handed over again.
+What to do with a complete study (audit it) is the caller's callback, so this module knows
+nothing about auditing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+from pynetdicom.transport import ThreadedAssociationServer
+
+from .common import DEFAULT_AET, STORAGE_SOP_CLASSES, VERIFICATION, Timeouts, new_ae, safe_uid, validate_aet
+
+LOG = logging.getLogger("protocolcheck.net.scp")
+
+# C-STORE statuses (PS3.4 Annex B; 0xC210 is pynetdicom's "cannot decode").
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+DATASET_DOES_NOT_MATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC210
+PROCESSING_FAILURE = 0x0110
+
+PENDING_MARKER = ".pending"
+REJECTED_LOG = ".rejected.jsonl"
+_TEMP_PREFIX = ".incoming-"
+
+
+class StoreError(Exception):
+    """An instance that cannot be stored; ``status`` is the C-STORE status to answer with."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class InstanceKey:
+    """The three UIDs that place an instance in the store (already checked by :func:`safe_uid`)."""
+
+    study: str
+    series: str
+    sop: str
+
+
+def check_complete(ds: Dataset, size: int) -> None:
+    """StoreError unless the decoded elements end exactly where the received bytes end.
+
+    pydicom decodes leniently: a dataset cut short mid-element or mid-value still "decodes". The
+    last top-level element's declared end must be the end of the stream (undefined-length items,
+    such as encapsulated pixel data, are delimited and checked by the decoder itself).
+    """
+    tags = list(ds.keys())
+    if not tags:
+        raise StoreError(CANNOT_UNDERSTAND, "empty dataset")
+    last = ds.get_item(max(tags))
+    length = getattr(last, "length", None)
+    value_tell = getattr(last, "value_tell", None)
+    if length is None or value_tell is None or length == 0xFFFFFFFF:
+        return
+    end = value_tell + length
+    if end != size:
+        raise StoreError(CANNOT_UNDERSTAND, f"dataset truncated or malformed: its last element {last.tag} "
+                                            f"ends at byte {end} but {size} bytes were received")
+
+
+def instance_key(ds: Dataset, fallback_sop: str = "") -> InstanceKey:
+    """Read and check the placing UIDs of a received dataset; StoreError when unusable."""
+    try:
+        study = ds.get("StudyInstanceUID", "")
+        series = ds.get("SeriesInstanceUID", "")
+        sop = ds.get("SOPInstanceUID", "") or fallback_sop
+    except Exception as exc:  # noqa: BLE001 - pydicom decodes lazily and raises many types
+        raise StoreError(CANNOT_UNDERSTAND, f"cannot decode dataset: {type(exc).__name__}: {exc}") from exc
+    try:
+        return InstanceKey(safe_uid(study, "Study Instance UID"), safe_uid(series, "Series Instance UID"),
+                           safe_uid(sop, "SOP Instance UID"))
+    except ValueError as exc:
+        raise StoreError(DATASET_DOES_NOT_MATCH, str(exc)) from exc
+
+
+class InstanceStore:
+    """A folder of received instances, written so that an acknowledged instance is never lost."""
+
+    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True) -> None:
+        self.root = Path(root)
+        self.fsync = fsync
+        self._log_lock = threading.Lock()
+
+    def prepare(self) -> None:
+        """Create the folder (OSError if it cannot be written) and drop temp files left by a crash."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=self.root, prefix=_TEMP_PREFIX, delete=True)
+        probe.close()
+        for path in self.root.glob(f"*/*/{_TEMP_PREFIX}*"):
+            LOG.info("removing incomplete file left by an earlier run: %s", path)
+            path.unlink(missing_ok=True)
+
+    def study_dir(self, study_uid: str) -> Path:
+        return self.root / safe_uid(study_uid, "Study Instance UID")
+
+    def path_for(self, key: InstanceKey) -> Path:
+        return self.root / key.study / key.series / f"{key.sop}.dcm"
+
+    def put(self, key: InstanceKey, data: bytes) -> Path:
+        """Write ``data`` as the instance's file, atomically and durably; StoreError on failure."""
+        target = self.path_for(key)
+        try:
+            created = not target.parent.is_dir()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(dir=target.parent, prefix=_TEMP_PREFIX)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    if self.fsync:
+                        os.fsync(fh.fileno())
+                os.replace(temp, target)
+            except BaseException:
+                Path(temp).unlink(missing_ok=True)
+                raise
+            if self.fsync:
+                _fsync_dir(target.parent)
+                if created:
+                    _fsync_dir(target.parent.parent)
+                    _fsync_dir(self.root)
+        except OSError as exc:
+            raise StoreError(OUT_OF_RESOURCES, f"cannot write {target}: {exc.strerror or exc}") from exc
+        return target
+
+    # -- pending markers: a study with a marker has instances that were not yet handed over
+    def mark_pending(self, study_uid: str) -> None:
+        folder = self.study_dir(study_uid)
+        folder.mkdir(parents=True, exist_ok=True)
+        marker = folder / PENDING_MARKER
+        if not marker.exists():
+            with open(marker, "w", encoding="ascii") as fh:
+                fh.write(_now() + "\n")
+                if self.fsync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            if self.fsync:
+                _fsync_dir(folder)
+
+    def clear_pending(self, study_uid: str) -> None:
+        (self.study_dir(study_uid) / PENDING_MARKER).unlink(missing_ok=True)
+
+    def pending_studies(self) -> list[str]:
+        """Study UIDs whose marker is still there (received but not handed over before a stop)."""
+        return sorted(p.parent.name for p in self.root.glob(f"*/{PENDING_MARKER}"))
+
+    def log_rejection(self, record: dict[str, Any]) -> None:
+        """Append one refused instance (time, peer, UIDs, status, reason) to ``.rejected.jsonl``."""
+        line = json.dumps({"time": _now(), **record}, ensure_ascii=False)
+        with self._log_lock:
+            try:
+                with open(self.root / REJECTED_LOG, "a", encoding="utf-8") as fh:
+                    fh.write(line + "\n")
+            except OSError as exc:
+                LOG.error("cannot append to %s: %s", self.root / REJECTED_LOG, exc)
+
+    def rejections(self) -> list[dict[str, Any]]:
+        path = self.root / REJECTED_LOG
+        if not path.exists():
+            return []
+        with open(path, encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+
+    def instances(self, study_uid: str) -> Iterator[Path]:
+        yield from sorted(self.study_dir(study_uid).glob("*/*.dcm"))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+@dataclass
+class _StudyState:
+    seq: int = 0
+    last: float = 0.0
+    running: bool = False
+
+
+class StudyTracker:
+    """Calls ``on_complete(study_uid)`` once no instance of the study has arrived for ``idle`` seconds.
+
+    ``on_pending``/``on_settled`` run under the tracker's lock when a study becomes pending and when
+    it has been handed over with nothing new meanwhile (the store's markers hang on these). A study
+    that receives more instances after its hand-over becomes pending again and is handed over again.
+    """
+
+    def __init__(self, idle: float, on_complete: Callable[[str], None], *,
+                 on_pending: Callable[[str], None] | None = None,
+                 on_settled: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if idle < 0:
+            raise ValueError("idle time must be >= 0 seconds")
+        self.idle = idle
+        self.on_complete = on_complete
+        self.on_pending = on_pending
+        self.on_settled = on_settled
+        self.clock = clock
+        self._studies: dict[str, _StudyState] = {}
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._flush = False
+        self._thread: threading.Thread | None = None
+        self.completed = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="protocolcheck-study-tracker", daemon=True)
+        self._thread.start()
+
+    def arrived(self, study_uid: str) -> None:
+        """Note an instance of ``study_uid`` (call after it is stored, before answering success)."""
+        with self._cond:
+            state = self._studies.get(study_uid)
+            if state is None:
+                if self.on_pending:
+                    self.on_pending(study_uid)
+                state = self._studies[study_uid] = _StudyState()
+            state.seq += 1
+            state.last = self.clock()
+            self._cond.notify_all()
+
+    def recover(self, study_uid: str) -> None:
+        """Treat a study found pending on disk as just arrived (handed over after ``idle``)."""
+        self.arrived(study_uid)
+
+    def pending(self) -> list[str]:
+        with self._cond:
+            return sorted(self._studies)
+
+    def stop(self, flush: bool = True, timeout: float | None = None) -> None:
+        """Stop the worker; with ``flush`` hand over every pending study first, regardless of idle time."""
+        with self._cond:
+            self._stopping = True
+            self._flush = flush
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _due(self, now: float) -> tuple[str, int] | None:
+        for uid, state in sorted(self._studies.items(), key=lambda item: item[1].last):
+            if state.running:
+                continue
+            if self._flush or now - state.last >= self.idle:
+                return uid, state.seq
+        return None
+
+    def _next_wait(self, now: float) -> float | None:
+        waits = [state.last + self.idle - now for state in self._studies.values() if not state.running]
+        return max(0.0, min(waits)) if waits else None
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    now = self.clock()
+                    due = self._due(now)
+                    if due is not None:
+                        break
+                    if self._stopping and (not self._flush or not self._studies):
+                        return
+                    self._cond.wait(self._next_wait(now))
+                uid, seq = due
+                self._studies[uid].running = True
+            failed = False
+            try:
+                self.on_complete(uid)
+            except Exception:  # noqa: BLE001 - a failing hand-over must not stop the receiver
+                LOG.exception("handling completed study %s failed; it stays marked pending", uid)
+                failed = True
+            with self._cond:
+                state = self._studies[uid]
+                state.running = False
+                self.completed += 1
+                if failed or state.seq == seq:
+                    del self._studies[uid]
+                    if not failed and self.on_settled:
+                        self.on_settled(uid)
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    """How the storage SCP listens and where it stores."""
+
+    store: Path
+    port: int
+    bind: str = "127.0.0.1"
+    aet: str = DEFAULT_AET
+    allowed_aets: tuple[str, ...] = ()  # empty: any calling AE title
+    idle: float = 30.0
+    timeouts: Timeouts = Timeouts()
+    fsync: bool = True
+
+
+@dataclass
+class Counters:
+    """What the SCP did so far (read for summaries and tests)."""
+
+    associations: int = 0
+    rejected_associations: int = 0
+    stored: int = 0
+    refused: int = 0
+    studies_completed: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + n)
+
+
+def handle_store(event: evt.Event, store: InstanceStore, tracker: StudyTracker, counters: Counters,
+                 accept: Callable[[InstanceKey], str] | None = None) -> int:
+    """EVT_C_STORE handler: decode just enough to place the instance, store it, note its study.
+
+    ``accept`` may veto an instance (returns a reason). Every refusal is logged with its reason.
+    """
+    peer = _peer_text(event)
+    request = event.request
+    sop_fallback = str(getattr(request, "AffectedSOPInstanceUID", "") or "")
+    key: InstanceKey | None = None
+    try:
+        try:
+            ds = event.dataset
+        except Exception as exc:  # noqa: BLE001
+            raise StoreError(CANNOT_UNDERSTAND, f"cannot decode dataset: {type(exc).__name__}: {exc}") from exc
+        if not event.context.transfer_syntax.is_deflated:
+            check_complete(ds, len(event.encoded_dataset(include_meta=False)))
+        key = instance_key(ds, sop_fallback)
+        if accept is not None:
+            reason = accept(key)
+            if reason:
+                raise StoreError(DATASET_DOES_NOT_MATCH, reason)
+        data = event.encoded_dataset(include_meta=True)
+        store.put(key, data)
+        tracker.arrived(key.study)
+    except StoreError as exc:
+        counters.add("refused")
+        LOG.warning("refused instance %s from %s: %s (status 0x%04X)", key.sop if key else sop_fallback or "?",
+                    peer, exc.reason, exc.status)
+        store.log_rejection({
+            "peer": peer, "sop_instance_uid": key.sop if key else sop_fallback,
+            "study_instance_uid": key.study if key else None,
+            "sop_class_uid": str(getattr(request, "AffectedSOPClassUID", "") or ""),
+            "status": f"0x{exc.status:04X}", "reason": exc.reason,
+        })
+        return exc.status
+    except Exception as exc:  # noqa: BLE001 - never let a handler bug abort the association
+        counters.add("refused")
+        LOG.exception("refused instance %s from %s: unexpected error", sop_fallback, peer)
+        store.log_rejection({"peer": peer, "sop_instance_uid": sop_fallback, "status": f"0x{PROCESSING_FAILURE:04X}",
+                             "reason": f"internal error: {type(exc).__name__}: {exc}"})
+        return PROCESSING_FAILURE
+    counters.add("stored")
+    return SUCCESS
+
+
+def handle_echo(event: evt.Event) -> int:
+    """EVT_C_ECHO handler: verification always succeeds."""
+    return SUCCESS
+
+
+def _peer_text(event: evt.Event) -> str:
+    try:
+        requestor = event.assoc.requestor
+        return f"{requestor.ae_title.strip()}@{requestor.address}:{requestor.port}"
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
+def _on_established(event: evt.Event, counters: Counters) -> None:
+    counters.add("associations")
+    LOG.info("association from %s", _peer_text(event))
+
+
+def _on_rejected(event: evt.Event, counters: Counters, config: ListenConfig) -> None:
+    counters.add("rejected_associations")
+    assoc_rq = event.assoc.requestor.primitive
+    calling = str(getattr(assoc_rq, "calling_ae_title", "") or "").strip()
+    called = str(getattr(assoc_rq, "called_ae_title", "") or "").strip()
+    if config.allowed_aets and calling not in config.allowed_aets:
+        why = f"calling AE title {calling!r} is not allowed (allowed: {', '.join(config.allowed_aets)})"
+    elif called != config.aet:
+        why = f"called AE title {called!r} is not ours ({config.aet!r})"
+    else:
+        why = "too many associations"
+    LOG.warning("rejected association from %s: %s", _peer_text(event), why)
+
+
+class StorageSCP:
+    """A storage SCP that stores every instance durably and reports each completed study.
+
+    ``on_study_complete(study_dir)`` runs on the tracker's worker thread, one study at a time.
+    """
+
+    def __init__(self, config: ListenConfig, on_study_complete: Callable[[Path], None]) -> None:
+        self.config = config
+        self.on_study_complete = on_study_complete
+        self.allowed = tuple(validate_aet(a, "allowed AE title") for a in config.allowed_aets)
+        self.store = InstanceStore(config.store, fsync=config.fsync)
+        self.counters = Counters()
+        self.tracker = StudyTracker(config.idle, self._complete, on_pending=self.store.mark_pending,
+                                    on_settled=self.store.clear_pending)
+        self._server: ThreadedAssociationServer | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The (host, port) actually bound (the port is chosen by the OS when configured as 0)."""
+        if self._server is None:
+            raise RuntimeError("server not started")
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        """Prepare the store, queue studies left pending by an earlier run, start listening.
+
+        OSError when the store is not writable or the port cannot be bound.
+        """
+        self.store.prepare()
+        for uid in self.store.pending_studies():
+            LOG.info("study %s was received earlier but not audited; it will be audited", uid)
+            self.tracker.recover(uid)
+        self.tracker.start()
+        ae = new_ae(self.config.aet, self.config.timeouts)
+        ae.require_called_aet = True
+        if self.allowed:
+            ae.require_calling_aet = list(self.allowed)
+        ae.add_supported_context(VERIFICATION)
+        from .common import storage_contexts  # local: keeps the module import light
+        for cx in storage_contexts():
+            ae.add_supported_context(cx.abstract_syntax, cx.transfer_syntax)
+        handlers = [
+            (evt.EVT_C_STORE, handle_store, [self.store, self.tracker, self.counters]),
+            (evt.EVT_C_ECHO, handle_echo),
+            (evt.EVT_ESTABLISHED, _on_established, [self.counters]),
+            (evt.EVT_REJECTED, _on_rejected, [self.counters, self.config]),
+        ]
+        try:
+            self._server = ae.start_server((self.config.bind, self.config.port), block=False,
+                                           evt_handlers=handlers)
+        except BaseException:
+            self.tracker.stop(flush=False)
+            raise
+        LOG.info("listening as %s on %s:%d, storing in %s", self.config.aet, *self.address, self.config.store)
+
+    def _complete(self, study_uid: str) -> None:
+        self.counters.add("studies_completed")
+        self.on_study_complete(self.store.study_dir(study_uid))
+
+    def stop(self, grace: float = 60.0) -> None:
+        """Stop accepting; let running associations finish (up to ``grace`` s); hand over what is pending."""
+        server = self._server
+        if server is not None:
+            server.shutdown()
+            deadline = time.monotonic() + grace
+            for assoc in list(server.active_associations):
+                assoc.join(max(0.0, deadline - time.monotonic()))
+                if assoc.is_alive():
+                    LOG.warning("aborting association still running after %g s: %s", grace, assoc)
+                    assoc.abort()
+            self._server = None
+        self.tracker.stop(flush=True)
+
+
+def wait_for_signal(stop: threading.Event | None = None) -> int:
+    """Block until SIGTERM or SIGINT (or ``stop`` is set); return the signal number (0 for ``stop``)."""
+    stop = stop or threading.Event()
+    received: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return received[0] if received else 0
