@@ -1,0 +1,87 @@
+"""Shared pytest fixtures: the committed sample studies and synthetic multi-vendor corpora.
+
+Fixtures (use them from any test module):
+
+- ``sample_dir``: the committed ``sample_dicom/`` folder (with ``context.csv``).
+- ``synth_corpus``: session-scoped; one study per vendor/scenario written by :mod:`protocolcheck.synth`
+  into a temp folder. ``synth_corpus.root`` is the folder, ``synth_corpus.studies[name]`` a study
+  folder, ``synth_corpus.specs[name]`` the :class:`~protocolcheck.synth.StudySpec` that made it.
+- ``write_synth``: function-scoped factory ``write_synth(spec, name=None) -> Path`` writing one study
+  into ``tmp_path`` and returning its folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from protocolcheck import synth
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class SynthCorpus:
+    """Studies written by synth: folder per study name, and the specs that made them."""
+
+    root: Path
+    studies: dict[str, Path]
+    specs: dict[str, synth.StudySpec]
+
+
+def corpus_specs() -> dict[str, synth.StudySpec]:
+    """A small multi-vendor corpus covering the main plexus scenarios (names are stable keys)."""
+    V = synth.Vendor
+    return {
+        "siemens_complete": synth.plexus_study(V.SIEMENS, "SYN-SIE-01"),
+        "siemens_xa_complete": synth.plexus_study(V.SIEMENS_XA, "SYN-XA-01"),
+        "siemens_xa_no_oblique": synth.plexus_study(V.SIEMENS_XA, "SYN-XA-02", oblique=False),
+        "ge_complete": synth.plexus_study(V.GE, "SYN-GE-01", field_strength=1.5),
+        "ge_no_fluid_fs": synth.plexus_study(V.GE, "SYN-GE-02", field_strength=1.5, fluid_fat_suppressed=False),
+        "philips_complete": synth.plexus_study(V.PHILIPS, "SYN-PH-01"),
+        "philips_no_post": synth.plexus_study(V.PHILIPS, "SYN-PH-02", post_contrast=False),
+        "philips_dixon": synth.plexus_study(V.PHILIPS, "SYN-PH-03", dixon=True),
+        "canon_complete": synth.plexus_study(V.CANON, "SYN-CA-01", field_strength=1.5),
+        "hitachi_complete": synth.plexus_study(V.HITACHI, "SYN-HI-01", field_strength=1.5),
+        "uih_complete": synth.plexus_study(V.UIH, "SYN-UI-01"),
+        "pelvis_standard": synth.pelvis_study(V.SIEMENS, "SYN-PEL-01"),
+        "ct_contrast": synth.ct_study(V.GE, "SYN-CT-01", with_contrast=True),
+        "ct_no_contrast": synth.ct_study(V.SIEMENS, "SYN-CT-02", with_contrast=False),
+    }
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """The committed sample studies (``sample_dicom/``)."""
+    path = REPO_ROOT / "sample_dicom"
+    if not any(path.glob("*/*.dcm")):
+        pytest.skip("sample_dicom/ has not been generated (python tools/make_sample_dicom.py)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def synth_corpus(tmp_path_factory: pytest.TempPathFactory) -> SynthCorpus:
+    """A multi-vendor corpus written once per test session."""
+    root = tmp_path_factory.mktemp("synth_corpus")
+    specs = corpus_specs()
+    studies = {}
+    for name, spec in specs.items():
+        folder = root / name
+        synth.write_study(spec, folder)
+        studies[name] = folder
+    return SynthCorpus(root, studies, specs)
+
+
+@pytest.fixture
+def write_synth(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``write_synth(spec, name=None)`` writes one study under ``tmp_path``; returns its folder."""
+
+    def _write(spec: synth.StudySpec, name: str | None = None) -> Path:
+        folder = tmp_path / (name or spec.accession)
+        synth.write_study(spec, folder)
+        return folder
+
+    return _write
