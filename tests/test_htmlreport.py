@@ -1,0 +1,168 @@
+"""HTML report: escaping, privacy, charts that carry the store's numbers, rendering in headless Chromium."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from protocolcheck.findings import Finding, FindingCode, Severity, Status
+from protocolcheck.htmlreport import (
+    EXPORT_COLUMNS,
+    by_group,
+    export_frame,
+    missing_requirements,
+    over_time,
+    render_html,
+    trauma_histogram,
+)
+from protocolcheck.store import Filters, Store
+
+from test_store import make_result
+
+EVIL = "<script>alert(1)</script>"
+
+
+def missing(req: str) -> Finding:
+    return Finding(FindingCode.MISSING_SEQUENCE, Severity.ERROR, f"expected {req}; none found", requirement=req)
+
+
+@pytest.fixture
+def filled(tmp_path: Path) -> Store:
+    """A store with studies over three months, three stations, trauma timings and missing requirements."""
+    store = Store.open(tmp_path / "r.db")
+    plan = [
+        ("1.1", "20240110", "MR1", "SIEMENS", (missing("stir-cor"), missing("t1-cor")), 10),
+        ("1.2", "20240115", "MR1", "SIEMENS", (missing("stir-cor"),), 35),
+        ("1.3", "20240203", "MR2", "GE MEDICAL SYSTEMS", (), 40),
+        ("1.4", "20240219", "MR2", "GE MEDICAL SYSTEMS", (missing("t2-ax"),), None),
+        ("1.5", "20240301", EVIL, "Philips", (), 200),
+        ("1.6", "20240320", "MR1", "SIEMENS", (), 29),
+    ]
+    for uid, date, station, maker, findings, days in plan:
+        timing = {"days_after_trauma": days} if days is not None else None
+        store.save(make_result(uid, study_date=date, station=station, manufacturer=maker, findings=findings,
+                               timing=timing, description=f"series {EVIL}"), fingerprint="f", library_version="L")
+    store.save(make_result("1.7", study_date="20240321", status=Status.NO_PROTOCOL, protocol=None))
+    yield store
+    store.close()
+
+
+def page(store: Store, **kw: object) -> str:
+    audits = store.latest(include_patient=bool(kw.get("include_patient")))
+    return render_html(audits, store.findings(audits["id"]), source="r.db", **kw)
+
+
+def counts(svg: str) -> list[int]:
+    return [int(n) for n in re.findall(r'data-count="(\d+)"', svg)]
+
+
+def svgs(text: str) -> list[str]:
+    return re.findall(r"<svg.*?</svg>", text, flags=re.S)
+
+
+def test_header_values_are_escaped(filled: Store) -> None:
+    text = page(filled)
+    assert "<script" not in text.lower()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    for svg in svgs(text):  # every chart is well-formed XML, so escaping held inside SVG too
+        ET.fromstring(svg)
+
+
+def test_patient_names_only_on_request(filled: Store) -> None:
+    assert "Doe^Jane" not in page(filled)
+    assert "Doe^Jane" in page(filled, include_patient=True)
+
+
+def test_sections_and_summary(filled: Store) -> None:
+    text = page(filled)
+    for heading in ("Compliance over time", "By scanner, station and institution", "Most often missing requirements",
+                    "Timing after injury", "Failing studies (3)"):
+        assert heading in text
+    assert '<div class="num">7</div><div class="lbl">studies</div>' in text
+    # 3 of 6 audited against a protocol have no errors
+    assert '<div class="num">50%</div><div class="lbl">compliant</div>' in text
+
+
+def test_charts_carry_the_store_numbers(filled: Store) -> None:
+    audits = filled.latest()
+    findings = filled.findings(audits["id"])
+    period, labels, stacks = over_time(audits)
+    # ten weeks of studies: weekly columns from the week of 8 Jan to that of 18 Mar, empty weeks kept
+    assert period.name == "week" and labels[0] == "08 Jan" and labels[-1] == "18 Mar" and len(labels) == 11
+    assert sum(sum(s.values()) for s in stacks) == 7
+    assert stacks[0]["fail"] == 1 and stacks[1]["fail"] == 1 and sum(stacks[2].values()) == 0
+    assert stacks[-1] == {"pass": 1, "warn": 0, "fail": 0, "no-protocol": 1, "error": 0}
+    monthly = over_time(audits.assign(when=audits["when"] + pd.to_timedelta(audits.index * 40, unit="D")))
+    assert monthly[0].name == "month" and sum(sum(s.values()) for s in monthly[2]) == 7
+    names, per_station = by_group(audits, "station_name")
+    assert names[0] == "MR1" and sum(per_station[0].values()) == 4
+    assert missing_requirements(audits, findings)[0][:2] == ("stir-cor", 2)
+    starts, hist, before = trauma_histogram(audits["days_after_trauma"])
+    assert sum(hist) == 5 and before == 0
+    assert hist[1] == 1 and hist[-1] == 1  # 10 days; 200 days folds into the last bin
+
+    charts = svgs(render_html(audits, findings))
+    over, scanner, station, institution, missing_svg, timing = charts
+    assert sum(counts(over)) == 7
+    assert sum(counts(station)) == 7
+    assert counts(missing_svg) == [2, 1, 1]
+    assert sum(counts(timing)) == 5
+    assert 'class="minimum"' in timing and "28-day minimum" in timing
+
+
+def test_filters_and_failing_table(filled: Store) -> None:
+    audits = filled.latest(Filters(stations=("MR1",)))
+    text = render_html(audits, filled.findings(audits["id"]), filters=Filters(stations=("MR1",)).describe())
+    assert "stations: MR1" in text
+    table = text[text.index("Failing studies"):]
+    assert "<b>A1.1</b>" in table and "<b>A1.4</b>" not in table  # MR2 filtered out
+    assert table.count('<span class="badge" style="background:#d64545">fail</span>') == 2
+    assert "expected stir-cor; none found" in table and "expected t2-ax" not in table
+
+
+def test_empty_selection_still_renders(filled: Store) -> None:
+    audits = filled.latest(Filters(protocols=("nothing",)))
+    text = render_html(audits, filled.findings(audits["id"]))
+    assert "No stored audits match" in text and "<svg" not in text
+
+
+def test_export_frame(filled: Store, tmp_path: Path) -> None:
+    audits = filled.latest()
+    frame = export_frame(audits, filled.findings(audits["id"]))
+    assert list(frame.columns) == list(EXPORT_COLUMNS)
+    row = frame.set_index("study_instance_uid").loc["1.1"]
+    assert row["missing_requirements"] == "stir-cor|t1-cor" and row["errors"] == 2
+    assert "patient_name" in export_frame(filled.latest(include_patient=True), filled.findings(audits["id"]),
+                                          include_patient=True)
+    pytest.importorskip("pyarrow", reason="Parquet export needs the optional pyarrow")
+    frame.to_parquet(tmp_path / "x.parquet")
+    back = pd.read_parquet(tmp_path / "x.parquet")
+    assert len(back) == 7 and set(back["status"]) == {"pass", "fail", "no-protocol"}
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")
+def test_renders_in_headless_chromium(filled: Store, tmp_path: Path) -> None:
+    report = tmp_path / "report.html"
+    report.write_text(page(filled), encoding="utf-8")
+    shot = tmp_path / "shot.png"
+    with tempfile.TemporaryDirectory() as profile:
+        args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}"]
+        dom = subprocess.run(args + ["--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120)
+        subprocess.run(args + [f"--screenshot={shot}", "--window-size=1280,2400", report.as_uri()],
+                       capture_output=True, timeout=120)
+    assert "Compliance over time" in dom.stdout
+    assert dom.stdout.count("<svg") == 6
+    assert "<script" not in dom.stdout.lower()  # the browser saw the evil station name as text only
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
