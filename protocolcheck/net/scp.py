@@ -39,7 +39,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.transport import ThreadedAssociationServer
 
-from .common import DEFAULT_AET, STORAGE_SOP_CLASSES, VERIFICATION, Timeouts, new_ae, safe_uid, validate_aet
+from .common import DEFAULT_AET, VERIFICATION, Timeouts, new_ae, safe_uid, storage_contexts, validate_aet
 
 LOG = logging.getLogger("protocolcheck.net.scp")
 
@@ -349,11 +349,13 @@ class Counters:
             setattr(self, name, getattr(self, name) + n)
 
 
-def handle_store(event: evt.Event, store: InstanceStore, tracker: StudyTracker, counters: Counters,
+def handle_store(event: evt.Event, store: InstanceStore, counters: Counters,
+                 on_stored: Callable[[InstanceKey], None] | None = None,
                  accept: Callable[[InstanceKey], str] | None = None) -> int:
-    """EVT_C_STORE handler: decode just enough to place the instance, store it, note its study.
+    """EVT_C_STORE handler: decode just enough to place the instance, store it, then ``on_stored``.
 
-    ``accept`` may veto an instance (returns a reason). Every refusal is logged with its reason.
+    ``accept`` may veto an instance (it returns a reason). Every refusal is answered with a failure
+    status, logged, and appended to the store's rejection log; the association goes on.
     """
     peer = _peer_text(event)
     request = event.request
@@ -373,7 +375,8 @@ def handle_store(event: evt.Event, store: InstanceStore, tracker: StudyTracker, 
                 raise StoreError(DATASET_DOES_NOT_MATCH, reason)
         data = event.encoded_dataset(include_meta=True)
         store.put(key, data)
-        tracker.arrived(key.study)
+        if on_stored is not None:
+            on_stored(key)
     except StoreError as exc:
         counters.add("refused")
         LOG.warning("refused instance %s from %s: %s (status 0x%04X)", key.sop if key else sop_fallback or "?",
@@ -466,11 +469,10 @@ class StorageSCP:
         if self.allowed:
             ae.require_calling_aet = list(self.allowed)
         ae.add_supported_context(VERIFICATION)
-        from .common import storage_contexts  # local: keeps the module import light
         for cx in storage_contexts():
             ae.add_supported_context(cx.abstract_syntax, cx.transfer_syntax)
         handlers = [
-            (evt.EVT_C_STORE, handle_store, [self.store, self.tracker, self.counters]),
+            (evt.EVT_C_STORE, handle_store, [self.store, self.counters, self._stored]),
             (evt.EVT_C_ECHO, handle_echo),
             (evt.EVT_ESTABLISHED, _on_established, [self.counters]),
             (evt.EVT_REJECTED, _on_rejected, [self.counters, self.config]),
@@ -482,6 +484,9 @@ class StorageSCP:
             self.tracker.stop(flush=False)
             raise
         LOG.info("listening as %s on %s:%d, storing in %s", self.config.aet, *self.address, self.config.store)
+
+    def _stored(self, key: InstanceKey) -> None:
+        self.tracker.arrived(key.study)
 
     def _complete(self, study_uid: str) -> None:
         self.counters.add("studies_completed")

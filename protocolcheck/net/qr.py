@@ -1,0 +1,376 @@
+"""Query/retrieve client: find studies in a PACS (C-FIND) and pull them one at a time (C-GET or C-MOVE).
+
+:func:`find_studies` runs a Study Root C-FIND at STUDY level. :func:`pull_studies` retrieves each
+match into a private temporary folder, yields it, and deletes it when the caller asks for the next
+one (or stops), so never more than one study's files are on disk. A retrieval that fails is yielded
+with its error and the loop goes on with the next study.
+
+C-GET needs nothing configured on the PACS besides our AE title; C-MOVE needs the PACS to know our
+AE title with this host and ``move_port``, where a temporary storage SCP receives the study (it only
+accepts instances of the study being moved).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from .common import (
+    STORAGE_SOP_CLASSES,
+    NetError,
+    NetErrorKind,
+    Peer,
+    Timeouts,
+    associate,
+    new_ae,
+    release,
+    status_text,
+    storage_contexts,
+    validate_date_range,
+)
+from .scp import Counters, InstanceKey, InstanceStore, handle_store
+
+LOG = logging.getLogger("protocolcheck.net.qr")
+
+_PENDING = (0xFF00, 0xFF01)
+_MOVE_DESTINATION_UNKNOWN = 0xA801
+_ABORT_HINT = ("the peer aborted the association instead of answering; a PACS does this when our AE "
+               "title {aet!r} is not configured on it (add it, with this host, to its known modalities)")
+
+
+class RetrieveMethod(str, Enum):
+    GET = "get"
+    MOVE = "move"
+
+
+@dataclass(frozen=True)
+class StudyQuery:
+    """Study-level matching keys; empty means "any". ``date`` is a DICOM DA or range."""
+
+    date: str = ""
+    modality: str = ""
+    accession: str = ""
+    description: str = ""
+    study_uid: str = ""
+
+    def identifier(self) -> Dataset:
+        """The C-FIND identifier: these matching keys plus the return keys we need (no patient data)."""
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "STUDY"
+        ds.StudyInstanceUID = self.study_uid
+        ds.AccessionNumber = self.accession
+        ds.StudyDate = validate_date_range(self.date) if self.date else ""
+        ds.StudyTime = ""
+        ds.StudyDescription = _contains(self.description)
+        ds.ModalitiesInStudy = self.modality.upper()
+        ds.NumberOfStudyRelatedSeries = None
+        ds.NumberOfStudyRelatedInstances = None
+        return ds
+
+
+def _contains(text: str) -> str:
+    """Plain text matches anywhere (``*text*``); text with DICOM wildcards is used as given."""
+    text = text.strip()
+    if not text or "*" in text or "?" in text:
+        return text
+    return f"*{text}*"
+
+
+@dataclass(frozen=True)
+class StudyMatch:
+    """One study the PACS reported."""
+
+    study_instance_uid: str
+    accession_number: str = ""
+    study_date: str = ""
+    study_description: str = ""
+    modalities: tuple[str, ...] = ()
+    instances: int | None = None
+
+    def label(self) -> str:
+        return f"accession {self.accession_number or '-'} (study {self.study_instance_uid})"
+
+
+def _peer_aborted(started: float, timeouts: Timeouts) -> bool:
+    """An empty reply well before the DIMSE timeout means the peer aborted (not that it was slow)."""
+    return time.monotonic() - started < 0.9 * timeouts.dimse
+
+
+def _match_from(ds: Dataset) -> StudyMatch | None:
+    uid = str(ds.get("StudyInstanceUID", "") or "").strip()
+    if not uid:
+        return None
+    modalities = ds.get("ModalitiesInStudy", "") or ""
+    if isinstance(modalities, str):
+        modalities = [m for m in modalities.split("\\") if m]
+    try:
+        instances = int(ds.get("NumberOfStudyRelatedInstances", "") or 0) or None
+    except (TypeError, ValueError):
+        instances = None
+    return StudyMatch(
+        study_instance_uid=uid,
+        accession_number=str(ds.get("AccessionNumber", "") or "").strip(),
+        study_date=str(ds.get("StudyDate", "") or "").strip(),
+        study_description=str(ds.get("StudyDescription", "") or "").strip(),
+        modalities=tuple(str(m).strip().upper() for m in modalities),
+        instances=instances,
+    )
+
+
+def find_studies(peer: Peer, query: StudyQuery, timeouts: Timeouts = Timeouts()) -> list[StudyMatch]:
+    """Study Root C-FIND; NetError when the peer cannot be reached or the query fails.
+
+    Matches on another modality are dropped here too, for archives that ignore ModalitiesInStudy.
+    A reply lost on the way (an empty status) is retried once on a new association.
+    """
+    identifier = query.identifier()
+    for attempt in (1, 2):
+        ae = new_ae(peer.calling_aet, timeouts)
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        assoc = associate(ae, peer)
+        matches: list[StudyMatch] = []
+        lost = False
+        aborted = False
+        started = time.monotonic()
+        try:
+            for status, ds in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
+                code = getattr(status, "Status", None)
+                if code is None:
+                    lost = True
+                    aborted = _peer_aborted(started, timeouts)
+                    break
+                if code in _PENDING:
+                    match = _match_from(ds) if ds is not None else None
+                    if match is not None:
+                        matches.append(match)
+                elif code != 0x0000:
+                    raise NetError(NetErrorKind.FAILED, f"C-FIND on {peer} failed: status {status_text(status)}")
+        finally:
+            release(assoc)
+        if not lost:
+            break
+        if aborted:
+            raise NetError(NetErrorKind.ABORTED, f"C-FIND on {peer}: {_ABORT_HINT.format(aet=peer.calling_aet)}")
+        if attempt == 2:
+            raise NetError(NetErrorKind.ABORTED, f"C-FIND on {peer}: no reply within the DIMSE timeout")
+        LOG.warning("C-FIND on %s: no reply, retrying once", peer)
+    wanted = query.modality.upper()
+    if wanted:
+        matches = [m for m in matches if not m.modalities or wanted in m.modalities]
+    seen: set[str] = set()
+    unique = [m for m in matches if not (m.study_instance_uid in seen or seen.add(m.study_instance_uid))]
+    return sorted(unique, key=lambda m: (m.study_date, m.accession_number, m.study_instance_uid))
+
+
+@dataclass
+class PulledStudy:
+    """A study retrieved into ``folder`` (deleted when the iteration moves on), or why it was not."""
+
+    match: StudyMatch
+    folder: Path | None
+    received: int = 0
+    refused: int = 0
+    error: NetError | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class _Target:
+    """Where the current study's instances go; the C-STORE handler checks each against it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.study_uid = ""
+        self.store: InstanceStore | None = None
+        self.received = 0
+
+    def set(self, study_uid: str, store: InstanceStore | None) -> None:
+        with self.lock:
+            self.study_uid, self.store, self.received = study_uid, store, 0
+
+    def accept(self, key: InstanceKey) -> str:
+        if key.study != self.study_uid:
+            return f"not part of the study being retrieved ({self.study_uid or 'none'})"
+        return ""
+
+    def stored(self, key: InstanceKey) -> None:
+        with self.lock:
+            self.received += 1
+
+
+def _store_handler(event: evt.Event, target: _Target, counters: Counters) -> int:
+    store = target.store
+    if store is None:
+        return 0xA900  # nothing is being retrieved: refuse
+    return handle_store(event, store, counters, target.stored, target.accept)
+
+
+class _MoveDestination:
+    """A storage SCP on ``bind:port`` under our AE title, receiving C-MOVE sub-operations."""
+
+    def __init__(self, aet: str, bind: str, port: int, timeouts: Timeouts, target: _Target,
+                 counters: Counters) -> None:
+        ae = new_ae(aet, timeouts)
+        ae.require_called_aet = True
+        for cx in storage_contexts():
+            ae.add_supported_context(cx.abstract_syntax, cx.transfer_syntax)
+        ae.add_supported_context("1.2.840.10008.1.1")
+        try:
+            self.server = ae.start_server((bind, port), block=False,
+                                          evt_handlers=[(evt.EVT_C_STORE, _store_handler, [target, counters])])
+        except OSError as exc:
+            raise NetError(NetErrorKind.FAILED,
+                           f"cannot listen on {bind}:{port} for C-MOVE: {exc.strerror or exc}") from exc
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def _final_counts(status: Dataset | None) -> tuple[int, int, int]:
+    def n(name: str) -> int:
+        try:
+            return int(getattr(status, name, 0) or 0)
+        except (TypeError, ValueError):
+            return 0
+    return n("NumberOfCompletedSuboperations"), n("NumberOfFailedSuboperations"), n("NumberOfWarningSuboperations")
+
+
+def _retrieve_identifier(study_uid: str) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.StudyInstanceUID = study_uid
+    return ds
+
+
+def _run_retrieve(assoc: Any, method: RetrieveMethod, study_uid: str, move_aet: str) -> Dataset | None:
+    """Send C-GET/C-MOVE; return the final status (None when no final reply came)."""
+    identifier = _retrieve_identifier(study_uid)
+    if method is RetrieveMethod.GET:
+        responses = assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet)
+    else:
+        responses = assoc.send_c_move(identifier, move_aet, StudyRootQueryRetrieveInformationModelMove)
+    final = None
+    for status, _identifier in responses:
+        code = getattr(status, "Status", None)
+        if code is None:
+            return None
+        if code not in _PENDING:
+            final = status
+    return final
+
+
+def retrieve_study(peer: Peer, match: StudyMatch, folder: Path, method: RetrieveMethod, target: _Target,
+                   counters: Counters, timeouts: Timeouts) -> PulledStudy:
+    """Retrieve one study into ``folder``; the result says how many arrived, or the error."""
+    store = InstanceStore(folder, fsync=False)
+    target.set(match.study_instance_uid, store)
+    refused_before = counters.refused
+    pulled = PulledStudy(match, None)
+    try:
+        ae = new_ae(peer.calling_aet, timeouts)
+        ext_neg: list[Any] = []
+        handlers: list[Any] = []
+        if method is RetrieveMethod.GET:
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+            for cx in storage_contexts():
+                ae.add_requested_context(cx.abstract_syntax, cx.transfer_syntax)
+            for uid in STORAGE_SOP_CLASSES:
+                role = SCP_SCU_RoleSelectionNegotiation()
+                role.sop_class_uid = uid
+                role.scu_role = False
+                role.scp_role = True
+                ext_neg.append(role)
+            handlers.append((evt.EVT_C_STORE, _store_handler, [target, counters]))
+        else:
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+        final = None
+        aborted = False
+        op = f"C-{method.value.upper()}"
+        for _attempt in (1, 2):
+            assoc = associate(ae, peer, ext_neg=ext_neg or None, evt_handlers=handlers)
+            started = time.monotonic()
+            try:
+                final = _run_retrieve(assoc, method, match.study_instance_uid, peer.calling_aet)
+                aborted = final is None and _peer_aborted(started, timeouts)
+            finally:
+                release(assoc)
+            if final is not None or target.received or aborted:
+                break
+            LOG.warning("%s of %s: no reply, retrying once", op, match.label())
+        pulled.received = target.received
+        pulled.refused = counters.refused - refused_before
+        if final is None:
+            why = _ABORT_HINT.format(aet=peer.calling_aet) if aborted and not target.received else \
+                "no final reply (association aborted or timed out)"
+            raise NetError(NetErrorKind.ABORTED, f"{op} of {match.label()} from {peer}: {why}")
+        code = int(final.Status)
+        completed, failed, warning = _final_counts(final)
+        if code == _MOVE_DESTINATION_UNKNOWN:
+            raise NetError(NetErrorKind.FAILED,
+                           f"{op} of {match.label()}: {peer.called_aet} does not know the move destination "
+                           f"{peer.calling_aet!r}; configure it on the PACS (AE title, this host, --move-port)")
+        if code not in (0x0000, 0xB000) or failed:
+            raise NetError(NetErrorKind.FAILED,
+                           f"{op} of {match.label()} from {peer} failed: status {status_text(final)}; "
+                           f"{failed} failed, {completed} completed, {pulled.received} received")
+        if code == 0xB000 or warning:
+            pulled.notes.append(f"{op} finished with warnings ({warning} sub-operations)")
+        if pulled.refused:
+            raise NetError(NetErrorKind.FAILED,
+                           f"{op} of {match.label()}: {pulled.refused} instance(s) could not be stored "
+                           "(see the log); not audited on partial data")
+        if pulled.received == 0:
+            raise NetError(NetErrorKind.FAILED, f"{op} of {match.label()} from {peer}: no instances received")
+        if match.instances and pulled.received < match.instances:
+            pulled.notes.append(f"received {pulled.received} of {match.instances} instances the PACS listed")
+        pulled.folder = store.study_dir(match.study_instance_uid)
+        return pulled
+    except NetError as exc:
+        pulled.error = exc
+        pulled.received = target.received
+        return pulled
+    finally:
+        target.set("", None)
+
+
+def pull_studies(peer: Peer, matches: Sequence[StudyMatch], *, method: RetrieveMethod = RetrieveMethod.GET,
+                 move_port: int | None = None, move_bind: str = "127.0.0.1", workdir: str | None = None,
+                 timeouts: Timeouts = Timeouts()) -> Iterator[PulledStudy]:
+    """Retrieve each study in turn; yield it; delete its files before retrieving the next.
+
+    Raises NetError only when the C-MOVE destination cannot be opened; per-study failures are
+    yielded (``error`` set) so that the caller reports them and goes on.
+    """
+    target = _Target()
+    counters = Counters()
+    destination: _MoveDestination | None = None
+    if method is RetrieveMethod.MOVE:
+        if not move_port:
+            raise NetError(NetErrorKind.FAILED, "C-MOVE needs --move-port: the port the PACS sends the study to")
+        destination = _MoveDestination(peer.calling_aet, move_bind, move_port, timeouts, target, counters)
+    try:
+        for match in matches:
+            folder = Path(tempfile.mkdtemp(prefix="protocolcheck-query-", dir=workdir))
+            try:
+                yield retrieve_study(peer, match, folder, method, target, counters, timeouts)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        if destination is not None:
+            destination.close()
