@@ -156,7 +156,7 @@ def test_lint_single_file_and_missing_path(tmp_path: Path) -> None:
     assert good.protocol is not None and not good.problems
     results = lint([tmp_path / "nope.yaml"])
     assert results[0].problems == [f"{tmp_path / 'nope.yaml'}: no such file or folder"]
-    with pytest.raises(LibraryError, match="no .yaml files in this folder"):
+    with pytest.raises(LibraryError, match=r"no \*\.yaml files in this folder"):
         load_library(tmp_path)
 
 
