@@ -55,6 +55,7 @@ GE_INTERNAL_PULSE_SEQUENCE = ("GEMS_ACQU_01", 0x0019, 0x9E)  # (0019,109E)
 PHILIPS_SCANNING_TECHNIQUE = ("Philips Imaging DD 001", 0x2001, 0x20)  # (2001,1020)
 PHILIPS_SPIR = ("Philips Imaging DD 001", 0x2001, 0x21)  # (2001,1021)
 PHILIPS_PREPULSE = ("Philips Imaging DD 001", 0x2001, 0x1C)  # (2001,101C)
+SIEMENS_XA_SCAN_OPTIONS = ("SIEMENS MR SDS 01", 0x0021, 0x5C)  # (0021,105C): XA30 moved Scan Options here
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,12 @@ class InstanceHeader:
     frame_type: tuple[str, ...] = ()
     philips_spir: str = ""
     philips_prepulse: str = ""
+    # enhanced MR Pulse Sequence module flags (upper case, "" when absent) and Siemens XA private options
+    echo_pulse_sequence: str = ""  # (0018,9008) SPIN / GRADIENT / BOTH
+    echo_planar: str = ""  # (0018,9018) YES / NO
+    steady_state: str = ""  # (0018,9017) FREE_PRECESSION / TRANSVERSE / TIME_REVERSED / LONGITUDINAL / NONE
+    spectrally_selected_excitation: str = ""  # (0018,9026) WATER / FAT / NONE
+    vendor_scan_options: tuple[str, ...] = ()  # Siemens XA (0021,105C), tokens upper case
     # CT
     kvp: float | None = None
     convolution_kernel: str = ""
@@ -361,6 +368,11 @@ def _base_fields(reader: _Reader, ds: Dataset, path: str) -> dict[str, Any]:
         "acquisition_contrast": r.text(ds, "AcquisitionContrast").upper(),
         "philips_spir": r.private(ds, PHILIPS_SPIR),
         "philips_prepulse": r.private(ds, PHILIPS_PREPULSE),
+        "echo_pulse_sequence": r.text(ds, "EchoPulseSequence").upper(),
+        "echo_planar": r.text(ds, "EchoPlanarPulseSequence").upper(),
+        "steady_state": r.text(ds, "SteadyStatePulseSequence").upper(),
+        "spectrally_selected_excitation": r.text(ds, "SpectrallySelectedExcitation").upper(),
+        "vendor_scan_options": tuple(t.strip().upper() for t in r.private(ds, SIEMENS_XA_SCAN_OPTIONS).split("\\") if t.strip()),
         "kvp": r.number(ds, "KVP"),
         "convolution_kernel": r.text(ds, "ConvolutionKernel"),
     }
