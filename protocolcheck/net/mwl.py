@@ -1,0 +1,251 @@
+"""Modality Worklist client: find scheduled procedure steps and the clinical facts written on them.
+
+:func:`find_worklist` runs an MWL C-FIND (by station AE title, modality, scheduled date range) and
+returns one :class:`WorklistItem` per scheduled procedure step. :func:`item_context` turns the
+item's free-text fields (reason for the requested procedure, admitting diagnoses, procedure
+comments) into a :class:`~protocolcheck.context.ClinicalContext`: the indication, and a trauma date
+when one is written next to words such as "trauma" or "injury". :func:`order_context` lets a
+context CSV row (keyed by accession number) override what the worklist says. The order check itself
+is :func:`protocolcheck.recommend.check_order`, called by the CLI, never re-implemented here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom.sop_class import ModalityWorklistInformationFind
+
+from ..context import ClinicalContext, ContextTable, parse_date
+from .common import NetError, NetErrorKind, Peer, Timeouts, associate, new_ae, release, status_text, validate_date_range
+
+LOG = logging.getLogger("protocolcheck.net.mwl")
+
+_PENDING = (0xFF00, 0xFF01)
+
+# Words that say the date next to them is the date of an injury.
+_TRAUMA_WORDS = re.compile(
+    r"\b(trauma\w*|injur\w*|accident\w*|fall|fell|fracture\w*|mvc|mva|rta|collision|"
+    r"date of injury|doi|crush\w*|assault\w*)\b",
+    re.IGNORECASE,
+)
+_DATE = re.compile(r"(?<!\d)(\d{4}-\d{2}-\d{2}|\d{8})(?!\d)")
+_NEAR = 60  # characters between a trauma word and its date
+
+
+@dataclass(frozen=True)
+class WorklistQuery:
+    """MWL matching keys; empty means "any". ``date`` is a DICOM DA or range."""
+
+    station_aet: str = ""
+    modality: str = ""
+    date: str = ""
+
+    def identifier(self) -> Dataset:
+        """The C-FIND identifier: matching keys plus the return keys the order check needs."""
+        step = Dataset()
+        step.ScheduledStationAETitle = self.station_aet
+        step.ScheduledProcedureStepStartDate = validate_date_range(self.date) if self.date else ""
+        step.ScheduledProcedureStepStartTime = ""
+        step.Modality = self.modality.upper()
+        step.ScheduledProcedureStepDescription = ""
+        step.ScheduledProcedureStepID = ""
+        ds = Dataset()
+        ds.AccessionNumber = ""
+        ds.StudyInstanceUID = ""
+        ds.RequestedProcedureID = ""
+        ds.RequestedProcedureDescription = ""
+        ds.RequestedProcedureCodeSequence = []
+        ds.ReasonForTheRequestedProcedure = ""
+        ds.RequestedProcedureComments = ""
+        ds.AdmittingDiagnosesDescription = ""
+        ds.ScheduledProcedureStepSequence = [step]
+        return ds
+
+
+@dataclass(frozen=True)
+class WorklistItem:
+    """One scheduled procedure step and the order it belongs to (no patient identity)."""
+
+    accession_number: str
+    scheduled_date: str  # DICOM DA as sent (YYYYMMDD) or ""
+    scheduled_time: str = ""
+    station_aet: str = ""
+    modality: str = ""
+    procedure: str = ""
+    procedure_code: str = ""
+    step_id: str = ""
+    step_description: str = ""
+    requested_procedure_id: str = ""
+    study_instance_uid: str = ""
+    reason: str = ""
+    admitting_diagnoses: str = ""
+    comments: str = ""
+
+    @property
+    def scheduled(self) -> dt.date | None:
+        """The scheduled date, or None when absent or malformed."""
+        try:
+            return parse_date(self.scheduled_date) if self.scheduled_date else None
+        except ValueError:
+            return None
+
+    def to_dict(self) -> dict[str, Any]:
+        scheduled = self.scheduled
+        return {
+            "accession_number": self.accession_number,
+            "scheduled_date": scheduled.isoformat() if scheduled else (self.scheduled_date or None),
+            "scheduled_time": self.scheduled_time,
+            "station_aet": self.station_aet,
+            "modality": self.modality,
+            "procedure": self.procedure,
+            "procedure_code": self.procedure_code,
+            "scheduled_step_id": self.step_id,
+            "requested_procedure_id": self.requested_procedure_id,
+            "study_instance_uid": self.study_instance_uid,
+        }
+
+
+def _text(ds: Dataset | None, keyword: str) -> str:
+    if ds is None:
+        return ""
+    try:
+        value = ds.get(keyword, "")
+    except Exception:  # noqa: BLE001 - a malformed value in a reply is not fatal
+        return ""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value).strip()
+    return str(value).strip()
+
+
+def _first(ds: Dataset, keyword: str) -> Dataset | None:
+    try:
+        items = ds.get(keyword, None)
+        return items[0] if items else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def item_from(ds: Dataset) -> list[WorklistItem]:
+    """The worklist items in one C-FIND reply (one per scheduled procedure step it carries)."""
+    code = _first(ds, "RequestedProcedureCodeSequence")
+    common = {
+        "accession_number": _text(ds, "AccessionNumber"),
+        "procedure": _text(ds, "RequestedProcedureDescription"),
+        "procedure_code": _text(code, "CodeValue"),
+        "requested_procedure_id": _text(ds, "RequestedProcedureID"),
+        "study_instance_uid": _text(ds, "StudyInstanceUID"),
+        "reason": _text(ds, "ReasonForTheRequestedProcedure"),
+        "admitting_diagnoses": _text(ds, "AdmittingDiagnosesDescription"),
+        "comments": _text(ds, "RequestedProcedureComments"),
+    }
+    try:
+        steps = list(ds.get("ScheduledProcedureStepSequence", None) or [])
+    except Exception:  # noqa: BLE001
+        steps = []
+    items = []
+    for step in steps or [None]:
+        description = _text(step, "ScheduledProcedureStepDescription")
+        items.append(WorklistItem(
+            **common,
+            scheduled_date=_text(step, "ScheduledProcedureStepStartDate"),
+            scheduled_time=_text(step, "ScheduledProcedureStepStartTime"),
+            station_aet=_text(step, "ScheduledStationAETitle"),
+            modality=_text(step, "Modality").upper(),
+            step_id=_text(step, "ScheduledProcedureStepID"),
+            step_description=description,
+        ))
+    return [i if i.procedure else replace(i, procedure=i.step_description) for i in items]
+
+
+def find_worklist(peer: Peer, query: WorklistQuery, timeouts: Timeouts = Timeouts()) -> list[WorklistItem]:
+    """MWL C-FIND; NetError when the worklist server cannot be reached or the query fails.
+
+    Items are sorted by scheduled date and time, then accession number.
+    """
+    identifier = query.identifier()
+    for attempt in (1, 2):
+        ae = new_ae(peer.calling_aet, timeouts)
+        ae.add_requested_context(ModalityWorklistInformationFind)
+        assoc = associate(ae, peer)
+        items: list[WorklistItem] = []
+        lost = aborted = False
+        started = time.monotonic()
+        try:
+            for status, ds in assoc.send_c_find(identifier, ModalityWorklistInformationFind):
+                code = getattr(status, "Status", None)
+                if code is None:
+                    lost = True
+                    aborted = time.monotonic() - started < 0.9 * timeouts.dimse
+                    break
+                if code in _PENDING:
+                    if ds is not None:
+                        items.extend(item_from(ds))
+                elif code != 0x0000:
+                    raise NetError(NetErrorKind.FAILED,
+                                   f"worklist C-FIND on {peer} failed: status {status_text(status)}")
+        finally:
+            release(assoc)
+        if not lost:
+            break
+        if aborted:
+            raise NetError(NetErrorKind.ABORTED,
+                           f"worklist C-FIND on {peer}: the peer aborted the association instead of answering "
+                           f"(is {peer.calling_aet!r} allowed to query it?)")
+        if attempt == 2:
+            raise NetError(NetErrorKind.ABORTED, f"worklist C-FIND on {peer}: no reply within the DIMSE timeout")
+        LOG.warning("worklist C-FIND on %s: no reply, retrying once", peer)
+    if query.station_aet:  # some servers treat an unsupported key as universal: filter here too
+        items = [i for i in items if not i.station_aet or i.station_aet == query.station_aet]
+    if query.modality:
+        items = [i for i in items if not i.modality or i.modality == query.modality.upper()]
+    return sorted(items, key=lambda i: (i.scheduled_date, i.scheduled_time, i.accession_number, i.step_id))
+
+
+def trauma_date_in(text: str) -> dt.date | None:
+    """A date written next to a trauma word ("fall from ladder 2026-01-10", "DOI 20260110"), else None."""
+    for word in _TRAUMA_WORDS.finditer(text):
+        after = _DATE.search(text, word.end(), min(len(text), word.end() + _NEAR))
+        candidates = [after] if after else []
+        if not candidates:
+            before = [m for m in _DATE.finditer(text, max(0, word.start() - _NEAR), word.start())]
+            candidates = before[-1:]
+        for match in candidates:
+            try:
+                return parse_date(match.group(1))
+            except ValueError:
+                continue
+    return None
+
+
+def item_context(item: WorklistItem) -> ClinicalContext:
+    """The clinical context written on the worklist item itself (indication, trauma date)."""
+    texts = [t for t in (item.reason, item.admitting_diagnoses, item.comments) if t]
+    indication = "; ".join(dict.fromkeys(texts))
+    trauma = None
+    for text in texts:
+        trauma = trauma_date_in(text)
+        if trauma:
+            break
+    fields = [name for name, value in (("ReasonForTheRequestedProcedure", item.reason),
+                                       ("AdmittingDiagnosesDescription", item.admitting_diagnoses),
+                                       ("RequestedProcedureComments", item.comments)) if value]
+    source = "worklist " + "/".join(fields) if fields else ""
+    return ClinicalContext(indication=indication, trauma_date=trauma, source=source)
+
+
+def order_context(item: WorklistItem, table: ContextTable | None = None) -> ClinicalContext:
+    """The worklist's own context, overridden field by field by the context CSV row for its accession."""
+    context = item_context(item)
+    if table is not None:
+        row = table.lookup(accession_number=item.accession_number, study_instance_uid=item.study_instance_uid)
+        if row is not None:
+            context = context.merged(row)
+    return context
