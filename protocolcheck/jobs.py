@@ -1,0 +1,241 @@
+"""Scheduled-job plumbing: a lock so two runs of one job never overlap, and incremental runs.
+
+Incremental runs: the store keeps a stat index of every file seen (path, size, mtime). A re-run stats
+the files under the given folders, parses only new or changed files, and works out each study's
+*fingerprint* (its instances' UIDs, sizes and mtimes, plus the audit settings). A study whose latest
+stored audit has the same fingerprint and protocol-library version is skipped without reading its
+headers; the others are read and handed back for auditing. ``force`` audits everything again.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from .headers import InstanceHeader, Skipped, Unreadable, iter_files, scan
+from .store import FileEntry, FileKind, Store, fingerprint, sqlite_path
+
+# progress(items, label, length) -> items: the CLI passes its progress bar; the default is silent.
+Progress = Callable[[Iterable[Any], str, int], Iterable[Any]]
+
+
+def _silent(items: Iterable[Any], _label: str, _length: int) -> Iterable[Any]:
+    return items
+
+
+# -- job lock ------------------------------------------------------------------------------------
+
+
+class LockHeld(RuntimeError):
+    """Another run holds the job lock (the CLI exits 3)."""
+
+    def __init__(self, path: Path, pid: int | None) -> None:
+        self.path = path
+        self.pid = pid
+        who = f"pid {pid}" if pid else "pid unknown"
+        super().__init__(f"another run holds the lock ({who}): {path}")
+
+
+class JobLock:
+    """An exclusive, non-blocking ``flock`` on a lock file; the holder's pid is written into it.
+
+    The kernel drops the lock when the process ends, so a crashed run never leaves a stale lock.
+    The file itself is left in place (deleting lock files races with the next run).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._fh: IO[str] | None = None
+
+    def acquire(self) -> "JobLock":
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(self.path, "a+", encoding="utf-8")
+        except OSError as exc:
+            raise OSError(f"cannot create lock file {self.path}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                fh.close()
+                raise
+            fh.seek(0)
+            text = fh.read().strip()
+            fh.close()
+            raise LockHeld(self.path, int(text) if text.isdigit() else None) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        if self._fh is not None:
+            try:
+                self._fh.seek(0)
+                self._fh.truncate()
+                fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+            finally:
+                self._fh.close()
+                self._fh = None
+
+    def __enter__(self) -> "JobLock":
+        return self.acquire()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+
+def default_lock_path(db_target: str | os.PathLike[str], paths: Iterable[str | os.PathLike[str]]) -> Path:
+    """The lock of "this job": one per store and set of folders, beside a SQLite store (else in /tmp)."""
+    key = "\n".join([os.fspath(db_target)] + sorted(os.path.abspath(os.fspath(p)) for p in paths))
+    tag = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    db_file = sqlite_path(db_target)
+    if db_file is not None:
+        return db_file.with_name(f"{db_file.name}.audit-{tag}.lock")
+    return Path(tempfile.gettempdir()) / f"protocolcheck-audit-{tag}.lock"
+
+
+# -- incremental planning ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudyWork:
+    """A study to audit now: its headers (all files read) and the fingerprint to store with it."""
+
+    study_instance_uid: str
+    fingerprint: str
+    headers: tuple[InstanceHeader, ...]
+
+
+@dataclass
+class Plan:
+    """What an incremental run found: studies to audit, studies already current, problem files."""
+
+    files: int = 0
+    parsed: int = 0  # files whose headers were read during planning
+    to_audit: list[StudyWork] = field(default_factory=list)
+    current: dict[str, int] = field(default_factory=dict)  # study uid -> id of its stored audit
+    fingerprints: dict[str, str] = field(default_factory=dict)  # every study found -> fingerprint
+    unreadable: list[Unreadable] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    @property
+    def studies(self) -> int:
+        return len(self.fingerprints)
+
+
+@dataclass
+class _FileFacts:
+    path: str
+    size: int
+    mtime_ns: int
+    entry: FileEntry | None = None  # the index entry when the file is unchanged
+
+
+def _stat_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[_FileFacts], list[Unreadable]]:
+    facts, gone = [], []
+    for name in iter_files(paths):
+        path = os.path.abspath(name)
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            gone.append(Unreadable(path, f"cannot open: {exc.strerror or exc}"))
+            continue
+        facts.append(_FileFacts(path, st.st_size, st.st_mtime_ns))
+    return facts, gone
+
+
+def _read(paths: list[str], progress: Progress, label: str) -> Iterator[Any]:
+    """scan() over these files, with progress counted per file."""
+    records = scan(paths)
+    yield from progress(records, label, len(paths))
+
+
+def plan_run(paths: Iterable[str | os.PathLike[str]], store: Store, *, library_version: str, settings: str = "",
+             force: bool = False, progress: Progress = _silent) -> Plan:
+    """Find the studies under ``paths`` that need auditing, reading as few headers as possible.
+
+    Raises FileNotFoundError for a missing path (a usage error for the CLI) and StoreError when the
+    store cannot be read or written.
+    """
+    roots = [os.path.abspath(os.fspath(p)) for p in paths]
+    facts, gone = _stat_files(roots)
+    plan = Plan(files=len(facts), unreadable=list(gone))
+    index = store.file_index(roots)
+    fresh: list[str] = []
+    for fact in facts:
+        entry = index.get(fact.path)
+        if entry is not None and entry.size == fact.size and entry.mtime_ns == fact.mtime_ns:
+            fact.entry = entry
+        else:
+            fresh.append(fact.path)
+    by_path = {f.path: f for f in facts}
+
+    # Read new and changed files; remember what each one is.
+    headers_by_study: dict[str, list[InstanceHeader]] = {}
+    new_entries: dict[str, FileEntry] = {}
+    for record in _read(fresh, progress, "Reading new files"):
+        fact = by_path[os.path.abspath(record.path)]
+        if isinstance(record, InstanceHeader):
+            headers_by_study.setdefault(record.study_instance_uid, []).append(record)
+            new_entries[fact.path] = FileEntry(fact.path, fact.size, fact.mtime_ns, FileKind.IMAGE,
+                                               record.study_instance_uid, record.sop_instance_uid)
+        elif isinstance(record, Unreadable):
+            new_entries[fact.path] = FileEntry(fact.path, fact.size, fact.mtime_ns, FileKind.UNREADABLE,
+                                               reason=record.reason)
+        else:
+            new_entries[fact.path] = FileEntry(fact.path, fact.size, fact.mtime_ns, FileKind.SKIPPED,
+                                               reason=record.reason)
+    plan.parsed = len(fresh)
+    store.index_files(new_entries.values())
+    vanished = [p for p in index if p not in by_path]
+    store.forget_files(vanished)
+
+    # Every file's entry (unchanged from the index, or just read), grouped by study.
+    files_by_study: dict[str, list[FileEntry]] = {}
+    for fact in facts:
+        entry = fact.entry or new_entries.get(fact.path)
+        if entry is None:
+            continue
+        if entry.kind is FileKind.IMAGE and entry.study_instance_uid:
+            files_by_study.setdefault(entry.study_instance_uid, []).append(entry)
+        elif entry.kind is FileKind.UNREADABLE:
+            plan.unreadable.append(Unreadable(entry.path, entry.reason))
+        else:
+            plan.skipped.append(Skipped(entry.path, entry.reason))
+
+    for uid, entries in files_by_study.items():
+        plan.fingerprints[uid] = fingerprint(((e.sop_instance_uid or "", e.size, e.mtime_ns) for e in entries),
+                                             settings)
+    stored = {} if force else store.current(plan.fingerprints)
+    dirty: list[str] = []
+    for uid, fp in plan.fingerprints.items():
+        latest = stored.get(uid)
+        if latest is not None and latest[0] == fp and latest[1] == library_version:
+            plan.current[uid] = latest[2]
+        else:
+            dirty.append(uid)
+
+    # Dirty studies need all their headers: read the unchanged files of those studies too.
+    fresh_set = set(fresh)
+    rest = [e.path for uid in dirty for e in files_by_study[uid] if e.path not in fresh_set]
+    for record in _read(rest, progress, "Reading changed studies"):
+        if isinstance(record, InstanceHeader):
+            headers_by_study.setdefault(record.study_instance_uid, []).append(record)
+        elif isinstance(record, Unreadable):  # changed between stat and read
+            plan.unreadable.append(record)
+    plan.parsed += len(rest)
+    for uid in dirty:
+        headers = headers_by_study.get(uid, [])
+        # a file may have moved to another study since it was indexed: fingerprint what was read
+        plan.to_audit.append(StudyWork(uid, plan.fingerprints[uid], tuple(headers)))
+    return plan

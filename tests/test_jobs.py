@@ -1,0 +1,169 @@
+"""Job lock (real processes) and incremental planning over real DICOM files written by synth."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from protocolcheck import synth
+from protocolcheck.findings import AuditResult, Status
+from protocolcheck.jobs import JobLock, LockHeld, Plan, default_lock_path, plan_run
+from protocolcheck.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+LIB = "L1"
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    root = tmp_path / "corpus"
+    synth.write_study(synth.plexus_study(synth.Vendor.SIEMENS, "JOB-1"), root / "one")
+    synth.write_study(synth.pelvis_study(synth.Vendor.GE, "JOB-2"), root / "two")
+    (root / "README.txt").write_text("not dicom")
+    (root / "broken.dcm").write_bytes(b"\x00" * 50)
+    return root
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store.open(tmp_path / "jobs.db")
+    yield s
+    s.close()
+
+
+def audit_all(plan: Plan, store: Store, version: str = LIB) -> None:
+    """Stand-in for the audit engine: store one result per planned study."""
+    for work in plan.to_audit:
+        first = work.headers[0]
+        result = AuditResult(work.study_instance_uid, first.accession_number, first.study_date, first.modality,
+                             first.study_description, None, Status.NO_PROTOCOL, ())
+        store.save(result, fingerprint=work.fingerprint, library_version=version)
+
+
+def study_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def test_first_run_reads_everything_second_run_nothing(corpus: Path, store: Store) -> None:
+    files = len(study_files(corpus))
+    first = plan_run([corpus], store, library_version=LIB)
+    assert first.parsed == files == first.files
+    assert first.studies == 2 and len(first.to_audit) == 2 and not first.current
+    assert {h.accession_number for w in first.to_audit for h in w.headers} == {"JOB-1", "JOB-2"}
+    assert sum(len(w.headers) for w in first.to_audit) >= files - 2
+    assert [u.path for u in first.unreadable] == [str(corpus / "broken.dcm")]
+    audit_all(first, store)
+
+    second = plan_run([corpus], store, library_version=LIB)
+    assert second.parsed == 0  # nothing was opened
+    assert second.to_audit == [] and set(second.current) == set(first.fingerprints)
+    assert second.fingerprints == first.fingerprints
+    # unchanged problem files are still reported, from the index
+    assert [u.reason for u in second.unreadable] == [u.reason for u in first.unreadable]
+    assert {Path(s.path).name for s in second.skipped} == {"README.txt"}
+
+
+def test_changed_file_reaudits_only_its_study(corpus: Path, store: Store) -> None:
+    audit_all(plan_run([corpus], store, library_version=LIB), store)
+    target = study_files(corpus / "one")[0]
+    data = target.read_bytes()
+    target.write_bytes(data)  # same bytes, new mtime
+    os.utime(target, ns=(target.stat().st_atime_ns, target.stat().st_mtime_ns + 5_000_000_000))
+    plan = plan_run([corpus], store, library_version=LIB)
+    assert [w.headers[0].accession_number for w in plan.to_audit] == ["JOB-1"]
+    assert plan.parsed == len(study_files(corpus / "one"))  # the changed file, then the rest of its study
+    assert len(plan.current) == 1
+    audit_all(plan, store)
+    assert len(store.history(plan.to_audit[0].study_instance_uid)) == 2  # history kept
+
+
+def test_new_and_deleted_files_change_the_fingerprint(corpus: Path, store: Store) -> None:
+    first = plan_run([corpus], store, library_version=LIB)
+    audit_all(first, store)
+    victim = study_files(corpus / "two")[-1]
+    victim.unlink()
+    plan = plan_run([corpus], store, library_version=LIB)
+    assert [w.headers[0].accession_number for w in plan.to_audit] == ["JOB-2"]
+    assert str(victim) not in store.file_index([str(corpus)])
+    audit_all(plan, store)
+    # a renamed (moved) file is the same instance: nothing to re-audit
+    moved = study_files(corpus / "one")[0]
+    shutil.move(moved, corpus / "one" / "renamed.dcm")
+    plan = plan_run([corpus], store, library_version=LIB)
+    assert plan.to_audit == [] and plan.parsed == 1
+
+
+def test_library_version_settings_and_force(corpus: Path, store: Store) -> None:
+    audit_all(plan_run([corpus], store, library_version=LIB), store)
+    assert len(plan_run([corpus], store, library_version="L2").to_audit) == 2
+    assert len(plan_run([corpus], store, library_version=LIB, settings="trauma=2024-01-01").to_audit) == 2
+    forced = plan_run([corpus], store, library_version=LIB, force=True)
+    assert len(forced.to_audit) == 2 and all(w.headers for w in forced.to_audit)
+    assert len(plan_run([corpus], store, library_version=LIB).to_audit) == 0
+
+
+def test_subfolder_run_uses_the_same_index(corpus: Path, store: Store) -> None:
+    audit_all(plan_run([corpus], store, library_version=LIB), store)
+    sub = plan_run([corpus / "one"], store, library_version=LIB)
+    assert sub.parsed == 0 and sub.studies == 1 and not sub.to_audit
+
+
+def test_missing_path_raises(store: Store, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        plan_run([tmp_path / "nope"], store, library_version=LIB)
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, sys.argv[1])
+    from protocolcheck.jobs import JobLock
+    with JobLock(sys.argv[2]):
+        print("locked", flush=True)
+        sys.stdin.readline()
+""")
+
+
+def test_lock_excludes_a_second_process(tmp_path: Path) -> None:
+    lock_file = tmp_path / "job.lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(ROOT), str(lock_file)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(LockHeld) as info:
+            JobLock(lock_file).acquire()
+        assert info.value.pid == holder.pid
+        assert f"another run holds the lock (pid {holder.pid})" in str(info.value)
+    finally:
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    with JobLock(lock_file):  # released when the holder ended
+        assert lock_file.read_text().strip() == str(os.getpid())
+
+
+def test_lock_released_when_holder_dies(tmp_path: Path) -> None:
+    lock_file = tmp_path / "job.lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(ROOT), str(lock_file)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    holder.kill()
+    holder.wait(timeout=30)
+    with JobLock(lock_file) as lock:
+        with pytest.raises(LockHeld):
+            JobLock(lock_file).acquire()  # a second open in the same process is excluded too
+    assert lock._fh is None
+
+
+def test_default_lock_path(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    a = default_lock_path(db, [tmp_path / "x", tmp_path / "y"])
+    assert a.parent == tmp_path and a.name.startswith("r.db.audit-") and a.suffix == ".lock"
+    assert a == default_lock_path(db, [tmp_path / "y", tmp_path / "x"])
+    assert a != default_lock_path(db, [tmp_path / "x"])
+    assert default_lock_path("postgresql://u@h/db", ["/data"]).name.startswith("protocolcheck-audit-")
