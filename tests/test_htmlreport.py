@@ -166,3 +166,39 @@ def test_renders_in_headless_chromium(filled: Store, tmp_path: Path) -> None:
     assert "<script" not in dom.stdout.lower()  # the browser saw the evil station name as text only
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
+def test_report_command_writes_html_and_exports(filled: Store, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from protocolcheck.cli import main
+
+    db = str(tmp_path / "r.db")
+    out, csv = tmp_path / "report.html", tmp_path / "t.csv"
+    result = CliRunner().invoke(main, ["report", "--db", db, "-o", str(out), "--csv", str(csv),
+                                       "--status", "fail", "--since", "2024-01-01"])
+    assert result.exit_code == 0, result.output
+    assert "report: 3 studies (3 fail)" in result.output
+    text = out.read_text(encoding="utf-8")
+    assert "Failing studies (3)" in text and "statuses: fail" in text
+    table = pd.read_csv(csv)
+    assert sorted(table["study_instance_uid"].astype(str)) == ["1.1", "1.2", "1.4"]
+    assert "patient_name" not in table.columns
+
+    html_only = CliRunner().invoke(main, ["report", "--db", db, "-q"])
+    assert html_only.exit_code == 0 and html_only.output.startswith("<!DOCTYPE html>")
+
+
+def test_report_command_errors(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from protocolcheck.cli import main
+
+    missing = CliRunner().invoke(main, ["report", "--db", str(tmp_path / "none.db")])
+    assert missing.exit_code == 2 and "no results store" in missing.output
+    assert not (tmp_path / "none.db").exists()
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"not sqlite at all" * 64)
+    broken = CliRunner().invoke(main, ["report", "--db", str(bad)])
+    assert broken.exit_code == 3 and "cannot read results store" in broken.output
+    assert CliRunner().invoke(main, ["report", "--db", str(bad), "--until", "31/12/2024"]).exit_code == 2
