@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
@@ -303,6 +304,24 @@ def _contrast(reader: _Reader, ds: Dataset) -> tuple[str, str, str]:
     return agent, route, start
 
 
+def _xa_scan_options(reader: _Reader, ds: Dataset) -> str:
+    """Siemens XA Scan Options (0021,105C): top level (interoperability export) or, in enhanced
+    objects, inside the series private sequence (0021,10FE) of the shared functional groups."""
+    value = reader.private(ds, SIEMENS_XA_SCAN_OPTIONS)
+    if value:
+        return value
+    shared = reader.first_item(ds, "SharedFunctionalGroupsSequence")
+    if shared is None:
+        return ""
+    try:
+        block = shared.private_block(0x0021, SIEMENS_XA_SCAN_OPTIONS[0])
+        items = block[0xFE].value
+        item = items[0] if len(items) else None
+    except Exception:  # noqa: BLE001 - absent or malformed private data: no options
+        return ""
+    return reader.private(item, SIEMENS_XA_SCAN_OPTIONS) if isinstance(item, Dataset) else ""
+
+
 def _base_fields(reader: _Reader, ds: Dataset, path: str) -> dict[str, Any]:
     r = reader
     agent, route, start = _contrast(r, ds)
@@ -331,8 +350,8 @@ def _base_fields(reader: _Reader, ds: Dataset, path: str) -> dict[str, Any]:
         "body_part": r.text(ds, "BodyPartExamined"),
         "series_date": r.text(ds, "SeriesDate"),
         "series_time": r.text(ds, "SeriesTime"),
-        "acquisition_date": r.text(ds, "AcquisitionDate"),
-        "acquisition_time": r.text(ds, "AcquisitionTime"),
+        "acquisition_date": r.text(ds, "AcquisitionDate") or r.text(ds, "AcquisitionDateTime")[:8],
+        "acquisition_time": r.text(ds, "AcquisitionTime") or r.text(ds, "AcquisitionDateTime")[8:],
         "content_time": r.text(ds, "ContentTime"),
         "series_number": r.integer(ds, "SeriesNumber"),
         "acquisition_number": r.integer(ds, "AcquisitionNumber"),
@@ -372,7 +391,7 @@ def _base_fields(reader: _Reader, ds: Dataset, path: str) -> dict[str, Any]:
         "echo_planar": r.text(ds, "EchoPlanarPulseSequence").upper(),
         "steady_state": r.text(ds, "SteadyStatePulseSequence").upper(),
         "spectrally_selected_excitation": r.text(ds, "SpectrallySelectedExcitation").upper(),
-        "vendor_scan_options": tuple(t.strip().upper() for t in r.private(ds, SIEMENS_XA_SCAN_OPTIONS).split("\\") if t.strip()),
+        "vendor_scan_options": tuple(t.strip().upper() for t in _xa_scan_options(r, ds).split("\\") if t.strip()),
         "kvp": r.number(ds, "KVP"),
         "convolution_kernel": r.text(ds, "ConvolutionKernel"),
     }
@@ -397,6 +416,7 @@ _FRAME_MACROS: dict[str, tuple[tuple[str, str, str], ...]] = {
     "MRModifierSequence": (
         ("InversionRecovery", "inversion_recovery", "upper"),
         ("InversionTimes", "inversion_time", "num"),
+        ("SpectrallySelectedExcitation", "spectrally_selected_excitation", "upper"),
     ),
     "MRImageFrameTypeSequence": (
         ("FrameType", "frame_type", "texts"),
@@ -484,6 +504,21 @@ def _enhanced_records(reader: _Reader, ds: Dataset, base: dict[str, Any]) -> lis
     return records
 
 
+def _open_at(path: str) -> tuple[Dataset, int]:
+    """:func:`_open` (header only) through our own handle; also returns the offset where reading
+    stopped (the Pixel Data tag when present), to check the pixel data length cheaply."""
+    with open(path, "rb") as fh:
+        try:
+            ds = pydicom.dcmread(fh, stop_before_pixels=True)
+        except InvalidDicomError:
+            fh.seek(0)
+            if not _looks_like_raw_dataset(fh.read(8)):
+                raise
+            fh.seek(0)
+            ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
+        return ds, fh.tell()
+
+
 def _looks_like_raw_dataset(head: bytes) -> bool:
     """True if bytes start like a DICOM dataset without preamble/meta (implicit or explicit VR)."""
     if len(head) < 8:
@@ -503,6 +538,64 @@ def _open(path: str, *, stop_before_pixels: bool = True) -> Dataset:
         if not _looks_like_raw_dataset(head):
             raise
         return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True)
+
+
+def _truncated_element(ds: Dataset) -> str | None:
+    """Reason text if the last element read is shorter than its declared length (file cut mid-value).
+
+    pydicom stops quietly at end of file, so a file cut inside its header would otherwise come back
+    as a shorter, plausible-looking dataset. Checked before any value is converted.
+    """
+    tags = list(ds.keys())
+    if not tags:
+        return None
+    raw = ds.get_item(tags[-1])
+    if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes) and raw.length != 0xFFFFFFFF:
+        if len(raw.value) < raw.length:
+            return f"file ends inside element {Tag(raw.tag)}: {len(raw.value)} of {raw.length} bytes"
+    return None
+
+
+def _pixel_data_problem(path: str, ds: Dataset, offset: int, size: int) -> str | None:
+    """A note if the Pixel Data element declares more bytes than the file holds (cut in the pixels).
+
+    ``offset`` is where header reading stopped (the Pixel Data tag, when there is one).
+    """
+    if offset <= 0 or offset >= size:
+        return None
+    meta = getattr(ds, "file_meta", None)
+    syntax = str(getattr(meta, "TransferSyntaxUID", "") or "") if meta is not None else ""
+    if syntax == "1.2.840.10008.1.2.1.99":  # deflated: offsets refer to the compressed stream
+        return None
+    implicit, little = ds.original_encoding
+    if implicit is None or little is None:
+        return None
+    order = "little" if little else "big"
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            head = fh.read(12)
+    except OSError:
+        return None
+    if len(head) < 8:
+        return None
+    group, element = int.from_bytes(head[0:2], order), int.from_bytes(head[2:4], order)
+    if (group, element) != (0x7FE0, 0x0010):
+        return None
+    if implicit:
+        length, header = int.from_bytes(head[4:8], order), 8
+    elif head[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"UN", b"UT", b"SQ", b"OV", b"UC", b"UR"):
+        if len(head) < 12:
+            return None
+        length, header = int.from_bytes(head[8:12], order), 12
+    else:
+        length, header = int.from_bytes(head[6:8], order), 8
+    if length == 0xFFFFFFFF:  # encapsulated: fragments, not checked here
+        return None
+    available = size - offset - header
+    if available < length:
+        return f"PixelData: truncated ({available} of {length} bytes present)"
+    return None
 
 
 def _force_read(ds: Dataset) -> None:
@@ -526,41 +619,60 @@ def read_file(path: str | os.PathLike[str]) -> list[InstanceHeader] | Skipped:
         raise ValueError("empty file (0 bytes)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        truncated: str | None = None
         try:
-            ds = _open(name)
-            _force_read(ds)
+            ds, stopped_at = _open_at(name)
+            truncated = _truncated_element(ds)
+            if not truncated:
+                _force_read(ds)
         except InvalidDicomError:
             raise ValueError("not a DICOM file (no 'DICM' marker and not a raw DICOM dataset)") from None
         except (EOFError, OSError) as exc:
             raise ValueError(f"truncated or unreadable DICOM: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - pydicom raises many types on malformed files
             raise ValueError(f"malformed DICOM: {type(exc).__name__}: {exc}") from exc
-        reader = _Reader(ds)
-        sop_class = reader.text(ds, "SOPClassUID")
-        if not sop_class:
-            meta = getattr(ds, "file_meta", None)
-            sop_class = str(getattr(meta, "MediaStorageSOPClassUID", "") or "") if meta is not None else ""
-        if "DirectoryRecordSequence" in ds or sop_class == MEDIA_STORAGE_DIRECTORY:
-            return Skipped(name, "DICOMDIR (media directory, not an image)")
-        if sop_class.startswith(NON_IMAGE_SOP_PREFIXES):
-            return Skipped(name, f"not an image object (SOP Class {sop_class})")
-        base = _base_fields(reader, ds, name)
-        base["sop_class_uid"] = sop_class
-        if not base["study_instance_uid"] or not base["series_instance_uid"]:
-            raise ValueError("missing Study or Series Instance UID")
-        enhanced = sop_class in ENHANCED_SOP_CLASSES or "PerFrameFunctionalGroupsSequence" in ds
-        if enhanced:
-            try:
-                field_sets = _enhanced_records(reader, ds, base)
-            except Exception as exc:  # noqa: BLE001
-                raise ValueError(f"malformed functional groups: {type(exc).__name__}: {exc}") from exc
-            for fields in field_sets:
-                fields["enhanced"] = True
-        else:
-            base["frames"] = reader.integer(ds, "NumberOfFrames") or 1
-            field_sets = [base]
-        problems = tuple(dict.fromkeys(reader.problems))
-        return [InstanceHeader(**fields, value_problems=problems) for fields in field_sets]
+        if truncated:
+            raise ValueError(f"truncated DICOM: {truncated}")
+        try:
+            return _records(name, ds, _pixel_data_problem(name, ds, stopped_at, size))
+        except ValueError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - never let a strange header escape as a traceback
+            raise ValueError(f"malformed DICOM header: {type(exc).__name__}: {exc}") from exc
+
+
+def _records(name: str, ds: Dataset, pixel_problem: str | None) -> list[InstanceHeader] | Skipped:
+    """The records of one parsed dataset (see :func:`read_file`)."""
+    reader = _Reader(ds)
+    if pixel_problem:
+        reader.problems.append(pixel_problem)
+    sop_class = reader.text(ds, "SOPClassUID")
+    if not sop_class:
+        meta = getattr(ds, "file_meta", None)
+        sop_class = str(getattr(meta, "MediaStorageSOPClassUID", "") or "") if meta is not None else ""
+    if "DirectoryRecordSequence" in ds or sop_class == MEDIA_STORAGE_DIRECTORY:
+        return Skipped(name, "DICOMDIR (media directory, not an image)")
+    if sop_class.startswith(NON_IMAGE_SOP_PREFIXES):
+        return Skipped(name, f"not an image object (SOP Class {sop_class})")
+    base = _base_fields(reader, ds, name)
+    base["sop_class_uid"] = sop_class
+    if not base["study_instance_uid"] or not base["series_instance_uid"]:
+        missing = " and ".join(k for k, f in (("Study", "study_instance_uid"), ("Series", "series_instance_uid"))
+                               if not base[f])
+        raise ValueError(f"missing {missing} Instance UID (not an image object, or a file cut short)")
+    enhanced = sop_class in ENHANCED_SOP_CLASSES or "PerFrameFunctionalGroupsSequence" in ds
+    if enhanced:
+        try:
+            field_sets = _enhanced_records(reader, ds, base)
+        except Exception as exc:  # noqa: BLE001
+            raise ValueError(f"malformed functional groups: {type(exc).__name__}: {exc}") from exc
+        for fields in field_sets:
+            fields["enhanced"] = True
+    else:
+        base["frames"] = reader.integer(ds, "NumberOfFrames") or 1
+        field_sets = [base]
+    problems = tuple(dict.fromkeys(reader.problems))
+    return [InstanceHeader(**fields, value_problems=problems) for fields in field_sets]
 
 
 def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[str]:
@@ -597,6 +709,9 @@ def scan(paths: Iterable[str | os.PathLike[str]]) -> Iterator[ScanRecord]:
             result = read_file(name)
         except ValueError as exc:
             yield Unreadable(name, str(exc))
+            continue
+        except Exception as exc:  # noqa: BLE001 - a bad file must never stop the scan
+            yield Unreadable(name, f"unexpected error reading file: {type(exc).__name__}: {exc}")
             continue
         if isinstance(result, Skipped):
             yield result

@@ -29,8 +29,10 @@ from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
+from pydicom.tag import Tag
 from pydicom.uid import (
     UID,
     CTImageStorage,
@@ -128,7 +130,8 @@ class SeriesSpec:
     is fat-suppressed and post-contrast); ``weighting`` chooses T1/T2/PD for ``dixon`` and 3D kinds.
     ``description``/``protocol_name`` override the vendor's usual text (e.g. ``"Series 5"``).
     ``omit`` lists DICOM keywords to delete from every image; ``overrides`` sets keywords to raw values
-    (strings are written verbatim, so ``("RepetitionTime", "abc")`` produces a malformed DS).
+    (strings and lists of strings are written verbatim, so ``("RepetitionTime", "abc")`` produces a
+    malformed DS and ``("ImageOrientationPatient", ["1", "0", "0", "0", "1"])`` a 5-value vector).
     """
 
     kind: Kind | str
@@ -614,7 +617,7 @@ def _profile(vendor: Vendor, spec: SeriesSpec, ph: _Physics) -> _Profile:
         opts_p: tuple[str, ...] = ("FS",) if fsat else ("OTHER",)
         if k is Kind.DIXON:
             opts_p = ("OTHER",)
-        prepulse = "INVERSION" if inv else "NONE"
+        prepulse = "INVERSION" if inv else "NO"
         priv = (
             (0x2001, "Philips Imaging DD 001", 0x20, "LO", tech),
             (0x2001, "Philips Imaging DD 001", 0x21, "CS", "Y" if fsat and k is not Kind.DIXON else "N"),
@@ -794,10 +797,25 @@ def _apply_overrides(ds: Dataset, spec: SeriesSpec) -> None:
     for keyword in spec.omit:
         if keyword in ds:
             delattr(ds, keyword)
-    if spec.overrides:
-        with pydicom.config.disable_value_validation():
-            for keyword, value in spec.overrides:
-                setattr(ds, keyword, value)
+    for keyword, value in spec.overrides:
+        _set_raw(ds, keyword, value)
+
+
+def _set_raw(ds: Dataset, keyword: str, value: Any) -> None:
+    """Set ``keyword`` to ``value`` verbatim: strings (or lists of strings, joined by backslash) are
+    stored as raw bytes without validation, so malformed values ("abc" in a DS) reach the file."""
+    tag = pydicom.datadict.tag_for_keyword(keyword)
+    if tag is None:
+        raise ValueError(f"unknown DICOM keyword {keyword!r}")
+    if not isinstance(value, (str, list, tuple)):
+        setattr(ds, keyword, value)
+        return
+    text = value if isinstance(value, str) else "\\".join(str(v) for v in value)
+    raw = text.encode("latin-1")
+    if len(raw) % 2:
+        raw += b"\x00" if pydicom.datadict.dictionary_VR(tag) == "UI" else b" "
+    vr = pydicom.datadict.dictionary_VR(tag)
+    ds[tag] = RawDataElement(Tag(tag), vr, len(raw), raw, 0, False, True)
 
 
 @dataclass(frozen=True)
@@ -1153,6 +1171,11 @@ def _enhanced_series_image(study: StudySpec, plan: _SeriesPlan, uids: dict[str, 
     if spec.is_post:
         shared.ContrastBolusUsageSequence = DicomSequence([_item(ContrastBolusAgentNumber=1,
                                                                  ContrastBolusAgentAdministered="YES")])
+    if prof.scan_options:
+        # XA keeps Scan Options only in the series private data (0021,105C), inside (0021,10FE)
+        sds = Dataset()
+        sds.private_block(0x0021, "SIEMENS MR SDS 01", create=True).add_new(0x5C, "CS", list(prof.scan_options))
+        shared.private_block(0x0021, "SIEMENS MR SDS 01", create=True).add_new(0xFE, "SQ", DicomSequence([sds]))
     ds.SharedFunctionalGroupsSequence = DicomSequence([shared])
     per_frame = []
     pixels = []
