@@ -22,6 +22,8 @@ STATUS_LABELS = {"pass": "pass", "warn": "warning", "fail": "fail", "no-protocol
 STATUS_COLORS = {"pass": "#2f9e66", "warn": "#e3a21a", "fail": "#d64545", "no-protocol": "#a0aab4", "error": "#7d52b8"}
 SEVERITY_COLORS = {"error": "#d64545", "warning": "#e3a21a", "info": "#5b8def"}
 TRAUMA_MIN_DAYS = 28  # the guideline's ~1 month delay after injury (DESIGN.md section 6)
+TRAUMA_MAX_DAYS = 90  # "do not delay much beyond that": the library's default delayed-imaging limit
+TIMING_COLORS = {"early": "#e3a21a", "window": "#4a7fd4", "late": "#8d99a6"}
 FAILING = ("fail", "error")
 MISSING_CODES = ("missing-sequence", "plane")
 MAX_TABLE_ROWS = 500
@@ -165,6 +167,8 @@ def trauma_histogram(days: pd.Series, width: int = 7, cap_weeks: int = 26) -> tu
         return [], [], before
     top = min(int(values.max() // width) + 1, cap_weeks + 1)
     top = max(top, TRAUMA_MIN_DAYS // width + 2)  # always show the 28-day line with room after it
+    if values.max() >= TRAUMA_MAX_DAYS:
+        top = max(top, TRAUMA_MAX_DAYS // width + 2)
     idx = (values // width).clip(upper=top - 1).astype(int)
     counts = [int((idx == i).sum()) for i in range(top)]
     return [i * width for i in range(top)], counts, before
@@ -272,7 +276,7 @@ def svg_hstacked(labels: Sequence[str], stacks: Sequence[dict[str, int]], *, wid
 
 def svg_hbars(items: Sequence[tuple[str, int, str]], *, total: int, width: int = 1040, color: str = "#d64545") -> str:
     """Horizontal bars: how many studies miss each requirement (with the share of studies)."""
-    row_h, left, right, top = 28, 260, 120, 6
+    row_h, left, right, top = 28, 260, 170, 6
     height = top + row_h * max(len(items), 1) + 6
     plot_w = width - left - right
     vmax = max((n for _, n, _ in items), default=1)
@@ -291,17 +295,23 @@ def svg_hbars(items: Sequence[tuple[str, int, str]], *, total: int, width: int =
     return "".join(out)
 
 
-def svg_histogram(starts: Sequence[int], counts: Sequence[int], *, width: int = 1040, height: int = 280,
-                  bin_days: int = 7, minimum: int = TRAUMA_MIN_DAYS) -> str:
-    """Days-after-injury histogram; bins before the minimum delay are amber, the minimum is a dashed line."""
-    left, right, top, bottom = 48, 16, 30, 44
+def svg_histogram(starts: Sequence[int], counts: Sequence[int], *, width: int = 1040, height: int = 290,
+                  bin_days: int = 7, minimum: int = TRAUMA_MIN_DAYS, maximum: int | None = TRAUMA_MAX_DAYS) -> str:
+    """Days-after-injury histogram: too early (amber), in the window (blue), delayed (grey), limits dashed."""
+    left, right, top, bottom = 48, 16, 40, 44
     plot_w, plot_h = width - left - right, height - top - bottom
     ymax = _nice_max(max(counts, default=0))
     n = max(len(starts), 1)
     span = n * bin_days
     slot = plot_w / n
+    show_max = maximum is not None and maximum < span
+    legend = [(f"before {minimum} days", TIMING_COLORS["early"]), (f"{minimum} days or later", TIMING_COLORS["window"])]
+    if show_max:
+        legend = [(f"before {minimum} days (too early)", TIMING_COLORS["early"]),
+                  (f"{minimum}–{maximum} days", TIMING_COLORS["window"]),
+                  (f"after {maximum} days (delayed)", TIMING_COLORS["late"])]
     out = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" {FONT}>']
-    out.append(_legend(left, 14, [(f"before {minimum} days", "#e3a21a"), (f"{minimum} days or later", "#4a7fd4")]))
+    out.append(_legend(left, 14, legend))
     for tick in _ticks(ymax):
         y = top + plot_h - plot_h * tick / ymax
         out.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e4e8ee"/>'
@@ -311,7 +321,12 @@ def svg_histogram(starts: Sequence[int], counts: Sequence[int], *, width: int = 
         h = plot_h * count / ymax
         last = i == len(starts) - 1 and start >= 26 * 7
         label = f"{start}+ days" if last else f"{start}–{start + bin_days - 1} days"
-        color = "#e3a21a" if start + bin_days <= minimum else "#4a7fd4"
+        if start + bin_days <= minimum:
+            color = TIMING_COLORS["early"]
+        elif show_max and maximum is not None and start >= maximum:
+            color = TIMING_COLORS["late"]
+        else:
+            color = TIMING_COLORS["window"]
         out.append(f'<rect class="bar" x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{max(slot - 2, 1):.1f}" '
                    f'height="{h:.1f}" fill="{color}" data-count="{count}"><title>{esc(label)}: {count} studies'
                    f'</title></rect>')
@@ -320,10 +335,16 @@ def svg_histogram(starts: Sequence[int], counts: Sequence[int], *, width: int = 
             out.append(f'<text x="{left + slot * i:.1f}" y="{top + plot_h + 16}" font-size="11" text-anchor="middle" '
                        f'fill="#556">{text}</text>')
     mx = left + plot_w * minimum / span
-    out.append(f'<line class="minimum" x1="{mx:.1f}" x2="{mx:.1f}" y1="{top - 6}" y2="{top + plot_h}" '
+    out.append(f'<line class="minimum" x1="{mx:.1f}" x2="{mx:.1f}" y1="{top - 12}" y2="{top + plot_h}" '
                f'stroke="#b3261e" stroke-width="2" stroke-dasharray="6 4"/>'
-               f'<text x="{mx + 6:.1f}" y="{top + 6}" font-size="12" font-weight="600" fill="#b3261e">'
+               f'<text x="{mx + 6:.1f}" y="{top}" font-size="12" font-weight="600" fill="#b3261e">'
                f'{minimum}-day minimum</text>')
+    if show_max and maximum is not None:
+        xx = left + plot_w * maximum / span
+        out.append(f'<line class="maximum" x1="{xx:.1f}" x2="{xx:.1f}" y1="{top - 12}" y2="{top + plot_h}" '
+                   f'stroke="#5d6b7a" stroke-width="1.5" stroke-dasharray="4 4"/>'
+                   f'<text x="{xx - 6:.1f}" y="{top}" font-size="12" text-anchor="end" fill="#5d6b7a">'
+                   f'{maximum} days: delayed</text>')
     out.append(f'<line x1="{left}" x2="{width - right}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="#99a"/>')
     out.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 6}" font-size="11.5" text-anchor="middle" '
                f'fill="#556">days from injury to the study (weekly bins)</text>')
@@ -349,7 +370,7 @@ section p.note { margin:0 0 12px; color:var(--muted); font-size:12.5px; }
 .cards { display:grid; grid-template-columns:repeat(auto-fit,minmax(108px,1fr)); gap:12px; margin:0 0 18px; }
 .card { background:var(--card); border:1px solid var(--line); border-radius:10px; padding:12px 14px; border-top:4px solid #17324d; }
 .card .num { font-size:24px; font-weight:680; line-height:1.15; }
-.card .lbl { color:var(--muted); font-size:12px; text-transform:uppercase; letter-spacing:.4px; }
+.card .lbl { color:var(--muted); font-size:12px; line-height:1.3; }
 .card.pass { border-top-color:#2f9e66 } .card.warn { border-top-color:#e3a21a } .card.fail { border-top-color:#d64545 }
 .card.no-protocol { border-top-color:#a0aab4 } .card.error { border-top-color:#7d52b8 }
 .grid3 { display:grid; grid-template-columns:repeat(auto-fit,minmax(330px,1fr)); gap:10px 26px; }
@@ -395,8 +416,8 @@ def _summary(audits: pd.DataFrame) -> str:
     cards += [_card(str(counts[s]), STATUS_LABELS[s], s) for s in STATUS_ORDER]
     if len(days):
         early = int(((days >= 0) & (days < TRAUMA_MIN_DAYS)).sum())
-        cards.append(_card(f"{days.median():.0f} d", "median after injury"))
-        cards.append(_card(str(early), f"imaged < {TRAUMA_MIN_DAYS} d"))
+        cards.append(_card(f"{days.median():.0f}", "median days after injury"))
+        cards.append(_card(str(early), f"imaged before day {TRAUMA_MIN_DAYS}", "warn" if early else ""))
     return '<div class="cards">' + "".join(cards) + "</div>"
 
 
@@ -481,7 +502,8 @@ def render_html(audits: pd.DataFrame, findings: pd.DataFrame, *, title: str = "P
         known = int(audits["days_after_trauma"].notna().sum())
         if starts:
             note = (f"{known} of {len(audits)} studies have a known injury date. The guideline advises waiting about "
-                    f"one month ({TRAUMA_MIN_DAYS} days) after trauma so blood and edema resolve, but not much longer.")
+                    f"one month ({TRAUMA_MIN_DAYS} days) after trauma so blood and edema resolve, but not much longer "
+                    f"(the protocol library flags studies after {TRAUMA_MAX_DAYS} days as delayed).")
             if before:
                 note += f" {before} studies are dated before the injury (check the context data)."
             body = svg_histogram(starts, counts)
