@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 KEY_COLUMNS = ("accession_number", "study_instance_uid")
-BOOL_COLUMNS = ("mri_contraindicated", "gadolinium_contraindicated", "dermatomal", "known_malignancy", "prior_radiation")
+BOOL_COLUMNS = ("mri_contraindicated", "gadolinium_contraindicated", "dermatomal", "known_malignancy", "prior_radiation",
+                "iodinated_contrast_contraindicated")
 KNOWN_COLUMNS = KEY_COLUMNS + ("trauma_date", "indication", "egfr") + BOOL_COLUMNS
 
 _TRUE = {"yes", "y", "true", "1", "x"}
@@ -44,6 +45,7 @@ class ClinicalContext:
     known_malignancy: bool | None = None
     prior_radiation: bool | None = None
     source: str = ""  # e.g. "ctx.csv line 3", "--trauma-date", "worklist"
+    iodinated_contrast_contraindicated: bool | None = None  # CT contrast (added for the recommender)
 
     @property
     def icd10_codes(self) -> tuple[str, ...]:
@@ -55,7 +57,8 @@ class ClinicalContext:
         changes = {
             name: getattr(override, name)
             for name in ("indication", "trauma_date", "mri_contraindicated", "gadolinium_contraindicated",
-                         "egfr", "dermatomal", "known_malignancy", "prior_radiation")
+                         "egfr", "dermatomal", "known_malignancy", "prior_radiation",
+                         "iodinated_contrast_contraindicated")
             if getattr(override, name) not in (None, "")
         }
         if not changes:
