@@ -20,16 +20,14 @@ import ctypes
 import datetime as dt
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -248,128 +246,12 @@ def storescu(port: int, paths: Sequence[Path | str], *, aet: str = "STORESCU", c
 
 
 # ----------------------------------------------------------------------------------------------
-# Small test studies and worklist items written with pydicom
-
-
-@dataclass(frozen=True)
-class SeriesSpec:
-    description: str
-    tr: float
-    te: float
-    orientation: tuple[float, ...]
-    ti: float | None = None
-    scan_options: str = ""
-    contrast: str = ""
-    slices: int = 3
-
-
-CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
-AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-SAGITTAL = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
-
-PLEXUS_SERIES = (
-    SeriesSpec("COR T1 TSE", 600, 12, CORONAL),
-    SeriesSpec("COR STIR", 4500, 60, CORONAL, ti=160),
-    SeriesSpec("AX T2 TSE", 5000, 90, AXIAL),
-    SeriesSpec("AX T1 TSE", 650, 11, AXIAL),
-    SeriesSpec("SAG T2 FS", 4000, 85, SAGITTAL, scan_options="FS"),
-)
-
-
-@dataclass
-class StudyFiles:
-    study_uid: str
-    accession: str
-    folder: Path
-    files: list[Path] = field(default_factory=list)
-
-
-def write_study(folder: Path, *, accession: str, study_date: str = "20260310",
-                description: str = "MRI LUMBOSACRAL PLEXUS WO", series: Sequence[SeriesSpec] = PLEXUS_SERIES,
-                study_uid: str | None = None) -> StudyFiles:
-    """Write a small MR study (one file per slice, explicit VR LE) with realistic acquisition headers."""
-    study_uid = study_uid or generate_uid()
-    out = StudyFiles(study_uid, accession, folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for number, spec in enumerate(series, start=1):
-        series_uid = generate_uid()
-        for index in range(spec.slices):
-            ds = _mr_slice(spec, study_uid, series_uid, number, index, accession, study_date, description)
-            path = folder / f"s{number:02d}_{index:03d}.dcm"
-            ds.save_as(path, enforce_file_format=True)
-            out.files.append(path)
-    return out
-
-
-def _mr_slice(spec: SeriesSpec, study_uid: str, series_uid: str, number: int, index: int, accession: str,
-              study_date: str, description: str) -> Dataset:
-    sop_uid = generate_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
-    ds.Modality = "MR"
-    ds.Manufacturer = "SIEMENS"
-    ds.ManufacturerModelName = "Skyra"
-    ds.MagneticFieldStrength = 3
-    ds.PatientName = "Test^Patient"
-    ds.PatientID = "PID" + accession
-    ds.PatientBirthDate = "19700101"
-    ds.PatientSex = "O"
-    ds.AccessionNumber = accession
-    ds.StudyID = "1"
-    ds.StudyDate = study_date
-    ds.StudyTime = "101500"
-    ds.StudyDescription = description
-    ds.SeriesDate = study_date
-    ds.SeriesTime = f"10{15 + number:02d}00"
-    ds.SeriesNumber = number
-    ds.InstanceNumber = index + 1
-    ds.SeriesDescription = spec.description
-    ds.ProtocolName = spec.description.replace(" ", "_")
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NORM"]
-    is_ir = spec.ti is not None
-    ds.ScanningSequence = ["SE", "IR"] if is_ir else ["SE"]
-    ds.SequenceVariant = ["SK", "SP"]
-    ds.ScanOptions = spec.scan_options or ("IR" if is_ir else "")
-    ds.MRAcquisitionType = "2D"
-    ds.SequenceName = "*tir2d1_15" if is_ir else "*tse2d1_5"
-    ds.RepetitionTime = spec.tr
-    ds.EchoTime = spec.te
-    if is_ir:
-        ds.InversionTime = spec.ti
-    ds.FlipAngle = 150
-    ds.EchoTrainLength = 15
-    ds.SliceThickness = 4
-    ds.SpacingBetweenSlices = 4.4
-    ds.PixelSpacing = [0.8, 0.8]
-    ds.ImageOrientationPatient = list(spec.orientation)
-    normal = (spec.orientation[1] * spec.orientation[5] - spec.orientation[2] * spec.orientation[4],
-              spec.orientation[2] * spec.orientation[3] - spec.orientation[0] * spec.orientation[5],
-              spec.orientation[0] * spec.orientation[4] - spec.orientation[1] * spec.orientation[3])
-    ds.ImagePositionPatient = [round(-100 + 4.4 * index * n, 3) for n in normal]
-    if spec.contrast:
-        ds.ContrastBolusAgent = spec.contrast
-    ds.BodyPartExamined = "PELVIS"
-    ds.Rows = ds.Columns = 8
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.PixelData = bytes(range(128))
-    return ds
+# Worklist items written with pydicom (studies come from protocolcheck.synth)
 
 
 def write_worklist_item(path: Path, *, accession: str, station_aet: str, scheduled_date: str,
                         procedure: str, procedure_code: str = "", reason: str = "", comments: str = "",
-                        modality: str = "MR", patient_id: str = "PID1") -> Path:
+                        admitting: str = "", modality: str = "MR", patient_id: str = "PID1") -> Path:
     """Write a ``.wl`` worklist file (DICOM file format) that both Orthanc and wlmscpfs serve."""
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 100"
@@ -391,6 +273,8 @@ def write_worklist_item(path: Path, *, accession: str, station_aet: str, schedul
         ds.ReasonForTheRequestedProcedure = reason
     if comments:
         ds.RequestedProcedureComments = comments
+    if admitting:
+        ds.AdmittingDiagnosesDescription = admitting
     ds.RequestingPhysician = "Ref^Doctor"
     ds.ReferringPhysicianName = "Ref^Doctor"
     ds.AdmissionID = ""
@@ -420,13 +304,7 @@ def today_dicom(offset_days: int = 0) -> str:
     return (dt.date.today() + dt.timedelta(days=offset_days)).strftime("%Y%m%d")
 
 
-def copy_tree(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst
-
-
 __all__ = [
-    "HOST", "OrthancPeer", "Process", "StudyFiles", "WlmPeer", "find_binary", "free_port", "orthanc",
-    "require_binaries", "storescu", "today_dicom", "wlmscpfs", "write_study", "write_worklist_item",
-    "pydicom",
+    "HOST", "OrthancPeer", "Process", "WlmPeer", "find_binary", "free_port", "orthanc", "require_binaries",
+    "storescu", "today_dicom", "tool_env", "wlmscpfs", "write_worklist_item",
 ]

@@ -1,0 +1,371 @@
+"""Storage SCP (`protocolcheck.net.scp`) and the `listen` command, against dcmtk's storescu.
+
+Real associations on 127.0.0.1: every instance storescu sends must end up on disk (byte-exact
+dataset) or in the rejection log with its reason; wrong AE titles are rejected; studies are handed
+over once idle, again when more arrive, on stop, and after a restart when a marker survived.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom import _config as pynetdicom_config
+
+from peers import HOST, free_port, require_binaries, storescu
+from protocolcheck import synth
+from protocolcheck.headers import read_file
+from protocolcheck.net.common import NetError, NetErrorKind, Peer, echo, safe_uid
+from protocolcheck.net.scp import (
+    PENDING_MARKER,
+    InstanceStore,
+    ListenConfig,
+    StorageSCP,
+    StoreError,
+    StudyTracker,
+    check_complete,
+)
+
+pytestmark = [pytest.mark.network, pytest.mark.filterwarnings("ignore:Invalid value for VR UI")]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _dcmtk() -> None:
+    require_binaries("storescu")
+
+
+class Handovers:
+    """Collects completed studies (folder name -> list of instance counts at each hand-over)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.event = threading.Condition()
+
+    def __call__(self, folder: Path) -> None:
+        with self.event:
+            self.calls.append((folder.name, len(list(folder.glob("*/*.dcm")))))
+            self.event.notify_all()
+
+    def wait(self, n: int, timeout: float = 20.0) -> list[tuple[str, int]]:
+        with self.event:
+            assert self.event.wait_for(lambda: len(self.calls) >= n, timeout), f"only {self.calls} after {timeout}s"
+            return list(self.calls)
+
+
+@pytest.fixture
+def scp_factory(tmp_path: Path) -> Iterator[Callable[..., tuple[StorageSCP, Handovers]]]:
+    started: list[StorageSCP] = []
+
+    def make(store: Path | None = None, **options: object) -> tuple[StorageSCP, Handovers]:
+        handovers = Handovers()
+        config = ListenConfig(store=store or tmp_path / "store", port=0, idle=float(options.pop("idle", 60.0)),
+                              **options)  # type: ignore[arg-type]
+        scp = StorageSCP(config, handovers)
+        scp.start()
+        started.append(scp)
+        return scp, handovers
+
+    yield make
+    for scp in started:
+        scp.stop(grace=5)
+
+
+def _write(spec: synth.StudySpec, folder: Path) -> list[Path]:
+    return synth.write_study(spec, folder)
+
+
+def _encoded(ds: pydicom.Dataset) -> bytes:
+    from pydicom.filebase import DicomBytesIO
+
+    fp = DicomBytesIO()
+    ts = ds.file_meta.TransferSyntaxUID
+    fp.is_little_endian = ts.is_little_endian
+    fp.is_implicit_VR = ts.is_implicit_VR
+    pydicom.filewriter.write_dataset(fp, ds)
+    return fp.getvalue()
+
+
+def _header_key(path: Path) -> list[dict[str, object]]:
+    records = read_file(path)
+    assert isinstance(records, list)
+    return [{k: v for k, v in r.__dict__.items() if k != "path"} for r in records]
+
+
+def _malformed(folder: Path) -> dict[str, Path]:
+    """Files storescu will send but that cannot be placed in the store."""
+    folder.mkdir(parents=True, exist_ok=True)
+    source = get_testdata_file("MR_small.dcm", download=False)
+    out = {}
+    ds = pydicom.dcmread(source)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    del ds.StudyInstanceUID
+    out["no-study"] = folder / "no_study.dcm"
+    ds.save_as(out["no-study"])
+    ds = pydicom.dcmread(source)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = "../../../escape"
+    out["traversal"] = folder / "traversal.dcm"
+    ds.save_as(out["traversal"])
+    return out
+
+
+def test_every_instance_is_stored_or_logged(tmp_path: Path, scp_factory) -> None:
+    """N instances in several transfer syntaxes plus malformed ones: nothing is lost."""
+    src = tmp_path / "src"
+    good: list[Path] = []
+    good += _write(synth.plexus_study(synth.Vendor.SIEMENS, "L-SIE"), src / "a")
+    good += _write(replace(synth.plexus_study(synth.Vendor.GE, "L-GE"), syntax=synth.Syntax.IMPLICIT_LE), src / "b")
+    good += _write(replace(synth.ct_study(synth.Vendor.SIEMENS, "L-CT"), syntax=synth.Syntax.EXPLICIT_BE), src / "c")
+    good += _write(synth.plexus_study(synth.Vendor.SIEMENS_XA, "L-XA"), src / "d")  # enhanced MR
+    bad = _malformed(src / "bad")
+    scp, handovers = scp_factory(allowed_aets=("STORESCU",), idle=0.3)
+    # propose each file's own transfer syntax (-R), as a scanner would
+    result = storescu(scp.address[1], [src], extra=["-R"])
+    assert result.returncode == 0, result.stderr
+
+    store = scp.store.root
+    stored = sorted(store.glob("*/*/*.dcm"))
+    assert len(stored) == len(good)
+    for path in good:
+        ds = pydicom.dcmread(path)
+        target = store / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
+        assert target.exists(), f"{path.name} not stored"
+        received = pydicom.dcmread(target)
+        if received.file_meta.TransferSyntaxUID == ds.file_meta.TransferSyntaxUID:
+            assert _encoded(received) == _encoded(ds)  # the dataset exactly as sent
+        else:  # storescu may re-encode big endian as little endian on the wire
+            del received.PixelData, ds.PixelData
+            assert received == ds
+        assert _header_key(target) == _header_key(path)
+    assert not list(store.rglob(".incoming-*"))
+
+    rejected = scp.store.rejections()
+    reasons = {r["reason"] for r in rejected}
+    assert len(rejected) == len(bad) == scp.counters.refused
+    assert "missing Study Instance UID" in reasons
+    assert any("'../../../escape' is not a valid UID" in r for r in reasons)
+    assert all(r["status"] == "0xA900" and r["peer"].startswith("STORESCU@") for r in rejected)
+    assert not (tmp_path / "escape").exists()
+    assert scp.counters.stored == len(good)
+    calls = handovers.wait(4)
+    assert sorted(n for _uid, n in calls) == sorted(
+        len([p for p in good if pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID == uid])
+        for uid in {u for u, _n in calls})
+
+
+def test_truncated_dataset_is_refused_and_association_goes_on(tmp_path: Path, scp_factory) -> None:
+    """Raw bytes cut short (sent as-is, as a broken modality would) get a failure status; the next one is stored."""
+    scp, _ = scp_factory()
+    source = Path(get_testdata_file("MR_small.dcm", download=False))
+    whole = source.read_bytes()
+    cut_pixels = tmp_path / "cut_pixels.dcm"
+    cut_pixels.write_bytes(whole[:-700])
+    cut_header = tmp_path / "cut_header.dcm"
+    cut_header.write_bytes(whole[:901])  # one byte into an element header
+    ae = AE(ae_title="RAWSENDER")
+    ae.add_requested_context("1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.1.2.1")
+    old = pynetdicom_config.STORE_SEND_CHUNKED_DATASET
+    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True  # send the file's bytes without decoding them
+    try:
+        assoc = ae.associate(HOST, scp.address[1], ae_title="PROTOCOLCHECK")
+        assert assoc.is_established
+        statuses = [assoc.send_c_store(p).Status for p in (cut_pixels, cut_header, source)]
+        assoc.release()
+    finally:
+        pynetdicom_config.STORE_SEND_CHUNKED_DATASET = old
+    assert statuses == [0xC210, 0xC210, 0x0000]
+    rejected = scp.store.rejections()
+    assert len(rejected) == 2 and all("truncated or malformed" in r["reason"] for r in rejected)
+    assert len(list(scp.store.root.glob("*/*/*.dcm"))) == 1
+
+
+def test_wrong_calling_or_called_aet_is_rejected(tmp_path: Path, scp_factory) -> None:
+    src = tmp_path / "src"
+    _write(synth.pelvis_study(synth.Vendor.SIEMENS, "L-AET"), src)
+    scp, _ = scp_factory(allowed_aets=("MODALITY1",))
+    wrong_calling = storescu(scp.address[1], [src], aet="INTRUDER")
+    wrong_called = storescu(scp.address[1], [src], aet="MODALITY1", called="SOMEONE_ELSE")
+    assert wrong_calling.returncode != 0 and "Calling AE Title Not Recognized" in wrong_calling.stderr
+    assert wrong_called.returncode != 0 and "Called AE Title Not Recognized" in wrong_called.stderr
+    assert scp.counters.rejected_associations == 2
+    assert not list(scp.store.root.glob("*/*/*.dcm"))
+    right = storescu(scp.address[1], [src], aet="MODALITY1")
+    assert right.returncode == 0, right.stderr
+    assert len(list(scp.store.root.glob("*/*/*.dcm"))) == len(list(src.glob("*.dcm")))
+
+
+def test_several_associations_at_once(tmp_path: Path, scp_factory) -> None:
+    specs = [synth.plexus_study(v, f"L-PAR{i}") for i, v in enumerate(
+        (synth.Vendor.SIEMENS, synth.Vendor.GE, synth.Vendor.PHILIPS, synth.Vendor.CANON))]
+    folders = []
+    for i, spec in enumerate(specs):
+        _write(spec, tmp_path / f"src{i}")
+        folders.append(tmp_path / f"src{i}")
+    scp, handovers = scp_factory(idle=0.5)
+    binary = require_binaries("storescu")["storescu"]
+    procs = [subprocess.Popen([binary, "-aet", f"SCU{i}", "-aec", "PROTOCOLCHECK", "+sd", "+r", HOST,
+                               str(scp.address[1]), str(folder)],
+                              env=dict(os.environ, TCP_NODELAY="1"), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for i, folder in enumerate(folders)]
+    try:
+        codes = [p.wait(60) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert codes == [0, 0, 0, 0]
+    assert scp.counters.associations == 4
+    calls = handovers.wait(4)
+    expected = {pydicom.dcmread(next(f.glob("*.dcm")), stop_before_pixels=True).StudyInstanceUID:
+                len(list(f.glob("*.dcm"))) for f in folders}
+    assert dict(calls) == expected and len(calls) == 4
+
+
+def test_idle_completion_and_re_handover_when_more_arrive(tmp_path: Path, scp_factory) -> None:
+    src = tmp_path / "src"
+    files = _write(synth.plexus_study(synth.Vendor.PHILIPS, "L-LATE"), src)
+    first, late = tmp_path / "first", tmp_path / "late"
+    first.mkdir()
+    late.mkdir()
+    for i, path in enumerate(files):
+        shutil.copy(path, (late if i >= len(files) - 3 else first) / path.name)
+    scp, handovers = scp_factory(idle=0.4)
+    assert storescu(scp.address[1], [first]).returncode == 0
+    uid, count = handovers.wait(1)[0]
+    assert count == len(files) - 3
+    assert not (scp.store.root / uid / PENDING_MARKER).exists()
+    assert storescu(scp.address[1], [late]).returncode == 0
+    calls = handovers.wait(2)
+    assert calls[1] == (uid, len(files))  # the whole study is handed over again
+
+
+def test_stop_hands_over_pending_and_restart_recovers_marked_studies(tmp_path: Path, scp_factory) -> None:
+    src = tmp_path / "src"
+    _write(synth.ct_study(synth.Vendor.GE, "L-STOP"), src)
+    n = len(list(src.glob("*.dcm")))
+    store = tmp_path / "store"
+    scp, handovers = scp_factory(store=store, idle=3600)
+    assert storescu(scp.address[1], [src]).returncode == 0
+    assert handovers.calls == []  # not idle long enough
+    (uid,) = [p.parent.name for p in store.glob(f"*/{PENDING_MARKER}")]
+    scp.stop(grace=5)
+    assert handovers.calls == [(uid, n)]
+    assert not (store / uid / PENDING_MARKER).exists()
+
+    # A run that died before handing over leaves its marker: the next run hands the study over.
+    (store / uid / PENDING_MARKER).write_text("left by a killed run\n")
+    (store / uid / "x").mkdir()
+    (store / uid / "x" / ".incoming-abc").write_bytes(b"partial")
+    scp2, handovers2 = scp_factory(store=store, idle=0.2)
+    assert handovers2.wait(1) == [(uid, n)]
+    assert not list(store.rglob(".incoming-*"))
+
+
+def test_echo_and_peer_down(scp_factory) -> None:
+    scp, _ = scp_factory()
+    echo(Peer(HOST, scp.address[1], "PROTOCOLCHECK", "ECHOER"))
+    with pytest.raises(NetError) as err:
+        echo(Peer(HOST, free_port(), "PROTOCOLCHECK"))
+    assert err.value.kind is NetErrorKind.UNREACHABLE and "connection refused" in str(err.value)
+
+
+def test_compressed_transfer_syntaxes_are_accepted(tmp_path: Path, scp_factory) -> None:
+    scp, _ = scp_factory()
+    sent = 0
+    for name, option in (("JPEG2000.dcm", "-xw"), ("MR_small_jp2klossless.dcm", "-xv"), ("MR_small_RLE.dcm", "-xr"),
+                         ("JPEG-lossy.dcm", "-xx"), ("image_dfl.dcm", "-xd")):
+        path = get_testdata_file(name, download=False)
+        if path is None:
+            continue
+        result = storescu(scp.address[1], [path], extra=[option])
+        assert result.returncode == 0 and "Store Failed" not in result.stderr, (name, result.stderr)
+        sent += 1
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        target = scp.store.root / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
+        assert pydicom.dcmread(target, stop_before_pixels=True).file_meta.TransferSyntaxUID == \
+            ds.file_meta.TransferSyntaxUID
+    assert sent >= 3
+
+
+# -------------------------------------------------------------------------------- unit-level pieces
+
+
+def test_safe_uid_refuses_paths() -> None:
+    assert safe_uid("1.2.840.10008 \x00") == "1.2.840.10008"
+    for bad in ("", "..", "1.2/3", "../1.2", "1.2.", "abc", "1..2", "1" * 200):
+        with pytest.raises(ValueError):
+            safe_uid(bad)
+
+
+def test_check_complete_detects_cut_datasets() -> None:
+    from io import BytesIO
+
+    from pydicom.filereader import read_dataset
+
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm", download=False))
+    raw = _encoded(ds)
+    check_complete(read_dataset(BytesIO(raw), False, True), len(raw))
+    for cut in (len(raw) - 1, len(raw) - 3000, 283, 50):
+        with pytest.raises(StoreError):
+            check_complete(read_dataset(BytesIO(raw[:cut]), False, True), cut)
+
+
+def test_store_put_is_atomic_and_unwritable_store_is_an_error(tmp_path: Path) -> None:
+    from protocolcheck.net.scp import InstanceKey
+
+    store = InstanceStore(tmp_path / "s")
+    store.prepare()
+    key = InstanceKey("1.2.3", "1.2.3.4", "1.2.3.4.5")
+    path = store.put(key, b"first")
+    store.put(key, b"second")
+    assert path.read_bytes() == b"second" and len(list(path.parent.iterdir())) == 1
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores permissions
+            pytest.skip("running as root: permissions are not enforced")
+        with pytest.raises(StoreError) as err:
+            InstanceStore(locked).put(key, b"x")
+        assert err.value.status == 0xA700
+    finally:
+        locked.chmod(0o700)
+
+
+def test_tracker_serialises_handovers_and_flushes_on_stop() -> None:
+    seen: list[str] = []
+    gate = threading.Event()
+
+    def slow(uid: str) -> None:
+        seen.append(uid)
+        gate.wait(5)
+
+    tracker = StudyTracker(0.0, slow)
+    tracker.start()
+    tracker.arrived("1.1")
+    tracker.arrived("1.2")
+    time.sleep(0.2)
+    assert seen == ["1.1"]  # one at a time, off the caller's thread
+    gate.set()
+    tracker.stop(flush=True, timeout=5)
+    assert seen == ["1.1", "1.2"]
+
+    later: list[str] = []
+    idle = StudyTracker(3600, later.append)
+    idle.start()
+    idle.arrived("2.1")
+    idle.stop(flush=True, timeout=5)
+    assert later == ["2.1"]
+
