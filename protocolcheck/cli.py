@@ -245,5 +245,135 @@ def report(db: str | None, since: Any, until: Any, protocols: tuple[str, ...], s
     sys.exit(Exit.OK)
 
 
+# --- recommend / check-order (helper "recommend") -----------------------------------------------
+
+
+def _day_option(_ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if not value:
+        return None
+    from .context import parse_date
+
+    try:
+        return parse_date(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=f"--{param.name.replace('_', '-')}" if param.name else None)
+
+
+def scenario_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The clinical scenario options shared by ``recommend`` and ``check-order`` (DESIGN.md section 3)."""
+    options = [
+        click.option("--indication", default=None, metavar="TEXT",
+                     help="Free text and/or ICD-10-CM codes, e.g. 'piriformis syndrome G57.01'."),
+        click.option("--trauma-date", callback=_day_option, metavar="DATE", help="Date of the injury (YYYY-MM-DD)."),
+        click.option("--mri-contraindicated", is_flag=True, default=None,
+                     help="MRI is contraindicated (e.g. a non-MR-conditional implant)."),
+        click.option("--gadolinium-contraindicated", is_flag=True, default=None,
+                     help="Gadolinium contrast is contraindicated (e.g. prior reaction)."),
+        click.option("--iodinated-contrast-contraindicated", is_flag=True, default=None,
+                     help="Iodinated (CT) contrast is contraindicated."),
+        click.option("--egfr", type=float, default=None, metavar="N", help="eGFR in mL/min/1.73 m2."),
+        click.option("--dermatomal", is_flag=True, default=None, help="Symptoms follow a single dermatome."),
+        click.option("--known-malignancy", is_flag=True, default=None, help="Known malignancy."),
+        click.option("--prior-radiation", is_flag=True, default=None, help="Prior radiation therapy to the region."),
+        click.option("--context", "context_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+                     help="Context CSV; with --accession, the scenario comes from that row (options override it)."),
+        click.option("--accession", default=None, metavar="N", help="Accession number of the row in --context."),
+        click.option("--rules", "rules_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+                     help="Decision rules file (default: rules.yaml of --library, $PROTOCOLCHECK_LIBRARY, or shipped)."),
+        click.option("--library", "library_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+                     help="Protocol library directory whose rules.yaml to use."),
+        click.option("--format", "fmt", type=click.Choice(["table", "json"]), default=None,
+                     help="Output format (default: table on a terminal, json otherwise)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return output_option(quiet_option(f))
+
+
+def _scenario(opts: dict[str, Any]) -> tuple[Any, Any]:
+    """(ClinicalContext, Rules) from the options; exits 2 with a clear message when they are unusable."""
+    from .context import ClinicalContext, ContextError, load_context_csv
+    from .recommend import RulesError, load_rules
+
+    try:
+        rules = load_rules(opts["rules_file"] or (None if opts["library_dir"] is None else
+                                                  str(__import__("pathlib").Path(opts["library_dir"]) / "rules.yaml")))
+    except RulesError as exc:
+        warn("error: the decision rules cannot be used:\n  " + "\n  ".join(exc.problems))
+        sys.exit(Exit.USAGE)
+    given = ClinicalContext(
+        indication=opts["indication"] or "", trauma_date=opts["trauma_date"],
+        mri_contraindicated=opts["mri_contraindicated"] or None,
+        gadolinium_contraindicated=opts["gadolinium_contraindicated"] or None,
+        iodinated_contrast_contraindicated=opts["iodinated_contrast_contraindicated"] or None,
+        egfr=opts["egfr"], dermatomal=opts["dermatomal"] or None, known_malignancy=opts["known_malignancy"] or None,
+        prior_radiation=opts["prior_radiation"] or None, source="options")
+    if bool(opts["context_file"]) != bool(opts["accession"]):
+        warn("error: --context FILE and --accession N go together")
+        sys.exit(Exit.USAGE)
+    if opts["context_file"]:
+        try:
+            table = load_context_csv(opts["context_file"])
+        except ContextError as exc:
+            warn("error: " + "\n  ".join(exc.problems))
+            sys.exit(Exit.USAGE)
+        for message in table.warnings:
+            warn("warning: " + message, opts["quiet"])
+        row = table.lookup(accession_number=opts["accession"])
+        if row is None:
+            warn(f"error: accession {opts['accession']!r} is not in {opts['context_file']}")
+            sys.exit(Exit.USAGE)
+        given = row.merged(given)
+    return given, rules
+
+
+@main.command()
+@scenario_options
+@click.option("--on", "on", callback=_day_option, metavar="DATE", help="Date the exam would be done (default: today).")
+def recommend(**opts: Any) -> None:
+    """Which exam and protocol to order for suspected lumbosacral plexopathy, when, and what goes with it."""
+    from .recommend import ScenarioError, format_recommendation
+    from .recommend import recommend as run_recommend
+
+    context, rules = _scenario(opts)
+    try:
+        result = run_recommend(context, on=opts["on"], rules=rules)
+    except ScenarioError as exc:
+        warn("error: " + "\n  ".join(exc.problems))
+        sys.exit(Exit.USAGE)
+    form = resolve_format(opts["fmt"], opts["output"])
+    emit(to_json(result.to_dict()) if form is OutputFormat.JSON else format_recommendation(result), opts["output"])
+    for note in result.scenario.notes:
+        warn("note: " + note, opts["quiet"])
+    sys.exit(Exit.OK)
+
+
+@main.command("check-order")
+@click.option("--procedure", default="", metavar="TEXT", help="Ordered procedure description, e.g. 'MRI pelvis w/o'.")
+@click.option("--procedure-code", default="", metavar="CODE", help="Ordered procedure code (CPT), e.g. 72197.")
+@click.option("--scheduled", callback=_day_option, metavar="DATE", help="Scheduled date (default: today).")
+@click.option("--fail-on", type=click.Choice(["error", "warning", "never"]), default="error", show_default=True,
+              help="Exit 1 when a finding at or above this severity is found.")
+@scenario_options
+def check_order_command(**opts: Any) -> None:
+    """Is this order (or scheduled exam) the right exam and protocol, at the right time?"""
+    from .findings import Severity
+    from .recommend import check_order, format_order_check
+
+    if not opts["procedure"] and not opts["procedure_code"]:
+        warn("error: give --procedure TEXT and/or --procedure-code CODE")
+        sys.exit(Exit.USAGE)
+    context, rules = _scenario(opts)
+    result = check_order(opts["procedure"], context, opts["procedure_code"], opts["scheduled"], rules=rules)
+    form = resolve_format(opts["fmt"], opts["output"])
+    emit(to_json(result.to_dict(rules)) if form is OutputFormat.JSON else format_order_check(result), opts["output"])
+    if result.problems:
+        warn("error: " + "\n  ".join(result.problems))
+        sys.exit(Exit.USAGE)
+    threshold = {"error": Severity.ERROR.rank, "warning": Severity.WARNING.rank, "never": 99}[opts["fail_on"]]
+    worst = max((f.severity.rank for f in result.findings), default=-1)
+    sys.exit(Exit.FINDINGS if worst >= threshold else Exit.OK)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
