@@ -326,9 +326,9 @@ _SUBTRACTION = _rx(_B + r"(?:sub|subtraction|subtracted)" + _E)
 _AGENT_EMPTY = {"", "NONE", "NO", "N", "0", "-", "NONE GIVEN", "NOT GIVEN", "NULL", "NIL", "NA", "N/A", "NO CONTRAST"}
 
 _LOCALIZER_TEXT = _rx(
-    _B + r"(?:localizer|localiser|localizers|locator|scout|survey|surview|smartsurvey|3[\s_\-]?pl(?:ane)?|"
-    r"three[\s_\-]?plane|tri[\s_\-]?pilot|pilot|loc|locs|aahead_scout|aa_?scout|topogram|topo|scanogram|"
-    r"scano|positioning|autoalign)" + r"(?![a-z])"
+    r"(?:localiz|localis|scout|survey|surview|topogram|scanogram)|"
+    + _B + r"(?:loc|locs|locator|3[\s_\-]?pl(?:ane)?|three[\s_\-]?plane|tri[\s_\-]?pilot|pilot|topo|scano|"
+    r"positioning|autoalign|aa_?scout)" + r"(?![a-z])"
 )
 
 _DERIVED_TOKENS = {
@@ -430,13 +430,24 @@ def _first_number(values: Iterable[float | None]) -> float | None:
     return None
 
 
+def _split_tokens(values: Iterable[str]) -> frozenset[str]:
+    """Upper-case tokens; Toshiba/Canon write combined values such as 'SE_EP', so split on '_' too."""
+    out: set[str] = set()
+    for v in values:
+        v = v.strip().upper()
+        if v:
+            out.add(v)
+            out.update(p for p in re.split(r"[_\s]+", v) if p)
+    return frozenset(out)
+
+
 def _facts(stack: Stack) -> _Facts:
     hs = stack.instances
     h = hs[0]
     image_type = tuple(dict.fromkeys(tuple(h.image_type) + tuple(h.frame_type)))
     options: set[str] = set()
     for x in hs:
-        options.update(t.strip().upper() for t in x.scan_options)
+        options.update(t.strip().upper() for t in x.scan_options + x.vendor_scan_options)
     b_values = sorted({round(x.diffusion_b_value, 1) for x in hs if x.diffusion_b_value is not None})
     # Siemens writes b-values in the sequence name (*ep_b1000t) even when (0018,9087) is absent.
     for x in hs:
@@ -460,7 +471,7 @@ def _facts(stack: Stack) -> _Facts:
         b_values=tuple(sorted(b_values)),
         image_type=tuple(t.upper() for t in image_type),
         scan_options=frozenset(options),
-        scanning_sequence=frozenset(t.upper() for t in h.scanning_sequence),
+        scanning_sequence=_split_tokens(h.scanning_sequence),
         sequence_variant=frozenset(t.upper() for t in h.sequence_variant),
         seq_name=(h.sequence_name or h.pulse_sequence_name).strip().lstrip("*").lower(),
         vendor_seq=h.vendor_sequence.strip().lower(),
@@ -500,6 +511,9 @@ def _technique(f: _Facts) -> tuple[str | None, list[str]]:
         return "bSSFP", ev
     if "EP" in ss or _EPI_NAMES.search(names) or (siemens_name and _SIEMENS_EPI.match(siemens_name)):
         ev.append("Scanning Sequence EP -> EPI" if "EP" in ss else f"sequence name '{names}' -> EPI")
+        return "EPI", ev
+    if f.first.echo_planar == "YES":
+        ev.append("enhanced EchoPlanarPulseSequence YES -> EPI")
         return "EPI", ev
     if siemens_name:
         if re.match(r"^(?:tfl)", siemens_name):
@@ -544,6 +558,24 @@ def _technique(f: _Facts) -> tuple[str | None, list[str]]:
     if "IR" in ss:
         ev.append("Scanning Sequence IR (no SE/GR given) -> inversion recovery spin echo")
         return "TSE", ev
+    eps = f.first.echo_pulse_sequence
+    if eps in ("SPIN", "GRADIENT", "BOTH"):
+        if eps == "GRADIENT":
+            prepared = f.first.inversion_recovery == "YES"
+            ev.append("enhanced EchoPulseSequence GRADIENT" + (" with InversionRecovery -> prepared gradient echo" if prepared else " -> gradient echo"))
+            return ("IR-GRE" if prepared else "GRE"), ev
+        ev.append(f"enhanced EchoPulseSequence {eps} -> spin echo family")
+        return "TSE", ev
+    hints = set(f.image_type[2:])
+    if hints & {"M_SE", "SE"}:
+        ev.append("Image Type M_SE/SE (Philips) -> spin echo")
+        return "TSE", ev
+    if hints & {"M_IR", "IR"}:
+        ev.append("Image Type M_IR/IR (Philips) -> inversion recovery spin echo")
+        return "TSE", ev
+    if hints & {"M_FFE", "FFE", "SW_M_FFE"}:
+        ev.append("Image Type M_FFE/FFE (Philips) -> gradient echo")
+        return "GRE", ev
     # Vendor-neutral names (Canon/Toshiba/UIH/Hitachi use short names such as FSE2D, FE3D, SE2D, fse, gre).
     if re.search(r"(?:^|[^a-z])(?:fse|tse|se|fase|ssfse|haste|frfse|vfa|mvox|ir|fsir|fastir)(?:\d|[^a-z]|$)", names):
         ev.append(f"sequence name '{names}' -> spin echo family")
@@ -564,6 +596,8 @@ def _is_dwi(f: _Facts, technique: str | None) -> str | None:
     diff_types = [t for t in f.image_type if t in _DIFFUSION_IMAGE_TYPES]
     if diff_types:
         return f"Image Type {'/'.join(diff_types)} -> diffusion"
+    if f.first.acquisition_contrast == "DIFFUSION":
+        return "enhanced AcquisitionContrast DIFFUSION -> diffusion"
     if re.search(r"dwi|dti|diff|ep_b|resolve", f.names):
         return f"sequence name '{f.names}' -> diffusion"
     if technique == "EPI" and f.first.scanning_sequence and "SE" in f.scanning_sequence:
@@ -587,7 +621,7 @@ def _inversion_present(f: _Facts, technique: str | None) -> str | None:
         return f"SequenceName '*{f.seq_name}'"
     if "M_IR" in f.image_type or "IR" in f.image_type[2:]:
         return "Image Type IR"
-    if f.ti is not None and f.ti > 0 and not (f.vendor is Vendor.PHILIPS and technique == "IR-GRE"):
+    if f.ti is not None and f.ti > 0:
         return f"Inversion Time {_fmt(f.ti)} ms"
     return None
 
@@ -597,6 +631,10 @@ def _inversion(f: _Facts, technique: str | None, dwi: bool) -> tuple[Inversion |
     present = _inversion_present(f, technique)
     ev: list[str] = []
     text = f.text
+    declared = f.first.acquisition_contrast
+    if not present and declared in ("STIR", "FLUID_ATTENUATED"):
+        label = Inversion.STIR if declared == "STIR" else Inversion.FLAIR
+        return label, [f"enhanced AcquisitionContrast {declared} -> {label.value}"]
     if not present:
         # Text-only inversion (no header flag at all): STIR / FLAIR names on vendors that do not flag IR.
         m = re.search(_B + r"(?:stir|tirm)" + _E, text)
@@ -650,6 +688,13 @@ def _inversion(f: _Facts, technique: str | None, dwi: bool) -> tuple[Inversion |
         return Inversion.IR, ev
     ev.append("inversion present but no TI or naming decides STIR/FLAIR/IR -> unknown")
     return None, ev
+
+
+_ACQUISITION_CONTRAST = {
+    "T1": Weighting.T1, "T2": Weighting.T2, "PROTON_DENSITY": Weighting.PD, "T2_STAR": Weighting.T2STAR,
+    "DIFFUSION": Weighting.DWI, "FLUID_ATTENUATED": Weighting.T2, "STIR": Weighting.T2,
+    "FLOW_ENCODED": Weighting.OTHER, "PERFUSION": Weighting.OTHER, "TOF": Weighting.OTHER, "TAGGING": Weighting.OTHER,
+}
 
 
 def _text_weighting(f: _Facts) -> tuple[Weighting, str] | None:
@@ -731,6 +776,10 @@ def _weighting(f: _Facts, technique: str | None, inversion: Inversion | None, dw
             return Weighting.T2STAR, ["gradient-echo EPI without diffusion -> T2* (BOLD/perfusion)"]
         return Weighting.T2, ["spin-echo EPI without diffusion -> T2"]
     text = _text_weighting(f)
+    declared = _ACQUISITION_CONTRAST.get(f.first.acquisition_contrast)
+    if declared is not None:
+        # The scanner's own label (enhanced MR Acquisition Contrast) outranks series text.
+        text = (declared, f"enhanced AcquisitionContrast {f.first.acquisition_contrast} -> {declared.value}")
     if technique in ("SE", "TSE"):
         w, why = _physics_se(f)
         if w is not None:
@@ -813,6 +862,8 @@ def _fat(f: _Facts, inversion: Inversion | None, inv_ev: list[str], dixon: str |
     we = f.scan_options & _WE_TOKENS
     if we:
         return True, FatSuppression.WATER_EXCITATION, ev + [f"Scan Options token '{sorted(we)[0]}' -> water excitation"]
+    if f.first.spectrally_selected_excitation == "WATER":
+        return True, FatSuppression.WATER_EXCITATION, ev + ["enhanced SpectrallySelectedExcitation WATER -> water excitation"]
     fs = f.scan_options & _FS_TOKENS
     philips_spir = f.first.philips_spir.strip().upper()[:1]
     if fs:
@@ -847,13 +898,17 @@ def _fat(f: _Facts, inversion: Inversion | None, inv_ev: list[str], dixon: str |
             return True, method, ev + [f"{f.text_source()} '{matched}' -> fat suppressed ({method.value})"]
     if sss == "NONE":
         return False, None, ev + ["enhanced SpectrallySelectedSuppression NONE -> not fat suppressed"]
+    dixon_seq = f.scan_options & {"IDEAL_GEMS", "FLEX_GEMS", "DIXW", "DIXF"} or _DIXON_TEXT.search(text)
+    if dixon_seq:
+        ev.append("Dixon acquisition but this output is not labelled water/fat/in/opposed phase")
     # Vendors that always write a fat token when spectral fat suppression is on.
-    if not f.first.enhanced and f.scan_options:
+    elif not f.first.enhanced and f.scan_options and weighting is not Weighting.DWI:
+        opts = "/".join(sorted(f.scan_options))
         if f.vendor is Vendor.SIEMENS:
-            return False, None, ev + [f"Siemens Scan Options {'/'.join(sorted(f.scan_options))} without FS/WE token -> not fat suppressed"]
-        if f.vendor is Vendor.GE:
-            return False, None, ev + [f"GE Scan Options {'/'.join(sorted(f.scan_options))} without FS token -> not fat suppressed"]
-    if f.vendor is Vendor.PHILIPS and philips_spir == "N" and not fs:
+            return False, None, ev + [f"Siemens Scan Options {opts} without FS/WE token (Siemens writes them for fat sat, SPAIR and water excitation) -> not fat suppressed"]
+        if f.vendor is Vendor.GE and not re.search(_B + r"(?:lava|vibrant|disco)" + _E, text):
+            return False, None, ev + [f"GE Scan Options {opts} without FS token -> not fat suppressed"]
+    if f.vendor is Vendor.PHILIPS and philips_spir == "N" and not fs and not dixon_seq and weighting is not Weighting.DWI:
         return False, None, ev + ["Philips (2001,1021) SPIR = N, no FS Scan Option, no fat-sat text -> not fat suppressed"]
     ev.append("no fat-suppression token, flag or text, and this vendor's headers do not prove absence -> unknown")
     return None, None, ev
@@ -1093,14 +1148,57 @@ def _stamp_seconds(stamp: str) -> float | None:
         return None
 
 
+_INHERENT_FAT_SUPPRESSION = _rx(_B + r"(?:lava|vibrant|disco|thrive|ethrive|e-thrive|dwibs|mrcp|flex|dixon|ideal)" + _E)
+
+
+def _names_fat_suppression(description: str) -> str | None:
+    """The fat-suppression word in a series description (not STIR, which names its own technique)."""
+    text = description.lower()
+    for pattern, label in _FATSAT_TEXT:
+        if label == "STIR":
+            continue
+        m = pattern.search(text)
+        if m:
+            return m.group(0)
+    return None
+
+
+def _fat_naming_convention(results: list[SeriesClass]) -> list[SeriesClass]:
+    """Where headers cannot prove absence, a study whose other series *name* fat suppression in their
+    descriptions ('T2 FSE FS AX') tells us an unnamed one ('T2 FSE AX') is not fat suppressed."""
+    namers = [r for r in results if r.modality == "MR" and r.fat_suppressed is True
+              and _names_fat_suppression(r.series_description)]
+    if not namers:
+        return results
+    example = namers[0]
+    word = _names_fat_suppression(example.series_description)
+    out = []
+    for r in results:
+        if (r.fat_suppressed is None and r.modality == "MR" and r.series_description.strip() and not r.localizer
+                and r.dixon is None and r.weighting not in (Weighting.DWI, Weighting.OTHER, Weighting.UNKNOWN)
+                and not _INHERENT_FAT_SUPPRESSION.search(r.series_description.lower())):
+            evidence = dict(r.evidence)
+            evidence["fat_suppression"] = list(r.evidence.get("fat_suppression", [])) + [
+                f"series {example.series_number} ('{example.series_description}') names fat suppression ('{word}') "
+                f"and this description does not -> not fat suppressed (site naming convention)"]
+            out.append(replace(r, fat_suppressed=False, fat_suppression=None, evidence=evidence))
+        else:
+            out.append(r)
+    return out
+
+
 def classify_study(study: Study) -> list[SeriesClass]:
     """Classify every stack of a study, in acquisition order.
 
-    Study-level rule: a stack whose contrast phase the headers and text leave open is post-contrast
-    when it was acquired after the first post-contrast acquisition of the same modality, and
-    pre-contrast when acquired before it.
+    Study-level rules:
+
+    * contrast order: a stack whose contrast phase the headers and text leave open is post-contrast
+      when it was acquired after the first post-contrast acquisition of the same modality, and
+      pre-contrast when acquired before it;
+    * fat-suppression naming: when headers cannot prove absence and other series of the study name
+      fat suppression in their descriptions, a description without such a word means no fat suppression.
     """
-    results = [classify_stack(stack, study) for stack in study.stacks]
+    results = _fat_naming_convention([classify_stack(stack, study) for stack in study.stacks])
     known_post = [
         (t, r) for r in results
         if r.post_contrast is True and not r.derived and (t := _stamp_seconds(r.acquisition_time)) is not None
