@@ -375,5 +375,161 @@ def check_order_command(**opts: Any) -> None:
     sys.exit(Exit.FINDINGS if worst >= threshold else Exit.OK)
 
 
+# --- network roles: listen, query, worklist (helper "net") -----------------------------------------
+
+
+def net_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """HOST PORT --called-aet [--calling-aet] [--timeout] shared by the DICOM client commands."""
+    options = [
+        click.argument("host"),
+        click.argument("port", type=click.IntRange(1, 65535)),
+        click.option("--called-aet", required=True, metavar="AET", help="AE title of the peer."),
+        click.option("--calling-aet", default="PROTOCOLCHECK", show_default=True, metavar="AET",
+                     help="Our AE title (must be configured on the peer)."),
+        click.option("--timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True, metavar="SECONDS",
+                     help="Network, association and reply timeout."),
+        click.option("-v", "--verbose", is_flag=True, help="Also log pynetdicom's messages."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _net_logging(quiet: bool, verbose: bool = False) -> None:
+    """Network progress and refusals as log lines on stderr (pynetdicom's own only with -v)."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    ours = logging.getLogger("protocolcheck")
+    ours.handlers[:] = [handler]
+    ours.setLevel(logging.WARNING if quiet else logging.INFO)
+    ours.propagate = False
+    theirs = logging.getLogger("pynetdicom")
+    theirs.handlers[:] = [handler] if verbose else [logging.NullHandler()]
+    theirs.setLevel(logging.INFO if verbose else logging.CRITICAL)
+    theirs.propagate = False
+
+
+def _peer(opts: dict[str, Any]) -> Any:
+    from .net.common import Peer, validate_aet
+
+    try:
+        return Peer(opts["host"], opts["port"], validate_aet(opts["called_aet"], "--called-aet"),
+                    validate_aet(opts["calling_aet"], "--calling-aet"))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _timeouts(seconds: float) -> Any:
+    from .net.common import Timeouts
+
+    return Timeouts(connect=min(seconds, 10.0), acse=seconds, dimse=seconds, network=seconds)
+
+
+def _date_range(_ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    from .net.common import validate_date_range
+
+    if not value:
+        return ""
+    try:
+        return validate_date_range(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def _fail_threshold(fail_on: str) -> int:
+    from .findings import Severity
+
+    return {"error": Severity.ERROR.rank, "warning": Severity.WARNING.rank, "never": 99}[fail_on]
+
+
+WORKLIST_COLUMNS = ("accession_number", "scheduled_date", "station_aet", "procedure", "status", "recommended",
+                    "earliest_date", "findings")
+WORKLIST_HEADERS = {"accession_number": "accession", "scheduled_date": "scheduled", "station_aet": "station",
+                    "earliest_date": "earliest"}
+
+
+@main.command()
+@net_options
+@click.option("--station-aet", default="", metavar="AET", help="Scheduled Station AE Title to match.")
+@click.option("--date", "date", callback=_date_range, metavar="RANGE",
+              help="Scheduled date or range: YYYYMMDD or YYYYMMDD-YYYYMMDD (default: any).")
+@click.option("--modality", default="", metavar="MOD", help="Modality to match, e.g. MR.")
+@click.option("--context", "context_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Context CSV keyed by accession number; its values override the worklist's own fields.")
+@click.option("--library", "library_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Protocol library directory whose rules.yaml to use.")
+@click.option("--fail-on", type=click.Choice(["error", "warning", "never"]), default="error", show_default=True,
+              help="Exit 1 when a finding at or above this severity is found.")
+@format_option
+@output_option
+@quiet_option
+def worklist(**opts: Any) -> None:
+    """Check every scheduled procedure step on a modality worklist: right exam, right time, which protocol.
+
+    The indication and trauma date come from the context CSV row of the accession number, else from
+    the worklist item (Reason for the Requested Procedure, Admitting Diagnoses, Requested Procedure
+    Comments; a date next to "trauma", "injury", "fall"... is the trauma date).
+    """
+    from .context import ContextError, load_context_csv
+    from .net.common import NetError
+    from .net.mwl import WorklistQuery, find_worklist, order_context
+    from .recommend import RulesError, check_order, default_rules_path, load_rules
+
+    _net_logging(opts["quiet"], opts["verbose"])
+    peer = _peer(opts)
+    try:
+        rules = load_rules(default_rules_path(opts["library_dir"]) if opts["library_dir"] else None)
+    except RulesError as exc:
+        warn("error: the decision rules cannot be used:\n  " + "\n  ".join(exc.problems))
+        sys.exit(Exit.USAGE)
+    table = None
+    if opts["context_file"]:
+        try:
+            table = load_context_csv(opts["context_file"])
+        except ContextError as exc:
+            warn("error: " + "\n  ".join(exc.problems))
+            sys.exit(Exit.USAGE)
+        for message in table.warnings:
+            warn("warning: " + message, opts["quiet"])
+    query = WorklistQuery(station_aet=opts["station_aet"], modality=opts["modality"], date=opts["date"])
+    try:
+        items = find_worklist(peer, query, _timeouts(opts["timeout"]))
+    except NetError as exc:
+        warn(f"error: {exc}")
+        sys.exit(Exit.CANNOT_RUN)
+    records = []
+    worst = -1
+    for item in items:
+        context = order_context(item, table)
+        check = check_order(item.procedure, context, item.procedure_code, item.scheduled, rules=rules)
+        record = {**item.to_dict(), "indication": context.indication,
+                  "trauma_date": context.trauma_date.isoformat() if context.trauma_date else None,
+                  "context_source": context.source, **check.to_dict(rules)}
+        record["scheduled_date"] = item.to_dict()["scheduled_date"]
+        records.append(record)
+        worst = max([worst] + [f.severity.rank for f in check.findings])
+        for problem in check.problems:
+            warn(f"accession {item.accession_number or '-'}: {problem}", opts["quiet"])
+    form = resolve_format(opts["fmt"], opts["output"])
+    if form is OutputFormat.JSON:
+        text = to_json(records)
+    else:
+        rows = [{**r, "recommended": (r["recommended"] or {}).get("procedure"),
+                 "findings": "; ".join(f"{f['severity']}: {f['code']}" for f in r["findings"])} for r in records]
+        if form is OutputFormat.CSV:
+            text = to_csv(rows, WORKLIST_COLUMNS + ("indication", "trauma_date", "procedure_code", "modality"))
+        else:
+            text = to_table(rows, WORKLIST_COLUMNS, WORKLIST_HEADERS,
+                            widths={"procedure": 28, "recommended": 34, "findings": 40})
+    emit(text, opts["output"])
+    if table is not None:
+        for key in table.unused():
+            warn(f"note: context row for {key} matched no worklist item", opts["quiet"])
+    warn(f"{len(records)} scheduled procedure steps checked on {peer}", opts["quiet"])
+    sys.exit(Exit.FINDINGS if worst >= _fail_threshold(opts["fail_on"]) else Exit.OK)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -260,7 +260,7 @@ def write_worklist_item(path: Path, *, accession: str, station_aet: str, schedul
     ds.PatientID = patient_id
     ds.PatientBirthDate = "19700101"
     ds.PatientSex = "O"
-    ds.StudyInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=["worklist", accession])  # same item, same UID
     ds.RequestedProcedureID = "RP" + accession
     ds.RequestedProcedureDescription = procedure
     if procedure_code:
