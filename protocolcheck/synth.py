@@ -21,6 +21,7 @@ import datetime as dt
 import math
 import os
 import uuid
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -1355,11 +1356,15 @@ def _write(ds: Dataset, path: Path, syntax: Syntax, file_meta: bool) -> None:
         meta.ImplementationVersionName = "PROTOCOLCHECK"
         ds.file_meta = meta
         ds.preamble = b"\x00" * 128
-        pydicom.dcmwrite(path, ds, enforce_file_format=True)
+        with warnings.catch_warnings():  # deliberately malformed override values warn on write
+            warnings.simplefilter("ignore", UserWarning)
+            pydicom.dcmwrite(path, ds, enforce_file_format=True)
     else:
         if syntax is Syntax.DEFLATED:
             raise ValueError("a deflated dataset needs file meta (file_meta=True)")
-        pydicom.dcmwrite(path, ds, implicit_vr=implicit, little_endian=little)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            pydicom.dcmwrite(path, ds, implicit_vr=implicit, little_endian=little)
 
 
 def write_study(spec: StudySpec, outdir: str | os.PathLike[str]) -> list[Path]:
