@@ -61,6 +61,7 @@ __all__ = [
     "pelvis_study",
     "ct_study",
     "uid",
+    "scanner_of",
 ]
 
 
@@ -556,10 +557,10 @@ def _profile(vendor: Vendor, spec: SeriesSpec, ph: _Physics) -> _Profile:
         freq = {Plane.AXIAL: "FSA_GEMS", Plane.CORONAL: "FSS_GEMS", Plane.SAGITTAL: "FSS_GEMS"}[spec.plane_]
         if k is Kind.LOCALIZER:
             opts_t: tuple[str, ...] = ("FAST_GEMS",)
-            psd, internal = "3-plane", "SPGR"
+            psd, internal = "3-plane", "FGRE"
         elif k is Kind.MPRAGE_3D:
             opts_t = ("FAST_GEMS", "EDR_GEMS", "IR_GEMS", "ACC_GEMS")
-            psd, internal = "efgre3d", "BRAVO"
+            psd, internal = "efgre3d", "EFGRE3D"
         elif k in (Kind.SPACE_3D, Kind.SPACE_STIR_3D):
             opts_t = ("FAST_GEMS", "EDR_GEMS", "ACC_GEMS") + (("IR_GEMS",) if k is Kind.SPACE_STIR_3D else ()) + (
                 ("FS",) if fsat else ())
@@ -783,6 +784,12 @@ def _study_common(ds: Dataset, study: StudySpec, uids: dict[str, str]) -> None:
     req.RequestedProcedureDescription = study.requested_procedure or study.study_description
     req.ScheduledProcedureStepID = study.accession[:14] + "-1"
     ds.RequestAttributesSequence = DicomSequence([req])
+
+
+def scanner_of(study: StudySpec) -> tuple[str, str]:
+    """(Manufacturer, Manufacturer's Model Name) that :func:`write_study` writes for this study."""
+    model, _software = _model(study, study.field_strength, ct=study.modality_ == "CT")
+    return _VENDOR_INFO[study.vendor_]["manufacturer"], model
 
 
 def _model(study: StudySpec, fs: float, ct: bool = False) -> tuple[str, str]:

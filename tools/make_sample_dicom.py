@@ -84,7 +84,7 @@ def samples() -> list[Sample]:
         Sample("01_siemens_plexus_complete", siemens, "lumbosacral plexopathy G54.1", "pass", "none",
                "Siemens Skyra 3 T (syngo MR E11), MRI lumbosacral plexus wo+w: localizer; oblique coronal "
                "T1 TSE (*tse2d1_3); oblique coronal STIR (*tir2d1_15, TI 220 ms); oblique axial T2 TSE; "
-               "oblique axial T2 TSE FS (Scan Options FS); axial DWI; post-contrast oblique coronal and "
+               "oblique axial T2 TSE FS (Scan Options FS); oblique axial DWI (b 0/800); post-contrast oblique coronal and "
                "oblique axial T1 TSE FS (Contrast/Bolus Agent empty, as Siemens often leaves it; the "
                "descriptions say _post). Oblique coronal tilted +30 deg, oblique axial -30 deg: orthogonal."),
         Sample("02_ge_plexus_no_fluid_fs", ge, "lumbosacral plexopathy G54.1", "fail",
@@ -190,13 +190,15 @@ def write_readme(path: Path, items: list[Sample]) -> None:
         "trauma date, contraindications). Requirement ids used below: `t1`, `t2`, `fluid-fat-suppressed`,",
         "`post-contrast-t1-fat-suppressed`, `orthogonal-oblique-planes`.",
         "",
-        "| folder | accession | vendor / exam | expected status | expected findings |",
-        "|---|---|---|---|---|",
+        "| folder | accession | scanner | study description | expected status | expected findings |",
+        "|---|---|---|---|---|---|",
     ]
     for s in items:
-        lines.append(f"| `{s.folder}` | {s.spec.accession} | {s.spec.study_description} "
-                     f"| {s.expected_status} | {s.expected_findings} |")
-    lines.append("| `99_corrupt` | - | `truncated.dcm` (DICOM cut mid-header), `not_dicom.dcm` (text) "
+        manufacturer, model = synth.scanner_of(s.spec)
+        strength = "" if s.spec.modality_ == "CT" else f" {s.spec.field_strength:g} T"
+        lines.append(f"| `{s.folder}` | {s.spec.accession} | {manufacturer} {model}{strength} "
+                     f"| {s.spec.study_description} | {s.expected_status} | {s.expected_findings} |")
+    lines.append("| `99_corrupt` | - | - | `truncated.dcm` (DICOM cut mid-header), `not_dicom.dcm` (text) "
                  "| (no study) | unreadable-file for each, naming the file |")
     lines += ["", "## Studies", ""]
     for s in items:
