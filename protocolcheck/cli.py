@@ -295,9 +295,10 @@ def _scenario(opts: dict[str, Any]) -> tuple[Any, Any]:
     from .context import ClinicalContext, ContextError, load_context_csv
     from .recommend import RulesError, load_rules
 
+    from .recommend import default_rules_path
+
     try:
-        rules = load_rules(opts["rules_file"] or (None if opts["library_dir"] is None else
-                                                  str(__import__("pathlib").Path(opts["library_dir"]) / "rules.yaml")))
+        rules = load_rules(opts["rules_file"] or default_rules_path(opts["library_dir"]))
     except RulesError as exc:
         warn("error: the decision rules cannot be used:\n  " + "\n  ".join(exc.problems))
         sys.exit(Exit.USAGE)
@@ -529,6 +530,300 @@ def worklist(**opts: Any) -> None:
             warn(f"note: context row for {key} matched no worklist item", opts["quiet"])
     warn(f"{len(records)} scheduled procedure steps checked on {peer}", opts["quiet"])
     sys.exit(Exit.FINDINGS if worst >= _fail_threshold(opts["fail_on"]) else Exit.OK)
+
+
+def net_audit_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The audit options of ``listen`` and ``query`` (as ``audit``), plus the results store."""
+    options = [
+        click.option("--library", "library_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+                     help="Protocol library (default: $PROTOCOLCHECK_LIBRARY, else the shipped one)."),
+        click.option("--protocol", "protocol_id", default=None, metavar="ID",
+                     help="Audit every study against this protocol (default: chosen per study)."),
+        click.option("--context", "context_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+                     help="Clinical context CSV keyed by accession_number (or study_instance_uid)."),
+        click.option("--trauma-date", callback=_day_option, metavar="DATE",
+                     help="Trauma date for studies without a context row (YYYY-MM-DD)."),
+        click.option("--indication", default=None, metavar="TEXT",
+                     help="Indication for studies without a context row."),
+        click.option("--db", "db", default=None, metavar="PATH|URL",
+                     help="Also save each audit in this results store (SQLite file or SQLAlchemy URL; "
+                          "default: $PROTOCOLCHECK_DB, else ~/.local/share/protocolcheck/results.db)."),
+        click.option("--no-db", is_flag=True, help="Do not save audits in a results store."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+class _NetAudit:
+    """Audits study folders with the same pipeline as ``audit``, and saves them in the results store."""
+
+    def __init__(self, opts: dict[str, Any], source: str) -> None:
+        from .context import ClinicalContext, ContextError, load_context_csv
+        from .library import LibraryError, library_path, load_library
+        from .pipeline import AuditOptions
+
+        try:
+            library = load_library(opts["library_dir"])
+        except LibraryError as exc:
+            warn("error: the protocol library cannot be used:\n  " + "\n  ".join(exc.problems))
+            sys.exit(Exit.USAGE)
+        if opts["protocol_id"] and opts["protocol_id"] not in library.protocols:
+            warn(f"error: no protocol {opts['protocol_id']!r} in the library (have: {', '.join(sorted(library.protocols))})")
+            sys.exit(Exit.USAGE)
+        contexts = None
+        if opts["context_file"]:
+            try:
+                contexts = load_context_csv(opts["context_file"])
+            except ContextError as exc:
+                warn("error: " + "\n  ".join(exc.problems))
+                sys.exit(Exit.USAGE)
+            for message in contexts.warnings:
+                warn("warning: " + message, opts["quiet"])
+        default = None
+        if opts["trauma_date"] or opts["indication"]:
+            default = ClinicalContext(indication=opts["indication"] or "", trauma_date=opts["trauma_date"],
+                                      source="options")
+        self.options = AuditOptions(library=library, protocol_id=opts["protocol_id"], contexts=contexts,
+                                    default_context=default)
+        self.source = source
+        self.store = None
+        self.library_version = ""
+        self.settings = ""
+        if not opts["no_db"]:
+            from .store import Store, StoreError, default_store_path, file_digest, library_version, settings_digest
+
+            target = opts["db"] or str(default_store_path())
+            try:
+                self.store = Store.open(target)
+            except StoreError as exc:
+                warn(f"error: {exc}")
+                sys.exit(Exit.CANNOT_RUN)
+            self.library_version = library_version(library_path(opts["library_dir"]))
+            self.settings = settings_digest(protocol=opts["protocol_id"], trauma_date=opts["trauma_date"],
+                                            indication=opts["indication"], context=file_digest(opts["context_file"]))
+
+    def audit(self, folder: Any) -> list[Any]:
+        """Audit every study under ``folder``; save each in the store (when there is one)."""
+        from .pipeline import audit_paths
+
+        results = list(audit_paths([folder], self.options))
+        if self.store is not None:
+            from pathlib import Path
+
+            from .store import instance_fingerprint
+
+            sops = [p.stem for p in Path(folder).glob("*/*.dcm")]
+            for result in results:
+                self.store.save(result, fingerprint=instance_fingerprint(sops, self.settings),
+                                library_version=self.library_version, source=self.source)
+        return results
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(json.loads(to_json(record)), ensure_ascii=False, separators=(",", ":"))
+
+
+def _describe(result: Any) -> str:
+    counts: dict[str, int] = {}
+    for f in result.findings:
+        counts[f.severity.value] = counts.get(f.severity.value, 0) + 1
+    detail = ", ".join(f"{n} {sev}" for sev, n in sorted(counts.items())) or "no findings"
+    return (f"accession {result.accession_number or '-'} (study {result.study_instance_uid}): "
+            f"{result.status.value}, protocol {result.protocol or '-'}, {detail}")
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(0, 65535), required=True, help="TCP port to listen on.")
+@click.option("--bind", default="127.0.0.1", show_default=True, metavar="ADDR",
+              help="Address to listen on (0.0.0.0 for every interface).")
+@click.option("--aet", default="PROTOCOLCHECK", show_default=True, metavar="AET", help="Our AE title.")
+@click.option("--allow-aet", "allowed", multiple=True, metavar="AET",
+              help="Accept associations only from this calling AE title (repeatable; default: any).")
+@click.option("--store", "store_dir", required=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="Folder for received instances: DIR/<study>/<series>/<instance>.dcm.")
+@click.option("--idle", type=click.FloatRange(0, 86400), default=30.0, show_default=True, metavar="SECONDS",
+              help="A study is audited when no instance of it has arrived for this long (again if more arrive).")
+@click.option("--output", "jsonl", type=click.Path(dir_okay=False), default=None, metavar="FILE.jsonl",
+              help="Append one audit record per completed study to this JSON-lines file (default: stdout).")
+@net_audit_options
+@click.option("-v", "--verbose", is_flag=True, help="Also log pynetdicom's messages.")
+@quiet_option
+def listen(**opts: Any) -> None:
+    """Storage SCP: receive studies over DICOM, store them, and audit each study once it is complete.
+
+    Each instance is written to disk (atomically) before success is returned; an instance that
+    cannot be decoded or stored gets a failure status, a log line and a line in DIR/.rejected.jsonl.
+    SIGTERM or Ctrl-C: stop accepting, finish running associations, audit what is pending, exit 0.
+    Studies received by an earlier run but never audited are audited at start.
+    """
+    import os
+    import threading
+    from pathlib import Path
+
+    from .net.common import validate_aet
+    from .net.scp import ListenConfig, StorageSCP, wait_for_signal
+
+    _net_logging(opts["quiet"], opts["verbose"])
+    try:
+        aet = validate_aet(opts["aet"], "--aet")
+        allowed = tuple(validate_aet(a, "--allow-aet") for a in opts["allowed"])
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    auditor = _NetAudit(opts, "listen")
+    lock = threading.Lock()
+    out = None
+    if opts["jsonl"]:
+        try:
+            out = open(opts["jsonl"], "a", encoding="utf-8")
+        except OSError as exc:
+            warn(f"error: cannot write {opts['jsonl']}: {exc.strerror or exc}")
+            sys.exit(Exit.CANNOT_RUN)
+    audited = [0]
+
+    def on_study(folder: Path) -> None:
+        results = auditor.audit(folder)
+        with lock:
+            for result in results:
+                line = _json_line(result.to_dict())
+                if out is not None:
+                    out.write(line + "\n")
+                    out.flush()
+                    os.fsync(out.fileno())
+                else:
+                    click.echo(line)
+                audited[0] += 1
+                warn("audited " + _describe(result), opts["quiet"])
+
+    config = ListenConfig(store=Path(opts["store_dir"]), port=opts["port"], bind=opts["bind"], aet=aet,
+                          allowed_aets=allowed, idle=opts["idle"])
+    scp = StorageSCP(config, on_study)
+    try:
+        scp.start()
+    except OSError as exc:
+        warn(f"error: cannot listen on {opts['bind']}:{opts['port']} or use {opts['store_dir']}: "
+             f"{exc.strerror or exc}")
+        sys.exit(Exit.CANNOT_RUN)
+    host, port = scp.address
+    warn(f"listening as {aet} on {host}:{port}; storing in {opts['store_dir']}; "
+         f"a study is audited after {opts['idle']:g} s without new instances"
+         + (f"; only from {', '.join(allowed)}" if allowed else ""), opts["quiet"])
+    signum = wait_for_signal()
+    warn(f"stopping ({'signal ' + str(signum) if signum else 'requested'}): finishing associations, "
+         "auditing pending studies", opts["quiet"])
+    scp.stop()
+    auditor.close()
+    if out is not None:
+        out.close()
+    c = scp.counters
+    warn(f"listen: {c.associations} associations, {c.stored} instances stored, {c.refused} refused, "
+         f"{c.rejected_associations} associations rejected; {audited[0]} study audits", opts["quiet"])
+    sys.exit(Exit.OK)
+
+
+QUERY_COLUMNS = ("accession_number", "study_date", "study_description", "protocol", "status", "findings")
+
+
+@main.command()
+@net_options
+@click.option("--date", "date", callback=_date_range, metavar="RANGE",
+              help="Study date or range: YYYYMMDD or YYYYMMDD-YYYYMMDD.")
+@click.option("--modality", default="", metavar="MOD", help="Modality in study, e.g. MR.")
+@click.option("--accession", default="", metavar="N", help="Accession number.")
+@click.option("--description", default="", metavar="TEXT",
+              help="Study description contains TEXT (DICOM wildcards * and ? are used as given).")
+@click.option("--retrieve", type=click.Choice(["get", "move"]), default="get", show_default=True,
+              help="C-GET (nothing to configure on the PACS) or C-MOVE to our own storage SCP.")
+@click.option("--move-port", type=click.IntRange(1, 65535), default=None, metavar="N",
+              help="Port of our storage SCP for C-MOVE (the PACS must know our AE title, host and this port).")
+@click.option("--move-bind", default=None, metavar="ADDR",
+              help="Address for that SCP (default: 127.0.0.1 when HOST is local, else 0.0.0.0).")
+@click.option("--workdir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Where the one study being audited is kept (default: the system temp folder).")
+@net_audit_options
+@click.option("--fail-on", type=click.Choice(["error", "warning", "never"]), default="error", show_default=True,
+              help="Exit 1 when a finding at or above this severity is found.")
+@format_option
+@output_option
+@quiet_option
+def query(**opts: Any) -> None:
+    """Audit studies in a PACS: C-FIND by date/modality/accession/description, retrieve each, audit it.
+
+    One study at a time is retrieved into a temporary folder, audited and deleted. Unreachable
+    peers, rejected associations and failed retrievals are reported and give exit code 3; the
+    other studies are still audited.
+    """
+    import ipaddress
+
+    from .findings import Severity
+    from .net.common import NetError
+    from .net.qr import RetrieveMethod, StudyQuery, find_studies, pull_studies
+    from .pipeline import Summary, reaches, unmatched_context
+
+    _net_logging(opts["quiet"], opts["verbose"])
+    peer = _peer(opts)
+    if opts["retrieve"] == "move" and not opts["move_port"]:
+        raise click.UsageError("--retrieve move needs --move-port N (the port the PACS sends the study to)")
+    move_bind = opts["move_bind"]
+    if move_bind is None:
+        try:
+            local = ipaddress.ip_address(peer.host).is_loopback
+        except ValueError:
+            local = peer.host == "localhost"
+        move_bind = "127.0.0.1" if local else "0.0.0.0"
+    auditor = _NetAudit(opts, "query")
+    timeouts = _timeouts(opts["timeout"])
+    study_query = StudyQuery(date=opts["date"], modality=opts["modality"], accession=opts["accession"],
+                             description=opts["description"])
+    try:
+        matches = find_studies(peer, study_query, timeouts)
+    except NetError as exc:
+        warn(f"error: {exc}")
+        sys.exit(Exit.CANNOT_RUN)
+    warn(f"{len(matches)} studies match on {peer}", opts["quiet"])
+    results: list[Any] = []
+    failures: list[str] = []
+    try:
+        pulled_studies = pull_studies(peer, matches, method=RetrieveMethod(opts["retrieve"]),
+                                      move_port=opts["move_port"], move_bind=move_bind,
+                                      workdir=opts["workdir"], timeouts=timeouts)
+        for pulled in progress(pulled_studies, "Auditing studies", opts["quiet"], length=len(matches)):
+            if pulled.error is not None or pulled.folder is None:
+                failures.append(str(pulled.error))
+                warn(f"error: {pulled.error}")
+                continue
+            for note in pulled.notes:
+                warn(f"note: {pulled.match.label()}: {note}", opts["quiet"])
+            results.extend(auditor.audit(pulled.folder))
+    except NetError as exc:
+        failures.append(str(exc))
+        warn(f"error: {exc}")
+    finally:
+        auditor.close()
+    form = resolve_format(opts["fmt"], opts["output"])
+    records = [r.to_dict() for r in results]
+    if form is OutputFormat.JSON:
+        text = to_json(records)
+    else:
+        rows = [{**r, "findings": "; ".join(f"{f['severity']}: {f['code']}" for f in r["findings"])} for r in records]
+        text = to_csv(rows, QUERY_COLUMNS + ("study_instance_uid", "modality")) if form is OutputFormat.CSV else \
+            to_table(rows, QUERY_COLUMNS, {"accession_number": "accession", "study_date": "date",
+                                           "study_description": "description"},
+                     widths={"study_description": 30, "findings": 48})
+    emit(text, opts["output"])
+    for message in unmatched_context(auditor.options):
+        warn("note: " + message, opts["quiet"])
+    warn(Summary.of(results).line() + (f"; {len(failures)} not retrieved" if failures else ""), opts["quiet"])
+    if failures:
+        sys.exit(Exit.CANNOT_RUN)
+    threshold = {"error": Severity.ERROR, "warning": Severity.WARNING, "never": None}[opts["fail_on"]]
+    sys.exit(Exit.FINDINGS if reaches(results, threshold) else Exit.OK)
 
 
 if __name__ == "__main__":  # pragma: no cover

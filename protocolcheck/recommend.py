@@ -16,8 +16,9 @@ import importlib.resources
 import json
 import os
 import re
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -507,7 +508,10 @@ def understand(context: ClinicalContext, on: dt.date, rules: Rules, today: dt.da
         matched.append(CodeMatch(code, rule.prefix, rule.label, rule.categories))
         categories.update(dict.fromkeys(rule.categories))
     free = text.lower()
+    negated: set[str] = set()  # categories the text explicitly denies ("non-traumatic", "no history of cancer")
     for negation in rules.negations:
+        for hit in negation.finditer(free):
+            negated.update(c for kw in rules.keywords if kw.pattern.search(hit.group(0)) for c in kw.categories)
         free = negation.sub(" ", free)
     text_categories: set[str] = set()
     keywords: list[str] = []
@@ -522,6 +526,10 @@ def understand(context: ClinicalContext, on: dt.date, rules: Rules, today: dt.da
         value = getattr(context, fact, None)
         if value is True or (fact == "trauma_date" and value is not None):
             categories[category] = None
+            if category in negated and category not in text_categories:
+                shown = value.isoformat() if isinstance(value, dt.date) else "yes"
+                problems.append(f"the indication denies {rules.categories[category].label} but {fact} is {shown}; "
+                                "correct one of them")
         elif value is False and category in text_categories:
             problems.append(f"{fact} is 'no' but the indication names {rules.categories[category].label}; "
                             "correct one of them")
@@ -572,13 +580,8 @@ def understand(context: ClinicalContext, on: dt.date, rules: Rules, today: dt.da
     if context.gadolinium_contraindicated and context.mri_contraindicated:
         notes.append("gadolinium contraindication noted; it does not change CT options")
     if notes:
-        scenario = _replace_notes(scenario, notes)
+        scenario = replace(scenario, notes=tuple(notes))
     return scenario, problems, out_of_scope
-
-
-def _replace_notes(scenario: Scenario, notes: list[str]) -> Scenario:
-    from dataclasses import replace
-    return replace(scenario, notes=tuple(notes))
 
 
 def _facts(scenario: Scenario, variant: str | None, none_appropriate: bool = False) -> dict[str, Any]:
@@ -1095,7 +1098,6 @@ def check_order(procedure: str, context: ClinicalContext, procedure_code: str = 
 # Text rendering (the table format)
 
 def _wrap(text: str, width: int = 96, indent: str = "    ") -> str:
-    import textwrap
     return textwrap.fill(text, width=width, initial_indent=indent, subsequent_indent=indent + "  ")
 
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from protocolcheck.cli import main
 from protocolcheck.context import ClinicalContext
-from protocolcheck.findings import FindingCode, Severity, Status
+from protocolcheck.findings import Status
 from protocolcheck.recommend import (
     Appropriateness, RulesError, ScenarioError, TimingStatus, check_order, default_rules_path, evaluate,
     extract_icd10, format_order_check, format_recommendation, load_rules, parse_order, recommend, select_protocol,
@@ -330,6 +330,13 @@ def test_dates_and_egfr_out_of_range(rules):
 def test_explicit_no_contradicting_the_indication(rules):
     error = problems(rules, indication="plexopathy, metastatic carcinoma", known_malignancy=False)
     assert "known_malignancy" in error.problems[0]
+
+
+def test_indication_denying_what_the_context_states(rules):
+    error = problems(rules, indication="non-traumatic lumbosacral plexopathy", trauma_date=TODAY - 30 * DAY)
+    assert "denies trauma" in error.problems[0]
+    assert "denies known malignancy" in problems(rules, indication="plexopathy, no history of cancer",
+                                                 known_malignancy=True).problems[0]
 
 
 def test_check_order_turns_input_problems_into_status(rules):
