@@ -32,7 +32,7 @@ from .findings import Severity
 ENV_VAR = "PROTOCOLCHECK_LIBRARY"
 NON_PROTOCOL_FILES = frozenset({"rules.yaml", "rules.yml"})
 MATCH_FIELDS = ("modality", "weighting", "inversion", "fat_suppressed", "fat_suppression", "post_contrast",
-                "plane", "acquisition", "stack", "localizer", "derived")
+                "plane", "acquisition", "dixon", "stack", "localizer", "derived")
 RANGE_FIELDS = ("obliquity_deg", "slice_thickness", "field_strength")
 DEFAULT_TRAUMA_MIN_DAYS = 28
 DEFAULT_TRAUMA_MAX_DAYS = 90
@@ -121,7 +121,7 @@ class Match:
 
 
 # Fields whose null means "none" rather than "unknown".
-NULL_IS_NONE = ("inversion", "fat_suppression", "stack")
+NULL_IS_NONE = ("inversion", "fat_suppression", "stack", "dixon")
 
 
 def _fmt(value: Any, name: str = "") -> str:
@@ -238,6 +238,7 @@ class Protocol:
     family: str = ""
     description: str = ""
     notes: tuple[Note, ...] = ()
+    wrong_exam: Note | None = None
     path: str = ""
 
     @property
@@ -284,6 +285,8 @@ class Protocol:
                            "delayed_citations": list(self.trauma.delayed_citations)}
             },
             "notes": [{"text": n.text, "citations": list(n.citations)} for n in self.notes],
+            "wrong_exam": None if self.wrong_exam is None else {"text": self.wrong_exam.text,
+                                                                "citations": list(self.wrong_exam.citations)},
             "citations": [
                 {"id": c.id, "source": c.source, "statement": c.statement, "url": c.url or None, "doi": c.doi or None}
                 for c in self.citations.values()
@@ -631,6 +634,8 @@ def _semantic_problems(source: _Source, file_path: Path) -> None:
             check_match(path + ("limits",), item.get("limits"))
     for index, note in _items(data.get("notes")):
         check_refs(("notes", index, "citations"), note.get("citations"))
+    if isinstance(data.get("wrong_exam"), dict):
+        check_refs(("wrong_exam", "citations"), data["wrong_exam"].get("citations"))
     timing = data.get("timing")
     trauma = timing.get("trauma") if isinstance(timing, dict) else None
     if isinstance(trauma, dict):
@@ -724,6 +729,8 @@ def _build(data: dict[str, Any], path: Path) -> Protocol:
         ),
         family=data.get("family", ""), description=" ".join(str(data.get("description", "")).split()),
         notes=tuple(Note(" ".join(n["text"].split()), tuple(n.get("citations") or ())) for n in data.get("notes") or ()),
+        wrong_exam=(Note(" ".join(data["wrong_exam"]["text"].split()), tuple(data["wrong_exam"]["citations"]))
+                    if data.get("wrong_exam") else None),
         path=str(path),
     )
 

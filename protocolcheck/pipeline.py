@@ -1,0 +1,242 @@
+"""Audit orchestration: files or header records in, one :class:`AuditResult` per study out.
+
+Used by the CLI (``audit``), the DICOM listener and query commands (``net/``) and batch jobs. Per
+study: classify its series, look up its clinical context (context CSV row by accession number or
+Study Instance UID, on top of the command-line defaults), choose the protocol (``--protocol``; else
+the one the recommender ranks first for the indication; else the study's own descriptions/codes),
+then validate. Unreadable files become ``unreadable-file`` findings of the study whose folder holds
+them, or records of their own with status ``error``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from .classify import SeriesClass, classify_study
+from .context import ClinicalContext, ContextTable
+from .findings import AuditResult, Finding, FindingCode, Severity, Status, status_for
+from .headers import InstanceHeader, ScanRecord, Unreadable, scan
+from .library import Library
+from .study import Study, group_studies
+from .validate import Choice, ChosenBy, StudyFacts, choose_protocol, evaluate, study_facts
+
+UNREADABLE_SEARCH_LEVELS = 2  # how many folders up an unreadable file looks for "its" study
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    """What an audit needs besides the studies."""
+
+    library: Library
+    protocol_id: str | None = None  # --protocol
+    contexts: ContextTable | None = None  # --context FILE.csv
+    default_context: ClinicalContext | None = None  # --trauma-date / --indication ...
+    include_series: bool = True
+
+
+@dataclass(frozen=True)
+class Indicated:
+    """The protocol the clinical context calls for (through the recommender's rules)."""
+
+    protocol_id: str | None
+    reason: str = ""
+    citations: tuple[str, ...] = ()
+
+
+def context_for(facts: StudyFacts, options: AuditOptions) -> ClinicalContext | None:
+    """The study's context: its CSV row (by accession, else Study UID) over the command-line defaults."""
+    row = options.contexts.lookup(facts.accession_number, facts.study_instance_uid) if options.contexts else None
+    default = options.default_context
+    if row is not None and default is not None:
+        return default.merged(row)
+    return row or default
+
+
+def indicated_protocol(context: ClinicalContext | None, library: Library, on: dt.date | None = None) -> Indicated:
+    """The protocol that the recommender ranks first for this context (None without an indication)."""
+    if context is None or not (context.indication or "").strip():
+        return Indicated(None)
+    try:
+        from .recommend import select_protocol  # written concurrently; the fallback keeps audits working
+    except ImportError:
+        return _fallback_indicated(context, library)
+    selection = select_protocol(context, library, on)
+    reason = selection.reason or f"indicated for {context.indication!r}"
+    procedure = getattr(selection, "procedure", "")
+    if procedure and procedure not in reason:
+        reason = f"{procedure}: {reason}"
+    return Indicated(selection.protocol_id, f"indication {context.indication!r} \u2192 {reason}",
+                     tuple(getattr(selection, "citations", ()) or ()))
+
+
+def _fallback_indicated(context: ClinicalContext, library: Library) -> Indicated:
+    """Minimal stand-in for the recommender (used only when recommend.py is missing)."""
+    text = context.indication.lower()
+    codes = context.icd10_codes
+    plexopathy = "plex" in text or any(c.startswith(("G54.1", "S34.4")) for c in codes)
+    if context.dermatomal:
+        pid = "mr-lumbar-spine-wo"
+    elif not plexopathy:
+        return Indicated(None, "indication not recognised")
+    elif context.mri_contraindicated:
+        pid = "ct-abdomen-pelvis-with-contrast"
+    elif context.gadolinium_contraindicated:
+        pid = "mr-lumbosacral-plexus-wo"
+    else:
+        pid = "mr-lumbosacral-plexus-wwo"
+    return Indicated(pid if pid in library else None, f"indication {context.indication!r} \u2192 {pid}")
+
+
+def _result(facts: StudyFacts, choice: Choice | None, status: Status, findings: Sequence[Finding],
+            series: Sequence[SeriesClass], timing: dict | None, options: AuditOptions) -> AuditResult:
+    return AuditResult(
+        study_instance_uid=facts.study_instance_uid,
+        accession_number=facts.accession_number,
+        study_date=facts.iso_date,
+        modality=facts.modality,
+        study_description=facts.study_description,
+        protocol=choice.protocol.id if choice and choice.protocol else None,
+        status=status,
+        findings=tuple(findings),
+        series=tuple(s.to_dict() for s in series) if options.include_series else (),
+        protocol_reason=choice.reason if choice else "",
+        timing=timing,
+        station_name=facts.station_name,
+        manufacturer=facts.manufacturer,
+        institution=facts.institution,
+        patient_name=facts.patient_name,
+        patient_id=facts.patient_id,
+    )
+
+
+def _unreadable_finding(item: Unreadable, severity: Severity, suffix: str) -> Finding:
+    return Finding(code=FindingCode.UNREADABLE_FILE, severity=severity,
+                   message=f"File {item.path} could not be read: {item.reason}{suffix}",
+                   evidence={"path": item.path, "reason": item.reason})
+
+
+def audit_study(study: Study, options: AuditOptions, unreadable: Sequence[Unreadable] = ()) -> AuditResult:
+    """Audit one study: classify, choose the protocol, validate, and add unreadable-file findings.
+
+    Raises KeyError when ``options.protocol_id`` is not in the library (a usage error)."""
+    facts = study_facts(study)
+    extra = [_unreadable_finding(u, Severity.WARNING, "; the study may be incomplete.") for u in unreadable]
+    try:
+        series = classify_study(study)
+    except Exception as exc:  # noqa: BLE001 - a header the classifier cannot handle must not stop a batch
+        finding = Finding(code=FindingCode.VALUE_PROBLEM, severity=Severity.ERROR,
+                          message=f"The study could not be classified ({type(exc).__name__}: {exc}); not audited.")
+        return _result(facts, None, Status.ERROR, [finding, *extra], (), None, options)
+    context = context_for(facts, options)
+    indicated = Indicated(None)
+    if not options.protocol_id:
+        indicated = indicated_protocol(context, options.library, facts.date)
+    choice = choose_protocol(facts, series, options.library, protocol_id=options.protocol_id,
+                             indicated_id=indicated.protocol_id, indication_reason=indicated.reason)
+    evaluation = evaluate(choice, facts, series, context)
+    findings = [*evaluation.findings, *extra]
+    findings.sort(key=lambda f: -f.severity.rank)  # stable: missing items first within a severity
+    status = Status.NO_PROTOCOL if choice.chosen_by is ChosenBy.NONE else status_for(findings)
+    return _result(facts, choice, status, findings, series, evaluation.timing, options)
+
+
+def _owner_of(path: str, study_dirs: dict[str, set[str]]) -> str | None:
+    """The one study with files in the unreadable file's folder (or up to two folders above)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    for _ in range(UNREADABLE_SEARCH_LEVELS + 1):
+        prefix = folder.rstrip(os.sep) + os.sep
+        owners = [uid for uid, dirs in study_dirs.items() if any(d == folder or d.startswith(prefix) for d in dirs)]
+        if len(owners) == 1:
+            return owners[0]
+        if len(owners) > 1:
+            return None  # the folder holds several studies: the file is nobody's in particular
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return None
+
+
+def audit_records(records: Iterable[ScanRecord], options: AuditOptions) -> Iterator[AuditResult]:
+    """Group header records by study and audit each; unreadable files become findings or records.
+
+    Studies come out in Study Instance UID order, then one ``error`` record per folder of unreadable
+    files that belong to no study."""
+    headers: list[InstanceHeader] = []
+    bad: list[Unreadable] = []
+    for record in records:
+        if isinstance(record, InstanceHeader):
+            headers.append(record)
+        elif isinstance(record, Unreadable):
+            bad.append(record)
+    studies = list(group_studies(headers))
+    study_dirs = {s.study_instance_uid: {os.path.dirname(os.path.abspath(p)) for p in s.paths} for s in studies}
+    attached: dict[str, list[Unreadable]] = {}
+    orphans: dict[str, list[Unreadable]] = {}
+    for item in bad:
+        owner = _owner_of(item.path, study_dirs)
+        if owner is not None:
+            attached.setdefault(owner, []).append(item)
+        else:
+            orphans.setdefault(os.path.dirname(item.path) or ".", []).append(item)
+    for study in studies:
+        yield audit_study(study, options, attached.get(study.study_instance_uid, ()))
+    for folder, items in orphans.items():
+        findings = [_unreadable_finding(u, Severity.ERROR, "; it belongs to no study found.") for u in items]
+        facts = StudyFacts(study_instance_uid="", study_description=f"unreadable files in {folder}")
+        yield _result(facts, None, Status.ERROR, findings, (), None, options)
+
+
+def audit_paths(paths: Iterable[str | os.PathLike[str]], options: AuditOptions) -> Iterator[AuditResult]:
+    """Audit every study found under the files/folders ``paths`` (FileNotFoundError for a missing path)."""
+    yield from audit_records(scan(list(paths)), options)
+
+
+def unmatched_context(options: AuditOptions) -> list[str]:
+    """Context CSV rows that matched no audited study (call after the audit iterator is exhausted)."""
+    if options.contexts is None:
+        return []
+    where = options.contexts.path or "context file"
+    return [f"{where}: {key} matches no study that was audited (check the number, or the paths given)"
+            for key in options.contexts.unused()]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Counts by status, for the one-line summary on stderr."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, results: Iterable[AuditResult]) -> "Summary":
+        counts = {s.value: 0 for s in Status}
+        for r in results:
+            counts[r.status.value] += 1
+        return cls(counts)
+
+    @property
+    def studies(self) -> int:
+        return sum(self.counts.values())
+
+    def line(self) -> str:
+        c = self.counts
+        text = (f"{self.studies} studies: {c['pass']} pass, {c['warn']} warn, {c['fail']} fail, "
+                f"{c['no-protocol']} no protocol")
+        if c.get("error"):
+            text += f", {c['error']} error"
+        return text
+
+
+def reaches(results: Iterable[AuditResult], threshold: Severity | None) -> bool:
+    """Whether any finding is at or above ``threshold`` (None = never), or any record is an error."""
+    if threshold is None:
+        return False
+    for r in results:
+        if r.status is Status.ERROR:
+            return True
+        if any(f.severity.rank >= threshold.rank for f in r.findings):
+            return True
+    return False
