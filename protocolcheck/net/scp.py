@@ -483,7 +483,7 @@ class StorageSCP:
         except BaseException:
             self.tracker.stop(flush=False)
             raise
-        LOG.info("listening as %s on %s:%d, storing in %s", self.config.aet, *self.address, self.config.store)
+        LOG.debug("listening as %s on %s:%d, storing in %s", self.config.aet, *self.address, self.config.store)
 
     def _stored(self, key: InstanceKey) -> None:
         self.tracker.arrived(key.study)
