@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pydicom
 from pydicom.dataelem import RawDataElement
@@ -570,7 +570,7 @@ def _pixel_data_problem(path: str, ds: Dataset, offset: int, size: int) -> str |
     implicit, little = ds.original_encoding
     if implicit is None or little is None:
         return None
-    order = "little" if little else "big"
+    order: Literal["little", "big"] = "little" if little else "big"
     try:
         with open(path, "rb") as fh:
             fh.seek(offset)
@@ -604,8 +604,29 @@ def _force_read(ds: Dataset) -> None:
         pass
 
 
-def read_file(path: str | os.PathLike[str]) -> list[InstanceHeader] | Skipped:
+READER_ENV = "PROTOCOLCHECK_READER"  # "pydicom" forces the reference reader (differential tests, debugging)
+
+
+def read_file(path: str | os.PathLike[str], *, fast: bool | None = None) -> list[InstanceHeader] | Skipped:
     """Read one file's header into one record (several for enhanced multi-frame objects).
+
+    The lean reader (:mod:`.fastheaders`) goes first; whatever it does not handle is read with
+    pydicom (:func:`read_file_pydicom`), the reference both agree with. ``fast=False`` or the
+    environment variable ``PROTOCOLCHECK_READER=pydicom`` forces pydicom.
+    """
+    if fast is None:
+        fast = os.environ.get(READER_ENV) != "pydicom"
+    if fast:
+        from .fastheaders import read_fast  # noqa: PLC0415 - fastheaders builds on this module
+
+        result = read_fast(os.fspath(path))
+        if result is not None:
+            return result
+    return read_file_pydicom(path)
+
+
+def read_file_pydicom(path: str | os.PathLike[str]) -> list[InstanceHeader] | Skipped:
+    """Read one file's header with pydicom into one record (several for enhanced multi-frame objects).
 
     Returns :class:`Skipped` for DICOM files that are not images (DICOMDIR, SR, PR...).
     Raises :class:`ValueError` with a human reason for files that cannot be used.
@@ -696,27 +717,35 @@ def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[str]:
 _TEXT_SUFFIXES = (".md", ".txt", ".csv", ".json", ".yaml", ".yml", ".py", ".html", ".jsonl")
 
 
-def scan(paths: Iterable[str | os.PathLike[str]]) -> Iterator[ScanRecord]:
+def scan(paths: Iterable[str | os.PathLike[str]], workers: int = 1) -> Iterator[ScanRecord]:
     """Read every file under ``paths``; yield headers, unreadable files and skipped files.
 
     Documentation files shipped beside DICOM (README.md, context CSVs) are skipped, not errors.
+    ``workers > 1`` reads in that many processes (:func:`.fastheaders.scan_parallel`); the records
+    come in the same order either way.
     """
+    if workers > 1:
+        from .fastheaders import scan_parallel  # noqa: PLC0415 - fastheaders builds on this module
+
+        yield from scan_parallel(iter_files(paths), workers)
+        return
     for name in iter_files(paths):
-        if name.lower().endswith(_TEXT_SUFFIXES) and not _has_dicom_marker(name):
-            yield Skipped(name, "not DICOM (documentation or data file)")
-            continue
-        try:
-            result = read_file(name)
-        except ValueError as exc:
-            yield Unreadable(name, str(exc))
-            continue
-        except Exception as exc:  # noqa: BLE001 - a bad file must never stop the scan
-            yield Unreadable(name, f"unexpected error reading file: {type(exc).__name__}: {exc}")
-            continue
-        if isinstance(result, Skipped):
-            yield result
-        else:
-            yield from result
+        yield from scan_file(name)
+
+
+def scan_file(name: str) -> list[ScanRecord]:
+    """The records of one file for :func:`scan`: headers, or one Unreadable / Skipped record."""
+    if name.lower().endswith(_TEXT_SUFFIXES) and not _has_dicom_marker(name):
+        return [Skipped(name, "not DICOM (documentation or data file)")]
+    try:
+        result = read_file(name)
+    except ValueError as exc:
+        return [Unreadable(name, str(exc))]
+    except Exception as exc:  # noqa: BLE001 - a bad file must never stop the scan
+        return [Unreadable(name, f"unexpected error reading file: {type(exc).__name__}: {exc}")]
+    if isinstance(result, Skipped):
+        return [result]
+    return list(result)
 
 
 def _has_dicom_marker(name: str) -> bool:

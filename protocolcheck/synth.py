@@ -18,12 +18,11 @@ The helpers :func:`plexus_study`, :func:`pelvis_study` and :func:`ct_study` buil
 from __future__ import annotations
 
 import datetime as dt
-import math
 import os
 import uuid
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -62,6 +61,7 @@ __all__ = [
     "ct_study",
     "uid",
     "scanner_of",
+    "varied_studies",
 ]
 
 
@@ -131,7 +131,8 @@ class SeriesSpec:
     ``fat_sat`` / ``post_contrast`` default from the kind (``t2_fs`` is fat-suppressed, ``t1_fs_post``
     is fat-suppressed and post-contrast); ``weighting`` chooses T1/T2/PD for ``dixon`` and 3D kinds.
     ``description``/``protocol_name`` override the vendor's usual text (e.g. ``"Series 5"``).
-    ``omit`` lists DICOM keywords to delete from every image; ``overrides`` sets keywords to raw values
+    ``omit`` lists DICOM keywords to delete from every image of the series (any top-level keyword,
+    study-level ones included, e.g. ``"AccessionNumber"``); ``overrides`` sets keywords to raw values
     (strings and lists of strings are written verbatim, so ``("RepetitionTime", "abc")`` produces a
     malformed DS and ``("ImageOrientationPatient", ["1", "0", "0", "0", "1"])`` a 5-value vector).
     """
@@ -511,7 +512,10 @@ def _is_inversion(k: Kind) -> bool:
 def _profile(vendor: Vendor, spec: SeriesSpec, ph: _Physics) -> _Profile:
     """Sequence name, Scanning Sequence/Variant, Scan Options, Image Type and private tags."""
     k, fsat = spec.kind_, spec.is_fat_sat
-    w = _weighting(spec)
+    sseq: tuple[str, ...]
+    svar: tuple[str, ...]
+    itype: tuple[str, ...]
+    priv: tuple[tuple[int, str, int, str, Any], ...]
     gre = k in (Kind.LOCALIZER, Kind.GRE_T2STAR, Kind.MPRAGE_3D)
     epi = k is Kind.DWI
     inv = _is_inversion(k)
@@ -698,7 +702,7 @@ def plexus_planes(tilt_deg: float = 30.0) -> tuple[tuple[Plane, float], tuple[Pl
 
 
 def _positions(orientation: Sequence[float], n: int, step: float, rows: int, cols: int, pixel: float,
-               center: Sequence[float] = CENTER) -> list[tuple[float, float, float]]:
+               center: Sequence[float] = CENTER) -> list[tuple[float, ...]]:
     row = np.array(orientation[:3])
     col = np.array(orientation[3:])
     normal = np.array(slice_normal(orientation) or (0.0, 0.0, 1.0))
@@ -926,6 +930,7 @@ def _mr_series_images(study: StudySpec, plan: _SeriesPlan, uids: dict[str, str])
     step = thickness + ph.gap
     description = spec.description if spec.description is not None else _description(vendor, spec)
     outputs: list[str | None] = [plan.output]
+    stacks: list[tuple[tuple[float, ...], str | None]]
     if spec.kind_ is Kind.DIXON and vendor is Vendor.PHILIPS:
         outputs = list(spec.dixon_outputs)
     elif plan.output is not None and spec.description is None:
@@ -1531,3 +1536,41 @@ def ct_study(
         body_part="ABDOMEN",
         modality="CT",
     )
+
+
+_SCENARIOS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("complete", {}),
+    ("no-fluid-fs", {"fluid_fat_suppressed": False}),
+    ("no-post", {"post_contrast": False}),
+    ("no-oblique", {"oblique": False}),
+    ("dixon", {"dixon": True}),
+)
+
+
+def varied_studies(count: int, *, seed: int = 0, slices: int = 3,
+                   start_date: dt.date = dt.date(2025, 1, 6)) -> list[StudySpec]:
+    """``count`` deterministic plexus studies cycling vendors, field strengths, tilts and scenarios.
+
+    For benchmarks and corpus tests: study ``i`` is vendor ``i % 7``, one of five scenarios (complete,
+    missing fluid fat suppression, missing post-contrast, no oblique planes, Dixon), 1.5 or 3 T, a
+    tilt of 20-35 degrees, one study per 20 minutes from ``start_date``. Accessions are
+    ``SYN<seed><i>``; the same arguments always give the same specs.
+    """
+    vendors = list(Vendor)
+    out = []
+    for i in range(count):
+        name, options = _SCENARIOS[(i // len(vendors) + seed) % len(_SCENARIOS)]
+        vendor = vendors[(i + seed) % len(vendors)]
+        when = dt.datetime.combine(start_date, dt.time(7, 0)) + dt.timedelta(minutes=20 * i)
+        spec = plexus_study(
+            vendor,
+            f"SYN{seed:02d}{i:06d}",
+            field_strength=3.0 if (i + seed) % 3 else 1.5,
+            study_date=when.strftime("%Y%m%d"),
+            study_time=when.strftime("%H%M%S"),
+            tilt_deg=20.0 + (i * 7 + seed) % 16,
+            slices=slices,
+            **options,
+        )
+        out.append(spec)
+    return out

@@ -358,3 +358,17 @@ def test_sample_context_rows_name_every_study(sample_dir: Path) -> None:
     assert {r["accession_number"] for r in rows} == accessions
     trauma = [r for r in rows if r["trauma_date"]]
     assert len(trauma) == 1 and "S34.4XXA" in trauma[0]["indication"]
+
+
+def test_varied_studies_are_deterministic_and_cover_vendors_and_scenarios(tmp_path: Path) -> None:
+    specs = synth.varied_studies(35, seed=2)
+    assert specs == synth.varied_studies(35, seed=2)
+    assert len({s.accession for s in specs}) == 35
+    assert {s.vendor_ for s in specs} == set(Vendor)
+    assert {s.field_strength for s in specs} == {1.5, 3.0}
+    kinds = {tuple(sorted(x.kind_.value for x in s.series)) for s in specs}
+    assert len(kinds) >= 4  # complete, no fluid FS, no post, Dixon (no-oblique has the complete kinds)
+    times = [(s.study_date, s.study_time) for s in specs]
+    assert times == sorted(times)
+    paths = synth.write_study(specs[0], tmp_path)
+    assert paths and all(p.exists() for p in paths)
