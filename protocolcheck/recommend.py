@@ -869,9 +869,15 @@ def select_protocol(context: ClinicalContext, library: Any = None, on: dt.date |
     other input problems give ``protocol_id=None`` with the reason.
     """
     try:
+        if rules is None:  # the rules that live with this library, so audit and recommender read the same file
+            folder = getattr(library, "path", "") if library is not None else ""
+            beside = Path(folder) / RULES_FILENAME if folder else None
+            rules = load_rules(beside if beside is not None and beside.is_file() else None)
         rec = _recommend(context, on, rules, None, check_dates=False)
     except ScenarioError as exc:
         return Selection(None, "", "no recommendation: " + "; ".join(exc.problems), ())
+    except RulesError as exc:
+        return Selection(None, "", "the decision rules cannot be used: " + "; ".join(exc.problems), ())
     top = rec.top
     if top is None:
         return Selection(None, "", f"{rec.variant.title}: no procedure is suitable for this patient", rec.variant.citations)

@@ -451,6 +451,21 @@ def test_select_protocol_never_raises(rules):
     assert no_protocol.protocol_id is None and "No library protocol" in no_protocol.reason
 
 
+def test_select_protocol_reads_the_rules_beside_a_custom_library(tmp_path):
+    class Folder:  # a library object as the audit passes it: membership and its folder
+        path = str(tmp_path)
+
+        def __contains__(self, pid):
+            return True
+
+    _write_rules(tmp_path, lambda d: d["variants"][4]["ratings"][0].update(appropriateness="may-be-appropriate"))
+    chosen = select_protocol(ClinicalContext(indication="G54.1"), Folder())
+    assert chosen.protocol_id == "mr-lumbosacral-plexus-wo"
+    (tmp_path / "rules.yaml").write_text("kind: rules\n", encoding="utf-8")
+    broken = select_protocol(ClinicalContext(indication="G54.1"), Folder())
+    assert broken.protocol_id is None and "cannot be used" in broken.reason
+
+
 # --------------------------------------------------------------------------------------------------
 # The rules file is validated like the protocols
 
