@@ -56,6 +56,26 @@ STORAGE_SOP_CLASSES: tuple[str, ...] = (
     "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
     "1.2.840.10008.5.1.4.1.1.66",  # Raw Data
     "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
+    "1.3.12.2.1107.5.9.1",  # Siemens CSA Non-Image (sent along with Siemens MR studies)
+)
+
+# The image classes for which a C-GET proposes each compressed transfer syntax in a context of its
+# own, so that the PACS can send a file as it is stored instead of having to decompress it (which
+# fails when it lacks the codec, e.g. JPEG 2000 in Orthanc).
+RETRIEVE_IMAGE_CLASSES: tuple[str, ...] = (
+    "1.2.840.10008.5.1.4.1.1.4",
+    "1.2.840.10008.5.1.4.1.1.4.1",
+    "1.2.840.10008.5.1.4.1.1.4.4",
+    "1.2.840.10008.5.1.4.1.1.2",
+    "1.2.840.10008.5.1.4.1.1.2.1",
+    "1.2.840.10008.5.1.4.1.1.2.2",
+    "1.2.840.10008.5.1.4.1.1.7",
+)
+UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2")
+COMPRESSED = (
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.1.99",
 )
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -147,6 +167,18 @@ def validate_date_range(text: str) -> str:
 def storage_contexts(sop_classes: Sequence[str] = STORAGE_SOP_CLASSES) -> list[PresentationContext]:
     """One presentation context per storage class, offering every transfer syntax (JPEG 2000 included)."""
     return [build_context(uid, ALL_TRANSFER_SYNTAXES) for uid in sop_classes]
+
+
+def retrieve_contexts() -> list[PresentationContext]:
+    """Storage contexts for a C-GET requestor (at most 128 in all, with the query/retrieve one).
+
+    Every class gets one context with the uncompressed syntaxes; the image classes also get one
+    context per compressed syntax, so the PACS can pick the one matching each stored file.
+    """
+    contexts = [build_context(uid, list(UNCOMPRESSED)) for uid in STORAGE_SOP_CLASSES]
+    for uid in RETRIEVE_IMAGE_CLASSES:
+        contexts += [build_context(uid, ts) for ts in COMPRESSED]
+    return contexts
 
 
 def new_ae(aet: str, timeouts: Timeouts = Timeouts()) -> AE:

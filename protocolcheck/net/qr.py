@@ -41,6 +41,7 @@ from .common import (
     associate,
     new_ae,
     release,
+    retrieve_contexts,
     status_text,
     storage_contexts,
     validate_date_range,
@@ -288,7 +289,7 @@ def retrieve_study(peer: Peer, match: StudyMatch, folder: Path, method: Retrieve
         handlers: list[Any] = []
         if method is RetrieveMethod.GET:
             ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
-            for cx in storage_contexts():
+            for cx in retrieve_contexts():
                 ae.add_requested_context(cx.abstract_syntax, cx.transfer_syntax)
             for uid in STORAGE_SOP_CLASSES:
                 role = SCP_SCU_RoleSelectionNegotiation()
