@@ -106,7 +106,7 @@ def samples() -> list[Sample]:
                "Recovery, Acquisition Contrast, Frame Type in functional groups; the localizer has three "
                "orientations in per-frame groups). All sequences present but only TRUE coronal and TRUE "
                "axial planes (no oblique plexus planes)."),
-        Sample("05_canon_plexus_trauma_10d", canon, "S34.4XXA lumbosacral plexus injury", "warn or fail",
+        Sample("05_canon_plexus_trauma_10d", canon, "S34.4XXA lumbosacral plexus injury", "fail",
                "trauma-too-early",
                "Canon Vantage Orian 1.5 T, complete oblique plexus protocol (no Sequence Name, as Canon "
                "often omits it; Contrast/Bolus Agent set on post series), acquired 10 days after the "
