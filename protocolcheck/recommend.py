@@ -1104,7 +1104,8 @@ def check_order(procedure: str, context: ClinicalContext, procedure_code: str = 
 # Text rendering (the table format)
 
 def _wrap(text: str, width: int = 96, indent: str = "    ") -> str:
-    return textwrap.fill(text, width=width, initial_indent=indent, subsequent_indent=indent + "  ")
+    return textwrap.fill(text, width=width, initial_indent=indent, subsequent_indent=indent + "  ",
+                         break_on_hyphens=False, break_long_words=False)
 
 
 def _refs(ids: Sequence[str], numbers: dict[str, int]) -> str:
