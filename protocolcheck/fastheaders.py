@@ -1,0 +1,957 @@
+"""Lean DICOM header reader: the fast path behind :func:`protocolcheck.headers.read_file`.
+
+It reads a file's first block in one system call, walks the elements of an explicit or implicit VR
+little-endian dataset, keeps the raw bytes of the few elements :class:`InstanceHeader` needs, skips every
+other value by its length and stops at Pixel Data. Values are decoded exactly as pydicom decodes them:
+pydicom is the reference, and ``tests/test_fastheaders.py`` checks that both readers agree field by
+field on every file of several corpora.
+
+Whatever it does not handle makes :func:`read_fast` return ``None`` and the caller falls back to
+pydicom: files without preamble or file meta, big-endian or deflated syntaxes, enhanced multi-frame
+objects, DICOMDIRs, character sets other than ASCII / Latin-1 / UTF-8, a malformed or unusual value
+in an element we need, truncation, and any structure that is not plainly well formed. The walk also
+checks what pydicom's full read would reject (binary values of the wrong length, items that do not add
+up), so a file the fallback would call unreadable is never read here. Declared lengths are bounded by
+the file size before anything is read, so a hostile length never allocates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from itertools import islice
+from struct import Struct
+from typing import Any
+
+from pydicom._private_dict import private_dictionaries
+from pydicom.datadict import DicomDictionary, dictionary_VR, keyword_dict
+
+from .headers import (
+    ENHANCED_SOP_CLASSES,
+    GE_PULSE_SEQUENCE_NAME,
+    MEDIA_STORAGE_DIRECTORY,
+    NON_IMAGE_SOP_PREFIXES,
+    PHILIPS_PREPULSE,
+    PHILIPS_SCANNING_TECHNIQUE,
+    PHILIPS_SPIR,
+    SIEMENS_XA_SCAN_OPTIONS,
+    InstanceHeader,
+    ScanRecord,
+    Skipped,
+    scan_file,
+)
+
+__all__ = ["read_fast", "fallback_reason", "scan_parallel", "FIRST_READ"]
+
+FIRST_READ = 16384  # bytes read up front; most headers end well before this
+_REFILL = 65536  # minimum size of a later read when a header is longer
+_MAX_DEPTH = 16  # nested sequence depth beyond which we let pydicom decide
+_UNDEFINED = 0xFFFFFFFF
+_ITEM = 0xFFFEE000
+_ITEM_END = 0xFFFEE00D
+_SEQ_END = 0xFFFEE0DD
+_PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})  # as pydicom's stop_before_pixels
+
+_TAG_LEN = Struct("<HHL")  # tag + 32-bit length (implicit VR elements, items, delimiters)
+_EXPLICIT = Struct("<HH2sH")  # tag + VR + 16-bit length
+_U32 = Struct("<L").unpack_from
+_U16 = Struct("<H").unpack_from
+_F64 = Struct("<d").unpack_from
+_F32 = Struct("<f").unpack_from
+
+_IMPLICIT_LE = "1.2.840.10008.1.2"
+_EXPLICIT_LE = "1.2.840.10008.1.2.1"
+# Compressed syntaxes keep an explicit VR little-endian dataset (pixel data are encapsulated).
+_COMPRESSED_PREFIXES = ("1.2.840.10008.1.2.4.", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.8.")
+
+# Character sets whose decoding is a plain Python codec (pydicom's mapping); others fall back.
+_CHARSETS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
+
+# pydicom raises on these binary VRs when the length is not a multiple of the value size.
+_BINARY_SIZE = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 8, "SV": 8, "UV": 8}
+_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"})
+_KNOWN_VRS = frozenset(
+    {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "OB", "OD", "OF", "OL",
+     "OV", "OW", "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM", "UC", "UI", "UL", "UN", "UR", "US",
+     "UT", "UV"}
+)
+_SQ = -1  # "kind" of a sequence; a positive kind is the size of a binary value; 0 is anything else
+
+# Explicit VR bytes -> (long length?, kind). Anything not here is odd: let pydicom decide.
+_UN = -2  # "kind" of UN in explicit VR: pydicom may re-read it with a dictionary VR
+
+
+def _kind_of(vr: str) -> int:
+    return _SQ if vr == "SQ" else _BINARY_SIZE.get(vr, 0)
+
+
+_VR_INFO: dict[bytes, tuple[bool, int, str]] = {
+    vr.encode(): (vr in _LONG_VRS, _UN if vr == "UN" else _kind_of(vr), vr) for vr in _KNOWN_VRS
+}
+
+
+# Standard dictionary: tag -> kind (for implicit VR, where the dictionary gives the VR).
+_STD_KIND: dict[int, int] = {tag: _kind_of(entry[0]) for tag, entry in DicomDictionary.items()}
+_STD_VR: dict[int, str] = {tag: entry[0] for tag, entry in DicomDictionary.items()}
+_slow_kinds: dict[int, int] = {}
+
+
+def _std_kind_slow(tag: int) -> int:
+    """Kind of a standard tag that is not a plain dictionary entry (repeating groups, group lengths)."""
+    kind = _slow_kinds.get(tag)
+    if kind is None:
+        try:
+            kind = _kind_of(dictionary_VR(tag))
+        except KeyError:
+            kind = 4 if tag & 0xFFFF == 0 else 0  # pydicom reads an unknown (gggg,0000) as UL
+        if len(_slow_kinds) < 10000:
+            _slow_kinds[tag] = kind
+    return kind
+
+
+_private_kinds: dict[str, dict[int, int]] = {}
+
+
+def _private_table(creator: str) -> dict[int, int] | None:
+    """Private dictionary of one creator as int keys, in pydicom's three key forms."""
+    table = _private_kinds.get(creator)
+    if table is None:
+        entries = private_dictionaries.get(creator)
+        if entries is None:
+            return None
+        table = {}
+        for key, entry in entries.items():
+            kind = _kind_of(entry[0])
+            key = key.upper()
+            try:
+                if "X" not in key:
+                    table[int(key, 16)] = kind
+                elif key[4:6] == "XX" and "X" not in key[:4] + key[6:]:
+                    table[1 << 32 | int(key[:4], 16) << 8 | int(key[6:], 16)] = kind
+                elif key[2:6] == "XXXX" and "X" not in key[:2] + key[6:]:
+                    table[2 << 32 | int(key[:2], 16) << 8 | int(key[6:], 16)] = kind
+            except ValueError:
+                continue
+        _private_kinds[creator] = table
+    return table
+
+
+def _private_kind(creators: dict[int, str], tag: int) -> int:
+    """Kind of a private data element as pydicom resolves it (via its creator), 0 when unknown."""
+    group, elem = tag >> 16, tag & 0xFFFF
+    if elem < 0x100:
+        return 0  # creator elements are LO; (gggg,00xx) below 0x10 are invalid private tags -> UN
+    creator = creators.get(group << 8 | elem >> 8)
+    if not creator:
+        return 0
+    table = _private_table(creator)
+    if not table:
+        return 0
+    kind = table.get(tag)
+    if kind is None:
+        kind = table.get(1 << 32 | group << 8 | (elem & 0xFF))
+        if kind is None:
+            kind = table.get(2 << 32 | (group >> 8) << 8 | (elem & 0xFF), 0)
+    return kind
+
+
+def _dictionary_vr(tag: int) -> str | None:
+    """The standard dictionary VR (repeating groups included), ``None`` for an unknown tag."""
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return None
+
+
+def _private_vr(creator: str, tag: int) -> str:
+    """The VR pydicom's private dictionary gives ``tag`` under ``creator`` ("UN" when unknown)."""
+    entries = private_dictionaries.get(creator, {})
+    group, elem = f"{tag >> 16:04X}", f"{tag & 0xFFFF:04X}"
+    for key in (group + elem, f"{group}xx{elem[-2:]}", f"{group[:2]}xxxx{elem[-2:]}"):
+        if key in entries:
+            return entries[key][0]
+    return "UN"
+
+
+def _tag(keyword: str) -> int:
+    return keyword_dict[keyword]
+
+
+# ------------------------------------------------------------------------------ what we capture
+
+_TOP_KEYWORDS = (
+    "SpecificCharacterSet", "ImageType", "SOPClassUID", "SOPInstanceUID", "StudyDate", "SeriesDate",
+    "AcquisitionDate", "StudyTime", "SeriesTime", "AcquisitionTime", "ContentTime", "AccessionNumber",
+    "Modality", "Manufacturer", "InstitutionName", "StationName", "StudyDescription", "SeriesDescription",
+    "ManufacturerModelName", "ProcedureCodeSequence", "AcquisitionContrast", "PatientName", "PatientID",
+    "ContrastBolusAgent", "ContrastBolusAgentSequence", "BodyPartExamined", "ScanningSequence",
+    "SequenceVariant", "ScanOptions", "MRAcquisitionType", "SequenceName", "SliceThickness", "KVP",
+    "RepetitionTime", "EchoTime", "InversionTime", "MagneticFieldStrength", "SpacingBetweenSlices",
+    "EchoTrainLength", "SoftwareVersions", "ProtocolName", "ContrastBolusRoute", "ContrastBolusStartTime",
+    "ConvolutionKernel", "FlipAngle", "PulseSequenceName", "InversionRecovery",
+    "SpectrallySelectedSuppression", "DiffusionBValue", "StudyInstanceUID", "SeriesInstanceUID",
+    "SeriesNumber", "AcquisitionNumber", "InstanceNumber", "ImagePositionPatient",
+    "ImageOrientationPatient", "NumberOfFrames", "Rows", "Columns", "PixelSpacing",
+    "RequestedProcedureDescription", "RequestedProcedureCodeSequence", "RequestAttributesSequence",
+    "AcquisitionDateTime", "EchoPulseSequence", "EchoPlanarPulseSequence", "SteadyStatePulseSequence",
+    "SpectrallySelectedExcitation",
+)
+_TOP: dict[int, str] = {_tag(k): k for k in _TOP_KEYWORDS}
+_ITEM_KEYWORDS = ("SpecificCharacterSet", "CodeValue", "CodeMeaning", "RequestedProcedureDescription")
+_ITEM_TAGS: dict[int, str] = {_tag(k): k for k in _ITEM_KEYWORDS}
+_CAPTURED_SEQUENCES = frozenset(
+    _tag(k) for k in ("ProcedureCodeSequence", "RequestedProcedureCodeSequence", "RequestAttributesSequence",
+                      "ContrastBolusAgentSequence")
+)
+# Enhanced objects and DICOMDIRs go to pydicom (the shared group may also hold Siemens XA Scan Options).
+_NOT_HANDLED = frozenset(
+    _tag(k) for k in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence", "DirectoryRecordSequence")
+)
+_PRIVATE_SPECS = (GE_PULSE_SEQUENCE_NAME, PHILIPS_SCANNING_TECHNIQUE, PHILIPS_SPIR, PHILIPS_PREPULSE,
+                  SIEMENS_XA_SCAN_OPTIONS)
+# Private element offsets (low byte) by group that headers.py reads (GE, Philips, Siemens XA).
+_PRIVATE_OFFSETS: dict[int, frozenset[int]] = {
+    group: frozenset(spec[2] for spec in _PRIVATE_SPECS if spec[1] == group) for _c, group, _o in _PRIVATE_SPECS
+}
+
+# Record fields by how they are decoded: (field name, keyword).
+_TEXT_FIELDS = (
+    ("sop_instance_uid", "SOPInstanceUID"), ("study_instance_uid", "StudyInstanceUID"),
+    ("series_instance_uid", "SeriesInstanceUID"), ("manufacturer", "Manufacturer"),
+    ("model", "ManufacturerModelName"), ("software_versions", "SoftwareVersions"),
+    ("institution", "InstitutionName"), ("station_name", "StationName"), ("patient_id", "PatientID"),
+    ("patient_name", "PatientName"), ("accession_number", "AccessionNumber"), ("study_date", "StudyDate"),
+    ("study_time", "StudyTime"), ("study_description", "StudyDescription"), ("body_part", "BodyPartExamined"),
+    ("series_date", "SeriesDate"), ("series_time", "SeriesTime"), ("acquisition_date", "AcquisitionDate"),
+    ("acquisition_date", "AcquisitionDate"), ("acquisition_time", "AcquisitionTime"),
+    ("content_time", "ContentTime"), ("requested_procedure_description", "RequestedProcedureDescription"),
+    ("contrast_agent", "ContrastBolusAgent"),
+    ("series_description", "SeriesDescription"), ("protocol_name", "ProtocolName"),
+    ("sequence_name", "SequenceName"), ("pulse_sequence_name", "PulseSequenceName"),
+    ("contrast_route", "ContrastBolusRoute"), ("contrast_start_time", "ContrastBolusStartTime"),
+    ("convolution_kernel", "ConvolutionKernel"),
+)
+_UPPER_FIELDS = (
+    ("modality", "Modality"), ("mr_acquisition_type", "MRAcquisitionType"),
+    ("spectrally_selected_suppression", "SpectrallySelectedSuppression"),
+    ("inversion_recovery", "InversionRecovery"), ("acquisition_contrast", "AcquisitionContrast"),
+    ("echo_pulse_sequence", "EchoPulseSequence"), ("echo_planar", "EchoPlanarPulseSequence"),
+    ("steady_state", "SteadyStatePulseSequence"), ("spectrally_selected_excitation", "SpectrallySelectedExcitation"),
+)
+_TEXTS_FIELDS = (
+    ("image_type", "ImageType"), ("scanning_sequence", "ScanningSequence"),
+    ("sequence_variant", "SequenceVariant"), ("scan_options", "ScanOptions"),
+)
+_NUMBER_FIELDS = (
+    ("field_strength", "MagneticFieldStrength"), ("repetition_time", "RepetitionTime"),
+    ("echo_time", "EchoTime"), ("inversion_time", "InversionTime"), ("flip_angle", "FlipAngle"),
+    ("echo_train_length", "EchoTrainLength"), ("slice_thickness", "SliceThickness"),
+    ("spacing_between_slices", "SpacingBetweenSlices"), ("diffusion_b_value", "DiffusionBValue"),
+    ("kvp", "KVP"),
+)
+_INTEGER_FIELDS = (
+    ("series_number", "SeriesNumber"), ("acquisition_number", "AcquisitionNumber"),
+    ("instance_number", "InstanceNumber"), ("rows", "Rows"), ("columns", "Columns"),
+)
+_VECTOR_FIELDS = (
+    ("pixel_spacing", "PixelSpacing", 2), ("image_orientation", "ImageOrientationPatient", 6),
+    ("image_position", "ImagePositionPatient", 3),
+)
+
+
+class _Fallback(Exception):
+    """Raised inside the reader for anything it leaves to pydicom."""
+
+
+# ------------------------------------------------------------------------------------- parsing
+
+
+class _Walker:
+    """Walks the elements of one file, reading more of it only when a header is longer than the buffer.
+
+    :meth:`top` is the hot loop (top-level elements of plain VRs); anything else, at any depth, goes
+    through :meth:`element`, which follows pydicom's reading rules one element at a time.
+    """
+
+    __slots__ = ("fd", "size", "buf", "base")
+
+    def __init__(self, fd: int, size: int, buf: bytes) -> None:
+        self.fd = fd
+        self.size = size
+        self.buf = buf
+        self.base = 0
+
+    def refill(self, pos: int, n: int) -> None:
+        """Make bytes [pos, pos+n) available in ``buf`` (never beyond the end of the file)."""
+        if pos + n > self.size:
+            raise _Fallback("truncated")
+        self.buf = os.pread(self.fd, max(n, _REFILL), pos)
+        self.base = pos
+        if len(self.buf) < n:
+            raise _Fallback("short read")
+
+    def value(self, pos: int, length: int) -> bytes:
+        rel = pos - self.base
+        if rel < 0 or rel + length > len(self.buf):
+            self.refill(pos, length)
+            rel = 0
+        return self.buf[rel:rel + length]
+
+    def header(self, pos: int, implicit: bool) -> tuple[int, int, str | None, int, int]:
+        """(group, element, VR or None, length, header size) of the element at ``pos``."""
+        rel = pos - self.base
+        if rel < 0 or rel + 12 > len(self.buf):
+            self.refill(pos, 12 if self.size - pos >= 12 else 8)
+            rel = 0
+        buf = self.buf
+        if implicit:
+            group, elem, length = _TAG_LEN.unpack_from(buf, rel)
+            return group, elem, None, length, 8
+        group, elem, vrb, length = _EXPLICIT.unpack_from(buf, rel)
+        if group == 0xFFFE:
+            return group, elem, None, _U32(buf, rel + 4)[0], 8
+        info = _VR_INFO.get(vrb)
+        if info is None:
+            raise _Fallback("unknown VR")
+        if info[0]:
+            if len(buf) - rel < 12:
+                raise _Fallback("truncated")
+            return group, elem, info[2], _U32(buf, rel + 8)[0], 12
+        return group, elem, info[2], length, 8
+
+    def meta(self) -> tuple[dict[int, tuple[str, bytes]], int]:
+        """File meta group (always explicit VR little endian) -> ({tag: (VR, raw)}, position after it)."""
+        out: dict[int, tuple[str, bytes]] = {}
+        pos = 132
+        buf = self.buf
+        while True:
+            if pos + 8 > len(buf):
+                raise _Fallback("meta beyond first block")
+            group, elem, vrb, length = _EXPLICIT.unpack_from(buf, pos)
+            if group != 2:
+                return out, pos
+            info = _VR_INFO.get(vrb)
+            if info is None:
+                raise _Fallback("odd meta VR")
+            if info[0]:
+                length = _U32(buf, pos + 8)[0]
+                pos += 12
+            else:
+                pos += 8
+            if length == _UNDEFINED or pos + length > len(buf):
+                raise _Fallback("odd meta length")
+            out[group << 16 | elem] = (info[2], buf[pos:pos + length])
+            pos += length
+
+    def top(self, pos: int, implicit: bool, out: dict[Any, Any], creators: dict[int, str]) -> None:
+        """Walk the top-level dataset from ``pos`` to Pixel Data or the end of the file.
+
+        The hot loop of the reader: plain elements are skipped or kept right here; sequences, binary
+        values, undefined lengths and UN go through :meth:`element`.
+        """
+        size = self.size
+        buf, base = self.buf, self.base
+        blen = len(buf)
+        explicit_head = _EXPLICIT.unpack_from
+        implicit_head = _TAG_LEN.unpack_from
+        u32 = _U32
+        vr_info = _VR_INFO
+        std_kind = _STD_KIND
+        std_vr = _STD_VR
+        wanted = _TOP
+        private_offsets = _PRIVATE_OFFSETS
+        vr: str | None = None
+        while pos < size:
+            rel = pos - base
+            if rel < 0 or rel + 12 > blen:
+                if size - pos < 8:
+                    raise _Fallback("trailing bytes")
+                self.refill(pos, 12 if size - pos >= 12 else 8)
+                buf, base, blen, rel = self.buf, pos, len(self.buf), 0
+            if implicit:
+                group, elem, length = implicit_head(buf, rel)
+                tag = group << 16 | elem
+                head = 8
+                if group & 1:
+                    kind = _private_kind(creators, tag) if elem > 0xFF else 0
+                else:
+                    kind = std_kind.get(tag)
+                    if kind is None:
+                        kind = _std_kind_slow(tag)
+            else:
+                group, elem, vrb, length = explicit_head(buf, rel)
+                tag = group << 16 | elem
+                info = vr_info.get(vrb)
+                if info is None:
+                    raise _Fallback("unknown VR or misplaced delimiter")
+                is_long, kind, vr = info
+                if not (is_long or kind):
+                    # the common case: a short text or number string; skip it or keep it
+                    pos += 8
+                    end = pos + length
+                    if end > size:
+                        raise _Fallback("value beyond end of file")
+                    if group & 1:
+                        if elem <= 0xFF or (elem & 0xFF) in private_offsets.get(group, ()):
+                            self.private(pos, group, elem, vr, length, True, out, creators)
+                            buf, base = self.buf, self.base
+                            blen = len(buf)
+                    else:
+                        keyword = wanted.get(tag)
+                        if keyword is not None:
+                            if end - base <= blen:
+                                out[keyword] = (vr, buf[pos - base:end - base])
+                            else:
+                                out[keyword] = (vr, self.value(pos, length))
+                                buf, base = self.buf, self.base
+                                blen = len(buf)
+                    pos = end
+                    continue
+                if is_long:
+                    if rel + 12 > blen:
+                        raise _Fallback("truncated")
+                    length = u32(buf, rel + 8)[0]
+                    head = 12
+                else:
+                    head = 8
+            if group >= 0x7FE0:
+                if tag in _PIXEL_TAGS:
+                    if elem == 0x10 and length != _UNDEFINED and pos + head + length > size:
+                        raise _Fallback("pixel data cut short")  # headers.py notes it as a value problem
+                    return
+                if group == 0xFFFE:
+                    raise _Fallback("item or delimiter at the top level")
+            pos += head
+            if kind or length == _UNDEFINED:
+                pos = self.element(pos, group, elem, vr, kind, length, implicit, 0, wanted, out, creators)
+                buf, base = self.buf, self.base
+                blen = len(buf)
+                continue
+            end = pos + length
+            if end > size:
+                raise _Fallback("value beyond end of file")
+            if group & 1:
+                if elem <= 0xFF or (elem & 0xFF) in private_offsets.get(group, ()):
+                    self.private(pos, group, elem, vr, length, True, out, creators)
+                    buf, base = self.buf, self.base
+                    blen = len(buf)
+            else:
+                keyword = wanted.get(tag)
+                if keyword is not None:
+                    if end - base <= blen:
+                        value = buf[pos - base:end - base]
+                    else:
+                        value = self.value(pos, length)
+                        buf, base = self.buf, self.base
+                        blen = len(buf)
+                    out[keyword] = (std_vr[tag] if implicit else vr, value)
+            pos = end
+        if pos != size:
+            raise _Fallback("overrun")
+
+    def private(self, pos: int, group: int, elem: int, vr: str | None, length: int, top: bool,
+                out: dict[Any, Any] | None, creators: dict[int, str]) -> None:
+        """Note a private creator, or keep a private element that headers.py reads (top level only)."""
+        if 0x10 <= elem <= 0xFF:
+            if vr is not None and vr != "LO" and vr != "UN":
+                raise _Fallback("private creator with an odd VR")
+            creator = self.value(pos, length).decode("latin-1").split("\\")
+            creators[group << 8 | elem] = creator[0].rstrip("\x00 ") if len(creator) == 1 else ""
+        elif top and out is not None and elem > 0xFF and (elem & 0xFF) in _PRIVATE_OFFSETS.get(group, ()):
+            out[group << 16 | elem] = (vr or "", self.value(pos, length))
+
+    def element(self, pos: int, group: int, elem: int, vr: str | None, kind: int, length: int,
+                implicit: bool, depth: int, capture: dict[int, str] | None, out: dict[Any, Any] | None,
+                creators: dict[int, str]) -> int:
+        """Handle one element whose value starts at ``pos``; return the position after it."""
+        tag = group << 16 | elem
+        size = self.size
+        if vr == "UN" and length != _UNDEFINED:
+            # pydicom re-reads a defined-length UN with the VR its dictionaries know
+            if group & 1:
+                kind = _private_kind(creators, tag)
+            else:
+                kind = _STD_KIND.get(tag)
+                if kind is None:
+                    kind = _std_kind_slow(tag)
+            if kind == _SQ:
+                raise _Fallback("sequence stored as UN")
+        if length == _UNDEFINED:
+            if implicit:
+                if group & 1 or _dictionary_vr(tag) is None:
+                    # as pydicom: an unknown tag of undefined length is a sequence if items follow
+                    if self.value(pos, 4) != b"\xfe\xff\x00\xe0":
+                        raise _Fallback("undefined length, not a sequence")
+                elif _dictionary_vr(tag) != "SQ":
+                    raise _Fallback("undefined length, not a sequence")
+            elif vr != "SQ" and vr != "UN":
+                raise _Fallback("undefined length, not a sequence")
+            kind = _SQ
+        elif pos + length > size:
+            raise _Fallback("value beyond end of file")
+        if kind == _SQ:
+            if depth >= _MAX_DEPTH:
+                raise _Fallback("deep nesting")
+            if depth == 0 and tag in _NOT_HANDLED:
+                raise _Fallback("enhanced multi-frame object or DICOMDIR")
+            wanted = capture is not None and tag in _CAPTURED_SEQUENCES
+            items: list[dict[str, Any]] | None = [] if wanted else None
+            pos = self.sequence(pos, None if length == _UNDEFINED else pos + length, implicit, depth + 1, items)
+            if wanted and out is not None:
+                out[_TOP[tag]] = items
+            return pos
+        if kind > 0 and length % kind:
+            raise _Fallback("binary value of the wrong length")
+        if group & 1:
+            self.private(pos, group, elem, vr, length, depth == 0, out, creators)
+        elif capture is not None and out is not None:
+            keyword = capture.get(tag)
+            if keyword is not None:
+                out[keyword] = (_STD_VR[tag] if implicit else vr, self.value(pos, length))
+        return pos + length
+
+    def dataset(self, pos: int, end: int | None, implicit: bool, depth: int,
+                capture: dict[int, str] | None, out: dict[str, Any] | None) -> int:
+        """Walk the dataset of one item from ``pos``; return the position after it.
+
+        ``end`` is the end of a defined-length item, ``None`` means up to the item delimiter.
+        """
+        creators: dict[int, str] = {}
+        while True:
+            if end is not None and pos >= end:
+                if pos != end:
+                    raise _Fallback("element overruns its item")
+                return pos
+            group, elem, vr, length, head = self.header(pos, implicit)
+            if group == 0xFFFE:
+                if elem == 0xE00D and end is None and length == 0:
+                    return pos + 8
+                raise _Fallback("unexpected item or delimiter")
+            if implicit:
+                tag = group << 16 | elem
+                if group & 1:
+                    kind = _private_kind(creators, tag)
+                else:
+                    kind = _STD_KIND.get(tag)
+                    if kind is None:
+                        kind = _std_kind_slow(tag)
+            else:
+                kind = _kind_of(vr or "")
+            pos = self.element(pos + head, group, elem, vr, kind, length, implicit, depth, capture, out, creators)
+
+    def sequence(self, pos: int, end: int | None, implicit: bool, depth: int,
+                 items: list[dict[str, Any]] | None) -> int:
+        """Walk the items of a sequence; collect the captured elements of each item into ``items``."""
+        while True:
+            if end is not None and pos >= end:
+                if pos != end:
+                    raise _Fallback("item overruns its sequence")
+                return pos
+            group, elem, length = _TAG_LEN.unpack(self.value(pos, 8))
+            tag = group << 16 | elem
+            pos += 8
+            if tag == _SEQ_END:
+                if end is not None or length != 0:
+                    raise _Fallback("odd sequence delimiter")
+                return pos
+            if tag != _ITEM:
+                raise _Fallback("expected an item")
+            item_end = None if length == _UNDEFINED else pos + length
+            if item_end is not None and item_end > self.size:
+                raise _Fallback("item beyond end of file")
+            item_implicit = implicit
+            if not implicit and item_end != pos:
+                # pydicom: an item of an explicit VR sequence may itself be implicit VR (PS3.5 6.2.2)
+                head = self.value(pos, 6)
+                if not (0x40 < head[4] < 0x5B and 0x40 < head[5] < 0x5B) and head[:4] != b"\xfe\xff\x0d\xe0":
+                    item_implicit = True
+            out: dict[str, Any] | None = {} if items is not None else None
+            pos = self.dataset(pos, item_end, item_implicit, depth, _ITEM_TAGS if items is not None else None, out)
+            if items is not None:
+                items.append(out)
+
+
+# ------------------------------------------------------------------------------------- decoding
+
+_DS_RE = re.compile(r" *[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)? *")
+_IS_RE = re.compile(r" *[+-]?[0-9]{1,15} *")
+_PLAIN_VRS = frozenset({"CS", "DA", "TM", "DT", "AS"})
+_MULTI_TEXT_VRS = frozenset({"LO", "SH", "UC"})
+_SINGLE_TEXT_VRS = frozenset({"LT", "ST", "UT"})
+
+
+def _items(vr: str, raw: bytes, enc: str) -> list[str]:
+    """The element's string value(s) exactly as pydicom gives them (split on backslash)."""
+    if vr in _PLAIN_VRS:
+        return raw.decode("latin-1").rstrip(" \x00").split("\\")
+    if vr in _MULTI_TEXT_VRS:
+        return [v.rstrip("\x00 ") for v in raw.decode(enc).split("\\")]
+    if vr == "UI":
+        return [v.strip() for v in raw.decode("latin-1").rstrip("\x00 ").split("\\")]
+    if vr in _SINGLE_TEXT_VRS:
+        return [raw.decode(enc).rstrip("\x00 ")]
+    if vr == "PN":
+        text = raw.rstrip(b"\x00 ").decode(enc)
+        if "=" in text:
+            raise _Fallback("person name with component groups")
+        return text.split("\\")
+    raise _Fallback(f"text in VR {vr}")
+
+
+def _text(element: Any, enc: str) -> str:
+    """headers._Reader.text: the value as one stripped string ('' when absent or empty)."""
+    if element is None:
+        return ""
+    vr, raw = element
+    if not raw:
+        return ""
+    if vr in _PLAIN_VRS:
+        return raw.decode("latin-1").rstrip(" \x00").strip()
+    return "\\".join(_items(vr, raw, enc)).strip()
+
+
+def _texts(element: Any, enc: str) -> tuple[str, ...]:
+    """headers._Reader.texts: the stripped, upper-cased non-empty values."""
+    if element is None or not element[1]:
+        return ()
+    joined = "\\".join(_items(element[0], element[1], enc))
+    return tuple(t.strip().upper() for t in joined.split("\\") if t.strip())
+
+
+def _numbers(element: Any) -> list[float] | None:
+    """Every value of a numeric element as floats; ``None`` when absent or empty; fallback if malformed."""
+    if element is None:
+        return None
+    vr, raw = element
+    if not raw:
+        return None
+    if vr == "DS":
+        parts = raw.decode("latin-1").strip().rstrip(" \x00").split("\\")
+        if not all(_DS_RE.fullmatch(p) for p in parts):
+            raise _Fallback("malformed DS")
+        values = [float(p) for p in parts]
+    elif vr == "IS":
+        parts = raw.decode("latin-1").rstrip(" \x00").split("\\")
+        if not all(_IS_RE.fullmatch(p) for p in parts):
+            raise _Fallback("malformed IS")
+        values = [float(int(p)) for p in parts]
+    elif vr == "US" and len(raw) % 2 == 0:
+        values = [float(_U16(raw, i)[0]) for i in range(0, len(raw), 2)]
+    elif vr == "FD" and len(raw) % 8 == 0:
+        values = [_F64(raw, i)[0] for i in range(0, len(raw), 8)]
+    elif vr == "FL" and len(raw) % 4 == 0:
+        values = [_F32(raw, i)[0] for i in range(0, len(raw), 4)]
+    else:
+        raise _Fallback(f"number in VR {vr}")
+    if not all(math.isfinite(v) for v in values):
+        raise _Fallback("not finite")
+    return values
+
+
+def _number(element: Any) -> float | None:
+    values = _numbers(element)
+    return None if values is None else values[0]
+
+
+def _integer(element: Any) -> int | None:
+    number = _number(element)
+    if number is None:
+        return None
+    if not number.is_integer():
+        raise _Fallback("not an integer")
+    return int(number)
+
+
+def _vector(element: Any, length: int) -> tuple[float, ...] | None:
+    values = _numbers(element)
+    if values is None:
+        return None
+    if len(values) != length or element[0] not in ("DS", "FD", "FL"):
+        raise _Fallback("vector of the wrong length")
+    return tuple(values)
+
+
+def _private(top: dict[Any, Any], creators: dict[int, str], creator: str, group: int, offset: int,
+             enc: str) -> str:
+    """headers._Reader.private: the value of (group, creator, offset) as a stripped string."""
+    block = next((key & 0xFF for key in sorted(creators) if key >> 8 == group and creators[key] == creator), None)
+    if block is None:
+        return ""
+    element = top.get(group << 16 | block << 8 | offset)
+    if element is None:
+        return ""
+    vr, raw = element
+    if not vr or vr == "UN":  # implicit VR or UN: pydicom takes the VR from its private dictionary
+        vr = _private_vr(creator, group << 16 | block << 8 | offset)
+    if vr in ("OB", "OW", "UN"):
+        return raw.decode("latin-1").strip("\x00 ").strip()
+    if not raw:
+        return ""
+    return "\\".join(_items(vr, raw, enc)).strip()
+
+
+# How each captured top-level keyword becomes a record field.
+_TEXT, _UPPER, _TEXTS, _NUMBER, _INTEGER, _VEC2, _VEC3, _VEC6 = range(8)
+_FIELD_OF: dict[str, tuple[str, int]] = {
+    **{keyword: (name, _TEXT) for name, keyword in _TEXT_FIELDS},
+    **{keyword: (name, _UPPER) for name, keyword in _UPPER_FIELDS},
+    **{keyword: (name, _TEXTS) for name, keyword in _TEXTS_FIELDS},
+    **{keyword: (name, _NUMBER) for name, keyword in _NUMBER_FIELDS},
+    **{keyword: (name, _INTEGER) for name, keyword in _INTEGER_FIELDS},
+    **{keyword: (name, {2: _VEC2, 3: _VEC3, 6: _VEC6}[n]) for name, keyword, n in _VECTOR_FIELDS},
+}
+
+
+def _decode(how: int, vr: str, raw: bytes, enc: str) -> Any:
+    """One field's value from its non-empty raw element, as headers.py computes it through pydicom."""
+    if how == _TEXT or how == _UPPER:
+        if vr in _PLAIN_VRS:
+            text = raw.decode("latin-1").rstrip(" \x00").strip()
+        elif vr in _MULTI_TEXT_VRS and b"\\" not in raw:
+            text = raw.decode(enc).rstrip("\x00 ").strip()
+        else:
+            text = "\\".join(_items(vr, raw, enc)).strip()
+        return text.upper() if how == _UPPER else text
+    if how == _NUMBER:
+        if vr == "DS" and b"\\" not in raw:
+            text = raw.decode("latin-1").strip().rstrip(" \x00")
+            if _DS_RE.fullmatch(text):
+                number = float(text)
+                if math.isfinite(number):
+                    return number
+        return _number((vr, raw))
+    if how == _INTEGER:
+        return _integer((vr, raw))
+    if how == _TEXTS:
+        return _texts((vr, raw), enc)
+    return _vector((vr, raw), 2 if how == _VEC2 else 3 if how == _VEC3 else 6)
+
+
+def _fields(top: dict[Any, Any], creators: dict[int, str], meta: dict[int, tuple[str, bytes]],
+            path: str) -> dict[str, Any] | Skipped:
+    """Every record field from the captured elements (or Skipped for a non-image object)."""
+    get = top.get
+    charset = _text(get("SpecificCharacterSet"), "latin-1")
+    enc = _CHARSETS.get(charset)
+    if enc is None:
+        raise _Fallback("character set")
+    sop_class = _text(get("SOPClassUID"), enc)
+    if not sop_class:
+        media = meta.get(0x00020002)
+        if media is not None:
+            parts = _items("UI", media[1], enc) if media[1] else [""]
+            if len(parts) != 1:
+                raise _Fallback("multi-valued media storage SOP class")
+            sop_class = parts[0]
+    if sop_class == MEDIA_STORAGE_DIRECTORY:
+        raise _Fallback("DICOMDIR")
+    if sop_class.startswith(NON_IMAGE_SOP_PREFIXES):
+        return Skipped(path, f"not an image object (SOP Class {sop_class})")
+    if sop_class in ENHANCED_SOP_CLASSES:
+        raise _Fallback("enhanced multi-frame object")
+    fields = _DEFAULTS.copy()
+    fields["path"] = path
+    fields["sop_class_uid"] = sop_class
+    field_of = _FIELD_OF
+    plain = _PLAIN_VRS
+    for keyword, element in top.items():
+        spec = field_of.get(keyword)
+        if spec is None:
+            continue
+        vr, raw = element
+        if not raw:
+            continue  # empty value: the field keeps its default ("", None or ())
+        name, how = spec
+        if how == _TEXT and vr in plain:
+            fields[name] = raw.decode("latin-1").rstrip(" \x00").strip()
+        else:
+            fields[name] = _decode(how, vr, raw, enc)
+    if not fields["study_instance_uid"] or not fields["series_instance_uid"]:
+        raise _Fallback("missing UIDs")
+    # Acquisition DateTime stands in for Acquisition Date / Time when those are absent
+    if not fields["acquisition_date"] or not fields["acquisition_time"]:
+        date_time = _text(get("AcquisitionDateTime"), enc)
+        fields["acquisition_date"] = fields["acquisition_date"] or date_time[:8]
+        fields["acquisition_time"] = fields["acquisition_time"] or date_time[8:]
+    # requested procedure: own element, else the first Request Attributes item
+    if not fields["requested_procedure_description"]:
+        items = get("RequestAttributesSequence")
+        if items:
+            fields["requested_procedure_description"] = _text(
+                _item_element(items[0], "RequestedProcedureDescription"), enc)
+    codes: list[str] = []
+    for keyword in ("ProcedureCodeSequence", "RequestedProcedureCodeSequence"):
+        for item in get(keyword) or ():
+            code = _text(_item_element(item, "CodeValue"), enc)
+            if code and code not in codes:
+                codes.append(code)
+    fields["procedure_codes"] = tuple(codes)
+    if not fields["contrast_agent"]:
+        items = get("ContrastBolusAgentSequence")
+        if items:
+            fields["contrast_agent"] = _text(_item_element(items[0], "CodeMeaning"), enc) or _text(
+                _item_element(items[0], "CodeValue"), enc)
+    if creators:
+        fields["vendor_sequence"] = _private(top, creators, *GE_PULSE_SEQUENCE_NAME, enc) or _private(
+            top, creators, *PHILIPS_SCANNING_TECHNIQUE, enc)
+        fields["philips_spir"] = _private(top, creators, *PHILIPS_SPIR, enc)
+        fields["philips_prepulse"] = _private(top, creators, *PHILIPS_PREPULSE, enc)
+        options = _private(top, creators, *SIEMENS_XA_SCAN_OPTIONS, enc)
+        fields["vendor_scan_options"] = tuple(t.strip().upper() for t in options.split("\\") if t.strip())
+    frames = get("NumberOfFrames")
+    fields["frames"] = (_integer(frames) if frames is not None else None) or 1
+    return fields
+
+
+def _item_element(item: dict[str, Any], keyword: str) -> Any:
+    if "SpecificCharacterSet" in item:
+        raise _Fallback("character set inside a sequence item")
+    return item.get(keyword)
+
+
+def read_fast(path: str) -> list[InstanceHeader] | Skipped | None:
+    """Read one file's header the lean way; ``None`` means "not handled here, ask pydicom".
+
+    Never raises for file content: anything unusual returns ``None`` so the caller's pydicom path
+    produces the reference answer (including the reason a file is unreadable).
+    """
+    try:
+        return _read(path)
+    except (_Fallback, UnicodeDecodeError, ValueError, IndexError, KeyError, OverflowError, OSError):
+        return None
+
+
+def fallback_reason(path: str) -> str | None:
+    """Why :func:`read_fast` leaves ``path`` to pydicom (``None`` when it reads it itself)."""
+    try:
+        _read(path)
+    except _Fallback as exc:
+        return str(exc)
+    except (UnicodeDecodeError, ValueError, IndexError, KeyError, OverflowError, OSError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _read(path: str) -> list[InstanceHeader] | Skipped:
+    if _UNKNOWN_FIELDS:
+        raise _Fallback("the lean reader does not fill " + ", ".join(sorted(_UNKNOWN_FIELDS)))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        buf = os.read(fd, FIRST_READ)
+        if len(buf) < 144 or buf[128:132] != b"DICM":
+            raise _Fallback("no preamble and DICM marker")
+        walker = _Walker(fd, size, buf)
+        meta, start = walker.meta()
+        syntax_element = meta.get(0x00020010)
+        if syntax_element is None:
+            raise _Fallback("no transfer syntax")
+        syntax = syntax_element[1].decode("latin-1").rstrip("\x00 ").strip()
+        if syntax == _IMPLICIT_LE:
+            implicit = True
+        elif syntax == _EXPLICIT_LE or syntax.startswith(_COMPRESSED_PREFIXES):
+            implicit = False
+        else:
+            raise _Fallback(f"transfer syntax {syntax}")
+        if start + 8 <= len(buf):
+            vr_ok = 0x40 < buf[start + 4] < 0x5B and 0x40 < buf[start + 5] < 0x5B
+            if vr_ok == implicit and buf[start:start + 4] not in (b"\xe0\x7f\x10\x00", b"\xe0\x7f\x08\x00",
+                                                                  b"\xe0\x7f\x09\x00"):
+                raise _Fallback("dataset encoding differs from the transfer syntax")
+        top: dict[Any, Any] = {}
+        creators: dict[int, str] = {}
+        walker.top(start, implicit, top, creators)
+        fields = _fields(top, creators, meta, path)
+    finally:
+        os.close(fd)
+    if isinstance(fields, Skipped):
+        return fields
+    if _EXTRA_FIELDS:
+        for name in _EXTRA_FIELDS:
+            fields.pop(name, None)
+    return [_record(fields)]
+
+
+def _record(fields: dict[str, Any]) -> InstanceHeader:
+    """The frozen record from a complete field dict.
+
+    Fills ``__dict__`` directly, as unpickling does: a 70-field frozen dataclass ``__init__`` costs as
+    much as reading a small header. The fields are complete (``_UNKNOWN_FIELDS`` is empty, every key
+    comes from ``_DEFAULTS``) and InstanceHeader has no ``__post_init__``; otherwise use ``__init__``.
+    """
+    if _BYPASS_INIT:
+        record = object.__new__(InstanceHeader)
+        record.__dict__.update(fields)
+        return record
+    return InstanceHeader(**fields)
+
+
+# Fields this reader fills; the rest keep their defaults for classic (non-enhanced) images.
+_FILLED = frozenset(
+    [name for name, _k in _TEXT_FIELDS + _UPPER_FIELDS + _TEXTS_FIELDS + _NUMBER_FIELDS + _INTEGER_FIELDS]
+    + [name for name, _k, _n in _VECTOR_FIELDS]
+    + ["path", "sop_class_uid", "requested_procedure_description", "procedure_codes", "contrast_agent",
+       "acquisition_date", "acquisition_time", "vendor_sequence", "philips_spir", "philips_prepulse",
+       "vendor_scan_options", "frames"]
+)
+_DEFAULTED = frozenset({"frame_type", "enhanced", "value_problems"})
+_RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(InstanceHeader))
+# A field added to InstanceHeader that this reader does not know disables it (pydicom reads everything)
+# rather than leaving the field at its default; tests/test_fastheaders.py fails loudly in that case.
+_UNKNOWN_FIELDS = _RECORD_FIELDS - _FILLED - _DEFAULTED
+_EXTRA_FIELDS = _FILLED - _RECORD_FIELDS
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return ""  # path and the UIDs: always set by _fields
+
+
+_DEFAULTS: dict[str, Any] = {f.name: _default(f) for f in dataclasses.fields(InstanceHeader)}
+_BYPASS_INIT = (
+    not hasattr(InstanceHeader, "__post_init__")
+    and not hasattr(InstanceHeader, "__slots__")
+    and all(f.default_factory is dataclasses.MISSING and f.init for f in dataclasses.fields(InstanceHeader))
+)
+
+
+# ------------------------------------------------------------------------------ parallel scanning
+
+CHUNK_FILES = 256  # files per task: large enough to amortise inter-process traffic, small for balance
+
+
+def _scan_chunk(names: list[str]) -> list[ScanRecord]:
+    return [record for name in names for record in scan_file(name)]
+
+
+def scan_parallel(names: Iterable[str], workers: int, chunk: int = CHUNK_FILES) -> Iterator[ScanRecord]:
+    """:func:`headers.scan_file` over ``names`` in ``workers`` processes, records in input order.
+
+    Files go to the workers in chunks; at most ``2 * workers`` chunks are in flight, so memory stays
+    bounded however many files there are (the caller consumes records as they come).
+    """
+    iterator = iter(names)
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending: deque[Future[list[ScanRecord]]] = deque()
+
+        def submit() -> bool:
+            batch = list(islice(iterator, chunk))
+            if batch:
+                pending.append(pool.submit(_scan_chunk, batch))
+            return bool(batch)
+
+        for _ in range(2 * workers):
+            if not submit():
+                break
+        while pending:
+            records = pending.popleft().result()
+            submit()
+            yield from records
