@@ -826,5 +826,359 @@ def query(**opts: Any) -> None:
     sys.exit(Exit.FINDINGS if reaches(results, threshold) else Exit.OK)
 
 
+# --- audit and protocols (helper "audit") ----------------------------------------------------------
+
+AUDIT_CSV_COLUMNS = (
+    "accession_number", "study_instance_uid", "study_date", "modality", "study_description", "manufacturer",
+    "protocol", "status", "severity", "code", "requirement", "series", "message",
+)
+_SEVERITY_LABEL = {"error": "ERROR", "warning": "WARN", "info": "info"}
+
+
+def _library_or_exit(library_dir: str | None) -> Any:
+    from .library import LibraryError, load_library
+
+    try:
+        return load_library(library_dir)
+    except LibraryError as exc:
+        warn(f"error: the protocol library cannot be used ({len(exc.problems)} problems):\n  "
+             + "\n  ".join(exc.problems))
+        sys.exit(Exit.USAGE)
+
+
+def _wrap_lines(text: str, indent: str, width: int = 100, hang: str = "  ") -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent + hang,
+                         break_on_hyphens=False) or [indent]
+
+
+def _without_citation(message: str) -> str:
+    return message.split(" Guideline: ", 1)[0].strip()
+
+
+def _audit_table(records: list[dict[str, Any]]) -> str:
+    """One block per study: header, status, missing items first (with the reason), what was met, references."""
+    refs: dict[str, str] = {}
+    lines: list[str] = []
+    for r in records:
+        title = r["study_description"] or "(no description)"
+        head = (f"Study {r['accession_number'] or '-'}  {r['study_date'] or '????-??-??'}  {r['modality'] or '?'}  "
+                f"{title}")
+        if r.get("manufacturer"):
+            head += f"  [{r['manufacturer']}{' ' + r['station_name'] if r.get('station_name') else ''}]"
+        lines.append(head)
+        if r["study_instance_uid"]:
+            lines.append(f"  UID {r['study_instance_uid']}")
+        lines.append(f"  Status: {r['status'].upper()}   Protocol: {r['protocol'] or '-'}")
+        if r.get("protocol_reason"):
+            lines.extend(_wrap_lines(f"why this protocol: {r['protocol_reason']}", "  "))
+        timing = r.get("timing") or {}
+        if timing.get("trauma_date"):
+            days = timing.get("days_after_trauma")
+            lines.append(f"  Timing: injury {timing['trauma_date']}, study {timing.get('study_date') or '?'} "
+                         f"(from {timing.get('date_source') or '?'})"
+                         + (f" = {days} days (expected {timing.get('min_days')}-{timing.get('max_days')})"
+                            if days is not None else ""))
+        for f in r["findings"]:
+            sev = _SEVERITY_LABEL.get(f["severity"], f["severity"])
+            what = f["code"] + (f" {f['requirement']}" if f.get("requirement") else "")
+            lines.extend(_wrap_lines(f"{sev:<5} {what}: {_without_citation(f['message'])}", "  "))
+            for cid in f.get("citations") or ():
+                refs.setdefault(cid, "")
+            if f.get("citations"):
+                lines.append(f"        cites: {', '.join(f['citations'])}")
+        met = [q for q in r.get("requirements") or () if q.get("met")]
+        if met:
+            lines.append("  Met:")
+            for q in met:
+                lines.extend(_wrap_lines(f"ok    {q['id']}: {', '.join(q.get('names') or []) or '-'}", "  "))
+        if not r["findings"] and not met:
+            lines.append("  (no findings)")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _audit_csv(records: list[dict[str, Any]]) -> str:
+    rows = []
+    for r in records:
+        base = {k: r.get(k) for k in AUDIT_CSV_COLUMNS[:8]}
+        if not r["findings"]:
+            rows.append({**base, "severity": None, "code": None, "requirement": None, "series": None, "message": None})
+        for f in r["findings"]:
+            rows.append({**base, "severity": f["severity"], "code": f["code"], "requirement": f["requirement"],
+                         "series": f["series"], "message": f["message"]})
+    return to_csv(rows, AUDIT_CSV_COLUMNS)
+
+
+def _audit_junit(records: list[dict[str, Any]]) -> str:
+    """JUnit XML: one test suite, one test case per study (failures = error findings, warnings in system-out)."""
+    import xml.etree.ElementTree as ET
+
+    failures = sum(1 for r in records if r["status"] in ("fail", "error"))
+    suite = ET.Element("testsuite", name="protocolcheck audit", tests=str(len(records)), failures=str(failures),
+                       errors="0", skipped=str(sum(1 for r in records if r["status"] == "no-protocol")))
+    for r in records:
+        case = ET.SubElement(suite, "testcase", classname=r["protocol"] or "no-protocol",
+                             name=r["accession_number"] or r["study_instance_uid"] or r["study_description"])
+        errors = [f for f in r["findings"] if f["severity"] == "error"]
+        if r["status"] == "no-protocol":
+            ET.SubElement(case, "skipped", message="no protocol applies")
+        elif errors:
+            node = ET.SubElement(case, "failure", message="; ".join(
+                f["code"] + (f" {f['requirement']}" if f["requirement"] else "") for f in errors), type=r["status"])
+            node.text = "\n".join(f["message"] for f in errors)
+        others = [f for f in r["findings"] if f["severity"] != "error"]
+        if others:
+            ET.SubElement(case, "system-out").text = "\n".join(f"{f['severity']}: {f['message']}" for f in others)
+    ET.indent(suite)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--protocol", "protocol_id", default=None, metavar="ID",
+              help="Audit every study against this protocol (default: from the indication, else the study's own "
+                   "description/codes).")
+@click.option("--context", "context_file", type=click.Path(dir_okay=False), default=None, metavar="FILE.csv",
+              help="Clinical context per study, keyed by accession_number (or study_instance_uid).")
+@click.option("--trauma-date", callback=_day_option, metavar="DATE",
+              help="Date of the injury (YYYY-MM-DD), for studies without a context row value.")
+@click.option("--indication", default=None, metavar="TEXT",
+              help="Indication (free text and/or ICD-10-CM), for studies without a context row value.")
+@click.option("--mri-contraindicated", is_flag=True, default=None, help="MRI is contraindicated (default context).")
+@click.option("--gadolinium-contraindicated", is_flag=True, default=None,
+              help="Gadolinium is contraindicated (default context).")
+@click.option("--dermatomal", is_flag=True, default=None, help="Single-dermatome symptoms (default context).")
+@click.option("--fail-on", type=click.Choice(["error", "warning", "never"]), default="error", show_default=True,
+              help="Exit 1 when a finding at or above this severity is found.")
+@click.option("--library", "library_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Protocol library (default: $PROTOCOLCHECK_LIBRARY, else the shipped one).")
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.xml",
+              help="Also write a JUnit XML report (one test case per study) for CI dashboards.")
+@click.option("--no-series", is_flag=True, help="Leave the per-series classification out of JSON output.")
+@click.option("--include-patient", is_flag=True, help="Include patient name and ID in JSON (hidden by default).")
+@format_option
+@output_option
+@quiet_option
+def audit(**opts: Any) -> None:
+    """Audit every study under PATHS against the protocol library: missing sequences, planes, timing.
+
+    Exit codes: 0 nothing at or above --fail-on; 1 such findings; 2 unusable input (bad protocol file,
+    bad context file, unknown protocol, no DICOM found).
+    """
+    from .context import ClinicalContext, ContextError, load_context_csv
+    from .findings import Severity, Status
+    from .headers import iter_files, scan
+    from .pipeline import AuditOptions, Summary, audit_records, reaches, unmatched_context
+
+    library = _library_or_exit(opts["library_dir"])
+    if opts["protocol_id"]:
+        try:
+            library.get(opts["protocol_id"])
+        except KeyError as exc:
+            warn(f"error: {exc.args[0]}")
+            sys.exit(Exit.USAGE)
+    contexts = None
+    if opts["context_file"]:
+        try:
+            contexts = load_context_csv(opts["context_file"])
+        except ContextError as exc:
+            warn(f"error: the context file cannot be used ({len(exc.problems)} problems):\n  " + "\n  ".join(exc.problems))
+            sys.exit(Exit.USAGE)
+        for message in contexts.warnings:
+            warn("warning: " + message)
+    default = ClinicalContext(
+        indication=opts["indication"] or "", trauma_date=opts["trauma_date"],
+        mri_contraindicated=opts["mri_contraindicated"] or None,
+        gadolinium_contraindicated=opts["gadolinium_contraindicated"] or None,
+        dermatomal=opts["dermatomal"] or None, source="options")
+    has_default = bool(default.indication or default.trauma_date or default.mri_contraindicated
+                       or default.gadolinium_contraindicated or default.dermatomal)
+    options = AuditOptions(library=library, protocol_id=opts["protocol_id"], contexts=contexts,
+                           default_context=default if has_default else None, include_series=not opts["no_series"])
+    try:
+        files = list(iter_files(opts["paths"]))
+    except FileNotFoundError as exc:
+        raise click.UsageError(str(exc)) from exc
+    results = list(progress(audit_records(progress(scan(files), "Reading headers", opts["quiet"], len(files)),
+                                          options), "Auditing", opts["quiet"]))
+    records = [r.to_dict(include_patient=opts["include_patient"]) for r in results]
+    form = resolve_format(opts["fmt"], opts["output"])
+    if form is OutputFormat.JSON:
+        text = to_json(records)
+    elif form is OutputFormat.CSV:
+        text = _audit_csv(records)
+    else:
+        text = _audit_table(records)
+    emit(text, opts["output"])
+    if opts["junit_path"]:
+        try:
+            with open(opts["junit_path"], "w", encoding="utf-8") as fh:
+                fh.write(_audit_junit(records))
+        except OSError as exc:
+            warn(f"error: cannot write {opts['junit_path']}: {exc.strerror or exc}")
+            sys.exit(Exit.CANNOT_RUN)
+    for message in unmatched_context(options):
+        warn("warning: " + message)
+    warn(Summary.of(results).line(), opts["quiet"])
+    if not any(r.study_instance_uid for r in results):
+        bad = sum(len(r.findings) for r in results)
+        warn("error: no readable DICOM images under " + ", ".join(opts["paths"])
+             + (f" ({bad} unreadable files)" if bad else ""))
+        sys.exit(Exit.USAGE)
+    threshold = {"error": Severity.ERROR, "warning": Severity.WARNING, "never": None}[opts["fail_on"]]
+    sys.exit(Exit.FINDINGS if reaches(results, threshold) else Exit.OK)
+
+
+@main.group()
+def protocols() -> None:
+    """Inspect and validate the protocol library (one YAML file per protocol)."""
+
+
+@protocols.command("list")
+@click.option("--library", "library_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Protocol library (default: $PROTOCOLCHECK_LIBRARY, else the shipped one).")
+@format_option
+@output_option
+def protocols_list(library_dir: str | None, fmt: str | None, output: str | None) -> None:
+    """The protocols in the library: id, title, modality, version, status."""
+    library = _library_or_exit(library_dir)
+    rows = [{"id": p.id, "title": p.title, "modality": p.modality, "version": p.version, "status": p.status,
+             "requirements": len(p.requirements) + len(p.planes), "path": p.path} for p in library]
+    form = resolve_format(fmt, output)
+    if form is OutputFormat.JSON:
+        text = to_json(rows)
+    elif form is OutputFormat.CSV:
+        text = to_csv(rows, ("id", "title", "modality", "version", "status", "requirements", "path"))
+    else:
+        text = to_table(rows, ("id", "modality", "version", "status", "requirements", "title"),
+                        {"requirements": "rules"}, widths={"title": 60}) + f"({library.path})\n"
+    emit(text, output)
+    sys.exit(Exit.OK)
+
+
+def _protocol_text(p: Any) -> str:
+    """A readable rendering of one protocol, its rules and the guideline statements they cite."""
+    numbers: dict[str, int] = {}
+
+    def ref(ids: Iterable[str]) -> str:
+        marks = []
+        for cid in ids:
+            numbers.setdefault(cid, len(numbers) + 1)
+            marks.append(f"[{numbers[cid]}]")
+        return " ".join(marks)
+
+    out = [f"{p.id} \u2014 {p.title}",
+           f"  modality {p.modality} \u00b7 version {p.version} \u00b7 status {p.status}"
+           + (f" \u00b7 family {p.family}" if p.family else ""),
+           f"  file {p.path}"]
+    if p.description:
+        out += [""] + _wrap_lines(p.description, "  ", hang="")
+    a = p.applies_to
+    out += ["", "Recognised by (when no --protocol or indication chooses)"]
+    out += _wrap_lines("descriptions matching: " + (" | ".join(a.descriptions) or "-"), "  ")
+    if a.exclude_descriptions:
+        out += _wrap_lines("unless matching: " + " | ".join(a.exclude_descriptions), "  ")
+    out.append(f"  procedure codes: {', '.join(a.procedure_codes) or '-'}   body parts: {', '.join(a.body_parts) or '-'}")
+    out += ["", "Required series (a series satisfies one requirement; localizers and derived images do not count "
+                "unless stated)"]
+    for r in p.requirements:
+        severity = "error" if r.level.value == "required" else "warning"
+        out.append(f"  {r.id:<32} {r.label}  [{r.level.value} \u2192 {severity}] {ref(r.citations)}")
+        out += _wrap_lines("match: " + r.describe(), "      ")
+        flags = []
+        if not r.exclusive:
+            flags.append("study-level check (does not use up a series)")
+        if r.defines_exam:
+            flags.append("defines the exam: when unmet, the study is the wrong exam")
+        if flags:
+            out += _wrap_lines("; ".join(flags), "      ")
+        if r.note:
+            out += _wrap_lines("note: " + r.note, "      ")
+    if p.planes:
+        out += ["", "Plane rules"]
+        for rule in p.planes:
+            severity = "error" if rule.level.value == "required" else "warning"
+            out.append(f"  {rule.id:<32} {rule.label}  [{rule.level.value} \u2192 {severity}] {ref(rule.citations)}")
+            text = (f"two acquired series perpendicular within {rule.tolerance_deg:g}\u00b0, each at least "
+                    f"{rule.min_obliquity_deg:g}\u00b0 off the scanner axes")
+            if rule.isotropic_3d_counts:
+                text += f"; or one 3D acquisition with slices \u2264 {rule.isotropic_max_mm:g} mm (isotropic)"
+            if rule.reformats_count:
+                text += "; reformats count as planes when the study has a 3D acquisition"
+            out += _wrap_lines(text, "      ")
+    if p.trauma is not None:
+        t = p.trauma
+        out += ["", "Timing after trauma",
+                f"  at least {t.min_days} days after the injury (earlier: trauma-too-early, error) {ref(t.citations)}",
+                f"  at most {t.max_days} days (later: trauma-delayed, warning) {ref(t.delayed_citations)}",
+                "  a traumatic indication without a trauma date: context-missing (warning)"]
+    if p.wrong_exam is not None:
+        out += ["", "When this exam was done although another was indicated"]
+        out += _wrap_lines(f"{p.wrong_exam.text} {ref(p.wrong_exam.citations)}", "  ")
+    if p.notes:
+        out += ["", "Notes"]
+        for note in p.notes:
+            out += _wrap_lines(f"- {note.text} {ref(note.citations)}", "  ")
+    out += ["", "References"]
+    for cid, n in numbers.items():
+        c = p.citations[cid]
+        out += _wrap_lines(f"[{n}] {cid}: \u201c{c.statement}\u201d \u2014 {c.source}"
+                           + (f" doi:{c.doi}" if c.doi else "") + (f" {c.url}" if c.url else ""), "  ")
+    return "\n".join(out) + "\n"
+
+
+@protocols.command("show")
+@click.argument("protocol_id", metavar="ID")
+@click.option("--library", "library_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Protocol library (default: $PROTOCOLCHECK_LIBRARY, else the shipped one).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Readable text or JSON.")
+@output_option
+def protocols_show(protocol_id: str, library_dir: str | None, fmt: str, output: str | None) -> None:
+    """Show one protocol: what it requires, its plane and timing rules, and the guideline statements cited."""
+    library = _library_or_exit(library_dir)
+    try:
+        protocol = library.get(protocol_id)
+    except KeyError as exc:
+        warn(f"error: {exc.args[0]}")
+        sys.exit(Exit.USAGE)
+    emit(to_json(protocol.to_dict()) if fmt == "json" else _protocol_text(protocol), output)
+    sys.exit(Exit.OK)
+
+
+@protocols.command("lint")
+@click.argument("paths", nargs=-1, type=click.Path())
+@quiet_option
+def protocols_lint(paths: tuple[str, ...], quiet: bool) -> None:
+    """Validate protocol files or library folders (default: the library in use); list every problem.
+
+    Exit 0 when every file is valid, 2 otherwise.
+    """
+    from .library import library_path, lint
+
+    targets = list(paths) or [str(library_path())]
+    results = lint(targets)
+    problems = 0
+    for result in results:
+        if result.problems:
+            problems += len(result.problems)
+            for problem in result.problems:
+                click.echo(problem)
+        elif result.skipped:
+            warn(f"skipped {result.path}: {result.skipped}", quiet)
+        elif result.protocol is not None:
+            warn(f"ok      {result.path}: {result.protocol.id} ({len(result.protocol.requirements)} requirements, "
+                 f"{len(result.protocol.planes)} plane rules)", quiet)
+    files = len(results)
+    if problems:
+        warn(f"{problems} problems in {sum(1 for r in results if r.problems)} of {files} files")
+        sys.exit(Exit.USAGE)
+    warn(f"{files} files checked, no problems", quiet)
+    sys.exit(Exit.OK)
+
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -95,6 +95,8 @@ class AuditResult:
     institution: str = ""
     patient_name: str = ""
     patient_id: str = ""
+    # per requirement / plane rule: {id, label, level, met, series (uids), series_numbers} (added by validate)
+    requirements: tuple[dict[str, Any], ...] = ()
 
     def worst(self) -> Severity | None:
         return max((f.severity for f in self.findings), key=lambda s: s.rank, default=None)
@@ -114,6 +116,7 @@ class AuditResult:
             "status": self.status.value,
             "timing": self.timing,
             "findings": [f.to_dict() for f in self.findings],
+            "requirements": list(self.requirements),
             "series": list(self.series),
         }
         if include_patient:

@@ -91,7 +91,8 @@ def _fallback_indicated(context: ClinicalContext, library: Library) -> Indicated
 
 
 def _result(facts: StudyFacts, choice: Choice | None, status: Status, findings: Sequence[Finding],
-            series: Sequence[SeriesClass], timing: dict | None, options: AuditOptions) -> AuditResult:
+            series: Sequence[SeriesClass], timing: dict | None, options: AuditOptions,
+            requirements: tuple[dict, ...] = ()) -> AuditResult:
     return AuditResult(
         study_instance_uid=facts.study_instance_uid,
         accession_number=facts.accession_number,
@@ -109,6 +110,7 @@ def _result(facts: StudyFacts, choice: Choice | None, status: Status, findings: 
         institution=facts.institution,
         patient_name=facts.patient_name,
         patient_id=facts.patient_id,
+        requirements=requirements,
     )
 
 
@@ -140,7 +142,7 @@ def audit_study(study: Study, options: AuditOptions, unreadable: Sequence[Unread
     findings = [*evaluation.findings, *extra]
     findings.sort(key=lambda f: -f.severity.rank)  # stable: missing items first within a severity
     status = Status.NO_PROTOCOL if choice.chosen_by is ChosenBy.NONE else status_for(findings)
-    return _result(facts, choice, status, findings, series, evaluation.timing, options)
+    return _result(facts, choice, status, findings, series, evaluation.timing, options, evaluation.outcomes())
 
 
 def _owner_of(path: str, study_dirs: dict[str, set[str]]) -> str | None:

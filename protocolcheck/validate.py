@@ -45,7 +45,7 @@ try:  # the classifier's one-line summary, when available
 except ImportError:  # pragma: no cover - older classify without describe()
     _classify_describe = None
 
-MAX_LISTED = 5  # series named in one message (all of them are in the evidence)
+MAX_LISTED = 4  # series named in one message (all of them are in the evidence)
 
 FIELD_LABELS = {
     "weighting": "weighting", "inversion": "inversion", "fat_suppressed": "fat-suppressed",
@@ -233,7 +233,9 @@ class Verdict:
     reasons: tuple[str, ...]  # match failures (incl. derived/localizer gating)
     limit_reasons: tuple[str, ...]  # matches, but outside parameter limits
     alternative: str = ""
-    specificity: int = 0  # conditions checked by the matching alternative (more = more specific)
+    specificity: int = 0  # properties the alternative asks for (more = more specific)
+    gated: int = 0  # localizer/derived refusals among the reasons
+    conditions: int = 1  # conditions the alternative checks
 
     @property
     def ok(self) -> bool:
@@ -241,7 +243,17 @@ class Verdict:
 
     @property
     def distance(self) -> float:
-        return len(self.reasons) + 0.5 * len(self.limit_reasons)
+        """How far from qualifying: the share of the alternative's conditions that fail (0..1), plus
+        0.25 per localizer/derived refusal and 0.1 per parameter limit broken."""
+        failed = len(self.reasons) - self.gated
+        return failed / max(self.conditions, 1) + 0.25 * self.gated + 0.1 * len(self.limit_reasons)
+
+
+def _positive_conditions(match: Match) -> int:
+    """Conditions that ask for a property (not for its absence): ``fat_suppressed: true`` counts,
+    ``inversion: null`` does not. A series fits best the requirement that uses most of its properties."""
+    count = sum(1 for _name, values in match.values if None not in values and False not in values)
+    return count + len(match.ranges)
 
 
 def judge(requirement: Requirement, s: SeriesClass) -> Verdict:
@@ -250,6 +262,8 @@ def judge(requirement: Requirement, s: SeriesClass) -> Verdict:
     best: Verdict | None = None
     for alt in requirement.alternatives or (Match(),):
         reasons = base + match_failures(alt, s)
+        failed = len(reasons)
+        conditions = sum(len(m.values) + len(m.ranges) + (m.negated is not None) for m in (requirement.match, alt))
         allow_derived = alt.allow_derived if alt.allow_derived is not None else requirement.allow_derived
         allow_localizer = alt.allow_localizer if alt.allow_localizer is not None else requirement.allow_localizer
         if s.localizer and not allow_localizer:
@@ -257,8 +271,8 @@ def judge(requirement: Requirement, s: SeriesClass) -> Verdict:
         if s.derived and not allow_derived:
             reasons.append("is derived (derived images do not count as an acquisition)")
         limits = limit_failures(requirement.limits, s) if not reasons else []
-        specificity = sum(len(m.values) + len(m.ranges) + (m.negated is not None) for m in (requirement.match, alt))
-        verdict = Verdict(s, tuple(reasons), tuple(limits), alt.label, specificity)
+        specificity = sum(_positive_conditions(m) for m in (requirement.match, alt))
+        verdict = Verdict(s, tuple(reasons), tuple(limits), alt.label, specificity, len(reasons) - failed, conditions)
         if best is None or (verdict.distance, -verdict.specificity) < (best.distance, -best.specificity):
             best = verdict
     assert best is not None
@@ -427,12 +441,14 @@ def looked_for(r: Requirement) -> str:
 
 
 def _considered(result: RequirementResult) -> list[Verdict]:
-    """Near misses: the series closest to qualifying (fewest failed conditions), localizers last."""
-    verdicts = [v for v in result.verdicts if not v.ok]
+    """Near misses: series that partly qualify, closest first (a series failing every condition of
+    the requirement is not worth naming)."""
+    verdicts = sorted((v for v in result.verdicts if not v.ok and v.distance < 1.0),
+                      key=lambda v: (v.distance, v.series.localizer))
     if not verdicts:
         return []
-    best = min(v.distance for v in verdicts)
-    return sorted((v for v in verdicts if v.distance <= best + 1), key=lambda v: (v.distance, v.series.localizer))
+    best = verdicts[0].distance
+    return [v for v in verdicts if v.distance <= best + 0.34]
 
 
 def requirement_finding(protocol: Protocol, result: RequirementResult) -> Finding:
@@ -448,7 +464,9 @@ def requirement_finding(protocol: Protocol, result: RequirementResult) -> Findin
         lines.append(f"{series_summary(v.series)}: {'; '.join(v.reasons or v.limit_reasons)}")
     if len(near) > MAX_LISTED:
         lines.append(f"{len(near) - MAX_LISTED} more in the evidence")
-    found = "; ".join(lines) if lines else "no series in the study"
+    found = "; ".join(lines) if lines else f"none of the {len(result.verdicts)} series comes close"
+    if not result.verdicts:
+        found = "no series in the study"
     head = (f"{r.label} ({r.level.value}): series match but are outside the parameter limits"
             if only_limits else f"Missing {r.label} ({r.level.value})")
     message = f"{head}. Expected: {looked_for(r)}. Found: {found}."
@@ -711,6 +729,24 @@ class Evaluation:
     timing: dict[str, Any]
     requirements: tuple[RequirementResult, ...] = ()
     planes: tuple[PlaneResult, ...] = ()
+
+    def outcomes(self) -> tuple[dict[str, Any], ...]:
+        """Per requirement and plane rule: met or not, and by which series (the audit's ``requirements``)."""
+        rows: list[dict[str, Any]] = []
+        for r in self.requirements:
+            chosen = [r.satisfied_by] if r.satisfied_by is not None else []
+            verdict = next((v for v in r.verdicts if r.satisfied_by is not None and v.series is r.satisfied_by), None)
+            rows.append({"id": r.requirement.id, "label": r.requirement.label, "level": r.requirement.level.value,
+                         "kind": "series", "met": r.met, "series": [s.series_instance_uid for s in chosen],
+                         "stacks": [s.stack for s in chosen], "names": [series_name(s) for s in chosen],
+                         "alternative": verdict.alternative if verdict else None})
+        for p in self.planes:
+            rows.append({"id": p.rule.id, "label": p.rule.label, "level": p.rule.level.value, "kind": "planes",
+                         "met": p.met, "series": [s.series_instance_uid for s in p.series] if p.met else [],
+                         "stacks": [s.stack for s in p.series] if p.met else [],
+                         "names": [series_name(s) for s in p.series] if p.met else [],
+                         "alternative": p.explanation if p.met else None})
+        return tuple(rows)
 
 
 def evaluate(choice: Choice, facts: StudyFacts, series: Sequence[SeriesClass],
