@@ -164,6 +164,8 @@ SE_LONG_TR = 1500.0  # TR >= this counts as long (PD/T2)
 GRE_T2STAR_MIN_TE = 9.0  # spoiled GRE TE >= this (flip <= 45) -> T2*
 GRE_T1_MAX_TE = 9.0
 GRE_FAST_TR = 50.0  # GRE TR below this: 3D/fast spoiled gradient echo
+SE3D_T1_MAX_TR = 900.0  # 3D TSE (SPACE/CUBE/VISTA) T1 uses TR ~500-900 ms; PD ~1000-1500 ms
+SE3D_T1_MAX_TE = 30.0
 OBLIQUE_DEG = 10.0  # describe() calls a plane "oblique" beyond this angle
 LOCALIZER_MAX_IMAGES = 7
 LOCALIZER_MIN_THICKNESS = 5.0  # mm
@@ -303,10 +305,11 @@ _CONTRAST_BRANDS = (
     "gadoversetamide", "feridex", "resovist",
 )
 _POST_NEG: tuple[tuple[re.Pattern[str], str], ...] = (
-    (_rx(_B + r"pre(?:[\s_\-]*(?:contrast|con|gad|gado|gd|c|km|inj|injection))?" + _E), "pre"),
+    (_rx(_B + r"pre(?:[\s_\-]*(?:contrast|con|gad|gado|gd|c|km|inj|injection))?" + _E
+         + r"(?![\s_\-]*(?:sat|op|operative|scan|pulse|puls)(?![a-z]))"), "pre"),
     (_rx(_B + r"(?:nativ|native|natif|nativo)" + _E), "native"),
-    (_rx(r"w/o|" + _B + r"wo" + _E), "w/o"),
-    (_rx(_B + r"without" + _E), "without"),
+    (_rx(r"(?:w/o|" + _B + r"wo" + _E + r")(?![\s_\-]*(?:fs|fat|sat|fatsat)(?![a-z]))"), "w/o"),
+    (_rx(_B + r"without" + _E + r"(?![\s_\-]*(?:fs|fat|sat|fatsat)(?![a-z]))"), "without"),
     (_rx(_B + r"non[\s_\-]*(?:contrast|con|enhanced|gad|gd|c)" + _E), "non-contrast"),
     (_rx(_B + r"no[\s_\-]*(?:contrast|gad|gd|km|c)" + _E), "no contrast"),
     (_rx(_B + r"(?:unenhanced|ohne|sans|senza|plain)" + _E), "unenhanced"),
@@ -336,7 +339,7 @@ _DERIVED_TOKENS = {
     "TRACEW", "FA", "COLFA", "REFORMATTED", "REFORMAT", "CALC", "COMPOSED", "CPR", "CURVED", "CSA MPR",
     "CSA RESAMPLED", "CSAPARALLEL", "RESAMPLED", "VOLUME RENDER", "VR", "FUSED", "T1 MAP", "T2 MAP",
 }
-_DERIVED_TEXT = _rx(_B + r"(?:adc|mip|minip|mpr|reformat\w*|subtraction|sub|colfa|fa[\s_-]?map|calc\w*|moco)" + _E)
+_DERIVED_TEXT = _rx(_B + r"(?:adc|mip|minip|mpr|reformat\w*|subtraction|sub|colfa|fa[\s_-]?map|moco)" + _E)
 
 _OTHER_IMAGE_TYPES = {
     "ANGIO", "VELOCITY", "FLOW_ENCODED", "PHASE", "P", "T1MAP", "T2MAP", "T1_MAP", "T2_MAP", "T2STAR_MAP",
@@ -492,6 +495,7 @@ _SIEMENS_GRE = re.compile(r"^(?:fl|tfl|me|swi|de|gre|medic|fl3d|qfl|ute|vibe|des
 _SIEMENS_EPI = re.compile(r"^(?:ep|epfid|epse|epi|re_b|ep2d|ep3d|epir)")
 _BSSFP_NAMES = re.compile(r"(?:^|[^a-z])(?:tfi|fi2d|fi3d|ci3d|ci2d|trufi|truefisp|fiesta|fiestac|fiesta-c|b-?ffe|bffe|"
                           r"bssfp|true[\s_-]?ssfp|truessfp|ciss|balanced|basg|true[\s_-]?fisp|cosmic)")
+_BSSFP_TEXT = _rx(_B + r"(?:fiesta|fiesta[\s_-]?c|trufi|truefisp|true[\s_-]?fisp|ciss|b[\s_-]?ffe|bffe|bssfp|true[\s_-]?ssfp|balanced)" + _E)
 _GE_SE = re.compile(r"(?:fse|frfse|ssfse|cube|propeller|se$|^se|fsepr|fse-xl|fse_|irfse|fsir|t1flair|t2flair|3dfse|mavric)")
 _GE_GRE = re.compile(r"(?:gre|spgr|fspgr|fgre|efgre|lava|bravo|swan|merge|cosmic|tof|mde|ideal|starmap|3dgrass|grass|disco|fame|vibrant)")
 _EPI_NAMES = re.compile(r"(?:^|[^a-z])(?:epi|epi2|ep2d|epse|epfid|ep_b|dwi|dti|diff|resolve|rs_epi|mux|seepi|feepi|dwise)")
@@ -547,6 +551,9 @@ def _technique(f: _Facts) -> tuple[str | None, list[str]]:
         if _GE_GRE.search(names):
             ev.append(f"GE pulse sequence '{names}' -> gradient echo")
             return "GRE", ev
+    if "GR" in ss and (f.tr is None or f.tr < 15) and _BSSFP_TEXT.search(f.text):
+        ev.append(f"Scanning Sequence GR and {f.text_source()} '{_BSSFP_TEXT.search(f.text).group(0)}' -> balanced SSFP")
+        return "bSSFP", ev
     if "GR" in ss:
         prepared = "MP" in sv or "IR" in ss
         ev.append("Scanning Sequence GR" + (" with " + ("MP" if "MP" in sv else "IR") + " -> prepared gradient echo" if prepared else " -> gradient echo"))
@@ -580,7 +587,7 @@ def _technique(f: _Facts) -> tuple[str | None, list[str]]:
     if re.search(r"(?:^|[^a-z])(?:fse|tse|se|fase|ssfse|haste|frfse|vfa|mvox|ir|fsir|fastir)(?:\d|[^a-z]|$)", names):
         ev.append(f"sequence name '{names}' -> spin echo family")
         return "TSE", ev
-    if re.search(r"(?:^|[^a-z])(?:fe|ffe|gre|gr|fl|flash|spgr|fspgr|qfe|fsbb|swi|rssg|rsse|fe3d|fe2d)(?:\d|[^a-z]|$)", names):
+    if re.search(r"(?:^|[^a-z])(?:fe|ffe|gre|gr|ge|fl|flash|spgr|fspgr|qfe|fsbb|swi|rssg|rsge|sarge|fe3d|fe2d)(?:\d|[^a-z]|$)", names):
         ev.append(f"sequence name '{names}' -> gradient echo")
         return "GRE", ev
     return None, ev
@@ -714,6 +721,13 @@ def _physics_se(f: _Facts) -> tuple[Weighting | None, str]:
         return None, "no TE"
     t1_max = se_t1_max_tr(f.field_t)
     field_note = f" at {f.field_t:g} T" if f.field_t else ""
+    if f.first.mr_acquisition_type == "3D" and tr is not None and te < SE_T2_MIN_TE:
+        # 3D variable-flip-angle TSE (SPACE/CUBE/VISTA): PD uses TR ~1000-1500 ms, T1 ~500-900 ms with TE <= 30.
+        t1_max, field_note = SE3D_T1_MAX_TR, " (3D TSE)"
+        if te <= SE3D_T1_MAX_TE and tr <= t1_max:
+            return Weighting.T1, f"3D TSE TR {_fmt(tr)} ms <= {t1_max:g} and TE {_fmt(te)} ms <= {SE3D_T1_MAX_TE:g} -> T1"
+        if te < SE_T2_BORDER_TE and tr > t1_max:
+            return Weighting.PD, f"3D TSE TR {_fmt(tr)} ms > {t1_max:g} and TE {_fmt(te)} ms < {SE_T2_BORDER_TE:g} -> PD"
     if te >= SE_T2_MIN_TE:
         return Weighting.T2, f"TE {_fmt(te)} ms >= {SE_T2_MIN_TE:g} -> T2"
     if tr is None:
@@ -751,7 +765,7 @@ def _weighting(f: _Facts, technique: str | None, inversion: Inversion | None, dw
     other_types = [t for t in f.image_type[2:] if t in _OTHER_IMAGE_TYPES]
     if other_types:
         return Weighting.OTHER, [f"Image Type {'/'.join(other_types)} -> map/angiography/phase (other)"]
-    if re.search(r"(?:^|[^a-z])(?:fl3d1r_t|fl2d1r_t|fl3d1r|tof|fl\d?d\d*_v|pc3d|pc2d|3dtof|2dtof|pcvipr|asl|pcasl|tgse|qflow)", f.names):
+    if re.search(r"(?:^|[^a-z])(?:fl[23]d\d*r?_t|tof|fl\d?d\d*_v|pc3d|pc2d|3dtof|2dtof|pcvipr|asl|pcasl|tgse|qflow)", f.names):
         return Weighting.OTHER, [f"sequence name '{f.names}' -> angiography/flow/perfusion (other)"]
     m = _OTHER_TEXT.search(f.text)
     if m and technique != "EPI" or (m and technique == "EPI" and re.search("asl|perfusion|pcasl|pasl", m.group(0))):
@@ -902,6 +916,9 @@ def _fat(f: _Facts, inversion: Inversion | None, inv_ev: list[str], dixon: str |
     if dixon_seq:
         ev.append("Dixon acquisition but this output is not labelled water/fat/in/opposed phase")
     # Vendors that always write a fat token when spectral fat suppression is on.
+    elif (not f.first.enhanced and weighting is not Weighting.DWI and f.vendor is Vendor.SIEMENS
+          and not f.scan_options and "XA" not in f.first.software_versions.upper()):
+        return False, None, ev + ["Siemens classic MR with empty Scan Options (no FS/WE token) -> not fat suppressed"]
     elif not f.first.enhanced and f.scan_options and weighting is not Weighting.DWI:
         opts = "/".join(sorted(f.scan_options))
         if f.vendor is Vendor.SIEMENS:
@@ -1218,7 +1235,15 @@ def classify_study(study: Study) -> list[SeriesClass]:
         first_t, first = min(same, key=lambda x: x[0])
         label = f"series {first.series_number}" if first.series_number is not None else "the first post-contrast series"
         if t > first_t:
-            value, why = True, f"acquired after {label} ('{first.series_description}'), the first post-contrast acquisition -> post-contrast"
+            if r.weighting is not first.weighting or r.localizer:
+                evidence = dict(r.evidence)
+                evidence["post_contrast"] = list(r.evidence.get("post_contrast", [])) + [
+                    f"acquired after {label} ('{first.series_description}') but not the same kind of acquisition "
+                    f"({r.weighting.value}{' localizer' if r.localizer else ''} vs {first.weighting.value}) -> left unknown"]
+                out.append(replace(r, evidence=evidence))
+                continue
+            value, why = True, (f"acquired after {label} ('{first.series_description}'), the first post-contrast "
+                                f"{first.weighting.value} acquisition -> post-contrast")
         elif t < first_t:
             value, why = False, f"acquired before {label} ('{first.series_description}'), the first post-contrast acquisition -> pre-contrast"
         else:

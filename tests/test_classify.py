@@ -811,3 +811,66 @@ def test_synthetic_vendor_studies(vendor: synth.Vendor, field: float, tmp_path: 
             if got != want:
                 problems.append(f"{c.series_description}: got {got}, want {want}")
     assert not problems, "\n".join(problems)
+
+
+# ------------------------------------------------------------------------------ refinements / traps
+
+def test_contrast_order_only_marks_the_same_kind_post() -> None:
+    common = dict(manufacturer=SIEMENS, scanning_sequence=("SE",), scan_options=("PFP",))
+    t2_before = images(series="5.1", time="100000", number=2, repetition_time=4000.0, echo_time=90.0,
+                       series_description="t2_tse_cor", **common)
+    post = images(series="5.2", time="101000", number=3, repetition_time=600.0, echo_time=10.0,
+                  series_description="t1_tse_tra_post", **common)
+    t2_after = images(series="5.3", time="102000", number=4, repetition_time=4000.0, echo_time=90.0,
+                      series_description="t2_tse_sag", **common)
+    results = by_description(study_of(t2_before, post, t2_after))
+    assert results["t2_tse_cor"].post_contrast is False
+    assert results["t2_tse_sag"].post_contrast is None
+    assert "not the same kind" in results["t2_tse_sag"].evidence["post_contrast"][-1]
+
+
+@pytest.mark.parametrize("tr, te, expected", [(700.0, 14.0, Weighting.T1), (1200.0, 32.0, Weighting.PD),
+                                               (1500.0, 28.0, Weighting.PD), (3200.0, 400.0, Weighting.T2)])
+def test_3d_tse_weighting(tr: float, te: float, expected: Weighting) -> None:
+    c = classify(manufacturer=SIEMENS, sequence_name="*spc3d1_80", scanning_sequence=("SE",), sequence_variant=("SK", "SP"),
+                 scan_options=("PFP",), mr_acquisition_type="3D", repetition_time=tr, echo_time=te)
+    assert c.weighting is expected
+
+
+def test_balanced_ssfp_named_only_in_text() -> None:
+    c = classify(manufacturer=GE, scanning_sequence=("GR",), sequence_variant=("SS",), scan_options=("FAST_GEMS",),
+                 repetition_time=4.5, echo_time=2.0, flip_angle=55.0, series_description="COR FIESTA")
+    assert (c.technique, c.weighting) == ("bSSFP", Weighting.T2)
+
+
+def test_fat_sat_words_do_not_read_as_contrast_negatives() -> None:
+    assert classify(manufacturer=HITACHI, scanning_sequence=("SE",), repetition_time=600.0, echo_time=10.0,
+                    series_description="T1 AX w/o FS").post_contrast is None
+    assert classify(manufacturer=HITACHI, scanning_sequence=("SE",), repetition_time=600.0, echo_time=10.0,
+                    series_description="T1 pre-sat AX").post_contrast is None
+
+
+def test_tof_and_phase_contrast_names_are_other() -> None:
+    tof = classify(manufacturer=SIEMENS, sequence_name="*fl3d1r_t70", scanning_sequence=("GR",), mr_acquisition_type="3D",
+                   repetition_time=22.0, echo_time=3.6, flip_angle=18.0, series_description="tof_3d_multi-slab")
+    pc = classify(manufacturer=SIEMENS, sequence_name="*fl2d1_v200in", scanning_sequence=("GR",), repetition_time=40.0,
+                  echo_time=5.0, flip_angle=20.0, series_description="flow")
+    vibe = classify(manufacturer=SIEMENS, sequence_name="*fl3d1", scanning_sequence=("GR",), mr_acquisition_type="3D",
+                    scan_options=("FS",), repetition_time=4.0, echo_time=1.5, flip_angle=10.0, series_description="t1_vibe")
+    assert tof.weighting is Weighting.OTHER and pc.weighting is Weighting.OTHER
+    assert vibe.weighting is Weighting.T1
+
+
+def test_calcaneus_is_not_a_calculated_map() -> None:
+    c = classify(manufacturer=SIEMENS, scanning_sequence=("SE",), repetition_time=600.0, echo_time=10.0,
+                 image_type=("ORIGINAL", "PRIMARY", "M", "ND"), series_description="t1_tse_sag_calcaneus")
+    assert not c.derived
+
+
+def test_siemens_classic_with_empty_scan_options_is_not_fat_suppressed_but_xa_is_unknown() -> None:
+    classic = classify(manufacturer=SIEMENS, software_versions="syngo MR E11", sequence_name="*tse2d1_3",
+                       scanning_sequence=("SE",), repetition_time=600.0, echo_time=10.0)
+    xa = classify(manufacturer="Siemens Healthineers", software_versions="syngo MR XA30", sequence_name="*tse2d1_3",
+                  scanning_sequence=("SE",), repetition_time=600.0, echo_time=10.0)
+    assert classic.fat_suppressed is False
+    assert xa.fat_suppressed is None
