@@ -79,19 +79,17 @@ class StudyQuery:
         ds.AccessionNumber = self.accession
         ds.StudyDate = validate_date_range(self.date) if self.date else ""
         ds.StudyTime = ""
-        ds.StudyDescription = _contains(self.description)
+        ds.StudyDescription = self.description if _has_wildcards(self.description) else ""
         ds.ModalitiesInStudy = self.modality.upper()
         ds.NumberOfStudyRelatedSeries = None
         ds.NumberOfStudyRelatedInstances = None
         return ds
 
 
-def _contains(text: str) -> str:
-    """Plain text matches anywhere (``*text*``); text with DICOM wildcards is used as given."""
-    text = text.strip()
-    if not text or "*" in text or "?" in text:
-        return text
-    return f"*{text}*"
+def _has_wildcards(text: str) -> bool:
+    """Text with DICOM wildcards is matched by the PACS as given (case-sensitive, as DICOM says);
+    plain text is matched here, anywhere in the description and ignoring case."""
+    return "*" in text or "?" in text
 
 
 @dataclass(frozen=True)
@@ -172,6 +170,9 @@ def find_studies(peer: Peer, query: StudyQuery, timeouts: Timeouts = Timeouts())
         if attempt == 2:
             raise NetError(NetErrorKind.ABORTED, f"C-FIND on {peer}: no reply within the DIMSE timeout")
         LOG.warning("C-FIND on %s: no reply, retrying once", peer)
+    text = query.description.strip().lower()
+    if text and not _has_wildcards(text):
+        matches = [m for m in matches if text in m.study_description.lower()]
     wanted = query.modality.upper()
     if wanted:
         matches = [m for m in matches if not m.modalities or wanted in m.modalities]
