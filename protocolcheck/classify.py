@@ -350,7 +350,7 @@ _DIFFUSION_IMAGE_TYPES = {"DIFFUSION", "TRACEW", "ADC", "EADC", "FA", "TRACE", "
                           "DIFFUSION_WEIGHTED"}
 _OTHER_TEXT = _rx(
     _B + r"(?:tof|mra|angio\w*|pca|phase[\s_\-]?contrast|velocity|flow|field[\s_\-]?map\w*|fmap|b0map|b1map|"
-    r"t1[\s_\-]?map\w*|t2[\s_\-]?map\w*|molli|shmolli|mapit|relaxometry|asl|pcasl|pasl|perfusion|cbf|spectro\w*|"
+    r"t1[\s_\-]?map\w*|t2[\s_\-]?map\w*|molli|shmolli|mapit|relaxometry|asl|pcasl|pasl|cbf|spectro\w*|"
     r"mrs|csi|svs|cine|tagging)" + _E
 )
 _DIXON_PREFIX = _rx(r"^\s*(water|fat|inphase|in[\s_-]?phase|outphase|out[\s_-]?phase|opp[\s_-]?phase)\s*:")
@@ -551,8 +551,9 @@ def _technique(f: _Facts) -> tuple[str | None, list[str]]:
         if _GE_GRE.search(names):
             ev.append(f"GE pulse sequence '{names}' -> gradient echo")
             return "GRE", ev
-    if "GR" in ss and (f.tr is None or f.tr < 15) and _BSSFP_TEXT.search(f.text):
-        ev.append(f"Scanning Sequence GR and {f.text_source()} '{_BSSFP_TEXT.search(f.text).group(0)}' -> balanced SSFP")
+    bssfp_text = _BSSFP_TEXT.search(f.text) if "GR" in ss and (f.tr is None or f.tr < 15) else None
+    if bssfp_text:
+        ev.append(f"Scanning Sequence GR and {f.text_source()} '{bssfp_text.group(0)}' -> balanced SSFP")
         return "bSSFP", ev
     if "GR" in ss:
         prepared = "MP" in sv or "IR" in ss
@@ -607,10 +608,10 @@ def _is_dwi(f: _Facts, technique: str | None) -> str | None:
         return "enhanced AcquisitionContrast DIFFUSION -> diffusion"
     if re.search(r"dwi|dti|diff|ep_b|resolve", f.names):
         return f"sequence name '{f.names}' -> diffusion"
-    if technique == "EPI" and f.first.scanning_sequence and "SE" in f.scanning_sequence:
+    if technique not in ("GRE", "IR-GRE", "bSSFP") and not ("GR" in f.scanning_sequence and technique == "EPI"):
         m = _first_match(f.text, _WEIGHT_TEXT[:2])
         if m:
-            return f"spin-echo EPI and text '{m[1]}' -> diffusion"
+            return f"{'EPI' if technique == 'EPI' else 'non-gradient-echo'} sequence and {f.text_source()} '{m[1]}' -> diffusion"
     return None
 
 
@@ -633,7 +634,7 @@ def _inversion_present(f: _Facts, technique: str | None) -> str | None:
     return None
 
 
-def _inversion(f: _Facts, technique: str | None, dwi: bool) -> tuple[Inversion | None, list[str]]:
+def _inversion(f: _Facts, technique: str | None) -> tuple[Inversion | None, list[str]]:
     """Inversion type from TI (field-aware ranges), vendor tokens, then text."""
     present = _inversion_present(f, technique)
     ev: list[str] = []
@@ -972,6 +973,10 @@ def _contrast(f: _Facts) -> tuple[bool | None, list[str]]:
         value, why = _contrast_text(text.lower())
         if value is not None:
             return value, ([ignored] if ignored else []) + [f"{name} {why}"]
+    if not f.is_mr:
+        m = re.search(_B + r"(?:cta|angio\w*|perfusion)" + _E, f.description.lower())
+        if m:
+            return True, ([ignored] if ignored else []) + [f"SeriesDescription '{m.group(0)}' (CT angiography/perfusion) -> post-contrast"]
     route = _agent_given(f.routes)
     if route and not f.is_mr:
         return True, [f"Contrast/Bolus Route '{route}' -> post-contrast"]
@@ -1094,7 +1099,7 @@ def classify_stack(stack: Stack, study: Study | None = None) -> SeriesClass:
     h = f.first
     technique, tech_ev = _technique(f)
     dwi_reason = _is_dwi(f, technique) if f.is_mr else None
-    inversion, inv_ev = (_inversion(f, technique, dwi_reason is not None) if f.is_mr
+    inversion, inv_ev = (_inversion(f, technique) if f.is_mr
                          else (None, [f"Modality {f.modality or '?'}: not applicable"]))
     weighting, w_ev = _weighting(f, technique, inversion, dwi_reason)
     dixon, dixon_why = _dixon(f) if f.is_mr else (None, None)

@@ -82,9 +82,8 @@ def _orientation_clusters(headers: list[InstanceHeader]) -> list[list[InstanceHe
     for h in headers:
         n = slice_normal(h.image_orientation)
         for normal, members in clusters:
-            if (n is None and normal is None) or (
-                n is not None and normal is not None and angle_between(n, normal) <= ORIENTATION_SPLIT_DEG
-            ):
+            angle = angle_between(n, normal)
+            if (n is None and normal is None) or (angle is not None and angle <= ORIENTATION_SPLIT_DEG):
                 members.append(h)
                 break
         else:
@@ -102,7 +101,7 @@ def split_series(headers: list[InstanceHeader]) -> list[Stack]:
     by_type: dict[tuple[str, ...], list[InstanceHeader]] = {}
     for h in headers:
         by_type.setdefault(h.image_type, []).append(h)
-    parts: list[tuple[str | None, list[InstanceHeader]]] = []
+    parts: list[tuple[list[str], list[InstanceHeader]]] = []
     for image_type, members in by_type.items():
         echoes: dict[float | None, list[InstanceHeader]] = {}
         for h in members:
@@ -110,7 +109,7 @@ def split_series(headers: list[InstanceHeader]) -> list[Stack]:
         # Diffusion and multi-echo GRE readouts keep one stack when only TE varies slightly.
         for te, echo_members in echoes.items():
             for cluster in _orientation_clusters(echo_members):
-                labels = []
+                labels: list[str] = []
                 if len(by_type) > 1:
                     labels.append(_dixon_label(image_type) or "/".join(image_type[2:4]) or "?")
                 if len(echoes) > 1:
@@ -119,11 +118,18 @@ def split_series(headers: list[InstanceHeader]) -> list[Stack]:
     orientation_counts = len(_orientation_clusters(headers))
     stacks: list[Stack] = []
     plane_labels_needed = len(parts) > 1
+    seen: dict[str, int] = {}
     for labels, cluster in parts:
         label_parts = list(labels)
         if plane_labels_needed and orientation_counts > 1:
             plane = plane_of(slice_normal(cluster[0].image_orientation))
             label_parts.append(plane.value if plane else "unknown-plane")
+        if label_parts:
+            # several blocks in the same plane (multi-angle axials) get distinct labels: axial, axial-2, ...
+            key = " ".join(label_parts)
+            seen[key] = seen.get(key, 0) + 1
+            if seen[key] > 1:
+                label_parts[-1] += f"-{seen[key]}"
         stacks.append(
             Stack(
                 study_instance_uid=cluster[0].study_instance_uid,

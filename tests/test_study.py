@@ -137,3 +137,12 @@ def test_synthetic_localizer_is_three_stacks(vendor: synth.Vendor, tmp_path: Pat
     synth.write_study(spec, tmp_path)
     (study,) = list(group_studies(r for r in scan([tmp_path]) if isinstance(r, InstanceHeader)))
     assert sorted(st.label for st in study.stacks) == ["axial", "coronal", "sagittal"]
+
+
+def test_multi_angle_blocks_in_one_plane_get_distinct_labels() -> None:
+    headers = []
+    for k, tilt in enumerate((-15.0, 0.0, 15.0)):
+        headers += [header("1.1", "1.1.1", 10 * k + i, image_orientation=orientation_from_angles(Plane.AXIAL, tilt))
+                    for i in range(3)]
+    stacks = split_series(headers)
+    assert sorted(st.label for st in stacks) == ["axial", "axial-2", "axial-3"]
