@@ -737,7 +737,7 @@ QUERY_COLUMNS = ("accession_number", "study_date", "study_description", "protoco
 @click.option("--modality", default="", metavar="MOD", help="Modality in study, e.g. MR.")
 @click.option("--accession", default="", metavar="N", help="Accession number.")
 @click.option("--description", default="", metavar="TEXT",
-              help="Study description contains TEXT (DICOM wildcards * and ? are used as given).")
+              help="Study description contains TEXT, ignoring case (with * or ?: DICOM wildcard matching by the PACS).")
 @click.option("--retrieve", type=click.Choice(["get", "move"]), default="get", show_default=True,
               help="C-GET (nothing to configure on the PACS) or C-MOVE to our own storage SCP.")
 @click.option("--move-port", type=click.IntRange(1, 65535), default=None, metavar="N",
