@@ -1111,7 +1111,8 @@ def classify_stack(stack: Stack, study: Study | None = None) -> SeriesClass:
     derived, der_ev = _derived(f)
     evidence: dict[str, list[str]] = {
         "technique": tech_ev or ["no sequence type, scanning sequence or known sequence name"],
-        "weighting": w_ev,
+        # the sequence family is part of the weighting decision, so it leads that evidence list
+        "weighting": (tech_ev + w_ev) if f.is_mr and not dwi_reason else w_ev,
         "inversion": inv_ev,
         "fat_suppression": fat_ev,
         "post_contrast": post_ev,
