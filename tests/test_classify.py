@@ -874,3 +874,37 @@ def test_siemens_classic_with_empty_scan_options_is_not_fat_suppressed_but_xa_is
                   scanning_sequence=("SE",), repetition_time=600.0, echo_time=10.0)
     assert classic.fat_suppressed is False
     assert xa.fat_suppressed is None
+
+
+def test_arbitrary_header_combinations_never_crash() -> None:
+    """Deterministic sweep over odd values: every record classifies and serialises."""
+    import random
+
+    rng = random.Random(1234)
+    choices: dict[str, list[Any]] = {
+        "manufacturer": ["", "SIEMENS", GE, PHILIPS, CANON, HITACHI, UIH, "ACME"],
+        "modality": ["MR", "CT", "", "PT", "OT"],
+        "scanning_sequence": [(), ("SE",), ("GR", "IR"), ("EP", "SE"), ("RM",), ("SE_EP",), ("IR",)],
+        "sequence_variant": [(), ("SK",), ("MP",), ("NONE",)],
+        "scan_options": [(), ("FS",), ("FSA_GEMS",), ("WE",), ("IR", "PFP", "FS"), ("T2FLAIR_GEMS",), ("", "X")],
+        "sequence_name": ["", "*", "*tse2d1_3", "*ep_b", "*ep_b1000t", "fl", "FSE2D", "SEEPI2D+0.7", "gre_fsp"],
+        "repetition_time": [None, 0.0, 3.0, 600.0, 1200.0, 4000.0, 1e6],
+        "echo_time": [None, 0.0, 2.0, 12.0, 50.0, 100.0],
+        "inversion_time": [None, 0.0, 150.0, 900.0, 2500.0],
+        "flip_angle": [None, 0.0, 10.0, 90.0, 180.0],
+        "series_description": ["", "T1 +C", "t2 pre post", "W/O", "fs", "spiral", "Dixon W", "WATER:", "b1000", "é ü"],
+        "image_type": [(), ("DERIVED",), ("ORIGINAL", "PRIMARY", "W"), ("ORIGINAL", "PRIMARY", "LOCALIZER"), ("X", "Y", "P")],
+        "contrast_agent": ["", "NONE", "Gd"],
+        "field_strength": [None, 0.0, 1.5, 3.0, 15000.0],
+        "mr_acquisition_type": ["", "2D", "3D", "XD"],
+        "diffusion_b_value": [None, 0.0, 1000.0],
+        "orientation": [None, AXIAL, (0.0,) * 6, (1.0, 0.0, 0.0, 1.0, 0.0, 0.0), orientation_from_angles(Plane.SAGITTAL, 44.0)],
+    }
+    for _ in range(300):
+        fields = {k: rng.choice(v) for k, v in choices.items()}
+        c = classify(rng.choice([1, 2, 8]), **fields)
+        d = json.loads(json.dumps(c.to_dict()))
+        assert d["weighting"] in {w.value for w in Weighting}
+        assert set(d["evidence"]) >= {"weighting", "inversion", "fat_suppression", "post_contrast", "plane", "acquisition",
+                                      "localizer", "derived"}
+        assert isinstance(describe(c), str) and describe(c)
