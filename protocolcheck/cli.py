@@ -533,18 +533,26 @@ def worklist(**opts: Any) -> None:
 
 
 def net_audit_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """The audit options of ``listen`` and ``query`` (as ``audit``), plus the results store."""
+    """The audit options of ``listen`` and ``query`` (the same as ``audit``), plus the results store."""
     options = [
+        click.option("--protocol", "protocol_id", default=None, metavar="ID",
+                     help="Audit every study against this protocol (default: from the indication, else the "
+                          "study's own description/codes)."),
+        click.option("--context", "context_file", type=click.Path(dir_okay=False), default=None, metavar="FILE.csv",
+                     help="Clinical context per study, keyed by accession_number (or study_instance_uid)."),
+        click.option("--trauma-date", callback=_day_option, metavar="DATE",
+                     help="Date of the injury (YYYY-MM-DD), for studies without a context row value."),
+        click.option("--indication", default=None, metavar="TEXT",
+                     help="Indication (free text and/or ICD-10-CM), for studies without a context row value."),
+        click.option("--mri-contraindicated", is_flag=True, default=None,
+                     help="MRI is contraindicated (default context)."),
+        click.option("--gadolinium-contraindicated", is_flag=True, default=None,
+                     help="Gadolinium is contraindicated (default context)."),
+        click.option("--dermatomal", is_flag=True, default=None, help="Single-dermatome symptoms (default context)."),
         click.option("--library", "library_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
                      help="Protocol library (default: $PROTOCOLCHECK_LIBRARY, else the shipped one)."),
-        click.option("--protocol", "protocol_id", default=None, metavar="ID",
-                     help="Audit every study against this protocol (default: chosen per study)."),
-        click.option("--context", "context_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-                     help="Clinical context CSV keyed by accession_number (or study_instance_uid)."),
-        click.option("--trauma-date", callback=_day_option, metavar="DATE",
-                     help="Trauma date for studies without a context row (YYYY-MM-DD)."),
-        click.option("--indication", default=None, metavar="TEXT",
-                     help="Indication for studies without a context row."),
+        click.option("--no-series", is_flag=True, help="Leave the per-series classification out of JSON output."),
+        click.option("--include-patient", is_flag=True, help="Include patient name and ID in JSON (hidden by default)."),
         click.option("--db", "db", default=None, metavar="PATH|URL",
                      help="Also save each audit in this results store (SQLite file or SQLAlchemy URL; "
                           "default: $PROTOCOLCHECK_DB, else ~/.local/share/protocolcheck/results.db)."),
@@ -560,17 +568,16 @@ class _NetAudit:
 
     def __init__(self, opts: dict[str, Any], source: str) -> None:
         from .context import ClinicalContext, ContextError, load_context_csv
-        from .library import LibraryError, library_path, load_library
+        from .library import library_path
         from .pipeline import AuditOptions
 
-        try:
-            library = load_library(opts["library_dir"])
-        except LibraryError as exc:
-            warn("error: the protocol library cannot be used:\n  " + "\n  ".join(exc.problems))
-            sys.exit(Exit.USAGE)
-        if opts["protocol_id"] and opts["protocol_id"] not in library.protocols:
-            warn(f"error: no protocol {opts['protocol_id']!r} in the library (have: {', '.join(sorted(library.protocols))})")
-            sys.exit(Exit.USAGE)
+        library = _library_or_exit(opts["library_dir"])
+        if opts["protocol_id"]:
+            try:
+                library.get(opts["protocol_id"])
+            except KeyError as exc:
+                warn(f"error: {exc.args[0]}")
+                sys.exit(Exit.USAGE)
         contexts = None
         if opts["context_file"]:
             try:
@@ -580,12 +587,17 @@ class _NetAudit:
                 sys.exit(Exit.USAGE)
             for message in contexts.warnings:
                 warn("warning: " + message, opts["quiet"])
-        default = None
-        if opts["trauma_date"] or opts["indication"]:
-            default = ClinicalContext(indication=opts["indication"] or "", trauma_date=opts["trauma_date"],
-                                      source="options")
+        default = ClinicalContext(
+            indication=opts["indication"] or "", trauma_date=opts["trauma_date"],
+            mri_contraindicated=opts["mri_contraindicated"] or None,
+            gadolinium_contraindicated=opts["gadolinium_contraindicated"] or None,
+            dermatomal=opts["dermatomal"] or None, source="options")
+        has_default = bool(default.indication or default.trauma_date or default.mri_contraindicated
+                           or default.gadolinium_contraindicated or default.dermatomal)
         self.options = AuditOptions(library=library, protocol_id=opts["protocol_id"], contexts=contexts,
-                                    default_context=default)
+                                    default_context=default if has_default else None,
+                                    include_series=not opts["no_series"])
+        self.include_patient = bool(opts["include_patient"])
         self.source = source
         self.store = None
         self.library_version = ""
@@ -600,8 +612,11 @@ class _NetAudit:
                 warn(f"error: {exc}")
                 sys.exit(Exit.CANNOT_RUN)
             self.library_version = library_version(library_path(opts["library_dir"]))
-            self.settings = settings_digest(protocol=opts["protocol_id"], trauma_date=opts["trauma_date"],
-                                            indication=opts["indication"], context=file_digest(opts["context_file"]))
+            self.settings = settings_digest(
+                protocol=opts["protocol_id"], trauma_date=opts["trauma_date"], indication=opts["indication"],
+                mri_contraindicated=opts["mri_contraindicated"], dermatomal=opts["dermatomal"],
+                gadolinium_contraindicated=opts["gadolinium_contraindicated"],
+                context=file_digest(opts["context_file"]))
 
     def audit(self, folder: Any) -> list[Any]:
         """Audit every study under ``folder``; save each in the store (when there is one)."""
@@ -691,7 +706,7 @@ def listen(**opts: Any) -> None:
         results = auditor.audit(folder)
         with lock:
             for result in results:
-                line = _json_line(result.to_dict())
+                line = _json_line(result.to_dict(include_patient=auditor.include_patient))
                 if out is not None:
                     out.write(line + "\n")
                     out.flush()
@@ -725,9 +740,6 @@ def listen(**opts: Any) -> None:
     warn(f"listen: {c.associations} associations, {c.stored} instances stored, {c.refused} refused, "
          f"{c.rejected_associations} associations rejected; {audited[0]} study audits", opts["quiet"])
     sys.exit(Exit.OK)
-
-
-QUERY_COLUMNS = ("accession_number", "study_date", "study_description", "protocol", "status", "findings")
 
 
 @main.command()
@@ -807,15 +819,13 @@ def query(**opts: Any) -> None:
     finally:
         auditor.close()
     form = resolve_format(opts["fmt"], opts["output"])
-    records = [r.to_dict() for r in results]
+    records = [r.to_dict(include_patient=auditor.include_patient) for r in results]
     if form is OutputFormat.JSON:
         text = to_json(records)
+    elif form is OutputFormat.CSV:
+        text = _audit_csv(records)  # the same renderings as ``audit``
     else:
-        rows = [{**r, "findings": "; ".join(f"{f['severity']}: {f['code']}" for f in r["findings"])} for r in records]
-        text = to_csv(rows, QUERY_COLUMNS + ("study_instance_uid", "modality")) if form is OutputFormat.CSV else \
-            to_table(rows, QUERY_COLUMNS, {"accession_number": "accession", "study_date": "date",
-                                           "study_description": "description"},
-                     widths={"study_description": 30, "findings": 48})
+        text = _audit_table(records) if records else "(no studies)\n"
     emit(text, opts["output"])
     for message in unmatched_context(auditor.options):
         warn("note: " + message, opts["quiet"])
@@ -958,6 +968,10 @@ def _audit_junit(records: list[dict[str, Any]]) -> str:
               help="Also write a JUnit XML report (one test case per study) for CI dashboards.")
 @click.option("--no-series", is_flag=True, help="Leave the per-series classification out of JSON output.")
 @click.option("--include-patient", is_flag=True, help="Include patient name and ID in JSON (hidden by default).")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Read headers and audit on this Dask distributed scheduler (tcp://HOST:PORT, or its scheduler "
+                   "file); same results. Needs protocolcheck[dask] here and on the workers, and the files at the "
+                   "same paths.")
 @format_option
 @output_option
 @quiet_option
@@ -1001,8 +1015,12 @@ def audit(**opts: Any) -> None:
         files = list(iter_files(opts["paths"]))
     except FileNotFoundError as exc:
         raise click.UsageError(str(exc)) from exc
-    results = list(progress(audit_records(progress(scan(files), "Reading headers", opts["quiet"], len(files)),
-                                          options), "Auditing", opts["quiet"]))
+    if opts.get("scheduler"):
+        results = _audit_on_cluster(files, options, opts["scheduler"], opts["quiet"])
+    else:
+        results = list(progress(audit_records(progress(scan(files), "Reading headers", opts["quiet"], len(files)),
+                                              options), "Auditing", opts["quiet"]))
+    results.sort(key=lambda r: (not r.study_instance_uid, r.accession_number, r.study_date, r.study_instance_uid))
     records = [r.to_dict(include_patient=opts["include_patient"]) for r in results]
     form = resolve_format(opts["fmt"], opts["output"])
     if form is OutputFormat.JSON:
@@ -1178,6 +1196,25 @@ def protocols_lint(paths: tuple[str, ...], quiet: bool) -> None:
     warn(f"{files} files checked, no problems", quiet)
     sys.exit(Exit.OK)
 
+
+
+def _audit_on_cluster(files: list[str], options: Any, scheduler: str, quiet: bool) -> list[Any]:
+    """``audit --scheduler``: the same audit on a Dask cluster; exit 2 without dask, 3 when the cluster cannot run it."""
+    from .cluster import BadAddress, ClusterError, ClusterStats, DaskMissing, audit_on_cluster
+
+    stats: list[ClusterStats] = []
+    try:
+        results = list(progress(audit_on_cluster(files, options, scheduler, stats=stats), "Auditing on cluster", quiet))
+    except (DaskMissing, BadAddress) as exc:
+        warn(f"error: {exc}")
+        sys.exit(Exit.USAGE)
+    except ClusterError as exc:
+        warn(f"error: {exc}")
+        sys.exit(Exit.CANNOT_RUN)
+    for s in stats:
+        warn(f"cluster {scheduler}: {s.workers} workers ({s.threads} threads) read {s.files} files "
+             f"({s.unreadable} unreadable, {s.skipped} skipped) and audited {s.studies} studies", quiet)
+    return results
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -447,8 +447,11 @@ def _considered(result: RequirementResult) -> list[Verdict]:
                       key=lambda v: (v.distance, v.series.localizer))
     if not verdicts:
         return []
+    if not result.requirement.allow_localizer:  # a localizer is named only when it is the closest
+        others = [v.distance for v in verdicts if not v.series.localizer]
+        verdicts = [v for v in verdicts if not v.series.localizer or not others or v.distance < min(others)]
     best = verdicts[0].distance
-    return [v for v in verdicts if v.distance <= best + 0.34]
+    return [v for v in verdicts if v.distance <= best + 0.2]
 
 
 def requirement_finding(protocol: Protocol, result: RequirementResult) -> Finding:

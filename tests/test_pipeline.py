@@ -22,6 +22,7 @@ from protocolcheck import synth
 from protocolcheck.cli import main
 from protocolcheck.context import ClinicalContext, load_context_csv
 from protocolcheck.findings import AuditResult, Severity, Status
+from protocolcheck.geometry import Plane
 from protocolcheck.headers import Unreadable
 from protocolcheck.library import default_library_path, load_library
 from protocolcheck.pipeline import AuditOptions, Summary, audit_paths, audit_records, reaches, unmatched_context
@@ -59,6 +60,21 @@ def _uninformative(series: tuple[SeriesSpec, ...]) -> tuple[SeriesSpec, ...]:
                          contrast_agent="GADOVIST" if s.is_post else None) for i, s in enumerate(series))
 
 
+def _3d_with_reformats(vendor: Vendor, accession: str) -> synth.StudySpec:
+    """A 3D STIR (2 mm: not isotropic enough to count alone) plus oblique MPR reformats, T1, T2, post T1 FS."""
+    mpr = (("ImageType", ["DERIVED", "SECONDARY", "MPR"]),)
+    series = (
+        SeriesSpec(Kind.LOCALIZER, slices=1),
+        SeriesSpec(Kind.T1_TSE, Plane.CORONAL, 0, 2),
+        SeriesSpec(Kind.SPACE_STIR_3D, Plane.CORONAL, 0, 4, slice_thickness=2.0),
+        SeriesSpec(Kind.SPACE_STIR_3D, Plane.CORONAL, 30, 2, description="MPR COR OBL", overrides=mpr),
+        SeriesSpec(Kind.SPACE_STIR_3D, Plane.AXIAL, -30, 2, description="MPR AX OBL", overrides=mpr),
+        SeriesSpec(Kind.T2_TSE, Plane.AXIAL, 0, 2),
+        SeriesSpec(Kind.T1_FS_POST, Plane.CORONAL, 0, 2),
+    )
+    return synth.plexus_study(vendor, accession, series=series)
+
+
 # scenario -> (spec factory, context, expected status, expected findings)
 SCENARIOS: dict[str, tuple[Callable[[Vendor, str], synth.StudySpec], dict[str, Any], str, list[tuple[str, str | None]]]] = {
     "complete": (lambda v, a: synth.plexus_study(v, a, slices=2), {"indication": PLEXOPATHY}, "pass", []),
@@ -73,6 +89,7 @@ SCENARIOS: dict[str, tuple[Callable[[Vendor, str], synth.StudySpec], dict[str, A
     "dixon": (lambda v, a: synth.plexus_study(v, a, slices=2, dixon=True), {"indication": PLEXOPATHY}, "pass", []),
     "uninformative-names": (lambda v, a: synth.plexus_study(v, a, series=_uninformative(synth.plexus_series(slices=2))),
                             {"indication": PLEXOPATHY}, "pass", []),
+    "3d-with-reformats": (_3d_with_reformats, {"indication": PLEXOPATHY}, "pass", []),
     "too-early": (lambda v, a: synth.plexus_study(v, a, slices=2),
                   {"indication": "S34.4XXA lumbosacral plexus injury", "trauma_date": STUDY_DATE - dt.timedelta(days=10)},
                   "fail", [("trauma-too-early", None)]),
