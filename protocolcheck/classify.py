@@ -742,6 +742,20 @@ def _physics_se(f: _Facts) -> tuple[Weighting | None, str]:
     return None, f"TR {_fmt(tr)} ms / TE {_fmt(te)} ms between the T1, PD and T2 ranges"
 
 
+def _se_border(f: _Facts, physics: Weighting, named: Weighting | None) -> str | None:
+    """Name the PD/T2 or T1/PD border zone when spin-echo parameters sit in it and the text names the
+    neighbouring weighting (intermediate TE 40-60 ms; TR within about 30 % of the T1 cut-off)."""
+    tr, te = f.tr, f.te
+    if named is None or named is physics or tr is None or te is None:
+        return None
+    if {physics, named} == {Weighting.PD, Weighting.T2} and tr >= SE_LONG_TR and 40.0 <= te < SE_T2_MIN_TE:
+        return "PD/T2"
+    t1_max = se_t1_max_tr(f.field_t)
+    if {physics, named} == {Weighting.T1, Weighting.PD} and te <= SE_SHORT_TE and 0.8 * t1_max < tr <= 1.6 * t1_max:
+        return "T1/PD"
+    return None
+
+
 def _physics_gre(f: _Facts) -> tuple[Weighting | None, str]:
     tr, te, flip = f.tr, f.te, f.flip
     if te is None:
@@ -799,6 +813,10 @@ def _weighting(f: _Facts, technique: str | None, inversion: Inversion | None, dw
         w, why = _physics_se(f)
         if w is not None:
             ev.append(why)
+            border = _se_border(f, w, text[0] if text else None)
+            if border is not None and text is not None:
+                ev.append(f"{text[1]} (parameters are at the {border} border, so the name decides)")
+                return text[0], ev
             if text and text[0] is not w:
                 ev.append(f"{text[1]} (ignored: acquisition parameters decide)")
             return w, ev
@@ -957,11 +975,14 @@ def _contrast_text(text: str) -> tuple[bool | None, str | None]:
     return None, None
 
 
-def _contrast(f: _Facts) -> tuple[bool | None, list[str]]:
-    agent = _agent_given(f.agents)
+def _contrast(f: _Facts, use_agent: bool = True) -> tuple[bool | None, list[str]]:
+    agent = _agent_given(f.agents) if use_agent else None
     if agent:
         return True, [f"Contrast/Bolus Agent '{agent}' -> post-contrast"]
-    if f.agents:
+    if f.agents and not use_agent:
+        ignored = (f"Contrast/Bolus Agent '{f.agents[0]}' is already on the study's first acquisition "
+                   "(exam-level value), so it does not decide")
+    elif f.agents:
         ignored = f"Contrast/Bolus Agent '{f.agents[0]}' means none"
     else:
         ignored = ""
@@ -1210,6 +1231,27 @@ def _fat_naming_convention(results: list[SeriesClass]) -> list[SeriesClass]:
     return out
 
 
+def _exam_level_agent(results: list[SeriesClass], study: Study) -> list[SeriesClass]:
+    """Contrast/Bolus Agent already on the first acquisition of an MR study (the localizer is never
+    acquired after injection) is an exam-level value: decide those stacks from text and order instead."""
+    timed = [(t, i) for i, r in enumerate(results)
+             if r.modality == "MR" and not r.derived and (t := _stamp_seconds(r.acquisition_time)) is not None]
+    if len(timed) < 2:
+        return results
+    _t, first = min(timed)
+    if not (results[first].post_contrast is True
+            and results[first].evidence.get("post_contrast", [""])[0].startswith("Contrast/Bolus Agent")):
+        return results
+    out = list(results)
+    for i, (r, stack) in enumerate(zip(results, study.stacks)):
+        if r.modality == "MR" and r.post_contrast is True and r.evidence["post_contrast"][0].startswith("Contrast/Bolus Agent"):
+            value, why = _contrast(_facts(stack), use_agent=False)
+            evidence = dict(r.evidence)
+            evidence["post_contrast"] = why
+            out[i] = replace(r, post_contrast=value, evidence=evidence)
+    return out
+
+
 def classify_study(study: Study) -> list[SeriesClass]:
     """Classify every stack of a study, in acquisition order.
 
@@ -1219,9 +1261,12 @@ def classify_study(study: Study) -> list[SeriesClass]:
       when it was acquired after the first post-contrast acquisition of the same modality, and
       pre-contrast when acquired before it;
     * fat-suppression naming: when headers cannot prove absence and other series of the study name
-      fat suppression in their descriptions, a description without such a word means no fat suppression.
+      fat suppression in their descriptions, a description without such a word means no fat suppression;
+    * exam-level contrast agent: when the study's first acquisition already carries a Contrast/Bolus
+      Agent, the element is exam-level and text plus order decide instead.
     """
-    results = _fat_naming_convention([classify_stack(stack, study) for stack in study.stacks])
+    results = _exam_level_agent([classify_stack(stack, study) for stack in study.stacks], study)
+    results = _fat_naming_convention(results)
     known_post = [
         (t, r) for r in results
         if r.post_contrast is True and not r.derived and (t := _stamp_seconds(r.acquisition_time)) is not None

@@ -908,3 +908,40 @@ def test_arbitrary_header_combinations_never_crash() -> None:
         assert set(d["evidence"]) >= {"weighting", "inversion", "fat_suppression", "post_contrast", "plane", "acquisition",
                                       "localizer", "derived"}
         assert isinstance(describe(c), str) and describe(c)
+
+
+def test_intermediate_te_border_lets_the_name_decide() -> None:
+    common = dict(manufacturer=SIEMENS, sequence_name="*tse2d1_9", scanning_sequence=("SE",), scan_options=("FS",),
+                  repetition_time=3000.0, echo_time=45.0)
+    assert classify(series_description="pd_tse_fs_cor", **common).weighting is Weighting.PD
+    named_t2 = classify(series_description="t2_tse_fs_cor", **common)
+    assert named_t2.weighting is Weighting.T2
+    assert "border" in named_t2.evidence["weighting"][-1]
+    # outside the border zone the parameters win over the name
+    far = classify(series_description="pd_tse_cor", **{**common, "echo_time": 100.0})
+    assert far.weighting is Weighting.T2
+
+
+def test_exam_level_contrast_agent_is_not_trusted() -> None:
+    common = dict(manufacturer=GE, scanning_sequence=("SE",), scan_options=("FAST_GEMS",), contrast_agent="GADAVIST")
+    loc = images(series="6.1", time="090000", number=1, repetition_time=5.0, echo_time=1.5,
+                 series_description="3-PLANE LOC", **common)
+    pre = images(series="6.2", time="091000", number=2, repetition_time=600.0, echo_time=10.0,
+                 series_description="AX T1", **common)
+    post = images(series="6.3", time="093000", number=3, repetition_time=600.0, echo_time=10.0,
+                  series_description="AX T1 +C", **common)
+    results = by_description(study_of(loc, pre, post))
+    assert results["AX T1 +C"].post_contrast is True
+    assert results["AX T1"].post_contrast is False
+    assert any("exam-level" in e for e in results["AX T1"].evidence["post_contrast"])
+
+
+def test_series_agent_after_a_clean_start_is_trusted() -> None:
+    common = dict(manufacturer=GE, scanning_sequence=("SE",), scan_options=("FAST_GEMS",))
+    pre = images(series="6.5", time="091000", number=2, repetition_time=600.0, echo_time=10.0,
+                 series_description="AX T1", **common)
+    post = images(series="6.6", time="093000", number=3, repetition_time=600.0, echo_time=10.0, contrast_agent="GADAVIST",
+                  series_description="AX T1 FS", **common)
+    results = by_description(study_of(pre, post))
+    assert results["AX T1 FS"].post_contrast is True
+    assert results["AX T1"].post_contrast is False
