@@ -509,7 +509,10 @@ def _technique(f: _Facts) -> tuple[str | None, list[str]]:
     ss, sv = f.scanning_sequence, f.sequence_variant
     if not f.is_mr:
         return None, ev
-    siemens_name = f.seq_name if f.vendor is Vendor.SIEMENS or f.seq_name.startswith(("tse", "tfl", "fl", "ep", "spc", "tir", "h2d")) else ""
+    # Siemens-style names ('*tse2d1_3', 'epse2d1_72', 'ep_b1000t'); other vendors' free text ('FLAIR_AX') is not one.
+    raw_name = (f.first.sequence_name or f.first.pulse_sequence_name).strip()
+    siemens_style = raw_name.startswith("*") or bool(re.match(r"^(?:[a-z]{1,6}[23]d\d|ep_b|re_b|epse|epfid|spc)", f.seq_name))
+    siemens_name = f.seq_name if f.vendor is Vendor.SIEMENS or siemens_style else ""
     if _BSSFP_NAMES.search(names) or (siemens_name and re.match(r"^(?:tfi|fi\d|ci\d|trufi)", siemens_name)):
         ev.append(f"sequence name '{names}' -> balanced SSFP")
         return "bSSFP", ev

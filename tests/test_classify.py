@@ -945,3 +945,15 @@ def test_series_agent_after_a_clean_start_is_trusted() -> None:
     results = by_description(study_of(pre, post))
     assert results["AX T1 FS"].post_contrast is True
     assert results["AX T1"].post_contrast is False
+
+
+def test_free_text_pulse_sequence_name_is_not_read_as_a_siemens_name() -> None:
+    """Canon enhanced objects put the protocol name in Pulse Sequence Name: 'FLAIR_AX' is not '*fl...' GRE."""
+    c = classify(1, manufacturer="Canon Medical Systems", sop_class_uid=ENH_MR, enhanced=True, frames=20,
+                 pulse_sequence_name="FLAIR_AX", echo_pulse_sequence="SPIN", repetition_time=9000.0, echo_time=100.0,
+                 series_description="FLAIR_AX")
+    assert c.technique == "TSE"
+    assert (c.weighting, c.inversion) == (Weighting.T2, Inversion.FLAIR)
+    uih = classify(manufacturer=UIH, sequence_name="epi_dwi", scanning_sequence=("EP",), repetition_time=5000.0,
+                   echo_time=70.0, diffusion_b_value=800.0)
+    assert uih.technique == "EPI"
