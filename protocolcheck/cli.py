@@ -972,6 +972,8 @@ def _audit_junit(records: list[dict[str, Any]]) -> str:
               help="Read headers and audit on this Dask distributed scheduler (tcp://HOST:PORT, or its scheduler "
                    "file); same results. Needs protocolcheck[dask] here and on the workers, and the files at the "
                    "same paths.")
+@click.option("-j", "--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Read headers in this many processes (same results, same order).")
 @format_option
 @output_option
 @quiet_option
@@ -984,7 +986,8 @@ def audit(**opts: Any) -> None:
     from .context import ClinicalContext, ContextError, load_context_csv
     from .findings import Severity, Status
     from .headers import iter_files, scan
-    from .pipeline import AuditOptions, Summary, audit_records, reaches, unmatched_context
+    from .pipeline import AuditOptions, Summary, reaches, unmatched_context
+    from .streaming import audit_records_streaming
 
     library = _library_or_exit(opts["library_dir"])
     if opts["protocol_id"]:
@@ -1011,6 +1014,15 @@ def audit(**opts: Any) -> None:
                        or default.gadolinium_contraindicated or default.dermatomal)
     options = AuditOptions(library=library, protocol_id=opts["protocol_id"], contexts=contexts,
                            default_context=default if has_default else None, include_series=not opts["no_series"])
+    if not opts["protocol_id"] and (contexts is not None or default.indication):
+        from .pipeline import recommender_rules
+        from .recommend import RulesError
+
+        try:  # protocol choice from the indication uses the recommender's rules: check them up front
+            recommender_rules(library)
+        except RulesError as exc:
+            warn("error: the recommender rules cannot be used:\n  " + "\n  ".join(exc.problems))
+            sys.exit(Exit.USAGE)
     try:
         files = list(iter_files(opts["paths"]))
     except FileNotFoundError as exc:
@@ -1018,8 +1030,9 @@ def audit(**opts: Any) -> None:
     if opts.get("scheduler"):
         results = _audit_on_cluster(files, options, opts["scheduler"], opts["quiet"])
     else:
-        results = list(progress(audit_records(progress(scan(files), "Reading headers", opts["quiet"], len(files)),
-                                              options), "Auditing", opts["quiet"]))
+        # study by study in bounded memory (streaming.py); same results as pipeline.audit_records
+        records_in = progress(scan(files, workers=opts["workers"]), "Reading headers", opts["quiet"], len(files))
+        results = list(progress(audit_records_streaming(records_in, options), "Auditing", opts["quiet"]))
     results.sort(key=lambda r: (not r.study_instance_uid, r.accession_number, r.study_date, r.study_instance_uid))
     records = [r.to_dict(include_patient=opts["include_patient"]) for r in results]
     form = resolve_format(opts["fmt"], opts["output"])

@@ -14,6 +14,8 @@ import datetime as dt
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from .classify import SeriesClass, classify_study
 from .context import ClinicalContext, ContextTable
@@ -61,15 +63,25 @@ def indicated_protocol(context: ClinicalContext | None, library: Library, on: dt
         return Indicated(None)
     try:
         from .recommend import select_protocol  # written concurrently; the fallback keeps audits working
-    except ImportError:
+    except ImportError:  # pragma: no cover - only before recommend.py exists
         return _fallback_indicated(context, library)
-    selection = select_protocol(context, library, on)
+    selection = select_protocol(context, library, on, rules=recommender_rules(library))
     reason = selection.reason or f"indicated for {context.indication!r}"
     procedure = getattr(selection, "procedure", "")
     if procedure and procedure not in reason:
         reason = f"{procedure}: {reason}"
     return Indicated(selection.protocol_id, f"indication {context.indication!r} \u2192 {reason}",
                      tuple(getattr(selection, "citations", ()) or ()))
+
+
+def recommender_rules(library: Library) -> Any:
+    """The recommender's rules: ``rules.yaml`` beside the library's protocols when there is one, else
+    the default (``$PROTOCOLCHECK_RULES``, ``$PROTOCOLCHECK_LIBRARY``, shipped). Raises the
+    recommender's ``RulesError`` (with every problem) when they cannot be used."""
+    from .recommend import default_rules_path, load_rules
+
+    beside = Path(library.path) / "rules.yaml" if library.path else None
+    return load_rules(beside if beside is not None and beside.is_file() else default_rules_path())
 
 
 def _fallback_indicated(context: ClinicalContext, library: Library) -> Indicated:

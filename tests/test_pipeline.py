@@ -331,6 +331,17 @@ def test_cli_usage_errors_exit_2(two_studies: Path, tmp_path: Path) -> None:
     assert f"{broken}:" in result.stderr and "unknown key 'levle'" in result.stderr and "did you mean 'level'" in result.stderr
 
 
+def test_cli_broken_recommender_rules_beside_the_library_exit_2(two_studies: Path, tmp_path: Path) -> None:
+    library = tmp_path / "lib"
+    shutil.copytree(default_library_path(), library, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    (library / "rules.yaml").write_text("version: [\n")
+    result = _run("audit", str(two_studies), "--library", str(library), "--indication", PLEXOPATHY)
+    assert result.exit_code == 2 and "recommender rules cannot be used" in result.stderr
+    # with --protocol the rules are not needed
+    assert _run("audit", str(two_studies / "ok"), "--library", str(library), "--protocol", "mr-lumbosacral-plexus-wwo",
+                "--format", "json").exit_code == 0
+
+
 def test_cli_unmatched_context_row_is_reported(two_studies: Path, tmp_path: Path) -> None:
     ctx = tmp_path / "ctx.csv"
     ctx.write_text("accession_number,indication\nCLI1,plexopathy\nNOPE1,plexopathy\n")
