@@ -115,11 +115,14 @@ class Process:
                 self.popen.wait(5)
 
 
-def start_process(name: str, argv: Sequence[str], log: Path, cwd: Path | None = None) -> Process:
+def start_process(name: str, argv: Sequence[str], log: Path, cwd: Path | None = None,
+                  env: dict[str, str] | None = None) -> Process:
+    """Start ``argv`` in its own session, output to ``log``, ended with us (parent-death signal)."""
     handle = open(log, "ab")
     try:
         popen = subprocess.Popen(list(argv), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 cwd=cwd, env=tool_env(), start_new_session=True, preexec_fn=_child_setup)
+                                 cwd=cwd, env={**tool_env(), **(env or {})}, start_new_session=True,
+                                 preexec_fn=_child_setup)
     finally:
         handle.close()
     return Process(name, popen, log)

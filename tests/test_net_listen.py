@@ -7,9 +7,12 @@ over once idle, again when more arrive, on stop, and after a restart when a mark
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +26,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 
-from peers import HOST, free_port, require_binaries, storescu
+from peers import HOST, free_port, require_binaries, start_process, storescu
 from protocolcheck import synth
 from protocolcheck.headers import read_file
 from protocolcheck.net.common import NetError, NetErrorKind, Peer, echo, safe_uid
@@ -369,3 +372,133 @@ def test_tracker_serialises_handovers_and_flushes_on_stop() -> None:
     idle.stop(flush=True, timeout=5)
     assert later == ["2.1"]
 
+
+
+# -------------------------------------------------------------------------------- the listen command
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Listener:
+    """``protocolcheck listen`` as a real process (own session, parent-death signal, always stopped)."""
+
+    def __init__(self, tmp: Path, *args: str, name: str = "listen") -> None:
+        self.port = free_port()
+        self.store = tmp / "store"
+        self.out = tmp / "audits.jsonl"
+        self.log = tmp / f"{name}.log"
+        argv = [sys.executable, "-m", "protocolcheck", "listen", "--port", str(self.port), "--store", str(self.store),
+                "--output", str(self.out), *args]
+        pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
+        self.process = start_process(name, argv, self.log, env={"PYTHONPATH": pythonpath})
+        deadline = time.monotonic() + 60
+        while "listening as" not in self.text():
+            assert self.process.alive(), self.text()
+            assert time.monotonic() < deadline, self.text()
+            time.sleep(0.1)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def records(self) -> list[dict]:
+        if not self.out.exists():
+            return []
+        return [json.loads(line) for line in self.out.read_text().splitlines() if line.strip()]
+
+    def wait_records(self, n: int, timeout: float = 60) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while len(self.records()) < n:
+            assert self.process.alive(), self.text()
+            assert time.monotonic() < deadline, f"{len(self.records())} of {n} records:\n{self.text()}"
+            time.sleep(0.1)
+        return self.records()
+
+    def terminate(self, timeout: float = 60) -> int:
+        self.process.popen.send_signal(signal.SIGTERM)
+        return self.process.popen.wait(timeout)
+
+    def kill(self) -> None:
+        self.process.popen.kill()
+        self.process.popen.wait(10)
+
+
+@pytest.fixture
+def listeners() -> Iterator[list[Listener]]:
+    started: list[Listener] = []
+    yield started
+    for listener in started:
+        listener.process.stop()
+
+
+def _folder_audits(*folders: Path) -> dict[str, dict]:
+    from protocolcheck.library import load_library
+    from protocolcheck.pipeline import AuditOptions, audit_paths
+
+    options = AuditOptions(library=load_library())
+    return {r.study_instance_uid: r.to_dict() for r in audit_paths(list(folders), options)}
+
+
+def test_listen_audits_each_study_like_the_folder(tmp_path: Path, synth_corpus, listeners) -> None:
+    names = ["siemens_complete", "ge_no_fluid_fs", "philips_dixon", "siemens_xa_complete", "pelvis_standard",
+             "ct_contrast"]
+    folders = [synth_corpus.studies[n] for n in names]
+    bad = _malformed(tmp_path / "bad")
+    listener = Listener(tmp_path, "--idle", "0.5", "--no-db", "--allow-aet", "STORESCU")
+    listeners.append(listener)
+    sent = storescu(listener.port, [*folders, tmp_path / "bad"])
+    assert sent.returncode == 0, sent.stderr
+    got = {r["study_instance_uid"]: r for r in listener.wait_records(len(folders))}
+    assert got == _folder_audits(*folders)
+    assert listener.terminate() == 0
+    assert len(listener.records()) == len(folders)  # nothing audited twice
+    n_sent = sum(len(list(f.glob("*.dcm"))) for f in folders)
+    assert len(list(listener.store.glob("*/*/*.dcm"))) == n_sent
+    rejected = InstanceStore(listener.store).rejections()
+    assert len(rejected) == len(bad)
+    log = listener.text()
+    assert "refused instance" in log and "missing Study Instance UID" in log
+    assert f"{n_sent} instances stored, {len(bad)} refused" in log
+
+
+def test_listen_sigterm_audits_pending_and_restart_audits_leftovers(tmp_path: Path, synth_corpus, listeners) -> None:
+    first, second = synth_corpus.studies["canon_complete"], synth_corpus.studies["hitachi_complete"]
+    db = tmp_path / "results.db"
+    listener = Listener(tmp_path, "--idle", "3600", "--db", str(db))
+    listeners.append(listener)
+    assert storescu(listener.port, [first]).returncode == 0
+    assert listener.records() == []
+    assert listener.terminate() == 0  # SIGTERM: the pending study is audited before exiting
+    (record,) = listener.records()
+    assert record == next(iter(_folder_audits(first).values()))
+
+    # killed before the study was complete: the next run audits it
+    killed = Listener(tmp_path, "--idle", "3600", "--no-db", name="killed")
+    listeners.append(killed)
+    assert storescu(killed.port, [second]).returncode == 0
+    killed.kill()
+    assert len(killed.records()) == 1
+    restarted = Listener(tmp_path, "--idle", "0.2", "--no-db", name="restarted")
+    listeners.append(restarted)
+    records = restarted.wait_records(2)
+    assert records[1] == next(iter(_folder_audits(second).values()))
+    assert restarted.terminate() == 0
+
+    from protocolcheck.store import Store
+
+    with Store.open(db, readonly=True) as store:
+        latest = store.latest()
+    assert list(latest["accession_number"]) == [record["accession_number"]]
+    assert list(latest["source"]) == ["listen"]
+
+
+def test_listen_port_in_use_exits_3(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind((HOST, 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        result = subprocess.run([sys.executable, "-m", "protocolcheck", "listen", "--port", str(port), "--store",
+                                 str(tmp_path / "s"), "--no-db"], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 3 and "cannot listen" in result.stderr
