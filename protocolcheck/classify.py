@@ -187,7 +187,10 @@ DECISION_TABLE: tuple[tuple[str, str], ...] = (
     ("weighting", "balanced SSFP (TrueFISP/FIESTA/B-FFE/CISS) -> T2 (T2/T1 contrast, reported as T2)"),
     ("weighting", f"SE/TSE: TE >= {SE_T2_MIN_TE:g} -> T2; {SE_T2_BORDER_TE:g} <= TE < {SE_T2_MIN_TE:g} and TR >= "
                   f"{SE_LONG_TR:g} -> T2; TE <= {SE_SHORT_TE:g} and TR <= 1000 (1.5 T) / 1250 (3 T) -> T1; "
-                  f"TE < {SE_T2_BORDER_TE:g} and TR >= {SE_LONG_TR:g} -> PD; otherwise series text, else unknown"),
+                  f"TE < {SE_T2_BORDER_TE:g} and TR >= {SE_LONG_TR:g} -> PD; 3D TSE: TR <= {SE3D_T1_MAX_TR:g} and TE <= "
+                  f"{SE3D_T1_MAX_TE:g} -> T1, longer TR with TE < {SE_T2_BORDER_TE:g} -> PD; in the PD/T2 border (TE 40-60) "
+                  "and T1/PD border (TR 0.8-1.6x the T1 cut-off) a series name naming the neighbour decides; otherwise "
+                  "series text, else unknown"),
     ("weighting", f"GRE: TE >= {GRE_T2STAR_MIN_TE:g} and flip <= 45 -> T2* (also SWI/SWAN/MEDIC/MERGE names); "
                   f"TE < {GRE_T1_MAX_TE:g} and (flip >= 25 or TR < {GRE_FAST_TR:g}) -> T1; otherwise text"),
     ("weighting", "EPI without diffusion: GRE-EPI -> T2* (BOLD/DSC), SE-EPI -> T2"),
@@ -203,12 +206,17 @@ DECISION_TABLE: tuple[tuple[str, str], ...] = (
                         "evidence; NONE -> false"),
     ("fat_suppression", "text: fatsat/fat sat/fs (word)/spair/spir (not spiral)/stir/dixon water/water excitation; "
                         "negatives nfs/non-fs/no fat sat -> false"),
-    ("fat_suppression", "false without text when the vendor always writes a fat token and none is there: Siemens and GE "
-                        "classic MR with Scan Options present; Philips with (2001,1021)=N and no FS token"),
-    ("post_contrast", "Contrast/Bolus Agent (or Route) non-empty and not NONE/NO -> post; else SeriesDescription text "
-                      "(negatives pre/native/w/o/without/non-contrast beat positives +C/post/gad/gd/contrast/agent "
-                      "brand names); else acquisition order: after the first post-contrast acquisition of the study "
-                      "-> post, before it -> pre"),
+    ("fat_suppression", "false without text when the vendor always writes a fat token and none is there: Siemens classic "
+                        "MR (non-XA, options empty or without FS/WE), GE with Scan Options present (not LAVA/VIBRANT/DISCO, "
+                        "not IDEAL/FLEX), Philips with (2001,1021)=N and no FS token; never for DWI or unlabelled Dixon"),
+    ("fat_suppression", "study naming convention: if another series of the study names fat suppression (FS/fatsat/SPAIR/"
+                        "SPIR) and this one's description does not, an otherwise unknown stack is not fat suppressed"),
+    ("post_contrast", "Contrast/Bolus Agent non-empty and not NONE/NO -> post (unless already on the study's first "
+                      "acquisition: exam-level, ignored); else SeriesDescription text (ProtocolName only if the description "
+                      "is empty, never GE's) with negatives pre/native/w/o/without/non-contrast beating positives +C/C+/"
+                      "post/gad/gd/contrast/KM/CE/dynamic/agent brand names; CT also Route and CTA/angio; else order: "
+                      "acquired before the first post-contrast acquisition -> pre; after it and the same weighting -> post; "
+                      "after it but another kind -> unknown"),
     ("plane", "normal = row x column of Image Orientation (Patient); largest |component| names the plane; "
               "obliquity = angle to that axis; missing orientation -> null"),
     ("acquisition", "MR Acquisition Type 2D/3D; else sequence names (*fl3d, *tfl3d, *spc, *ci3d, 3D GE names, "
