@@ -15,7 +15,9 @@ The results, and their order, are those of the local pipeline (:func:`.pipeline.
 Workers must run the same protocolcheck version and see the files at the same absolute paths (a
 shared file system). Files are read by absolute path and the records carry the names as given on the
 client, so reports are byte-identical to a local run. The client's ``PROTOCOLCHECK_*`` environment
-(library, rules, reader) is applied on the workers for the same reason. Dask is an optional extra:
+(library, rules, reader) is applied on the workers for the same reason, and relative library/rules
+paths are made absolute (the workers run in another folder); the one visible trace is a message
+quoting the rules file path (a rules file that matches no scenario), which shows it absolute. Dask is an optional extra:
 ``pip install 'protocolcheck[dask]'``.
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import math
 import os
 import threading
@@ -43,10 +46,15 @@ CHUNKS_PER_THREAD = 4  # aim for at least this many chunks per worker thread, fo
 CONNECT_TIMEOUT = 5.0  # seconds to reach the scheduler
 WORKER_TIMEOUT = 30.0  # seconds to wait for a first worker
 ENV_PREFIX = "PROTOCOLCHECK_"
+PATH_VARIABLES = ("PROTOCOLCHECK_LIBRARY", "PROTOCOLCHECK_RULES")  # made absolute for the workers
 
 
 class ClusterError(RuntimeError):
     """The cluster cannot run the audit (scheduler unreachable, no workers, workers unsuitable, lost)."""
+
+
+class BadAddress(ValueError):
+    """The scheduler address is malformed (a usage error, unlike an unreachable scheduler)."""
 
 
 class DaskMissing(ImportError):
@@ -173,7 +181,20 @@ def code_fingerprint() -> str:
 
 
 def _client_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}
+    """The client's ``PROTOCOLCHECK_*`` variables, relative paths made absolute (workers have another cwd)."""
+    env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}
+    for key in PATH_VARIABLES:
+        if env.get(key, "").strip() and not os.path.isabs(env[key]):
+            env[key] = os.path.abspath(env[key])
+    return env
+
+
+def _for_workers(options: AuditOptions) -> AuditOptions:
+    """The options with the library's folder made absolute: the decision rules are read beside it."""
+    library = options.library
+    if library.path and not os.path.isabs(library.path):
+        return dataclasses.replace(options, library=dataclasses.replace(library, path=os.path.abspath(library.path)))
+    return options
 
 
 def chunk_files(files: Sequence[str], threads: int, chunk_size: int = DEFAULT_CHUNK_SIZE) -> list[list[tuple[str, str]]]:
@@ -185,29 +206,46 @@ def chunk_files(files: Sequence[str], threads: int, chunk_size: int = DEFAULT_CH
     return [pairs[i:i + size] for i in range(0, len(pairs), size)]
 
 
-def connect(scheduler_address: str, connect_timeout: float = CONNECT_TIMEOUT,
-            worker_timeout: float = WORKER_TIMEOUT) -> Any:
-    """A dask ``Client`` on ``scheduler_address`` with at least one suitable worker.
+def resolve_address(address: str) -> str:
+    """The scheduler address of ``address`` (``tcp://HOST:PORT``, ``HOST:PORT``, or a scheduler JSON file
+    as written by ``dask scheduler --scheduler-file``); :class:`BadAddress` when it is none of these."""
+    from distributed.comm import get_address_host_port  # noqa: PLC0415 - optional dependency
 
-    Raises :class:`DaskMissing` without dask, :class:`ClusterError` when the scheduler cannot be
-    reached in time, no worker joins, or the workers cannot run this version of protocolcheck."""
+    given = address
+    if os.path.isfile(address):
+        try:
+            address = str(json.loads(Path(address).read_text(encoding="utf-8"))["address"])
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise BadAddress(f"{given}: not a Dask scheduler file (JSON with an 'address'): {exc}") from None
+    try:
+        _host, port = get_address_host_port(address)
+    except ValueError as exc:
+        raise BadAddress(f"bad Dask scheduler address {given!r}: {exc} (expected tcp://HOST:PORT)") from None
+    if not 0 < port < 65536:
+        raise BadAddress(f"bad Dask scheduler address {given!r}: port {port} is out of range")
+    return address
+
+
+def connect(address: str, connect_timeout: float = CONNECT_TIMEOUT, worker_timeout: float = WORKER_TIMEOUT) -> Any:
+    """A dask ``Client`` on the scheduler at ``address`` (see :func:`resolve_address`) with a suitable worker.
+
+    Raises :class:`DaskMissing` without dask, :class:`BadAddress` for a malformed address, and
+    :class:`ClusterError` when the scheduler cannot be reached in time, no worker joins, or the
+    workers run other protocolcheck code."""
     try:
         from distributed import Client  # noqa: PLC0415 - optional dependency, imported only when used
     except ImportError as exc:
         raise DaskMissing("the cluster option needs dask.distributed: pip install 'protocolcheck[dask]'") from exc
+    address = resolve_address(address)
     try:
-        client = Client(scheduler_address, timeout=connect_timeout, set_as_default=False)
+        client = Client(address, timeout=connect_timeout, set_as_default=False)
     except (OSError, TimeoutError) as exc:
-        raise ClusterError(f"cannot reach the Dask scheduler at {scheduler_address} "
-                           f"within {connect_timeout:g} s: {exc}") from exc
-    except ValueError as exc:  # a malformed address
-        raise ClusterError(f"bad Dask scheduler address {scheduler_address!r}: {exc}") from exc
+        raise ClusterError(f"cannot reach the Dask scheduler at {address} within {connect_timeout:g} s: {exc}") from exc
     try:
         try:
             client.wait_for_workers(1, timeout=worker_timeout)
         except TimeoutError as exc:
-            raise ClusterError(f"no Dask worker joined the scheduler at {scheduler_address} "
-                               f"within {worker_timeout:g} s") from exc
+            raise ClusterError(f"no Dask worker joined the scheduler at {address} within {worker_timeout:g} s") from exc
         try:
             versions = client.run(code_fingerprint)
         except Exception as exc:  # noqa: BLE001 - any failure here means the workers cannot run our tasks
@@ -239,10 +277,10 @@ def audit_on_cluster(paths: Iterable[str | os.PathLike[str]], options: AuditOpti
     """Audit every study under ``paths`` on the cluster; the same results, in the same order, as
     :func:`.pipeline.audit_paths`.
 
-    Raises FileNotFoundError for a missing path (before connecting), :class:`DaskMissing` and
-    :class:`ClusterError` as :func:`connect`. Context rows used by the studies are marked in
-    ``options.contexts`` as a local run does. When ``stats`` is a list, a :class:`ClusterStats`
-    is appended once the files are read."""
+    Raises FileNotFoundError for a missing path (before connecting), and :class:`DaskMissing`,
+    :class:`BadAddress` and :class:`ClusterError` as :func:`connect`. Context rows used by the
+    studies are marked in ``options.contexts`` as a local run does. When ``stats`` is a list, a
+    :class:`ClusterStats` is appended once the files are read."""
     files = list(iter_files(paths))
     client = connect(scheduler_address, connect_timeout)
     try:
@@ -287,7 +325,7 @@ def _run(client: Any, files: list[str], options: AuditOptions, chunk_size: int,
     if stats is not None:
         stats.append(ClusterStats(len(files), len(study_dirs), len(bad), skipped, len(workers), threads))
 
-    shared_options = client.scatter(options, hash=False) if study_dirs else None
+    shared_options = client.scatter(_for_workers(options), hash=False) if study_dirs else None
     futures = [client.submit(audit_chunked_study, uid, shared_options, attached.get(uid, []), env,
                              *(records[i] for i in holders[uid]), pure=False)
                for uid in sorted(study_dirs)]
