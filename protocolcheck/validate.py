@@ -612,16 +612,24 @@ class Identification:
     unmet_required: int = 0
 
 
-def _description_hits(protocol: Protocol, facts: StudyFacts) -> list[str]:
+# What the study says it is, by weight: the Study Description names what was performed; procedure
+# codes and the Requested Procedure Description name what was ordered.
+STUDY_DESCRIPTION_SCORE = 3
+PROCEDURE_CODE_SCORE = 2
+REQUESTED_DESCRIPTION_SCORE = 1
+
+
+def _description_hits(protocol: Protocol, facts: StudyFacts) -> list[tuple[int, str]]:
     hits = []
-    for label, text in (("Study Description", facts.study_description),
-                        ("Requested Procedure Description", facts.requested_procedure_description)):
+    for score, label, text in (
+            (STUDY_DESCRIPTION_SCORE, "Study Description", facts.study_description),
+            (REQUESTED_DESCRIPTION_SCORE, "Requested Procedure Description", facts.requested_procedure_description)):
         if not text:
             continue
         if any(re.search(p, text, re.IGNORECASE) for p in protocol.applies_to.exclude_descriptions):
             continue
         if any(re.search(p, text, re.IGNORECASE) for p in protocol.applies_to.descriptions):
-            hits.append(f"{label} '{text}'")
+            hits.append((score, f"{label} '{text}'"))
     return hits
 
 
@@ -636,8 +644,9 @@ def unmet_required(protocol: Protocol, series: Sequence[SeriesClass]) -> list[st
 def identify(facts: StudyFacts, series: Sequence[SeriesClass], library: Library) -> list[Identification]:
     """Active protocols that the study's descriptions or procedure codes name, best first.
 
-    Ranking: procedure code (3) + description (2); then fewer unmet required rules (between variants
-    of one exam, the content decides); then the protocol's priority; then Body Part Examined."""
+    Ranking: Study Description (3, what was performed) + procedure code (2) + Requested Procedure
+    Description (1, what was ordered); then fewer unmet required rules (between variants of one exam
+    the content decides); then the protocol's priority; then Body Part Examined."""
     modalities = {facts.modality} | {s.modality for s in series if s.modality}
     found: list[tuple[tuple[Any, ...], Identification]] = []
     for protocol in library:
@@ -647,12 +656,11 @@ def identify(facts: StudyFacts, series: Sequence[SeriesClass], library: Library)
         score = 0
         codes = [c for c in facts.procedure_codes if c in protocol.applies_to.procedure_codes]
         if codes:
-            score += 3
+            score += PROCEDURE_CODE_SCORE
             evidence.append(f"procedure code {', '.join(codes)}")
-        hits = _description_hits(protocol, facts)
-        if hits:
-            score += 2
-            evidence.extend(hits)
+        for weight, hit in _description_hits(protocol, facts):
+            score += weight
+            evidence.append(hit)
         if not score:
             continue
         body = bool(facts.body_part and facts.body_part in protocol.applies_to.body_parts)
@@ -788,10 +796,11 @@ def _wrong_protocol(choice: Choice, facts: StudyFacts, series: Sequence[SeriesCl
     missing_labels = [r.requirement.label for r in unmet] + [p.rule.label for p in unmet_planes]
     modalities = {facts.modality} | {s.modality for s in series if s.modality}
     reason = ""
-    other = next((i for i in choice.identified
-                  if i.protocol.id != protocol.id and (not protocol.family or i.protocol.family != protocol.family)), None)
-    same = next((i for i in choice.identified if i.protocol.id == protocol.id
-                 or (protocol.family and i.protocol.family == protocol.family)), None)
+    def same_exam(i: Identification) -> bool:
+        return i.protocol.id == protocol.id or bool(protocol.family and i.protocol.family == protocol.family)
+
+    best = choice.identified[0] if choice.identified else None  # what the study most says it is
+    other = best if best is not None and not same_exam(best) else None
     if protocol.modality not in modalities:
         reason = f"this study is {'/'.join(sorted(m for m in modalities if m)) or 'of unknown modality'}"
         if other is not None:
@@ -799,7 +808,7 @@ def _wrong_protocol(choice: Choice, facts: StudyFacts, series: Sequence[SeriesCl
     elif any(r.requirement.defines_exam for r in results if not r.met):
         defining = [r.requirement.label for r in results if not r.met and r.requirement.defines_exam]
         reason = f"this study is not that exam: {', '.join(defining).lower()} \u2014 not found"
-    elif other is not None and same is None and (unmet or unmet_planes):
+    elif other is not None and (unmet or unmet_planes):
         reason = f"this study is recognisably {other.protocol.title} ({'; '.join(other.evidence)})"
     if not reason:
         return None

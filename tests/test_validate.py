@@ -271,6 +271,16 @@ def test_pelvis_description_with_dedicated_plexus_content_is_not_wrong(library: 
     assert audit(library, complete_plexus(), study=f, indicated="mr-lumbosacral-plexus-wwo") == []
 
 
+def test_what_was_performed_outweighs_what_was_ordered(library: Library) -> None:
+    # ordered as a plexus MRI, performed (Study Description) as a standard pelvis
+    performed_pelvis = facts("MR PELVIS", requested_procedure_description="MRI LUMBOSACRAL PLEXUS WO+W")
+    assert audit(library, pelvis_series(), study=performed_pelvis, indicated="mr-lumbosacral-plexus-wwo") == [
+        ("wrong-protocol", None)]
+    performed_plexus = facts("MR LUMBOSACRAL PLEXUS WO+W", requested_procedure_description="MRI PELVIS")
+    assert audit(library, pelvis_series(), study=performed_plexus, indicated="mr-lumbosacral-plexus-wwo") == [
+        ("missing-sequence", "post-contrast-t1-fat-suppressed"), ("missing-sequence", "orthogonal-oblique-planes")]
+
+
 def test_variant_of_the_same_exam_is_not_the_wrong_exam(library: Library) -> None:
     f = facts("MR LUMBOSACRAL PLEXUS WO CONTRAST")
     series = [s for s in complete_plexus() if not s.post_contrast]
