@@ -245,6 +245,69 @@ def report(db: str | None, since: Any, until: Any, protocols: tuple[str, ...], s
     sys.exit(Exit.OK)
 
 
+def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``audit``'s results-store options: --db, --no-db, --force, --lock."""
+    options = [
+        click.option("--db", "db", default=None, metavar="PATH|URL",
+                     help="Results store: a SQLite file or a SQLAlchemy URL (default: $PROTOCOLCHECK_DB, else "
+                          "~/.local/share/protocolcheck/results.db). Unchanged studies are skipped on re-runs."),
+        click.option("--no-db", is_flag=True, help="Do not use a results store (audit everything, save nothing)."),
+        click.option("--force", is_flag=True, help="Audit every study again, even those unchanged since their "
+                                                    "stored audit."),
+        click.option("--lock", "lock_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+                     help="Job lock: exit 3 if another run holds it (default with --db: a lock beside the store, "
+                          "one per store and set of folders)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _audit_with_store(opts: dict[str, Any], options: Any, files: list[str],
+                      plain: Callable[[], list[Any]]) -> tuple[list[Any], str]:
+    """Run ``audit`` through the results store (incremental, locked), or ``plain()`` with --no-db;
+    returns the results and a note for the summary line. Store or lock problems exit 3."""
+    import contextlib
+    import os
+    import shlex
+
+    from .jobs import JobLock, LockHeld, audit_settings, default_lock_path, run_audit_job
+    from .library import library_path
+    from .store import Store, StoreError, default_store_path, library_version
+
+    quiet = opts["quiet"]
+    if opts["no_db"] and not opts["lock_file"]:
+        return plain(), ""
+    explicit = opts["db"] or os.environ.get("PROTOCOLCHECK_DB")
+    target = opts["db"] or str(default_store_path())
+    lock_path = opts["lock_file"] or (default_lock_path(target, opts["paths"]) if explicit and not opts["no_db"] else None)
+    try:
+        with contextlib.ExitStack() as stack:
+            store = None if opts["no_db"] else stack.enter_context(Store.open(target))
+            if lock_path:
+                stack.enter_context(JobLock(lock_path))
+            if store is None:
+                return plain(), ""
+            outcome = run_audit_job(
+                opts["paths"], store, options, files=files, force=opts["force"], workers=opts.get("workers") or 1,
+                library_version=library_version(library_path(opts["library_dir"])),
+                settings=audit_settings(options, opts["context_file"]),
+                command=shlex.join(["audit", *sys.argv[2:]])[:2000],
+                progress=lambda items, label, n: progress(items, label, quiet, n))
+    except LockHeld as exc:
+        warn(f"error: {exc}")
+        sys.exit(Exit.CANNOT_RUN)
+    except StoreError as exc:
+        warn(f"error: {exc} (choose another store with --db, or run without one with --no-db)")
+        sys.exit(Exit.CANNOT_RUN)
+    except OSError as exc:  # the lock file cannot be created
+        warn(f"error: {exc}")
+        sys.exit(Exit.CANNOT_RUN)
+    note = (f"; {outcome.audited} audited, {outcome.skipped} unchanged (skipped) in {outcome.seconds:.1f} s"
+            f" -> {store.target}")
+    return outcome.results, note
+
+
 # --- recommend / check-order (helper "recommend") -----------------------------------------------
 
 
@@ -974,6 +1037,7 @@ def _audit_junit(records: list[dict[str, Any]]) -> str:
                    "same paths.")
 @click.option("-j", "--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Read headers in this many processes (same results, same order).")
+@store_options
 @format_option
 @output_option
 @quiet_option
@@ -981,7 +1045,7 @@ def audit(**opts: Any) -> None:
     """Audit every study under PATHS against the protocol library: missing sequences, planes, timing.
 
     Exit codes: 0 nothing at or above --fail-on; 1 such findings; 2 unusable input (bad protocol file,
-    bad context file, unknown protocol, no DICOM found).
+    bad context file, unknown protocol, no DICOM found); 3 results store unwritable or job lock held.
     """
     from .context import ClinicalContext, ContextError, load_context_csv
     from .findings import Severity, Status
@@ -1027,12 +1091,17 @@ def audit(**opts: Any) -> None:
         files = list(iter_files(opts["paths"]))
     except FileNotFoundError as exc:
         raise click.UsageError(str(exc)) from exc
+    stored_note = ""
     if opts.get("scheduler"):
         results = _audit_on_cluster(files, options, opts["scheduler"], opts["quiet"])
     else:
-        # study by study in bounded memory (streaming.py); same results as pipeline.audit_records
-        records_in = progress(scan(files, workers=opts["workers"]), "Reading headers", opts["quiet"], len(files))
-        results = list(progress(audit_records_streaming(records_in, options), "Auditing", opts["quiet"]))
+        def plain() -> list[Any]:
+            # study by study in bounded memory (streaming.py); same results as pipeline.audit_records
+            records_in = progress(scan(files, workers=opts["workers"]), "Reading headers", opts["quiet"], len(files))
+            return list(progress(audit_records_streaming(records_in, options), "Auditing", opts["quiet"]))
+
+        # with a results store (the default): only new or changed studies are read and audited (jobs.py)
+        results, stored_note = _audit_with_store(opts, options, files, plain)
     results.sort(key=lambda r: (not r.study_instance_uid, r.accession_number, r.study_date, r.study_instance_uid))
     records = [r.to_dict(include_patient=opts["include_patient"]) for r in results]
     form = resolve_format(opts["fmt"], opts["output"])
@@ -1052,7 +1121,7 @@ def audit(**opts: Any) -> None:
             sys.exit(Exit.CANNOT_RUN)
     for message in unmatched_context(options):
         warn("warning: " + message)
-    warn(Summary.of(results).line(), opts["quiet"])
+    warn(Summary.of(results).line() + stored_note, opts["quiet"])
     if not any(r.study_instance_uid for r in results):
         bad = sum(len(r.findings) for r in results)
         warn("error: no readable DICOM images under " + ", ".join(opts["paths"])

@@ -9,18 +9,25 @@ headers; the others are read and handed back for auditing. ``force`` audits ever
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
+from .findings import AuditResult
 from .headers import InstanceHeader, Skipped, Unreadable, iter_files, scan
-from .store import FileEntry, FileKind, Store, fingerprint, sqlite_path
+from .store import FileEntry, FileKind, Store, file_digest, fingerprint, settings_digest, sqlite_path
+from .study import group_studies
+
+if TYPE_CHECKING:
+    from .pipeline import AuditOptions
 
 # progress(items, label, length) -> items: the CLI passes its progress bar; the default is silent.
 Progress = Callable[[Iterable[Any], str, int], Iterable[Any]]
@@ -127,6 +134,8 @@ class Plan:
     fingerprints: dict[str, str] = field(default_factory=dict)  # every study found -> fingerprint
     unreadable: list[Unreadable] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    unreadable_by_study: dict[str, list[Unreadable]] = field(default_factory=dict)  # in a study's folder
+    orphans: list[Unreadable] = field(default_factory=list)  # unreadable files that belong to no study
 
     @property
     def studies(self) -> int:
@@ -141,9 +150,9 @@ class _FileFacts:
     entry: FileEntry | None = None  # the index entry when the file is unchanged
 
 
-def _stat_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[_FileFacts], list[Unreadable]]:
+def _stat_files(names: Iterable[str]) -> tuple[list[_FileFacts], list[Unreadable]]:
     facts, gone = [], []
-    for name in iter_files(paths):
+    for name in names:
         path = os.path.abspath(name)
         try:
             st = os.stat(path)
@@ -154,21 +163,24 @@ def _stat_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[_FileFact
     return facts, gone
 
 
-def _read(paths: list[str], progress: Progress, label: str) -> Iterator[Any]:
-    """scan() over these files, with progress counted per file."""
-    records = scan(paths)
+def _read(paths: list[str], progress: Progress, label: str, workers: int = 1) -> Iterator[Any]:
+    """scan() over these files (in ``workers`` processes), with progress."""
+    if not paths:
+        return
+    records = scan(paths, workers=workers)
     yield from progress(records, label, len(paths))
 
 
 def plan_run(paths: Iterable[str | os.PathLike[str]], store: Store, *, library_version: str, settings: str = "",
-             force: bool = False, progress: Progress = _silent) -> Plan:
+             force: bool = False, progress: Progress = _silent, files: Iterable[str] | None = None,
+             workers: int = 1) -> Plan:
     """Find the studies under ``paths`` that need auditing, reading as few headers as possible.
 
-    Raises FileNotFoundError for a missing path (a usage error for the CLI) and StoreError when the
-    store cannot be read or written.
+    ``files`` is the listing of ``paths`` when the caller already has it. Raises FileNotFoundError for
+    a missing path (a usage error for the CLI) and StoreError when the store cannot be used.
     """
     roots = [os.path.abspath(os.fspath(p)) for p in paths]
-    facts, gone = _stat_files(roots)
+    facts, gone = _stat_files(iter_files(roots) if files is None else files)
     plan = Plan(files=len(facts), unreadable=list(gone))
     index = store.file_index(roots)
     fresh: list[str] = []
@@ -183,7 +195,7 @@ def plan_run(paths: Iterable[str | os.PathLike[str]], store: Store, *, library_v
     # Read new and changed files; remember what each one is.
     headers_by_study: dict[str, list[InstanceHeader]] = {}
     new_entries: dict[str, FileEntry] = {}
-    for record in _read(fresh, progress, "Reading new files"):
+    for record in _read(fresh, progress, "Reading new files", workers):
         fact = by_path[os.path.abspath(record.path)]
         if isinstance(record, InstanceHeader):
             headers_by_study.setdefault(record.study_instance_uid, []).append(record)
@@ -213,9 +225,21 @@ def plan_run(paths: Iterable[str | os.PathLike[str]], store: Store, *, library_v
         else:
             plan.skipped.append(Skipped(entry.path, entry.reason))
 
+    # Unreadable files belong to the study in their folder (as the audit engine decides): part of its
+    # fingerprint, so a new broken file in a study's folder re-audits that study.
+    from .pipeline import _owner_of
+
+    study_dirs = {uid: {os.path.dirname(e.path) for e in entries} for uid, entries in files_by_study.items()}
+    for item in plan.unreadable:
+        owner = _owner_of(item.path, study_dirs)
+        if owner is None:
+            plan.orphans.append(item)
+        else:
+            plan.unreadable_by_study.setdefault(owner, []).append(item)
     for uid, entries in files_by_study.items():
-        plan.fingerprints[uid] = fingerprint(((e.sop_instance_uid or "", e.size, e.mtime_ns) for e in entries),
-                                             settings)
+        parts = [(e.sop_instance_uid or "", e.size, e.mtime_ns) for e in entries]
+        parts += [("unreadable", u.path, u.reason) for u in plan.unreadable_by_study.get(uid, ())]
+        plan.fingerprints[uid] = fingerprint(parts, settings)
     stored = {} if force else store.current(plan.fingerprints)
     dirty: list[str] = []
     for uid, fp in plan.fingerprints.items():
@@ -228,7 +252,7 @@ def plan_run(paths: Iterable[str | os.PathLike[str]], store: Store, *, library_v
     # Dirty studies need all their headers: read the unchanged files of those studies too.
     fresh_set = set(fresh)
     rest = [e.path for uid in dirty for e in files_by_study[uid] if e.path not in fresh_set]
-    for record in _read(rest, progress, "Reading changed studies"):
+    for record in _read(rest, progress, "Reading changed studies", workers):
         if isinstance(record, InstanceHeader):
             headers_by_study.setdefault(record.study_instance_uid, []).append(record)
         elif isinstance(record, Unreadable):  # changed between stat and read
@@ -239,3 +263,79 @@ def plan_run(paths: Iterable[str | os.PathLike[str]], store: Store, *, library_v
         # a file may have moved to another study since it was indexed: fingerprint what was read
         plan.to_audit.append(StudyWork(uid, plan.fingerprints[uid], tuple(headers)))
     return plan
+
+
+# -- an incremental audit run ------------------------------------------------------------------
+
+
+def audit_settings(options: "AuditOptions", context_file: str | os.PathLike[str] | None = None) -> str:
+    """The audit options that change results, as text for the study fingerprint.
+
+    The context CSV counts by its contents: editing a trauma date re-audits (every study; cheap and safe).
+    """
+    default = options.default_context
+    return settings_digest(
+        protocol=options.protocol_id,
+        context=file_digest(context_file) if context_file else "",
+        default_context=dataclasses.asdict(default) if default is not None else None,
+        include_series=options.include_series,
+    )
+
+
+@dataclass
+class JobOutcome:
+    """What a run did: every study's result (audited now or stored before) and the counts."""
+
+    results: list[AuditResult]
+    audited: int
+    skipped: int
+    files: int
+    parsed: int
+    seconds: float
+    run_id: int
+
+
+def _order(result: AuditResult) -> tuple[int, str, str]:
+    # as pipeline.audit_records: studies by Study Instance UID, then records of orphan unreadable files
+    return (0 if result.study_instance_uid else 1, result.study_instance_uid, result.study_description)
+
+
+def run_audit_job(paths: Iterable[str | os.PathLike[str]], store: Store, options: "AuditOptions", *,
+                  library_version: str, settings: str = "", force: bool = False, command: str = "audit",
+                  progress: Progress = _silent, files: Iterable[str] | None = None, workers: int = 1) -> JobOutcome:
+    """Audit the studies under ``paths`` that changed since their stored audit; save each (one transaction).
+
+    Studies that did not change are not read: their stored results are returned instead, so the output
+    of a re-run equals that of a full run. The run is recorded in ``audit_runs``.
+    """
+    from .pipeline import audit_records, audit_study
+
+    started = time.monotonic()
+    paths = list(paths)
+    run_id = store.begin_run(command, library_version)
+    audited = 0
+    outcome = "failed"
+    try:
+        plan = plan_run(paths, store, library_version=library_version, settings=settings, force=force,
+                        progress=progress, files=files, workers=workers)
+        results: list[AuditResult] = []
+        for work in progress(plan.to_audit, "Auditing", len(plan.to_audit)):
+            for study in group_studies(work.headers):
+                result = audit_study(study, options, plan.unreadable_by_study.get(study.study_instance_uid, ()))
+                store.save(result, fingerprint=work.fingerprint, library_version=library_version, run_id=run_id)
+                results.append(result)
+                audited += 1
+        stored = store.results(plan.current.values())
+        for audit_id in plan.current.values():
+            result = stored[audit_id]
+            if options.contexts is not None:  # mark its context row as used, as an audit would
+                options.contexts.lookup(result.accession_number, result.study_instance_uid)
+            results.append(result)
+        results.extend(audit_records(plan.orphans, options))  # files that belong to no study: never stored
+        results.sort(key=_order)
+        outcome = "ok"
+    finally:
+        store.finish_run(run_id, audited=audited, skipped=len(plan.current) if outcome == "ok" else 0,
+                         outcome=outcome)
+    return JobOutcome(results, audited, len(plan.current), plan.files, plan.parsed,
+                      time.monotonic() - started, run_id)

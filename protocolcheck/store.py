@@ -605,9 +605,10 @@ def finding_from_dict(data: dict[str, Any]) -> Finding:
 
 def result_from_dict(data: dict[str, Any], *, patient_name: str = "", patient_id: str = "") -> AuditResult:
     """Rebuild an :class:`AuditResult` from its ``to_dict`` form (as stored in ``result_json``)."""
-    known = {f for f in AuditResult.__dataclass_fields__}
-    extra = {k: data[k] for k in ("protocol_reason", "timing", "station_name", "manufacturer", "institution")
-             if k in data and k in known}
+    handled = {"study_instance_uid", "accession_number", "study_date", "modality", "study_description", "protocol",
+               "status", "findings", "series", "patient_name", "patient_id"}
+    extra = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()
+             if k in AuditResult.__dataclass_fields__ and k not in handled}
     return AuditResult(
         study_instance_uid=str(data.get("study_instance_uid") or ""),
         accession_number=str(data.get("accession_number") or ""),
@@ -700,10 +701,29 @@ def file_digest(path: str | os.PathLike[str] | None) -> str:
     return digest.hexdigest()
 
 
+def engine_digest() -> str:
+    """Digest of the package's own code (not the network roles): a changed engine re-audits studies."""
+    global _ENGINE_DIGEST
+    if _ENGINE_DIGEST is None:
+        root = Path(__file__).resolve().parent
+        digest = hashlib.sha256()
+        for path in sorted(root.glob("*.py")):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+        _ENGINE_DIGEST = digest.hexdigest()
+    return _ENGINE_DIGEST
+
+
+_ENGINE_DIGEST: str | None = None
+
+
 def library_version(folder: str | os.PathLike[str]) -> str:
-    """Digest of every protocol file (name and contents) under the library folder."""
+    """Digest of every protocol file (name and contents) under the library folder, and of the engine code.
+
+    Stored with each audit: a study is re-audited when the protocols or the code that judged it change.
+    """
     root = Path(folder)
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(engine_digest().encode())
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in (".yaml", ".yml", ".json"))
     for path in files:
         digest.update(path.relative_to(root).as_posix().encode())

@@ -167,3 +167,85 @@ def test_default_lock_path(tmp_path: Path) -> None:
     assert a == default_lock_path(db, [tmp_path / "y", tmp_path / "x"])
     assert a != default_lock_path(db, [tmp_path / "x"])
     assert default_lock_path("postgresql://u@h/db", ["/data"]).name.startswith("protocolcheck-audit-")
+
+
+# -- the audit command with a results store ------------------------------------------------------
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> "object":
+    from click.testing import CliRunner
+
+    from protocolcheck.cli import main
+
+    return CliRunner().invoke(main, list(args), env=env)
+
+
+def test_audit_twice_skips_unchanged_studies(corpus: Path, tmp_path: Path) -> None:
+    import json
+
+    db = str(tmp_path / "qa.db")
+    first = run_cli("audit", str(corpus), "--db", db, "--format", "json")
+    assert first.exit_code in (0, 1), first.output
+    assert "2 audited, 0 unchanged (skipped)" in first.output
+    second = run_cli("audit", str(corpus), "--db", db, "--format", "json")
+    assert second.exit_code == first.exit_code
+    assert "0 audited, 2 unchanged (skipped)" in second.output
+
+    def records(result: object) -> list[dict]:
+        text = result.stdout  # type: ignore[attr-defined]
+        return json.loads(text[text.index("["):])
+
+    assert records(second) == records(first)  # stored results print exactly as fresh ones
+    with Store.open(db) as store:
+        assert store.count_audits() == 2
+        runs = store.runs()
+        assert list(runs["audited"]) == [2, 0] and list(runs["skipped"]) == [0, 2]
+    forced = run_cli("audit", str(corpus), "--db", db, "--force", "-q", "--format", "json")
+    assert forced.exit_code == first.exit_code
+    with Store.open(db) as store:
+        assert store.count_audits() == 4  # history: both audits of each study remain
+        assert len(store.history(records(first)[0]["study_instance_uid"])) == 2
+
+
+def test_audit_settings_change_reaudits(corpus: Path, tmp_path: Path) -> None:
+    db = str(tmp_path / "qa.db")
+    assert run_cli("audit", str(corpus), "--db", db, "-q", "--format", "json").exit_code in (0, 1)
+    again = run_cli("audit", str(corpus), "--db", db, "--format", "json", "--trauma-date", "2025-02-01")
+    assert "2 audited, 0 unchanged" in again.output
+
+
+def test_audit_lock_held_exits_3(corpus: Path, tmp_path: Path) -> None:
+    db = tmp_path / "qa.db"
+    lock_file = default_lock_path(str(db), [str(corpus)])
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(ROOT), str(lock_file)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = run_cli("audit", str(corpus), "--db", str(db), "--format", "json")
+        assert result.exit_code == 3
+        assert f"another run holds the lock (pid {holder.pid})" in result.output
+        explicit = run_cli("audit", str(corpus), "--no-db", "--lock", str(lock_file), "--format", "json")
+        assert explicit.exit_code == 3
+    finally:
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert run_cli("audit", str(corpus), "--db", str(db), "-q", "--format", "json").exit_code in (0, 1)
+
+
+def test_audit_unwritable_store_exits_3(corpus: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run_cli("audit", str(corpus), "--db", str(blocker / "qa.db"), "--format", "json")
+    assert result.exit_code == 3 and "cannot create the folder of results store" in result.output
+
+
+def test_audit_default_store_and_no_db(corpus: Path, tmp_path: Path) -> None:
+    env_db = tmp_path / "env" / "results.db"
+    env = {"PROTOCOLCHECK_DB": str(env_db)}
+    assert run_cli("audit", str(corpus), "-q", "--format", "json", env=env).exit_code in (0, 1)
+    with Store.open(env_db) as store:
+        assert store.count_audits() == 2
+    none = run_cli("audit", str(corpus), "--no-db", "--format", "json", env={"PROTOCOLCHECK_DB": str(tmp_path / "x.db")})
+    assert none.exit_code in (0, 1) and "audited" not in none.stderr
+    assert not (tmp_path / "x.db").exists()
