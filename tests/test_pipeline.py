@@ -257,6 +257,12 @@ def test_sample_dicom_audits_as_its_readme_says(sample_dir: Path, library: Any) 
 # -------------------------------------------------------------------------------------------- CLI
 
 
+@pytest.fixture(autouse=True)
+def _private_results_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands that keep a results store keep it in this test's folder, never in the user's home."""
+    monkeypatch.setenv("PROTOCOLCHECK_DB", str(tmp_path / "results.db"))
+
+
 def _run(*args: str) -> Any:
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
@@ -277,7 +283,7 @@ def test_cli_json_and_exit_codes(two_studies: Path) -> None:
     assert by_accession["CLI1"]["status"] == "pass"
     assert [(f["code"], f["requirement"]) for f in by_accession["CLI2"]["findings"]] == [
         ("missing-sequence", "fluid-fat-suppressed")]
-    assert result.stderr.strip().endswith("2 studies: 1 pass, 0 warn, 1 fail, 0 no protocol")
+    assert "2 studies: 1 pass, 0 warn, 1 fail, 0 no protocol" in result.stderr.splitlines()[-1]
     assert _run("audit", str(two_studies / "ok"), "--format", "json", "-q").exit_code == 0
     assert _run("audit", str(two_studies), "--fail-on", "never", "--format", "json").exit_code == 0
 
