@@ -12,9 +12,11 @@ is malformed (``TR = "abc"``) becomes ``None`` and a note in :attr:`InstanceHead
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -504,10 +506,74 @@ def _enhanced_records(reader: _Reader, ds: Dataset, base: dict[str, Any]) -> lis
     return records
 
 
+class _BoundedReader(io.BufferedReader):
+    """A buffered file whose large reads never ask for more than the bytes left in the file.
+
+    pydicom reads a value with ``fp.read(declared_length)``, and CPython allocates the whole declared
+    size before reading: a hostile length (0xFFFFFFF0 in a 200-byte file) would ask for 4 GB. Capped,
+    the read comes back short and the file is reported as truncated; normal reads are untouched.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(io.FileIO(path, "rb"))
+        self._size = os.fstat(self.fileno()).st_size
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        if size is not None and size > _BIG_READ:
+            size = max(0, min(size, self._size - self.tell()))
+        return super().read(size)
+
+
+_BIG_READ = 1 << 16
+DEFLATED_SYNTAX = b"1.2.840.10008.1.2.1.99"
+MIN_INFLATE_LIMIT = 32 << 20  # a deflated dataset may always expand this far ...
+INFLATE_RATIO_LIMIT = 50  # ... or to this many times the file size (real data: 2-10x; a bomb: ~1000x)
+
+
+def _deflate_bomb(fh: io.BufferedReader, size: int) -> str | None:
+    """Reason text if a deflated dataset would expand beyond the limits (pydicom inflates it whole).
+
+    Counts the inflated size in 1 MB steps without keeping it, so the check itself stays bounded.
+    """
+    head = fh.read(8192)
+    fh.seek(0)
+    if DEFLATED_SYNTAX not in head:
+        return None
+    pos = 132 if head[128:132] == b"DICM" else 0
+    while pos + 8 <= len(head) and head[pos:pos + 2] == b"\x02\x00":  # file meta: explicit VR little endian
+        if head[pos + 4:pos + 6] in (b"OB", b"OW", b"UN", b"SQ", b"UT", b"UC", b"UR", b"OD", b"OF", b"OL", b"OV"):
+            pos += 12 + int.from_bytes(head[pos + 8:pos + 12], "little")
+        else:
+            pos += 8 + int.from_bytes(head[pos + 6:pos + 8], "little")
+    limit = max(MIN_INFLATE_LIMIT, INFLATE_RATIO_LIMIT * size)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    fh.seek(pos)
+    try:
+        while chunk := fh.read(1 << 16):
+            while chunk:
+                total += len(inflater.decompress(chunk, 1 << 20))
+                if total > limit:
+                    return f"deflated dataset expands beyond {limit >> 20} MB (a deflate bomb?); not read"
+                chunk = inflater.unconsumed_tail
+            if inflater.eof:
+                break
+    except zlib.error:
+        return None  # corrupt stream: pydicom reports it
+    finally:
+        fh.seek(0)
+    return None
+
+
 def _open_at(path: str) -> tuple[Dataset, int]:
     """:func:`_open` (header only) through our own handle; also returns the offset where reading
-    stopped (the Pixel Data tag when present), to check the pixel data length cheaply."""
-    with open(path, "rb") as fh:
+    stopped (the Pixel Data tag when present), to check the pixel data length cheaply. Declared
+    lengths are bounded by the file size (:class:`_BoundedReader`) and deflated data by
+    :func:`_deflate_bomb`, so no input makes the reader allocate more than the file justifies."""
+    with _BoundedReader(path) as fh:
+        bomb = _deflate_bomb(fh, fh._size)
+        if bomb:
+            raise ValueError(bomb)
         try:
             ds = pydicom.dcmread(fh, stop_before_pixels=True)
         except InvalidDicomError:
@@ -648,6 +714,12 @@ def read_file_pydicom(path: str | os.PathLike[str]) -> list[InstanceHeader] | Sk
                 _force_read(ds)
         except InvalidDicomError:
             raise ValueError("not a DICOM file (no 'DICM' marker and not a raw DICOM dataset)") from None
+        except RecursionError:
+            raise ValueError("malformed DICOM: sequences nested too deeply to read") from None
+        except ValueError as exc:
+            if str(exc).startswith("deflated dataset"):
+                raise
+            raise ValueError(f"malformed DICOM: {type(exc).__name__}: {exc}") from exc
         except (EOFError, OSError) as exc:
             raise ValueError(f"truncated or unreadable DICOM: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - pydicom raises many types on malformed files
