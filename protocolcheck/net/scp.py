@@ -29,7 +29,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -37,6 +37,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
+from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.transport import ThreadedAssociationServer
 
 from .common import DEFAULT_AET, VERIFICATION, Timeouts, new_ae, safe_uid, storage_contexts, validate_aet
@@ -132,8 +133,10 @@ class InstanceStore:
     def path_for(self, key: InstanceKey) -> Path:
         return self.root / key.study / key.series / f"{key.sop}.dcm"
 
-    def put(self, key: InstanceKey, data: bytes) -> Path:
-        """Write ``data`` as the instance's file, atomically and durably; StoreError on failure."""
+    def put(self, key: InstanceKey, data: bytes | Sequence[bytes]) -> Path:
+        """Write ``data`` (bytes, or pieces written in turn) as the instance's file, atomically and
+        durably; StoreError on failure."""
+        pieces = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
         target = self.path_for(key)
         try:
             created = not target.parent.is_dir()
@@ -141,7 +144,8 @@ class InstanceStore:
             fd, temp = tempfile.mkstemp(dir=target.parent, prefix=_TEMP_PREFIX)
             try:
                 with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
+                    for piece in pieces:
+                        fh.write(piece)
                     fh.flush()
                     if self.fsync:
                         os.fsync(fh.fileno())
@@ -366,15 +370,15 @@ def handle_store(event: evt.Event, store: InstanceStore, counters: Counters,
             ds = event.dataset
         except Exception as exc:  # noqa: BLE001
             raise StoreError(CANNOT_UNDERSTAND, f"cannot decode dataset: {type(exc).__name__}: {exc}") from exc
+        encoded = event.encoded_dataset(include_meta=False)  # the bytes as the peer sent them
         if not event.context.transfer_syntax.is_deflated:
-            check_complete(ds, len(event.encoded_dataset(include_meta=False)))
+            check_complete(ds, len(encoded))
         key = instance_key(ds, sop_fallback)
         if accept is not None:
             reason = accept(key)
             if reason:
                 raise StoreError(DATASET_DOES_NOT_MATCH, reason)
-        data = event.encoded_dataset(include_meta=True)
-        store.put(key, data)
+        store.put(key, (b"\x00" * 128, b"DICM", encode_file_meta(event.file_meta), encoded))
         if on_stored is not None:
             on_stored(key)
     except StoreError as exc:
