@@ -215,8 +215,8 @@ DECISION_TABLE: tuple[tuple[str, str], ...] = (
                       "acquisition: exam-level, ignored); else SeriesDescription text (ProtocolName only if the description "
                       "is empty, never GE's) with negatives pre/native/w/o/without/non-contrast beating positives +C/C+/"
                       "post/gad/gd/contrast/KM/CE/dynamic/agent brand names; CT also Route and CTA/angio; else order: "
-                      "acquired before the first post-contrast acquisition -> pre; after it and the same weighting -> post; "
-                      "after it but another kind -> unknown"),
+                      "acquired before the first post-contrast acquisition -> pre; after it -> post (localizers stay "
+                      "unknown)"),
     ("plane", "normal = row x column of Image Orientation (Patient); largest |component| names the plane; "
               "obliquity = angle to that axis; missing orientation -> null"),
     ("acquisition", "MR Acquisition Type 2D/3D; else sequence names (*fl3d, *tfl3d, *spc, *ci3d, 3D GE names, "
@@ -1269,8 +1269,9 @@ def classify_study(study: Study) -> list[SeriesClass]:
     Study-level rules:
 
     * contrast order: a stack whose contrast phase the headers and text leave open is post-contrast
-      when it was acquired after the first post-contrast acquisition of the same modality, and
-      pre-contrast when acquired before it;
+      when it was acquired after the first post-contrast acquisition of the same modality (whatever
+      its weighting: a T2 after the injection is a post-contrast acquisition), and pre-contrast when
+      acquired before it; localizers stay unknown;
     * fat-suppression naming: when headers cannot prove absence and other series of the study name
       fat suppression in their descriptions, a description without such a word means no fat suppression;
     * exam-level contrast agent: when the study's first acquisition already carries a Contrast/Bolus
@@ -1297,15 +1298,14 @@ def classify_study(study: Study) -> list[SeriesClass]:
         first_t, first = min(same, key=lambda x: x[0])
         label = f"series {first.series_number}" if first.series_number is not None else "the first post-contrast series"
         if t > first_t:
-            if r.weighting is not first.weighting or r.localizer:
+            if r.localizer:
                 evidence = dict(r.evidence)
                 evidence["post_contrast"] = list(r.evidence.get("post_contrast", [])) + [
-                    f"acquired after {label} ('{first.series_description}') but not the same kind of acquisition "
-                    f"({r.weighting.value}{' localizer' if r.localizer else ''} vs {first.weighting.value}) -> left unknown"]
+                    f"localizer acquired after {label} ('{first.series_description}') -> left unknown"]
                 out.append(replace(r, evidence=evidence))
                 continue
             value, why = True, (f"acquired after {label} ('{first.series_description}'), the first post-contrast "
-                                f"{first.weighting.value} acquisition -> post-contrast")
+                                "acquisition: the agent was already given -> post-contrast")
         elif t < first_t:
             value, why = False, f"acquired before {label} ('{first.series_description}'), the first post-contrast acquisition -> pre-contrast"
         else:

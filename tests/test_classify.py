@@ -815,7 +815,7 @@ def test_synthetic_vendor_studies(vendor: synth.Vendor, field: float, tmp_path: 
 
 # ------------------------------------------------------------------------------ refinements / traps
 
-def test_contrast_order_only_marks_the_same_kind_post() -> None:
+def test_contrast_order_marks_everything_after_the_injection_post() -> None:
     common = dict(manufacturer=SIEMENS, scanning_sequence=("SE",), scan_options=("PFP",))
     t2_before = images(series="5.1", time="100000", number=2, repetition_time=4000.0, echo_time=90.0,
                        series_description="t2_tse_cor", **common)
@@ -825,8 +825,8 @@ def test_contrast_order_only_marks_the_same_kind_post() -> None:
                       series_description="t2_tse_sag", **common)
     results = by_description(study_of(t2_before, post, t2_after))
     assert results["t2_tse_cor"].post_contrast is False
-    assert results["t2_tse_sag"].post_contrast is None
-    assert "not the same kind" in results["t2_tse_sag"].evidence["post_contrast"][-1]
+    assert results["t2_tse_sag"].post_contrast is True
+    assert "the agent was already given" in results["t2_tse_sag"].evidence["post_contrast"][-1]
 
 
 @pytest.mark.parametrize("tr, te, expected", [(700.0, 14.0, Weighting.T1), (1200.0, 32.0, Weighting.PD),
