@@ -682,20 +682,23 @@ class _NetAudit:
                 context=file_digest(opts["context_file"]))
 
     def audit(self, folder: Any) -> list[Any]:
-        """Audit every study under ``folder``; save each in the store (when there is one)."""
+        """Audit every study under ``folder`` with the same pipeline as ``audit``."""
         from .pipeline import audit_paths
 
-        results = list(audit_paths([folder], self.options))
-        if self.store is not None:
-            from pathlib import Path
+        return list(audit_paths([folder], self.options))
 
-            from .store import instance_fingerprint
+    def save(self, folder: Any, results: list[Any]) -> None:
+        """Save the audits of ``folder`` in the results store (when there is one); StoreError on failure."""
+        if self.store is None:
+            return
+        from pathlib import Path
 
-            sops = [p.stem for p in Path(folder).glob("*/*.dcm")]
-            for result in results:
-                self.store.save(result, fingerprint=instance_fingerprint(sops, self.settings),
-                                library_version=self.library_version, source=self.source)
-        return results
+        from .store import instance_fingerprint
+
+        sops = [p.stem for p in Path(folder).glob("*/*.dcm")]
+        for result in results:
+            self.store.save(result, fingerprint=instance_fingerprint(sops, self.settings),
+                            library_version=self.library_version, source=self.source)
 
     def close(self) -> None:
         if self.store is not None:
@@ -778,6 +781,7 @@ def listen(**opts: Any) -> None:
                     click.echo(line)
                 audited[0] += 1
                 warn("audited " + _describe(result), opts["quiet"])
+        auditor.save(folder, results)  # after the output, so a store failure loses no record
 
     config = ListenConfig(store=Path(opts["store_dir"]), port=opts["port"], bind=opts["bind"], aet=aet,
                           allowed_aets=allowed, idle=opts["idle"])
@@ -840,6 +844,7 @@ def query(**opts: Any) -> None:
     from .net.common import NetError
     from .net.qr import RetrieveMethod, StudyQuery, find_studies, pull_studies
     from .pipeline import Summary, reaches, unmatched_context
+    from .store import StoreError
 
     _net_logging(opts["quiet"], opts["verbose"])
     peer = _peer(opts)
@@ -875,7 +880,13 @@ def query(**opts: Any) -> None:
                 continue
             for note in pulled.notes:
                 warn(f"note: {pulled.match.label()}: {note}", opts["quiet"])
-            results.extend(auditor.audit(pulled.folder))
+            audits = auditor.audit(pulled.folder)
+            results.extend(audits)
+            try:
+                auditor.save(pulled.folder, audits)
+            except StoreError as exc:
+                failures.append(str(exc))
+                warn(f"error: {exc}")
     except NetError as exc:
         failures.append(str(exc))
         warn(f"error: {exc}")

@@ -310,8 +310,10 @@ class StudyTracker:
             failed = False
             try:
                 self.on_complete(uid)
-            except Exception:  # noqa: BLE001 - a failing hand-over must not stop the receiver
-                LOG.exception("handling completed study %s failed; it stays marked pending", uid)
+            except Exception as exc:  # noqa: BLE001 - a failing hand-over must not stop the receiver
+                LOG.error("handling completed study %s failed (%s: %s); it stays marked pending and is "
+                          "handled again at the next start", uid, type(exc).__name__, exc)
+                LOG.debug("traceback", exc_info=True)
                 failed = True
             with self._cond:
                 state = self._studies[uid]
