@@ -35,7 +35,7 @@ from protocolcheck.net.scp import (
     InstanceStore,
     ListenConfig,
     StorageSCP,
-    StoreError,
+    InstanceRefused,
     StudyTracker,
     check_complete,
 )
@@ -321,7 +321,7 @@ def test_check_complete_detects_cut_datasets() -> None:
     raw = _encoded(ds)
     check_complete(read_dataset(BytesIO(raw), False, True), len(raw))
     for cut in (len(raw) - 1, len(raw) - 3000, 283, 50):
-        with pytest.raises(StoreError):
+        with pytest.raises(InstanceRefused):
             check_complete(read_dataset(BytesIO(raw[:cut]), False, True), cut)
 
 
@@ -340,7 +340,7 @@ def test_store_put_is_atomic_and_unwritable_store_is_an_error(tmp_path: Path) ->
     try:
         if os.access(locked, os.W_OK):  # root ignores permissions
             pytest.skip("running as root: permissions are not enforced")
-        with pytest.raises(StoreError) as err:
+        with pytest.raises(InstanceRefused) as err:
             InstanceStore(locked).put(key, b"x")
         assert err.value.status == 0xA700
     finally:

@@ -56,7 +56,7 @@ REJECTED_LOG = ".rejected.jsonl"
 _TEMP_PREFIX = ".incoming-"
 
 
-class StoreError(Exception):
+class InstanceRefused(Exception):
     """An instance that cannot be stored; ``status`` is the C-STORE status to answer with."""
 
     def __init__(self, status: int, reason: str) -> None:
@@ -75,7 +75,7 @@ class InstanceKey:
 
 
 def check_complete(ds: Dataset, size: int) -> None:
-    """StoreError unless the decoded elements end exactly where the received bytes end.
+    """InstanceRefused unless the decoded elements end exactly where the received bytes end.
 
     pydicom decodes leniently: a dataset cut short mid-element or mid-value still "decodes". The
     last top-level element's declared end must be the end of the stream (undefined-length items,
@@ -83,7 +83,7 @@ def check_complete(ds: Dataset, size: int) -> None:
     """
     tags = list(ds.keys())
     if not tags:
-        raise StoreError(CANNOT_UNDERSTAND, "empty dataset")
+        raise InstanceRefused(CANNOT_UNDERSTAND, "empty dataset")
     last = ds.get_item(max(tags))
     length = getattr(last, "length", None)
     value_tell = getattr(last, "value_tell", None)
@@ -91,23 +91,23 @@ def check_complete(ds: Dataset, size: int) -> None:
         return
     end = value_tell + length
     if end != size:
-        raise StoreError(CANNOT_UNDERSTAND, f"dataset truncated or malformed: its last element {last.tag} "
+        raise InstanceRefused(CANNOT_UNDERSTAND, f"dataset truncated or malformed: its last element {last.tag} "
                                             f"ends at byte {end} but {size} bytes were received")
 
 
 def instance_key(ds: Dataset, fallback_sop: str = "") -> InstanceKey:
-    """Read and check the placing UIDs of a received dataset; StoreError when unusable."""
+    """Read and check the placing UIDs of a received dataset; InstanceRefused when unusable."""
     try:
         study = ds.get("StudyInstanceUID", "")
         series = ds.get("SeriesInstanceUID", "")
         sop = ds.get("SOPInstanceUID", "") or fallback_sop
     except Exception as exc:  # noqa: BLE001 - pydicom decodes lazily and raises many types
-        raise StoreError(CANNOT_UNDERSTAND, f"cannot decode dataset: {type(exc).__name__}: {exc}") from exc
+        raise InstanceRefused(CANNOT_UNDERSTAND, f"cannot decode dataset: {type(exc).__name__}: {exc}") from exc
     try:
         return InstanceKey(safe_uid(study, "Study Instance UID"), safe_uid(series, "Series Instance UID"),
                            safe_uid(sop, "SOP Instance UID"))
     except ValueError as exc:
-        raise StoreError(DATASET_DOES_NOT_MATCH, str(exc)) from exc
+        raise InstanceRefused(DATASET_DOES_NOT_MATCH, str(exc)) from exc
 
 
 class InstanceStore:
@@ -135,7 +135,7 @@ class InstanceStore:
 
     def put(self, key: InstanceKey, data: bytes | Sequence[bytes]) -> Path:
         """Write ``data`` (bytes, or pieces written in turn) as the instance's file, atomically and
-        durably; StoreError on failure."""
+        durably; InstanceRefused on failure."""
         pieces = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
         target = self.path_for(key)
         try:
@@ -159,7 +159,7 @@ class InstanceStore:
                     _fsync_dir(target.parent.parent)
                     _fsync_dir(self.root)
         except OSError as exc:
-            raise StoreError(OUT_OF_RESOURCES, f"cannot write {target}: {exc.strerror or exc}") from exc
+            raise InstanceRefused(OUT_OF_RESOURCES, f"cannot write {target}: {exc.strerror or exc}") from exc
         return target
 
     # -- pending markers: a study with a marker has instances that were not yet handed over
@@ -371,7 +371,7 @@ def handle_store(event: evt.Event, store: InstanceStore, counters: Counters,
         try:
             ds = event.dataset
         except Exception as exc:  # noqa: BLE001
-            raise StoreError(CANNOT_UNDERSTAND, f"cannot decode dataset: {type(exc).__name__}: {exc}") from exc
+            raise InstanceRefused(CANNOT_UNDERSTAND, f"cannot decode dataset: {type(exc).__name__}: {exc}") from exc
         encoded = event.encoded_dataset(include_meta=False)  # the bytes as the peer sent them
         if not event.context.transfer_syntax.is_deflated:
             check_complete(ds, len(encoded))
@@ -379,11 +379,11 @@ def handle_store(event: evt.Event, store: InstanceStore, counters: Counters,
         if accept is not None:
             reason = accept(key)
             if reason:
-                raise StoreError(DATASET_DOES_NOT_MATCH, reason)
+                raise InstanceRefused(DATASET_DOES_NOT_MATCH, reason)
         store.put(key, (b"\x00" * 128, b"DICM", encode_file_meta(event.file_meta), encoded))
         if on_stored is not None:
             on_stored(key)
-    except StoreError as exc:
+    except InstanceRefused as exc:
         counters.add("refused")
         LOG.warning("refused instance %s from %s: %s (status 0x%04X)", key.sop if key else sop_fallback or "?",
                     peer, exc.reason, exc.status)
