@@ -1263,6 +1263,33 @@ def _exam_level_agent(results: list[SeriesClass], study: Study) -> list[SeriesCl
     return out
 
 
+def _contrast_start_time(results: list[SeriesClass], study: Study) -> list[SeriesClass]:
+    """Contrast/Bolus Start Time dates the injection: a stack the headers and text leave open is
+    post-contrast when acquired after it and pre-contrast when acquired before it (same day)."""
+    # Contrast/Bolus Start Time is a time of day (TM): date it with the series' own acquisition date.
+    starts = sorted(
+        (t, r.acquisition_time[:8] + " " + stack.first.contrast_start_time)
+        for r, stack in zip(results, study.stacks)
+        if stack.first.contrast_start_time and r.acquisition_time[:8].isdigit()
+        and (t := _stamp_seconds(r.acquisition_time[:8] + stack.first.contrast_start_time)) is not None
+    )
+    if not starts:
+        return results
+    start, stamp = starts[0]
+    out = list(results)
+    for i, r in enumerate(results):
+        t = _stamp_seconds(r.acquisition_time)
+        if r.post_contrast is not None or r.localizer or t is None or t == start:
+            continue
+        value = t > start
+        why = (f"acquired at {r.acquisition_time} {'after' if value else 'before'} Contrast/Bolus Start Time "
+               f"{stamp} -> {'post' if value else 'pre'}-contrast")
+        evidence = dict(r.evidence)
+        evidence["post_contrast"] = list(r.evidence.get("post_contrast", [])) + [why]
+        out[i] = replace(r, post_contrast=value, evidence=evidence)
+    return out
+
+
 def classify_study(study: Study) -> list[SeriesClass]:
     """Classify every stack of a study, in acquisition order.
 
@@ -1272,6 +1299,8 @@ def classify_study(study: Study) -> list[SeriesClass]:
       when it was acquired after the first post-contrast acquisition of the same modality (whatever
       its weighting: a T2 after the injection is a post-contrast acquisition), and pre-contrast when
       acquired before it; localizers stay unknown;
+    * contrast start time: a stack left open is post when acquired after the Contrast/Bolus Start
+      Time written on any series of the study, pre when acquired before it;
     * fat-suppression naming: when headers cannot prove absence and other series of the study name
       fat suppression in their descriptions, a description without such a word means no fat suppression;
     * exam-level contrast agent: when the study's first acquisition already carries a Contrast/Bolus
@@ -1279,6 +1308,7 @@ def classify_study(study: Study) -> list[SeriesClass]:
     """
     results = _exam_level_agent([classify_stack(stack, study) for stack in study.stacks], study)
     results = _fat_naming_convention(results)
+    results = _contrast_start_time(results, study)
     known_post = [
         (t, r) for r in results
         if r.post_contrast is True and not r.derived and (t := _stamp_seconds(r.acquisition_time)) is not None

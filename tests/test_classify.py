@@ -829,6 +829,18 @@ def test_contrast_order_marks_everything_after_the_injection_post() -> None:
     assert "the agent was already given" in results["t2_tse_sag"].evidence["post_contrast"][-1]
 
 
+def test_contrast_start_time_dates_the_injection_when_names_say_nothing() -> None:
+    """Uninformative names and an empty agent: Contrast/Bolus Start Time still tells pre from post."""
+    common = dict(manufacturer="GE MEDICAL SYSTEMS", scanning_sequence=("SE",), repetition_time=600.0,
+                  echo_time=10.0, contrast_start_time="101500")
+    pre = images(series="6.1", time="100000", number=2, series_description="Series 2", **common)
+    post = images(series="6.2", time="102000", number=3, series_description="Series 3", **common)
+    results = by_description(study_of(pre, post))
+    assert results["Series 2"].post_contrast is False
+    assert results["Series 3"].post_contrast is True
+    assert "Contrast/Bolus Start Time 20250314 101500" in results["Series 3"].evidence["post_contrast"][-1]
+
+
 @pytest.mark.parametrize("tr, te, expected", [(700.0, 14.0, Weighting.T1), (1200.0, 32.0, Weighting.PD),
                                                (1500.0, 28.0, Weighting.PD), (3200.0, 400.0, Weighting.T2)])
 def test_3d_tse_weighting(tr: float, te: float, expected: Weighting) -> None:
