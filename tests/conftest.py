@@ -85,3 +85,12 @@ def write_synth(tmp_path: Path) -> Callable[..., Path]:
         return folder
 
     return _write
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_results_store(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests never write to the user's default results store (~/.local/share/protocolcheck)."""
+    import os
+
+    if "PROTOCOLCHECK_DB" not in os.environ:
+        os.environ["PROTOCOLCHECK_DB"] = str(tmp_path_factory.mktemp("store") / "results.db")
