@@ -869,10 +869,10 @@ def query(**opts: Any) -> None:
     warn(f"{len(matches)} studies match on {peer}", opts["quiet"])
     results: list[Any] = []
     failures: list[str] = []
+    pulled_studies = pull_studies(peer, matches, method=RetrieveMethod(opts["retrieve"]),
+                                  move_port=opts["move_port"], move_bind=move_bind,
+                                  workdir=opts["workdir"], timeouts=timeouts)
     try:
-        pulled_studies = pull_studies(peer, matches, method=RetrieveMethod(opts["retrieve"]),
-                                      move_port=opts["move_port"], move_bind=move_bind,
-                                      workdir=opts["workdir"], timeouts=timeouts)
         for pulled in progress(pulled_studies, "Auditing studies", opts["quiet"], length=len(matches)):
             if pulled.error is not None or pulled.folder is None:
                 failures.append(str(pulled.error))
@@ -891,6 +891,7 @@ def query(**opts: Any) -> None:
         failures.append(str(exc))
         warn(f"error: {exc}")
     finally:
+        pulled_studies.close()  # deletes the temporary files even when interrupted
         auditor.close()
     form = resolve_format(opts["fmt"], opts["output"])
     records = [r.to_dict(include_patient=auditor.include_patient) for r in results]
