@@ -131,8 +131,15 @@ def load_context_csv(path: str | Path) -> ContextTable:
             dialect = csv.Sniffer().sniff(sample, delimiters=",;\t") if sample.strip() else csv.excel
         except csv.Error:
             dialect = csv.excel
+        except UnicodeDecodeError as exc:
+            raise ContextError([_not_utf8(name, exc)]) from exc
         reader = csv.DictReader(handle, dialect=dialect)
-        header = [c.strip().lower() for c in (reader.fieldnames or [])]
+        try:
+            header = [c.strip().lower() for c in (reader.fieldnames or [])]
+        except UnicodeDecodeError as exc:
+            raise ContextError([_not_utf8(name, exc)]) from exc
+        except csv.Error as exc:
+            raise ContextError([f"{name} line 1: {exc}"]) from exc
         if not header:
             raise ContextError([f"{name}: empty file; the first line must name the columns, e.g. accession_number,trauma_date,indication"])
         reader.fieldnames = header
@@ -147,6 +154,8 @@ def load_context_csv(path: str | Path) -> ContextTable:
             rows = list(_rows(reader))
         except csv.Error as exc:
             raise ContextError([f"{name} line {reader.line_num}: {exc}"]) from exc
+        except UnicodeDecodeError as exc:
+            raise ContextError([_not_utf8(name, exc)]) from exc
     for line, row in rows:
         context, row_problems = _parse_row(row, f"{name} line {line}")
         problems.extend(row_problems)
@@ -168,6 +177,10 @@ def load_context_csv(path: str | Path) -> ContextTable:
     if problems:
         raise ContextError(problems)
     return table
+
+
+def _not_utf8(name: str, exc: UnicodeDecodeError) -> str:
+    return f"{name}: not UTF-8 text (found byte 0x{exc.object[exc.start]:02x}); save the file as 'CSV UTF-8'"
 
 
 def _rows(reader: csv.DictReader) -> Iterable[tuple[int, dict[str, str]]]:
