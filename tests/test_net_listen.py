@@ -413,8 +413,8 @@ class Listener:
             time.sleep(0.1)
         return self.records()
 
-    def terminate(self, timeout: float = 60) -> int:
-        self.process.popen.send_signal(signal.SIGTERM)
+    def terminate(self, timeout: float = 60, sig: int = signal.SIGTERM) -> int:
+        self.process.popen.send_signal(sig)
         return self.process.popen.wait(timeout)
 
     def kill(self) -> None:
@@ -449,7 +449,7 @@ def test_listen_audits_each_study_like_the_folder(tmp_path: Path, synth_corpus, 
     assert sent.returncode == 0, sent.stderr
     got = {r["study_instance_uid"]: r for r in listener.wait_records(len(folders))}
     assert got == _folder_audits(*folders)
-    assert listener.terminate() == 0
+    assert listener.terminate(sig=signal.SIGINT) == 0  # Ctrl-C
     assert len(listener.records()) == len(folders)  # nothing audited twice
     n_sent = sum(len(list(f.glob("*.dcm"))) for f in folders)
     assert len(list(listener.store.glob("*/*/*.dcm"))) == n_sent
