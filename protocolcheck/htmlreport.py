@@ -179,6 +179,12 @@ def trauma_histogram(days: pd.Series, width: int = 7, cap_weeks: int = 26) -> tu
 FONT = "font-family=\"system-ui, -apple-system, 'Segoe UI', Roboto, 'DejaVu Sans', sans-serif\""
 
 
+def _share(count: int, total: int) -> str:
+    """A percentage that never reads 0% for a non-zero count."""
+    share = count / total
+    return "<1%" if 0 < share < 0.005 else f"{share:.0%}"
+
+
 def _nice_max(value: float) -> int:
     if value <= 5:
         return 5
@@ -285,7 +291,7 @@ def svg_hbars(items: Sequence[tuple[str, int, str]], *, total: int, width: int =
         y = top + i * row_h
         w = plot_w * count / vmax
         short = label if len(label) <= 36 else label[:35] + "…"
-        share = f" ({count / total:.0%} of studies)" if total else ""
+        share = f" ({_share(count, total)} of studies)" if total else ""
         out.append(f'<text x="{left - 10}" y="{y + 18}" font-size="12.5" text-anchor="end" fill="#223">'
                    f'<title>{esc(label)}</title>{esc(short)}</text>'
                    f'<rect class="bar" x="{left}" y="{y + 5}" width="{max(w, 2):.1f}" height="{row_h - 10}" rx="3" '
@@ -384,10 +390,14 @@ th { text-align:left; font-size:11.5px; text-transform:uppercase; letter-spacing
 td { border-bottom:1px solid var(--line); padding:7px 8px; vertical-align:top; }
 tr:nth-child(even) td { background:#fafbfd; }
 td.nowrap { white-space:nowrap; }
+small.uid { color:var(--muted); font-size:10.5px; }
 td.mono { font-family:ui-monospace,"DejaVu Sans Mono",monospace; font-size:12px; word-break:break-all; }
 .badge { display:inline-block; border-radius:9px; padding:0 8px; font-size:11.5px; font-weight:600; color:#fff; white-space:nowrap; }
 ul.findings { margin:0; padding:0; list-style:none; }
 ul.findings li { margin:0 0 4px; }
+ul.findings details { display:inline; color:var(--muted); font-size:12px; }
+ul.findings details summary { display:inline; cursor:pointer; color:#3d6fb6; margin-left:4px; }
+ul.findings details[open] { display:block; margin:2px 0 0 0; }
 ul.findings code { background:#eef2f7; border-radius:4px; padding:0 4px; font-size:11.5px; }
 .empty { color:var(--muted); font-style:italic; padding:8px 0; }
 footer { color:var(--muted); font-size:12px; text-align:center; padding:6px 0 24px; }
@@ -437,11 +447,14 @@ def _failing_table(audits: pd.DataFrame, findings: pd.DataFrame, include_patient
             group = group.assign(_o=group["severity"].map(order).fillna(3)).sort_values("_o", kind="stable")
             for _, f in group.iterrows():
                 req = f" <code>{esc(f['requirement'])}</code>" if f["requirement"] else ""
+                text, _, cited = str(f["message"] or "").partition(" Guideline: ")
+                cite = (f'<details><summary>guideline</summary>{esc(cited)}</details>' if cited else "")
                 items.append(f"<li>{_badge(f['severity'], SEVERITY_COLORS.get(f['severity'], '#667'))} "
-                             f"<code>{esc(f['code'])}</code>{req} {esc(f['message'])}</li>")
+                             f"<code>{esc(f['code'])}</code>{req} {esc(text)}{cite}</li>")
         when = row["when"].strftime("%Y-%m-%d") if pd.notna(row["when"]) else ""
         cells = [f'<td class="nowrap">{esc(when)}</td>',
-                 f'<td class="mono"><b>{esc(row["accession_number"]) or "–"}</b><br>{esc(row["study_instance_uid"])}</td>']
+                 f'<td class="mono"><b>{esc(row["accession_number"]) or "–"}</b><br>'
+                 f'<small class="uid">{esc(row["study_instance_uid"])}</small></td>']
         if include_patient:
             cells.append(f"<td>{esc(row.get('patient_name', ''))}<br><small>{esc(row.get('patient_id', ''))}</small></td>")
         cells += [f"<td>{esc(row['station_name']) or '–'}<br><small>{esc(row['scanner'])}</small></td>",
