@@ -444,9 +444,43 @@ def _read_yaml(path: Path) -> _Source:
         source.problems.append(f"{where}: not valid YAML ({problem}) \u2014 fix: check indentation, "
                                "colons and quotes on this line (quote values containing ': ' or '#')")
         return source
+    except RecursionError:
+        source.problems.append(f"{path}: nested too deeply to read \u2014 fix: a protocol needs only a few levels")
+        source.data = None
+        return source
     if node is not None:
+        if _expanded_size(node, {}) > MAX_YAML_VALUES:
+            source.problems.append(f"{path}: expands to more than {MAX_YAML_VALUES} values through YAML aliases "
+                                   "\u2014 fix: write the values out instead of repeating *aliases")
+            source.data = None
+            return source
         _walk_nodes(node, (), source)
     return source
+
+
+MAX_YAML_VALUES = 100_000  # a protocol has a few hundred values; far more means an alias bomb
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """How many values ``node`` stands for with aliases expanded (aliases share nodes, so memoised;
+    a node that contains itself is infinite), stopping early past :data:`MAX_YAML_VALUES`."""
+    known = memo.get(id(node))
+    if known is not None:
+        return known if known >= 0 else MAX_YAML_VALUES + 1
+    memo[id(node)] = -1  # being counted: meeting it again below means a recursive alias
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        children: list[yaml.Node] = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    else:
+        children = []
+    for child in children:
+        size += _expanded_size(child, memo)
+        if size > MAX_YAML_VALUES:
+            break
+    memo[id(node)] = size
+    return size
 
 
 def _schema_at(path: Sequence[Any]) -> dict[str, Any]:
@@ -602,9 +636,10 @@ def _semantic_problems(source: _Source, file_path: Path) -> None:
     def check_refs(path: tuple[Any, ...], refs: Any) -> None:
         for i, ref in enumerate(refs if isinstance(refs, list) else []):
             if ref not in citation_ids:
-                close = difflib.get_close_matches(str(ref), citation_ids, n=1, cutoff=0.5)
+                known = [str(c) for c in citation_ids]
+                close = difflib.get_close_matches(str(ref), known, n=1, cutoff=0.5)
                 fix = f"did you mean {close[0]!r}?" if close else \
-                    f"add a citation with id {ref!r} to 'citations' (known: {', '.join(citation_ids)})"
+                    f"add a citation with id {ref!r} to 'citations' (known: {', '.join(known)})"
                 source.report(path + (i,), f"unknown citation {ref!r}", fix)
 
     def check_match(path: tuple[Any, ...], match: Any) -> None:
