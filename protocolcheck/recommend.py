@@ -243,6 +243,8 @@ def load_rules(path: str | os.PathLike[str] | None = None) -> Rules:
         raise RulesError([f"{name}: cannot read the rules file ({exc})"]) from exc
     except yaml.YAMLError as exc:
         raise RulesError([f"{name}: not valid YAML: {exc}"]) from exc
+    except RecursionError:
+        raise RulesError([f"{name}: nested too deeply to read"]) from None
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
