@@ -269,17 +269,26 @@ def plan_run(paths: Iterable[str | os.PathLike[str]], store: Store, *, library_v
 
 
 def audit_settings(options: "AuditOptions", context_file: str | os.PathLike[str] | None = None) -> str:
-    """The audit options that change results, as text for the study fingerprint.
+    """Every audit option that can change a result, as text for the study fingerprint.
 
-    The context CSV counts by its contents: editing a trauma date re-audits (every study; cheap and safe).
+    All fields of :class:`AuditOptions` count (so options added later count too) except the library,
+    which :func:`store.library_version` covers. Context rows count by content: editing a trauma date
+    in the CSV re-audits (every study: cheap, and always right).
     """
-    default = options.default_context
-    return settings_digest(
-        protocol=options.protocol_id,
-        context=file_digest(context_file) if context_file else "",
-        default_context=dataclasses.asdict(default) if default is not None else None,
-        include_series=options.include_series,
-    )
+    values: dict[str, Any] = {}
+    for item in dataclasses.fields(options):
+        value = getattr(options, item.name)
+        if item.name == "library":
+            continue
+        if item.name == "contexts" and value is not None:
+            value = {"by_accession": {k: dataclasses.asdict(v) for k, v in sorted(value.by_accession.items())},
+                     "by_study_uid": {k: dataclasses.asdict(v) for k, v in sorted(value.by_study_uid.items())}}
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)
+        values[item.name] = value
+    if context_file:
+        values["context_file"] = file_digest(context_file)
+    return settings_digest(**values)
 
 
 @dataclass

@@ -202,3 +202,36 @@ def test_report_command_errors(tmp_path: Path) -> None:
     broken = CliRunner().invoke(main, ["report", "--db", str(bad)])
     assert broken.exit_code == 3 and "cannot read results store" in broken.output
     assert CliRunner().invoke(main, ["report", "--db", str(bad), "--until", "31/12/2024"]).exit_code == 2
+
+
+def test_report_of_a_real_audit(synth_corpus: object, tmp_path: Path) -> None:
+    """Audit a multi-vendor synthetic corpus into a store; the report's charts carry those audits."""
+    from click.testing import CliRunner
+
+    from protocolcheck.cli import main
+
+    db = str(tmp_path / "qa.db")
+    audited = CliRunner().invoke(main, ["audit", str(synth_corpus.root), "--db", db, "-q", "--format", "json"])
+    assert audited.exit_code in (0, 1), audited.output
+    with Store.open(db, readonly=True) as store:
+        audits = store.latest()
+        findings = store.findings(audits["id"])
+    assert len(audits) == len(synth_corpus.studies)
+    out = tmp_path / "report.html"
+    assert CliRunner().invoke(main, ["report", "--db", db, "-o", str(out), "-q"]).exit_code == 0
+    text = out.read_text(encoding="utf-8")
+    over, scanner, station, institution, missing_svg = svgs(text)[:5]
+    assert sum(counts(over)) == sum(counts(scanner)) == sum(counts(station)) == len(audits)
+    for maker in audits["manufacturer"].unique():
+        assert esc_text(maker[:23]) in scanner
+    n_failing = int(audits["status"].isin(["fail", "error"]).sum())
+    assert f"Failing studies ({n_failing})" in text
+    expected = missing_requirements(audits, findings)
+    assert counts(missing_svg) == [n for _, n, _ in expected] and expected
+    assert "SAMPLE^" not in text  # synth patient names stay out of the report
+
+
+def esc_text(value: str) -> str:
+    import html
+
+    return html.escape(value, quote=True)

@@ -249,3 +249,29 @@ def test_audit_default_store_and_no_db(corpus: Path, tmp_path: Path) -> None:
     none = run_cli("audit", str(corpus), "--no-db", "--format", "json", env={"PROTOCOLCHECK_DB": str(tmp_path / "x.db")})
     assert none.exit_code in (0, 1) and "audited" not in none.stderr
     assert not (tmp_path / "x.db").exists()
+
+
+def test_audit_settings_cover_every_option(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from protocolcheck.context import ClinicalContext, load_context_csv
+    from protocolcheck.library import load_library
+    from protocolcheck.pipeline import AuditOptions
+
+    from protocolcheck.jobs import audit_settings
+
+    library = load_library(None)
+    base = AuditOptions(library=library)
+    variants = [
+        AuditOptions(library=library, protocol_id="mr-lumbosacral-plexus-wwo"),
+        AuditOptions(library=library, include_series=False),
+        AuditOptions(library=library, default_context=ClinicalContext(trauma_date=dt.date(2025, 1, 1))),
+    ]
+    csv = tmp_path / "ctx.csv"
+    csv.write_text("accession_number,trauma_date\nA1,2025-01-01\n")
+    variants.append(AuditOptions(library=library, contexts=load_context_csv(csv)))
+    texts = [audit_settings(base)] + [audit_settings(v) for v in variants]
+    assert len(set(texts)) == len(texts)
+    csv.write_text("accession_number,trauma_date\nA1,2025-01-02\n")
+    assert audit_settings(AuditOptions(library=library, contexts=load_context_csv(csv))) != texts[-1]
+    assert audit_settings(base) == audit_settings(AuditOptions(library=library))
