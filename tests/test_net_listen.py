@@ -352,8 +352,11 @@ def test_tracker_serialises_handovers_and_flushes_on_stop() -> None:
     tracker.start()
     tracker.arrived("1.1")
     tracker.arrived("1.2")
-    time.sleep(0.2)
-    assert seen == ["1.1"]  # one at a time, off the caller's thread
+    deadline = time.monotonic() + 10
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    assert seen == ["1.1"]  # one at a time (the first is still running), off the caller's thread
     gate.set()
     tracker.stop(flush=True, timeout=5)
     assert seen == ["1.1", "1.2"]
