@@ -40,6 +40,7 @@ from .headers import (
     PHILIPS_SCANNING_TECHNIQUE,
     PHILIPS_SPIR,
     SIEMENS_XA_SCAN_OPTIONS,
+    _FRAME_MACROS,
     InstanceHeader,
     ScanRecord,
     Skipped,
@@ -204,20 +205,62 @@ _TOP_KEYWORDS = (
 _TOP: dict[int, str] = {_tag(k): k for k in _TOP_KEYWORDS}
 _ITEM_KEYWORDS = ("SpecificCharacterSet", "CodeValue", "CodeMeaning", "RequestedProcedureDescription")
 _ITEM_TAGS: dict[int, str] = {_tag(k): k for k in _ITEM_KEYWORDS}
-_CAPTURED_SEQUENCES = frozenset(
-    _tag(k) for k in ("ProcedureCodeSequence", "RequestedProcedureCodeSequence", "RequestAttributesSequence",
-                      "ContrastBolusAgentSequence")
-)
-# Enhanced objects and DICOMDIRs go to pydicom (the shared group may also hold Siemens XA Scan Options).
-_NOT_HANDLED = frozenset(
-    _tag(k) for k in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence", "DirectoryRecordSequence")
-)
+_DIRECTORY_RECORDS = _tag("DirectoryRecordSequence")  # DICOMDIRs go to pydicom
 _PRIVATE_SPECS = (GE_PULSE_SEQUENCE_NAME, PHILIPS_SCANNING_TECHNIQUE, PHILIPS_SPIR, PHILIPS_PREPULSE,
                   SIEMENS_XA_SCAN_OPTIONS)
 # Private element offsets (low byte) by group that headers.py reads (GE, Philips, Siemens XA).
 _PRIVATE_OFFSETS: dict[int, frozenset[int]] = {
     group: frozenset(spec[2] for spec in _PRIVATE_SPECS if spec[1] == group) for _c, group, _o in _PRIVATE_SPECS
 }
+_CREATORS = "\x00creators"  # key of an item's private creators in its captured dict
+
+
+class _Level:
+    """What to keep from the datasets at one place of the tree (top level, a kind of item).
+
+    ``tags``: standard elements to keep, by tag -> keyword; ``sequences``: standard sequences whose
+    items to keep, by tag -> (keyword, level of their items); ``private_offsets`` and
+    ``private_sequences``: private elements / sequences to keep, by group -> element low byte (the
+    block is resolved through the creators afterwards, as pydicom's private_block does).
+    """
+
+    __slots__ = ("tags", "sequences", "private_offsets", "private_sequences")
+
+    def __init__(self, tags: dict[int, str], sequences: dict[int, tuple[str, _Level]] | None = None,
+                 private_offsets: dict[int, frozenset[int]] | None = None,
+                 private_sequences: dict[int, dict[int, _Level]] | None = None) -> None:
+        self.tags = tags
+        self.sequences = sequences or {}
+        self.private_offsets = private_offsets or {}
+        self.private_sequences = private_sequences or {}
+
+
+_CHARSET_TAG = {_tag("SpecificCharacterSet"): "SpecificCharacterSet"}
+_ITEM_LEVEL = _Level(_ITEM_TAGS)
+# Enhanced objects: functional-group items -> macro sequences -> the macro elements headers.py reads,
+# and Siemens XA's private series sequence (0021,xxFE) in the shared group -> its Scan Options.
+_MACRO_EXTRA = {"ContrastBolusUsageSequence": ("ContrastBolusAgentAdministered",)}
+_MACRO_LEVELS: dict[int, tuple[str, _Level]] = {
+    _tag(macro): (macro, _Level({**_CHARSET_TAG, **{_tag(k): k for k, _n, _kind in entries},
+                                **{_tag(k): k for k in _MACRO_EXTRA.get(macro, ())}}))
+    for macro, entries in _FRAME_MACROS.items()
+}
+_XA_LEVEL = _Level(dict(_CHARSET_TAG), private_offsets={SIEMENS_XA_SCAN_OPTIONS[1]: frozenset({SIEMENS_XA_SCAN_OPTIONS[2]})})
+_XA_SERIES_OFFSET = 0xFE  # (0021,xxFE): Siemens XA series private sequence in the shared group
+_GROUP_LEVEL = _Level(dict(_CHARSET_TAG), _MACRO_LEVELS,
+                      private_sequences={SIEMENS_XA_SCAN_OPTIONS[1]: {_XA_SERIES_OFFSET: _XA_LEVEL}})
+# A sequence of the top level stored as a plain value: pydicom would fail on it later; leave it to pydicom.
+_NOT_A_SEQUENCE = "\x00"
+_TOP.update({_tag(k): _NOT_A_SEQUENCE + k for k in (
+    "ProcedureCodeSequence", "RequestedProcedureCodeSequence", "RequestAttributesSequence",
+    "ContrastBolusAgentSequence", "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence")})
+_TOP_LEVEL = _Level(
+    _TOP,
+    {**{_tag(k): (k, _ITEM_LEVEL) for k in ("ProcedureCodeSequence", "RequestedProcedureCodeSequence",
+                                            "RequestAttributesSequence", "ContrastBolusAgentSequence")},
+     **{_tag(k): (k, _GROUP_LEVEL) for k in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence")}},
+    _PRIVATE_OFFSETS,
+)
 
 # Record fields by how they are decoded: (field name, keyword).
 _TEXT_FIELDS = (
@@ -398,12 +441,14 @@ class _Walker:
                         raise _Fallback("value beyond end of file")
                     if group & 1:
                         if elem <= 0xFF or (elem & 0xFF) in private_offsets.get(group, ()):
-                            self.private(pos, group, elem, vr, length, True, out, creators)
+                            self.private(pos, group, elem, vr, length, _TOP_LEVEL, out, creators)
                             buf, base = self.buf, self.base
                             blen = len(buf)
                     else:
                         keyword = wanted.get(tag)
                         if keyword is not None:
+                            if keyword[0] == _NOT_A_SEQUENCE:
+                                raise _Fallback("a sequence stored as a plain value")
                             if end - base <= blen:
                                 out[keyword] = (vr, buf[pos - base:end - base])
                             else:
@@ -428,7 +473,7 @@ class _Walker:
                     raise _Fallback("item or delimiter at the top level")
             pos += head
             if kind or length == _UNDEFINED:
-                pos = self.element(pos, group, elem, vr, kind, length, implicit, 0, wanted, out, creators)
+                pos = self.element(pos, group, elem, vr, kind, length, implicit, 0, _TOP_LEVEL, out, creators)
                 buf, base = self.buf, self.base
                 blen = len(buf)
                 continue
@@ -437,12 +482,14 @@ class _Walker:
                 raise _Fallback("value beyond end of file")
             if group & 1:
                 if elem <= 0xFF or (elem & 0xFF) in private_offsets.get(group, ()):
-                    self.private(pos, group, elem, vr, length, True, out, creators)
+                    self.private(pos, group, elem, vr, length, _TOP_LEVEL, out, creators)
                     buf, base = self.buf, self.base
                     blen = len(buf)
             else:
                 keyword = wanted.get(tag)
                 if keyword is not None:
+                    if keyword[0] == _NOT_A_SEQUENCE:
+                        raise _Fallback("a sequence stored as a plain value")
                     if end - base <= blen:
                         value = buf[pos - base:end - base]
                     else:
@@ -454,19 +501,20 @@ class _Walker:
         if pos != size:
             raise _Fallback("overrun")
 
-    def private(self, pos: int, group: int, elem: int, vr: str | None, length: int, top: bool,
+    def private(self, pos: int, group: int, elem: int, vr: str | None, length: int, level: _Level | None,
                 out: dict[Any, Any] | None, creators: dict[int, str]) -> None:
-        """Note a private creator, or keep a private element that headers.py reads (top level only)."""
+        """Note a private creator, or keep a private element that headers.py reads."""
         if 0x10 <= elem <= 0xFF:
             if vr is not None and vr != "LO" and vr != "UN":
                 raise _Fallback("private creator with an odd VR")
             creator = self.value(pos, length).decode("latin-1").split("\\")
             creators[group << 8 | elem] = creator[0].rstrip("\x00 ") if len(creator) == 1 else ""
-        elif top and out is not None and elem > 0xFF and (elem & 0xFF) in _PRIVATE_OFFSETS.get(group, ()):
+        elif (level is not None and out is not None and elem > 0xFF
+              and (elem & 0xFF) in level.private_offsets.get(group, ())):
             out[group << 16 | elem] = (vr or "", self.value(pos, length))
 
     def element(self, pos: int, group: int, elem: int, vr: str | None, kind: int, length: int,
-                implicit: bool, depth: int, capture: dict[int, str] | None, out: dict[Any, Any] | None,
+                implicit: bool, depth: int, level: _Level | None, out: dict[Any, Any] | None,
                 creators: dict[int, str]) -> int:
         """Handle one element whose value starts at ``pos``; return the position after it."""
         tag = group << 16 | elem
@@ -497,26 +545,43 @@ class _Walker:
         if kind == _SQ:
             if depth >= _MAX_DEPTH:
                 raise _Fallback("deep nesting")
-            if depth == 0 and tag in _NOT_HANDLED:
-                raise _Fallback("enhanced multi-frame object or DICOMDIR")
-            wanted = capture is not None and tag in _CAPTURED_SEQUENCES
-            items: list[dict[str, Any]] | None = [] if wanted else None
-            pos = self.sequence(pos, None if length == _UNDEFINED else pos + length, implicit, depth + 1, items)
-            if wanted and out is not None:
-                out[_TOP[tag]] = items
+            if depth == 0 and tag == _DIRECTORY_RECORDS:
+                raise _Fallback("DICOMDIR")
+            key: str | int | None = None
+            sublevel: _Level | None = None
+            if level is not None and out is not None:
+                if group & 1:
+                    if elem > 0xFF:
+                        if (elem & 0xFF) in level.private_offsets.get(group, ()):
+                            raise _Fallback("a private value that headers.py reads is a sequence")
+                        sublevel = level.private_sequences.get(group, {}).get(elem & 0xFF)
+                        key = tag
+                else:
+                    entry = level.sequences.get(tag)
+                    if entry is not None:
+                        key, sublevel = entry
+                    elif tag in level.tags:
+                        raise _Fallback("a value that headers.py reads is a sequence")
+            items: list[dict[Any, Any]] | None = [] if sublevel is not None else None
+            pos = self.sequence(pos, None if length == _UNDEFINED else pos + length, implicit, depth + 1, items,
+                                sublevel)
+            if items is not None and out is not None:
+                out[key] = items
             return pos
         if kind > 0 and length % kind:
             raise _Fallback("binary value of the wrong length")
         if group & 1:
-            self.private(pos, group, elem, vr, length, depth == 0, out, creators)
-        elif capture is not None and out is not None:
-            keyword = capture.get(tag)
+            self.private(pos, group, elem, vr, length, level, out, creators)
+        elif level is not None and out is not None:
+            keyword = level.tags.get(tag)
             if keyword is not None:
+                if keyword[0] == _NOT_A_SEQUENCE:
+                    raise _Fallback("a sequence stored as a plain value")
                 out[keyword] = (_STD_VR[tag] if implicit else vr, self.value(pos, length))
         return pos + length
 
     def dataset(self, pos: int, end: int | None, implicit: bool, depth: int,
-                capture: dict[int, str] | None, out: dict[str, Any] | None) -> int:
+                level: _Level | None, out: dict[Any, Any] | None) -> int:
         """Walk the dataset of one item from ``pos``; return the position after it.
 
         ``end`` is the end of a defined-length item, ``None`` means up to the item delimiter.
@@ -526,10 +591,14 @@ class _Walker:
             if end is not None and pos >= end:
                 if pos != end:
                     raise _Fallback("element overruns its item")
+                if out is not None and creators:
+                    out[_CREATORS] = creators
                 return pos
             group, elem, vr, length, head = self.header(pos, implicit)
             if group == 0xFFFE:
                 if elem == 0xE00D and end is None and length == 0:
+                    if out is not None and creators:
+                        out[_CREATORS] = creators
                     return pos + 8
                 raise _Fallback("unexpected item or delimiter")
             if implicit:
@@ -542,10 +611,10 @@ class _Walker:
                         kind = _std_kind_slow(tag)
             else:
                 kind = _kind_of(vr or "")
-            pos = self.element(pos + head, group, elem, vr, kind, length, implicit, depth, capture, out, creators)
+            pos = self.element(pos + head, group, elem, vr, kind, length, implicit, depth, level, out, creators)
 
     def sequence(self, pos: int, end: int | None, implicit: bool, depth: int,
-                 items: list[dict[str, Any]] | None) -> int:
+                 items: list[dict[Any, Any]] | None, level: _Level | None) -> int:
         """Walk the items of a sequence; collect the captured elements of each item into ``items``."""
         while True:
             if end is not None and pos >= end:
@@ -570,8 +639,8 @@ class _Walker:
                 head = self.value(pos, 6)
                 if not (0x40 < head[4] < 0x5B and 0x40 < head[5] < 0x5B) and head[:4] != b"\xfe\xff\x0d\xe0":
                     item_implicit = True
-            out: dict[str, Any] | None = {} if items is not None else None
-            pos = self.dataset(pos, item_end, item_implicit, depth, _ITEM_TAGS if items is not None else None, out)
+            out: dict[Any, Any] | None = {} if items is not None else None
+            pos = self.dataset(pos, item_end, item_implicit, depth, level if items is not None else None, out)
             if items is not None:
                 items.append(out)
 
@@ -676,16 +745,23 @@ def _vector(element: Any, length: int) -> tuple[float, ...] | None:
     return tuple(values)
 
 
+def _private_tag(creators: dict[int, str], creator: str, group: int, offset: int) -> int | None:
+    """The tag of (group, creator, offset) in a dataset with these creators (pydicom's private_block)."""
+    block = next((key & 0xFF for key in sorted(creators) if key >> 8 == group and creators[key] == creator), None)
+    return None if block is None else group << 16 | block << 8 | offset
+
+
 def _private(top: dict[Any, Any], creators: dict[int, str], creator: str, group: int, offset: int,
              enc: str) -> str:
     """headers._Reader.private: the value of (group, creator, offset) as a stripped string."""
-    block = next((key & 0xFF for key in sorted(creators) if key >> 8 == group and creators[key] == creator), None)
-    if block is None:
-        return ""
-    element = top.get(group << 16 | block << 8 | offset)
+    tag = _private_tag(creators, creator, group, offset)
+    element = top.get(tag) if tag is not None else None
     if element is None:
         return ""
+    if isinstance(element, list):
+        raise _Fallback("private element read as text is a sequence")
     vr, raw = element
+    block = tag >> 8 & 0xFF
     if not vr or vr == "UN":  # implicit VR or UN: pydicom takes the VR from its private dictionary
         vr = _private_vr(creator, group << 16 | block << 8 | offset)
     if vr in ("OB", "OW", "UN"):
@@ -733,7 +809,7 @@ def _decode(how: int, vr: str, raw: bytes, enc: str) -> Any:
 
 
 def _fields(top: dict[Any, Any], creators: dict[int, str], meta: dict[int, tuple[str, bytes]],
-            path: str) -> dict[str, Any] | Skipped:
+            path: str) -> list[dict[str, Any]] | Skipped:
     """Every record field from the captured elements (or Skipped for a non-image object)."""
     get = top.get
     charset = _text(get("SpecificCharacterSet"), "latin-1")
@@ -752,8 +828,6 @@ def _fields(top: dict[Any, Any], creators: dict[int, str], meta: dict[int, tuple
         raise _Fallback("DICOMDIR")
     if sop_class.startswith(NON_IMAGE_SOP_PREFIXES):
         return Skipped(path, f"not an image object (SOP Class {sop_class})")
-    if sop_class in ENHANCED_SOP_CLASSES:
-        raise _Fallback("enhanced multi-frame object")
     fields = _DEFAULTS.copy()
     fields["path"] = path
     fields["sop_class_uid"] = sop_class
@@ -801,11 +875,106 @@ def _fields(top: dict[Any, Any], creators: dict[int, str], meta: dict[int, tuple
             top, creators, *PHILIPS_SCANNING_TECHNIQUE, enc)
         fields["philips_spir"] = _private(top, creators, *PHILIPS_SPIR, enc)
         fields["philips_prepulse"] = _private(top, creators, *PHILIPS_PREPULSE, enc)
-        options = _private(top, creators, *SIEMENS_XA_SCAN_OPTIONS, enc)
+    options = _xa_scan_options(top, creators, enc)
+    if options:
         fields["vendor_scan_options"] = tuple(t.strip().upper() for t in options.split("\\") if t.strip())
     frames = get("NumberOfFrames")
     fields["frames"] = (_integer(frames) if frames is not None else None) or 1
-    return fields
+    if sop_class in ENHANCED_SOP_CLASSES or "PerFrameFunctionalGroupsSequence" in top:
+        return _enhanced(fields, top, enc)
+    return [fields]
+
+
+def _xa_scan_options(top: dict[Any, Any], creators: dict[int, str], enc: str) -> str:
+    """headers._xa_scan_options: top level, else the shared group's private series sequence."""
+    value = _private(top, creators, *SIEMENS_XA_SCAN_OPTIONS, enc) if creators else ""
+    if value:
+        return value
+    shared = _first(top, "SharedFunctionalGroupsSequence")
+    if shared is None:
+        return ""
+    creator, group, _offset = SIEMENS_XA_SCAN_OPTIONS
+    tag = _private_tag(shared.get(_CREATORS, {}), creator, group, _XA_SERIES_OFFSET)
+    items = shared.get(tag) if tag is not None else None
+    if not isinstance(items, list) or not items:
+        return ""  # absent, empty or not a sequence: pydicom finds no Dataset there either
+    item = items[0]
+    return _private(item, item.get(_CREATORS, {}), *SIEMENS_XA_SCAN_OPTIONS, enc)
+
+
+def _first(container: dict[Any, Any], keyword: str) -> dict[Any, Any] | None:
+    """headers._Reader.first_item: the first item of a captured sequence, or None."""
+    items = container.get(keyword)
+    if not items:
+        return None
+    item = items[0]
+    if "SpecificCharacterSet" in item:
+        raise _Fallback("character set inside a sequence item")
+    return item
+
+
+_KIND = {"num": _NUMBER, "vec6": _VEC6, "vec3": _VEC3, "vec2": _VEC2, "texts": _TEXTS, "upper": _UPPER}
+_MACRO_FIELDS: tuple[tuple[str, tuple[tuple[str, str, int], ...]], ...] = tuple(
+    (macro, tuple((keyword, name, _KIND.get(kind, _TEXT)) for keyword, name, kind in entries))
+    for macro, entries in _FRAME_MACROS.items()
+)
+
+
+def _apply_macros(group: dict[Any, Any] | None, fields: dict[str, Any], enc: str) -> None:
+    """headers._apply_macros: copy the first item of each functional-group macro onto ``fields``."""
+    if group is None:
+        return
+    if "SpecificCharacterSet" in group:
+        raise _Fallback("character set inside a functional group")
+    for macro, entries in _MACRO_FIELDS:
+        item = _first(group, macro)
+        if item is None:
+            continue
+        for keyword, name, how in entries:
+            element = item.get(keyword)
+            if element is None:
+                continue
+            vr, raw = element
+            if not raw:
+                continue  # empty: None, "" or () in headers.py, which leaves the field alone
+            value = _decode(how, vr, raw, enc)
+            if value not in (None, "", ()):
+                fields[name] = value
+        if macro == "ContrastBolusUsageSequence" and not fields.get("contrast_agent"):
+            if _text(item.get("ContrastBolusAgentAdministered"), enc).upper() == "YES":
+                fields["contrast_agent"] = "ADMINISTERED"
+
+
+def _enhanced(base: dict[str, Any], top: dict[Any, Any], enc: str) -> list[dict[str, Any]]:
+    """headers._enhanced_records: one record per group of like frames (type, orientation, echo)."""
+    common = dict(base)
+    _apply_macros(_first(top, "SharedFunctionalGroupsSequence"), common, enc)
+    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
+    counts: dict[tuple[Any, ...], int] = {}
+    for item in top.get("PerFrameFunctionalGroupsSequence") or ():
+        fields = dict(common)
+        _apply_macros(item, fields, enc)
+        orientation = fields.get("image_orientation")
+        key = (
+            fields.get("frame_type"),
+            tuple(round(v, 2) for v in orientation) if orientation else None,
+            fields.get("echo_time"),
+        )
+        if key not in groups:
+            groups[key] = fields
+            counts[key] = 0
+        counts[key] += 1
+    if not groups:
+        common["enhanced"] = True
+        return [common]
+    records = []
+    for key, fields in groups.items():
+        fields["frames"] = counts[key]
+        if fields.get("frame_type") and not base.get("image_type"):
+            fields["image_type"] = fields["frame_type"]
+        fields["enhanced"] = True
+        records.append(fields)
+    return records
 
 
 def _item_element(item: dict[str, Any], keyword: str) -> Any:
@@ -872,9 +1041,10 @@ def _read(path: str) -> list[InstanceHeader] | Skipped:
     if isinstance(fields, Skipped):
         return fields
     if _EXTRA_FIELDS:
-        for name in _EXTRA_FIELDS:
-            fields.pop(name, None)
-    return [_record(fields)]
+        for record_fields in fields:
+            for name in _EXTRA_FIELDS:
+                record_fields.pop(name, None)
+    return [_record(record_fields) for record_fields in fields]
 
 
 def _record(fields: dict[str, Any]) -> InstanceHeader:
