@@ -40,6 +40,7 @@ NON_IMAGE_SOP_PREFIXES = (
     "1.2.840.10008.5.1.4.1.1.4.2",  # MR spectroscopy
     "1.2.840.10008.5.1.4.1.1.481.",  # RT objects
     "1.2.840.10008.5.1.4.31",  # worklist / non-storage
+    "1.3.12.2.1107.5.9.1",  # Siemens CSA Non-Image Storage (private: spectroscopy raw, protocol data)
 )
 
 ENHANCED_SOP_CLASSES = frozenset(

@@ -135,6 +135,24 @@ def test_dicomdir_and_structured_reports_are_skipped() -> None:
         assert isinstance(record, Skipped) and "1.2.840.10008.5.1.4.1.1.88." in record.reason
 
 
+def test_siemens_csa_non_image_objects_are_skipped(tmp_path: Path) -> None:
+    """Siemens writes raw spectroscopy/protocol data as private CSA Non-Image Storage: not a series."""
+    from pydicom.dataset import FileMetaDataset
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.3.12.2.1107.5.9.1"
+    meta.MediaStorageSOPInstanceUID = "1.2.3.4.5"
+    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = "1.2.3", "1.2.3.4", "MR"
+    path = tmp_path / "csa.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    record = _one(path)
+    assert isinstance(record, Skipped) and "1.3.12.2.1107.5.9.1" in record.reason
+
+
 def test_not_dicom_zero_byte_garbage_and_documentation(tmp_path: Path) -> None:
     (tmp_path / "export.dcm").write_text("This is a scanner log, not DICOM.\n", encoding="utf-8")
     (tmp_path / "empty.dcm").write_bytes(b"")
