@@ -237,7 +237,7 @@ def plan_run(paths: Iterable[str | os.PathLike[str]], store: Store, *, library_v
         else:
             plan.unreadable_by_study.setdefault(owner, []).append(item)
     for uid, entries in files_by_study.items():
-        parts = [(e.sop_instance_uid or "", e.size, e.mtime_ns) for e in entries]
+        parts: list[tuple[Any, ...]] = [(e.sop_instance_uid or "", e.size, e.mtime_ns) for e in entries]
         parts += [("unreadable", u.path, u.reason) for u in plan.unreadable_by_study.get(uid, ())]
         plan.fingerprints[uid] = fingerprint(parts, settings)
     stored = {} if force else store.current(plan.fingerprints)

@@ -444,6 +444,7 @@ class Store:
             for root in roots:
                 root = root.rstrip(os.sep) or os.sep
                 prefix = root if root.endswith(os.sep) else root + os.sep
+                under: Any
                 if sqlite:  # binary collation: an index range scan
                     under = (files_table.c.path >= prefix) & (files_table.c.path < prefix[:-1] + chr(ord(os.sep) + 1))
                 else:  # collations vary: LIKE, then the exact test below
@@ -493,14 +494,13 @@ class _WriteTransaction:
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot write results store {self.store.target}: {getattr(exc, 'orig', exc)}") from exc
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
             self._cm.__exit__(exc_type, exc, tb)
         except SQLAlchemyError as err:
             raise StoreError(f"cannot write results store {self.store.target}: {getattr(err, 'orig', err)}") from err
         if isinstance(exc, SQLAlchemyError):
             raise StoreError(f"cannot write results store {self.store.target}: {getattr(exc, 'orig', exc)}") from exc
-        return False
 
 
 # -- records <-> rows --------------------------------------------------------------------------
@@ -607,7 +607,7 @@ def result_from_dict(data: dict[str, Any], *, patient_name: str = "", patient_id
     """Rebuild an :class:`AuditResult` from its ``to_dict`` form (as stored in ``result_json``)."""
     handled = {"study_instance_uid", "accession_number", "study_date", "modality", "study_description", "protocol",
                "status", "findings", "series", "patient_name", "patient_id"}
-    extra = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()
+    extra: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()
              if k in AuditResult.__dataclass_fields__ and k not in handled}
     return AuditResult(
         study_instance_uid=str(data.get("study_instance_uid") or ""),
