@@ -163,17 +163,17 @@ def _stat_files(names: Iterable[str]) -> tuple[list[_FileFacts], list[Unreadable
     return facts, gone
 
 
-def _read(paths: list[str], progress: Progress, label: str, workers: int = 1) -> Iterator[Any]:
-    """scan() over these files (in ``workers`` processes), with progress."""
+def _read(paths: list[str], progress: Progress, label: str, workers: int = 1, executor: Any = None) -> Iterator[Any]:
+    """scan() over these files (in ``workers`` processes, or by ``executor``), with progress."""
     if not paths:
         return
-    records = scan(paths, workers=workers)
+    records = executor.read(paths) if executor is not None else scan(paths, workers=workers)
     yield from progress(records, label, len(paths))
 
 
 def plan_run(paths: Iterable[str | os.PathLike[str]], store: Store, *, library_version: str, settings: str = "",
              force: bool = False, progress: Progress = _silent, files: Iterable[str] | None = None,
-             workers: int = 1) -> Plan:
+             workers: int = 1, executor: Any = None) -> Plan:
     """Find the studies under ``paths`` that need auditing, reading as few headers as possible.
 
     ``files`` is the listing of ``paths`` when the caller already has it. Raises FileNotFoundError for
@@ -195,7 +195,7 @@ def plan_run(paths: Iterable[str | os.PathLike[str]], store: Store, *, library_v
     # Read new and changed files; remember what each one is.
     headers_by_study: dict[str, list[InstanceHeader]] = {}
     new_entries: dict[str, FileEntry] = {}
-    for record in _read(fresh, progress, "Reading new files", workers):
+    for record in _read(fresh, progress, "Reading new files", workers, executor):
         fact = by_path[os.path.abspath(record.path)]
         if isinstance(record, InstanceHeader):
             headers_by_study.setdefault(record.study_instance_uid, []).append(record)
@@ -252,7 +252,7 @@ def plan_run(paths: Iterable[str | os.PathLike[str]], store: Store, *, library_v
     # Dirty studies need all their headers: read the unchanged files of those studies too.
     fresh_set = set(fresh)
     rest = [e.path for uid in dirty for e in files_by_study[uid] if e.path not in fresh_set]
-    for record in _read(rest, progress, "Reading changed studies", workers):
+    for record in _read(rest, progress, "Reading changed studies", workers, executor):
         if isinstance(record, InstanceHeader):
             headers_by_study.setdefault(record.study_instance_uid, []).append(record)
         elif isinstance(record, Unreadable):  # changed between stat and read
@@ -311,8 +311,13 @@ def _order(result: AuditResult) -> tuple[int, str, str]:
 
 def run_audit_job(paths: Iterable[str | os.PathLike[str]], store: Store, options: "AuditOptions", *,
                   library_version: str, settings: str = "", force: bool = False, command: str = "audit",
-                  progress: Progress = _silent, files: Iterable[str] | None = None, workers: int = 1) -> JobOutcome:
+                  progress: Progress = _silent, files: Iterable[str] | None = None, workers: int = 1,
+                  executor: Any = None) -> JobOutcome:
     """Audit the studies under ``paths`` that changed since their stored audit; save each (one transaction).
+
+    ``executor`` (e.g. :class:`protocolcheck.cluster.ClusterExecutor`) reads headers and audits studies
+    elsewhere: ``read(paths)`` yields scan records in file order, ``audit(items, options)`` one result
+    per (study, unreadable files) in order.
 
     Studies that did not change are not read: their stored results are returned instead, so the output
     of a re-run equals that of a full run. The run is recorded in ``audit_runs``.
@@ -326,14 +331,18 @@ def run_audit_job(paths: Iterable[str | os.PathLike[str]], store: Store, options
     outcome = "failed"
     try:
         plan = plan_run(paths, store, library_version=library_version, settings=settings, force=force,
-                        progress=progress, files=files, workers=workers)
+                        progress=progress, files=files, workers=workers, executor=executor)
         results: list[AuditResult] = []
-        for work in progress(plan.to_audit, "Auditing", len(plan.to_audit)):
-            for study in group_studies(work.headers):
-                result = audit_study(study, options, plan.unreadable_by_study.get(study.study_instance_uid, ()))
-                store.save(result, fingerprint=work.fingerprint, library_version=library_version, run_id=run_id)
-                results.append(result)
-                audited += 1
+        todo = [(study, plan.unreadable_by_study.get(study.study_instance_uid, ()), work.fingerprint)
+                for work in plan.to_audit for study in group_studies(work.headers)]
+        if executor is not None:
+            done: Iterable[AuditResult] = executor.audit([(study, bad) for study, bad, _fp in todo], options)
+        else:
+            done = (audit_study(study, options, bad) for study, bad, _fp in todo)
+        for (_study, _bad, study_fingerprint), result in zip(todo, progress(done, "Auditing", len(todo)), strict=True):
+            store.save(result, fingerprint=study_fingerprint, library_version=library_version, run_id=run_id)
+            results.append(result)
+            audited += 1
         stored = store.results(plan.current.values())
         for audit_id in plan.current.values():
             result = stored[audit_id]
