@@ -275,3 +275,35 @@ def test_audit_settings_cover_every_option(tmp_path: Path) -> None:
     csv.write_text("accession_number,trauma_date\nA1,2025-01-02\n")
     assert audit_settings(AuditOptions(library=library, contexts=load_context_csv(csv))) != texts[-1]
     assert audit_settings(base) == audit_settings(AuditOptions(library=library))
+
+
+def test_batch_audit_and_a_listener_write_the_same_store_at_once(corpus: Path, tmp_path: Path) -> None:
+    """A nightly `audit` process and a listener-like writer process share one SQLite store."""
+    from test_store import WRITER
+
+    db = tmp_path / "shared.db"
+    Store.open(db).close()
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    go = tmp_path / "go"
+    listener = subprocess.Popen([sys.executable, str(script), str(ROOT), str(db), "listen", "120", str(go)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    batch = subprocess.Popen([sys.executable, "-m", "protocolcheck", "audit", str(corpus), "--db", str(db),
+                              "--format", "json", "-o", str(tmp_path / "out.json")],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    go.write_text("go")
+    out, err = listener.communicate(timeout=300)
+    assert listener.returncode == 0, err
+    _, batch_err = batch.communicate(timeout=300)
+    assert batch.returncode in (0, 1), batch_err
+    assert "2 audited, 0 unchanged" in batch_err
+    with Store.open(db) as store:
+        assert store.count_audits() == 122
+        assert set(store.runs()["outcome"]) == {"ok"}
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        con.close()
