@@ -171,97 +171,135 @@ def _read(paths: list[str], progress: Progress, label: str, workers: int = 1, ex
     yield from progress(records, label, len(paths))
 
 
+class _Planner:
+    """The stages of an incremental run: survey (stat + index), read new files, decide, read the rest.
+
+    Reading is a stream of scan records so that a caller can collect headers (:func:`plan_run`) or
+    feed them to a bounded-memory study stream (:func:`run_audit_job`).
+    """
+
+    def __init__(self, paths: Iterable[str | os.PathLike[str]], store: Store, *, library_version: str,
+                 settings: str, force: bool, progress: Progress, files: Iterable[str] | None, workers: int,
+                 executor: Any) -> None:
+        self.store = store
+        self.library_version = library_version
+        self.settings = settings
+        self.force = force
+        self.progress = progress
+        self.workers = workers
+        self.executor = executor
+        self.roots = [os.path.abspath(os.fspath(p)) for p in paths]
+        facts, gone = _stat_files(iter_files(self.roots) if files is None else files)
+        self.facts = facts
+        self.plan = Plan(files=len(facts), unreadable=list(gone))
+        self.index = store.file_index(self.roots)
+        self.fresh: list[str] = []
+        for fact in facts:
+            entry = self.index.get(fact.path)
+            if entry is not None and entry.size == fact.size and entry.mtime_ns == fact.mtime_ns:
+                fact.entry = entry
+            else:
+                self.fresh.append(fact.path)
+        self.by_path = {f.path: f for f in facts}
+        self.new_entries: dict[str, FileEntry] = {}
+        self.files_by_study: dict[str, list[FileEntry]] = {}
+        self.dirty: list[str] = []
+        self.rest: list[str] = []
+
+    def read_fresh(self) -> Iterator[Any]:
+        """Read new and changed files, remembering what each one is."""
+        for record in _read(self.fresh, self.progress, "Reading new files", self.workers, self.executor):
+            fact = self.by_path[os.path.abspath(record.path)]
+            if isinstance(record, InstanceHeader):
+                self.new_entries[fact.path] = FileEntry(fact.path, fact.size, fact.mtime_ns, FileKind.IMAGE,
+                                                        record.study_instance_uid, record.sop_instance_uid)
+            elif isinstance(record, Unreadable):
+                self.new_entries[fact.path] = FileEntry(fact.path, fact.size, fact.mtime_ns, FileKind.UNREADABLE,
+                                                        reason=record.reason)
+            else:
+                self.new_entries[fact.path] = FileEntry(fact.path, fact.size, fact.mtime_ns, FileKind.SKIPPED,
+                                                        reason=record.reason)
+            yield record
+        self.plan.parsed = len(self.fresh)
+
+    def decide(self) -> None:
+        """Index what was read, fingerprint every study, and split them into current and dirty."""
+        plan, store = self.plan, self.store
+        store.index_files(self.new_entries.values())
+        store.forget_files([p for p in self.index if p not in self.by_path])
+        for fact in self.facts:  # every file's entry (unchanged from the index, or just read)
+            entry = fact.entry or self.new_entries.get(fact.path)
+            if entry is None:
+                continue
+            if entry.kind is FileKind.IMAGE and entry.study_instance_uid:
+                self.files_by_study.setdefault(entry.study_instance_uid, []).append(entry)
+            elif entry.kind is FileKind.UNREADABLE:
+                plan.unreadable.append(Unreadable(entry.path, entry.reason))
+            else:
+                plan.skipped.append(Skipped(entry.path, entry.reason))
+
+        # Unreadable files belong to the study in their folder (as the audit engine decides): part of
+        # its fingerprint, so a new broken file in a study's folder re-audits that study.
+        from .pipeline import _owner_of
+
+        study_dirs = {uid: {os.path.dirname(e.path) for e in entries} for uid, entries in self.files_by_study.items()}
+        for item in plan.unreadable:
+            owner = _owner_of(item.path, study_dirs)
+            if owner is None:
+                plan.orphans.append(item)
+            else:
+                plan.unreadable_by_study.setdefault(owner, []).append(item)
+        for uid, entries in self.files_by_study.items():
+            parts: list[tuple[Any, ...]] = [(e.sop_instance_uid or "", e.size, e.mtime_ns) for e in entries]
+            parts += [("unreadable", u.path, u.reason) for u in plan.unreadable_by_study.get(uid, ())]
+            plan.fingerprints[uid] = fingerprint(parts, self.settings)
+        stored = {} if self.force else store.current(plan.fingerprints)
+        for uid, fp in plan.fingerprints.items():
+            latest = stored.get(uid)
+            if latest is not None and latest[0] == fp and latest[1] == self.library_version:
+                plan.current[uid] = latest[2]
+            else:
+                self.dirty.append(uid)
+        fresh = set(self.fresh)
+        self.rest = [e.path for uid in self.dirty for e in self.files_by_study[uid] if e.path not in fresh]
+
+    def read_rest(self) -> Iterator[Any]:
+        """Dirty studies need all their headers: read their unchanged files too."""
+        for record in _read(self.rest, self.progress, "Reading changed studies", self.workers, self.executor):
+            if isinstance(record, Unreadable):  # changed between stat and read
+                self.plan.unreadable.append(record)
+            yield record
+        self.plan.parsed += len(self.rest)
+
+    def headers(self) -> Iterator[InstanceHeader]:
+        """Every header to audit, in reading order: the new files' (all), then the rest of dirty studies."""
+        for record in self.read_fresh():
+            if isinstance(record, InstanceHeader):
+                yield record
+        self.decide()
+        for record in self.read_rest():
+            if isinstance(record, InstanceHeader):
+                yield record
+
+
 def plan_run(paths: Iterable[str | os.PathLike[str]], store: Store, *, library_version: str, settings: str = "",
              force: bool = False, progress: Progress = _silent, files: Iterable[str] | None = None,
              workers: int = 1, executor: Any = None) -> Plan:
     """Find the studies under ``paths`` that need auditing, reading as few headers as possible.
 
-    ``files`` is the listing of ``paths`` when the caller already has it. Raises FileNotFoundError for
-    a missing path (a usage error for the CLI) and StoreError when the store cannot be used.
+    The headers of the studies to audit are collected in memory (:func:`run_audit_job` streams them
+    instead). ``files`` is the listing of ``paths`` when the caller already has it. Raises
+    FileNotFoundError for a missing path (a usage error for the CLI) and StoreError when the store
+    cannot be used.
     """
-    roots = [os.path.abspath(os.fspath(p)) for p in paths]
-    facts, gone = _stat_files(iter_files(roots) if files is None else files)
-    plan = Plan(files=len(facts), unreadable=list(gone))
-    index = store.file_index(roots)
-    fresh: list[str] = []
-    for fact in facts:
-        entry = index.get(fact.path)
-        if entry is not None and entry.size == fact.size and entry.mtime_ns == fact.mtime_ns:
-            fact.entry = entry
-        else:
-            fresh.append(fact.path)
-    by_path = {f.path: f for f in facts}
-
-    # Read new and changed files; remember what each one is.
+    planner = _Planner(paths, store, library_version=library_version, settings=settings, force=force,
+                       progress=progress, files=files, workers=workers, executor=executor)
     headers_by_study: dict[str, list[InstanceHeader]] = {}
-    new_entries: dict[str, FileEntry] = {}
-    for record in _read(fresh, progress, "Reading new files", workers, executor):
-        fact = by_path[os.path.abspath(record.path)]
-        if isinstance(record, InstanceHeader):
-            headers_by_study.setdefault(record.study_instance_uid, []).append(record)
-            new_entries[fact.path] = FileEntry(fact.path, fact.size, fact.mtime_ns, FileKind.IMAGE,
-                                               record.study_instance_uid, record.sop_instance_uid)
-        elif isinstance(record, Unreadable):
-            new_entries[fact.path] = FileEntry(fact.path, fact.size, fact.mtime_ns, FileKind.UNREADABLE,
-                                               reason=record.reason)
-        else:
-            new_entries[fact.path] = FileEntry(fact.path, fact.size, fact.mtime_ns, FileKind.SKIPPED,
-                                               reason=record.reason)
-    plan.parsed = len(fresh)
-    store.index_files(new_entries.values())
-    vanished = [p for p in index if p not in by_path]
-    store.forget_files(vanished)
-
-    # Every file's entry (unchanged from the index, or just read), grouped by study.
-    files_by_study: dict[str, list[FileEntry]] = {}
-    for fact in facts:
-        entry = fact.entry or new_entries.get(fact.path)
-        if entry is None:
-            continue
-        if entry.kind is FileKind.IMAGE and entry.study_instance_uid:
-            files_by_study.setdefault(entry.study_instance_uid, []).append(entry)
-        elif entry.kind is FileKind.UNREADABLE:
-            plan.unreadable.append(Unreadable(entry.path, entry.reason))
-        else:
-            plan.skipped.append(Skipped(entry.path, entry.reason))
-
-    # Unreadable files belong to the study in their folder (as the audit engine decides): part of its
-    # fingerprint, so a new broken file in a study's folder re-audits that study.
-    from .pipeline import _owner_of
-
-    study_dirs = {uid: {os.path.dirname(e.path) for e in entries} for uid, entries in files_by_study.items()}
-    for item in plan.unreadable:
-        owner = _owner_of(item.path, study_dirs)
-        if owner is None:
-            plan.orphans.append(item)
-        else:
-            plan.unreadable_by_study.setdefault(owner, []).append(item)
-    for uid, entries in files_by_study.items():
-        parts: list[tuple[Any, ...]] = [(e.sop_instance_uid or "", e.size, e.mtime_ns) for e in entries]
-        parts += [("unreadable", u.path, u.reason) for u in plan.unreadable_by_study.get(uid, ())]
-        plan.fingerprints[uid] = fingerprint(parts, settings)
-    stored = {} if force else store.current(plan.fingerprints)
-    dirty: list[str] = []
-    for uid, fp in plan.fingerprints.items():
-        latest = stored.get(uid)
-        if latest is not None and latest[0] == fp and latest[1] == library_version:
-            plan.current[uid] = latest[2]
-        else:
-            dirty.append(uid)
-
-    # Dirty studies need all their headers: read the unchanged files of those studies too.
-    fresh_set = set(fresh)
-    rest = [e.path for uid in dirty for e in files_by_study[uid] if e.path not in fresh_set]
-    for record in _read(rest, progress, "Reading changed studies", workers, executor):
-        if isinstance(record, InstanceHeader):
-            headers_by_study.setdefault(record.study_instance_uid, []).append(record)
-        elif isinstance(record, Unreadable):  # changed between stat and read
-            plan.unreadable.append(record)
-    plan.parsed += len(rest)
-    for uid in dirty:
-        headers = headers_by_study.get(uid, [])
-        # a file may have moved to another study since it was indexed: fingerprint what was read
-        plan.to_audit.append(StudyWork(uid, plan.fingerprints[uid], tuple(headers)))
+    for header in planner.headers():
+        headers_by_study.setdefault(header.study_instance_uid, []).append(header)
+    plan = planner.plan
+    for uid in planner.dirty:
+        plan.to_audit.append(StudyWork(uid, plan.fingerprints[uid], tuple(headers_by_study.get(uid, []))))
     return plan
 
 
@@ -312,7 +350,7 @@ def _order(result: AuditResult) -> tuple[int, str, str]:
 def run_audit_job(paths: Iterable[str | os.PathLike[str]], store: Store, options: "AuditOptions", *,
                   library_version: str, settings: str = "", force: bool = False, command: str = "audit",
                   progress: Progress = _silent, files: Iterable[str] | None = None, workers: int = 1,
-                  executor: Any = None) -> JobOutcome:
+                  executor: Any = None, max_in_memory: int | None = None) -> JobOutcome:
     """Audit the studies under ``paths`` that changed since their stored audit; save each (one transaction).
 
     ``executor`` (e.g. :class:`protocolcheck.cluster.ClusterExecutor`) reads headers and audits studies
@@ -320,7 +358,8 @@ def run_audit_job(paths: Iterable[str | os.PathLike[str]], store: Store, options
     per (study, unreadable files) in order.
 
     Studies that did not change are not read: their stored results are returned instead, so the output
-    of a re-run equals that of a full run. The run is recorded in ``audit_runs``.
+    of a re-run equals that of a full run. Without an executor, headers beyond ``max_in_memory`` are
+    spilled to disk (:class:`.streaming.StudyStream`). The run is recorded in ``audit_runs``.
     """
     from .pipeline import audit_records, audit_study
 
@@ -330,19 +369,36 @@ def run_audit_job(paths: Iterable[str | os.PathLike[str]], store: Store, options
     audited = 0
     outcome = "failed"
     try:
-        plan = plan_run(paths, store, library_version=library_version, settings=settings, force=force,
-                        progress=progress, files=files, workers=workers, executor=executor)
         results: list[AuditResult] = []
-        todo = [(study, plan.unreadable_by_study.get(study.study_instance_uid, ()), work.fingerprint)
-                for work in plan.to_audit for study in group_studies(work.headers)]
         if executor is not None:
+            plan = plan_run(paths, store, library_version=library_version, settings=settings, force=force,
+                            progress=progress, files=files, workers=workers, executor=executor)
+            todo = [(study, plan.unreadable_by_study.get(study.study_instance_uid, ()), work.fingerprint)
+                    for work in plan.to_audit for study in group_studies(work.headers)]
             done: Iterable[AuditResult] = executor.audit([(study, bad) for study, bad, _fp in todo], options)
+            for (_study, _bad, study_fingerprint), result in zip(todo, progress(done, "Auditing", len(todo)),
+                                                                   strict=True):
+                store.save(result, fingerprint=study_fingerprint, library_version=library_version, run_id=run_id)
+                results.append(result)
+                audited += 1
         else:
-            done = (audit_study(study, options, bad) for study, bad, _fp in todo)
-        for (_study, _bad, study_fingerprint), result in zip(todo, progress(done, "Auditing", len(todo)), strict=True):
-            store.save(result, fingerprint=study_fingerprint, library_version=library_version, run_id=run_id)
-            results.append(result)
-            audited += 1
+            # Headers go through an external sort by study (streaming.py): bounded memory, one study
+            # audited and saved at a time.
+            from .streaming import MAX_IN_MEMORY, StudyStream
+
+            planner = _Planner(paths, store, library_version=library_version, settings=settings, force=force,
+                               progress=progress, files=files, workers=workers, executor=None)
+            plan = planner.plan
+            with StudyStream(planner.headers(), max_in_memory=max_in_memory or MAX_IN_MEMORY) as stream:
+                # (a study read only because a file of it was renamed is current: nothing to audit)
+                studies = (s for s in stream if s.study_instance_uid not in plan.current)
+                for study in progress(studies, "Auditing", len(planner.dirty)):
+                    uid = study.study_instance_uid
+                    result = audit_study(study, options, plan.unreadable_by_study.get(uid, ()))
+                    store.save(result, fingerprint=plan.fingerprints.get(uid, ""), library_version=library_version,
+                               run_id=run_id)
+                    results.append(result)
+                    audited += 1
         stored = store.results(plan.current.values())
         for audit_id in plan.current.values():
             result = stored[audit_id]

@@ -307,3 +307,20 @@ def test_batch_audit_and_a_listener_write_the_same_store_at_once(corpus: Path, t
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         con.close()
+
+
+def test_run_audit_job_streams_and_matches_a_plain_audit(corpus: Path, store: Store) -> None:
+    from protocolcheck.jobs import run_audit_job
+    from protocolcheck.library import load_library
+    from protocolcheck.pipeline import AuditOptions, audit_paths
+
+    options = AuditOptions(library=load_library(None))
+    plain = sorted((r.to_dict() for r in audit_paths([corpus], options)), key=lambda d: d["study_instance_uid"])
+    first = run_audit_job([corpus], store, options, library_version=LIB, max_in_memory=5)  # spills to disk
+    assert first.audited == 2 and first.skipped == 0
+    assert sorted((r.to_dict() for r in first.results), key=lambda d: d["study_instance_uid"]) == plain
+    moved = study_files(corpus / "two")[0]
+    shutil.move(moved, corpus / "two" / "moved.dcm")  # a renamed file: read again, but nothing changed
+    second = run_audit_job([corpus], store, options, library_version=LIB)
+    assert (second.audited, second.skipped, second.parsed) == (0, 2, 1)
+    assert [r.to_dict() for r in second.results] == [r.to_dict() for r in first.results]
