@@ -448,6 +448,11 @@ def _read_yaml(path: Path) -> _Source:
         source.problems.append(f"{path}: nested too deeply to read \u2014 fix: a protocol needs only a few levels")
         source.data = None
         return source
+    except ValueError as exc:  # PyYAML builds dates and tagged values with Python types: 2026-02-30 raises
+        source.problems.append(f"{path}: a value YAML cannot read ({exc}) \u2014 fix: correct the date or number, "
+                               "or quote it to keep it as text")
+        source.data = None
+        return source
     if node is not None:
         if _expanded_size(node, {}) > MAX_YAML_VALUES:
             source.problems.append(f"{path}: expands to more than {MAX_YAML_VALUES} values through YAML aliases "

@@ -245,6 +245,8 @@ def load_rules(path: str | os.PathLike[str] | None = None) -> Rules:
         raise RulesError([f"{name}: not valid YAML: {exc}"]) from exc
     except RecursionError:
         raise RulesError([f"{name}: nested too deeply to read"]) from None
+    except ValueError as exc:  # PyYAML builds dates with Python types: 2026-02-30 raises ValueError
+        raise RulesError([f"{name}: a value YAML cannot read ({exc}); correct it or quote it"]) from exc
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
