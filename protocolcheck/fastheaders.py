@@ -50,7 +50,7 @@ from .headers import (
 __all__ = ["read_fast", "fallback_reason", "scan_parallel", "FIRST_READ"]
 
 FIRST_READ = 16384  # bytes read up front; most headers end well before this
-_REFILL = 65536  # minimum size of a later read when a header is longer
+_REFILL = 16384  # minimum size of a later read when a header is longer than the first read
 _MAX_DEPTH = 16  # nested sequence depth beyond which we let pydicom decide
 _UNDEFINED = 0xFFFFFFFF
 _ITEM = 0xFFFEE000
@@ -224,12 +224,13 @@ class _Level:
     block is resolved through the creators afterwards, as pydicom's private_block does).
     """
 
-    __slots__ = ("tags", "sequences", "private_offsets", "private_sequences")
+    __slots__ = ("tags", "swapped_tags", "sequences", "private_offsets", "private_sequences")
 
     def __init__(self, tags: dict[int, str], sequences: dict[int, tuple[str, _Level]] | None = None,
                  private_offsets: dict[int, frozenset[int]] | None = None,
                  private_sequences: dict[int, dict[int, _Level]] | None = None) -> None:
         self.tags = tags
+        self.swapped_tags = {(tag & 0xFFFF) << 16 | tag >> 16: keyword for tag, keyword in tags.items()}
         self.sequences = sequences or {}
         self.private_offsets = private_offsets or {}
         self.private_sequences = private_sequences or {}
@@ -254,6 +255,19 @@ _NOT_A_SEQUENCE = "\x00"
 _TOP.update({_tag(k): _NOT_A_SEQUENCE + k for k in (
     "ProcedureCodeSequence", "RequestedProcedureCodeSequence", "RequestAttributesSequence",
     "ContrastBolusAgentSequence", "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence")})
+# The hot loop's tables, keyed by "swapped" tags (element << 16 | group, one little-endian 32-bit read).
+_SWAPPED_EXPLICIT = Struct("<L2sH")
+_SWAPPED_IMPLICIT = Struct("<LL")
+# explicit VR: the short VRs (16-bit length) -> size of one binary value (0 for strings)
+_SHORT_VR_SIZES: dict[bytes, int] = {vrb: kind for vrb, (is_long, kind, _vr) in _VR_INFO.items() if not is_long}
+_VR_NAMES: dict[bytes, str] = {vrb: vr for vrb, (_l, _k, vr) in _VR_INFO.items()}
+_SWAPPED_TOP: dict[int, str] = {}  # filled below, once _TOP is complete
+# implicit VR: standard tags whose dictionary VR is a short one -> binary value size (0 for strings);
+# sequences, long VRs, Pixel Data and unknown tags take the slow path
+_SWAPPED_PLAIN: dict[int, int] = {
+    (tag & 0xFFFF) << 16 | tag >> 16: _BINARY_SIZE.get(vr, 0) for tag, vr in _STD_VR.items()
+    if vr.encode() in _VR_INFO and not _VR_INFO[vr.encode()][0] and tag >> 16 < 0x7FE0
+}
 _TOP_LEVEL = _Level(
     _TOP,
     {**{_tag(k): (k, _ITEM_LEVEL) for k in ("ProcedureCodeSequence", "RequestedProcedureCodeSequence",
@@ -261,6 +275,7 @@ _TOP_LEVEL = _Level(
      **{_tag(k): (k, _GROUP_LEVEL) for k in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence")}},
     _PRIVATE_OFFSETS,
 )
+_SWAPPED_TOP.update({(tag & 0xFFFF) << 16 | tag >> 16: keyword for tag, keyword in _TOP.items()})
 
 # Record fields by how they are decoded: (field name, keyword).
 _TEXT_FIELDS = (
@@ -394,112 +409,158 @@ class _Walker:
     def top(self, pos: int, implicit: bool, out: dict[Any, Any], creators: dict[int, str]) -> None:
         """Walk the top-level dataset from ``pos`` to Pixel Data or the end of the file.
 
-        The hot loop of the reader: plain elements are skipped or kept right here; sequences, binary
-        values, undefined lengths and UN go through :meth:`element`.
+        The hot loop of the reader. Tags are read as one little-endian 32-bit number, which puts the
+        element number in the high half and the group in the low half ("swapped" tags). Elements of
+        short VRs (strings and numbers) are skipped or kept right here; sequences, long VRs, Pixel Data
+        and the like go through :meth:`slow`.
         """
         size = self.size
         buf, base = self.buf, self.base
-        blen = len(buf)
-        explicit_head = _EXPLICIT.unpack_from
-        implicit_head = _TAG_LEN.unpack_from
-        u32 = _U32
-        vr_info = _VR_INFO
-        std_kind = _STD_KIND
-        std_vr = _STD_VR
-        wanted = _TOP
+        limit = base + len(buf) - 12  # a 12-byte header at pos <= limit is in the buffer
+        implicit_head = _SWAPPED_IMPLICIT.unpack_from
+        plain_sizes = _SWAPPED_PLAIN
+        wanted = _SWAPPED_TOP
         private_offsets = _PRIVATE_OFFSETS
-        vr: str | None = None
+        if not implicit:
+            pos = self.top_explicit(pos, out, creators)
+            if pos < 0:
+                return  # Pixel Data
+            if pos != size:
+                raise _Fallback("value beyond end of file")
+            return
         while pos < size:
-            rel = pos - base
-            if rel < 0 or rel + 12 > blen:
+            if pos > limit:
                 if size - pos < 8:
                     raise _Fallback("trailing bytes")
                 self.refill(pos, 12 if size - pos >= 12 else 8)
-                buf, base, blen, rel = self.buf, pos, len(self.buf), 0
-            if implicit:
-                group, elem, length = implicit_head(buf, rel)
-                tag = group << 16 | elem
-                head = 8
-                if group & 1:
-                    kind = _private_kind(creators, tag) if elem > 0xFF else 0
-                else:
-                    kind = std_kind.get(tag)
-                    if kind is None:
-                        kind = _std_kind_slow(tag)
-            else:
-                group, elem, vrb, length = explicit_head(buf, rel)
-                tag = group << 16 | elem
-                info = vr_info.get(vrb)
-                if info is None:
-                    raise _Fallback("unknown VR or misplaced delimiter")
-                is_long, kind, vr = info
-                if not (is_long or kind):
-                    # the common case: a short text or number string; skip it or keep it
-                    pos += 8
-                    end = pos + length
-                    if end > size:
-                        raise _Fallback("value beyond end of file")
-                    if group & 1:
-                        if elem <= 0xFF or (elem & 0xFF) in private_offsets.get(group, ()):
-                            self.private(pos, group, elem, vr, length, _TOP_LEVEL, out, creators)
-                            buf, base = self.buf, self.base
-                            blen = len(buf)
-                    else:
-                        keyword = wanted.get(tag)
-                        if keyword is not None:
-                            if keyword[0] == _NOT_A_SEQUENCE:
-                                raise _Fallback("a sequence stored as a plain value")
-                            if end - base <= blen:
-                                out[keyword] = (vr, buf[pos - base:end - base])
-                            else:
-                                out[keyword] = (vr, self.value(pos, length))
-                                buf, base = self.buf, self.base
-                                blen = len(buf)
-                    pos = end
-                    continue
-                if is_long:
-                    if rel + 12 > blen:
-                        raise _Fallback("truncated")
-                    length = u32(buf, rel + 8)[0]
-                    head = 12
-                else:
-                    head = 8
-            if group >= 0x7FE0:
-                if tag in _PIXEL_TAGS:
-                    if elem == 0x10 and length != _UNDEFINED and pos + head + length > size:
-                        raise _Fallback("pixel data cut short")  # headers.py notes it as a value problem
-                    return
-                if group == 0xFFFE:
-                    raise _Fallback("item or delimiter at the top level")
-            pos += head
-            if kind or length == _UNDEFINED:
-                pos = self.element(pos, group, elem, vr, kind, length, implicit, 0, _TOP_LEVEL, out, creators)
                 buf, base = self.buf, self.base
-                blen = len(buf)
-                continue
-            end = pos + length
-            if end > size:
-                raise _Fallback("value beyond end of file")
-            if group & 1:
-                if elem <= 0xFF or (elem & 0xFF) in private_offsets.get(group, ()):
-                    self.private(pos, group, elem, vr, length, _TOP_LEVEL, out, creators)
-                    buf, base = self.buf, self.base
-                    blen = len(buf)
+                limit = base + len(buf) - 12
+            rel = pos - base
+            swapped, length = implicit_head(buf, rel)
+            if swapped & 1:
+                value_size = _private_kind(creators, (swapped & 0xFFFF) << 16 | swapped >> 16)
+                if value_size < 0 or length == _UNDEFINED:
+                    value_size = None  # a sequence: the slow path
             else:
-                keyword = wanted.get(tag)
+                value_size = plain_sizes.get(swapped)
+            if value_size is not None:
+                if value_size and length % value_size:
+                    raise _Fallback("binary value of the wrong length")
+                end = pos + 8 + length
+                if swapped & 1:
+                    elem = swapped >> 16
+                    if elem <= 0xFF or (elem & 0xFF) in private_offsets.get(swapped & 0xFFFF, ()):
+                        self.private(pos + 8, swapped & 0xFFFF, elem, None, length, _TOP_LEVEL, out, creators)
+                        buf, base = self.buf, self.base
+                        limit = base + len(buf) - 12
+                else:
+                    keyword = wanted.get(swapped)
+                    if keyword is not None:
+                        if keyword[0] == _NOT_A_SEQUENCE:
+                            raise _Fallback("a sequence stored as a plain value")
+                        out[keyword] = (_STD_VR[swapped >> 16 | (swapped & 0xFFFF) << 16], self.value(pos + 8, length))
+                        buf, base = self.buf, self.base
+                        limit = base + len(buf) - 12
+                pos = end
+                continue
+            pos = self.slow(pos, swapped, True, out, creators)
+            if pos < 0:
+                return  # Pixel Data
+            buf, base = self.buf, self.base
+            limit = base + len(buf) - 12
+        if pos != size:
+            raise _Fallback("value beyond end of file")
+
+    def top_explicit(self, pos: int, out: dict[Any, Any], creators: dict[int, str]) -> int:
+        """:meth:`top` for explicit VR: the position where the dataset ends, or -1 at Pixel Data."""
+        size = self.size
+        buf, base = self.buf, self.base
+        limit = base + len(buf) - 12
+        head = _SWAPPED_EXPLICIT.unpack_from
+        short_sizes = _SHORT_VR_SIZES
+        wanted = _SWAPPED_TOP
+        private_offsets = _PRIVATE_OFFSETS
+        while pos < size:
+            if pos > limit:
+                if size - pos < 8:
+                    raise _Fallback("trailing bytes")
+                self.refill(pos, 12 if size - pos >= 12 else 8)
+                buf, base = self.buf, self.base
+                limit = base + len(buf) - 12
+            swapped, vrb, length = head(buf, pos - base)
+            value_size = short_sizes.get(vrb)
+            if value_size is None or swapped & 0xFFFF >= 0x7FE0:
+                pos = self.slow(pos, swapped, False, out, creators)  # long VR, Pixel Data, odd bytes
+                if pos < 0:
+                    return pos
+                buf, base = self.buf, self.base
+                limit = base + len(buf) - 12
+                continue
+            if value_size and length % value_size:
+                raise _Fallback("binary value of the wrong length")
+            if swapped & 1:
+                elem = swapped >> 16
+                if elem <= 0xFF or (elem & 0xFF) in private_offsets.get(swapped & 0xFFFF, ()):
+                    self.private(pos + 8, swapped & 0xFFFF, elem, _VR_NAMES[vrb], length, _TOP_LEVEL, out, creators)
+                    buf, base = self.buf, self.base
+                    limit = base + len(buf) - 12
+            else:
+                keyword = wanted.get(swapped)
                 if keyword is not None:
                     if keyword[0] == _NOT_A_SEQUENCE:
                         raise _Fallback("a sequence stored as a plain value")
-                    if end - base <= blen:
-                        value = buf[pos - base:end - base]
+                    start = pos + 8 - base
+                    if start + length <= len(buf):
+                        out[keyword] = (_VR_NAMES[vrb], buf[start:start + length])
                     else:
-                        value = self.value(pos, length)
+                        out[keyword] = (_VR_NAMES[vrb], self.value(pos + 8, length))
                         buf, base = self.buf, self.base
-                        blen = len(buf)
-                    out[keyword] = (std_vr[tag] if implicit else vr, value)
-            pos = end
-        if pos != size:
-            raise _Fallback("overrun")
+                        limit = base + len(buf) - 12
+            pos += 8 + length
+        return pos
+
+    def slow(self, pos: int, swapped: int, implicit: bool, out: dict[Any, Any], creators: dict[int, str]) -> int:
+        """One top-level element that is not a plain short string: return the position after it, or -1
+        at Pixel Data."""
+        size = self.size
+        group, elem = swapped & 0xFFFF, swapped >> 16
+        tag = group << 16 | elem
+        vr: str | None
+        if implicit:
+            length = _U32(self.value(pos + 4, 4))[0]
+            head = 8
+            vr = None
+            if group & 1:
+                kind = _private_kind(creators, tag) if elem > 0xFF else 0
+            else:
+                kind = _STD_KIND.get(tag)
+                if kind is None:
+                    kind = _std_kind_slow(tag)
+        else:
+            group, elem, vr, length, head = self.header(pos, False)
+            kind = _VR_INFO[vr.encode()][1] if vr is not None else 0
+        if group == 0xFFFE:
+            raise _Fallback("item or delimiter at the top level")
+        if tag in _PIXEL_TAGS:
+            if elem == 0x10 and length != _UNDEFINED and pos + head + length > size:
+                raise _Fallback("pixel data cut short")  # headers.py notes it as a value problem
+            return -1
+        pos += head
+        if kind or length == _UNDEFINED:
+            return self.element(pos, group, elem, vr, kind, length, implicit, 0, _TOP_LEVEL, out, creators)
+        end = pos + length
+        if end > size:
+            raise _Fallback("value beyond end of file")
+        if group & 1:
+            if elem <= 0xFF or (elem & 0xFF) in _PRIVATE_OFFSETS.get(group, ()):
+                self.private(pos, group, elem, vr, length, _TOP_LEVEL, out, creators)
+        else:
+            keyword = _TOP.get(tag)
+            if keyword is not None:
+                if keyword[0] == _NOT_A_SEQUENCE:
+                    raise _Fallback("a sequence stored as a plain value")
+                out[keyword] = (_STD_VR[tag] if implicit else vr, self.value(pos, length))
+        return end
 
     def private(self, pos: int, group: int, elem: int, vr: str | None, length: int, level: _Level | None,
                 out: dict[Any, Any] | None, creators: dict[int, str]) -> None:
@@ -584,9 +645,14 @@ class _Walker:
                 level: _Level | None, out: dict[Any, Any] | None) -> int:
         """Walk the dataset of one item from ``pos``; return the position after it.
 
-        ``end`` is the end of a defined-length item, ``None`` means up to the item delimiter.
+        ``end`` is the end of a defined-length item, ``None`` means up to the item delimiter. Short
+        elements are handled inline as in :meth:`top`; the rest through :meth:`element`.
         """
         creators: dict[int, str] = {}
+        size = self.size
+        buf, base = self.buf, self.base
+        limit = base + len(buf) - 12
+        wanted = level.swapped_tags if level is not None and out is not None else None
         while True:
             if end is not None and pos >= end:
                 if pos != end:
@@ -594,6 +660,39 @@ class _Walker:
                 if out is not None and creators:
                     out[_CREATORS] = creators
                 return pos
+            if pos > limit:
+                self.refill(pos, 12 if size - pos >= 12 else 8)
+                buf, base = self.buf, self.base
+                limit = base + len(buf) - 12
+            rel = pos - base
+            vr: str | None = None
+            if implicit:
+                swapped, length = _SWAPPED_IMPLICIT.unpack_from(buf, rel)
+                value_size = None if swapped & 1 else _SWAPPED_PLAIN.get(swapped)
+            else:
+                swapped, vrb, length = _SWAPPED_EXPLICIT.unpack_from(buf, rel)
+                value_size = _SHORT_VR_SIZES.get(vrb)
+                if value_size is not None:
+                    if swapped & 0xFFFF >= 0x7FE0:
+                        value_size = None
+                    else:
+                        vr = _VR_NAMES[vrb]
+            if value_size is not None:
+                if value_size and length % value_size:
+                    raise _Fallback("binary value of the wrong length")
+                if swapped & 1:
+                    self.private(pos + 8, swapped & 0xFFFF, swapped >> 16, vr, length, level, out, creators)
+                    buf, base = self.buf, self.base
+                    limit = base + len(buf) - 12
+                elif wanted is not None:
+                    keyword = wanted.get(swapped)
+                    if keyword is not None:
+                        out[keyword] = (vr or _STD_VR[swapped >> 16 | (swapped & 0xFFFF) << 16],  # type: ignore[index]
+                                        self.value(pos + 8, length))
+                        buf, base = self.buf, self.base
+                        limit = base + len(buf) - 12
+                pos += 8 + length
+                continue
             group, elem, vr, length, head = self.header(pos, implicit)
             if group == 0xFFFE:
                 if elem == 0xE00D and end is None and length == 0:
@@ -612,7 +711,8 @@ class _Walker:
             else:
                 kind = _kind_of(vr or "")
             pos = self.element(pos + head, group, elem, vr, kind, length, implicit, depth, level, out, creators)
-
+            buf, base = self.buf, self.base
+            limit = base + len(buf) - 12
     def sequence(self, pos: int, end: int | None, implicit: bool, depth: int,
                  items: list[dict[Any, Any]] | None, level: _Level | None) -> int:
         """Walk the items of a sequence; collect the captured elements of each item into ``items``."""
@@ -772,7 +872,12 @@ def _private(top: dict[Any, Any], creators: dict[int, str], creator: str, group:
 
 
 # How each captured top-level keyword becomes a record field.
-_TEXT, _UPPER, _TEXTS, _NUMBER, _INTEGER, _VEC2, _VEC3, _VEC6 = range(8)
+_TEXT, _UPPER, _TEXTS, _NUMBER, _INTEGER, _VEC2, _VEC3, _VEC6, _UNIQUE = range(9)
+# Most values repeat from image to image of a series (vendor, timing, orientation...): decoded values are
+# cached per character set by (kind, VR, raw bytes), which also makes equal values one shared object.
+_DECODED: dict[str, dict[tuple[int, str, bytes], Any]] = {enc: {} for enc in set(_CHARSETS.values())}
+_DECODED_LIMIT = 20_000
+_MISSING = object()
 _FIELD_OF: dict[str, tuple[str, int]] = {
     **{keyword: (name, _TEXT) for name, keyword in _TEXT_FIELDS},
     **{keyword: (name, _UPPER) for name, keyword in _UPPER_FIELDS},
@@ -780,6 +885,7 @@ _FIELD_OF: dict[str, tuple[str, int]] = {
     **{keyword: (name, _NUMBER) for name, keyword in _NUMBER_FIELDS},
     **{keyword: (name, _INTEGER) for name, keyword in _INTEGER_FIELDS},
     **{keyword: (name, {2: _VEC2, 3: _VEC3, 6: _VEC6}[n]) for name, keyword, n in _VECTOR_FIELDS},
+    "SOPInstanceUID": ("sop_instance_uid", _UNIQUE),
 }
 
 
@@ -832,7 +938,9 @@ def _fields(top: dict[Any, Any], creators: dict[int, str], meta: dict[int, tuple
     fields["path"] = path
     fields["sop_class_uid"] = sop_class
     field_of = _FIELD_OF
-    plain = _PLAIN_VRS
+    cache = _DECODED[enc]
+    if len(cache) > _DECODED_LIMIT:
+        cache.clear()
     for keyword, element in top.items():
         spec = field_of.get(keyword)
         if spec is None:
@@ -841,10 +949,15 @@ def _fields(top: dict[Any, Any], creators: dict[int, str], meta: dict[int, tuple
         if not raw:
             continue  # empty value: the field keeps its default ("", None or ())
         name, how = spec
-        if how == _TEXT and vr in plain:
-            fields[name] = raw.decode("latin-1").rstrip(" \x00").strip()
-        else:
-            fields[name] = _decode(how, vr, raw, enc)
+        if how == _UNIQUE:  # differs in every image: not worth caching
+            fields[name] = raw.decode("latin-1").rstrip(" \x00").strip() if vr in _PLAIN_VRS else _decode(
+                _TEXT, vr, raw, enc)
+            continue
+        key = (how, vr, raw)
+        value = cache.get(key, _MISSING)
+        if value is _MISSING:
+            value = cache[key] = _decode(how, vr, raw, enc)
+        fields[name] = value
     if not fields["study_instance_uid"] or not fields["series_instance_uid"]:
         raise _Fallback("missing UIDs")
     # Acquisition DateTime stands in for Acquisition Date / Time when those are absent
