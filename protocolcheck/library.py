@@ -437,6 +437,14 @@ def _read_yaml(path: Path) -> _Source:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         source.data = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as exc:  # a tag safe_load refuses (e.g. !!python/object)
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        tag = (re.search(r"tag '([^']*)'", str(exc.problem or "")) or [None, "?"])[1]
+        source.problems.append(f"{where}: YAML tag {tag!r} is not allowed (protocol files are plain data: maps, "
+                               "lists, text, numbers; tags that build objects or run code are refused) "
+                               "\u2014 fix: remove the tag")
+        return source
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

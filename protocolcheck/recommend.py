@@ -241,6 +241,11 @@ def load_rules(path: str | os.PathLike[str] | None = None) -> Rules:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise RulesError([f"{name}: cannot read the rules file ({exc})"]) from exc
+    except yaml.constructor.ConstructorError as exc:  # a tag safe_load refuses (e.g. !!python/object)
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{name}:{mark.line + 1}" if mark is not None else name
+        raise RulesError([f"{where}: YAML tag not allowed ({exc.problem}); the rules file is plain data, "
+                          "tags that build objects or run code are refused"]) from exc
     except yaml.YAMLError as exc:
         raise RulesError([f"{name}: not valid YAML: {exc}"]) from exc
     except RecursionError:
@@ -798,6 +803,14 @@ def _recommend(context: ClinicalContext, on: dt.date | None, rules: Rules | None
     return result
 
 
+def _add_days(day: dt.date, days: int) -> dt.date:
+    """``day + days``, saturating at the ends of the calendar (a trauma date of 9999-12-31 must not crash)."""
+    try:
+        return day + dt.timedelta(days=days)
+    except OverflowError:
+        return dt.date.max if days > 0 else dt.date.min
+
+
 def _timing(scenario: Scenario, variant: Variant, rules: Rules) -> Timing:
     lo, hi = rules.min_days_after_trauma, rules.max_days_after_trauma
     trauma = "trauma" in scenario.categories
@@ -814,8 +827,8 @@ def _timing(scenario: Scenario, variant: Variant, rules: Rules) -> Timing:
                       f"Trauma is named but no trauma date was given: plan the imaging about 1 month ({lo} days) after "
                       "the injury, so blood and soft-tissue edema resolve, and not much later; give the trauma date "
                       "to get the dates.", rules.timing_citations)
-    earliest = scenario.trauma_date + dt.timedelta(days=lo)
-    latest = scenario.trauma_date + dt.timedelta(days=hi)
+    earliest = _add_days(scenario.trauma_date, lo)
+    latest = _add_days(scenario.trauma_date, hi)
     days = scenario.days_since_trauma
     base = (f"Trauma on {scenario.trauma_date.isoformat()}, {days} days before {scenario.on.isoformat()}. "
             f"Image about 1 month after the injury so blood and soft-tissue edema resolve: on or after "
