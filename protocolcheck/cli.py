@@ -264,7 +264,7 @@ def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _audit_with_store(opts: dict[str, Any], options: Any, files: list[str],
-                      plain: Callable[[], list[Any]]) -> tuple[list[Any], str]:
+                      plain: Callable[[], list[Any]], executor: Any = None) -> tuple[list[Any], str]:
     """Run ``audit`` through the results store (incremental, locked), or ``plain()`` with --no-db;
     returns the results and a note for the summary line. Store or lock problems exit 3."""
     import contextlib
@@ -293,7 +293,7 @@ def _audit_with_store(opts: dict[str, Any], options: Any, files: list[str],
                 library_version=library_version(library_path(opts["library_dir"])),
                 settings=audit_settings(options, opts["context_file"]),
                 command=shlex.join(["audit", *sys.argv[2:]])[:2000],
-                progress=lambda items, label, n: progress(items, label, quiet, n))
+                progress=lambda items, label, n: progress(items, label, quiet, n), executor=executor)
     except LockHeld as exc:
         warn(f"error: {exc}")
         sys.exit(Exit.CANNOT_RUN)
@@ -1104,8 +1104,8 @@ def audit(**opts: Any) -> None:
     except FileNotFoundError as exc:
         raise click.UsageError(str(exc)) from exc
     stored_note = ""
-    if opts.get("scheduler"):
-        results = _audit_on_cluster(files, options, opts["scheduler"], opts["quiet"])
+    if opts.get("scheduler"):  # the same run, headers read and studies audited on a Dask cluster
+        results, stored_note = _audit_on_cluster(opts, options, files)
     else:
         def plain() -> list[Any]:
             # study by study in bounded memory (streaming.py); same results as pipeline.audit_records
@@ -1292,23 +1292,31 @@ def protocols_lint(paths: tuple[str, ...], quiet: bool) -> None:
 
 
 
-def _audit_on_cluster(files: list[str], options: Any, scheduler: str, quiet: bool) -> list[Any]:
-    """``audit --scheduler``: the same audit on a Dask cluster; exit 2 without dask, 3 when the cluster cannot run it."""
-    from .cluster import BadAddress, ClusterError, ClusterStats, DaskMissing, audit_on_cluster
+def _audit_on_cluster(opts: dict[str, Any], options: Any, files: list[str]) -> tuple[list[Any], str]:
+    """``audit --scheduler``: the same run (results store included) with headers read and studies audited
+    on a Dask cluster; exit 2 without dask or with a bad address, 3 when the cluster cannot run it."""
+    from .cluster import BadAddress, ClusterError, ClusterExecutor, ClusterStats, DaskMissing
 
+    quiet = opts["quiet"]
     stats: list[ClusterStats] = []
     try:
-        results = list(progress(audit_on_cluster(files, options, scheduler, stats=stats), "Auditing on cluster", quiet))
+        with ClusterExecutor.connect(opts["scheduler"]) as executor:
+            def plain() -> list[Any]:
+                return list(progress(executor.audit_files(files, options, stats), "Auditing on the cluster", quiet))
+
+            results, note = _audit_with_store(opts, options, files, plain, executor=executor)
+            workers, threads = executor.workers()
     except (DaskMissing, BadAddress) as exc:
         warn(f"error: {exc}")
         sys.exit(Exit.USAGE)
     except ClusterError as exc:
         warn(f"error: {exc}")
         sys.exit(Exit.CANNOT_RUN)
+    line = f"cluster {opts['scheduler']}: {workers} workers ({threads} threads)"
     for s in stats:
-        warn(f"cluster {scheduler}: {s.workers} workers ({s.threads} threads) read {s.files} files "
-             f"({s.unreadable} unreadable, {s.skipped} skipped) and audited {s.studies} studies", quiet)
-    return results
+        line += f" read {s.files} files ({s.unreadable} unreadable, {s.skipped} skipped), audited {s.studies} studies"
+    warn(line, quiet)
+    return results, note
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,28 +1,30 @@
 """Run the header scan and the audit on a Dask distributed cluster (``audit --scheduler ADDRESS``).
 
-The results, and their order, are those of the local pipeline (:func:`.pipeline.audit_paths`):
+The results, and their order, are those of the local run. Two ways, one per kind of local run:
 
-1. the client lists the files (:func:`.headers.iter_files`, same order as a local scan) and sends
-   them in chunks to the workers, which read the headers (:func:`.headers.scan_file`) and keep the
-   records in worker memory, grouped by study; only a small summary per chunk (the folders of each
-   study, the unreadable files) comes back to the client;
-2. the client attaches unreadable files to studies exactly as :func:`.pipeline.audit_records` does,
-   then submits one audit task per study (in Study Instance UID order), which runs on the worker(s)
-   holding that study's headers;
-3. the results are yielded in submission order, then the records of unreadable files that belong
-   to no study (audited on the client, they need no headers).
+* Without a results store (:meth:`ClusterExecutor.audit_files`, :func:`audit_on_cluster`), like
+  :func:`.pipeline.audit_paths`: the client lists the files (:func:`.headers.iter_files`) and sends
+  them in chunks to the workers, which read the headers and keep them, grouped by study, in worker
+  memory; only a summary per chunk (each study's folders, the unreadable files) comes back. The
+  client attaches unreadable files to studies exactly as :func:`.pipeline.audit_records` does, then
+  submits one audit task per study (Study UID order) to the workers holding its headers, and yields
+  the results in that order, then the records of unreadable files that belong to no study.
+* With the results store (:func:`.jobs.run_audit_job` with this executor): the client plans the
+  incremental run as usual; :meth:`ClusterExecutor.read` reads the new files on the workers (records
+  back in file order) and :meth:`ClusterExecutor.audit` audits the changed studies there, in order.
 
-Workers must run the same protocolcheck version and see the files at the same absolute paths (a
-shared file system). Files are read by absolute path and the records carry the names as given on the
-client, so reports are byte-identical to a local run. The client's ``PROTOCOLCHECK_*`` environment
-(library, rules, reader) is applied on the workers for the same reason, and relative library/rules
-paths are made absolute (the workers run in another folder); the one visible trace is a message
-quoting the rules file path (a rules file that matches no scenario), which shows it absolute. Dask is an optional extra:
+Workers must run the same protocolcheck code (checked before a run) and see the files at the same
+absolute paths (a shared file system). Files are read by absolute path and the records carry the
+names as given on the client. The client's ``PROTOCOLCHECK_*`` environment (library, rules, reader)
+is applied on the workers, and relative library/rules paths are made absolute (the workers run in
+another folder); the one visible trace is a message quoting the rules file path (a rules file that
+matches no scenario), which then shows it absolute. Dask is an optional extra:
 ``pip install 'protocolcheck[dask]'``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -31,7 +33,6 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +40,13 @@ from . import __version__
 from .findings import AuditResult
 from .headers import InstanceHeader, ScanRecord, Skipped, Unreadable, iter_files, scan_file
 from .pipeline import AuditOptions, _owner_of, audit_records, audit_study
-from .study import group_studies
+from .study import Study, group_studies
 
 DEFAULT_CHUNK_SIZE = 256  # files per header-reading task (fewer when there are few files per worker thread)
 CHUNKS_PER_THREAD = 4  # aim for at least this many chunks per worker thread, for balance
 CONNECT_TIMEOUT = 5.0  # seconds to reach the scheduler
 WORKER_TIMEOUT = 30.0  # seconds to wait for a first worker
+GATHER_BATCH = 32  # study results fetched per round trip (in order)
 ENV_PREFIX = "PROTOCOLCHECK_"
 PATH_VARIABLES = ("PROTOCOLCHECK_LIBRARY", "PROTOCOLCHECK_RULES")  # made absolute for the workers
 
@@ -146,9 +148,9 @@ def summarize_chunk(chunk: ChunkRecords) -> ChunkSummary:
     return ChunkSummary(dirs, chunk.unreadable, len(chunk.skipped))
 
 
-def audit_chunked_study(study_uid: str, options: AuditOptions, unreadable: Sequence[Unreadable],
-                        env: dict[str, str], *chunks: ChunkRecords) -> tuple[AuditResult, frozenset[str]]:
-    """Audit one study from the chunks holding its headers; also return the context keys it used.
+def _audit_with_used(study: Study, options: AuditOptions, unreadable: Sequence[Unreadable],
+                     env: dict[str, str]) -> tuple[AuditResult, frozenset[str]]:
+    """Audit one study on a worker; also return the context keys it looked up.
 
     The options are shared by the worker's tasks, so the context table is copied with an empty
     ``used`` set: the keys this study looked up go back to the client (for unmatched-row warnings).
@@ -156,24 +158,47 @@ def audit_chunked_study(study_uid: str, options: AuditOptions, unreadable: Seque
     _apply_env(env)
     if options.contexts is not None:
         options = dataclasses.replace(options, contexts=dataclasses.replace(options.contexts, used=set()))
+    result = audit_study(study, options, unreadable)
+    return result, frozenset(options.contexts.used) if options.contexts is not None else frozenset()
+
+
+def audit_chunked_study(study_uid: str, options: AuditOptions, unreadable: Sequence[Unreadable],
+                        env: dict[str, str], *chunks: ChunkRecords) -> tuple[AuditResult, frozenset[str]]:
+    """Audit one study from the chunks (kept on the workers) that hold its headers."""
     headers = [h for chunk in chunks for h in chunk.by_study.get(study_uid, ())]
     (study,) = group_studies(headers)
-    result = audit_study(study, options, unreadable)
-    used = frozenset(options.contexts.used) if options.contexts is not None else frozenset()
-    return result, used
+    return _audit_with_used(study, options, unreadable, env)
 
 
-@lru_cache(maxsize=1)
-def code_fingerprint() -> str:
-    """The version and a digest of this process's protocolcheck sources (read once, at first use).
+def audit_one_study(study: Study, options: AuditOptions, unreadable: Sequence[Unreadable],
+                    env: dict[str, str]) -> tuple[AuditResult, frozenset[str]]:
+    """Audit one study sent by the client (the results-store path, where the client plans the run)."""
+    return _audit_with_used(study, options, unreadable, env)
 
-    Compared between client and workers before a run: a worker started before the code changed
-    (or with another install) would silently give other results."""
+
+def read_files(files: Sequence[tuple[str, str]], env: dict[str, str]) -> list[ScanRecord]:
+    """The scan records of ``files`` (name as given, absolute path), in order, for the client."""
+    _apply_env(env)
+    return [_as_given(record, name, absolute) for name, absolute in files for record in scan_file(absolute)]
+
+
+def _digest_sources() -> str:
     digest = hashlib.sha256()
     package = Path(__file__).resolve().parent
     for source in sorted(package.rglob("*.py")):
         digest.update(source.relative_to(package).as_posix().encode() + b"\0" + source.read_bytes() + b"\0")
     return f"{__version__}+{digest.hexdigest()[:12]}"
+
+
+_FINGERPRINT = _digest_sources()  # at import, next to when the other modules were loaded
+
+
+def code_fingerprint() -> str:
+    """The version and a digest of this process's protocolcheck sources (taken when it was imported).
+
+    Compared between client and workers before a run: a worker started before the code changed
+    (or with another install) would silently give other results."""
+    return _FINGERPRINT
 
 
 # --------------------------------------------------------------------------------------------------
@@ -212,6 +237,8 @@ def resolve_address(address: str) -> str:
     from distributed.comm import get_address_host_port  # noqa: PLC0415 - optional dependency
 
     given = address
+    if "://" not in address and (os.sep in address or address.endswith(".json")) and not os.path.isfile(address):
+        raise BadAddress(f"{given}: no such Dask scheduler file (and not a scheduler address tcp://HOST:PORT)")
     if os.path.isfile(address):
         try:
             address = str(json.loads(Path(address).read_text(encoding="utf-8"))["address"])
@@ -271,6 +298,140 @@ def _cluster_errors() -> tuple[type[BaseException], ...]:
     return (CancelledError, CommClosedError)
 
 
+class ClusterExecutor:
+    """A connection to a Dask cluster that reads headers and audits studies, in the local order.
+
+    :meth:`audit_files` is the whole audit with the headers kept on the workers; :meth:`read` and
+    :meth:`audit` are the two steps :func:`.jobs.run_audit_job` hands over (the results-store path,
+    where the client plans which studies changed). Use as a context manager (closes the client).
+    """
+
+    def __init__(self, client: Any, address: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        self.client = client
+        self.address = address
+        self.chunk_size = chunk_size
+        self.env = _client_env()
+
+    @classmethod
+    def connect(cls, address: str, connect_timeout: float = CONNECT_TIMEOUT,
+                chunk_size: int = DEFAULT_CHUNK_SIZE) -> "ClusterExecutor":
+        """Connect (see :func:`connect` for the errors)."""
+        return cls(connect(address, connect_timeout), address, chunk_size)
+
+    def __enter__(self) -> "ClusterExecutor":
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.client.close()
+
+    def workers(self) -> tuple[int, int]:
+        """(worker processes, threads) connected now."""
+        try:  # newer distributed versions summarize scheduler_info() to 5 workers unless asked for all
+            info = self.client.scheduler_info(n_workers=-1)
+        except TypeError:
+            info = self.client.scheduler_info()
+        workers = info.get("workers", {})
+        return len(workers), sum(int(w.get("nthreads", 1)) for w in workers.values()) or 1
+
+    @contextlib.contextmanager
+    def _lost(self) -> Iterator[None]:
+        try:
+            yield
+        except _cluster_errors() as exc:
+            raise ClusterError(f"the Dask cluster at {self.address} went away during the audit "
+                               f"({type(exc).__name__}: {exc})") from exc
+
+    def _in_order(self, futures: list[Any]) -> Iterator[Any]:
+        """The futures' results in order, one round trip per batch, each released once fetched."""
+        try:
+            for start in range(0, len(futures), GATHER_BATCH):
+                batch = futures[start:start + GATHER_BATCH]
+                done = self.client.gather(batch)
+                for future in batch:
+                    future.release()
+                yield from done
+        finally:
+            for future in futures:
+                future.release()
+
+    def read(self, paths: Sequence[str]) -> Iterator[ScanRecord]:
+        """:func:`.headers.scan` of these files on the workers: the same records, in the same order."""
+        with self._lost():
+            chunks = chunk_files(list(paths), self.workers()[1], self.chunk_size)
+            futures = [self.client.submit(read_files, chunk, self.env, pure=False) for chunk in chunks]
+            for records in self._in_order(futures):
+                yield from records
+
+    def audit(self, items: Sequence[tuple[Study, Sequence[Unreadable]]], options: AuditOptions) -> Iterator[AuditResult]:
+        """:func:`.pipeline.audit_study` of each (study, unreadable files) on the workers, in order."""
+        if not items:
+            return
+        with self._lost():
+            shared = self.client.scatter(_for_workers(options), hash=False)
+            studies = self.client.scatter([study for study, _bad in items], hash=False)
+            futures = [self.client.submit(audit_one_study, study, shared, list(bad), self.env, pure=False)
+                       for study, (_study, bad) in zip(studies, items, strict=True)]
+            del studies
+            yield from self._with_used(futures, options)
+
+    def _with_used(self, futures: list[Any], options: AuditOptions) -> Iterator[AuditResult]:
+        """The audit results in order; the context rows they used are marked as a local run does."""
+        used: set[str] = set()
+        try:
+            for result, keys in self._in_order(futures):
+                used |= keys
+                yield result
+        finally:
+            if options.contexts is not None:
+                options.contexts.used.update(used)
+
+    def audit_files(self, files: Sequence[str], options: AuditOptions,
+                    stats: list[ClusterStats] | None = None) -> Iterator[AuditResult]:
+        """The whole audit of ``files`` (as listed by :func:`.headers.iter_files`); the results of
+        :func:`.pipeline.audit_records` over their scan, in the same order.
+
+        The workers keep the headers, grouped by study, where they read them; the client gets the
+        folders of each study and the unreadable files, attaches those to studies as the pipeline
+        does, and sends one audit task per study to the workers that hold its headers."""
+        with self._lost():
+            nworkers, threads = self.workers()
+            chunks = chunk_files(list(files), threads, self.chunk_size)
+            records = [self.client.submit(read_chunk, chunk, self.env, pure=False) for chunk in chunks]
+            summaries = [self.client.submit(summarize_chunk, r, pure=False) for r in records]
+            study_dirs: dict[str, set[str]] = {}
+            holders: dict[str, list[int]] = {}
+            bad: list[Unreadable] = []
+            skipped = 0
+            for index, summary in enumerate(self.client.gather(summaries)):
+                for uid, dirs in summary.study_dirs.items():
+                    study_dirs.setdefault(uid, set()).update(dirs)
+                    holders.setdefault(uid, []).append(index)
+                bad.extend(summary.unreadable)
+                skipped += summary.skipped
+            del summaries
+            attached: dict[str, list[Unreadable]] = {}
+            orphans: list[Unreadable] = []
+            for item in bad:
+                owner = _owner_of(item.path, study_dirs)
+                if owner is not None:
+                    attached.setdefault(owner, []).append(item)
+                else:
+                    orphans.append(item)
+            if stats is not None:
+                stats.append(ClusterStats(len(files), len(study_dirs), len(bad), skipped, nworkers, threads))
+            shared = self.client.scatter(_for_workers(options), hash=False) if study_dirs else None
+            futures = [self.client.submit(audit_chunked_study, uid, shared, attached.get(uid, []), self.env,
+                                          *(records[i] for i in holders[uid]), pure=False)
+                       for uid in sorted(study_dirs)]  # Study UID order, as group_studies
+            del records  # each chunk is released once the studies that need it are audited
+            yield from self._with_used(futures, options)
+        # Unreadable files of no study need no headers: audit_records makes their records as locally.
+        yield from audit_records(orphans, options)
+
+
 def audit_on_cluster(paths: Iterable[str | os.PathLike[str]], options: AuditOptions, scheduler_address: str,
                      chunk_size: int = DEFAULT_CHUNK_SIZE, connect_timeout: float = CONNECT_TIMEOUT,
                      stats: list[ClusterStats] | None = None) -> Iterator[AuditResult]:
@@ -282,72 +443,5 @@ def audit_on_cluster(paths: Iterable[str | os.PathLike[str]], options: AuditOpti
     studies are marked in ``options.contexts`` as a local run does. When ``stats`` is a list, a
     :class:`ClusterStats` is appended once the files are read."""
     files = list(iter_files(paths))
-    client = connect(scheduler_address, connect_timeout)
-    try:
-        yield from _run(client, files, options, chunk_size, stats)
-    except _cluster_errors() as exc:
-        raise ClusterError(f"the Dask cluster at {scheduler_address} went away during the audit "
-                           f"({type(exc).__name__}: {exc})") from exc
-    finally:
-        client.close()
-
-
-def _run(client: Any, files: list[str], options: AuditOptions, chunk_size: int,
-         stats: list[ClusterStats] | None) -> Iterator[AuditResult]:
-    env = _client_env()
-    info = client.scheduler_info(n_workers=-1) if _accepts_n_workers(client) else client.scheduler_info()
-    workers = info.get("workers", {})
-    threads = sum(int(w.get("nthreads", 1)) for w in workers.values()) or 1
-    chunks = chunk_files(files, threads, chunk_size)
-    records = [client.submit(read_chunk, chunk, env, pure=False) for chunk in chunks]
-    summaries = [client.submit(summarize_chunk, r, pure=False) for r in records]
-
-    # Plan exactly as audit_records: every study's folders, then each unreadable file's owner.
-    study_dirs: dict[str, set[str]] = {}
-    holders: dict[str, list[int]] = {}
-    bad: list[Unreadable] = []
-    skipped = 0
-    for index, summary in enumerate(client.gather(summaries)):
-        for uid, dirs in summary.study_dirs.items():
-            study_dirs.setdefault(uid, set()).update(dirs)
-            holders.setdefault(uid, []).append(index)
-        bad.extend(summary.unreadable)
-        skipped += summary.skipped
-    del summaries
-    attached: dict[str, list[Unreadable]] = {}
-    orphans: list[Unreadable] = []
-    for item in bad:
-        owner = _owner_of(item.path, study_dirs)
-        if owner is not None:
-            attached.setdefault(owner, []).append(item)
-        else:
-            orphans.append(item)
-    if stats is not None:
-        stats.append(ClusterStats(len(files), len(study_dirs), len(bad), skipped, len(workers), threads))
-
-    shared_options = client.scatter(_for_workers(options), hash=False) if study_dirs else None
-    futures = [client.submit(audit_chunked_study, uid, shared_options, attached.get(uid, []), env,
-                             *(records[i] for i in holders[uid]), pure=False)
-               for uid in sorted(study_dirs)]
-    del records  # the chunks are released once the studies that need them are audited
-    used: set[str] = set()
-    try:
-        for future in futures:
-            result, keys = future.result()
-            used |= keys
-            future.release()
-            yield result
-    finally:
-        for future in futures:
-            future.release()
-        if options.contexts is not None:
-            options.contexts.used.update(used)
-    # Unreadable files of no study need no headers: audit_records makes their records as locally.
-    yield from audit_records(orphans, options)
-
-
-def _accepts_n_workers(client: Any) -> bool:
-    """Newer distributed versions summarize ``scheduler_info()`` to 5 workers unless asked for all."""
-    import inspect  # noqa: PLC0415
-
-    return "n_workers" in inspect.signature(client.scheduler_info).parameters
+    with ClusterExecutor.connect(scheduler_address, connect_timeout, chunk_size) as executor:
+        yield from executor.audit_files(files, options, stats)

@@ -73,13 +73,11 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Address of a scheduler on 127.0.0.1 with two single-threaded worker processes."""
-    _require_dask()
+@contextlib.contextmanager
+def local_cluster(home: Path, workers: int) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
+    """A scheduler on 127.0.0.1 with ``workers`` single-threaded worker processes (all stopped on exit)."""
     from distributed import Client  # noqa: PLC0415
 
-    home = tmp_path_factory.mktemp("dask_cluster")
     info = home / "scheduler.json"
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -91,24 +89,57 @@ def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 pytest.fail("the dask scheduler did not start:\n" + (home / "scheduler.log").read_text())
             time.sleep(0.1)
         address = json.loads(info.read_text())["address"]
-        for i in range(2):
+        for i in range(workers):
             procs.append(_start(["distributed.cli.dask_worker", "--scheduler-file", str(info), "--nworkers", "1",
                                  "--nthreads", "1", "--no-dashboard", "--host", HOST, "--death-timeout", "60",
                                  "--local-directory", str(home / f"w{i}")], home, home / f"worker{i}.log"))
-        with Client(address, timeout=30, set_as_default=False) as client:
-            try:
-                client.wait_for_workers(2, timeout=60)
-            except TimeoutError:
-                logs = "\n".join((home / f"worker{i}.log").read_text() for i in range(2))
-                pytest.fail("the dask workers did not join:\n" + logs)
-        yield address
+        if workers:
+            with Client(address, timeout=30, set_as_default=False) as client:
+                try:
+                    client.wait_for_workers(workers, timeout=60)
+                except TimeoutError:
+                    logs = "\n".join((home / f"worker{i}.log").read_text() for i in range(workers))
+                    pytest.fail("the dask workers did not join:\n" + logs)
+        yield address, procs
     finally:
         _stop(procs[1:])
         _stop(procs[:1])
 
 
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Address of a scheduler on 127.0.0.1 with two single-threaded worker processes."""
+    _require_dask()
+    with local_cluster(tmp_path_factory.mktemp("dask_cluster"), 2) as (address, _procs):
+        yield address
+
+
 def _audit(*args: str) -> Result:
     return CliRunner().invoke(main, ["audit", "--format", "json", *args])
+
+
+class Runs:
+    """Local and cluster runs of ``audit`` in one store mode: ``--no-db``, or each run a fresh store."""
+
+    def __init__(self, mode: str, folder: Path) -> None:
+        self.mode = mode
+        self.folder = folder
+        self.count = 0
+
+    def store_args(self) -> list[str]:
+        if self.mode == "no-db":
+            return ["--no-db"]
+        self.count += 1
+        return ["--db", str(self.folder / f"store{self.count}.db")]
+
+    def pair(self, *args: str, scheduler: str) -> tuple[Result, Result]:
+        return _audit(*args, *self.store_args()), _audit(*args, *self.store_args(), "--scheduler", scheduler)
+
+
+@pytest.fixture(params=["no-db", "store"])
+def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    """Both ways a local audit runs: plain (pipeline) and through the results store (jobs)."""
+    return Runs(request.param, tmp_path_factory.mktemp("stores"))
 
 
 def _same(local: Result, remote: Result) -> None:
@@ -123,13 +154,12 @@ def _same(local: Result, remote: Result) -> None:
     assert warnings(remote) == warnings(local)
 
 
-def test_sample_studies_identical(scheduler: str, sample_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sample_studies_identical(scheduler: str, sample_dir: Path, runs: Runs,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Relative paths (the workers run elsewhere): same JSON, exit code and context warnings."""
     monkeypatch.chdir(sample_dir.parent)
     name = sample_dir.name
-    args = [name, "--context", f"{name}/context.csv"]
-    local = _audit(*args)
-    remote = _audit(*args, "--scheduler", scheduler)
+    local, remote = runs.pair(name, "--context", f"{name}/context.csv", scheduler=scheduler)
     _same(local, remote)
     assert local.exit_code == 1  # the samples include failing studies
     assert f"cluster {scheduler}: 2 workers" in remote.stderr
@@ -172,7 +202,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_synth_corpus_identical(scheduler: str, corpus: Path, tmp_path: Path) -> None:
+def test_synth_corpus_identical(scheduler: str, corpus: Path, tmp_path: Path, runs: Runs) -> None:
     """A bigger corpus, a default clinical context and a context CSV with an unmatched row."""
     context = tmp_path / "context.csv"
     context.write_text("accession_number,trauma_date,indication\n"
@@ -180,8 +210,7 @@ def test_synth_corpus_identical(scheduler: str, corpus: Path, tmp_path: Path) ->
                        "SYN-PH-02-b,,lumbosacral plexopathy G54.1\n"
                        "NO-SUCH-STUDY,,lumbosacral plexopathy G54.1\n")
     args = [str(corpus), "--context", str(context), "--indication", "lumbosacral plexopathy", "--fail-on", "warning"]
-    local = _audit(*args)
-    remote = _audit(*args, "--scheduler", scheduler)
+    local, remote = runs.pair(*args, scheduler=scheduler)
     _same(local, remote)
     records = json.loads(local.stdout)
     assert len([r for r in records if r["study_instance_uid"]]) >= 28
@@ -265,14 +294,10 @@ def test_scheduler_file_is_accepted(scheduler: str, sample_dir: Path, tmp_path: 
 
 def test_workers_with_other_code_are_refused(scheduler: str, sample_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A client whose protocolcheck differs from the workers' (here: another version) does not run."""
-    cluster.code_fingerprint.cache_clear()
-    monkeypatch.setattr(cluster, "__version__", "0.0.0-other")
-    try:
-        result = _audit(str(sample_dir), "--scheduler", scheduler)
-    finally:
-        cluster.code_fingerprint.cache_clear()
+    monkeypatch.setattr(cluster, "_FINGERPRINT", "0.0.0-other+0123456789ab")
+    result = _audit(str(sample_dir), "--scheduler", scheduler)
     assert result.exit_code == 3
-    assert "run other protocolcheck code than this client (0.0.0-other+" in result.stderr
+    assert "run other protocolcheck code than this client (0.0.0-other+0123456789ab)" in result.stderr
 
 
 def test_without_dask_exits_2(sample_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -280,3 +305,42 @@ def test_without_dask_exits_2(sample_dir: Path, monkeypatch: pytest.MonkeyPatch)
     result = _audit(str(sample_dir), "--scheduler", f"tcp://{HOST}:8786")
     assert result.exit_code == 2
     assert "pip install 'protocolcheck[dask]'" in result.stderr
+
+
+def test_no_worker_and_lost_scheduler_are_cluster_errors(tmp_path: Path, corpus: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """No worker joins: ClusterError. The scheduler dies mid-run: ClusterError, not a hang."""
+    _require_dask()
+    monkeypatch.setattr(cluster, "GATHER_BATCH", 1)  # fetch results one by one: later ones need the scheduler
+    with local_cluster(tmp_path, 0) as (address, procs):
+        with pytest.raises(cluster.ClusterError, match="no Dask worker joined"):
+            cluster.connect(address, worker_timeout=1)
+        procs.append(_start(["distributed.cli.dask_worker", address, "--nthreads", "1", "--no-dashboard",
+                             "--host", HOST, "--death-timeout", "30"], tmp_path, tmp_path / "late_worker.log"))
+        results = cluster.audit_on_cluster([corpus], AuditOptions(load_library()), address)
+        assert next(results).study_instance_uid  # connected, files read, first batch audited
+        _stop(procs[:1])  # the scheduler goes away
+        with pytest.raises(cluster.ClusterError, match="went away during the audit"):
+            list(results)
+
+
+def test_store_rerun_on_cluster_is_incremental(scheduler: str, corpus: Path, tmp_path: Path) -> None:
+    """Through the results store, a cluster re-run skips unchanged studies and re-audits a changed one,
+    with the same output as the local run that does the same."""
+    work = tmp_path / "corpus"
+    shutil.copytree(corpus / "b", work)
+    stores = [str(tmp_path / "local.db"), str(tmp_path / "cluster.db")]
+
+    def both() -> tuple[Result, Result]:
+        return (_audit(str(work), "--db", stores[0]),
+                _audit(str(work), "--db", stores[1], "--scheduler", scheduler))
+
+    _same(*both())
+    local, remote = both()
+    _same(local, remote)
+    assert "0 audited" in remote.stderr
+    changed = next((work / "philips_no_post").rglob("*.dcm"))
+    changed.unlink()  # the study changed: one instance fewer
+    local, remote = both()
+    _same(local, remote)
+    assert "1 audited" in remote.stderr
