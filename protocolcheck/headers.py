@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import stat
 import warnings
 import zlib
 from collections.abc import Iterable, Iterator
@@ -773,17 +774,19 @@ def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[str]:
     """Every regular file under the given files/folders, in a stable (sorted) order."""
     for path in paths:
         p = Path(path)
-        if p.is_dir():
+        try:
+            is_dir = stat.S_ISDIR(os.stat(p).st_mode)  # one stat per path: scan() re-checks long file lists
+        except (FileNotFoundError, NotADirectoryError):
+            raise FileNotFoundError(f"no such file or folder: {p}") from None
+        if is_dir:
             for root, dirs, files in os.walk(p):
                 dirs.sort()
                 for name in sorted(files):
                     if name.startswith("."):
                         continue
                     yield os.path.join(root, name)
-        elif p.exists():
-            yield str(p)
         else:
-            raise FileNotFoundError(f"no such file or folder: {p}")
+            yield str(p)
 
 
 # Files that are obviously not DICOM by name; skipped quietly only when they also lack the marker.

@@ -51,6 +51,7 @@ class StudyStream:
         self.study_dirs: dict[str, set[str]] = {}
         self.headers = 0
         self._buffer: list[InstanceHeader] = []
+        self._folders: dict[str, str] = {}  # dirname as given -> absolute folder
         self._runs: list[str] = []
         self._tmpdir = tmpdir
         self._workdir: str | None = None
@@ -71,7 +72,10 @@ class StudyStream:
 
     def _add(self, header: InstanceHeader) -> None:
         self.headers += 1
-        folder = os.path.dirname(os.path.abspath(header.path))
+        parent = os.path.dirname(header.path)
+        folder = self._folders.get(parent)
+        if folder is None:
+            folder = self._folders[parent] = os.path.dirname(os.path.abspath(header.path))
         dirs = self.study_dirs.get(header.study_instance_uid)
         if dirs is None:
             self.study_dirs[header.study_instance_uid] = {folder}
