@@ -139,7 +139,7 @@ def work(target_name: str, seed: int, start_index: int, until: float, out: Path,
         case = target.generate(rng)
         current.write_text(json.dumps({"index": index, "seed_name": case.seed_name, "mutators": case.mutators,
                                        "extra": case.extra}), encoding="utf-8")
-        outcome = execute(target, case, workdir, timeout, slow)
+        outcome = execute(target, case, workdir, timeout, slow or target.slow)
         stats.executed += 1
         stats.slowest = max(stats.slowest, outcome.seconds)
         if outcome.kind != "ok":

@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=None, help="scratch folder (default /dev/shm or $TMPDIR)")
     parser.add_argument("--timeout", type=float, default=10.0, help="per-input alarm, seconds")
     parser.add_argument("--hard-timeout", type=float, default=60.0, help="kill a worker stuck this long, seconds")
-    parser.add_argument("--slow", type=float, default=2.0, help="record inputs slower than this, seconds")
+    parser.add_argument("--slow", type=float, default=0.0,
+                        help="record inputs slower than this, seconds (default per target: 1 s headers/context, 5 s others)")
     parser.add_argument("--memory-mb", type=int, default=1536, help="address-space limit of a worker")
     parser.add_argument("--engine", choices=("builtin", "atheris"), default="builtin")
     parser.add_argument("--replay", nargs="+", default=None, help="run saved finding folder(s)/file(s) once")
