@@ -164,6 +164,8 @@ SE_LONG_TR = 1500.0  # TR >= this counts as long (PD/T2)
 GRE_T2STAR_MIN_TE = 9.0  # spoiled GRE TE >= this (flip <= 45) -> T2*
 GRE_T1_MAX_TE = 9.0
 GRE_FAST_TR = 50.0  # GRE TR below this: 3D/fast spoiled gradient echo
+GRE_T2STAR_MIN_TR = 300.0  # 2D multi-echo GRE with TR >= this and flip <= 45 -> T2* (MEDIC/MERGE/mFFE)
+GRE_MULTI_ECHO_MIN = 2  # echo train length of a multi-echo gradient echo
 SE3D_T1_MAX_TR = 900.0  # 3D TSE (SPACE/CUBE/VISTA) T1 uses TR ~500-900 ms; PD ~1000-1500 ms
 SE3D_T1_MAX_TE = 30.0
 OBLIQUE_DEG = 10.0  # describe() calls a plane "oblique" beyond this angle
@@ -659,6 +661,11 @@ def _inversion(f: _Facts, technique: str | None) -> tuple[Inversion | None, list
         m = re.search(_B + r"(?:stir|tirm)" + _E, text)
         if m and not re.search(r"dark[\s_\-]?fluid|flair", text) and technique not in ("GRE", "IR-GRE", "bSSFP"):
             return Inversion.STIR, [f"no inversion flag or TI; {f.text_source()} '{m.group(0)}' -> STIR"]
+        m = re.search(_B + r"(?:mp[\s_\-]?rage|mp2rage|bravo)", text + " " + f.names)
+        if m and technique in ("GRE", "IR-GRE"):
+            # MPRAGE/BRAVO are inversion-prepared by definition; enhanced exports may drop TI and the IR flags.
+            return Inversion.IR, [f"no inversion flag or TI; gradient echo named '{m.group(0)}' (inversion-prepared by "
+                                  "definition) -> T1 inversion preparation (IR)"]
         m = re.search(_B + r"(?:flair|dark[\s_\-]?fluid)", text)
         if m and technique not in ("GRE", "IR-GRE", "bSSFP", "EPI"):
             if re.search(_B + r"t1[\s_\-]?(?:w[\s_\-]?)?flair", text):
@@ -773,6 +780,12 @@ def _physics_gre(f: _Facts) -> tuple[Weighting | None, str]:
         return None, "no TE"
     if te >= GRE_T2STAR_MIN_TE and (flip is None or flip <= 45):
         return Weighting.T2STAR, f"gradient echo TE {_fmt(te)} ms >= {GRE_T2STAR_MIN_TE:g}, flip {_fmt(flip)}° -> T2*"
+    etl = f.first.echo_train_length
+    if (etl is not None and etl >= GRE_MULTI_ECHO_MIN and tr is not None and tr >= GRE_T2STAR_MIN_TR
+            and flip is not None and flip <= 45 and f.first.mr_acquisition_type != "3D"):
+        # Multi-echo 2D GRE (MEDIC/MERGE/mFFE) combines its echoes; the header keeps the first echo's short TE.
+        return Weighting.T2STAR, (f"2D multi-echo gradient echo ({_fmt(etl)} echoes) TR {_fmt(tr)} ms >= "
+                                  f"{GRE_T2STAR_MIN_TR:g}, flip {_fmt(flip)}° <= 45 -> T2* (echoes combined; first TE {_fmt(te)} ms)")
     if te < GRE_T1_MAX_TE:
         if flip is not None and flip >= 25:
             return Weighting.T1, f"gradient echo TE {_fmt(te)} ms, flip {_fmt(flip)}° >= 25 -> T1 (spoiled)"
@@ -886,6 +899,19 @@ def _dixon(f: _Facts) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _named_method(f: _Facts, spair_text: re.Match[str] | None, spir_text: re.Match[str] | None
+                  ) -> tuple[FatSuppression, str] | None:
+    """The spectral method the series text names, when a header token already proves fat suppression."""
+    if spair_text:
+        return FatSuppression.SPAIR, f"{f.text_source()} '{spair_text.group(0)}' -> SPAIR"
+    if spir_text and f.vendor in (Vendor.PHILIPS, Vendor.CANON):
+        return FatSuppression.SPIR, f"{f.text_source()} '{spir_text.group(0)}' -> SPIR"
+    chess = re.search(_B + r"chess" + _E, f.text)
+    if chess:
+        return FatSuppression.CHESS, f"{f.text_source()} '{chess.group(0)}' -> CHESS"
+    return None
+
+
 def _fat(f: _Facts, inversion: Inversion | None, inv_ev: list[str], dixon: str | None, dixon_why: str | None,
          weighting: Weighting) -> tuple[bool | None, FatSuppression | None, list[str]]:
     if not f.is_mr:
@@ -914,20 +940,22 @@ def _fat(f: _Facts, inversion: Inversion | None, inv_ev: list[str], dixon: str |
         token = sorted(fs)[0]
         if philips_spir == "Y":
             return True, FatSuppression.SPIR, ev + [f"Scan Options token '{token}' and Philips (2001,1021) SPIR = Y -> SPIR"]
-        if spair_text:
-            return True, FatSuppression.SPAIR, ev + [f"Scan Options token '{token}' and {f.text_source()} '{spair_text.group(0)}' -> SPAIR"]
-        if spir_text and f.vendor in (Vendor.PHILIPS, Vendor.CANON):
-            return True, FatSuppression.SPIR, ev + [f"Scan Options token '{token}' and {f.text_source()} '{spir_text.group(0)}' -> SPIR"]
-        return True, FatSuppression.CHESS, ev + [f"Scan Options token '{token}' -> CHESS fat saturation"]
+        method = _named_method(f, spair_text, spir_text)
+        if method is not None:
+            return True, method[0], ev + [f"Scan Options token '{token}' and {method[1]}"]
+        # DICOM defines one fat token (FS) for every spectral method: Siemens writes it for fat sat and SPAIR,
+        # GE for its fat options, Philips for SPIR/SPAIR. The token proves suppression, not the method.
+        return True, FatSuppression.UNSPECIFIED, ev + [
+            f"Scan Options token '{token}' -> fat suppressed (the token does not say CHESS, SPAIR or SPIR)"]
     if philips_spir == "Y":
         return True, FatSuppression.SPIR, ev + ["Philips (2001,1021) SPIR = Y -> SPIR"]
     sss = f.first.spectrally_selected_suppression.strip().upper()
     if sss in ("FAT", "FAT_AND_WATER", "WATER_FAT", "FAT_WATER"):
-        if spair_text:
-            return True, FatSuppression.SPAIR, ev + [f"enhanced SpectrallySelectedSuppression {sss} and text 'spair' -> SPAIR"]
-        if spir_text and f.vendor in (Vendor.PHILIPS, Vendor.CANON):
-            return True, FatSuppression.SPIR, ev + [f"enhanced SpectrallySelectedSuppression {sss} and text 'spir' -> SPIR"]
-        return True, FatSuppression.CHESS, ev + [f"enhanced SpectrallySelectedSuppression {sss} -> CHESS fat saturation"]
+        method = _named_method(f, spair_text, spir_text)
+        if method is not None:
+            return True, method[0], ev + [f"enhanced SpectrallySelectedSuppression {sss} and {method[1]}"]
+        return True, FatSuppression.UNSPECIFIED, ev + [
+            f"enhanced SpectrallySelectedSuppression {sss} -> fat suppressed (the flag does not name the method)"]
     # Series text (a negative names the absence explicitly).
     neg = _FATSAT_NEG.search(text)
     if neg:
@@ -949,12 +977,16 @@ def _fat(f: _Facts, inversion: Inversion | None, inv_ev: list[str], dixon: str |
     elif (not f.first.enhanced and weighting is not Weighting.DWI and f.vendor is Vendor.SIEMENS
           and not f.scan_options and "XA" not in f.first.software_versions.upper()):
         return False, None, ev + ["Siemens classic MR with empty Scan Options (no FS/WE token) -> not fat suppressed"]
-    elif not f.first.enhanced and f.scan_options and weighting is not Weighting.DWI:
+    elif f.scan_options and weighting is not Weighting.DWI and (not f.first.enhanced or f.vendor in (Vendor.SIEMENS, Vendor.PHILIPS)):
+        # Enhanced objects count too for Siemens XA (Scan Options from (0021,105C) carry FS and WE: 'PFP\\FS\\PER',
+        # 'IR\\WE') and Philips (FS on fat-suppressed enhanced exports as on classic ones).
         opts = "/".join(sorted(f.scan_options))
         if f.vendor is Vendor.SIEMENS:
             return False, None, ev + [f"Siemens Scan Options {opts} without FS/WE token (Siemens writes them for fat sat, SPAIR and water excitation) -> not fat suppressed"]
-        if f.vendor is Vendor.GE and not re.search(_B + r"(?:lava|vibrant|disco)" + _E, text):
+        if f.vendor is Vendor.GE and not f.first.enhanced and not re.search(_B + r"(?:lava|vibrant|disco)" + _E, text):
             return False, None, ev + [f"GE Scan Options {opts} without FS token -> not fat suppressed"]
+        if f.vendor is Vendor.PHILIPS and philips_spir != "Y":
+            return False, None, ev + [f"Philips Scan Options {opts} without FS token (Philips writes FS when SPIR/SPAIR is on) -> not fat suppressed"]
     if f.vendor is Vendor.PHILIPS and philips_spir == "N" and not fs and not dixon_seq and weighting is not Weighting.DWI:
         return False, None, ev + ["Philips (2001,1021) SPIR = N, no FS Scan Option, no fat-sat text -> not fat suppressed"]
     ev.append("no fat-suppression token, flag or text, and this vendor's headers do not prove absence -> unknown")

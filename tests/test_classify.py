@@ -130,13 +130,18 @@ def test_field_strength_changes_the_t1_cut_off() -> None:
 
 
 @pytest.mark.parametrize("field", [1.5, 3.0])
-def test_siemens_t2_tse_fat_sat_token_is_chess(field: float) -> None:
+def test_siemens_t2_tse_fat_sat_token_proves_suppression_not_method(field: float) -> None:
+    """DICOM has one fat token (FS); Siemens writes it for fat sat and SPAIR alike (real headers: FS on
+    EPI, DWI, FLAIR and ASL series), so the token alone leaves the method UNSPECIFIED, not CHESS."""
     c = classify(manufacturer=SIEMENS, field_strength=field, sequence_name="*tse2d1_15", scanning_sequence=("SE",),
                  sequence_variant=("SK", "SP"), scan_options=("PFP", "FS"), repetition_time=4000.0, echo_time=90.0,
                  series_description="t2_tse_cor")
     assert c.weighting is Weighting.T2
-    assert c.fat_suppressed is True and c.fat_suppression is FatSuppression.CHESS
+    assert c.fat_suppressed is True and c.fat_suppression is FatSuppression.UNSPECIFIED
     assert "Scan Options token 'FS'" in c.evidence["fat_suppression"][-1]
+    chess = classify(manufacturer=SIEMENS, sequence_name="*tse2d1_15", scanning_sequence=("SE",), scan_options=("FS",),
+                     repetition_time=4000.0, echo_time=90.0, series_description="t2_tse_cor_chess")
+    assert chess.fat_suppression is FatSuppression.CHESS
 
 
 def test_siemens_pd_fs() -> None:
@@ -186,7 +191,7 @@ def test_siemens_vibe_fs_post_contrast() -> None:
     c = classify(manufacturer=SIEMENS, sequence_name="*fl3d1", scanning_sequence=("GR",), sequence_variant=("SP", "OSP"),
                  scan_options=("PFP", "FS"), mr_acquisition_type="3D", repetition_time=4.1, echo_time=1.5, flip_angle=10.0,
                  series_description="t1_vibe_fs_tra_post")
-    assert (c.weighting, c.fat_suppression, c.post_contrast) == (Weighting.T1, FatSuppression.CHESS, True)
+    assert (c.weighting, c.fat_suppression, c.post_contrast) == (Weighting.T1, FatSuppression.UNSPECIFIED, True)
 
 
 def test_siemens_water_excitation_token() -> None:
@@ -289,7 +294,7 @@ def test_siemens_xa_enhanced_uses_pulse_sequence_name_and_standard_flags() -> No
                  pulse_sequence_name="*tse2d1_15", echo_pulse_sequence="SPIN", mr_acquisition_type="2D",
                  spectrally_selected_suppression="FAT", repetition_time=4000.0, echo_time=100.0,
                  image_type=("ORIGINAL", "PRIMARY", "M", "NONE"), series_description="t2_tse_cor")
-    assert (c.weighting, c.fat_suppression, c.technique) == (Weighting.T2, FatSuppression.CHESS, "TSE")
+    assert (c.weighting, c.fat_suppression, c.technique) == (Weighting.T2, FatSuppression.UNSPECIFIED, "TSE")
     assert not c.localizer  # 30 frames, one plane
 
 
@@ -339,7 +344,7 @@ def test_ge_fs_token_with_readout_tokens_is_fat_sat() -> None:
     c = classify(manufacturer=GE, field_strength=1.5, scanning_sequence=("SE",), sequence_variant=("SK",),
                  scan_options=("FAST_GEMS", "EDR_GEMS", "FS", "FSP_GEMS"), repetition_time=4000.0, echo_time=85.0,
                  series_description="COR T2 FSE FS")
-    assert (c.weighting, c.fat_suppression) == (Weighting.T2, FatSuppression.CHESS)
+    assert (c.weighting, c.fat_suppression) == (Weighting.T2, FatSuppression.UNSPECIFIED)
     assert any("ignored GE token" in e for e in c.evidence["fat_suppression"])
 
 
@@ -399,7 +404,7 @@ def test_ge_diffusion() -> None:
     hs = [h.__class__(**{**h.__dict__, "sop_instance_uid": f"7.7.{i}"}) for i, h in enumerate(hs)]
     (c,) = study_of(hs)
     assert c.weighting is Weighting.DWI and c.b_values == (0.0, 800.0)
-    assert c.fat_suppression is FatSuppression.CHESS
+    assert c.fat_suppression is FatSuppression.UNSPECIFIED
 
 
 def test_ge_lava_without_fs_token_is_not_declared_unsuppressed() -> None:
@@ -494,7 +499,7 @@ def test_uih_gre_fsp_ir_is_t1_3d_and_epi_dti_is_dwi() -> None:
     dti = classify(manufacturer=UIH, sequence_name="epi_dti", scanning_sequence=("EP",), scan_options=("FS",),
                    repetition_time=5865.0, echo_time=71.5, series_description="dti_tra_dir16_AP")
     assert (t1.weighting, t1.inversion, t1.acquisition) == (Weighting.T1, Inversion.IR, Acquisition.THREE_D)
-    assert (dti.weighting, dti.fat_suppression) == (Weighting.DWI, FatSuppression.CHESS)
+    assert (dti.weighting, dti.fat_suppression) == (Weighting.DWI, FatSuppression.UNSPECIFIED)
 
 
 # ---------------------------------------------------------------------------------------- text traps
@@ -641,7 +646,7 @@ def test_describe_other_shapes() -> None:
     c = classify(manufacturer=SIEMENS, sequence_name="*fl3d1", scanning_sequence=("GR",), scan_options=("FS",),
                  mr_acquisition_type="3D", repetition_time=4.0, echo_time=1.5, flip_angle=10.0,
                  series_description="t1_vibe_fs_tra_post")
-    assert describe(c) == "axial T1 FS (CHESS) +C 3D"
+    assert describe(c) == "axial T1 FS +C 3D"
     loc = classify(1, manufacturer="", orientation=None, image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"))
     assert describe(loc) == "unknown plane unknown weighting localizer"
 
@@ -690,7 +695,7 @@ def test_to_dict_is_json_and_has_the_contract_fields() -> None:
                 "manufacturer", "instances", "weighting", "inversion", "fat_suppressed", "fat_suppression", "post_contrast",
                 "plane", "obliquity_deg", "normal", "acquisition", "localizer", "derived", "evidence", "dixon"):
         assert key in d
-    assert d["weighting"] == "T2" and d["fat_suppression"] == "CHESS" and d["plane"] == "coronal"
+    assert d["weighting"] == "T2" and d["fat_suppression"] == "UNSPECIFIED" and d["plane"] == "coronal"
     for field in ("weighting", "inversion", "fat_suppression", "post_contrast", "plane", "acquisition", "localizer", "derived"):
         assert d["evidence"][field] and all(isinstance(e, str) and e for e in d["evidence"][field])
 
@@ -763,8 +768,8 @@ def test_cli_classify_json(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["classify", "--format", "json", "-q", str(tmp_path)])
     assert result.exit_code == 0, result.output
     (record,) = json.loads(result.output)
-    assert (record["weighting"], record["fat_suppression"], record["plane"]) == ("T2", "CHESS", "axial")
-    assert record["evidence"]["fat_suppression"] == ["Scan Options token 'FS' -> CHESS fat saturation"]
+    assert (record["weighting"], record["fat_suppression"], record["plane"]) == ("T2", "UNSPECIFIED", "axial")
+    assert record["evidence"]["fat_suppression"] == ["Scan Options token 'FS' -> fat suppressed (the token does not say CHESS, SPAIR or SPIR)"]
 
 
 # -------------------------------------------------------------------------------- synthetic studies
