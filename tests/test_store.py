@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -285,3 +286,25 @@ def test_result_json_is_the_audit_record(store: Store, tmp_path: Path) -> None:
     assert data["study_instance_uid"] == "10.1"
     assert data["findings"][0]["code"] == "missing-sequence"
     assert "patient_name" not in data  # patient fields live in their own columns only
+
+
+PG_URL = os.environ.get("PROTOCOLCHECK_TEST_PG_URL", "")
+
+
+@pytest.mark.skipif(not PG_URL, reason="set PROTOCOLCHECK_TEST_PG_URL (e.g. postgresql+psycopg://user@127.0.0.1/db) "
+                                       "to run the store against a real PostgreSQL")
+def test_postgresql_store() -> None:
+    import uuid
+
+    uid = "2.25." + str(uuid.uuid4().int)
+    with Store.open(PG_URL) as store:
+        first = store.save(make_result(uid, findings=(MISSING_STIR,)), fingerprint="f1", library_version="L")
+        store.save(make_result(uid), fingerprint="f2", library_version="L")
+        assert store.is_current(uid, "f2", "L") and not store.is_current(uid, "f1", "L")
+        assert list(store.history(uid)["status"]) == ["fail", "pass"]
+        assert store.results([first])[first].findings == (MISSING_STIR,)
+        root = f"/pg-test/{uid}"
+        store.index_files([FileEntry(f"{root}/a.dcm", 1, 2, FileKind.IMAGE, uid, uid + ".1"),
+                           FileEntry(f"{root}_x/b.dcm", 1, 2, FileKind.IMAGE, uid, uid + ".2")])
+        assert list(store.file_index([root])) == [f"{root}/a.dcm"]
+        store.forget_files([f"{root}/a.dcm", f"{root}_x/b.dcm"])
