@@ -258,7 +258,7 @@ def connect(address: str, connect_timeout: float = CONNECT_TIMEOUT, worker_timeo
 
     Raises :class:`DaskMissing` without dask, :class:`BadAddress` for a malformed address, and
     :class:`ClusterError` when the scheduler cannot be reached in time, no worker joins, or the
-    workers run other protocolcheck code."""
+    scheduler or a worker runs other protocolcheck code (the scheduler unpickles the tasks too)."""
     try:
         from distributed import Client  # noqa: PLC0415 - optional dependency, imported only when used
     except ImportError as exc:
@@ -268,7 +268,17 @@ def connect(address: str, connect_timeout: float = CONNECT_TIMEOUT, worker_timeo
         client = Client(address, timeout=connect_timeout, set_as_default=False)
     except (OSError, TimeoutError) as exc:
         raise ClusterError(f"cannot reach the Dask scheduler at {address} within {connect_timeout:g} s: {exc}") from exc
+    mine = code_fingerprint()
     try:
+        try:
+            on_scheduler = client.run_on_scheduler(code_fingerprint)
+        except Exception as exc:  # noqa: BLE001 - any failure here means the scheduler cannot take our tasks
+            raise ClusterError(f"the Dask scheduler at {address} cannot load protocolcheck ({type(exc).__name__}: "
+                               f"{exc}); install protocolcheck where the scheduler runs too (it unpickles the "
+                               "tasks) and restart it") from exc
+        if on_scheduler != mine:
+            raise ClusterError(f"the Dask scheduler at {address} runs other protocolcheck code ({on_scheduler}) "
+                               f"than this client ({mine}); install the same version there and restart it")
         try:
             client.wait_for_workers(1, timeout=worker_timeout)
         except TimeoutError as exc:
@@ -278,7 +288,6 @@ def connect(address: str, connect_timeout: float = CONNECT_TIMEOUT, worker_timeo
         except Exception as exc:  # noqa: BLE001 - any failure here means the workers cannot run our tasks
             raise ClusterError(f"the Dask workers cannot run protocolcheck ({type(exc).__name__}: {exc}); "
                                "install protocolcheck on every worker") from exc
-        mine = code_fingerprint()
         wrong = sorted(f"{addr} has {v}" for addr, v in versions.items() if v != mine)
         if wrong:
             raise ClusterError(f"Dask workers run other protocolcheck code than this client ({mine}): "

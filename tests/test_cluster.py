@@ -54,8 +54,8 @@ def _child_setup() -> None:  # pragma: no cover - runs in the child before exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _start(args: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+def _start(args: list[str], cwd: Path, log: Path, first_path: Path = REPO_ROOT) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(first_path), os.environ.get("PYTHONPATH")])))
     with open(log, "wb") as out:
         return subprocess.Popen([sys.executable, "-m", *args], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True, preexec_fn=_child_setup)
@@ -74,15 +74,18 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 @contextlib.contextmanager
-def local_cluster(home: Path, workers: int) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
-    """A scheduler on 127.0.0.1 with ``workers`` single-threaded worker processes (all stopped on exit)."""
+def local_cluster(home: Path, workers: int, scheduler_path: Path = REPO_ROOT
+                  ) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
+    """A scheduler on 127.0.0.1 with ``workers`` single-threaded worker processes (all stopped on exit);
+    ``scheduler_path`` comes first on the scheduler's Python path."""
     from distributed import Client  # noqa: PLC0415
 
     info = home / "scheduler.json"
     procs: list[subprocess.Popen[bytes]] = []
     try:
         procs.append(_start(["distributed.cli.dask_scheduler", "--host", HOST, "--port", "0", "--no-dashboard",
-                             "--scheduler-file", str(info), "--idle-timeout", "600"], home, home / "scheduler.log"))
+                             "--scheduler-file", str(info), "--idle-timeout", "600"], home, home / "scheduler.log",
+                            scheduler_path))
         deadline = time.monotonic() + 60
         while not info.exists() or not info.read_text().strip().endswith("}"):
             if procs[0].poll() is not None or time.monotonic() > deadline:
@@ -297,7 +300,8 @@ def test_workers_with_other_code_are_refused(scheduler: str, sample_dir: Path, m
     monkeypatch.setattr(cluster, "_FINGERPRINT", "0.0.0-other+0123456789ab")
     result = _audit(str(sample_dir), "--scheduler", scheduler)
     assert result.exit_code == 3
-    assert "run other protocolcheck code than this client (0.0.0-other+0123456789ab)" in result.stderr
+    assert "runs other protocolcheck code" in result.stderr
+    assert "than this client (0.0.0-other+0123456789ab)" in result.stderr
 
 
 def test_without_dask_exits_2(sample_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -344,3 +348,15 @@ def test_store_rerun_on_cluster_is_incremental(scheduler: str, corpus: Path, tmp
     local, remote = both()
     _same(local, remote)
     assert "1 audited" in remote.stderr
+
+
+def test_scheduler_without_protocolcheck_is_refused(tmp_path: Path, sample_dir: Path) -> None:
+    """The scheduler unpickles the tasks: one that cannot import protocolcheck is a clear error (exit 3)."""
+    _require_dask()
+    shadow = tmp_path / "shadow" / "protocolcheck"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ImportError("protocolcheck is not installed here")\n')
+    with local_cluster(tmp_path, 0, scheduler_path=shadow.parent) as (address, _procs):
+        result = _audit(str(sample_dir), "--no-db", "--scheduler", address)
+    assert result.exit_code == 3
+    assert "scheduler at" in result.stderr and "cannot load protocolcheck" in result.stderr
