@@ -193,24 +193,28 @@ DECISION_TABLE: tuple[tuple[str, str], ...] = (
                   f"{SE3D_T1_MAX_TE:g} -> T1, longer TR with TE < {SE_T2_BORDER_TE:g} -> PD; in the PD/T2 border (TE 40-60) "
                   "and T1/PD border (TR 0.8-1.6x the T1 cut-off) a series name naming the neighbour decides; otherwise "
                   "series text, else unknown"),
-    ("weighting", f"GRE: TE >= {GRE_T2STAR_MIN_TE:g} and flip <= 45 -> T2* (also SWI/SWAN/MEDIC/MERGE names); "
+    ("weighting", f"GRE: TE >= {GRE_T2STAR_MIN_TE:g} and flip <= 45 -> T2* (also SWI/SWAN/MEDIC/MERGE names); 2D multi-echo "
+                  f"(echo train >= {GRE_MULTI_ECHO_MIN}) with TR >= {GRE_T2STAR_MIN_TR:g} and flip <= 45 -> T2*; "
                   f"TE < {GRE_T1_MAX_TE:g} and (flip >= 25 or TR < {GRE_FAST_TR:g}) -> T1; otherwise text"),
     ("weighting", "EPI without diffusion: GRE-EPI -> T2* (BOLD/DSC), SE-EPI -> T2"),
     ("weighting", "no sequence type: text tokens (T1/T2/PD/FLAIR/STIR/MPRAGE/VIBE/LAVA/THRIVE/DWI/SWI...)"),
     ("inversion", "IR present (Scanning Sequence IR, Scan Options IR, enhanced InversionRecovery YES, Siemens *tir/*spcir, "
                   "GE T1FLAIR/T2FLAIR/IR_GEMS, Philips IR) and TI: <= 350 STIR (SE) / IR (GRE); 350-1400 IR; >= 1400 FLAIR; "
-                  "without TI: GE FLAIR tokens, then text (stir/tirm, flair/dark fluid, mprage/bravo)"),
+                  "without TI: GE FLAIR tokens, then text (stir/tirm, flair/dark fluid, mprage/bravo); no IR flag and no TI "
+                  "but a gradient echo named MPRAGE/MP2RAGE/BRAVO -> IR"),
     ("fat_suppression", "STIR inversion -> STIR; Dixon water (Image Type W/WATER, GE 'WATER:' prefix) -> DIXON; "
                         "Dixon fat/in/opposed phase -> not suppressed"),
-    ("fat_suppression", "Scan Options tokens FS/SFS/FAT_SAT/FATSAT -> CHESS (SPIR when Philips (2001,1021)=Y, SPAIR when "
-                        "text says SPAIR); WE -> WATER_EXCITATION; GE FSA/FSP/FSS/FSI/FSR/FSL_GEMS and SAT_GEMS ignored"),
-    ("fat_suppression", "enhanced SpectrallySelectedSuppression FAT/FAT_AND_WATER/WATER_FAT -> CHESS unless SPIR/SPAIR "
-                        "evidence; NONE -> false"),
+    ("fat_suppression", "Scan Options tokens FS/SFS/FAT_SAT/FATSAT -> suppressed, method UNSPECIFIED (DICOM's one fat "
+                        "token covers fat sat, SPAIR and SPIR) unless Philips (2001,1021)=Y (SPIR) or the text names SPAIR/"
+                        "SPIR/CHESS; WE -> WATER_EXCITATION; GE FSA/FSP/FSS/FSI/FSR/FSL_GEMS and SAT_GEMS ignored"),
+    ("fat_suppression", "enhanced SpectrallySelectedSuppression FAT/FAT_AND_WATER/WATER_FAT -> suppressed, method "
+                        "UNSPECIFIED unless the text names it; NONE -> false"),
     ("fat_suppression", "text: fatsat/fat sat/fs (word)/spair/spir (not spiral)/stir/dixon water/water excitation; "
                         "negatives nfs/non-fs/no fat sat -> false"),
     ("fat_suppression", "false without text when the vendor always writes a fat token and none is there: Siemens classic "
-                        "MR (non-XA, options empty or without FS/WE), GE with Scan Options present (not LAVA/VIBRANT/DISCO, "
-                        "not IDEAL/FLEX), Philips with (2001,1021)=N and no FS token; never for DWI or unlabelled Dixon"),
+                        "MR (non-XA, options empty or without FS/WE), Siemens XA (classic or enhanced) with Scan Options "
+                        "present but no FS/WE, GE classic with Scan Options present (not LAVA/VIBRANT/DISCO, not IDEAL/FLEX), "
+                        "Philips with Scan Options present but no FS, or (2001,1021)=N; never for DWI or unlabelled Dixon"),
     ("fat_suppression", "study naming convention: if another series of the study names fat suppression (FS/fatsat/SPAIR/"
                         "SPIR) and this one's description does not, an otherwise unknown stack is not fat suppressed"),
     ("post_contrast", "Contrast/Bolus Agent non-empty and not NONE/NO -> post (unless already on the study's first "
@@ -543,6 +547,9 @@ def _technique(f: _Facts) -> tuple[str | None, list[str]]:
             ev.append(f"SequenceName '*{siemens_name}' -> gradient echo")
             return "GRE", ev
     vs = f.vendor_seq
+    if f.vendor is Vendor.PHILIPS and not vs:
+        # Enhanced Philips objects name the technique in Pulse Sequence Name (0018,9005): T1TFE, TSE, FFE, DwiSE, GraSE.
+        vs = f.first.pulse_sequence_name.strip().lower()
     if f.vendor is Vendor.PHILIPS and vs:
         v = vs.replace("-", "").replace("_", "")
         if "tfe" in v:
