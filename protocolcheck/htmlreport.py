@@ -400,6 +400,7 @@ ul.findings details summary { display:inline; cursor:pointer; color:#3d6fb6; mar
 ul.findings details[open] { display:block; margin:2px 0 0 0; }
 ul.findings code { background:#eef2f7; border-radius:4px; padding:0 4px; font-size:11.5px; }
 .empty { color:var(--muted); font-style:italic; padding:8px 0; }
+details.all > summary { cursor:pointer; color:#3d6fb6; margin:2px 0 10px; }
 footer { color:var(--muted); font-size:12px; text-align:center; padding:6px 0 24px; }
 @media print { body { background:#fff } section, .card { break-inside:avoid } }
 """
@@ -469,6 +470,28 @@ def _failing_table(audits: pd.DataFrame, findings: pd.DataFrame, include_patient
             + "".join(rows) + "</tbody></table>" + more)
 
 
+def _all_studies_table(audits: pd.DataFrame, include_patient: bool) -> str:
+    """Every study of the selection, newest first (so each study's description is on the page, whatever its status)."""
+    head = ["Study date", "Accession / Study UID"] + (["Patient"] if include_patient else []) + \
+        ["Station · scanner", "Protocol · study description", "Status"]
+    rows = []
+    for _, row in audits.head(MAX_TABLE_ROWS).iterrows():
+        when = row["when"].strftime("%Y-%m-%d") if pd.notna(row["when"]) else ""
+        cells = [f'<td class="nowrap">{esc(when)}</td>',
+                 f'<td class="mono"><b>{esc(row["accession_number"]) or "–"}</b><br>'
+                 f'<small class="uid">{esc(row["study_instance_uid"])}</small></td>']
+        if include_patient:
+            cells.append(f"<td>{esc(row.get('patient_name', ''))}<br><small>{esc(row.get('patient_id', ''))}</small></td>")
+        cells += [f"<td>{esc(row['station_name']) or '–'}<br><small>{esc(row['scanner'])}</small></td>",
+                  f"<td>{esc(row['protocol']) or '–'}<br><small>{esc(row['study_description'])}</small></td>",
+                  f"<td>{esc(STATUS_LABELS.get(row['status'], row['status']))}</td>"]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    more = (f'<p class="note">Showing the newest {MAX_TABLE_ROWS} of {len(audits)} studies; the CSV export has all.</p>'
+            if len(audits) > MAX_TABLE_ROWS else "")
+    return ("<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table>" + more)
+
+
 def render_html(audits: pd.DataFrame, findings: pd.DataFrame, *, title: str = "Protocol compliance report",
                 source: str = "", filters: dict[str, str] | None = None, generated: dt.datetime | None = None,
                 include_patient: bool = False) -> str:
@@ -528,5 +551,8 @@ def render_html(audits: pd.DataFrame, findings: pd.DataFrame, *, title: str = "P
         parts.append(f'<section><h2>Failing studies ({n_failing})</h2><p class="note">Status fail or error, '
                      "newest first, with every finding.</p>"
                      + _failing_table(audits, findings, include_patient) + "</section>")
+        parts.append(f'<section><h2>All studies ({len(audits)})</h2><details class="all"><summary>Show every study '
+                     "in this selection, newest first (the CSV export has the same rows)</summary>"
+                     + _all_studies_table(audits, include_patient) + "</details></section>")
     parts.append(f"</main><footer>protocolcheck · {esc(title)}</footer></body></html>\n")
     return "\n".join(parts)

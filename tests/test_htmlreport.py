@@ -235,3 +235,11 @@ def esc_text(value: str) -> str:
     import html
 
     return html.escape(value, quote=True)
+
+
+def test_every_study_is_listed_whatever_its_status(filled: Store) -> None:
+    text = page(filled)
+    listing = text[text.index("All studies (7)"):]
+    for uid in ("1.1", "1.3", "1.5", "1.7"):  # failing, passing, no protocol alike
+        assert f'<small class="uid">{uid}</small>' in listing
+    assert "<small>series &lt;script&gt;alert(1)&lt;/script&gt;</small>" in listing
