@@ -992,7 +992,8 @@ def _fat(f: _Facts, inversion: Inversion | None, inv_ev: list[str], dixon: str |
             return False, None, ev + [f"Siemens Scan Options {opts} without FS/WE token (Siemens writes them for fat sat, SPAIR and water excitation) -> not fat suppressed"]
         if f.vendor is Vendor.GE and not f.first.enhanced and not re.search(_B + r"(?:lava|vibrant|disco)" + _E, text):
             return False, None, ev + [f"GE Scan Options {opts} without FS token -> not fat suppressed"]
-        if f.vendor is Vendor.PHILIPS and philips_spir != "Y":
+        if (f.vendor is Vendor.PHILIPS and philips_spir != "Y"
+                and not re.search(_B + r"(?:e[\s_-]?thrive|thrive|proset|wats|mdixon)" + _E, text)):
             return False, None, ev + [f"Philips Scan Options {opts} without FS token (Philips writes FS when SPIR/SPAIR is on) -> not fat suppressed"]
     if f.vendor is Vendor.PHILIPS and philips_spir == "N" and not fs and not dixon_seq and weighting is not Weighting.DWI:
         return False, None, ev + ["Philips (2001,1021) SPIR = N, no FS Scan Option, no fat-sat text -> not fat suppressed"]
