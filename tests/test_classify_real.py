@@ -17,7 +17,6 @@ not wrong, only uninformative.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from protocolcheck.classify import SeriesClass, classify_study, vendor_of, Vendor
+from protocolcheck.classify import SeriesClass, Vendor, classify_study, vendor_of
 from protocolcheck.geometry import slice_normal
 from protocolcheck.headers import InstanceHeader
 from protocolcheck.study import Study, split_series
