@@ -552,14 +552,15 @@ def _deflate_bomb(fh: io.BufferedReader, size: int) -> str | None:
     total = 0
     fh.seek(pos)
     try:
-        while chunk := fh.read(1 << 16):
-            while chunk:
-                total += len(inflater.decompress(chunk, 1 << 20))
+        while (chunk := fh.read(1 << 16)) and not inflater.eof:
+            while chunk and not inflater.eof:
+                out = inflater.decompress(chunk, 1 << 20)
+                total += len(out)
                 if total > limit:
                     return f"deflated dataset expands beyond {limit >> 20} MB (a deflate bomb?); not read"
+                if not out and len(inflater.unconsumed_tail) >= len(chunk):
+                    break  # no progress (zlib wants more input): read the next block
                 chunk = inflater.unconsumed_tail
-            if inflater.eof:
-                break
     except zlib.error:
         return None  # corrupt stream: pydicom reports it
     finally:
