@@ -379,7 +379,7 @@ class ClusterExecutor:
         if not items:
             return
         with self._lost():
-            shared = self.client.scatter(_for_workers(options), hash=False)
+            shared = self.client.scatter(_for_workers(options), hash=False, broadcast=True)
             studies = self.client.scatter([study for study, _bad in items], hash=False)
             futures = [self.client.submit(audit_one_study, study, shared, list(bad), self.env, pure=False)
                        for study, (_study, bad) in zip(studies, items, strict=True)]
@@ -431,7 +431,7 @@ class ClusterExecutor:
                     orphans.append(item)
             if stats is not None:
                 stats.append(ClusterStats(len(files), len(study_dirs), len(bad), skipped, nworkers, threads))
-            shared = self.client.scatter(_for_workers(options), hash=False) if study_dirs else None
+            shared = self.client.scatter(_for_workers(options), hash=False, broadcast=True) if study_dirs else None
             futures = [self.client.submit(audit_chunked_study, uid, shared, attached.get(uid, []), self.env,
                                           *(records[i] for i in holders[uid]), pure=False)
                        for uid in sorted(study_dirs)]  # Study UID order, as group_studies
