@@ -261,6 +261,10 @@ _SWAPPED_IMPLICIT = Struct("<LL")
 # explicit VR: the short VRs (16-bit length) -> size of one binary value (0 for strings)
 _SHORT_VR_SIZES: dict[bytes, int] = {vrb: kind for vrb, (is_long, kind, _vr) in _VR_INFO.items() if not is_long}
 _VR_NAMES: dict[bytes, str] = {vrb: vr for vrb, (_l, _k, vr) in _VR_INFO.items()}
+# the same keyed by the VR's two bytes read as a little-endian 16-bit number
+_SWAPPED_EXPLICIT_INT = Struct("<LHH")
+_SHORT_VR_SIZES_INT: dict[int, int] = {int.from_bytes(vrb, "little"): n for vrb, n in _SHORT_VR_SIZES.items()}
+_VR_BY_CODE: dict[int, str] = {int.from_bytes(vrb, "little"): vr for vrb, vr in _VR_NAMES.items()}
 _SWAPPED_TOP: dict[int, str] = {}  # filled below, once _TOP is complete
 # implicit VR: standard tags whose dictionary VR is a short one -> binary value size (0 for strings);
 # sequences, long VRs, Pixel Data and unknown tags take the slow path
@@ -348,6 +352,8 @@ class _Walker:
         """Make bytes [pos, pos+n) available in ``buf`` (never beyond the end of the file)."""
         if pos + n > self.size:
             raise _Fallback("truncated")
+        if pos == self.base and n <= len(self.buf):
+            raise _Fallback("no progress")  # a walking bug must never loop: let pydicom decide
         self.buf = os.pread(self.fd, max(n, _REFILL), pos)
         self.base = pos
         if len(self.buf) < n:
@@ -472,51 +478,58 @@ class _Walker:
             raise _Fallback("value beyond end of file")
 
     def top_explicit(self, pos: int, out: dict[Any, Any], creators: dict[int, str]) -> int:
-        """:meth:`top` for explicit VR: the position where the dataset ends, or -1 at Pixel Data."""
+        """:meth:`top` for explicit VR: the position where the dataset ends, or -1 at Pixel Data.
+
+        The VR is read as a 16-bit number (no bytes object per element); the inner loop runs while a
+        whole element header is in the buffer.
+        """
         size = self.size
         buf, base = self.buf, self.base
-        limit = base + len(buf) - 12
-        head = _SWAPPED_EXPLICIT.unpack_from
-        short_sizes = _SHORT_VR_SIZES
+        head = _SWAPPED_EXPLICIT_INT.unpack_from
+        short_sizes = _SHORT_VR_SIZES_INT
         wanted = _SWAPPED_TOP
         private_offsets = _PRIVATE_OFFSETS
         while pos < size:
+            limit = base + len(buf) - 8  # a short element's 8-byte header at pos <= limit is in the buffer
             if pos > limit:
                 if size - pos < 8:
                     raise _Fallback("trailing bytes")
-                self.refill(pos, 12 if size - pos >= 12 else 8)
+                self.refill(pos, 8)
                 buf, base = self.buf, self.base
-                limit = base + len(buf) - 12
-            swapped, vrb, length = head(buf, pos - base)
-            value_size = short_sizes.get(vrb)
-            if value_size is None or swapped & 0xFFFF >= 0x7FE0:
-                pos = self.slow(pos, swapped, False, out, creators)  # long VR, Pixel Data, odd bytes
-                if pos < 0:
-                    return pos
-                buf, base = self.buf, self.base
-                limit = base + len(buf) - 12
                 continue
-            if value_size and length % value_size:
-                raise _Fallback("binary value of the wrong length")
-            if swapped & 1:
-                elem = swapped >> 16
-                if elem <= 0xFF or (elem & 0xFF) in private_offsets.get(swapped & 0xFFFF, ()):
-                    self.private(pos + 8, swapped & 0xFFFF, elem, _VR_NAMES[vrb], length, _TOP_LEVEL, out, creators)
+            while pos <= limit:
+                swapped, vr_code, length = head(buf, pos - base)
+                value_size = short_sizes.get(vr_code)
+                if value_size is None or swapped & 0xFFFF >= 0x7FE0:
+                    pos = self.slow(pos, swapped, False, out, creators)  # long VR, Pixel Data, odd bytes
+                    if pos < 0:
+                        return pos
                     buf, base = self.buf, self.base
-                    limit = base + len(buf) - 12
-            else:
-                keyword = wanted.get(swapped)
-                if keyword is not None:
-                    if keyword[0] == _NOT_A_SEQUENCE:
-                        raise _Fallback("a sequence stored as a plain value")
-                    start = pos + 8 - base
-                    if start + length <= len(buf):
-                        out[keyword] = (_VR_NAMES[vrb], buf[start:start + length])
-                    else:
-                        out[keyword] = (_VR_NAMES[vrb], self.value(pos + 8, length))
+                    break
+                if value_size and length % value_size:
+                    raise _Fallback("binary value of the wrong length")
+                if swapped & 1:
+                    elem = swapped >> 16
+                    if elem <= 0xFF or (elem & 0xFF) in private_offsets.get(swapped & 0xFFFF, ()):
+                        self.private(pos + 8, swapped & 0xFFFF, elem, _VR_BY_CODE[vr_code], length, _TOP_LEVEL,
+                                     out, creators)
                         buf, base = self.buf, self.base
-                        limit = base + len(buf) - 12
-            pos += 8 + length
+                        pos += 8 + length
+                        break
+                else:
+                    keyword = wanted.get(swapped)
+                    if keyword is not None:
+                        if keyword[0] == _NOT_A_SEQUENCE:
+                            raise _Fallback("a sequence stored as a plain value")
+                        start = pos + 8 - base
+                        if start + length <= len(buf):
+                            out[keyword] = (_VR_BY_CODE[vr_code], buf[start:start + length])
+                        else:
+                            out[keyword] = (_VR_BY_CODE[vr_code], self.value(pos + 8, length))
+                            buf, base = self.buf, self.base
+                            pos += 8 + length
+                            break
+                pos += 8 + length
         return pos
 
     def slow(self, pos: int, swapped: int, implicit: bool, out: dict[Any, Any], creators: dict[int, str]) -> int:

@@ -415,6 +415,16 @@ def test_group_lengths_and_elements_after_pixel_data(tmp_path: Path) -> None:
     assert_fast_agrees(path)
 
 
+@pytest.mark.parametrize("explicit", [True, False], ids=["explicit", "implicit"])
+@pytest.mark.parametrize("last", [b"", b"AB", b"ABCD"])
+def test_file_ending_in_a_short_element_without_pixel_data(tmp_path: Path, explicit: bool, last: bytes) -> None:
+    """The last header may be shorter than 12 bytes (regression: the buffer refill never ended)."""
+    elements = base_elements(explicit)
+    elements[0x00321060] = element(0x00321060, "LO", last, explicit)
+    path = write(tmp_path / "a.dcm", elements, explicit, pixels=b"")
+    assert_fast_agrees(path)
+
+
 def test_non_image_objects_are_skipped_alike(tmp_path: Path) -> None:
     elements = base_elements()
     elements[0x00080016] = element(0x00080016, "UI", text("1.2.840.10008.5.1.4.1.1.88.22", pad=b"\x00"))
