@@ -452,11 +452,36 @@ def net_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Our AE title (must be configured on the peer)."),
         click.option("--timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True, metavar="SECONDS",
                      help="Network, association and reply timeout."),
+        click.option("--tls", is_flag=True, help="Use DICOM TLS (implied by the other --tls-* options)."),
+        click.option("--tls-ca", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+                     help="PEM file of the CA certificates trusted for the peer's certificate (default: the system's)."),
+        click.option("--tls-cert", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+                     help="Our certificate (PEM), for peers that require client certificates."),
+        click.option("--tls-key", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+                     help="The private key (PEM) of --tls-cert."),
         click.option("-v", "--verbose", is_flag=True, help="Also log pynetdicom's messages."),
     ]
     for option in reversed(options):
         f = option(f)
     return f
+
+
+def _tls_options(opts: dict[str, Any], *, server: bool = False) -> Any:
+    """TlsOptions from the --tls* options (None when TLS is not asked for); the files are checked here."""
+    from .net.common import TlsOptions, client_ssl_context, server_ssl_context
+
+    wanted = opts.get("tls") or any(opts.get(k) for k in ("tls_ca", "tls_cert", "tls_key"))
+    if not wanted:
+        return None
+    if bool(opts.get("tls_cert")) != bool(opts.get("tls_key")):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    tls = TlsOptions(cert=opts.get("tls_cert"), key=opts.get("tls_key"), ca=opts.get("tls_ca"),
+                     require_client_cert=bool(opts.get("tls_require_client_cert")))
+    try:
+        (server_ssl_context if server else client_ssl_context)(tls)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    return tls
 
 
 def _net_logging(quiet: bool, verbose: bool = False) -> None:
@@ -480,7 +505,7 @@ def _peer(opts: dict[str, Any]) -> Any:
 
     try:
         return Peer(opts["host"], opts["port"], validate_aet(opts["called_aet"], "--called-aet"),
-                    validate_aet(opts["calling_aet"], "--calling-aet"))
+                    validate_aet(opts["calling_aet"], "--calling-aet"), tls=_tls_options(opts))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
 
@@ -727,6 +752,17 @@ def _describe(result: Any) -> str:
 @click.option("--aet", default="PROTOCOLCHECK", show_default=True, metavar="AET", help="Our AE title.")
 @click.option("--allow-aet", "allowed", multiple=True, metavar="AET",
               help="Accept associations only from this calling AE title (repeatable; default: any).")
+@click.option("--allow-host", "allowed_hosts", multiple=True, metavar="IP[/BITS]",
+              help="Accept connections only from this address or network, e.g. 10.1.2.3 or 10.1.2.0/24 "
+                   "(repeatable; default: any).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Serve DICOM TLS with this certificate (PEM); needs --tls-key. Plain connections are refused.")
+@click.option("--tls-key", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="The private key (PEM) of --tls-cert.")
+@click.option("--tls-ca", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="CA certificates (PEM) to verify client certificates with.")
+@click.option("--tls-require-client-cert", is_flag=True,
+              help="Refuse TLS clients without a certificate signed by --tls-ca.")
 @click.option("--store", "store_dir", required=True, type=click.Path(file_okay=False), metavar="DIR",
               help="Folder for received instances: DIR/<study>/<series>/<instance>.dcm.")
 @click.option("--idle", type=click.FloatRange(0, 86400), default=30.0, show_default=True, metavar="SECONDS",
@@ -748,15 +784,19 @@ def listen(**opts: Any) -> None:
     import threading
     from pathlib import Path
 
-    from .net.common import validate_aet
+    from .net.common import parse_networks, validate_aet
     from .net.scp import ListenConfig, StorageSCP, wait_for_signal
 
     _net_logging(opts["quiet"], opts["verbose"])
     try:
         aet = validate_aet(opts["aet"], "--aet")
         allowed = tuple(validate_aet(a, "--allow-aet") for a in opts["allowed"])
+        hosts = tuple(str(n) for n in parse_networks(opts["allowed_hosts"], "--allow-host"))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    if (opts["tls_ca"] or opts["tls_require_client_cert"]) and not opts["tls_cert"]:
+        raise click.UsageError("--tls-ca and --tls-require-client-cert need --tls-cert and --tls-key")
+    tls = _tls_options({**opts, "tls": bool(opts["tls_cert"] or opts["tls_key"])}, server=True)
     auditor = _NetAudit(opts, "listen")
     lock = threading.Lock()
     out = None
@@ -784,7 +824,7 @@ def listen(**opts: Any) -> None:
         auditor.save(folder, results)  # after the output, so a store failure loses no record
 
     config = ListenConfig(store=Path(opts["store_dir"]), port=opts["port"], bind=opts["bind"], aet=aet,
-                          allowed_aets=allowed, idle=opts["idle"])
+                          allowed_aets=allowed, idle=opts["idle"], allowed_hosts=hosts, tls=tls)
     scp = StorageSCP(config, on_study)
     try:
         scp.start()
@@ -793,9 +833,10 @@ def listen(**opts: Any) -> None:
              f"{exc.strerror or exc}")
         sys.exit(Exit.CANNOT_RUN)
     host, port = scp.address
-    warn(f"listening as {aet} on {host}:{port}; storing in {opts['store_dir']}; "
+    warn(f"listening as {aet} on {host}:{port}{' with TLS' if tls else ''}; storing in {opts['store_dir']}; "
          f"a study is audited after {opts['idle']:g} s without new instances"
-         + (f"; only from {', '.join(allowed)}" if allowed else ""), opts["quiet"])
+         + (f"; only from {', '.join(allowed)}" if allowed else "")
+         + (f"; only from hosts {', '.join(hosts)}" if hosts else ""), opts["quiet"])
     signum = wait_for_signal()
     warn(f"stopping ({'signal ' + str(signum) if signum else 'requested'}): finishing associations, "
          "auditing pending studies", opts["quiet"])
@@ -805,7 +846,8 @@ def listen(**opts: Any) -> None:
         out.close()
     c = scp.counters
     warn(f"listen: {c.associations} associations, {c.stored} instances stored, {c.refused} refused, "
-         f"{c.rejected_associations} associations rejected; {audited[0]} study audits", opts["quiet"])
+         f"{c.rejected_associations} associations rejected, {c.refused_connections} connections refused; "
+         f"{audited[0]} study audits", opts["quiet"])
     sys.exit(Exit.OK)
 
 
@@ -850,6 +892,9 @@ def query(**opts: Any) -> None:
     peer = _peer(opts)
     if opts["retrieve"] == "move" and not opts["move_port"]:
         raise click.UsageError("--retrieve move needs --move-port N (the port the PACS sends the study to)")
+    if opts["retrieve"] == "move" and peer.tls is not None and not peer.tls.cert:
+        raise click.UsageError("--retrieve move with TLS needs --tls-cert and --tls-key: the PACS connects to our "
+                               "storage SCP over TLS (or use --retrieve get)")
     move_bind = opts["move_bind"]
     if move_bind is None:
         try:
@@ -871,7 +916,8 @@ def query(**opts: Any) -> None:
     failures: list[str] = []
     pulled_studies = pull_studies(peer, matches, method=RetrieveMethod(opts["retrieve"]),
                                   move_port=opts["move_port"], move_bind=move_bind,
-                                  workdir=opts["workdir"], timeouts=timeouts)
+                                  workdir=opts["workdir"], timeouts=timeouts,
+                                  move_tls=peer.tls if opts["retrieve"] == "move" else None)
     try:
         for pulled in progress(pulled_studies, "Auditing studies", opts["quiet"], length=len(matches)):
             if pulled.error is not None or pulled.folder is None:

@@ -3,19 +3,25 @@
 Everything here is pynetdicom plumbing without policy: the storage SCP (:mod:`.scp`), the
 query/retrieve client (:mod:`.qr`) and the worklist client (:mod:`.mwl`) build on it. Client
 associations always carry connect/ACSE/DIMSE/network timeouts, and a failed association is turned
-into a :class:`NetError` that says whether the peer was unreachable, rejected us (and why) or
-aborted.
+into a :class:`NetError` that says whether the peer was unreachable, rejected us (and why), failed
+the TLS handshake, did not answer in time, or aborted. DICOM TLS (PS3.15 Annex B, TLS 1.2 or later)
+is configured with :class:`TlsOptions` and turned into :mod:`ssl` contexts here.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
+import ipaddress
 import logging
 import re
 import socket
+import ssl
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, evt
@@ -97,6 +103,8 @@ class NetErrorKind(str, Enum):
     REJECTED = "rejected"  # the peer refused the association (wrong AE title, ...)
     ABORTED = "aborted"  # the peer or the network broke the association
     FAILED = "failed"  # the association worked but the operation reported a failure status
+    TIMEOUT = "timeout"  # the peer accepted the connection but stopped answering
+    TLS = "tls"  # the TLS handshake failed (certificate not trusted, peer not speaking TLS, ...)
 
 
 class NetError(Exception):
@@ -118,16 +126,128 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class TlsOptions:
+    """DICOM TLS settings (PEM files).
+
+    Client side: ``ca`` is the file of trusted CA certificates for the peer's certificate (default:
+    the system's), ``cert``/``key`` our own certificate when the peer asks for one. Server side:
+    ``cert``/``key`` are required; with ``ca`` a client certificate is verified when presented, and
+    ``require_client_cert`` refuses clients without one.
+    """
+
+    cert: str | None = None
+    key: str | None = None
+    ca: str | None = None
+    require_client_cert: bool = False
+
+
+@dataclass(frozen=True)
 class Peer:
-    """A remote application entity and the AE title we use towards it."""
+    """A remote application entity and the AE title we use towards it (over TLS when ``tls`` is set)."""
 
     host: str
     port: int
     called_aet: str
     calling_aet: str = DEFAULT_AET
+    tls: TlsOptions | None = None
 
     def __str__(self) -> str:
-        return f"{self.called_aet}@{self.host}:{self.port}"
+        return f"{self.called_aet}@{self.host}:{self.port}" + (" (TLS)" if self.tls else "")
+
+
+def _readable(path: str | None, what: str) -> str:
+    if not path:
+        raise ValueError(f"{what} is missing")
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"{what} {path} does not exist or is not a file")
+    try:
+        with open(file, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{what} {path} cannot be read: {exc.strerror or exc}") from exc
+    return str(file)
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None)
+    text = str(getattr(exc, "verify_message", "") or "") or str(exc)
+    return f"{reason}: {text}" if reason and str(reason) not in text else text
+
+
+def _load_chain(context: ssl.SSLContext, tls: TlsOptions) -> None:
+    cert = _readable(tls.cert, "TLS certificate file")
+    key = _readable(tls.key, "TLS private key file")
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(f"TLS certificate {cert} with key {key} cannot be used ({_ssl_reason(exc)}); "
+                         "both must be PEM files, and the key must belong to the certificate") from exc
+
+
+def _load_ca(context: ssl.SSLContext, ca: str) -> None:
+    path = _readable(ca, "TLS CA file")
+    try:
+        context.load_verify_locations(cafile=path)
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(f"TLS CA file {path} cannot be used ({_ssl_reason(exc)}); it must hold PEM "
+                         "certificates") from exc
+
+
+@functools.lru_cache(maxsize=16)
+def client_ssl_context(tls: TlsOptions) -> ssl.SSLContext:
+    """The context for our TLS client associations; ValueError naming the file that cannot be used.
+
+    TLS 1.2 or later, the peer's certificate verified against ``tls.ca`` (else the system's CAs) and
+    its name checked against the host we connect to.
+    """
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.ca:
+        _load_ca(context, tls.ca)
+    if tls.cert or tls.key:
+        _load_chain(context, tls)
+    return context
+
+
+def server_ssl_context(tls: TlsOptions) -> ssl.SSLContext:
+    """The context for our TLS servers; ValueError naming the file that cannot be used."""
+    if tls.require_client_cert and not tls.ca:
+        raise ValueError("requiring client certificates needs a CA file to verify them (--tls-ca)")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    _load_chain(context, tls)
+    if tls.ca:
+        _load_ca(context, tls.ca)
+        context.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
+    else:
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(texts: Sequence[str], what: str = "address") -> tuple[Network, ...]:
+    """IP networks from ``10.0.0.5``, ``10.0.0.0/24`` or ``::1`` texts; ValueError naming a bad one."""
+    networks = []
+    for text in texts:
+        try:
+            networks.append(ipaddress.ip_network(text.strip(), strict=False))
+        except ValueError as exc:
+            raise ValueError(f"{what} {text!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/24)") from exc
+    return tuple(networks)
+
+
+def address_allowed(address: str, networks: Sequence[Network]) -> bool:
+    """True when ``address`` is in one of ``networks`` (IPv4-mapped IPv6 addresses count as IPv4)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip.version == net.version and ip in net for net in networks)
 
 
 def validate_aet(text: str, what: str = "AE title") -> str:
@@ -200,9 +320,17 @@ def associate(ae: AE, peer: Peer, ext_neg: list[Any] | None = None,
     def on_acse_recv(event: evt.Event) -> None:
         replies.append(event.primitive)
 
+    tls_args = None
+    if peer.tls is not None:
+        try:
+            tls_args = (client_ssl_context(peer.tls), peer.host)
+        except ValueError as exc:
+            raise NetError(NetErrorKind.TLS, f"cannot connect to {peer}: {exc}") from exc
     handlers = [(evt.EVT_ACSE_RECV, on_acse_recv)] + list(evt_handlers or [])
+    started = time.monotonic()
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.called_aet, ext_neg=ext_neg,
-                         evt_handlers=handlers)
+                         evt_handlers=handlers, tls_args=tls_args)
+    elapsed = time.monotonic() - started
     if assoc.is_established:
         return assoc
     if assoc.is_rejected:
@@ -220,12 +348,23 @@ def associate(ae: AE, peer: Peer, ext_neg: list[Any] | None = None,
         raise NetError(NetErrorKind.REJECTED,
                        f"{peer} accepted the association but none of the proposed services "
                        f"({', '.join(sorted({str(cx.abstract_syntax) for cx in ae.requested_contexts}))[:200]})")
-    reason = probe(peer.host, peer.port, ae.connection_timeout or 10.0)
+    connect = ae.connection_timeout or 10.0
+    reason = probe(peer.host, peer.port, connect)
     if reason:
         raise NetError(NetErrorKind.UNREACHABLE, f"{peer} is unreachable: {reason}")
+    if tls_args is not None:
+        reason = probe_tls(peer.host, peer.port, connect, tls_args[0])
+        if reason:
+            raise NetError(NetErrorKind.TLS, f"TLS with {peer} failed: {reason}")
+    acse = ae.acse_timeout or 30.0
+    if not replies and elapsed >= 0.9 * acse:
+        raise NetError(NetErrorKind.TIMEOUT,
+                       f"{peer} accepted the TCP connection but did not answer the association request "
+                       f"within {acse:g} s (hung or overloaded, or not a DICOM service)")
     raise NetError(NetErrorKind.ABORTED,
                    f"{peer} accepted the TCP connection but did not complete the association "
-                   "(aborted or timed out); is it a DICOM service?")
+                   "(aborted or timed out); is it a DICOM service"
+                   + (" speaking TLS?" if tls_args is not None else " (or does it expect TLS)?"))
 
 
 def probe(host: str, port: int, timeout: float) -> str:
@@ -240,6 +379,30 @@ def probe(host: str, port: int, timeout: float) -> str:
     except OSError as exc:
         if exc.errno == errno.ECONNREFUSED:
             return "connection refused (nothing listening on that port)"
+        return exc.strerror or str(exc)
+
+
+def probe_tls(host: str, port: int, timeout: float, context: ssl.SSLContext) -> str:
+    """'' when a TLS handshake with host:port succeeds, else a short human reason."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=host):
+                return ""
+    except ssl.SSLCertVerificationError as exc:
+        return (f"the peer's certificate is not trusted ({_ssl_reason(exc)}); pass the CA that signed it "
+                "with --tls-ca")
+    except ssl.SSLError as exc:
+        text = _ssl_reason(exc)
+        if "WRONG_VERSION_NUMBER" in text.upper() or "wrong version number" in text:
+            return f"the peer does not speak TLS on this port ({text})"
+        if "CERTIFICATE_REQUIRED" in text.upper() or "certificate required" in text:
+            return f"the peer requires a client certificate ({text}); pass --tls-cert and --tls-key"
+        return f"handshake failed ({text})"
+    except TimeoutError:
+        return f"no TLS handshake within {timeout:g} s"
+    except OSError as exc:
+        if isinstance(exc, ConnectionResetError) or exc.errno in (errno.ECONNRESET, errno.EPIPE):
+            return "the peer closed the connection during the handshake (does it speak TLS, and accept our certificate?)"
         return exc.strerror or str(exc)
 
 

@@ -171,37 +171,35 @@ def find_worklist(peer: Peer, query: WorklistQuery, timeouts: Timeouts = Timeout
     Items are sorted by scheduled date and time, then accession number.
     """
     identifier = query.identifier()
-    for attempt in (1, 2):
-        ae = new_ae(peer.calling_aet, timeouts)
-        ae.add_requested_context(ModalityWorklistInformationFind)
-        assoc = associate(ae, peer)
-        items: list[WorklistItem] = []
-        lost = aborted = False
-        started = time.monotonic()
-        try:
-            for status, ds in assoc.send_c_find(identifier, ModalityWorklistInformationFind):
-                code = getattr(status, "Status", None)
-                if code is None:
-                    lost = True
-                    aborted = time.monotonic() - started < 0.9 * timeouts.dimse
-                    break
-                if code in _PENDING:
-                    if ds is not None:
-                        items.extend(item_from(ds))
-                elif code != 0x0000:
-                    raise NetError(NetErrorKind.FAILED,
-                                   f"worklist C-FIND on {peer} failed: status {status_text(status)}")
-        finally:
-            release(assoc)
-        if not lost:
-            break
-        if aborted:
-            raise NetError(NetErrorKind.ABORTED,
-                           f"worklist C-FIND on {peer}: the peer aborted the association instead of answering "
-                           f"(is {peer.calling_aet!r} allowed to query it?)")
-        if attempt == 2:
-            raise NetError(NetErrorKind.ABORTED, f"worklist C-FIND on {peer}: no reply within the DIMSE timeout")
-        LOG.warning("worklist C-FIND on %s: no reply, retrying once", peer)
+    ae = new_ae(peer.calling_aet, timeouts)
+    ae.add_requested_context(ModalityWorklistInformationFind)
+    assoc = associate(ae, peer)
+    items: list[WorklistItem] = []
+    lost = aborted = False
+    started = time.monotonic()
+    try:
+        for status, ds in assoc.send_c_find(identifier, ModalityWorklistInformationFind):
+            code = getattr(status, "Status", None)
+            if code is None:
+                lost = True
+                aborted = time.monotonic() - started < 0.9 * timeouts.dimse
+                break
+            started = time.monotonic()  # the DIMSE timeout applies to each reply
+            if code in _PENDING:
+                if ds is not None:
+                    items.extend(item_from(ds))
+            elif code != 0x0000:
+                raise NetError(NetErrorKind.FAILED,
+                               f"worklist C-FIND on {peer} failed: status {status_text(status)}")
+    finally:
+        release(assoc)
+    if lost and aborted:
+        raise NetError(NetErrorKind.ABORTED,
+                       f"worklist C-FIND on {peer}: the peer aborted the association instead of answering "
+                       f"(is {peer.calling_aet!r} allowed to query it?)")
+    if lost:
+        raise NetError(NetErrorKind.TIMEOUT, f"worklist C-FIND on {peer}: no reply within {timeouts.dimse:g} s "
+                       "(the peer stopped answering)")
     if query.station_aet:  # some servers treat an unsupported key as universal: filter here too
         items = [i for i in items if not i.station_aet or i.station_aet == query.station_aet]
     if query.modality:

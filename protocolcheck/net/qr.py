@@ -3,7 +3,13 @@
 :func:`find_studies` runs a Study Root C-FIND at STUDY level. :func:`pull_studies` retrieves each
 match into a private temporary folder, yields it, and deletes it when the caller asks for the next
 one (or stops), so never more than one study's files are on disk. A retrieval that fails is yielded
-with its error and the loop goes on with the next study.
+with its error and the loop goes on with the next study; once the PACS has been unreachable or
+silent for two studies in a row, the remaining studies are reported as not retrieved without
+waiting for each (a hung PACS would otherwise cost a full timeout per study).
+
+Every wait for the peer is bounded by :class:`~.common.Timeouts`: a peer that stops answering is a
+:class:`~.common.NetError` of kind ``TIMEOUT`` after that many seconds, never a hang and never
+retried (the same peer rarely answers a second time what it did not answer the first).
 
 C-GET needs nothing configured on the PACS besides our AE title; C-MOVE needs the PACS to know our
 AE title with this host and ``move_port``, where a temporary storage SCP receives the study (it only
@@ -38,10 +44,12 @@ from .common import (
     NetErrorKind,
     Peer,
     Timeouts,
+    TlsOptions,
     associate,
     new_ae,
     release,
     retrieve_contexts,
+    server_ssl_context,
     status_text,
     storage_contexts,
     validate_date_range,
@@ -108,7 +116,10 @@ class StudyMatch:
 
 
 def _peer_aborted(started: float, timeouts: Timeouts) -> bool:
-    """An empty reply well before the DIMSE timeout means the peer aborted (not that it was slow)."""
+    """An empty reply well before the DIMSE timeout means the peer aborted (not that it was slow).
+
+    ``started`` is when the last reply arrived: pynetdicom waits up to the DIMSE timeout for each one.
+    """
     return time.monotonic() - started < 0.9 * timeouts.dimse
 
 
@@ -134,42 +145,39 @@ def _match_from(ds: Dataset) -> StudyMatch | None:
 
 
 def find_studies(peer: Peer, query: StudyQuery, timeouts: Timeouts = Timeouts()) -> list[StudyMatch]:
-    """Study Root C-FIND; NetError when the peer cannot be reached or the query fails.
+    """Study Root C-FIND; NetError when the peer cannot be reached, stops answering or the query fails.
 
     Matches on another modality are dropped here too, for archives that ignore ModalitiesInStudy.
-    A reply lost on the way (an empty status) is retried once on a new association.
     """
     identifier = query.identifier()
-    for attempt in (1, 2):
-        ae = new_ae(peer.calling_aet, timeouts)
-        ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-        assoc = associate(ae, peer)
-        matches: list[StudyMatch] = []
-        lost = False
-        aborted = False
-        started = time.monotonic()
-        try:
-            for status, ds in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
-                code = getattr(status, "Status", None)
-                if code is None:
-                    lost = True
-                    aborted = _peer_aborted(started, timeouts)
-                    break
-                if code in _PENDING:
-                    match = _match_from(ds) if ds is not None else None
-                    if match is not None:
-                        matches.append(match)
-                elif code != 0x0000:
-                    raise NetError(NetErrorKind.FAILED, f"C-FIND on {peer} failed: status {status_text(status)}")
-        finally:
-            release(assoc)
-        if not lost:
-            break
-        if aborted:
-            raise NetError(NetErrorKind.ABORTED, f"C-FIND on {peer}: {_ABORT_HINT.format(aet=peer.calling_aet)}")
-        if attempt == 2:
-            raise NetError(NetErrorKind.ABORTED, f"C-FIND on {peer}: no reply within the DIMSE timeout")
-        LOG.warning("C-FIND on %s: no reply, retrying once", peer)
+    ae = new_ae(peer.calling_aet, timeouts)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = associate(ae, peer)
+    matches: list[StudyMatch] = []
+    lost = aborted = False
+    started = time.monotonic()
+    try:
+        for status, ds in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
+            code = getattr(status, "Status", None)
+            if code is None:
+                lost = True
+                aborted = _peer_aborted(started, timeouts)
+                break
+            started = time.monotonic()
+            if code in _PENDING:
+                match = _match_from(ds) if ds is not None else None
+                if match is not None:
+                    matches.append(match)
+            elif code != 0x0000:
+                raise NetError(NetErrorKind.FAILED, f"C-FIND on {peer} failed: status {status_text(status)}")
+    finally:
+        release(assoc)
+    if lost and aborted:
+        raise NetError(NetErrorKind.ABORTED, f"C-FIND on {peer}: {_ABORT_HINT.format(aet=peer.calling_aet)}"
+                       + (f" ({len(matches)} matches had arrived)" if matches else ""))
+    if lost:
+        raise NetError(NetErrorKind.TIMEOUT, f"C-FIND on {peer}: no reply within {timeouts.dimse:g} s "
+                       f"(the peer stopped answering after {len(matches)} matches)")
     text = query.description.strip().lower()
     if text and not _has_wildcards(text):
         matches = [m for m in matches if text in m.study_description.lower()]
@@ -227,14 +235,18 @@ class _MoveDestination:
     """A storage SCP on ``bind:port`` under our AE title, receiving C-MOVE sub-operations."""
 
     def __init__(self, aet: str, bind: str, port: int, timeouts: Timeouts, target: _Target,
-                 counters: Counters) -> None:
+                 counters: Counters, tls: TlsOptions | None = None) -> None:
+        try:
+            ssl_context = server_ssl_context(tls) if tls is not None else None
+        except ValueError as exc:
+            raise NetError(NetErrorKind.TLS, f"cannot receive C-MOVE over TLS: {exc}") from exc
         ae = new_ae(aet, timeouts)
         ae.require_called_aet = True
         for cx in storage_contexts():
             ae.add_supported_context(cx.abstract_syntax, cx.transfer_syntax)
         ae.add_supported_context("1.2.840.10008.1.1")
         try:
-            self.server = ae.start_server((bind, port), block=False,
+            self.server = ae.start_server((bind, port), block=False, ssl_context=ssl_context,
                                           evt_handlers=[(evt.EVT_C_STORE, _store_handler, [target, counters])])
         except OSError as exc:
             raise NetError(NetErrorKind.FAILED,
@@ -260,8 +272,12 @@ def _retrieve_identifier(study_uid: str) -> Dataset:
     return ds
 
 
-def _run_retrieve(assoc: Any, method: RetrieveMethod, study_uid: str, move_aet: str) -> Dataset | None:
-    """Send C-GET/C-MOVE; return the final status (None when no final reply came)."""
+def _run_retrieve(assoc: Any, method: RetrieveMethod, study_uid: str, move_aet: str,
+                  last_reply: list[float] | None = None) -> Dataset | None:
+    """Send C-GET/C-MOVE; return the final status (None when no final reply came).
+
+    ``last_reply[0]`` is set to the time of each reply as it arrives.
+    """
     identifier = _retrieve_identifier(study_uid)
     if method is RetrieveMethod.GET:
         responses = assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet)
@@ -272,6 +288,8 @@ def _run_retrieve(assoc: Any, method: RetrieveMethod, study_uid: str, move_aet: 
         code = getattr(status, "Status", None)
         if code is None:
             return None
+        if last_reply is not None:
+            last_reply[0] = time.monotonic()
         if code not in _PENDING:
             final = status
     return final
@@ -301,25 +319,23 @@ def retrieve_study(peer: Peer, match: StudyMatch, folder: Path, method: Retrieve
             handlers.append((evt.EVT_C_STORE, _store_handler, [target, counters]))
         else:
             ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
-        final = None
-        aborted = False
         op = f"C-{method.value.upper()}"
-        for _attempt in (1, 2):
-            assoc = associate(ae, peer, ext_neg=ext_neg or None, evt_handlers=handlers)
-            started = time.monotonic()
-            try:
-                final = _run_retrieve(assoc, method, match.study_instance_uid, peer.calling_aet)
-                aborted = final is None and _peer_aborted(started, timeouts)
-            finally:
-                release(assoc)
-            if final is not None or target.received or aborted:
-                break
-            LOG.warning("%s of %s: no reply, retrying once", op, match.label())
+        assoc = associate(ae, peer, ext_neg=ext_neg or None, evt_handlers=handlers)
+        last_reply = [time.monotonic()]
+        try:
+            final = _run_retrieve(assoc, method, match.study_instance_uid, peer.calling_aet, last_reply)
+            aborted = final is None and _peer_aborted(last_reply[0], timeouts)
+        finally:
+            release(assoc)
         pulled.received = target.received
         pulled.refused = counters.refused - refused_before
+        if final is None and not aborted:
+            raise NetError(NetErrorKind.TIMEOUT,
+                           f"{op} of {match.label()} from {peer}: no reply within {timeouts.dimse:g} s (the peer "
+                           f"stopped answering; {pulled.received} instances had arrived, none audited)")
         if final is None:
-            why = _ABORT_HINT.format(aet=peer.calling_aet) if aborted and not target.received else \
-                "no final reply (association aborted or timed out)"
+            why = _ABORT_HINT.format(aet=peer.calling_aet) if not target.received else \
+                f"the association broke off after {pulled.received} instances (none audited)"
             raise NetError(NetErrorKind.ABORTED, f"{op} of {match.label()} from {peer}: {why}")
         code = int(final.Status)
         completed, failed, warning = _final_counts(final)
@@ -351,13 +367,20 @@ def retrieve_study(peer: Peer, match: StudyMatch, folder: Path, method: Retrieve
         target.set("", None)
 
 
+PEER_DOWN_LIMIT = 2  # studies in a row with the PACS unreachable or silent before the rest are skipped
+_PEER_DOWN = (NetErrorKind.UNREACHABLE, NetErrorKind.TIMEOUT)
+
+
 def pull_studies(peer: Peer, matches: Sequence[StudyMatch], *, method: RetrieveMethod = RetrieveMethod.GET,
                  move_port: int | None = None, move_bind: str = "127.0.0.1", workdir: str | None = None,
-                 timeouts: Timeouts = Timeouts()) -> Iterator[PulledStudy]:
+                 timeouts: Timeouts = Timeouts(), move_tls: TlsOptions | None = None) -> Iterator[PulledStudy]:
     """Retrieve each study in turn; yield it; delete its files before retrieving the next.
 
     Raises NetError only when the C-MOVE destination cannot be opened; per-study failures are
-    yielded (``error`` set) so that the caller reports them and goes on.
+    yielded (``error`` set) so that the caller reports them and goes on. After
+    :data:`PEER_DOWN_LIMIT` studies in a row failed because the PACS was unreachable or silent,
+    the remaining ones are yielded as failures without contacting it. ``move_tls`` makes the
+    C-MOVE destination a TLS server (the PACS then connects to it over TLS).
     """
     target = _Target()
     counters = Counters()
@@ -365,12 +388,20 @@ def pull_studies(peer: Peer, matches: Sequence[StudyMatch], *, method: RetrieveM
     if method is RetrieveMethod.MOVE:
         if not move_port:
             raise NetError(NetErrorKind.FAILED, "C-MOVE needs --move-port: the port the PACS sends the study to")
-        destination = _MoveDestination(peer.calling_aet, move_bind, move_port, timeouts, target, counters)
+        destination = _MoveDestination(peer.calling_aet, move_bind, move_port, timeouts, target, counters, move_tls)
+    down = 0
     try:
         for match in matches:
+            if down >= PEER_DOWN_LIMIT:
+                yield PulledStudy(match, None, error=NetError(
+                    NetErrorKind.UNREACHABLE, f"{match.label()} not retrieved: {peer} was unreachable or did not "
+                    f"answer for the previous {down} studies"))
+                continue
             folder = Path(tempfile.mkdtemp(prefix="protocolcheck-query-", dir=workdir))
             try:
-                yield retrieve_study(peer, match, folder, method, target, counters, timeouts)
+                pulled = retrieve_study(peer, match, folder, method, target, counters, timeouts)
+                down = down + 1 if pulled.error is not None and pulled.error.kind in _PEER_DOWN else 0
+                yield pulled
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
     finally:

@@ -10,9 +10,13 @@ Three small parts, each usable alone:
   the completion callback on its own worker thread (never on an association thread), one study at a
   time, and again if more instances arrive later.
 - :class:`StorageSCP` is the pynetdicom server: C-ECHO and C-STORE for :data:`STORAGE_SOP_CLASSES`
-  in every transfer syntax, calling AE titles optionally restricted, several associations at once.
-  :meth:`StorageSCP.stop` stops accepting, lets running associations finish, then hands over
-  every pending study.
+  in every transfer syntax, calling AE titles and peer addresses optionally restricted, optionally
+  over DICOM TLS, several associations at once. :meth:`StorageSCP.stop` stops accepting, lets
+  running associations finish, then hands over every pending study.
+- :class:`GuardedServer` is the TCP side: a connection from an address outside the allow-list is
+  closed before any byte of it is read, and the TLS handshake runs on the connection's own thread
+  with a timeout (pynetdicom's server does it on the accepting thread, where one silent client
+  would stop every other one from connecting).
 
 On start, studies whose ``.pending`` marker survived a crash or a kill are handed over again.
 What to do with a complete study (audit it) is the caller's callback, so this module knows
@@ -26,6 +30,8 @@ import json
 import logging
 import os
 import signal
+import socket
+import ssl
 import tempfile
 import threading
 import time
@@ -40,7 +46,20 @@ from pynetdicom import evt
 from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.transport import ThreadedAssociationServer
 
-from .common import DEFAULT_AET, VERIFICATION, Timeouts, new_ae, safe_uid, storage_contexts, validate_aet
+from .common import (
+    DEFAULT_AET,
+    VERIFICATION,
+    Network,
+    Timeouts,
+    TlsOptions,
+    address_allowed,
+    new_ae,
+    parse_networks,
+    safe_uid,
+    server_ssl_context,
+    storage_contexts,
+    validate_aet,
+)
 
 LOG = logging.getLogger("protocolcheck.net.scp")
 
@@ -257,13 +276,14 @@ class StudyTracker:
         """Note an instance of ``study_uid`` (call after it is stored, before answering success)."""
         with self._cond:
             state = self._studies.get(study_uid)
+            new = state is None
             if state is None:
-                if self.on_pending:
-                    self.on_pending(study_uid)
                 state = self._studies[study_uid] = _StudyState()
             state.seq += 1
             state.last = self.clock()
             self._cond.notify_all()
+            if new and self.on_pending:
+                self.on_pending(study_uid)  # may raise (disk full): the study is still handed over
 
     def recover(self, study_uid: str) -> None:
         """Treat a study found pending on disk as just arrived (handed over after ``idle``)."""
@@ -337,6 +357,8 @@ class ListenConfig:
     idle: float = 30.0
     timeouts: Timeouts = Timeouts()
     fsync: bool = True
+    allowed_hosts: tuple[str, ...] = ()  # IP addresses or networks (CIDR); empty: any address
+    tls: TlsOptions | None = None  # DICOM TLS (certificate and key required)
 
 
 @dataclass
@@ -348,6 +370,7 @@ class Counters:
     stored: int = 0
     refused: int = 0
     studies_completed: int = 0
+    refused_connections: int = 0  # closed before association: address not allowed, or TLS handshake failed
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, name: str, n: int = 1) -> None:
@@ -436,6 +459,65 @@ def _on_rejected(event: evt.Event, counters: Counters, config: ListenConfig) -> 
     LOG.warning("rejected association from %s: %s", _peer_text(event), why)
 
 
+class GuardedServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server with a peer-address allow-list and TLS off the accepting thread.
+
+    ``allowed``: networks a peer address must belong to (empty: any). ``handshake_timeout``:
+    seconds a client has to complete the TLS handshake. ``on_refused(address, reason)`` is called
+    for every connection closed here.
+    """
+
+    def __init__(self, *args: Any, allowed: Sequence[Network] = (), handshake_timeout: float = 30.0,
+                 on_refused: Callable[[str, str], None] | None = None, **kwargs: Any) -> None:
+        self.allowed = tuple(allowed)
+        self.handshake_timeout = handshake_timeout
+        self.on_refused = on_refused
+        super().__init__(*args, **kwargs)
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """Accept only: no TLS handshake here (it would block every other client while it lasts)."""
+        assert self.socket is not None
+        client, address = self.socket.accept()
+        return client, address
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        if not self.allowed or address_allowed(str(client_address[0]), self.allowed):
+            return True
+        self._refused(client_address, "address not in the allowed hosts ("
+                      + ", ".join(str(n) for n in self.allowed) + ")")
+        return False  # socketserver closes the connection without reading from it
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        if self.ssl_context is not None:
+            try:
+                request.settimeout(self.handshake_timeout)
+                request = self.ssl_context.wrap_socket(request, server_side=True)
+                request.settimeout(None)
+            except (OSError, ValueError) as exc:
+                reason = str(getattr(exc, "verify_message", "") or "") or str(exc) or type(exc).__name__
+                self._refused(client_address, f"TLS handshake failed ({reason})")
+                self.shutdown_request(request)
+                return
+        super().process_request_thread(request, client_address)
+
+    def _refused(self, client_address: Any, reason: str) -> None:
+        address = f"{client_address[0]}:{client_address[1]}"
+        if self.on_refused is not None:
+            self.on_refused(address, reason)
+
+
+def start_guarded_server(ae: Any, address: tuple[str, int], *, ssl_context: ssl.SSLContext | None,
+                         evt_handlers: list[Any], allowed: Sequence[Network] = (), handshake_timeout: float = 30.0,
+                         on_refused: Callable[[str, str], None] | None = None) -> GuardedServer:
+    """Start a :class:`GuardedServer` for ``ae`` on its own thread (as ``AE.start_server(block=False)`` does)."""
+    server = ae.make_server(address, ssl_context=ssl_context, evt_handlers=evt_handlers, server_class=GuardedServer,
+                            allowed=allowed, handshake_timeout=handshake_timeout, on_refused=on_refused)
+    thread = threading.Thread(target=server.serve_forever, name="protocolcheck-scp-acceptor", daemon=True)
+    thread.start()
+    ae._servers.append(server)  # pynetdicom's server.shutdown() removes it from this list
+    return server
+
+
 class StorageSCP:
     """A storage SCP that stores every instance durably and reports each completed study.
 
@@ -446,11 +528,13 @@ class StorageSCP:
         self.config = config
         self.on_study_complete = on_study_complete
         self.allowed = tuple(validate_aet(a, "allowed AE title") for a in config.allowed_aets)
+        self.allowed_hosts = parse_networks(config.allowed_hosts, "allowed host")
+        self.ssl_context = server_ssl_context(config.tls) if config.tls is not None else None
         self.store = InstanceStore(config.store, fsync=config.fsync)
         self.counters = Counters()
         self.tracker = StudyTracker(config.idle, self._complete, on_pending=self.store.mark_pending,
                                     on_settled=self.store.clear_pending)
-        self._server: ThreadedAssociationServer | None = None
+        self._server: GuardedServer | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -484,15 +568,25 @@ class StorageSCP:
             (evt.EVT_REJECTED, _on_rejected, [self.counters, self.config]),
         ]
         try:
-            self._server = ae.start_server((self.config.bind, self.config.port), block=False,
-                                           evt_handlers=handlers)
+            self._server = start_guarded_server(
+                ae, (self.config.bind, self.config.port), ssl_context=self.ssl_context, evt_handlers=handlers,
+                allowed=self.allowed_hosts, handshake_timeout=self.config.timeouts.acse,
+                on_refused=self._refused_connection)
         except BaseException:
             self.tracker.stop(flush=False)
             raise
         LOG.debug("listening as %s on %s:%d, storing in %s", self.config.aet, *self.address, self.config.store)
 
     def _stored(self, key: InstanceKey) -> None:
-        self.tracker.arrived(key.study)
+        try:
+            self.tracker.arrived(key.study)
+        except OSError as exc:  # the study's marker could not be written (disk full): do not acknowledge
+            raise InstanceRefused(OUT_OF_RESOURCES, f"cannot mark study {key.study} as pending: "
+                                  f"{exc.strerror or exc}") from exc
+
+    def _refused_connection(self, address: str, reason: str) -> None:
+        self.counters.add("refused_connections")
+        LOG.warning("refused connection from %s: %s", address, reason)
 
     def _complete(self, study_uid: str) -> None:
         self.counters.add("studies_completed")
