@@ -11,6 +11,10 @@ count as dcmtk's.
 
 Orthanc 1.10 has no bind-address option: its DICOM port listens on all interfaces while a test
 runs (its HTTP server is disabled).
+
+Also here: ``protocolcheck listen`` as a real process (:class:`Listener`), a TCP peer that accepts
+and never answers (:func:`silent_server`), a throw-away PKI for DICOM TLS (:func:`make_pki`), and
+the instances dcmtk's ``storescu -v`` saw acknowledged (:func:`acknowledged`).
 """
 
 from __future__ import annotations
@@ -20,9 +24,13 @@ import ctypes
 import datetime as dt
 import json
 import os
+import re
 import signal
 import socket
+import ssl
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -128,7 +136,8 @@ def start_process(name: str, argv: Sequence[str], log: Path, cwd: Path | None = 
     return Process(name, popen, log)
 
 
-def wait_for_echo(process: Process, port: int, called_aet: str, timeout: float = 20.0) -> None:
+def wait_for_echo(process: Process, port: int, called_aet: str, timeout: float = 20.0,
+                  tls: ssl.SSLContext | None = None) -> None:
     """Wait until the server answers C-ECHO (it is then ready); fail with its log otherwise."""
     ae = AE(ae_title="PROBE")
     ae.add_requested_context("1.2.840.10008.1.1")
@@ -140,7 +149,7 @@ def wait_for_echo(process: Process, port: int, called_aet: str, timeout: float =
         with contextlib.suppress(OSError):
             with socket.create_connection((HOST, port), timeout=1):
                 pass
-            assoc = ae.associate(HOST, port, ae_title=called_aet)
+            assoc = ae.associate(HOST, port, ae_title=called_aet, tls_args=(tls, HOST) if tls else None)
             if assoc.is_established:
                 status = assoc.send_c_echo()
                 assoc.release()
@@ -163,11 +172,14 @@ class OrthancPeer:
 
 @contextlib.contextmanager
 def orthanc(folder: Path, *, aet: str = "ORTHANC", modalities: dict[str, tuple[str, int]] | None = None,
-            worklist: bool = True) -> Iterator[OrthancPeer]:
+            worklist: bool = True, tls: "Pki | None" = None, extra: dict[str, object] | None = None,
+            ) -> Iterator[OrthancPeer]:
     """Start Orthanc in ``folder`` with its modality worklist plugin; stop it on exit.
 
     ``modalities`` maps an AE title to (host, port): every AE that queries or retrieves, and every
-    C-MOVE destination, must be listed.
+    C-MOVE destination, must be listed. ``tls``: serve DICOM TLS only, with the PKI's server
+    certificate, requiring client certificates signed by its CA, and using TLS towards every
+    modality. ``extra``: more configuration keys.
     """
     paths = require_binaries("Orthanc")
     folder.mkdir(parents=True, exist_ok=True)
@@ -189,9 +201,15 @@ def orthanc(folder: Path, *, aet: str = "ORTHANC", modalities: dict[str, tuple[s
         "DicomScuTimeout": 10,
         "DicomAssociationCloseDelay": 0,
         "SaveJobs": False,
-        "DicomModalities": {name: [name, host, p] for name, (host, p) in (modalities or {}).items()},
+        "DicomModalities": {name: {"AET": name, "Host": host, "Port": p, **({"UseDicomTls": True} if tls else {})}
+                            for name, (host, p) in (modalities or {}).items()},
         "StorageCompression": False,
     }
+    if tls is not None:
+        config.update({"DicomTlsEnabled": True, "DicomTlsCertificate": str(tls.server_cert),
+                       "DicomTlsPrivateKey": str(tls.server_key), "DicomTlsTrustedCertificates": str(tls.ca),
+                       "DicomTlsRemoteCertificateRequired": True})
+    config.update(extra or {})
     if worklist:
         if not Path(ORTHANC_WORKLIST_PLUGIN).exists():
             reason = f"Orthanc worklist plugin missing: {ORTHANC_WORKLIST_PLUGIN}"
@@ -205,7 +223,7 @@ def orthanc(folder: Path, *, aet: str = "ORTHANC", modalities: dict[str, tuple[s
     process = start_process("Orthanc", [paths["Orthanc"], f"--logfile={folder / 'orthanc.log'}", str(config_path)],
                             folder / "orthanc.stdout")
     try:
-        wait_for_echo(process, port, aet)
+        wait_for_echo(process, port, aet, tls=tls.client_context() if tls else None)
         yield OrthancPeer(port=port, aet=aet, worklists=worklists, process=process, storage=folder / "storage")
     finally:
         process.stop()
@@ -240,12 +258,240 @@ def wlmscpfs(folder: Path, *, aet: str = "WLMSCP") -> Iterator[WlmPeer]:
 
 
 def storescu(port: int, paths: Sequence[Path | str], *, aet: str = "STORESCU", called: str = "PROTOCOLCHECK",
-             extra: Sequence[str] = (), timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """Send files/folders with dcmtk's storescu (recursing, not halting on a refused instance)."""
+             extra: Sequence[str] = (), timeout: float = 60.0, tls: "Pki | None" = None,
+             ) -> subprocess.CompletedProcess[str]:
+    """Send files/folders with dcmtk's storescu (recursing, not halting on a refused instance).
+
+    ``tls``: over TLS with the PKI's client certificate, trusting its CA.
+    """
     binary = require_binaries("storescu")["storescu"]
     argv = [binary, "-aet", aet, "-aec", called, "-nh", "-to", "10", "-ta", "10", "-td", "30",
-            *extra, "+sd", "+r", HOST, str(port), *map(str, paths)]
+            *(tls.storescu_args() if tls else ()), *extra, "+sd", "+r", HOST, str(port), *map(str, paths)]
     return subprocess.run(argv, capture_output=True, text=True, env=tool_env(), timeout=timeout, check=False)
+
+
+_SENDING = re.compile(r"Sending file: (.+?)\s*$")
+_RESPONSE = re.compile(r"Received Store Response(?: \(([^)]*)\))?")
+
+
+def acknowledged(output: str) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """From ``storescu -v`` output: the files answered with success, and the others with their status."""
+    ok: list[Path] = []
+    failed: list[tuple[Path, str]] = []
+    current: Path | None = None
+    for line in output.splitlines():
+        sending = _SENDING.search(line)
+        if sending:
+            current = Path(sending.group(1))
+            continue
+        response = _RESPONSE.search(line)
+        if response and current is not None:
+            status = response.group(1) or ""
+            if status.startswith("Success"):
+                ok.append(current)
+            else:
+                failed.append((current, status))
+            current = None
+    return ok, failed
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[int]:
+    """A TCP server on 127.0.0.1 that accepts connections and never sends a byte (a hung peer); its port."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind((HOST, 0))
+    listener.listen(32)
+    listener.settimeout(0.1)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+                held.append(conn)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept, name="silent-peer", daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# A throw-away PKI for DICOM TLS
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate signed by it, and a
+    self-signed "rogue" certificate nobody trusts (all PEM files)."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    rogue_cert: Path
+    rogue_key: Path
+
+    def client_context(self, cert: bool = True) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca))
+        if cert:
+            context.load_cert_chain(str(self.client_cert), str(self.client_key))
+        return context
+
+    def storescu_args(self) -> list[str]:
+        return ["+tls", str(self.client_key), str(self.client_cert), "-pw", "+cf", str(self.ca)]
+
+
+def make_pki(folder: Path) -> Pki:
+    """Generate the certificates with ``cryptography`` (RSA 2048, valid for a day)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    import ipaddress
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def key() -> rsa.RSAPrivateKey:
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "protocolcheck tests"),
+                          x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    def write(stem: str, cert: x509.Certificate, private: rsa.RSAPrivateKey) -> tuple[Path, Path]:
+        cert_path, key_path = folder / f"{stem}.pem", folder / f"{stem}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                   serialization.NoEncryption()))
+        return cert_path, key_path
+
+    def issue(common: str, private: rsa.RSAPrivateKey, issuer: x509.Name, signer: rsa.RSAPrivateKey, *,
+              ca: bool = False, usage: Sequence[x509.ObjectIdentifier] = (),
+              sans: Sequence[x509.GeneralName] = ()) -> x509.Certificate:
+        builder = (x509.CertificateBuilder().subject_name(name(common)).issuer_name(issuer)
+                   .public_key(private.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if ca:
+            builder = builder.add_extension(x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+                key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False,
+                decipher_only=False), critical=True)
+            builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(private.public_key()),
+                                            critical=False)
+        else:
+            builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
+                                            critical=False)
+        if usage:
+            builder = builder.add_extension(x509.ExtendedKeyUsage(list(usage)), critical=False)
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key = key()
+    ca_cert = issue("protocolcheck test CA", ca_key, name("protocolcheck test CA"), ca_key, ca=True)
+    ca_path, _ = write("ca", ca_cert, ca_key)
+    server_key = key()
+    server = issue("localhost", server_key, ca_cert.subject, ca_key,
+                   usage=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+                   sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))])
+    server_paths = write("server", server, server_key)
+    client_key = key()
+    client = issue("PROTOCOLCHECK", client_key, ca_cert.subject, ca_key,
+                   usage=[ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
+                   sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))])
+    client_paths = write("client", client, client_key)
+    rogue_key = key()
+    rogue = issue("rogue", rogue_key, name("rogue"), rogue_key, ca=True)
+    rogue_paths = write("rogue", rogue, rogue_key)
+    return Pki(ca_path, *server_paths, *client_paths, *rogue_paths)
+
+
+# ----------------------------------------------------------------------------------------------
+# protocolcheck listen as a real process
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def repo_env() -> dict[str, str]:
+    """The environment for ``python -m protocolcheck`` from this source tree."""
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))}
+
+
+class Listener:
+    """``protocolcheck listen`` as a real process (own session, parent-death signal, always stopped)."""
+
+    def __init__(self, tmp: Path, *args: str, name: str = "listen", store: Path | None = None,
+                 port: int | None = None, wait: bool = True) -> None:
+        self.port = port or free_port()
+        self.store = store or tmp / "store"
+        self.out = tmp / "audits.jsonl"
+        self.log = tmp / f"{name}.log"
+        argv = [sys.executable, "-m", "protocolcheck", "listen", "--port", str(self.port), "--store", str(self.store),
+                "--output", str(self.out), *args]
+        self.process = start_process(name, argv, self.log, env=repo_env())
+        if wait:
+            self.wait_started()
+
+    def wait_started(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while "listening as" not in self.text():
+            assert self.process.alive(), self.text()
+            assert time.monotonic() < deadline, self.text()
+            time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        return self.process.popen.pid
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def records(self) -> list[dict]:
+        if not self.out.exists():
+            return []
+        return [json.loads(line) for line in self.out.read_text().splitlines() if line.strip()]
+
+    def latest(self) -> dict[str, dict]:
+        """The last audit record of each study (a study is audited again when more of it arrives)."""
+        return {r["study_instance_uid"]: r for r in self.records()}
+
+    def wait_latest(self, expected: dict[str, dict], timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.latest() != expected:
+            assert self.process.alive(), self.text()
+            assert time.monotonic() < deadline, f"{sorted(self.latest())} vs {sorted(expected)}:\n{self.text()}"
+            time.sleep(0.1)
+
+    def wait_records(self, n: int, timeout: float = 60) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while len(self.records()) < n:
+            assert self.process.alive(), self.text()
+            assert time.monotonic() < deadline, f"{len(self.records())} of {n} records:\n{self.text()}"
+            time.sleep(0.1)
+        return self.records()
+
+    def terminate(self, timeout: float = 60, sig: int = signal.SIGTERM) -> int:
+        self.process.popen.send_signal(sig)
+        return self.process.popen.wait(timeout)
+
+    def kill(self) -> None:
+        self.process.popen.kill()
+        self.process.popen.wait(10)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -308,6 +554,7 @@ def today_dicom(offset_days: int = 0) -> str:
 
 
 __all__ = [
-    "HOST", "OrthancPeer", "Process", "WlmPeer", "find_binary", "free_port", "orthanc", "require_binaries",
-    "storescu", "today_dicom", "tool_env", "wlmscpfs", "write_worklist_item",
+    "HOST", "REPO", "Listener", "OrthancPeer", "Pki", "Process", "WlmPeer", "acknowledged", "find_binary",
+    "free_port", "make_pki", "orthanc", "repo_env", "require_binaries", "silent_server", "storescu",
+    "today_dicom", "tool_env", "wlmscpfs", "write_worklist_item",
 ]

@@ -7,7 +7,6 @@ over once idle, again when more arrive, on stop, and after a restart when a mark
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -26,7 +25,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 
-from peers import HOST, free_port, require_binaries, start_process, storescu
+from peers import HOST, Listener, free_port, require_binaries, storescu
 from protocolcheck import synth
 from protocolcheck.headers import read_file
 from protocolcheck.net.common import NetError, NetErrorKind, Peer, echo, safe_uid
@@ -385,60 +384,6 @@ def test_tracker_serialises_handovers_and_flushes_on_stop() -> None:
 # -------------------------------------------------------------------------------- the listen command
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-class Listener:
-    """``protocolcheck listen`` as a real process (own session, parent-death signal, always stopped)."""
-
-    def __init__(self, tmp: Path, *args: str, name: str = "listen") -> None:
-        self.port = free_port()
-        self.store = tmp / "store"
-        self.out = tmp / "audits.jsonl"
-        self.log = tmp / f"{name}.log"
-        argv = [sys.executable, "-m", "protocolcheck", "listen", "--port", str(self.port), "--store", str(self.store),
-                "--output", str(self.out), *args]
-        pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
-        self.process = start_process(name, argv, self.log, env={"PYTHONPATH": pythonpath})
-        deadline = time.monotonic() + 60
-        while "listening as" not in self.text():
-            assert self.process.alive(), self.text()
-            assert time.monotonic() < deadline, self.text()
-            time.sleep(0.1)
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def records(self) -> list[dict]:
-        if not self.out.exists():
-            return []
-        return [json.loads(line) for line in self.out.read_text().splitlines() if line.strip()]
-
-    def latest(self) -> dict[str, dict]:
-        """The last audit record of each study (a study is audited again when more of it arrives)."""
-        return {r["study_instance_uid"]: r for r in self.records()}
-
-    def wait_latest(self, expected: dict[str, dict], timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while self.latest() != expected:
-            assert self.process.alive(), self.text()
-            assert time.monotonic() < deadline, f"{sorted(self.latest())} vs {sorted(expected)}:\n{self.text()}"
-            time.sleep(0.1)
-
-    def wait_records(self, n: int, timeout: float = 60) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while len(self.records()) < n:
-            assert self.process.alive(), self.text()
-            assert time.monotonic() < deadline, f"{len(self.records())} of {n} records:\n{self.text()}"
-            time.sleep(0.1)
-        return self.records()
-
-    def terminate(self, timeout: float = 60, sig: int = signal.SIGTERM) -> int:
-        self.process.popen.send_signal(sig)
-        return self.process.popen.wait(timeout)
-
-    def kill(self) -> None:
-        self.process.popen.kill()
-        self.process.popen.wait(10)
 
 
 @pytest.fixture

@@ -386,7 +386,15 @@ def probe_tls(host: str, port: int, timeout: float, context: ssl.SSLContext) -> 
     """'' when a TLS handshake with host:port succeeds, else a short human reason."""
     try:
         with socket.create_connection((host, port), timeout=timeout) as raw:
-            with context.wrap_socket(raw, server_hostname=host):
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                # With TLS 1.3 the server judges our certificate after the handshake: read briefly
+                # to catch its alert (a healthy DICOM server sends nothing before our request).
+                tls.settimeout(min(timeout, 2.0))
+                try:
+                    if tls.recv(1) == b"":
+                        return "the peer closed the connection right after the handshake (does it accept our certificate?)"
+                except TimeoutError:
+                    pass
                 return ""
     except ssl.SSLCertVerificationError as exc:
         return (f"the peer's certificate is not trusted ({_ssl_reason(exc)}); pass the CA that signed it "
@@ -397,6 +405,8 @@ def probe_tls(host: str, port: int, timeout: float, context: ssl.SSLContext) -> 
             return f"the peer does not speak TLS on this port ({text})"
         if "CERTIFICATE_REQUIRED" in text.upper() or "certificate required" in text:
             return f"the peer requires a client certificate ({text}); pass --tls-cert and --tls-key"
+        if any(word in text.upper() for word in ("UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE_UNKNOWN")):
+            return f"the peer does not accept our certificate ({text}); it must be signed by a CA the peer trusts"
         return f"handshake failed ({text})"
     except TimeoutError:
         return f"no TLS handshake within {timeout:g} s"

@@ -495,6 +495,8 @@ class GuardedServer(ThreadedAssociationServer):
                 request.settimeout(None)
             except (OSError, ValueError) as exc:
                 reason = str(getattr(exc, "verify_message", "") or "") or str(exc) or type(exc).__name__
+                if "WRONG_VERSION_NUMBER" in reason or "HTTP_REQUEST" in reason:
+                    reason = "the client does not speak TLS: plain DICOM on a TLS port? " + reason
                 self._refused(client_address, f"TLS handshake failed ({reason})")
                 self.shutdown_request(request)
                 return
