@@ -22,9 +22,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -50,6 +49,9 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from .findings import AuditResult, Finding, FindingCode, Severity, Status
+
+if TYPE_CHECKING:  # pandas is imported where a frame is built (reports), not on every audit
+    import pandas as pd
 
 SCHEMA_VERSION = "1"
 BUSY_TIMEOUT_S = 60.0
@@ -340,6 +342,8 @@ class Store:
                 finished=_utcnow(), audited=audited, skipped=skipped, outcome=outcome))
 
     def runs(self) -> pd.DataFrame:
+        import pandas as pd
+
         with self.engine.connect() as conn:
             return pd.read_sql(select(runs_table).order_by(runs_table.c.id), conn)
 
@@ -394,6 +398,8 @@ class Store:
 
     def history(self, study_uid: str) -> pd.DataFrame:
         """Every audit of one study, oldest first (one row per audit, without the JSON)."""
+        import pandas as pd
+
         columns = [c for c in audits_table.c if c.name not in ("result_json",)]
         with self.engine.connect() as conn:
             return pd.read_sql(select(*columns).where(audits_table.c.study_instance_uid == study_uid)
@@ -406,6 +412,8 @@ class Store:
         up with an older passing one. Columns are those of ``audits`` (no JSON; patient columns only
         with ``include_patient``).
         """
+        import pandas as pd
+
         skip = {"result_json"} if include_patient else {"result_json", "patient_name", "patient_id"}
         columns = [c for c in audits_table.c if c.name not in skip]
         latest = (select(func.max(audits_table.c.id).label("id"))
@@ -419,6 +427,8 @@ class Store:
 
     def findings(self, audit_ids: Iterable[int]) -> pd.DataFrame:
         """The findings of these audits (audit_id, code, severity, requirement, message)."""
+        import pandas as pd
+
         ids = list(dict.fromkeys(int(i) for i in audit_ids))
         frames = []
         cols = [c for c in findings_table.c if c.name != "id"]
@@ -627,6 +637,8 @@ def result_from_dict(data: dict[str, Any], *, patient_name: str = "", patient_id
 
 def _normalise(df: pd.DataFrame) -> pd.DataFrame:
     """Typed columns plus ``when`` (study day, else audit day) and ``scanner`` for grouping."""
+    import pandas as pd
+
     df = df.copy()
     df["audited_at"] = pd.to_datetime(df["audited_at"])
     study_day = pd.to_datetime(df["study_day"], errors="coerce")
@@ -639,6 +651,8 @@ def _normalise(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _matches(series: pd.Series, wanted: tuple[str, ...]) -> pd.Series:
+    import pandas as pd
+
     lowered = series.fillna("").astype(str).str.lower()
     mask = pd.Series(False, index=series.index)
     for item in wanted:
@@ -648,6 +662,8 @@ def _matches(series: pd.Series, wanted: tuple[str, ...]) -> pd.Series:
 
 def apply_filters(df: pd.DataFrame, filters: Filters) -> pd.DataFrame:
     """Keep the rows that match every given filter (text filters: any of the values, substring)."""
+    import pandas as pd
+
     mask = pd.Series(True, index=df.index)
     if filters.since:
         mask &= df["when"] >= pd.Timestamp(filters.since)
