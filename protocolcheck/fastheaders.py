@@ -45,6 +45,7 @@ from .headers import (
     ScanRecord,
     Skipped,
     scan_file,
+    uid_for_message,
 )
 
 __all__ = ["read_fast", "fallback_reason", "scan_parallel", "FIRST_READ"]
@@ -946,7 +947,7 @@ def _fields(top: dict[Any, Any], creators: dict[int, str], meta: dict[int, tuple
     if sop_class == MEDIA_STORAGE_DIRECTORY:
         raise _Fallback("DICOMDIR")
     if sop_class.startswith(NON_IMAGE_SOP_PREFIXES):
-        return Skipped(path, f"not an image object (SOP Class {sop_class})")
+        return Skipped(path, f"not an image object (SOP Class {uid_for_message(sop_class)})")
     fields = _DEFAULTS.copy()
     fields["path"] = path
     fields["sop_class_uid"] = sop_class

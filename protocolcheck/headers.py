@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import stat
 import warnings
 import zlib
@@ -749,7 +750,7 @@ def _records(name: str, ds: Dataset, pixel_problem: str | None) -> list[Instance
     if "DirectoryRecordSequence" in ds or sop_class == MEDIA_STORAGE_DIRECTORY:
         return Skipped(name, "DICOMDIR (media directory, not an image)")
     if sop_class.startswith(NON_IMAGE_SOP_PREFIXES):
-        return Skipped(name, f"not an image object (SOP Class {sop_class})")
+        return Skipped(name, f"not an image object (SOP Class {uid_for_message(sop_class)})")
     base = _base_fields(reader, ds, name)
     base["sop_class_uid"] = sop_class
     if not base["study_instance_uid"] or not base["series_instance_uid"]:
@@ -769,6 +770,16 @@ def _records(name: str, ds: Dataset, pixel_problem: str | None) -> list[Instance
         field_sets = [base]
     problems = tuple(dict.fromkeys(reader.problems))
     return [InstanceHeader(**fields, value_problems=problems) for fields in field_sets]
+
+
+def uid_for_message(uid: str) -> str:
+    """A UID as messages show it: its leading UID characters only (at most 64), so that a corrupt value
+    never carries the bytes after it (a patient name among them) into logs and reports."""
+    shown = _UID_PREFIX.match(uid).group()  # type: ignore[union-attr] - the pattern matches ""
+    return shown if shown == uid else f"{shown}\u2026 (malformed)"
+
+
+_UID_PREFIX = re.compile(r"[0-9.]{0,64}")
 
 
 def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[str]:
