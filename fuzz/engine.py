@@ -84,7 +84,7 @@ def execute(target: Target, case: Case, workdir: Path, timeout: float, slow: flo
     except InputTimeout:
         return Outcome("timeout", f"{target.name}:timeout", f"no result within {timeout:g} s", timeout)
     except Violation as exc:
-        sig = f"{target.name}:violation:{exc.kind}:{_normalise(str(exc))}"
+        sig = f"{target.name}:violation:{exc.kind}:{exc.key or _normalise(str(exc))}"
         return Outcome("violation", sig, "".join(traceback.format_exception(exc)), time.perf_counter() - start)
     except RecursionError as exc:
         return Outcome("crash", f"{target.name}:crash:RecursionError:{_location(exc)}",

@@ -37,6 +37,7 @@ class Corpus:
     protocols: list[tuple[str, bytes]] = field(default_factory=list)
     rules: bytes = b""
     contexts: list[tuple[str, bytes]] = field(default_factory=list)
+    patient_names: set[str] = field(default_factory=set)  # of the DICOM seeds, for the privacy oracle
 
     def summary(self) -> str:
         return (f"{len(self.dicom_files)} DICOM files, {len(self.studies)} studies, {len(self.protocols)} protocols, "
@@ -118,7 +119,29 @@ def load_corpus(cache: Path | None = None) -> Corpus:
             corpus.rules = path.read_bytes()
         else:
             corpus.protocols.append((path.name, path.read_bytes()))
+    corpus.patient_names = _patient_names(corpus.dicom_files)
     context = samples / "context.csv"
     if context.is_file():
         corpus.contexts.insert(0, ("sample_dicom/context.csv", context.read_bytes()))
     return corpus
+
+
+def _patient_names(files: list[tuple[str, bytes]]) -> set[str]:
+    """Patient names (5+ characters) written in the seeds, as text, to look for in messages."""
+    import io
+
+    import pydicom
+
+    names = set()
+    for _name, data in files:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True,
+                                     specific_tags=["PatientName", "SpecificCharacterSet"])
+            name = str(ds.get("PatientName", "") or "")
+        except Exception:  # noqa: BLE001 - a seed that cannot be read has no name to look for
+            continue
+        if len(name) >= 5:
+            names.add(name)
+    return names

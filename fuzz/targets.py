@@ -37,9 +37,10 @@ REPO = Path(__file__).resolve().parent.parent
 class Violation(AssertionError):
     """The code returned, but broke its contract; ``kind`` groups findings (e.g. "divergence")."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, key: str = "") -> None:
         super().__init__(f"{kind}: {message}")
         self.kind = kind
+        self.key = key  # groups findings of one kind (e.g. the field that differs); default: the message
 
 
 @dataclass
@@ -96,6 +97,23 @@ def check_header(h: Any) -> None:
         raise Violation("contract", f"frames = {h.frames!r}")
 
 
+def check_private(texts: Sequence[str], names: Iterable[str], where: str) -> None:
+    """No patient name may appear in ``texts`` (outputs and messages shown without --include-patient)."""
+    for name in names:
+        for text in texts:
+            if name in text:
+                raise Violation("privacy", f"patient name {name!r} appears in {where}", key=where)
+
+
+def patient_names(headers: Sequence[Any]) -> set[str]:
+    """Patient names worth looking for: long enough, and not also the value of a non-patient field."""
+    names = {h.patient_name for h in headers if len(h.patient_name) >= 5}
+    other = {getattr(h, f) for h in headers for f in ("series_description", "study_description", "protocol_name",
+                                                      "institution", "station_name", "accession_number", "manufacturer",
+                                                      "requested_procedure_description", "sequence_name", "model")}
+    return {n for n in names if not any(n in o for o in other if isinstance(o, str))}
+
+
 def strict_json(data: Any) -> str:
     """JSON as the CLI writes it, but NaN/Infinity (not JSON) are a violation."""
     from protocolcheck.report import _default
@@ -120,7 +138,7 @@ def _differential(path: str) -> None:
     try:
         reference: Any = read_file_pydicom(path)
     except ValueError as exc:
-        raise Violation("divergence", f"read_fast read a file pydicom rejects ({exc})") from exc
+        raise Violation("divergence", f"read_fast read a file pydicom rejects ({exc})", key="pydicom-rejects") from exc
     if type(fast) is not type(reference):
         raise Violation("divergence", f"read_fast gives {type(fast).__name__}, pydicom {type(reference).__name__}")
     if isinstance(fast, list):
@@ -130,7 +148,8 @@ def _differential(path: str) -> None:
             for f in dataclasses.fields(a):
                 va, vb = getattr(a, f.name), getattr(b, f.name)
                 if va != vb:
-                    raise Violation("divergence", f"field {f.name}: read_fast {va!r:.80} != pydicom {vb!r:.80}")
+                    raise Violation("divergence", f"field {f.name}: read_fast {va!r:.80} != pydicom {vb!r:.80}",
+                                    key=f.name)
 
 
 # ------------------------------------------------------------------------------------ targets
@@ -182,6 +201,9 @@ class HeadersTarget(Target):
             path = str(folder / name)
             records = scan_file(path)
             check_records(records, path)
+            messages = [getattr(r, "reason", "") for r in records] + [p for r in records
+                                                                       for p in getattr(r, "value_problems", ())]
+            check_private(messages, self.corpus.patient_names, "unreadable reasons / value problems")
             _differential(path)
 
 
@@ -240,9 +262,10 @@ class ClassifyTarget(Target):
         for record in records:
             check_records([record], record.path)
         classified = [c.to_dict() for study in group_studies(headers) for c in classify_study(study)]
-        strict_json(classified)
+        names = patient_names(headers)
+        check_private([strict_json(classified)], names, "classify output")
         to_json(classified)
-        cli._classify_table(classified)
+        check_private([cli._classify_table(classified)], names, "classify table")
         to_csv(classified, ("study_instance_uid", "series_instance_uid") + cli.CLASSIFY_COLUMNS[:-1]
                + ("field_strength", "repetition_time", "echo_time", "inversion_time", "instances", "evidence"))
         series = {(h.study_instance_uid, h.series_instance_uid) for h in headers}
@@ -251,10 +274,8 @@ class ClassifyTarget(Target):
             raise Violation("contract", f"classify lost series: {sorted(series - got)[:3]}")
         results = list(audit_records(records, AuditOptions(library=self.library)))
         dicts = [r.to_dict() for r in results]
-        strict_json(dicts)
-        cli._audit_table(dicts)
-        cli._audit_csv(dicts)
-        cli._audit_junit(dicts)
+        check_private([strict_json(dicts), cli._audit_table(dicts), cli._audit_csv(dicts), cli._audit_junit(dicts),
+                       *(u.reason for u in bad)], names, "audit output")
         studies = {h.study_instance_uid for h in headers}
         audited = {r.study_instance_uid for r in results if r.study_instance_uid}
         if studies != audited:
@@ -265,10 +286,10 @@ class ClassifyTarget(Target):
                 raise Violation("contract", f"unreadable file {item.path} is named in no finding")
         self.count += 1
         if self.count % self.cli_every == 0:
-            self.run_cli(folder, bad)
+            self.run_cli(folder, bad, names)
 
     @staticmethod
-    def run_cli(folder: Path, bad: Sequence[Any]) -> None:
+    def run_cli(folder: Path, bad: Sequence[Any], names: Iterable[str] = ()) -> None:
         """The real commands, as a user runs them: exit codes 0-2, no traceback, bad files named."""
         from click.testing import CliRunner
 
@@ -286,6 +307,7 @@ class ClassifyTarget(Target):
             text = result.output + (result.stderr if result.stderr_bytes is not None else "")
             if "Traceback" in text:
                 raise Violation("cli", f"traceback printed by {args[0]}")
+            check_private([text], names, f"{args[0]} command output")
             for item in bad:
                 if item.path not in text and json.dumps(item.path)[1:-1] not in text and args[0] == "audit" \
                         and args[-1] == "json":
