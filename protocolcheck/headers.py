@@ -723,11 +723,11 @@ def read_file_pydicom(path: str | os.PathLike[str]) -> list[InstanceHeader] | Sk
         except ValueError as exc:
             if str(exc).startswith("deflated dataset"):
                 raise
-            raise ValueError(f"malformed DICOM: {type(exc).__name__}: {exc}") from exc
+            raise ValueError(f"malformed DICOM: {problem_text(exc)}") from exc
         except (EOFError, OSError) as exc:
-            raise ValueError(f"truncated or unreadable DICOM: {exc}") from exc
+            raise ValueError(f"truncated or unreadable DICOM: {problem_text(exc, with_type=False)}") from exc
         except Exception as exc:  # noqa: BLE001 - pydicom raises many types on malformed files
-            raise ValueError(f"malformed DICOM: {type(exc).__name__}: {exc}") from exc
+            raise ValueError(f"malformed DICOM: {problem_text(exc)}") from exc
         if truncated:
             raise ValueError(f"truncated DICOM: {truncated}")
         try:
@@ -735,7 +735,7 @@ def read_file_pydicom(path: str | os.PathLike[str]) -> list[InstanceHeader] | Sk
         except ValueError:
             raise
         except Exception as exc:  # noqa: BLE001 - never let a strange header escape as a traceback
-            raise ValueError(f"malformed DICOM header: {type(exc).__name__}: {exc}") from exc
+            raise ValueError(f"malformed DICOM header: {problem_text(exc)}") from exc
 
 
 def _records(name: str, ds: Dataset, pixel_problem: str | None) -> list[InstanceHeader] | Skipped:
@@ -762,7 +762,7 @@ def _records(name: str, ds: Dataset, pixel_problem: str | None) -> list[Instance
         try:
             field_sets = _enhanced_records(reader, ds, base)
         except Exception as exc:  # noqa: BLE001
-            raise ValueError(f"malformed functional groups: {type(exc).__name__}: {exc}") from exc
+            raise ValueError(f"malformed functional groups: {problem_text(exc)}") from exc
         for fields in field_sets:
             fields["enhanced"] = True
     else:
@@ -770,6 +770,32 @@ def _records(name: str, ds: Dataset, pixel_problem: str | None) -> list[Instance
         field_sets = [base]
     problems = tuple(dict.fromkeys(reader.problems))
     return [InstanceHeader(**fields, value_problems=problems) for fields in field_sets]
+
+
+# Quoted words an exception message may keep: VRs and struct codes (1-2 characters) and type names.
+_HARMLESS_QUOTED = frozenset({"PersonName", "NoneType", "MultiValue", "Sequence", "Dataset", "DSfloat", "DSdecimal",
+                              "IS", "str", "int", "float", "bytes", "list", "tuple", "dict", "RawDataElement"})
+_BYTES_LITERAL = re.compile(r"b'(?:[^'\\\n]|\\.)*'" "|" r'b"(?:[^"\\\n]|\\.)*"')
+_QUOTED = re.compile(r"'([^'\n]*)'" "|" r'"([^"\n]*)"')
+
+
+def problem_text(exc: BaseException, *, with_type: bool = True, limit: int = 300) -> str:
+    """An exception as the reason text of a record: the values it quotes are withheld.
+
+    pydicom's messages quote the offending bytes (``received b'DOE^JANE' ... (0010,0010)``); those
+    bytes may be a patient's name or birth date, and reasons go to logs and reports. Tags, VRs and
+    the explanation stay; the text is cut at ``limit`` characters.
+    """
+    text = _BYTES_LITERAL.sub("<value withheld>", str(exc))
+
+    def keep(match: re.Match[str]) -> str:
+        quoted = match.group(1) if match.group(1) is not None else match.group(2)
+        return match.group(0) if len(quoted) <= 2 or quoted in _HARMLESS_QUOTED else "'<value withheld>'"
+
+    text = _QUOTED.sub(keep, text)
+    if len(text) > limit:
+        text = text[:limit] + "\u2026"
+    return f"{type(exc).__name__}: {text}" if with_type else text
 
 
 def uid_for_message(uid: str) -> str:
@@ -830,7 +856,7 @@ def scan_file(name: str) -> list[ScanRecord]:
     except ValueError as exc:
         return [Unreadable(name, str(exc))]
     except Exception as exc:  # noqa: BLE001 - a bad file must never stop the scan
-        return [Unreadable(name, f"unexpected error reading file: {type(exc).__name__}: {exc}")]
+        return [Unreadable(name, f"unexpected error reading file: {problem_text(exc)}")]
     if isinstance(result, Skipped):
         return [result]
     return list(result)
