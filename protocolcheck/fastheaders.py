@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from itertools import islice
 from struct import Struct
+from struct import error as struct_error
 from typing import Any
 
 from pydicom._private_dict import private_dictionaries
@@ -88,8 +89,20 @@ _SQ = -1  # "kind" of a sequence; a positive kind is the size of a binary value;
 _UN = -2  # "kind" of UN in explicit VR: pydicom may re-read it with a dictionary VR
 
 
+_IS = -3  # "kind" of IS: pydicom fails on some IS strings ("Infinity", "1e999"): check them anywhere
+
+
 def _kind_of(vr: str) -> int:
-    return _SQ if vr == "SQ" else _BINARY_SIZE.get(vr, 0)
+    return _SQ if vr == "SQ" else _IS if vr == "IS" else _BINARY_SIZE.get(vr, 0)
+
+
+_IS_SAFE = re.compile(rb"[0-9+\- \\\x00]*")  # an IS value made of these converts without error
+
+
+def _check_is(raw: bytes) -> None:
+    """Leave IS strings pydicom cannot convert (it raises on "inf", "nan", "1e999") to pydicom."""
+    if not _IS_SAFE.fullmatch(raw):
+        raise _Fallback("IS value that is not a plain integer")
 
 
 _VR_INFO: dict[bytes, tuple[bool, int, str]] = {
@@ -270,7 +283,7 @@ _SWAPPED_TOP: dict[int, str] = {}  # filled below, once _TOP is complete
 # implicit VR: standard tags whose dictionary VR is a short one -> binary value size (0 for strings);
 # sequences, long VRs, Pixel Data and unknown tags take the slow path
 _SWAPPED_PLAIN: dict[int, int] = {
-    (tag & 0xFFFF) << 16 | tag >> 16: _BINARY_SIZE.get(vr, 0) for tag, vr in _STD_VR.items()
+    (tag & 0xFFFF) << 16 | tag >> 16: _kind_of(vr) for tag, vr in _STD_VR.items()
     if vr.encode() in _VR_INFO and not _VR_INFO[vr.encode()][0] and tag >> 16 < 0x7FE0
 }
 _TOP_LEVEL = _Level(
@@ -404,6 +417,8 @@ class _Walker:
             if info is None:
                 raise _Fallback("odd meta VR")
             if info[0]:
+                if pos + 12 > len(buf):
+                    raise _Fallback("meta beyond first block")
                 length = _U32(buf, pos + 8)[0]
                 pos += 12
             else:
@@ -446,13 +461,17 @@ class _Walker:
             swapped, length = implicit_head(buf, rel)
             if swapped & 1:
                 value_size = _private_kind(creators, (swapped & 0xFFFF) << 16 | swapped >> 16)
-                if value_size < 0 or length == _UNDEFINED:
+                if value_size == _SQ or length == _UNDEFINED:
                     value_size = None  # a sequence: the slow path
             else:
                 value_size = plain_sizes.get(swapped)
             if value_size is not None:
-                if value_size and length % value_size:
-                    raise _Fallback("binary value of the wrong length")
+                if value_size:
+                    if value_size < 0:
+                        _check_is(self.value(pos + 8, length))
+                        buf, base = self.buf, self.base
+                    elif length % value_size:
+                        raise _Fallback("binary value of the wrong length")
                 end = pos + 8 + length
                 if swapped & 1:
                     elem = swapped >> 16
@@ -507,8 +526,12 @@ class _Walker:
                         return pos
                     buf, base = self.buf, self.base
                     break
-                if value_size and length % value_size:
-                    raise _Fallback("binary value of the wrong length")
+                if value_size:
+                    if value_size < 0:
+                        _check_is(self.value(pos + 8, length))
+                        buf, base = self.buf, self.base
+                    elif length % value_size:
+                        raise _Fallback("binary value of the wrong length")
                 if swapped & 1:
                     elem = swapped >> 16
                     if elem <= 0xFF or (elem & 0xFF) in private_offsets.get(swapped & 0xFFFF, ()):
@@ -645,6 +668,8 @@ class _Walker:
             return pos
         if kind > 0 and length % kind:
             raise _Fallback("binary value of the wrong length")
+        if kind == _IS:
+            _check_is(self.value(pos, length))
         if group & 1:
             self.private(pos, group, elem, vr, length, level, out, creators)
         elif level is not None and out is not None:
@@ -692,8 +717,12 @@ class _Walker:
                     else:
                         vr = _VR_NAMES[vrb]
             if value_size is not None:
-                if value_size and length % value_size:
-                    raise _Fallback("binary value of the wrong length")
+                if value_size:
+                    if value_size < 0:
+                        _check_is(self.value(pos + 8, length))
+                        buf, base = self.buf, self.base
+                    elif length % value_size:
+                        raise _Fallback("binary value of the wrong length")
                 if swapped & 1:
                     self.private(pos + 8, swapped & 0xFFFF, swapped >> 16, vr, length, level, out, creators)
                     buf, base = self.buf, self.base
@@ -766,12 +795,15 @@ _IS_RE = re.compile(r" *[+-]?[0-9]{1,15} *")
 _PLAIN_VRS = frozenset({"CS", "DA", "TM", "DT", "AS"})
 _MULTI_TEXT_VRS = frozenset({"LO", "SH", "UC"})
 _SINGLE_TEXT_VRS = frozenset({"LT", "ST", "UT"})
+_ESCAPABLE_VRS = frozenset({"LO", "SH", "UC", "LT", "ST", "UT", "PN"})  # decoded with the character set
 
 
 def _items(vr: str, raw: bytes, enc: str) -> list[str]:
     """The element's string value(s) exactly as pydicom gives them (split on backslash)."""
     if vr in _PLAIN_VRS:
         return raw.decode("latin-1").rstrip(" \x00").split("\\")
+    if b"\x1b" in raw and vr in _ESCAPABLE_VRS:
+        raise _Fallback("ISO 2022 escape sequence in text")  # pydicom interprets and removes them
     if vr in _MULTI_TEXT_VRS:
         return [v.rstrip("\x00 ") for v in raw.decode(enc).split("\\")]
     if vr == "UI":
@@ -908,7 +940,7 @@ def _decode(how: int, vr: str, raw: bytes, enc: str) -> Any:
     if how == _TEXT or how == _UPPER:
         if vr in _PLAIN_VRS:
             text = raw.decode("latin-1").rstrip(" \x00").strip()
-        elif vr in _MULTI_TEXT_VRS and b"\\" not in raw:
+        elif vr in _MULTI_TEXT_VRS and b"\\" not in raw and b"\x1b" not in raw:
             text = raw.decode(enc).rstrip("\x00 ").strip()
         else:
             text = "\\".join(_items(vr, raw, enc)).strip()
@@ -1118,7 +1150,7 @@ def read_fast(path: str) -> list[InstanceHeader] | Skipped | None:
     """
     try:
         return _read(path)
-    except (_Fallback, UnicodeDecodeError, ValueError, IndexError, KeyError, OverflowError, OSError):
+    except (_Fallback, UnicodeDecodeError, ValueError, IndexError, KeyError, OverflowError, OSError, struct_error):
         return None
 
 
@@ -1128,7 +1160,7 @@ def fallback_reason(path: str) -> str | None:
         _read(path)
     except _Fallback as exc:
         return str(exc)
-    except (UnicodeDecodeError, ValueError, IndexError, KeyError, OverflowError, OSError) as exc:
+    except (UnicodeDecodeError, ValueError, IndexError, KeyError, OverflowError, OSError, struct_error) as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
 
