@@ -474,7 +474,12 @@ class Listener:
         deadline = time.monotonic() + timeout
         while self.latest() != expected:
             assert self.process.alive(), self.text()
-            assert time.monotonic() < deadline, f"{sorted(self.latest())} vs {sorted(expected)}:\n{self.text()}"
+            if time.monotonic() > deadline:
+                latest = self.latest()
+                differ = {uid: sorted(k for k in set(latest.get(uid, {})) | set(record)
+                                      if latest.get(uid, {}).get(k) != record.get(k))
+                          for uid, record in expected.items() if latest.get(uid) != record}
+                raise AssertionError(f"{sorted(latest)} vs {sorted(expected)}; differing keys {differ}:\n{self.text()}")
             time.sleep(0.1)
 
     def wait_records(self, n: int, timeout: float = 60) -> list[dict]:

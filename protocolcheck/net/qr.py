@@ -344,9 +344,13 @@ def retrieve_study(peer: Peer, match: StudyMatch, folder: Path, method: Retrieve
                            f"{op} of {match.label()}: {peer.called_aet} does not know the move destination "
                            f"{peer.calling_aet!r}; configure it on the PACS (AE title, this host, --move-port)")
         if code not in (0x0000, 0xB000) or failed:
+            hint = ""
+            if method is RetrieveMethod.MOVE and code & 0xF000 == 0xC000 and not (completed or failed or pulled.received):
+                hint = (f"; the PACS may not know the move destination {peer.calling_aet!r}: configure it there "
+                        "(AE title, this host, --move-port), or use --retrieve get")
             raise NetError(NetErrorKind.FAILED,
                            f"{op} of {match.label()} from {peer} failed: status {status_text(final)}; "
-                           f"{failed} failed, {completed} completed, {pulled.received} received")
+                           f"{failed} failed, {completed} completed, {pulled.received} received{hint}")
         if code == 0xB000 or warning:
             pulled.notes.append(f"{op} finished with warnings ({warning} sub-operations)")
         if pulled.refused:
