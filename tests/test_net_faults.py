@@ -348,6 +348,9 @@ def small_filesystem(folder: Path, size: str = "160k") -> Iterator[Callable[[], 
     """Mount a tmpfs of ``size`` on ``folder``; yield a function that enlarges it (frees space), or
     None when mounting is not allowed here."""
     folder.mkdir(parents=True, exist_ok=True)
+    if os.environ.get("PROTOCOLCHECK_TEST_NO_MOUNT"):  # to exercise the fallback where mounting works
+        yield None
+        return
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(folder)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
@@ -363,7 +366,7 @@ def small_filesystem(folder: Path, size: str = "160k") -> Iterator[Callable[[], 
         subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
-FSIZE_LIMIT = 6000
+FSIZE_LIMIT = 256 * 1024  # above an audit record, below the padded instances
 
 
 def _limit_file_size() -> None:  # pragma: no cover - runs in the child before exec
