@@ -251,6 +251,7 @@ class _Level:
 
 
 _CHARSET_TAG = {_tag("SpecificCharacterSet"): "SpecificCharacterSet"}
+_CHARSET_SWAPPED = 0x0005_0008  # (0008,0005) as the hot loops read tags
 _ITEM_LEVEL = _Level(_ITEM_TAGS)
 # Enhanced objects: functional-group items -> macro sequences -> the macro elements headers.py reads,
 # and Siemens XA's private series sequence (0021,xxFE) in the shared group -> its Scan Options.
@@ -266,6 +267,20 @@ _GROUP_LEVEL = _Level(dict(_CHARSET_TAG), _MACRO_LEVELS,
                       private_sequences={SIEMENS_XA_SCAN_OPTIONS[1]: {_XA_SERIES_OFFSET: _XA_LEVEL}})
 # A sequence of the top level stored as a plain value: pydicom would fail on it later; leave it to pydicom.
 _NOT_A_SEQUENCE = "\x00"
+# pydicom applies every Specific Character Set it meets while reading (and fails on a bad one), not only
+# the last one kept: a second one is left to pydicom.
+_ONCE = "\x01"
+_TOP[_tag("SpecificCharacterSet")] = _ONCE + "SpecificCharacterSet"
+
+
+def _special(keyword: str, out: dict[Any, Any]) -> str:
+    """The keyword to store a marked top-level element under (or fall back)."""
+    if keyword[0] == _NOT_A_SEQUENCE:
+        raise _Fallback("a sequence stored as a plain value")
+    keyword = keyword[1:]
+    if keyword in out:
+        raise _Fallback(f"{keyword} more than once")
+    return keyword
 _TOP.update({_tag(k): _NOT_A_SEQUENCE + k for k in (
     "ProcedureCodeSequence", "RequestedProcedureCodeSequence", "RequestAttributesSequence",
     "ContrastBolusAgentSequence", "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence")})
@@ -482,8 +497,8 @@ class _Walker:
                 else:
                     keyword = wanted.get(swapped)
                     if keyword is not None:
-                        if keyword[0] == _NOT_A_SEQUENCE:
-                            raise _Fallback("a sequence stored as a plain value")
+                        if keyword[0] < " ":
+                            keyword = _special(keyword, out)
                         out[keyword] = (_STD_VR[swapped >> 16 | (swapped & 0xFFFF) << 16], self.value(pos + 8, length))
                         buf, base = self.buf, self.base
                         limit = base + len(buf) - 12
@@ -543,8 +558,8 @@ class _Walker:
                 else:
                     keyword = wanted.get(swapped)
                     if keyword is not None:
-                        if keyword[0] == _NOT_A_SEQUENCE:
-                            raise _Fallback("a sequence stored as a plain value")
+                        if keyword[0] < " ":
+                            keyword = _special(keyword, out)
                         start = pos + 8 - base
                         if start + length <= len(buf):
                             out[keyword] = (_VR_BY_CODE[vr_code], buf[start:start + length])
@@ -594,8 +609,8 @@ class _Walker:
         else:
             keyword = _TOP.get(tag)
             if keyword is not None:
-                if keyword[0] == _NOT_A_SEQUENCE:
-                    raise _Fallback("a sequence stored as a plain value")
+                if keyword[0] < " ":
+                    keyword = _special(keyword, out)
                 out[keyword] = (_STD_VR[tag] if implicit else vr, self.value(pos, length))
         return end
 
@@ -617,6 +632,8 @@ class _Walker:
         """Handle one element whose value starts at ``pos``; return the position after it."""
         tag = group << 16 | elem
         size = self.size
+        if tag == 0x00080005 and depth > 0:
+            raise _Fallback("character set inside a sequence item")
         if vr == "UN" and length != _UNDEFINED:
             # pydicom re-reads a defined-length UN with the VR its dictionaries know
             if group & 1:
@@ -675,8 +692,8 @@ class _Walker:
         elif level is not None and out is not None:
             keyword = level.tags.get(tag)
             if keyword is not None:
-                if keyword[0] == _NOT_A_SEQUENCE:
-                    raise _Fallback("a sequence stored as a plain value")
+                if keyword[0] < " ":
+                    keyword = _special(keyword, out)
                 out[keyword] = (_STD_VR[tag] if implicit else vr, self.value(pos, length))
         return pos + length
 
@@ -727,6 +744,8 @@ class _Walker:
                     self.private(pos + 8, swapped & 0xFFFF, swapped >> 16, vr, length, level, out, creators)
                     buf, base = self.buf, self.base
                     limit = base + len(buf) - 12
+                elif swapped == _CHARSET_SWAPPED:
+                    raise _Fallback("character set inside a sequence item")  # pydicom switches (or fails)
                 elif wanted is not None:
                     keyword = wanted.get(swapped)
                     if keyword is not None:

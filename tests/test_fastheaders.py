@@ -309,6 +309,25 @@ def test_character_sets(tmp_path: Path, charset: bytes, encoding: str, value: st
     assert read_fast(str(path))[0].patient_name == value  # type: ignore[index]
 
 
+def test_a_second_character_set_element_falls_back(tmp_path: Path) -> None:
+    """pydicom applies every (0008,0005) it reads, and fails on a garbled one (found by fuzzing)."""
+    body = b"".join(base_elements()[tag] for tag in sorted(base_elements()))
+    garbled = element(0x00080005, "FD", b"\x00" * 6 + b"\xf8\x7f")
+    path = tmp_path / "a.dcm"
+    path.write_bytes(meta(EXPLICIT) + garbled + element(0x00080005, "CS", text("ISO_IR 100")) + body)
+    assert read_fast(str(path)) is None
+    assert_fast_agrees(path, handled=False)
+    assert isinstance(reference(path), tuple)
+
+
+def test_character_set_inside_an_item_falls_back(tmp_path: Path) -> None:
+    elements = base_elements()
+    elements[0x00081140] = sequence(0x00081140, [item(element(0x00080005, "CS", text("ISO_IR 100")))])
+    path = write(tmp_path / "a.dcm", elements)
+    assert read_fast(str(path)) is None
+    assert_fast_agrees(path, handled=False)
+
+
 def test_other_character_sets_fall_back(tmp_path: Path) -> None:
     elements = base_elements()
     elements[0x00080005] = element(0x00080005, "CS", text("ISO 2022 IR 87"))
