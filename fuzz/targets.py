@@ -295,11 +295,13 @@ class ClassifyTarget(Target):
 
         from protocolcheck.cli import main
 
-        runner = CliRunner()
+        store = folder.parent / "results.db"  # never the user's store; fresh, so no study is skipped as unchanged
         for args in (["classify", str(folder), "--format", "json"], ["classify", str(folder), "--format", "table"],
                      ["audit", str(folder), "--format", "json"], ["audit", str(folder), "--format", "table"],
                      ["audit", str(folder), "--format", "csv"]):
-            result = runner.invoke(main, args)
+            for leftover in folder.parent.glob("results.db*"):
+                leftover.unlink()
+            result = CliRunner(env={"PROTOCOLCHECK_DB": str(store)}).invoke(main, args)
             if result.exception is not None and not isinstance(result.exception, SystemExit):
                 raise result.exception
             if result.exit_code not in (0, 1, 2):

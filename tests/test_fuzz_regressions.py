@@ -55,6 +55,12 @@ def mixed_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def _own_results_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """audit keeps a results store by default: a fresh one per test, never the user's."""
+    monkeypatch.setenv("PROTOCOLCHECK_DB", str(tmp_path / "results.db"))
+
+
 def test_the_corpus_is_there() -> None:
     assert DICOM and LIBRARY and RULES and CONTEXT
 

@@ -45,6 +45,12 @@ def _leaks(text: str, *, name: bool = True) -> list[str]:
     return found
 
 
+@pytest.fixture(autouse=True)
+def _own_results_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """audit keeps a results store by default: a fresh one per test, never the user's."""
+    monkeypatch.setenv("PROTOCOLCHECK_DB", str(tmp_path / "results.db"))
+
+
 def _run(args: list[str]) -> Result:
     result = CliRunner().invoke(main, args)
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
