@@ -778,7 +778,9 @@ def listen(**opts: Any) -> None:
     Each instance is written to disk (atomically) before success is returned; an instance that
     cannot be decoded or stored gets a failure status, a log line and a line in DIR/.rejected.jsonl.
     SIGTERM or Ctrl-C: stop accepting, finish running associations, audit what is pending, exit 0.
-    Studies received by an earlier run but never audited are audited at start.
+    Studies received by an earlier run but never audited are audited at start. A full disk is
+    answered 0xA700 (out of resources) and the SCP goes on. --allow-host closes connections from
+    other addresses unread; --tls-cert/--tls-key serve DICOM TLS only (TLS 1.2+).
     """
     import os
     import threading

@@ -398,6 +398,7 @@ def test_disk_full_answers_out_of_resources_and_loses_nothing(tmp_path: Path) ->
         try:
             sent = storescu(listener.port, [src], extra=["-v"])
             ok, failed = acknowledged(sent.stdout + sent.stderr)
+            print(f"\ndisk full: {len(ok)} acknowledged, {len(failed)} answered {set(s for _, s in failed)}")
             assert ok and failed, sent.stderr  # some stored, then the disk was full
             assert {status for _, status in failed} == {"Refused: OutOfResources"}
             assert len(ok) + len(failed) == len(files)
@@ -429,7 +430,7 @@ def test_disk_full_answers_out_of_resources_and_loses_nothing(tmp_path: Path) ->
 
 def test_kill_9_mid_study_loses_no_acknowledged_instance(tmp_path: Path) -> None:
     src = tmp_path / "src"
-    files = big_study("F-KILL9", src, slices=16)  # 97 instances
+    files = big_study("F-KILL9", src, slices=16)  # about 100 instances
     uid = study_uid(src)
     listener = Listener(tmp_path, "--no-db", "--idle", "3600", name="listen-1")
     binary = require_binaries("storescu")["storescu"]
@@ -459,6 +460,8 @@ def test_kill_9_mid_study_loses_no_acknowledged_instance(tmp_path: Path) -> None
         (record,) = restarted.wait_records(1)  # audited after the restart, exactly once
         assert record["study_instance_uid"] == uid
         on_disk = list(listener.store.glob("*/*/*.dcm"))
+        print(f"\nkill -9: {len(ok)} of {len(files)} acknowledged, {len(on_disk)} on disk after restart, "
+              f"audited with {audited_instances(record)}")
         assert audited_instances(record) == len(on_disk) >= len(ok)
         for path in ok:  # every acknowledged instance is there and readable, byte for byte the sent dataset
             assert same_instance(stored_path(listener.store, path), path), path.name
