@@ -21,6 +21,7 @@ import dataclasses
 import math
 import os
 import re
+import stat
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -1187,9 +1188,12 @@ def fallback_reason(path: str) -> str | None:
 def _read(path: str) -> list[InstanceHeader] | Skipped:
     if _UNKNOWN_FIELDS:
         raise _Fallback("the lean reader does not fill " + ", ".join(sorted(_UNKNOWN_FIELDS)))
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a named pipe must not block the scan
     try:
-        size = os.fstat(fd).st_size
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise _Fallback("not a regular file")
+        size = status.st_size
         buf = os.read(fd, FIRST_READ)
         if len(buf) < 144 or buf[128:132] != b"DICM":
             raise _Fallback("no preamble and DICM marker")

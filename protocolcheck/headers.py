@@ -703,9 +703,12 @@ def read_file_pydicom(path: str | os.PathLike[str]) -> list[InstanceHeader] | Sk
     """
     name = os.fspath(path)
     try:
-        size = os.path.getsize(name)
+        status = os.stat(name)
     except OSError as exc:
         raise ValueError(f"cannot open: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(status.st_mode):  # opening a named pipe would wait forever for a writer
+        raise ValueError("not a regular file (a named pipe, socket or device); not read")
+    size = status.st_size
     if size == 0:
         raise ValueError("empty file (0 bytes)")
     with warnings.catch_warnings():
@@ -815,6 +818,9 @@ def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[str]:
         try:
             is_dir = stat.S_ISDIR(os.stat(p).st_mode)  # one stat per path: scan() re-checks long file lists
         except (FileNotFoundError, NotADirectoryError):
+            if os.path.lexists(p):  # a broken symbolic link: an unreadable file, not a usage error
+                yield str(p)
+                continue
             raise FileNotFoundError(f"no such file or folder: {p}") from None
         if is_dir:
             for root, dirs, files in os.walk(p):

@@ -169,3 +169,23 @@ def test_context_csv_crasher_is_a_context_error_or_audits_cleanly(path: Path) ->
         assert path.name in result.stderr
     else:
         assert json.loads(result.stdout)[0]["status"] in ("pass", "warn", "fail")
+
+
+def test_special_files_are_named_not_waited_on(tmp_path: Path) -> None:
+    """A named pipe (opening it would wait forever for a writer), a broken symbolic link and a folder
+    named like a file, beside a good study: each bad one named, no hang, no usage error."""
+    import os
+
+    root = tmp_path / "special"
+    shutil.copytree(GOOD_STUDY, root / "good")
+    os.mkfifo(root / "good" / "pipe.dcm")
+    (root / "good" / "broken_link.dcm").symlink_to(tmp_path / "nowhere.dcm")
+    (root / "good" / "folder.dcm").mkdir()
+    records = list(scan([root]))
+    reasons = {Path(r.path).name: r.reason for r in records if isinstance(r, Unreadable)}
+    assert set(reasons) == {"pipe.dcm", "broken_link.dcm"}
+    assert "not a regular file" in reasons["pipe.dcm"]
+    for command in ("classify", "audit"):
+        result = CliRunner().invoke(main, [command, str(root), "--format", "json"])
+        assert result.exit_code in (0, 1), result.output
+        assert "pipe.dcm" in result.stdout + result.stderr and "broken_link.dcm" in result.stdout + result.stderr
