@@ -984,7 +984,10 @@ def _fields(top: dict[Any, Any], creators: dict[int, str], meta: dict[int, tuple
             path: str) -> list[dict[str, Any]] | Skipped:
     """Every record field from the captured elements (or Skipped for a non-image object)."""
     get = top.get
-    charset = _text(get("SpecificCharacterSet"), "latin-1")
+    charset_element = get("SpecificCharacterSet")
+    if charset_element is not None and charset_element[0] != "CS":
+        raise _Fallback("character set of an odd VR")  # pydicom may fail on its value
+    charset = _text(charset_element, "latin-1")
     enc = _CHARSETS.get(charset)
     if enc is None:
         raise _Fallback("character set")

@@ -318,6 +318,9 @@ def test_a_second_character_set_element_falls_back(tmp_path: Path) -> None:
     assert read_fast(str(path)) is None
     assert_fast_agrees(path, handled=False)
     assert isinstance(reference(path), tuple)
+    path.write_bytes(meta(EXPLICIT) + element(0x00080005, "PN", text("ISO_IR 100")) + body)  # odd VR
+    assert read_fast(str(path)) is None
+    assert_fast_agrees(path, handled=False)
 
 
 def test_character_set_inside_an_item_falls_back(tmp_path: Path) -> None:
