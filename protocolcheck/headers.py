@@ -705,6 +705,8 @@ def read_file_pydicom(path: str | os.PathLike[str]) -> list[InstanceHeader] | Sk
     try:
         status = os.stat(name)
     except OSError as exc:
+        if "\\x" in name and not os.path.lexists(name):  # a name escaped by _text_path
+            raise ValueError("file name is not valid UTF-8 (shown with \\x escapes); rename the file to read it") from exc
         raise ValueError(f"cannot open: {exc.strerror or exc}") from exc
     if not stat.S_ISREG(status.st_mode):  # opening a named pipe would wait forever for a writer
         raise ValueError("not a regular file (a named pipe, socket or device); not read")
@@ -818,8 +820,8 @@ def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[str]:
         try:
             is_dir = stat.S_ISDIR(os.stat(p).st_mode)  # one stat per path: scan() re-checks long file lists
         except (FileNotFoundError, NotADirectoryError):
-            if os.path.lexists(p):  # a broken symbolic link: an unreadable file, not a usage error
-                yield str(p)
+            if os.path.lexists(p) or "\\x" in str(p):  # a broken link, or a name _text_path escaped:
+                yield str(p)  # an unreadable file (read_file says why), not a usage error
                 continue
             raise FileNotFoundError(f"no such file or folder: {p}") from None
         if is_dir:
@@ -828,9 +830,21 @@ def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[str]:
                 for name in sorted(files):
                     if name.startswith("."):
                         continue
-                    yield os.path.join(root, name)
+                    yield _text_path(os.path.join(root, name))
         else:
-            yield str(p)
+            yield _text_path(str(p))
+
+
+def _text_path(path: str) -> str:
+    """``path`` as valid text for reports and the results store. A name that is not UTF-8 (Python
+    keeps its bytes as lone surrogates, which no output can encode) gets \\x escapes instead; the
+    file is then reported as unreadable under that name (see :func:`scan_file`) rather than
+    breaking every output it reaches."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 # Files that are obviously not DICOM by name; skipped quietly only when they also lack the marker.

@@ -189,3 +189,24 @@ def test_special_files_are_named_not_waited_on(tmp_path: Path) -> None:
         result = CliRunner().invoke(main, [command, str(root), "--format", "json"])
         assert result.exit_code in (0, 1), result.output
         assert "pipe.dcm" in result.stdout + result.stderr and "broken_link.dcm" in result.stdout + result.stderr
+
+
+def test_file_names_that_are_not_utf8_are_named_not_a_traceback(tmp_path: Path) -> None:
+    """Names with Latin-1 bytes: Python keeps them as lone surrogates, which no output (JSON, CSV,
+    SQLite) can encode; they are reported as unreadable under an escaped name."""
+    import os
+
+    root = tmp_path / "names"
+    shutil.copytree(GOOD_STUDY, root / "good")
+    folder = os.fsencode(root / "good")
+    with open(folder + b"/latin1_\xe9.dcm", "wb") as fh:
+        fh.write((GOOD_STUDY / "0001_001.dcm").read_bytes())
+    with open(folder + b"/junk_\xff\xfe.dcm", "wb") as fh:
+        fh.write(b"not dicom")
+    for command in ("classify", "audit"):
+        for fmt in ("json", "csv", "table"):
+            result = CliRunner().invoke(main, [command, str(root), "--format", fmt])
+            assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+            assert result.exit_code in (0, 1), result.output
+            text = result.stdout + result.stderr
+            assert "xe9.dcm" in text and "xfe.dcm" in text  # named (JSON doubles the backslash)
