@@ -272,7 +272,9 @@ class ClassifyTarget(Target):
         got = {(c["study_instance_uid"], c["series_instance_uid"]) for c in classified}
         if series != got:
             raise Violation("contract", f"classify lost series: {sorted(series - got)[:3]}")
-        results = list(audit_records(records, AuditOptions(library=self.library)))
+        # half the time with a trauma context, so the timing rules meet the mutated dates
+        default = _CONTEXTS[1] if self.count % 2 else None
+        results = list(audit_records(records, AuditOptions(library=self.library, default_context=default)))
         dicts = [r.to_dict() for r in results]
         check_private([strict_json(dicts), cli._audit_table(dicts), cli._audit_csv(dicts), cli._audit_junit(dicts),
                        *(u.reason for u in bad)], names, "audit output")
