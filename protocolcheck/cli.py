@@ -121,8 +121,8 @@ def main() -> None:
 def classify(paths: tuple[str, ...], fmt: str | None, output: str | None, quiet: bool) -> None:
     """Classify every series under PATHS and say why (weighting, fat suppression, contrast, plane)."""
     headers, bad, _skipped = collect_headers(paths, quiet)
-    for item in bad:
-        warn(f"unreadable: {item.path}: {item.reason}", quiet)
+    for item in bad:  # named even with -q: a per-file problem is neither progress nor summary
+        warn(f"unreadable: {item.path}: {item.reason}")
     if not headers:
         warn("error: no DICOM images found under " + ", ".join(paths))
         sys.exit(Exit.USAGE)

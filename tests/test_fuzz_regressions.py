@@ -210,3 +210,12 @@ def test_file_names_that_are_not_utf8_are_named_not_a_traceback(tmp_path: Path) 
             assert result.exit_code in (0, 1), result.output
             text = result.stdout + result.stderr
             assert "xe9.dcm" in text and "xfe.dcm" in text  # named (JSON doubles the backslash)
+
+
+def test_classify_names_unreadable_files_even_when_quiet(mixed_folder: Path) -> None:
+    result = CliRunner().invoke(main, ["classify", str(mixed_folder / "crashers"), str(mixed_folder / "good"),
+                                       "-q", "--format", "json"])
+    assert result.exit_code == 0
+    for record in scan([mixed_folder / "crashers"]):
+        if isinstance(record, Unreadable):
+            assert record.path in result.stderr
