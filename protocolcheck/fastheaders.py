@@ -441,6 +441,8 @@ class _Walker:
                 pos += 8
             if length == _UNDEFINED or pos + length > len(buf):
                 raise _Fallback("odd meta length")
+            if info[1] > 0 and length % info[1]:
+                raise _Fallback("binary meta value of the wrong length")  # pydicom fails on it
             out[group << 16 | elem] = (info[2], buf[pos:pos + length])
             pos += length
 

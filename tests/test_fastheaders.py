@@ -551,6 +551,16 @@ def test_binary_value_of_wrong_length_is_unreadable_either_way(tmp_path: Path) -
     assert isinstance(reference(path), tuple)
 
 
+def test_file_meta_value_of_wrong_length(tmp_path: Path) -> None:
+    """pydicom converts the file meta too: a UL group length of 6 bytes fails there (fuzz finding)."""
+    data = write(tmp_path / "a.dcm", base_elements()).read_bytes()
+    bad = data[:132] + element(0x00020000, "UL", b"\x00" * 6) + data[132 + 12:]
+    path = tmp_path / "bad.dcm"
+    path.write_bytes(bad)
+    assert read_fast(str(path)) is None
+    assert_fast_agrees(path, handled=False)
+
+
 def test_hostile_length_does_not_allocate(tmp_path: Path) -> None:
     elements = base_elements()
     elements[0x00081030] = element(0x00081030, "UT", b"short", length=0x7FFFFFF0)
