@@ -25,6 +25,7 @@ import stat
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from itertools import islice
 from struct import Struct
 from struct import error as struct_error
@@ -46,6 +47,7 @@ from .headers import (
     InstanceHeader,
     ScanRecord,
     Skipped,
+    Unreadable,
     scan_file,
     uid_for_message,
 )
@@ -1293,22 +1295,53 @@ def scan_parallel(names: Iterable[str], workers: int, chunk: int = CHUNK_FILES) 
     """:func:`headers.scan_file` over ``names`` in ``workers`` processes, records in input order.
 
     Files go to the workers in chunks; at most ``2 * workers`` chunks are in flight, so memory stays
-    bounded however many files there are (the caller consumes records as they come).
+    bounded however many files there are (the caller consumes records as they come). If a worker
+    process dies (killed, out of memory), the files in flight are read again one per task in a fresh
+    pool, and only a file that stops the process again becomes :class:`Unreadable`.
     """
+    workers = max(1, workers)
     iterator = iter(names)
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        pending: deque[Future[list[ScanRecord]]] = deque()
+    pool = ProcessPoolExecutor(max_workers=workers)
+    pending: deque[tuple[list[str], Future[list[ScanRecord]]]] = deque()
 
-        def submit() -> bool:
-            batch = list(islice(iterator, chunk))
-            if batch:
-                pending.append(pool.submit(_scan_chunk, batch))
-            return bool(batch)
+    def submit() -> bool:
+        batch = list(islice(iterator, chunk))
+        if batch:
+            pending.append((batch, pool.submit(_scan_chunk, batch)))
+        return bool(batch)
 
+    try:
         for _ in range(2 * workers):
             if not submit():
                 break
         while pending:
-            records = pending.popleft().result()
+            batch, future = pending.popleft()
+            try:
+                records = future.result()
+            except BrokenProcessPool:
+                again = [batch] + [b for b, _f in pending]
+                pending.clear()
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = ProcessPoolExecutor(max_workers=workers)
+                for lost in again:
+                    for name in lost:
+                        records, pool = _isolated(pool, name, workers)
+                        yield from records
+                for _ in range(2 * workers):
+                    if not submit():
+                        break
+                continue
             submit()
             yield from records
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _isolated(pool: ProcessPoolExecutor, name: str, workers: int) -> tuple[list[ScanRecord], ProcessPoolExecutor]:
+    """One file in its own task; a process that dies on it makes it Unreadable (and a fresh pool)."""
+    try:
+        return pool.submit(_scan_chunk, [name]).result(), pool
+    except BrokenProcessPool:
+        pool.shutdown(wait=False, cancel_futures=True)
+        reason = "reading this file stopped the header reader process (killed or out of memory); not read"
+        return [Unreadable(name, reason)], ProcessPoolExecutor(max_workers=workers)

@@ -10,6 +10,7 @@ several processes gives the same records in the same order.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import os
 import struct
 import tracemalloc
@@ -621,3 +622,23 @@ def test_parallel_scan_gives_the_same_records_in_the_same_order(tmp_path: Path) 
     assert list(scan_parallel(iter_files([tmp_path]), 2, chunk=3)) == serial
     kinds = {type(r) for r in serial}
     assert kinds == {InstanceHeader, Unreadable, Skipped}
+
+
+@pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="the dying reader is set up by fork")
+def test_parallel_scan_survives_a_reader_process_that_dies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synth.write_study(synth.varied_studies(1, slices=2)[0], tmp_path / "study")
+    files = list(iter_files([tmp_path]))
+    victim = files[5]
+    real = fastheaders.scan_file
+
+    def dying(name: str) -> list:
+        if name == victim:
+            os._exit(3)  # as if killed (out of memory) while reading this file
+        return real(name)
+
+    monkeypatch.setattr(fastheaders, "scan_file", dying)
+    records = list(scan_parallel(files, 2, chunk=4))
+    assert [r.path for r in records] == [r.path for f in files for r in real(f)]
+    [lost] = [r for r in records if r.path == victim]
+    assert isinstance(lost, Unreadable) and "stopped the header reader process" in lost.reason
+    assert [r for r in records if r.path != victim] == [r for f in files if f != victim for r in real(f)]
