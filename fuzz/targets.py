@@ -248,11 +248,11 @@ class ClassifyTarget(Target):
         return Case(out, study_name, used)
 
     def execute(self, case: Case, workdir: Path) -> None:
-        from protocolcheck import cli
+        from protocolcheck import render
         from protocolcheck.classify import classify_study
         from protocolcheck.headers import InstanceHeader, Unreadable, scan
         from protocolcheck.pipeline import AuditOptions, audit_records
-        from protocolcheck.report import to_csv, to_json
+        from protocolcheck.report import to_json
         from protocolcheck.study import group_studies
 
         folder = self.write(case, workdir)
@@ -265,9 +265,8 @@ class ClassifyTarget(Target):
         names = patient_names(headers)
         check_private([strict_json(classified)], names, "classify output")
         to_json(classified)
-        check_private([cli._classify_table(classified)], names, "classify table")
-        to_csv(classified, ("study_instance_uid", "series_instance_uid") + cli.CLASSIFY_COLUMNS[:-1]
-               + ("field_strength", "repetition_time", "echo_time", "inversion_time", "instances", "evidence"))
+        check_private([render.classify_table(classified)], names, "classify table")
+        render.classify_csv(classified)
         series = {(h.study_instance_uid, h.series_instance_uid) for h in headers}
         got = {(c["study_instance_uid"], c["series_instance_uid"]) for c in classified}
         if series != got:
@@ -276,7 +275,7 @@ class ClassifyTarget(Target):
         default = _CONTEXTS[1] if self.count % 2 else None
         results = list(audit_records(records, AuditOptions(library=self.library, default_context=default)))
         dicts = [r.to_dict() for r in results]
-        check_private([strict_json(dicts), cli._audit_table(dicts), cli._audit_csv(dicts), cli._audit_junit(dicts),
+        check_private([strict_json(dicts), render.audit_table(dicts), render.audit_csv(dicts), render.audit_junit(dicts),
                        *(u.reason for u in bad)], names, "audit output")
         studies = {h.study_instance_uid for h in headers}
         audited = {r.study_instance_uid for r in results if r.study_instance_uid}
@@ -368,7 +367,7 @@ class LibraryTarget(Target):
         self.audit_with(library, workdir)
 
     def audit_with(self, library: Any, workdir: Path, contexts: Any = None) -> None:
-        from protocolcheck import cli
+        from protocolcheck import render
         from protocolcheck.context import ClinicalContext
         from protocolcheck.pipeline import AuditOptions, audit_records
 
@@ -376,13 +375,13 @@ class LibraryTarget(Target):
             self._records = _sample_records(self.corpus, workdir)
         for p in library:
             strict_json(p.to_dict())
-            cli._protocol_text(p)
+            render.protocol_text(p)
         default = ClinicalContext(indication="lumbosacral plexopathy G54.1", source="fuzz")
         for protocol_id in [None] + [p.id for p in library][:2]:
             options = AuditOptions(library=library, protocol_id=protocol_id, contexts=contexts, default_context=default)
             dicts = [r.to_dict() for r in audit_records(self._records, options)]
             strict_json(dicts)
-            cli._audit_table(dicts)
+            render.audit_table(dicts)
 
 
 class RulesTarget(LibraryTarget):

@@ -13,10 +13,10 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__
+from . import __version__, render
 from .classify import classify_study
 from .headers import InstanceHeader, Skipped, Unreadable, iter_files, scan
-from .report import OutputFormat, to_csv, to_json, to_table
+from .report import OutputFormat, to_json
 from .study import group_studies
 
 T = TypeVar("T")
@@ -29,17 +29,6 @@ class Exit(IntEnum):
     FINDINGS = 1
     USAGE = 2
     CANNOT_RUN = 3
-
-
-CLASSIFY_COLUMNS = (
-    "series_number", "stack", "series_description", "weighting", "inversion", "fat_suppression",
-    "post_contrast", "plane", "obliquity_deg", "acquisition", "localizer", "derived", "instances",
-)
-CLASSIFY_HEADERS = {
-    "series_number": "#", "stack": "stack", "series_description": "description", "weighting": "wt",
-    "inversion": "inv", "fat_suppression": "fatsat", "post_contrast": "post", "plane": "plane",
-    "obliquity_deg": "obl", "acquisition": "acq", "localizer": "loc", "derived": "der", "instances": "n",
-}
 
 
 def format_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -131,27 +120,13 @@ def classify(paths: tuple[str, ...], fmt: str | None, output: str | None, quiet:
     if form is OutputFormat.JSON:
         text = to_json(records)
     elif form is OutputFormat.CSV:
-        text = to_csv(records, ("study_instance_uid", "series_instance_uid") + CLASSIFY_COLUMNS[:-1]
-                      + ("field_strength", "repetition_time", "echo_time", "inversion_time", "instances", "evidence"))
+        text = render.classify_csv(records)
     else:
-        text = _classify_table(records)
+        text = render.classify_table(records)
     emit(text, output)
     warn(f"{len(records)} series/stacks classified in {len({r['study_instance_uid'] for r in records})} studies"
          + (f"; {len(bad)} unreadable files" if bad else ""), quiet)
     sys.exit(Exit.OK)
-
-
-def _classify_table(records: list[dict[str, Any]]) -> str:
-    blocks = []
-    by_study: dict[str, list[dict[str, Any]]] = {}
-    for r in records:
-        by_study.setdefault(r["study_instance_uid"], []).append(r)
-    for uid, rows in by_study.items():
-        blocks.append(f"Study {uid}  ({rows[0]['manufacturer'] or 'unknown vendor'}, {rows[0]['modality']})\n")
-        blocks.append(to_table(rows, CLASSIFY_COLUMNS, CLASSIFY_HEADERS,
-                               widths={"series_description": 22, "stack": 8}))
-        blocks.append("\n")
-    return "".join(blocks)
 
 
 # --- results store: report (helper "store") -----------------------------------------------------
@@ -533,12 +508,6 @@ def _fail_threshold(fail_on: str) -> int:
     return {"error": Severity.ERROR.rank, "warning": Severity.WARNING.rank, "never": 99}[fail_on]
 
 
-WORKLIST_COLUMNS = ("accession_number", "scheduled_date", "station_aet", "procedure", "status", "recommended",
-                    "earliest_date", "findings")
-WORKLIST_HEADERS = {"accession_number": "accession", "scheduled_date": "scheduled", "station_aet": "station",
-                    "earliest_date": "earliest"}
-
-
 @main.command()
 @net_options
 @click.option("--station-aet", default="", metavar="AET", help="Scheduled Station AE Title to match.")
@@ -604,14 +573,10 @@ def worklist(**opts: Any) -> None:
     form = resolve_format(opts["fmt"], opts["output"])
     if form is OutputFormat.JSON:
         text = to_json(records)
+    elif form is OutputFormat.CSV:
+        text = render.worklist_csv(records)
     else:
-        rows = [{**r, "recommended": (r["recommended"] or {}).get("procedure"),
-                 "findings": "; ".join(f"{f['severity']}: {f['code']}" for f in r["findings"])} for r in records]
-        if form is OutputFormat.CSV:
-            text = to_csv(rows, WORKLIST_COLUMNS + ("indication", "trauma_date", "procedure_code", "modality"))
-        else:
-            text = to_table(rows, WORKLIST_COLUMNS, WORKLIST_HEADERS,
-                            widths={"procedure": 28, "recommended": 34, "findings": 40})
+        text = render.worklist_table(records)
     emit(text, opts["output"])
     if table is not None:
         for key in table.unused():
@@ -730,21 +695,6 @@ class _NetAudit:
             self.store.close()
 
 
-def _json_line(record: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(json.loads(to_json(record)), ensure_ascii=False, separators=(",", ":"))
-
-
-def _describe(result: Any) -> str:
-    counts: dict[str, int] = {}
-    for f in result.findings:
-        counts[f.severity.value] = counts.get(f.severity.value, 0) + 1
-    detail = ", ".join(f"{n} {sev}" for sev, n in sorted(counts.items())) or "no findings"
-    return (f"accession {result.accession_number or '-'} (study {result.study_instance_uid}): "
-            f"{result.status.value}, protocol {result.protocol or '-'}, {detail}")
-
-
 @main.command()
 @click.option("--port", type=click.IntRange(0, 65535), required=True, help="TCP port to listen on.")
 @click.option("--bind", default="127.0.0.1", show_default=True, metavar="ADDR",
@@ -814,7 +764,7 @@ def listen(**opts: Any) -> None:
         results = auditor.audit(folder)
         with lock:
             for result in results:
-                line = _json_line(result.to_dict(include_patient=auditor.include_patient))
+                line = render.json_line(result.to_dict(include_patient=auditor.include_patient))
                 if out is not None:
                     out.write(line + "\n")
                     out.flush()
@@ -822,7 +772,7 @@ def listen(**opts: Any) -> None:
                 else:
                     click.echo(line)
                 audited[0] += 1
-                warn("audited " + _describe(result), opts["quiet"])
+                warn("audited " + render.describe(result), opts["quiet"])
         auditor.save(folder, results)  # after the output, so a store failure loses no record
 
     config = ListenConfig(store=Path(opts["store_dir"]), port=opts["port"], bind=opts["bind"], aet=aet,
@@ -943,13 +893,7 @@ def query(**opts: Any) -> None:
         auditor.close()
     form = resolve_format(opts["fmt"], opts["output"])
     records = [r.to_dict(include_patient=auditor.include_patient) for r in results]
-    if form is OutputFormat.JSON:
-        text = to_json(records)
-    elif form is OutputFormat.CSV:
-        text = _audit_csv(records)  # the same renderings as ``audit``
-    else:
-        text = _audit_table(records) if records else "(no studies)\n"
-    emit(text, opts["output"])
+    emit(render.audit_text(records, form.value, empty="(no studies)\n"), opts["output"])  # as ``audit``
     for message in unmatched_context(auditor.options):
         warn("note: " + message, opts["quiet"])
     warn(Summary.of(results).line() + (f"; {len(failures)} not retrieved" if failures else ""), opts["quiet"])
@@ -961,13 +905,6 @@ def query(**opts: Any) -> None:
 
 # --- audit and protocols (helper "audit") ----------------------------------------------------------
 
-AUDIT_CSV_COLUMNS = (
-    "accession_number", "study_instance_uid", "study_date", "modality", "study_description", "manufacturer",
-    "protocol", "status", "severity", "code", "requirement", "series", "message",
-)
-_SEVERITY_LABEL = {"error": "ERROR", "warning": "WARN", "info": "info"}
-
-
 def _library_or_exit(library_dir: str | None) -> Any:
     from .library import LibraryError, load_library
 
@@ -977,95 +914,6 @@ def _library_or_exit(library_dir: str | None) -> Any:
         warn(f"error: the protocol library cannot be used ({len(exc.problems)} problems):\n  "
              + "\n  ".join(exc.problems))
         sys.exit(Exit.USAGE)
-
-
-def _wrap_lines(text: str, indent: str, width: int = 100, hang: str = "  ") -> list[str]:
-    import textwrap
-
-    return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent + hang,
-                         break_on_hyphens=False) or [indent]
-
-
-def _without_citation(message: str) -> str:
-    return message.split(" Guideline: ", 1)[0].strip()
-
-
-def _audit_table(records: list[dict[str, Any]]) -> str:
-    """One block per study: header, status, missing items first (with the reason), what was met, references."""
-    refs: dict[str, str] = {}
-    lines: list[str] = []
-    for r in records:
-        title = r["study_description"] or "(no description)"
-        head = (f"Study {r['accession_number'] or '-'}  {r['study_date'] or '????-??-??'}  {r['modality'] or '?'}  "
-                f"{title}")
-        if r.get("manufacturer"):
-            head += f"  [{r['manufacturer']}{' ' + r['station_name'] if r.get('station_name') else ''}]"
-        lines.append(head)
-        if r["study_instance_uid"]:
-            lines.append(f"  UID {r['study_instance_uid']}")
-        lines.append(f"  Status: {r['status'].upper()}   Protocol: {r['protocol'] or '-'}")
-        if r.get("protocol_reason"):
-            lines.extend(_wrap_lines(f"why this protocol: {r['protocol_reason']}", "  "))
-        timing = r.get("timing") or {}
-        if timing.get("trauma_date"):
-            days = timing.get("days_after_trauma")
-            lines.append(f"  Timing: injury {timing['trauma_date']}, study {timing.get('study_date') or '?'} "
-                         f"(from {timing.get('date_source') or '?'})"
-                         + (f" = {days} days (expected {timing.get('min_days')}-{timing.get('max_days')})"
-                            if days is not None else ""))
-        for f in r["findings"]:
-            sev = _SEVERITY_LABEL.get(f["severity"], f["severity"])
-            what = f["code"] + (f" {f['requirement']}" if f.get("requirement") else "")
-            lines.extend(_wrap_lines(f"{sev:<5} {what}: {_without_citation(f['message'])}", "  "))
-            for cid in f.get("citations") or ():
-                refs.setdefault(cid, "")
-            if f.get("citations"):
-                lines.append(f"        cites: {', '.join(f['citations'])}")
-        met = [q for q in r.get("requirements") or () if q.get("met")]
-        if met:
-            lines.append("  Met:")
-            for q in met:
-                lines.extend(_wrap_lines(f"ok    {q['id']}: {', '.join(q.get('names') or []) or '-'}", "  "))
-        if not r["findings"] and not met:
-            lines.append("  (no findings)")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _audit_csv(records: list[dict[str, Any]]) -> str:
-    rows = []
-    for r in records:
-        base = {k: r.get(k) for k in AUDIT_CSV_COLUMNS[:8]}
-        if not r["findings"]:
-            rows.append({**base, "severity": None, "code": None, "requirement": None, "series": None, "message": None})
-        for f in r["findings"]:
-            rows.append({**base, "severity": f["severity"], "code": f["code"], "requirement": f["requirement"],
-                         "series": f["series"], "message": f["message"]})
-    return to_csv(rows, AUDIT_CSV_COLUMNS)
-
-
-def _audit_junit(records: list[dict[str, Any]]) -> str:
-    """JUnit XML: one test suite, one test case per study (failures = error findings, warnings in system-out)."""
-    import xml.etree.ElementTree as ET
-
-    failures = sum(1 for r in records if r["status"] in ("fail", "error"))
-    suite = ET.Element("testsuite", name="protocolcheck audit", tests=str(len(records)), failures=str(failures),
-                       errors="0", skipped=str(sum(1 for r in records if r["status"] == "no-protocol")))
-    for r in records:
-        case = ET.SubElement(suite, "testcase", classname=r["protocol"] or "no-protocol",
-                             name=r["accession_number"] or r["study_instance_uid"] or r["study_description"])
-        errors = [f for f in r["findings"] if f["severity"] == "error"]
-        if r["status"] == "no-protocol":
-            ET.SubElement(case, "skipped", message="no protocol applies")
-        elif errors:
-            node = ET.SubElement(case, "failure", message="; ".join(
-                f["code"] + (f" {f['requirement']}" if f["requirement"] else "") for f in errors), type=r["status"])
-            node.text = "\n".join(f["message"] for f in errors)
-        others = [f for f in r["findings"] if f["severity"] != "error"]
-        if others:
-            ET.SubElement(case, "system-out").text = "\n".join(f"{f['severity']}: {f['message']}" for f in others)
-    ET.indent(suite)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
 
 
 @main.command()
@@ -1164,18 +1012,11 @@ def audit(**opts: Any) -> None:
         results, stored_note = _audit_with_store(opts, options, files, plain)
     results.sort(key=lambda r: (not r.study_instance_uid, r.accession_number, r.study_date, r.study_instance_uid))
     records = [r.to_dict(include_patient=opts["include_patient"]) for r in results]
-    form = resolve_format(opts["fmt"], opts["output"])
-    if form is OutputFormat.JSON:
-        text = to_json(records)
-    elif form is OutputFormat.CSV:
-        text = _audit_csv(records)
-    else:
-        text = _audit_table(records)
-    emit(text, opts["output"])
+    emit(render.audit_text(records, resolve_format(opts["fmt"], opts["output"]).value), opts["output"])
     if opts["junit_path"]:
         try:
             with open(opts["junit_path"], "w", encoding="utf-8") as fh:
-                fh.write(_audit_junit(records))
+                fh.write(render.audit_junit(records))
         except OSError as exc:
             warn(f"error: cannot write {opts['junit_path']}: {exc.strerror or exc}")
             sys.exit(Exit.CANNOT_RUN)
@@ -1204,89 +1045,16 @@ def protocols() -> None:
 def protocols_list(library_dir: str | None, fmt: str | None, output: str | None) -> None:
     """The protocols in the library: id, title, modality, version, status."""
     library = _library_or_exit(library_dir)
-    rows = [{"id": p.id, "title": p.title, "modality": p.modality, "version": p.version, "status": p.status,
-             "requirements": len(p.requirements) + len(p.planes), "path": p.path} for p in library]
+    rows = render.protocol_rows(library)
     form = resolve_format(fmt, output)
     if form is OutputFormat.JSON:
         text = to_json(rows)
     elif form is OutputFormat.CSV:
-        text = to_csv(rows, ("id", "title", "modality", "version", "status", "requirements", "path"))
+        text = render.protocols_csv(rows)
     else:
-        text = to_table(rows, ("id", "modality", "version", "status", "requirements", "title"),
-                        {"requirements": "rules"}, widths={"title": 60}) + f"({library.path})\n"
+        text = render.protocols_table(rows, library.path)
     emit(text, output)
     sys.exit(Exit.OK)
-
-
-def _protocol_text(p: Any) -> str:
-    """A readable rendering of one protocol, its rules and the guideline statements they cite."""
-    numbers: dict[str, int] = {}
-
-    def ref(ids: Iterable[str]) -> str:
-        marks = []
-        for cid in ids:
-            numbers.setdefault(cid, len(numbers) + 1)
-            marks.append(f"[{numbers[cid]}]")
-        return " ".join(marks)
-
-    out = [f"{p.id} \u2014 {p.title}",
-           f"  modality {p.modality} \u00b7 version {p.version} \u00b7 status {p.status}"
-           + (f" \u00b7 family {p.family}" if p.family else ""),
-           f"  file {p.path}"]
-    if p.description:
-        out += [""] + _wrap_lines(p.description, "  ", hang="")
-    a = p.applies_to
-    out += ["", "Recognised by (when no --protocol or indication chooses)"]
-    out += _wrap_lines("descriptions matching: " + (" | ".join(a.descriptions) or "-"), "  ")
-    if a.exclude_descriptions:
-        out += _wrap_lines("unless matching: " + " | ".join(a.exclude_descriptions), "  ")
-    out.append(f"  procedure codes: {', '.join(a.procedure_codes) or '-'}   body parts: {', '.join(a.body_parts) or '-'}")
-    out += ["", "Required series (a series satisfies one requirement; localizers and derived images do not count "
-                "unless stated)"]
-    for r in p.requirements:
-        severity = "error" if r.level.value == "required" else "warning"
-        out.append(f"  {r.id:<32} {r.label}  [{r.level.value} \u2192 {severity}] {ref(r.citations)}")
-        out += _wrap_lines("match: " + r.describe(), "      ")
-        flags = []
-        if not r.exclusive:
-            flags.append("study-level check (does not use up a series)")
-        if r.defines_exam:
-            flags.append("defines the exam: when unmet, the study is the wrong exam")
-        if flags:
-            out += _wrap_lines("; ".join(flags), "      ")
-        if r.note:
-            out += _wrap_lines("note: " + r.note, "      ")
-    if p.planes:
-        out += ["", "Plane rules"]
-        for rule in p.planes:
-            severity = "error" if rule.level.value == "required" else "warning"
-            out.append(f"  {rule.id:<32} {rule.label}  [{rule.level.value} \u2192 {severity}] {ref(rule.citations)}")
-            text = (f"two acquired series perpendicular within {rule.tolerance_deg:g}\u00b0, each at least "
-                    f"{rule.min_obliquity_deg:g}\u00b0 off the scanner axes")
-            if rule.isotropic_3d_counts:
-                text += f"; or one 3D acquisition with slices \u2264 {rule.isotropic_max_mm:g} mm (isotropic)"
-            if rule.reformats_count:
-                text += "; reformats count as planes when the study has a 3D acquisition"
-            out += _wrap_lines(text, "      ")
-    if p.trauma is not None:
-        t = p.trauma
-        out += ["", "Timing after trauma",
-                f"  at least {t.min_days} days after the injury (earlier: trauma-too-early, error) {ref(t.citations)}",
-                f"  at most {t.max_days} days (later: trauma-delayed, warning) {ref(t.delayed_citations)}",
-                "  a traumatic indication without a trauma date: context-missing (warning)"]
-    if p.wrong_exam is not None:
-        out += ["", "When this exam was done although another was indicated"]
-        out += _wrap_lines(f"{p.wrong_exam.text} {ref(p.wrong_exam.citations)}", "  ")
-    if p.notes:
-        out += ["", "Notes"]
-        for note in p.notes:
-            out += _wrap_lines(f"- {note.text} {ref(note.citations)}", "  ")
-    out += ["", "References"]
-    for cid, n in numbers.items():
-        c = p.citations[cid]
-        out += _wrap_lines(f"[{n}] {cid}: \u201c{c.statement}\u201d \u2014 {c.source}"
-                           + (f" doi:{c.doi}" if c.doi else "") + (f" {c.url}" if c.url else ""), "  ")
-    return "\n".join(out) + "\n"
 
 
 @protocols.command("show")
@@ -1304,7 +1072,7 @@ def protocols_show(protocol_id: str, library_dir: str | None, fmt: str, output: 
     except KeyError as exc:
         warn(f"error: {exc.args[0]}")
         sys.exit(Exit.USAGE)
-    emit(to_json(protocol.to_dict()) if fmt == "json" else _protocol_text(protocol), output)
+    emit(to_json(protocol.to_dict()) if fmt == "json" else render.protocol_text(protocol), output)
     sys.exit(Exit.OK)
 
 

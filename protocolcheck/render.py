@@ -1,0 +1,285 @@
+"""Records -> text for people and for CI: the classify and audit tables, the audit CSV and JUnit XML,
+the protocol description, the worklist table, and the one-line forms used by ``listen``.
+
+Inputs are the JSON-ready dicts of the records (``to_dict()``), so every output shows the same facts
+as ``--format json``; ``report.py`` does the generic table/CSV/JSON work underneath.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Iterable
+from typing import Any
+
+from .report import to_csv, to_json, to_table
+
+CLASSIFY_COLUMNS = (
+    "series_number", "stack", "series_description", "weighting", "inversion", "fat_suppression",
+    "post_contrast", "plane", "obliquity_deg", "acquisition", "localizer", "derived", "instances",
+)
+CLASSIFY_HEADERS = {
+    "series_number": "#", "stack": "stack", "series_description": "description", "weighting": "wt",
+    "inversion": "inv", "fat_suppression": "fatsat", "post_contrast": "post", "plane": "plane",
+    "obliquity_deg": "obl", "acquisition": "acq", "localizer": "loc", "derived": "der", "instances": "n",
+}
+CLASSIFY_CSV_COLUMNS = (("study_instance_uid", "series_instance_uid") + CLASSIFY_COLUMNS[:-1]
+                        + ("field_strength", "repetition_time", "echo_time", "inversion_time", "instances",
+                           "evidence"))
+
+AUDIT_CSV_COLUMNS = (
+    "accession_number", "study_instance_uid", "study_date", "modality", "study_description", "manufacturer",
+    "protocol", "status", "severity", "code", "requirement", "series", "message",
+)
+SEVERITY_LABEL = {"error": "ERROR", "warning": "WARN", "info": "info"}
+
+WORKLIST_COLUMNS = ("accession_number", "scheduled_date", "station_aet", "procedure", "status", "recommended",
+                    "earliest_date", "findings")
+WORKLIST_HEADERS = {"accession_number": "accession", "scheduled_date": "scheduled", "station_aet": "station",
+                    "earliest_date": "earliest"}
+
+PROTOCOL_COLUMNS = ("id", "title", "modality", "version", "status", "requirements", "path")
+
+
+def wrap_lines(text: str, indent: str, width: int = 100, hang: str = "  ") -> list[str]:
+    """``text`` wrapped to ``width`` columns; continuation lines indented by ``hang`` more."""
+    return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent + hang,
+                         break_on_hyphens=False) or [indent]
+
+
+def without_citation(message: str) -> str:
+    """A finding message without its trailing "Guideline: ..." (the table lists citations apart)."""
+    return message.split(" Guideline: ", 1)[0].strip()
+
+
+# -- classify ----------------------------------------------------------------------------------------
+
+
+def classify_table(records: list[dict[str, Any]]) -> str:
+    """One block per study: a header line (vendor, modality), then a row per series or stack."""
+    blocks = []
+    by_study: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        by_study.setdefault(r["study_instance_uid"], []).append(r)
+    for uid, rows in by_study.items():
+        blocks.append(f"Study {uid}  ({rows[0]['manufacturer'] or 'unknown vendor'}, {rows[0]['modality']})\n")
+        blocks.append(to_table(rows, CLASSIFY_COLUMNS, CLASSIFY_HEADERS,
+                               widths={"series_description": 22, "stack": 8}))
+        blocks.append("\n")
+    return "".join(blocks)
+
+
+def classify_csv(records: list[dict[str, Any]]) -> str:
+    return to_csv(records, CLASSIFY_CSV_COLUMNS)
+
+
+# -- audit -------------------------------------------------------------------------------------------
+
+
+def audit_table(records: list[dict[str, Any]]) -> str:
+    """One block per study: header, status, missing items first (with the reason), what was met, references."""
+    refs: dict[str, str] = {}
+    lines: list[str] = []
+    for r in records:
+        title = r["study_description"] or "(no description)"
+        head = (f"Study {r['accession_number'] or '-'}  {r['study_date'] or '????-??-??'}  {r['modality'] or '?'}  "
+                f"{title}")
+        if r.get("manufacturer"):
+            head += f"  [{r['manufacturer']}{' ' + r['station_name'] if r.get('station_name') else ''}]"
+        lines.append(head)
+        if r["study_instance_uid"]:
+            lines.append(f"  UID {r['study_instance_uid']}")
+        lines.append(f"  Status: {r['status'].upper()}   Protocol: {r['protocol'] or '-'}")
+        if r.get("protocol_reason"):
+            lines.extend(wrap_lines(f"why this protocol: {r['protocol_reason']}", "  "))
+        timing = r.get("timing") or {}
+        if timing.get("trauma_date"):
+            days = timing.get("days_after_trauma")
+            lines.append(f"  Timing: injury {timing['trauma_date']}, study {timing.get('study_date') or '?'} "
+                         f"(from {timing.get('date_source') or '?'})"
+                         + (f" = {days} days (expected {timing.get('min_days')}-{timing.get('max_days')})"
+                            if days is not None else ""))
+        for f in r["findings"]:
+            sev = SEVERITY_LABEL.get(f["severity"], f["severity"])
+            what = f["code"] + (f" {f['requirement']}" if f.get("requirement") else "")
+            lines.extend(wrap_lines(f"{sev:<5} {what}: {without_citation(f['message'])}", "  "))
+            for cid in f.get("citations") or ():
+                refs.setdefault(cid, "")
+            if f.get("citations"):
+                lines.append(f"        cites: {', '.join(f['citations'])}")
+        met = [q for q in r.get("requirements") or () if q.get("met")]
+        if met:
+            lines.append("  Met:")
+            for q in met:
+                lines.extend(wrap_lines(f"ok    {q['id']}: {', '.join(q.get('names') or []) or '-'}", "  "))
+        if not r["findings"] and not met:
+            lines.append("  (no findings)")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def audit_csv(records: list[dict[str, Any]]) -> str:
+    """One row per finding (a study without findings: one row with the finding columns empty)."""
+    rows = []
+    for r in records:
+        base = {k: r.get(k) for k in AUDIT_CSV_COLUMNS[:8]}
+        if not r["findings"]:
+            rows.append({**base, "severity": None, "code": None, "requirement": None, "series": None, "message": None})
+        for f in r["findings"]:
+            rows.append({**base, "severity": f["severity"], "code": f["code"], "requirement": f["requirement"],
+                         "series": f["series"], "message": f["message"]})
+    return to_csv(rows, AUDIT_CSV_COLUMNS)
+
+
+def audit_junit(records: list[dict[str, Any]]) -> str:
+    """JUnit XML: one test suite, one test case per study (failures = error findings, warnings in system-out)."""
+    import xml.etree.ElementTree as ET
+
+    failures = sum(1 for r in records if r["status"] in ("fail", "error"))
+    suite = ET.Element("testsuite", name="protocolcheck audit", tests=str(len(records)), failures=str(failures),
+                       errors="0", skipped=str(sum(1 for r in records if r["status"] == "no-protocol")))
+    for r in records:
+        case = ET.SubElement(suite, "testcase", classname=r["protocol"] or "no-protocol",
+                             name=r["accession_number"] or r["study_instance_uid"] or r["study_description"])
+        errors = [f for f in r["findings"] if f["severity"] == "error"]
+        if r["status"] == "no-protocol":
+            ET.SubElement(case, "skipped", message="no protocol applies")
+        elif errors:
+            node = ET.SubElement(case, "failure", message="; ".join(
+                f["code"] + (f" {f['requirement']}" if f["requirement"] else "") for f in errors), type=r["status"])
+            node.text = "\n".join(f["message"] for f in errors)
+        others = [f for f in r["findings"] if f["severity"] != "error"]
+        if others:
+            ET.SubElement(case, "system-out").text = "\n".join(f"{f['severity']}: {f['message']}" for f in others)
+    ET.indent(suite)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+
+
+def audit_text(records: list[dict[str, Any]], form: str, empty: str = "") -> str:
+    """``audit``'s and ``query``'s output in ``form`` ("json", "csv" or "table"; ``empty`` for no records)."""
+    if form == "json":
+        return to_json(records)
+    if form == "csv":
+        return audit_csv(records)
+    return audit_table(records) if records or not empty else empty
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """One record as a compact JSON line (``listen``'s output), with the same values as ``to_json``."""
+    return json.dumps(json.loads(to_json(record)), ensure_ascii=False, separators=(",", ":"))
+
+
+def describe(result: Any) -> str:
+    """One line about an :class:`AuditResult`: accession, study UID, status, protocol, counts by severity."""
+    counts: dict[str, int] = {}
+    for f in result.findings:
+        counts[f.severity.value] = counts.get(f.severity.value, 0) + 1
+    detail = ", ".join(f"{n} {sev}" for sev, n in sorted(counts.items())) or "no findings"
+    return (f"accession {result.accession_number or '-'} (study {result.study_instance_uid}): "
+            f"{result.status.value}, protocol {result.protocol or '-'}, {detail}")
+
+
+# -- worklist ----------------------------------------------------------------------------------------
+
+
+def _worklist_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**r, "recommended": (r["recommended"] or {}).get("procedure"),
+             "findings": "; ".join(f"{f['severity']}: {f['code']}" for f in r["findings"])} for r in records]
+
+
+def worklist_csv(records: list[dict[str, Any]]) -> str:
+    return to_csv(_worklist_rows(records), WORKLIST_COLUMNS + ("indication", "trauma_date", "procedure_code", "modality"))
+
+
+def worklist_table(records: list[dict[str, Any]]) -> str:
+    return to_table(_worklist_rows(records), WORKLIST_COLUMNS, WORKLIST_HEADERS,
+                    widths={"procedure": 28, "recommended": 34, "findings": 40})
+
+
+# -- protocols ---------------------------------------------------------------------------------------
+
+
+def protocol_rows(library: Iterable[Any]) -> list[dict[str, Any]]:
+    """``protocols list``: one row per protocol of the library."""
+    return [{"id": p.id, "title": p.title, "modality": p.modality, "version": p.version, "status": p.status,
+             "requirements": len(p.requirements) + len(p.planes), "path": p.path} for p in library]
+
+
+def protocols_csv(rows: list[dict[str, Any]]) -> str:
+    return to_csv(rows, PROTOCOL_COLUMNS)
+
+
+def protocols_table(rows: list[dict[str, Any]], library_path: Any) -> str:
+    return (to_table(rows, ("id", "modality", "version", "status", "requirements", "title"),
+                     {"requirements": "rules"}, widths={"title": 60}) + f"({library_path})\n")
+
+
+def protocol_text(p: Any) -> str:
+    """A readable rendering of one protocol, its rules and the guideline statements they cite."""
+    numbers: dict[str, int] = {}
+
+    def ref(ids: Iterable[str]) -> str:
+        marks = []
+        for cid in ids:
+            numbers.setdefault(cid, len(numbers) + 1)
+            marks.append(f"[{numbers[cid]}]")
+        return " ".join(marks)
+
+    out = [f"{p.id} \u2014 {p.title}",
+           f"  modality {p.modality} \u00b7 version {p.version} \u00b7 status {p.status}"
+           + (f" \u00b7 family {p.family}" if p.family else ""),
+           f"  file {p.path}"]
+    if p.description:
+        out += [""] + wrap_lines(p.description, "  ", hang="")
+    a = p.applies_to
+    out += ["", "Recognised by (when no --protocol or indication chooses)"]
+    out += wrap_lines("descriptions matching: " + (" | ".join(a.descriptions) or "-"), "  ")
+    if a.exclude_descriptions:
+        out += wrap_lines("unless matching: " + " | ".join(a.exclude_descriptions), "  ")
+    out.append(f"  procedure codes: {', '.join(a.procedure_codes) or '-'}   body parts: {', '.join(a.body_parts) or '-'}")
+    out += ["", "Required series (a series satisfies one requirement; localizers and derived images do not count "
+                "unless stated)"]
+    for r in p.requirements:
+        severity = "error" if r.level.value == "required" else "warning"
+        out.append(f"  {r.id:<32} {r.label}  [{r.level.value} \u2192 {severity}] {ref(r.citations)}")
+        out += wrap_lines("match: " + r.describe(), "      ")
+        flags = []
+        if not r.exclusive:
+            flags.append("study-level check (does not use up a series)")
+        if r.defines_exam:
+            flags.append("defines the exam: when unmet, the study is the wrong exam")
+        if flags:
+            out += wrap_lines("; ".join(flags), "      ")
+        if r.note:
+            out += wrap_lines("note: " + r.note, "      ")
+    if p.planes:
+        out += ["", "Plane rules"]
+        for rule in p.planes:
+            severity = "error" if rule.level.value == "required" else "warning"
+            out.append(f"  {rule.id:<32} {rule.label}  [{rule.level.value} \u2192 {severity}] {ref(rule.citations)}")
+            text = (f"two acquired series perpendicular within {rule.tolerance_deg:g}\u00b0, each at least "
+                    f"{rule.min_obliquity_deg:g}\u00b0 off the scanner axes")
+            if rule.isotropic_3d_counts:
+                text += f"; or one 3D acquisition with slices \u2264 {rule.isotropic_max_mm:g} mm (isotropic)"
+            if rule.reformats_count:
+                text += "; reformats count as planes when the study has a 3D acquisition"
+            out += wrap_lines(text, "      ")
+    if p.trauma is not None:
+        t = p.trauma
+        out += ["", "Timing after trauma",
+                f"  at least {t.min_days} days after the injury (earlier: trauma-too-early, error) {ref(t.citations)}",
+                f"  at most {t.max_days} days (later: trauma-delayed, warning) {ref(t.delayed_citations)}",
+                "  a traumatic indication without a trauma date: context-missing (warning)"]
+    if p.wrong_exam is not None:
+        out += ["", "When this exam was done although another was indicated"]
+        out += wrap_lines(f"{p.wrong_exam.text} {ref(p.wrong_exam.citations)}", "  ")
+    if p.notes:
+        out += ["", "Notes"]
+        for note in p.notes:
+            out += wrap_lines(f"- {note.text} {ref(note.citations)}", "  ")
+    out += ["", "References"]
+    for cid, n in numbers.items():
+        c = p.citations[cid]
+        out += wrap_lines(f"[{n}] {cid}: \u201c{c.statement}\u201d \u2014 {c.source}"
+                          + (f" doi:{c.doi}" if c.doi else "") + (f" {c.url}" if c.url else ""), "  ")
+    return "\n".join(out) + "\n"
