@@ -400,8 +400,8 @@ class RulesTarget(LibraryTarget):
 
         from protocolcheck.context import ClinicalContext
         from protocolcheck.library import load_library
-        from protocolcheck.recommend import (RulesError, ScenarioError, check_order, format_order_check,
-                                             format_recommendation, load_rules, recommend)
+        from protocolcheck.recommend import RulesError, ScenarioError, check_order, load_rules, recommend
+        from protocolcheck.render import format_order_check, format_recommendation
 
         folder = self.write(case, workdir)
         try:

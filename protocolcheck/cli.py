@@ -371,7 +371,7 @@ def _scenario(opts: dict[str, Any]) -> tuple[Any, Any]:
 @click.option("--on", "on", callback=_day_option, metavar="DATE", help="Date the exam would be done (default: today).")
 def recommend(**opts: Any) -> None:
     """Which exam and protocol to order for suspected lumbosacral plexopathy, when, and what goes with it."""
-    from .recommend import ScenarioError, format_recommendation
+    from .recommend import ScenarioError
     from .recommend import recommend as run_recommend
 
     context, rules = _scenario(opts)
@@ -381,7 +381,8 @@ def recommend(**opts: Any) -> None:
         warn("error: " + "\n  ".join(exc.problems))
         sys.exit(Exit.USAGE)
     form = resolve_format(opts["fmt"], opts["output"])
-    emit(to_json(result.to_dict()) if form is OutputFormat.JSON else format_recommendation(result), opts["output"])
+    emit(to_json(result.to_dict()) if form is OutputFormat.JSON else render.format_recommendation(result),
+         opts["output"])
     for note in result.scenario.notes:
         warn("note: " + note, opts["quiet"])
     sys.exit(Exit.OK)
@@ -397,7 +398,7 @@ def recommend(**opts: Any) -> None:
 def check_order_command(**opts: Any) -> None:
     """Is this order (or scheduled exam) the right exam and protocol, at the right time?"""
     from .findings import Severity
-    from .recommend import check_order, format_order_check
+    from .recommend import check_order
 
     if not opts["procedure"] and not opts["procedure_code"]:
         warn("error: give --procedure TEXT and/or --procedure-code CODE")
@@ -405,7 +406,8 @@ def check_order_command(**opts: Any) -> None:
     context, rules = _scenario(opts)
     result = check_order(opts["procedure"], context, opts["procedure_code"], opts["scheduled"], rules=rules)
     form = resolve_format(opts["fmt"], opts["output"])
-    emit(to_json(result.to_dict(rules)) if form is OutputFormat.JSON else format_order_check(result), opts["output"])
+    emit(to_json(result.to_dict(rules)) if form is OutputFormat.JSON else render.format_order_check(result),
+         opts["output"])
     if result.problems:
         warn("error: " + "\n  ".join(result.problems))
         sys.exit(Exit.USAGE)

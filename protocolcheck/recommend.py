@@ -16,7 +16,6 @@ import importlib.resources
 import json
 import os
 import re
-import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -1117,92 +1116,9 @@ def check_order(procedure: str, context: ClinicalContext, procedure_code: str = 
     return OrderCheck(procedure, procedure_code, scheduled, status_for(findings), tuple(findings), top, ordered, rec, ())
 
 
-# ----------------------------------------------------------------------------------------------------
-# Text rendering (the table format)
-
-def _wrap(text: str, width: int = 96, indent: str = "    ") -> str:
-    return textwrap.fill(text, width=width, initial_indent=indent, subsequent_indent=indent + "  ",
-                         break_on_hyphens=False, break_long_words=False)
-
-
-def _refs(ids: Sequence[str], numbers: dict[str, int]) -> str:
-    return "".join(f"[{numbers.setdefault(i, len(numbers) + 1)}]" for i in ids)
-
-
-def format_recommendation(rec: Recommendation) -> str:
-    """A readable report: variant, ranked procedures, timing, companion tests, follow-up, cautions, sources."""
-    from .report import to_table
-
-    numbers: dict[str, int] = {}
-    sc = rec.scenario
-    lines = [f"Scenario: {sc.indication or '(no indication text)'}"]
-    facts = [f"categories {', '.join(sc.categories) or '-'}"]
-    if sc.codes:
-        facts.append("codes " + ", ".join(f"{c.code} ({c.label})" for c in sc.codes))
-    for label, value in (("trauma", sc.trauma_date), ("exam date", sc.on), ("eGFR", sc.egfr)):
-        if value is not None:
-            facts.append(f"{label} {value}")
-    for label, value in (("MRI contraindicated", sc.mri_contraindicated),
-                         ("gadolinium contraindicated", sc.gadolinium_contraindicated),
-                         ("iodinated contrast contraindicated", sc.iodinated_contrast_contraindicated),
-                         ("dermatomal", sc.dermatomal), ("known malignancy", sc.known_malignancy),
-                         ("prior radiation", sc.prior_radiation)):
-        if value:
-            facts.append(label)
-    lines.append(_wrap("; ".join(facts), indent="  "))
-    lines += [f"  note: {n}" for n in sc.notes]
-    lines.append(f"Variant: {rec.variant.title} {_refs(rec.variant.citations, numbers)}")
-    lines.append("")
-    rows = [{"rank": r.rank, "procedure": r.procedure, "protocol": r.protocol or "-",
-             "appropriateness": r.appropriateness.label, "cites": _refs(r.citations, numbers)}
-            for r in rec.recommendations]
-    lines.append(to_table(rows, ("rank", "procedure", "protocol", "appropriateness", "cites"),
-                          widths={"procedure": 58}).rstrip("\n") if rows else "  (no suitable procedure)")
-    if rec.top:
-        lines.append(_wrap(f"Why rank 1: {rec.top.rationale}", indent="  "))
-    for e in rec.excluded:
-        lines.append(_wrap(f"not for this patient: {e.procedure} - {e.reason} {_refs(e.citations, numbers)}", indent="  "))
-    lines.append("")
-    date = rec.timing.earliest_date.isoformat() if rec.timing.earliest_date else "-"
-    lines.append(f"Earliest date: {date}  ({rec.timing.status.value})")
-    lines.append(_wrap(rec.timing.text + " " + _refs(rec.timing.citations, numbers), indent="  "))
-    for title, items in (("Companion tests", rec.companion), ("Follow-up", rec.follow_up), ("Cautions", rec.cautions)):
-        lines.append(f"{title}:")
-        lines += [_wrap(f"- {s.text} {_refs(s.citations, numbers)}", indent="  ") for s in items] or ["  -"]
-    lines.append("Sources:")
-    for cid, n in numbers.items():
-        src = rec.sources.get(cid)
-        if src:
-            lines.append(_wrap(f"[{n}] {src.title}: \"{src.statement}\"", indent="  "))
-    return "\n".join(lines) + "\n"
-
-
-def format_order_check(check: OrderCheck) -> str:
-    """A readable order-check report: status, findings, recommended replacement."""
-    lines = [f"Order: {check.procedure or '-'}" + (f" (code {check.procedure_code})" if check.procedure_code else "")
-             + f"  scheduled {check.scheduled.isoformat()}"]
-    if check.ordered and check.ordered.key:
-        lines.append(f"  understood as: {check.ordered.key}")
-    for note in (check.ordered.notes if check.ordered else ()):
-        lines.append(f"  note: {note}")
-    if check.recommendation:
-        lines.append(f"Variant: {check.recommendation.variant.title}")
-    lines.append(f"Status: {check.status.value}")
-    for p in check.problems:
-        lines.append(_wrap(f"problem: {p}", indent="  "))
-    for f in check.findings:
-        lines.append(_wrap(f"{f.severity.value.upper()} {f.code.value}: {f.message}", indent="  "))
-    if check.recommended:
-        r = check.recommended
-        lines.append(f"Recommended: {r.procedure} [{r.protocol or 'no library protocol'}] - {r.appropriateness.label}")
-    if check.recommendation and check.recommendation.timing.earliest_date:
-        lines.append(f"Earliest date: {check.recommendation.timing.earliest_date.isoformat()}")
-    return "\n".join(lines) + "\n"
-
-
 __all__ = [
     "Appropriateness", "CodeMatch", "ExcludedProcedure", "OrderCheck", "ParsedOrder", "RankedProcedure",
     "Recommendation", "Rules", "RulesError", "Scenario", "ScenarioError", "Selection", "Statement", "Timing",
-    "TimingStatus", "check_order", "default_rules_path", "evaluate", "extract_icd10", "format_order_check",
-    "format_recommendation", "load_rules", "parse_order", "recommend", "select_protocol", "understand",
+    "TimingStatus", "check_order", "default_rules_path", "evaluate", "extract_icd10", "load_rules", "parse_order",
+    "recommend", "select_protocol", "understand",
 ]

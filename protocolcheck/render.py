@@ -1,5 +1,6 @@
 """Records -> text for people and for CI: the classify and audit tables, the audit CSV and JUnit XML,
-the protocol description, the worklist table, and the one-line forms used by ``listen``.
+the recommendation and order-check reports, the protocol description, the worklist table, and the
+one-line forms used by ``listen``.
 
 Inputs are the JSON-ready dicts of the records (``to_dict()``), so every output shows the same facts
 as ``--format json``; ``report.py`` does the generic table/CSV/JSON work underneath.
@@ -9,10 +10,13 @@ from __future__ import annotations
 
 import json
 import textwrap
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .report import to_csv, to_json, to_table
+
+if TYPE_CHECKING:
+    from .recommend import OrderCheck, Recommendation
 
 CLASSIFY_COLUMNS = (
     "series_number", "stack", "series_description", "weighting", "inversion", "fat_suppression",
@@ -194,6 +198,88 @@ def worklist_csv(records: list[dict[str, Any]]) -> str:
 def worklist_table(records: list[dict[str, Any]]) -> str:
     return to_table(_worklist_rows(records), WORKLIST_COLUMNS, WORKLIST_HEADERS,
                     widths={"procedure": 28, "recommended": 34, "findings": 40})
+
+
+# -- recommend and check-order -----------------------------------------------------------------------
+
+
+def _wrap(text: str, width: int = 96, indent: str = "    ") -> str:
+    """One wrapped paragraph (words are never split: codes and references stay whole)."""
+    return textwrap.fill(text, width=width, initial_indent=indent, subsequent_indent=indent + "  ",
+                         break_on_hyphens=False, break_long_words=False)
+
+
+def _refs(ids: Sequence[str], numbers: dict[str, int]) -> str:
+    return "".join(f"[{numbers.setdefault(i, len(numbers) + 1)}]" for i in ids)
+
+
+def format_recommendation(rec: Recommendation) -> str:
+    """A readable report: variant, ranked procedures, timing, companion tests, follow-up, cautions, sources."""
+    numbers: dict[str, int] = {}
+    sc = rec.scenario
+    lines = [f"Scenario: {sc.indication or '(no indication text)'}"]
+    facts = [f"categories {', '.join(sc.categories) or '-'}"]
+    if sc.codes:
+        facts.append("codes " + ", ".join(f"{c.code} ({c.label})" for c in sc.codes))
+    for label, value in (("trauma", sc.trauma_date), ("exam date", sc.on), ("eGFR", sc.egfr)):
+        if value is not None:
+            facts.append(f"{label} {value}")
+    for label, value in (("MRI contraindicated", sc.mri_contraindicated),
+                         ("gadolinium contraindicated", sc.gadolinium_contraindicated),
+                         ("iodinated contrast contraindicated", sc.iodinated_contrast_contraindicated),
+                         ("dermatomal", sc.dermatomal), ("known malignancy", sc.known_malignancy),
+                         ("prior radiation", sc.prior_radiation)):
+        if value:
+            facts.append(label)
+    lines.append(_wrap("; ".join(facts), indent="  "))
+    lines += [f"  note: {n}" for n in sc.notes]
+    lines.append(f"Variant: {rec.variant.title} {_refs(rec.variant.citations, numbers)}")
+    lines.append("")
+    rows = [{"rank": r.rank, "procedure": r.procedure, "protocol": r.protocol or "-",
+             "appropriateness": r.appropriateness.label, "cites": _refs(r.citations, numbers)}
+            for r in rec.recommendations]
+    lines.append(to_table(rows, ("rank", "procedure", "protocol", "appropriateness", "cites"),
+                          widths={"procedure": 58}).rstrip("\n") if rows else "  (no suitable procedure)")
+    if rec.top:
+        lines.append(_wrap(f"Why rank 1: {rec.top.rationale}", indent="  "))
+    for e in rec.excluded:
+        lines.append(_wrap(f"not for this patient: {e.procedure} - {e.reason} {_refs(e.citations, numbers)}", indent="  "))
+    lines.append("")
+    date = rec.timing.earliest_date.isoformat() if rec.timing.earliest_date else "-"
+    lines.append(f"Earliest date: {date}  ({rec.timing.status.value})")
+    lines.append(_wrap(rec.timing.text + " " + _refs(rec.timing.citations, numbers), indent="  "))
+    for title, items in (("Companion tests", rec.companion), ("Follow-up", rec.follow_up), ("Cautions", rec.cautions)):
+        lines.append(f"{title}:")
+        lines += [_wrap(f"- {s.text} {_refs(s.citations, numbers)}", indent="  ") for s in items] or ["  -"]
+    lines.append("Sources:")
+    for cid, n in numbers.items():
+        src = rec.sources.get(cid)
+        if src:
+            lines.append(_wrap(f"[{n}] {src.title}: \"{src.statement}\"", indent="  "))
+    return "\n".join(lines) + "\n"
+
+
+def format_order_check(check: OrderCheck) -> str:
+    """A readable order-check report: status, findings, recommended replacement."""
+    lines = [f"Order: {check.procedure or '-'}" + (f" (code {check.procedure_code})" if check.procedure_code else "")
+             + f"  scheduled {check.scheduled.isoformat()}"]
+    if check.ordered and check.ordered.key:
+        lines.append(f"  understood as: {check.ordered.key}")
+    for note in (check.ordered.notes if check.ordered else ()):
+        lines.append(f"  note: {note}")
+    if check.recommendation:
+        lines.append(f"Variant: {check.recommendation.variant.title}")
+    lines.append(f"Status: {check.status.value}")
+    for p in check.problems:
+        lines.append(_wrap(f"problem: {p}", indent="  "))
+    for f in check.findings:
+        lines.append(_wrap(f"{f.severity.value.upper()} {f.code.value}: {f.message}", indent="  "))
+    if check.recommended:
+        r = check.recommended
+        lines.append(f"Recommended: {r.procedure} [{r.protocol or 'no library protocol'}] - {r.appropriateness.label}")
+    if check.recommendation and check.recommendation.timing.earliest_date:
+        lines.append(f"Earliest date: {check.recommendation.timing.earliest_date.isoformat()}")
+    return "\n".join(lines) + "\n"
 
 
 # -- protocols ---------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from protocolcheck.context import ClinicalContext
 from protocolcheck.findings import Status
 from protocolcheck.recommend import (
     Appropriateness, RulesError, ScenarioError, TimingStatus, check_order, default_rules_path, evaluate,
-    extract_icd10, format_order_check, format_recommendation, load_rules, parse_order, recommend, select_protocol,
+    extract_icd10, load_rules, parse_order, recommend, select_protocol,
 )
 
 TODAY = dt.date(2026, 3, 1)
@@ -527,13 +527,6 @@ def test_json_contract_fields(rules):
     assert first["appropriateness"] in {"usually-appropriate", "may-be-appropriate", "usually-not-appropriate"}
     assert data["earliest_date"] == (TODAY + 18 * DAY).isoformat()
     assert all(set(c) == {"text", "citations"} for c in data["cautions"])
-
-
-def test_text_renderings(rules):
-    text = format_recommendation(rec(rules, indication="G54.1", egfr=20))
-    assert "mr-lumbosacral-plexus-wo" in text and "Sources:" in text and "[1]" in text
-    check_text = format_order_check(order(rules, "MRI pelvis w/o", indication="G54.1"))
-    assert "wrong-protocol" in check_text and "Status: fail" in check_text
 
 
 def test_cli_recommend_json_and_errors():
