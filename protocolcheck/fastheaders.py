@@ -232,6 +232,9 @@ _PRIVATE_OFFSETS: dict[int, frozenset[int]] = {
 _CREATORS = "\x00creators"  # key of an item's private creators in its captured dict
 
 
+_NOT_A_SEQUENCE = "\x00"  # marks a sequence keyword in a level's plain tags (a plain value: fall back)
+
+
 class _Level:
     """What to keep from the datasets at one place of the tree (top level, a kind of item).
 
@@ -246,9 +249,11 @@ class _Level:
     def __init__(self, tags: dict[int, str], sequences: dict[int, tuple[str, _Level]] | None = None,
                  private_offsets: dict[int, frozenset[int]] | None = None,
                  private_sequences: dict[int, dict[int, _Level]] | None = None) -> None:
+        self.sequences = sequences or {}
+        for tag, (keyword, _level) in self.sequences.items():
+            tags[tag] = _NOT_A_SEQUENCE + keyword  # stored as a plain value: pydicom fails later
         self.tags = tags
         self.swapped_tags = {(tag & 0xFFFF) << 16 | tag >> 16: keyword for tag, keyword in tags.items()}
-        self.sequences = sequences or {}
         self.private_offsets = private_offsets or {}
         self.private_sequences = private_sequences or {}
 
@@ -268,8 +273,6 @@ _XA_LEVEL = _Level(dict(_CHARSET_TAG), private_offsets={SIEMENS_XA_SCAN_OPTIONS[
 _XA_SERIES_OFFSET = 0xFE  # (0021,xxFE): Siemens XA series private sequence in the shared group
 _GROUP_LEVEL = _Level(dict(_CHARSET_TAG), _MACRO_LEVELS,
                       private_sequences={SIEMENS_XA_SCAN_OPTIONS[1]: {_XA_SERIES_OFFSET: _XA_LEVEL}})
-# A sequence of the top level stored as a plain value: pydicom would fail on it later; leave it to pydicom.
-_NOT_A_SEQUENCE = "\x00"
 # pydicom applies every Specific Character Set it meets while reading (and fails on a bad one), not only
 # the last one kept: a second one is left to pydicom.
 _ONCE = "\x01"
@@ -284,9 +287,8 @@ def _special(keyword: str, out: dict[Any, Any]) -> str:
     if keyword in out:
         raise _Fallback(f"{keyword} more than once")
     return keyword
-_TOP.update({_tag(k): _NOT_A_SEQUENCE + k for k in (
-    "ProcedureCodeSequence", "RequestedProcedureCodeSequence", "RequestAttributesSequence",
-    "ContrastBolusAgentSequence", "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence")})
+
+
 # The hot loop's tables, keyed by "swapped" tags (element << 16 | group, one little-endian 32-bit read).
 _SWAPPED_EXPLICIT = Struct("<L2sH")
 _SWAPPED_IMPLICIT = Struct("<LL")
@@ -754,6 +756,8 @@ class _Walker:
                 elif wanted is not None:
                     keyword = wanted.get(swapped)
                     if keyword is not None:
+                        if keyword[0] < " ":
+                            keyword = _special(keyword, out)  # type: ignore[arg-type]
                         out[keyword] = (vr or _STD_VR[swapped >> 16 | (swapped & 0xFFFF) << 16],  # type: ignore[index]
                                         self.value(pos + 8, length))
                         buf, base = self.buf, self.base

@@ -523,6 +523,22 @@ def test_enhanced_multiframe(tmp_path: Path, explicit: bool, undefined: bool) ->
     assert first.vendor_scan_options == (("FS", "PFP") if explicit or undefined else ())
 
 
+def test_sequences_stored_as_plain_values_fall_back(tmp_path: Path) -> None:
+    """A needed sequence written with another VR makes pydicom fail later (fuzz finding): leave it."""
+    elements = base_elements()
+    elements[0x00081032] = element(0x00081032, "OB", b"\x01\x02")
+    path = write(tmp_path / "top.dcm", elements)
+    assert fallback_reason(str(path)) == "a sequence stored as a plain value"
+    assert_fast_agrees(path, handled=False)
+    elements = base_elements()
+    elements[0x00080016] = element(0x00080016, "UI", text("1.2.840.10008.5.1.4.1.1.4.1", pad=b"\x00"))
+    shared = item(element(0x00289110, "OB", b"\x01\x02"))  # Pixel Measures macro as bytes
+    elements[0x52009229] = sequence(0x52009229, [shared])
+    path = write(tmp_path / "group.dcm", elements)
+    assert fallback_reason(str(path)) == "a sequence stored as a plain value"
+    assert_fast_agrees(path, handled=False)
+
+
 # -------------------------------------------------------------------- what must fall back
 
 
