@@ -20,7 +20,7 @@ from pathlib import Path
 
 def run_atheris(seconds: float, out: Path, memory_mb: int, timeout: float) -> int:
     try:
-        import atheris
+        import atheris  # type: ignore[import-untyped]
     except ImportError:
         print("atheris is not installed (pip install atheris); use the builtin engine", file=sys.stderr)
         return 2

@@ -61,10 +61,10 @@ def _location(tb: BaseException) -> str:
     """Innermost frame inside protocolcheck (else the innermost frame): "module.py:function"."""
     frames = traceback.extract_tb(tb.__traceback__)
     ours = [f for f in frames if "protocolcheck" in f.filename and "/fuzz/" not in f.filename]
-    frame = (ours or frames or [None])[-1]
-    if frame is None:
+    chosen = ours or list(frames)
+    if not chosen:
         return "?"
-    return f"{Path(frame.filename).name}:{frame.name}"
+    return f"{Path(chosen[-1].filename).name}:{chosen[-1].name}"
 
 
 def _normalise(text: str) -> str:

@@ -39,16 +39,16 @@ def _shrink_bytes(data: bytes, fails: Callable[[bytes], bool], deadline: float, 
                     i += chunk
             chunk //= 2
         data = b"\n".join(parts)
-    chunk = max(1, len(data) // 2)
-    while chunk >= 1 and time.time() < deadline:
+    size = max(1, len(data) // 2)
+    while size >= 1 and time.time() < deadline:
         i = 0
         while i < len(data) and time.time() < deadline:
-            trial = data[:i] + data[i + chunk:]
-            if fails(trial):
-                data = trial
+            candidate = data[:i] + data[i + size:]
+            if fails(candidate):
+                data = candidate
             else:
-                i += chunk
-        chunk //= 2
+                i += size
+        size //= 2
     return data
 
 

@@ -141,7 +141,7 @@ def _differential(path: str) -> None:
         raise Violation("divergence", f"read_fast read a file pydicom rejects ({exc})", key="pydicom-rejects") from exc
     if type(fast) is not type(reference):
         raise Violation("divergence", f"read_fast gives {type(fast).__name__}, pydicom {type(reference).__name__}")
-    if isinstance(fast, list):
+    if isinstance(fast, list) and isinstance(reference, list):
         if len(fast) != len(reference):
             raise Violation("divergence", f"{len(fast)} records from read_fast, {len(reference)} from pydicom")
         for a, b in zip(fast, reference):

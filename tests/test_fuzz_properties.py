@@ -44,7 +44,7 @@ FAST = settings(max_examples=40, derandomize=True, deadline=None,
 
 numbers = st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False),
                     st.sampled_from([0.0, -1.0, -0.0, 1e308, -1e308, 5e-324, 150.0, 2000.0, 3.0]))
-texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=24)
+texts = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=24)
 tokens = st.lists(st.sampled_from(["ORIGINAL", "PRIMARY", "DERIVED", "SECONDARY", "M", "W", "F", "IP", "OP",
                                    "FS", "SFS", "WE", "SE", "IR", "GR", "EP", "SK", "SP", "MP", "DIXON", "MPR",
                                    "LOCALIZER", "", "FSA_GEMS", "SAT_GEMS"]) | texts, max_size=5).map(tuple)
@@ -112,7 +112,8 @@ def test_geometry_is_a_unit_normal_or_unknown(a: tuple[float, ...], b: tuple[flo
     for n in (n1, n2):
         if n is not None:
             assert all(math.isfinite(c) for c in n) and abs(math.hypot(*n) - 1) < 1e-6
-            assert plane_of(n) is not None and 0 <= obliquity_deg(n) <= 55
+            obliquity = obliquity_deg(n)
+            assert plane_of(n) is not None and obliquity is not None and 0 <= obliquity <= 55
         else:
             assert plane_of(n) is None and obliquity_deg(n) is None
     angle = angle_between(n1, n2)
