@@ -20,6 +20,7 @@ from .report import OutputFormat, to_json
 from .study import group_studies
 
 T = TypeVar("T")
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]  # a click option or argument
 
 
 class Exit(IntEnum):
@@ -75,6 +76,153 @@ def progress(items: Iterable[T], label: str, quiet: bool, length: int | None = N
         return
     with click.progressbar(items, label=label, length=length, file=sys.stderr) as bar:
         yield from bar
+
+
+# --- options and checks shared by several commands ---------------------------------------------
+
+FAIL_ON = ("error", "warning", "never")
+LIBRARY_HELP = "Protocol library (default: $PROTOCOLCHECK_LIBRARY, else the shipped one)."
+RULES_LIBRARY_HELP = "Protocol library directory whose rules.yaml to use."
+
+
+def fail_on_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--fail-on", type=click.Choice(FAIL_ON), default="error", show_default=True,
+                        help="Exit 1 when a finding at or above this severity is found.")(f)
+
+
+def _fail_threshold(fail_on: str) -> int:
+    """The lowest severity rank that fails the run (``--fail-on never``: above every rank)."""
+    from .findings import Severity
+
+    return {"error": Severity.ERROR.rank, "warning": Severity.WARNING.rank, "never": 99}[fail_on]
+
+
+def _fail_severity(fail_on: str) -> Any:
+    """``--fail-on`` as the Severity threshold of :func:`pipeline.reaches` (None = never)."""
+    from .findings import Severity
+
+    return {"error": Severity.ERROR, "warning": Severity.WARNING, "never": None}[fail_on]
+
+
+def library_option(help_text: str = LIBRARY_HELP) -> Decorator:
+    """``--library DIR``: the protocol library folder."""
+    return click.option("--library", "library_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+                        help=help_text)
+
+
+def _day_option(_ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if not value:
+        return None
+    from .context import parse_date
+
+    try:
+        return parse_date(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=f"--{param.name.replace('_', '-')}" if param.name else None)
+
+
+def _apply(f: Callable[..., Any], options: list[Decorator]) -> Callable[..., Any]:
+    """Decorate ``f`` with ``options`` so that they appear in ``--help`` in the order listed."""
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def audit_context_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``audit``'s protocol and clinical-context options (also those of ``listen`` and ``query``)."""
+    return _apply(f, [
+        click.option("--protocol", "protocol_id", default=None, metavar="ID",
+                     help="Audit every study against this protocol (default: from the indication, else the "
+                          "study's own description/codes)."),
+        click.option("--context", "context_file", type=click.Path(dir_okay=False), default=None, metavar="FILE.csv",
+                     help="Clinical context per study, keyed by accession_number (or study_instance_uid)."),
+        click.option("--trauma-date", callback=_day_option, metavar="DATE",
+                     help="Date of the injury (YYYY-MM-DD), for studies without a context row value."),
+        click.option("--indication", default=None, metavar="TEXT",
+                     help="Indication (free text and/or ICD-10-CM), for studies without a context row value."),
+        click.option("--mri-contraindicated", is_flag=True, default=None,
+                     help="MRI is contraindicated (default context)."),
+        click.option("--gadolinium-contraindicated", is_flag=True, default=None,
+                     help="Gadolinium is contraindicated (default context)."),
+        click.option("--dermatomal", is_flag=True, default=None, help="Single-dermatome symptoms (default context)."),
+    ])
+
+
+def series_output_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--no-series`` and ``--include-patient``: what audit records carry."""
+    return _apply(f, [
+        click.option("--no-series", is_flag=True, help="Leave the per-series classification out of JSON output."),
+        click.option("--include-patient", is_flag=True,
+                     help="Include patient name and ID in JSON (hidden by default)."),
+    ])
+
+
+def _library_or_exit(library_dir: str | None) -> Any:
+    from .library import LibraryError, load_library
+
+    try:
+        return load_library(library_dir)
+    except LibraryError as exc:
+        warn(f"error: the protocol library cannot be used ({len(exc.problems)} problems):\n  "
+             + "\n  ".join(exc.problems))
+        sys.exit(Exit.USAGE)
+
+
+def _protocol_or_exit(library: Any, protocol_id: str) -> Any:
+    try:
+        return library.get(protocol_id)
+    except KeyError as exc:
+        warn(f"error: {exc.args[0]}")
+        sys.exit(Exit.USAGE)
+
+
+def _rules_or_exit(path: Any) -> Any:
+    """The recommender's decision rules; exit 2 listing every problem when they cannot be used."""
+    from .recommend import RulesError, load_rules
+
+    try:
+        return load_rules(path)
+    except RulesError as exc:
+        warn("error: the decision rules cannot be used:\n  " + "\n  ".join(exc.problems))
+        sys.exit(Exit.USAGE)
+
+
+def _context_table_or_exit(path: str, quiet: bool, *, count_problems: bool = False) -> Any:
+    """The context CSV, its warnings on stderr; exit 2 listing every problem when it cannot be used."""
+    from .context import ContextError, load_context_csv
+
+    try:
+        table = load_context_csv(path)
+    except ContextError as exc:
+        what = f"the context file cannot be used ({len(exc.problems)} problems):\n  " if count_problems else ""
+        warn("error: " + what + "\n  ".join(exc.problems))
+        sys.exit(Exit.USAGE)
+    for message in table.warnings:
+        warn("warning: " + message, quiet)
+    return table
+
+
+def _audit_options(opts: dict[str, Any], *, warnings_quiet: bool, count_problems: bool = False) -> Any:
+    """:class:`pipeline.AuditOptions` from the audit options; exit 2 when the library, the protocol or
+    the context file cannot be used."""
+    from .context import ClinicalContext
+    from .pipeline import AuditOptions
+
+    library = _library_or_exit(opts["library_dir"])
+    if opts["protocol_id"]:
+        _protocol_or_exit(library, opts["protocol_id"])
+    contexts = None
+    if opts["context_file"]:
+        contexts = _context_table_or_exit(opts["context_file"], warnings_quiet, count_problems=count_problems)
+    default = ClinicalContext(
+        indication=opts["indication"] or "", trauma_date=opts["trauma_date"],
+        mri_contraindicated=opts["mri_contraindicated"] or None,
+        gadolinium_contraindicated=opts["gadolinium_contraindicated"] or None,
+        dermatomal=opts["dermatomal"] or None, source="options")
+    has_default = bool(default.indication or default.trauma_date or default.mri_contraindicated
+                       or default.gadolinium_contraindicated or default.dermatomal)
+    return AuditOptions(library=library, protocol_id=opts["protocol_id"], contexts=contexts,
+                        default_context=default if has_default else None, include_series=not opts["no_series"])
 
 
 def collect_headers(paths: tuple[str, ...], quiet: bool) -> tuple[list[InstanceHeader], list[Unreadable], list[Skipped]]:
@@ -222,7 +370,7 @@ def report(db: str | None, since: Any, until: Any, protocols: tuple[str, ...], s
 
 def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """``audit``'s results-store options: --db, --no-db, --force, --lock."""
-    options = [
+    return _apply(f, [
         click.option("--db", "db", default=None, metavar="PATH|URL",
                      help="Results store: a SQLite file or a SQLAlchemy URL (default: $PROTOCOLCHECK_DB, else "
                           "~/.local/share/protocolcheck/results.db). Unchanged studies are skipped on re-runs."),
@@ -232,10 +380,7 @@ def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--lock", "lock_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
                      help="Job lock: exit 3 if another run holds it (default with --db: a lock beside the store, "
                           "one per store and set of folders)."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    ])
 
 
 def _audit_with_store(opts: dict[str, Any], options: Any, files: list[str],
@@ -286,20 +431,9 @@ def _audit_with_store(opts: dict[str, Any], options: Any, files: list[str],
 # --- recommend / check-order (helper "recommend") -----------------------------------------------
 
 
-def _day_option(_ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-    if not value:
-        return None
-    from .context import parse_date
-
-    try:
-        return parse_date(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint=f"--{param.name.replace('_', '-')}" if param.name else None)
-
-
 def scenario_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """The clinical scenario options shared by ``recommend`` and ``check-order`` (DESIGN.md section 3)."""
-    options = [
+    f = _apply(f, [
         click.option("--indication", default=None, metavar="TEXT",
                      help="Free text and/or ICD-10-CM codes, e.g. 'piriformis syndrome G57.01'."),
         click.option("--trauma-date", callback=_day_option, metavar="DATE", help="Date of the injury (YYYY-MM-DD)."),
@@ -318,28 +452,19 @@ def scenario_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--accession", default=None, metavar="N", help="Accession number of the row in --context."),
         click.option("--rules", "rules_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
                      help="Decision rules file (default: rules.yaml of --library, $PROTOCOLCHECK_LIBRARY, or shipped)."),
-        click.option("--library", "library_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
-                     help="Protocol library directory whose rules.yaml to use."),
+        library_option(RULES_LIBRARY_HELP),
         click.option("--format", "fmt", type=click.Choice(["table", "json"]), default=None,
                      help="Output format (default: table on a terminal, json otherwise)."),
-    ]
-    for option in reversed(options):
-        f = option(f)
+    ])
     return output_option(quiet_option(f))
 
 
 def _scenario(opts: dict[str, Any]) -> tuple[Any, Any]:
     """(ClinicalContext, Rules) from the options; exits 2 with a clear message when they are unusable."""
-    from .context import ClinicalContext, ContextError, load_context_csv
-    from .recommend import RulesError, load_rules
-
+    from .context import ClinicalContext
     from .recommend import default_rules_path
 
-    try:
-        rules = load_rules(opts["rules_file"] or default_rules_path(opts["library_dir"]))
-    except RulesError as exc:
-        warn("error: the decision rules cannot be used:\n  " + "\n  ".join(exc.problems))
-        sys.exit(Exit.USAGE)
+    rules = _rules_or_exit(opts["rules_file"] or default_rules_path(opts["library_dir"]))
     given = ClinicalContext(
         indication=opts["indication"] or "", trauma_date=opts["trauma_date"],
         mri_contraindicated=opts["mri_contraindicated"] or None,
@@ -351,13 +476,7 @@ def _scenario(opts: dict[str, Any]) -> tuple[Any, Any]:
         warn("error: --context FILE and --accession N go together")
         sys.exit(Exit.USAGE)
     if opts["context_file"]:
-        try:
-            table = load_context_csv(opts["context_file"])
-        except ContextError as exc:
-            warn("error: " + "\n  ".join(exc.problems))
-            sys.exit(Exit.USAGE)
-        for message in table.warnings:
-            warn("warning: " + message, opts["quiet"])
+        table = _context_table_or_exit(opts["context_file"], opts["quiet"])
         row = table.lookup(accession_number=opts["accession"])
         if row is None:
             warn(f"error: accession {opts['accession']!r} is not in {opts['context_file']}")
@@ -392,12 +511,10 @@ def recommend(**opts: Any) -> None:
 @click.option("--procedure", default="", metavar="TEXT", help="Ordered procedure description, e.g. 'MRI pelvis w/o'.")
 @click.option("--procedure-code", default="", metavar="CODE", help="Ordered procedure code (CPT), e.g. 72197.")
 @click.option("--scheduled", callback=_day_option, metavar="DATE", help="Scheduled date (default: today).")
-@click.option("--fail-on", type=click.Choice(["error", "warning", "never"]), default="error", show_default=True,
-              help="Exit 1 when a finding at or above this severity is found.")
+@fail_on_option
 @scenario_options
 def check_order_command(**opts: Any) -> None:
     """Is this order (or scheduled exam) the right exam and protocol, at the right time?"""
-    from .findings import Severity
     from .recommend import check_order
 
     if not opts["procedure"] and not opts["procedure_code"]:
@@ -411,9 +528,8 @@ def check_order_command(**opts: Any) -> None:
     if result.problems:
         warn("error: " + "\n  ".join(result.problems))
         sys.exit(Exit.USAGE)
-    threshold = {"error": Severity.ERROR.rank, "warning": Severity.WARNING.rank, "never": 99}[opts["fail_on"]]
     worst = max((f.severity.rank for f in result.findings), default=-1)
-    sys.exit(Exit.FINDINGS if worst >= threshold else Exit.OK)
+    sys.exit(Exit.FINDINGS if worst >= _fail_threshold(opts["fail_on"]) else Exit.OK)
 
 
 # --- network roles: listen, query, worklist (helper "net") -----------------------------------------
@@ -421,7 +537,7 @@ def check_order_command(**opts: Any) -> None:
 
 def net_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """HOST PORT --called-aet [--calling-aet] [--timeout] shared by the DICOM client commands."""
-    options = [
+    return _apply(f, [
         click.argument("host"),
         click.argument("port", type=click.IntRange(1, 65535)),
         click.option("--called-aet", required=True, metavar="AET", help="AE title of the peer."),
@@ -437,10 +553,7 @@ def net_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--tls-key", type=click.Path(dir_okay=False), default=None, metavar="FILE",
                      help="The private key (PEM) of --tls-cert."),
         click.option("-v", "--verbose", is_flag=True, help="Also log pynetdicom's messages."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    ])
 
 
 def _tls_options(opts: dict[str, Any], *, server: bool = False) -> Any:
@@ -504,12 +617,6 @@ def _date_range(_ctx: click.Context, param: click.Parameter, value: str | None) 
         raise click.BadParameter(str(exc)) from exc
 
 
-def _fail_threshold(fail_on: str) -> int:
-    from .findings import Severity
-
-    return {"error": Severity.ERROR.rank, "warning": Severity.WARNING.rank, "never": 99}[fail_on]
-
-
 @main.command()
 @net_options
 @click.option("--station-aet", default="", metavar="AET", help="Scheduled Station AE Title to match.")
@@ -518,10 +625,8 @@ def _fail_threshold(fail_on: str) -> int:
 @click.option("--modality", default="", metavar="MOD", help="Modality to match, e.g. MR.")
 @click.option("--context", "context_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Context CSV keyed by accession number; its values override the worklist's own fields.")
-@click.option("--library", "library_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
-              help="Protocol library directory whose rules.yaml to use.")
-@click.option("--fail-on", type=click.Choice(["error", "warning", "never"]), default="error", show_default=True,
-              help="Exit 1 when a finding at or above this severity is found.")
+@library_option(RULES_LIBRARY_HELP)
+@fail_on_option
 @format_option
 @output_option
 @quiet_option
@@ -532,27 +637,14 @@ def worklist(**opts: Any) -> None:
     the worklist item (Reason for the Requested Procedure, Admitting Diagnoses, Requested Procedure
     Comments; a date next to "trauma", "injury", "fall"... is the trauma date).
     """
-    from .context import ContextError, load_context_csv
     from .net.common import NetError
     from .net.mwl import WorklistQuery, find_worklist, order_context
-    from .recommend import RulesError, check_order, default_rules_path, load_rules
+    from .recommend import check_order, default_rules_path
 
     _net_logging(opts["quiet"], opts["verbose"])
     peer = _peer(opts)
-    try:
-        rules = load_rules(default_rules_path(opts["library_dir"]) if opts["library_dir"] else None)
-    except RulesError as exc:
-        warn("error: the decision rules cannot be used:\n  " + "\n  ".join(exc.problems))
-        sys.exit(Exit.USAGE)
-    table = None
-    if opts["context_file"]:
-        try:
-            table = load_context_csv(opts["context_file"])
-        except ContextError as exc:
-            warn("error: " + "\n  ".join(exc.problems))
-            sys.exit(Exit.USAGE)
-        for message in table.warnings:
-            warn("warning: " + message, opts["quiet"])
+    rules = _rules_or_exit(default_rules_path(opts["library_dir"]))
+    table = _context_table_or_exit(opts["context_file"], opts["quiet"]) if opts["context_file"] else None
     query = WorklistQuery(station_aet=opts["station_aet"], modality=opts["modality"], date=opts["date"])
     try:
         items = find_worklist(peer, query, _timeouts(opts["timeout"]))
@@ -589,112 +681,37 @@ def worklist(**opts: Any) -> None:
 
 def net_audit_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """The audit options of ``listen`` and ``query`` (the same as ``audit``), plus the results store."""
-    options = [
-        click.option("--protocol", "protocol_id", default=None, metavar="ID",
-                     help="Audit every study against this protocol (default: from the indication, else the "
-                          "study's own description/codes)."),
-        click.option("--context", "context_file", type=click.Path(dir_okay=False), default=None, metavar="FILE.csv",
-                     help="Clinical context per study, keyed by accession_number (or study_instance_uid)."),
-        click.option("--trauma-date", callback=_day_option, metavar="DATE",
-                     help="Date of the injury (YYYY-MM-DD), for studies without a context row value."),
-        click.option("--indication", default=None, metavar="TEXT",
-                     help="Indication (free text and/or ICD-10-CM), for studies without a context row value."),
-        click.option("--mri-contraindicated", is_flag=True, default=None,
-                     help="MRI is contraindicated (default context)."),
-        click.option("--gadolinium-contraindicated", is_flag=True, default=None,
-                     help="Gadolinium is contraindicated (default context)."),
-        click.option("--dermatomal", is_flag=True, default=None, help="Single-dermatome symptoms (default context)."),
-        click.option("--library", "library_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
-                     help="Protocol library (default: $PROTOCOLCHECK_LIBRARY, else the shipped one)."),
-        click.option("--no-series", is_flag=True, help="Leave the per-series classification out of JSON output."),
-        click.option("--include-patient", is_flag=True, help="Include patient name and ID in JSON (hidden by default)."),
+    return _apply(f, [
+        audit_context_options, library_option(), series_output_options,
         click.option("--db", "db", default=None, metavar="PATH|URL",
                      help="Also save each audit in this results store (SQLite file or SQLAlchemy URL; "
                           "default: $PROTOCOLCHECK_DB, else ~/.local/share/protocolcheck/results.db)."),
         click.option("--no-db", is_flag=True, help="Do not save audits in a results store."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    ])
 
 
-class _NetAudit:
-    """Audits study folders with the same pipeline as ``audit``, and saves them in the results store."""
+def _folder_auditor(opts: dict[str, Any], source: str) -> Any:
+    """``listen``'s and ``query``'s auditor (:class:`jobs.FolderAuditor`) from the net audit options;
+    exit 2 when the audit options are unusable, 3 when the results store is."""
+    from .jobs import FolderAuditor
 
-    def __init__(self, opts: dict[str, Any], source: str) -> None:
-        from .context import ClinicalContext, ContextError, load_context_csv
-        from .library import library_path
-        from .pipeline import AuditOptions
+    options = _audit_options(opts, warnings_quiet=opts["quiet"])
+    if opts["no_db"]:
+        return FolderAuditor(options, source=source)
+    from .library import library_path
+    from .store import Store, StoreError, default_store_path, file_digest, library_version, settings_digest
 
-        library = _library_or_exit(opts["library_dir"])
-        if opts["protocol_id"]:
-            try:
-                library.get(opts["protocol_id"])
-            except KeyError as exc:
-                warn(f"error: {exc.args[0]}")
-                sys.exit(Exit.USAGE)
-        contexts = None
-        if opts["context_file"]:
-            try:
-                contexts = load_context_csv(opts["context_file"])
-            except ContextError as exc:
-                warn("error: " + "\n  ".join(exc.problems))
-                sys.exit(Exit.USAGE)
-            for message in contexts.warnings:
-                warn("warning: " + message, opts["quiet"])
-        default = ClinicalContext(
-            indication=opts["indication"] or "", trauma_date=opts["trauma_date"],
-            mri_contraindicated=opts["mri_contraindicated"] or None,
-            gadolinium_contraindicated=opts["gadolinium_contraindicated"] or None,
-            dermatomal=opts["dermatomal"] or None, source="options")
-        has_default = bool(default.indication or default.trauma_date or default.mri_contraindicated
-                           or default.gadolinium_contraindicated or default.dermatomal)
-        self.options = AuditOptions(library=library, protocol_id=opts["protocol_id"], contexts=contexts,
-                                    default_context=default if has_default else None,
-                                    include_series=not opts["no_series"])
-        self.include_patient = bool(opts["include_patient"])
-        self.source = source
-        self.store = None
-        self.library_version = ""
-        self.settings = ""
-        if not opts["no_db"]:
-            from .store import Store, StoreError, default_store_path, file_digest, library_version, settings_digest
-
-            target = opts["db"] or str(default_store_path())
-            try:
-                self.store = Store.open(target)
-            except StoreError as exc:
-                warn(f"error: {exc}")
-                sys.exit(Exit.CANNOT_RUN)
-            self.library_version = library_version(library_path(opts["library_dir"]))
-            self.settings = settings_digest(
-                protocol=opts["protocol_id"], trauma_date=opts["trauma_date"], indication=opts["indication"],
-                mri_contraindicated=opts["mri_contraindicated"], dermatomal=opts["dermatomal"],
-                gadolinium_contraindicated=opts["gadolinium_contraindicated"],
-                context=file_digest(opts["context_file"]))
-
-    def audit(self, folder: Any) -> list[Any]:
-        """Audit every study under ``folder`` with the same pipeline as ``audit``."""
-        from .pipeline import audit_paths
-
-        return list(audit_paths([folder], self.options))
-
-    def save(self, folder: Any, results: list[Any]) -> None:
-        """Save the audits of ``folder`` in the results store (when there is one); StoreError on failure."""
-        if self.store is None:
-            return
-        from pathlib import Path
-
-        from .store import instance_fingerprint
-
-        sops = [p.stem for p in Path(folder).glob("*/*.dcm")]
-        for result in results:
-            self.store.save(result, fingerprint=instance_fingerprint(sops, self.settings),
-                            library_version=self.library_version, source=self.source)
-
-    def close(self) -> None:
-        if self.store is not None:
-            self.store.close()
+    try:
+        store = Store.open(opts["db"] or str(default_store_path()))
+    except StoreError as exc:
+        warn(f"error: {exc}")
+        sys.exit(Exit.CANNOT_RUN)
+    settings = settings_digest(
+        protocol=opts["protocol_id"], trauma_date=opts["trauma_date"], indication=opts["indication"],
+        mri_contraindicated=opts["mri_contraindicated"], dermatomal=opts["dermatomal"],
+        gadolinium_contraindicated=opts["gadolinium_contraindicated"], context=file_digest(opts["context_file"]))
+    return FolderAuditor(options, store, library_version=library_version(library_path(opts["library_dir"])),
+                         settings=settings, source=source)
 
 
 @main.command()
@@ -751,7 +768,7 @@ def listen(**opts: Any) -> None:
     if (opts["tls_ca"] or opts["tls_require_client_cert"]) and not opts["tls_cert"]:
         raise click.UsageError("--tls-ca and --tls-require-client-cert need --tls-cert and --tls-key")
     tls = _tls_options({**opts, "tls": bool(opts["tls_cert"] or opts["tls_key"])}, server=True)
-    auditor = _NetAudit(opts, "listen")
+    auditor = _folder_auditor(opts, "listen")
     lock = threading.Lock()
     out = None
     if opts["jsonl"]:
@@ -766,7 +783,7 @@ def listen(**opts: Any) -> None:
         results = auditor.audit(folder)
         with lock:
             for result in results:
-                line = render.json_line(result.to_dict(include_patient=auditor.include_patient))
+                line = render.json_line(result.to_dict(include_patient=opts["include_patient"]))
                 if out is not None:
                     out.write(line + "\n")
                     out.flush()
@@ -822,8 +839,7 @@ def listen(**opts: Any) -> None:
 @click.option("--workdir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Where the one study being audited is kept (default: the system temp folder).")
 @net_audit_options
-@click.option("--fail-on", type=click.Choice(["error", "warning", "never"]), default="error", show_default=True,
-              help="Exit 1 when a finding at or above this severity is found.")
+@fail_on_option
 @format_option
 @output_option
 @quiet_option
@@ -836,7 +852,6 @@ def query(**opts: Any) -> None:
     """
     import ipaddress
 
-    from .findings import Severity
     from .net.common import NetError
     from .net.qr import RetrieveMethod, StudyQuery, find_studies, pull_studies
     from .pipeline import Summary, reaches, unmatched_context
@@ -856,7 +871,7 @@ def query(**opts: Any) -> None:
         except ValueError:
             local = peer.host == "localhost"
         move_bind = "127.0.0.1" if local else "0.0.0.0"
-    auditor = _NetAudit(opts, "query")
+    auditor = _folder_auditor(opts, "query")
     timeouts = _timeouts(opts["timeout"])
     study_query = StudyQuery(date=opts["date"], modality=opts["modality"], accession=opts["accession"],
                              description=opts["description"])
@@ -894,53 +909,26 @@ def query(**opts: Any) -> None:
         pulled_studies.close()  # deletes the temporary files even when interrupted
         auditor.close()
     form = resolve_format(opts["fmt"], opts["output"])
-    records = [r.to_dict(include_patient=auditor.include_patient) for r in results]
+    records = [r.to_dict(include_patient=opts["include_patient"]) for r in results]
     emit(render.audit_text(records, form.value, empty="(no studies)\n"), opts["output"])  # as ``audit``
     for message in unmatched_context(auditor.options):
         warn("note: " + message, opts["quiet"])
     warn(Summary.of(results).line() + (f"; {len(failures)} not retrieved" if failures else ""), opts["quiet"])
     if failures:
         sys.exit(Exit.CANNOT_RUN)
-    threshold = {"error": Severity.ERROR, "warning": Severity.WARNING, "never": None}[opts["fail_on"]]
-    sys.exit(Exit.FINDINGS if reaches(results, threshold) else Exit.OK)
+    sys.exit(Exit.FINDINGS if reaches(results, _fail_severity(opts["fail_on"])) else Exit.OK)
 
 
 # --- audit and protocols (helper "audit") ----------------------------------------------------------
 
-def _library_or_exit(library_dir: str | None) -> Any:
-    from .library import LibraryError, load_library
-
-    try:
-        return load_library(library_dir)
-    except LibraryError as exc:
-        warn(f"error: the protocol library cannot be used ({len(exc.problems)} problems):\n  "
-             + "\n  ".join(exc.problems))
-        sys.exit(Exit.USAGE)
-
-
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--protocol", "protocol_id", default=None, metavar="ID",
-              help="Audit every study against this protocol (default: from the indication, else the study's own "
-                   "description/codes).")
-@click.option("--context", "context_file", type=click.Path(dir_okay=False), default=None, metavar="FILE.csv",
-              help="Clinical context per study, keyed by accession_number (or study_instance_uid).")
-@click.option("--trauma-date", callback=_day_option, metavar="DATE",
-              help="Date of the injury (YYYY-MM-DD), for studies without a context row value.")
-@click.option("--indication", default=None, metavar="TEXT",
-              help="Indication (free text and/or ICD-10-CM), for studies without a context row value.")
-@click.option("--mri-contraindicated", is_flag=True, default=None, help="MRI is contraindicated (default context).")
-@click.option("--gadolinium-contraindicated", is_flag=True, default=None,
-              help="Gadolinium is contraindicated (default context).")
-@click.option("--dermatomal", is_flag=True, default=None, help="Single-dermatome symptoms (default context).")
-@click.option("--fail-on", type=click.Choice(["error", "warning", "never"]), default="error", show_default=True,
-              help="Exit 1 when a finding at or above this severity is found.")
-@click.option("--library", "library_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
-              help="Protocol library (default: $PROTOCOLCHECK_LIBRARY, else the shipped one).")
+@audit_context_options
+@fail_on_option
+@library_option()
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.xml",
               help="Also write a JUnit XML report (one test case per study) for CI dashboards.")
-@click.option("--no-series", is_flag=True, help="Leave the per-series classification out of JSON output.")
-@click.option("--include-patient", is_flag=True, help="Include patient name and ID in JSON (hidden by default).")
+@series_output_options
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Read headers and audit on this Dask distributed scheduler (tcp://HOST:PORT, or its scheduler "
                    "file); same results. Needs protocolcheck[dask] here and on the workers, and the files at the "
@@ -957,43 +945,17 @@ def audit(**opts: Any) -> None:
     Exit codes: 0 nothing at or above --fail-on; 1 such findings; 2 unusable input (bad protocol file,
     bad context file, unknown protocol, no DICOM found); 3 results store unwritable or job lock held.
     """
-    from .context import ClinicalContext, ContextError, load_context_csv
-    from .findings import Severity, Status
-    from .headers import iter_files, scan
-    from .pipeline import AuditOptions, Summary, reaches, unmatched_context
+    from .pipeline import Summary, reaches, unmatched_context
     from .streaming import audit_records_streaming
 
-    library = _library_or_exit(opts["library_dir"])
-    if opts["protocol_id"]:
-        try:
-            library.get(opts["protocol_id"])
-        except KeyError as exc:
-            warn(f"error: {exc.args[0]}")
-            sys.exit(Exit.USAGE)
-    contexts = None
-    if opts["context_file"]:
-        try:
-            contexts = load_context_csv(opts["context_file"])
-        except ContextError as exc:
-            warn(f"error: the context file cannot be used ({len(exc.problems)} problems):\n  " + "\n  ".join(exc.problems))
-            sys.exit(Exit.USAGE)
-        for message in contexts.warnings:
-            warn("warning: " + message)
-    default = ClinicalContext(
-        indication=opts["indication"] or "", trauma_date=opts["trauma_date"],
-        mri_contraindicated=opts["mri_contraindicated"] or None,
-        gadolinium_contraindicated=opts["gadolinium_contraindicated"] or None,
-        dermatomal=opts["dermatomal"] or None, source="options")
-    has_default = bool(default.indication or default.trauma_date or default.mri_contraindicated
-                       or default.gadolinium_contraindicated or default.dermatomal)
-    options = AuditOptions(library=library, protocol_id=opts["protocol_id"], contexts=contexts,
-                           default_context=default if has_default else None, include_series=not opts["no_series"])
-    if not opts["protocol_id"] and (contexts is not None or default.indication):
+    # context warnings are shown even with -q here (listen and query follow -q)
+    options = _audit_options(opts, warnings_quiet=False, count_problems=True)
+    if not opts["protocol_id"] and (options.contexts is not None or opts["indication"]):
         from .pipeline import recommender_rules
         from .recommend import RulesError
 
         try:  # protocol choice from the indication uses the recommender's rules: check them up front
-            recommender_rules(library)
+            recommender_rules(options.library)
         except RulesError as exc:
             warn("error: the recommender rules cannot be used:\n  " + "\n  ".join(exc.problems))
             sys.exit(Exit.USAGE)
@@ -1030,8 +992,7 @@ def audit(**opts: Any) -> None:
         warn("error: no readable DICOM images under " + ", ".join(opts["paths"])
              + (f" ({bad} unreadable files)" if bad else ""))
         sys.exit(Exit.USAGE)
-    threshold = {"error": Severity.ERROR, "warning": Severity.WARNING, "never": None}[opts["fail_on"]]
-    sys.exit(Exit.FINDINGS if reaches(results, threshold) else Exit.OK)
+    sys.exit(Exit.FINDINGS if reaches(results, _fail_severity(opts["fail_on"])) else Exit.OK)
 
 
 @main.group()
@@ -1040,8 +1001,7 @@ def protocols() -> None:
 
 
 @protocols.command("list")
-@click.option("--library", "library_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
-              help="Protocol library (default: $PROTOCOLCHECK_LIBRARY, else the shipped one).")
+@library_option()
 @format_option
 @output_option
 def protocols_list(library_dir: str | None, fmt: str | None, output: str | None) -> None:
@@ -1061,19 +1021,13 @@ def protocols_list(library_dir: str | None, fmt: str | None, output: str | None)
 
 @protocols.command("show")
 @click.argument("protocol_id", metavar="ID")
-@click.option("--library", "library_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
-              help="Protocol library (default: $PROTOCOLCHECK_LIBRARY, else the shipped one).")
+@library_option()
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="Readable text or JSON.")
 @output_option
 def protocols_show(protocol_id: str, library_dir: str | None, fmt: str, output: str | None) -> None:
     """Show one protocol: what it requires, its plane and timing rules, and the guideline statements cited."""
-    library = _library_or_exit(library_dir)
-    try:
-        protocol = library.get(protocol_id)
-    except KeyError as exc:
-        warn(f"error: {exc.args[0]}")
-        sys.exit(Exit.USAGE)
+    protocol = _protocol_or_exit(_library_or_exit(library_dir), protocol_id)
     emit(to_json(protocol.to_dict()) if fmt == "json" else render.protocol_text(protocol), output)
     sys.exit(Exit.OK)
 

@@ -23,7 +23,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .findings import AuditResult
 from .headers import InstanceHeader, Skipped, Unreadable, iter_files, scan
-from .store import FileEntry, FileKind, Store, file_digest, fingerprint, settings_digest, sqlite_path
+from .store import (FileEntry, FileKind, Store, file_digest, fingerprint, instance_fingerprint, settings_digest,
+                    sqlite_path)
 from .study import group_studies
 
 if TYPE_CHECKING:
@@ -413,3 +414,41 @@ def run_audit_job(paths: Iterable[str | os.PathLike[str]], store: Store, options
                          outcome=outcome)
     return JobOutcome(results, audited, len(plan.current), plan.files, plan.parsed,
                       time.monotonic() - started, run_id)
+
+
+# -- study folders received over the network ------------------------------------------------------
+
+
+class FolderAuditor:
+    """Audits study folders as ``audit`` does and saves each audit in the results store (when given).
+
+    For ``listen`` and ``query``: a folder holds one received study as ``<series>/<instance>.dcm``;
+    its fingerprint is the set of instance UIDs (the file names) plus ``settings``.
+    """
+
+    def __init__(self, options: "AuditOptions", store: Store | None = None, *, library_version: str = "",
+                 settings: str = "", source: str = "") -> None:
+        self.options = options
+        self.store = store
+        self.library_version = library_version
+        self.settings = settings
+        self.source = source
+
+    def audit(self, folder: str | os.PathLike[str]) -> list[AuditResult]:
+        """Audit every study under ``folder`` with the same pipeline as ``audit``."""
+        from .pipeline import audit_paths
+
+        return list(audit_paths([folder], self.options))
+
+    def save(self, folder: str | os.PathLike[str], results: Iterable[AuditResult]) -> None:
+        """Save the audits of ``folder`` in the results store (when there is one); StoreError on failure."""
+        if self.store is None:
+            return
+        sops = [p.stem for p in Path(folder).glob("*/*.dcm")]
+        for result in results:
+            self.store.save(result, fingerprint=instance_fingerprint(sops, self.settings),
+                            library_version=self.library_version, source=self.source)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
