@@ -48,6 +48,7 @@ from .headers import (
     ScanRecord,
     Skipped,
     Unreadable,
+    group_frames,
     scan_file,
     uid_for_message,
 )
@@ -1139,31 +1140,16 @@ def _enhanced(base: dict[str, Any], top: dict[Any, Any], enc: str) -> list[dict[
     """headers._enhanced_records: one record per group of like frames (type, orientation, echo)."""
     common = dict(base)
     _apply_macros(_first(top, "SharedFunctionalGroupsSequence"), common, enc)
-    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
-    counts: dict[tuple[Any, ...], int] = {}
-    for item in top.get("PerFrameFunctionalGroupsSequence") or ():
-        fields = dict(common)
-        _apply_macros(item, fields, enc)
-        orientation = fields.get("image_orientation")
-        key = (
-            fields.get("frame_type"),
-            tuple(round(v, 2) for v in orientation) if orientation else None,
-            fields.get("echo_time"),
-        )
-        if key not in groups:
-            groups[key] = fields
-            counts[key] = 0
-        counts[key] += 1
-    if not groups:
-        common["enhanced"] = True
-        return [common]
-    records = []
-    for key, fields in groups.items():
-        fields["frames"] = counts[key]
-        if fields.get("frame_type") and not base.get("image_type"):
-            fields["image_type"] = fields["frame_type"]
+
+    def frames() -> Iterator[dict[str, Any]]:
+        for item in top.get("PerFrameFunctionalGroupsSequence") or ():
+            fields = dict(common)
+            _apply_macros(item, fields, enc)
+            yield fields
+
+    records = group_frames(frames(), base) or [common]
+    for fields in records:
         fields["enhanced"] = True
-        records.append(fields)
     return records
 
 

@@ -20,7 +20,7 @@ import stat
 import warnings
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -481,11 +481,27 @@ def _enhanced_records(reader: _Reader, ds: Dataset, base: dict[str, Any]) -> lis
     _apply_macros(reader, shared, common)
     # Enhanced MR has its own standard flags at the top level (Spectrally Selected Suppression, ...)
     per_frame = reader.raw(ds, "PerFrameFunctionalGroupsSequence") or []
+
+    def frames() -> Iterator[dict[str, Any]]:
+        for item in per_frame:
+            fields = dict(common)
+            _apply_macros(reader, item, fields)
+            yield fields
+
+    records = group_frames(frames(), base)
+    if not records:
+        common["frames"] = reader.integer(ds, "NumberOfFrames") or 1
+        return [common]
+    return records
+
+
+def group_frames(frames: Iterable[dict[str, Any]], base: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-frame fields grouped by frame type, orientation (to 0.01) and echo time: the first frame's
+    fields of each group, with the group's frame count (and the frame type as the image type when the
+    file has none). Shared by the pydicom reader and ``fastheaders``."""
     groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     counts: dict[tuple[Any, ...], int] = {}
-    for item in per_frame:
-        fields = dict(common)
-        _apply_macros(reader, item, fields)
+    for fields in frames:
         orientation = fields.get("image_orientation")
         key = (
             fields.get("frame_type"),
@@ -496,10 +512,6 @@ def _enhanced_records(reader: _Reader, ds: Dataset, base: dict[str, Any]) -> lis
             groups[key] = fields
             counts[key] = 0
         counts[key] += 1
-    if not groups:
-        frames = reader.integer(ds, "NumberOfFrames") or 1
-        common["frames"] = frames
-        return [common]
     records = []
     for key, fields in groups.items():
         fields["frames"] = counts[key]
