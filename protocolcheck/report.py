@@ -19,10 +19,11 @@ class OutputFormat(str, Enum):
 
 def to_json(records: Any) -> str:
     """Pretty JSON; dates and enums become strings."""
-    return json.dumps(records, indent=2, default=_default, ensure_ascii=False) + "\n"
+    return json.dumps(records, indent=2, default=json_default, ensure_ascii=False) + "\n"
 
 
-def _default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """``json.dumps``'s ``default``: enums by value, dates as ISO text, sets and tuples as lists."""
     if isinstance(value, Enum):
         return value.value
     if hasattr(value, "isoformat"):
@@ -44,7 +45,7 @@ def _cell(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return "|".join(str(v) for v in value)
     if isinstance(value, dict):
-        return json.dumps(value, default=_default)
+        return json.dumps(value, default=json_default)
     if isinstance(value, Enum):
         return value.value
     return value

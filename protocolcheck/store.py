@@ -49,6 +49,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from .findings import AuditResult, Finding, FindingCode, Severity, Status
+from .report import json_default
 
 if TYPE_CHECKING:  # pandas is imported where a frame is built (reports), not on every audit
     import pandas as pd
@@ -521,13 +522,11 @@ def _value(v: Any) -> Any:
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, Enum):
-        return value.value
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)
+    """As ``to_json`` (report.json_default), and anything else as its text: a stored record never fails."""
+    try:
+        return json_default(value)
+    except TypeError:
+        return str(value)
 
 
 def parse_dicom_date(text: str) -> dt.date | None:
