@@ -24,6 +24,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from pydicom.dataset import Dataset
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, evt
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext, build_context
@@ -423,6 +424,52 @@ def status_text(status: Any) -> str:
         return "no response"
     comment = str(getattr(status, "ErrorComment", "") or "").strip()
     return f"0x{int(code):04X}" + (f" ({comment})" if comment else "")
+
+
+PENDING = (0xFF00, 0xFF01)  # DIMSE Pending statuses (more replies follow)
+
+
+def peer_aborted(started: float, timeouts: Timeouts) -> bool:
+    """An empty reply well before the DIMSE timeout means the peer aborted (not that it was slow).
+
+    ``started`` is when the last reply arrived: pynetdicom waits up to the DIMSE timeout for each one.
+    """
+    return time.monotonic() - started < 0.9 * timeouts.dimse
+
+
+class FindEnd(str, Enum):
+    """How a C-FIND exchange ended."""
+
+    DONE = "done"  # a final success status
+    ABORTED = "aborted"  # no reply, well before the DIMSE timeout: the peer aborted
+    SILENT = "silent"  # no reply within the DIMSE timeout
+
+
+def find(peer: Peer, sop_class: Any, identifier: Dataset, timeouts: Timeouts,
+         what: str = "C-FIND") -> tuple[list[Dataset], FindEnd]:
+    """One C-FIND: the identifiers of the pending replies and how the exchange ended (the caller words
+    the abort and silence errors); NetError when the peer cannot be reached or answers a failure."""
+    ae = new_ae(peer.calling_aet, timeouts)
+    ae.add_requested_context(sop_class)
+    assoc = associate(ae, peer)
+    replies: list[Dataset] = []
+    end = FindEnd.DONE
+    started = time.monotonic()
+    try:
+        for status, ds in assoc.send_c_find(identifier, sop_class):
+            code = getattr(status, "Status", None)
+            if code is None:
+                end = FindEnd.ABORTED if peer_aborted(started, timeouts) else FindEnd.SILENT
+                break
+            started = time.monotonic()  # the DIMSE timeout applies to each reply
+            if code in PENDING:
+                if ds is not None:
+                    replies.append(ds)
+            elif code != 0x0000:
+                raise NetError(NetErrorKind.FAILED, f"{what} on {peer} failed: status {status_text(status)}")
+    finally:
+        release(assoc)
+    return replies, end
 
 
 def echo(peer: Peer, timeouts: Timeouts = Timeouts()) -> None:

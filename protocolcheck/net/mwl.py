@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,11 +21,10 @@ from pydicom.dataset import Dataset
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
 from ..context import ClinicalContext, ContextTable, parse_date
-from .common import NetError, NetErrorKind, Peer, Timeouts, associate, new_ae, release, status_text, validate_date_range
+from .common import FindEnd, NetError, NetErrorKind, Peer, Timeouts, find, validate_date_range
 
 LOG = logging.getLogger("protocolcheck.net.mwl")
 
-_PENDING = (0xFF00, 0xFF01)
 
 # Words that say the date next to them is the date of an injury.
 _TRAUMA_WORDS = re.compile(
@@ -170,34 +168,13 @@ def find_worklist(peer: Peer, query: WorklistQuery, timeouts: Timeouts = Timeout
 
     Items are sorted by scheduled date and time, then accession number.
     """
-    identifier = query.identifier()
-    ae = new_ae(peer.calling_aet, timeouts)
-    ae.add_requested_context(ModalityWorklistInformationFind)
-    assoc = associate(ae, peer)
-    items: list[WorklistItem] = []
-    lost = aborted = False
-    started = time.monotonic()
-    try:
-        for status, ds in assoc.send_c_find(identifier, ModalityWorklistInformationFind):
-            code = getattr(status, "Status", None)
-            if code is None:
-                lost = True
-                aborted = time.monotonic() - started < 0.9 * timeouts.dimse
-                break
-            started = time.monotonic()  # the DIMSE timeout applies to each reply
-            if code in _PENDING:
-                if ds is not None:
-                    items.extend(item_from(ds))
-            elif code != 0x0000:
-                raise NetError(NetErrorKind.FAILED,
-                               f"worklist C-FIND on {peer} failed: status {status_text(status)}")
-    finally:
-        release(assoc)
-    if lost and aborted:
+    replies, end = find(peer, ModalityWorklistInformationFind, query.identifier(), timeouts, "worklist C-FIND")
+    items = [item for ds in replies for item in item_from(ds)]
+    if end is FindEnd.ABORTED:
         raise NetError(NetErrorKind.ABORTED,
                        f"worklist C-FIND on {peer}: the peer aborted the association instead of answering "
                        f"(is {peer.calling_aet!r} allowed to query it?)")
-    if lost:
+    if end is FindEnd.SILENT:
         raise NetError(NetErrorKind.TIMEOUT, f"worklist C-FIND on {peer}: no reply within {timeouts.dimse:g} s "
                        "(the peer stopped answering)")
     if query.station_aet:  # some servers treat an unsupported key as universal: filter here too

@@ -39,14 +39,18 @@ from pynetdicom.sop_class import (
 )
 
 from .common import (
+    PENDING,
     STORAGE_SOP_CLASSES,
+    FindEnd,
     NetError,
     NetErrorKind,
     Peer,
     Timeouts,
     TlsOptions,
     associate,
+    find,
     new_ae,
+    peer_aborted,
     release,
     retrieve_contexts,
     server_ssl_context,
@@ -58,7 +62,6 @@ from .scp import Counters, InstanceKey, InstanceStore, handle_store
 
 LOG = logging.getLogger("protocolcheck.net.qr")
 
-_PENDING = (0xFF00, 0xFF01)
 _MOVE_DESTINATION_UNKNOWN = 0xA801
 _ABORT_HINT = ("the peer aborted the association instead of answering; a PACS does this when our AE "
                "title {aet!r} is not configured on it (add it, with this host, to its known modalities)")
@@ -115,14 +118,6 @@ class StudyMatch:
         return f"accession {self.accession_number or '-'} (study {self.study_instance_uid})"
 
 
-def _peer_aborted(started: float, timeouts: Timeouts) -> bool:
-    """An empty reply well before the DIMSE timeout means the peer aborted (not that it was slow).
-
-    ``started`` is when the last reply arrived: pynetdicom waits up to the DIMSE timeout for each one.
-    """
-    return time.monotonic() - started < 0.9 * timeouts.dimse
-
-
 def _match_from(ds: Dataset) -> StudyMatch | None:
     uid = str(ds.get("StudyInstanceUID", "") or "").strip()
     if not uid:
@@ -149,33 +144,12 @@ def find_studies(peer: Peer, query: StudyQuery, timeouts: Timeouts = Timeouts())
 
     Matches on another modality are dropped here too, for archives that ignore ModalitiesInStudy.
     """
-    identifier = query.identifier()
-    ae = new_ae(peer.calling_aet, timeouts)
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    assoc = associate(ae, peer)
-    matches: list[StudyMatch] = []
-    lost = aborted = False
-    started = time.monotonic()
-    try:
-        for status, ds in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
-            code = getattr(status, "Status", None)
-            if code is None:
-                lost = True
-                aborted = _peer_aborted(started, timeouts)
-                break
-            started = time.monotonic()
-            if code in _PENDING:
-                match = _match_from(ds) if ds is not None else None
-                if match is not None:
-                    matches.append(match)
-            elif code != 0x0000:
-                raise NetError(NetErrorKind.FAILED, f"C-FIND on {peer} failed: status {status_text(status)}")
-    finally:
-        release(assoc)
-    if lost and aborted:
+    replies, end = find(peer, StudyRootQueryRetrieveInformationModelFind, query.identifier(), timeouts)
+    matches = [match for match in map(_match_from, replies) if match is not None]
+    if end is FindEnd.ABORTED:
         raise NetError(NetErrorKind.ABORTED, f"C-FIND on {peer}: {_ABORT_HINT.format(aet=peer.calling_aet)}"
                        + (f" ({len(matches)} matches had arrived)" if matches else ""))
-    if lost:
+    if end is FindEnd.SILENT:
         raise NetError(NetErrorKind.TIMEOUT, f"C-FIND on {peer}: no reply within {timeouts.dimse:g} s "
                        f"(the peer stopped answering after {len(matches)} matches)")
     text = query.description.strip().lower()
@@ -290,7 +264,7 @@ def _run_retrieve(assoc: Any, method: RetrieveMethod, study_uid: str, move_aet: 
             return None
         if last_reply is not None:
             last_reply[0] = time.monotonic()
-        if code not in _PENDING:
+        if code not in PENDING:
             final = status
     return final
 
@@ -324,7 +298,7 @@ def retrieve_study(peer: Peer, match: StudyMatch, folder: Path, method: Retrieve
         last_reply = [time.monotonic()]
         try:
             final = _run_retrieve(assoc, method, match.study_instance_uid, peer.calling_aet, last_reply)
-            aborted = final is None and _peer_aborted(last_reply[0], timeouts)
+            aborted = final is None and peer_aborted(last_reply[0], timeouts)
         finally:
             release(assoc)
         pulled.received = target.received
