@@ -432,6 +432,18 @@ def _summary(audits: pd.DataFrame) -> str:
     return '<div class="cards">' + "".join(cards) + "</div>"
 
 
+def _study_cells(row: Any, include_patient: bool) -> list[str]:
+    """The cells that name a study in both tables: date, accession/UID, patient (opt-in), station, protocol."""
+    when = row["when"].strftime("%Y-%m-%d") if pd.notna(row["when"]) else ""
+    cells = [f'<td class="nowrap">{esc(when)}</td>',
+             f'<td class="mono"><b>{esc(row["accession_number"]) or "–"}</b><br>'
+             f'<small class="uid">{esc(row["study_instance_uid"])}</small></td>']
+    if include_patient:
+        cells.append(f"<td>{esc(row.get('patient_name', ''))}<br><small>{esc(row.get('patient_id', ''))}</small></td>")
+    return cells + [f"<td>{esc(row['station_name']) or '–'}<br><small>{esc(row['scanner'])}</small></td>",
+                    f"<td>{esc(row['protocol']) or '–'}<br><small>{esc(row['study_description'])}</small></td>"]
+
+
 def _failing_table(audits: pd.DataFrame, findings: pd.DataFrame, include_patient: bool) -> str:
     failing = audits[audits["status"].isin(FAILING)]
     if failing.empty:
@@ -452,16 +464,9 @@ def _failing_table(audits: pd.DataFrame, findings: pd.DataFrame, include_patient
                 cite = (f'<details><summary>guideline</summary>{esc(cited)}</details>' if cited else "")
                 items.append(f"<li>{_badge(f['severity'], SEVERITY_COLORS.get(f['severity'], '#667'))} "
                              f"<code>{esc(f['code'])}</code>{req} {esc(text)}{cite}</li>")
-        when = row["when"].strftime("%Y-%m-%d") if pd.notna(row["when"]) else ""
-        cells = [f'<td class="nowrap">{esc(when)}</td>',
-                 f'<td class="mono"><b>{esc(row["accession_number"]) or "–"}</b><br>'
-                 f'<small class="uid">{esc(row["study_instance_uid"])}</small></td>']
-        if include_patient:
-            cells.append(f"<td>{esc(row.get('patient_name', ''))}<br><small>{esc(row.get('patient_id', ''))}</small></td>")
-        cells += [f"<td>{esc(row['station_name']) or '–'}<br><small>{esc(row['scanner'])}</small></td>",
-                  f"<td>{esc(row['protocol']) or '–'}<br><small>{esc(row['study_description'])}</small></td>",
-                  f"<td>{_badge(STATUS_LABELS.get(row['status'], row['status']), STATUS_COLORS.get(row['status'], '#667'))}</td>",
-                  f'<td><ul class="findings">{"".join(items) or "<li>–</li>"}</ul></td>']
+        cells = _study_cells(row, include_patient) + [
+            f"<td>{_badge(STATUS_LABELS.get(row['status'], row['status']), STATUS_COLORS.get(row['status'], '#667'))}</td>",
+            f'<td><ul class="findings">{"".join(items) or "<li>–</li>"}</ul></td>']
         rows.append("<tr>" + "".join(cells) + "</tr>")
     more = ""
     if len(failing) > MAX_TABLE_ROWS:
@@ -476,15 +481,8 @@ def _all_studies_table(audits: pd.DataFrame, include_patient: bool) -> str:
         ["Station · scanner", "Protocol · study description", "Status"]
     rows = []
     for _, row in audits.head(MAX_TABLE_ROWS).iterrows():
-        when = row["when"].strftime("%Y-%m-%d") if pd.notna(row["when"]) else ""
-        cells = [f'<td class="nowrap">{esc(when)}</td>',
-                 f'<td class="mono"><b>{esc(row["accession_number"]) or "–"}</b><br>'
-                 f'<small class="uid">{esc(row["study_instance_uid"])}</small></td>']
-        if include_patient:
-            cells.append(f"<td>{esc(row.get('patient_name', ''))}<br><small>{esc(row.get('patient_id', ''))}</small></td>")
-        cells += [f"<td>{esc(row['station_name']) or '–'}<br><small>{esc(row['scanner'])}</small></td>",
-                  f"<td>{esc(row['protocol']) or '–'}<br><small>{esc(row['study_description'])}</small></td>",
-                  f"<td>{esc(STATUS_LABELS.get(row['status'], row['status']))}</td>"]
+        cells = _study_cells(row, include_patient) + [
+            f"<td>{esc(STATUS_LABELS.get(row['status'], row['status']))}</td>"]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     more = (f'<p class="note">Showing the newest {MAX_TABLE_ROWS} of {len(audits)} studies; the CSV export has all.</p>'
             if len(audits) > MAX_TABLE_ROWS else "")
