@@ -27,6 +27,8 @@ CLASSIFY_HEADERS = {
     "inversion": "inv", "fat_suppression": "fatsat", "post_contrast": "post", "plane": "plane",
     "obliquity_deg": "obl", "acquisition": "acq", "localizer": "loc", "derived": "der", "instances": "n",
 }
+CLASSIFY_TABLE_COLUMNS = CLASSIFY_COLUMNS[:-3] + ("flags", "instances")  # localizer/derived as one flags cell
+_FAT_SAT_SHORT = {"WATER_EXCITATION": "WATER-EXC"}  # keeps the table within 100 columns
 CLASSIFY_CSV_COLUMNS = (("study_instance_uid", "series_instance_uid") + CLASSIFY_COLUMNS[:-1]
                         + ("field_strength", "repetition_time", "echo_time", "inversion_time", "instances",
                            "evidence"))
@@ -59,15 +61,38 @@ def without_citation(message: str) -> str:
 # -- classify ----------------------------------------------------------------------------------------
 
 
+def yes_no(value: bool | None) -> str:
+    """A tri-state fact for people: ``yes``, ``no``, or ``?`` when unknown (null)."""
+    return "?" if value is None else "yes" if value else "no"
+
+
+def fat_sat_label(fat_suppressed: bool | None, method: str | None) -> str:
+    """The fat-suppression cell: the method when one is known, else ``yes``/``no``/``?``."""
+    if fat_suppressed and method and method != "UNSPECIFIED":
+        return _FAT_SAT_SHORT.get(method, method)
+    return yes_no(fat_suppressed)
+
+
+def _flags(r: dict[str, Any]) -> str:
+    return ",".join(flag for flag, key in (("loc", "localizer"), ("der", "derived")) if r.get(key))
+
+
 def classify_table(records: list[dict[str, Any]]) -> str:
-    """One block per study: a header line (vendor, modality), then a row per series or stack."""
+    """One block per study: a header line (vendor, modality), then a row per series or stack.
+
+    Unknown (null) facts show as ``?``, so a blank never hides whether a thing is absent or unknown;
+    localizers and derived images are flagged ``loc``/``der``. Rows fit in 100 columns.
+    """
     blocks = []
     by_study: dict[str, list[dict[str, Any]]] = {}
     for r in records:
         by_study.setdefault(r["study_instance_uid"], []).append(r)
     for uid, rows in by_study.items():
-        blocks.append(f"Study {uid}  ({rows[0]['manufacturer'] or 'unknown vendor'}, {rows[0]['modality']})\n")
-        blocks.append(to_table(rows, CLASSIFY_COLUMNS, CLASSIFY_HEADERS,
+        head = f"Study {uid}  ({rows[0]['manufacturer'] or 'unknown vendor'}, {rows[0]['modality']})"
+        blocks.append("\n".join(wrap_lines(head, "", hang="      ")) + "\n")
+        cells = [{**r, "fat_suppression": fat_sat_label(r.get("fat_suppressed"), r.get("fat_suppression")),
+                  "post_contrast": yes_no(r.get("post_contrast")), "flags": _flags(r)} for r in rows]
+        blocks.append(to_table(cells, CLASSIFY_TABLE_COLUMNS, CLASSIFY_HEADERS,
                                widths={"series_description": 22, "stack": 8}))
         blocks.append("\n")
     return "".join(blocks)
@@ -81,36 +106,36 @@ def classify_csv(records: list[dict[str, Any]]) -> str:
 
 
 def audit_table(records: list[dict[str, Any]]) -> str:
-    """One block per study: header, status, missing items first (with the reason), what was met, references."""
-    refs: dict[str, str] = {}
+    """One block per study: header, scanner, status, missing items first (with the reason and the
+    guideline statements cited), what was met. Every line fits in 100 columns."""
     lines: list[str] = []
     for r in records:
         title = r["study_description"] or "(no description)"
         head = (f"Study {r['accession_number'] or '-'}  {r['study_date'] or '????-??-??'}  {r['modality'] or '?'}  "
                 f"{title}")
-        if r.get("manufacturer"):
-            head += f"  [{r['manufacturer']}{' ' + r['station_name'] if r.get('station_name') else ''}]"
-        lines.append(head)
+        lines.extend(wrap_lines(head, "", hang="      "))
+        scanner = " ".join(v for v in (r.get("manufacturer"), r.get("station_name")) if v)
+        if scanner:  # a line of its own: with the description it passed 100 columns
+            lines.extend(wrap_lines(f"Scanner: {scanner}", "  "))
         if r["study_instance_uid"]:
             lines.append(f"  UID {r['study_instance_uid']}")
-        lines.append(f"  Status: {r['status'].upper()}   Protocol: {r['protocol'] or '-'}")
+        lines.extend(wrap_lines(f"Status: {r['status'].upper()}   Protocol: {r['protocol'] or '-'}", "  "))
         if r.get("protocol_reason"):
             lines.extend(wrap_lines(f"why this protocol: {r['protocol_reason']}", "  "))
         timing = r.get("timing") or {}
         if timing.get("trauma_date"):
             days = timing.get("days_after_trauma")
-            lines.append(f"  Timing: injury {timing['trauma_date']}, study {timing.get('study_date') or '?'} "
-                         f"(from {timing.get('date_source') or '?'})"
-                         + (f" = {days} days (expected {timing.get('min_days')}-{timing.get('max_days')})"
-                            if days is not None else ""))
+            lines.extend(wrap_lines(
+                f"Timing: injury {timing['trauma_date']}, study {timing.get('study_date') or '?'} "
+                f"(from {timing.get('date_source') or '?'})"
+                + (f" = {days} days (expected {timing.get('min_days')}-{timing.get('max_days')})"
+                   if days is not None else ""), "  "))
         for f in r["findings"]:
             sev = SEVERITY_LABEL.get(f["severity"], f["severity"])
             what = f["code"] + (f" {f['requirement']}" if f.get("requirement") else "")
             lines.extend(wrap_lines(f"{sev:<5} {what}: {without_citation(f['message'])}", "  "))
-            for cid in f.get("citations") or ():
-                refs.setdefault(cid, "")
             if f.get("citations"):
-                lines.append(f"        cites: {', '.join(f['citations'])}")
+                lines.extend(wrap_lines(f"cites: {', '.join(f['citations'])}", "        "))
         met = [q for q in r.get("requirements") or () if q.get("met")]
         if met:
             lines.append("  Met:")

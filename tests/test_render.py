@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 
 from protocolcheck.context import ClinicalContext
+from protocolcheck import render
 from protocolcheck.recommend import check_order, load_rules, recommend
 from protocolcheck.render import format_order_check, format_recommendation
 
@@ -25,3 +26,85 @@ def test_text_renderings(rules):
     check_text = format_order_check(check_order("MRI pelvis w/o", ClinicalContext(indication="G54.1"), "", TODAY,
                                                 rules=rules, today=TODAY))
     assert "wrong-protocol" in check_text and "Status: fail" in check_text
+
+
+# -- classify and audit tables ----------------------------------------------------------------------
+
+
+def _cells(text: str, description: str) -> dict[str, str]:
+    """The classify-table row of the series ``description``, by column header (cells are right-aligned
+    under their header, so a cell is whatever ends where its header ends; blank cells are "")."""
+    lines = text.splitlines()
+    (index,) = [i for i, line in enumerate(lines) if f" {description} " in line]
+    header = next(lines[i] for i in range(index, -1, -1) if lines[i].lstrip().startswith("#"))
+    row, cells = lines[index], {}
+    for name in header.split():
+        end = header.index(f" {name}" if name != "#" else name) + len(name) + (name != "#")
+        cells[name] = row[:end].split()[-1] if row[end - 1] != " " else ""
+    return cells
+
+
+@pytest.fixture(scope="module")
+def sample_records(sample_dir):
+    from protocolcheck.classify import classify_study
+    from protocolcheck.headers import InstanceHeader, scan
+    from protocolcheck.study import group_studies
+
+    headers = [r for r in scan([sample_dir]) if isinstance(r, InstanceHeader)]
+    return [c.to_dict() for study in group_studies(headers) for c in classify_study(study)]
+
+
+@pytest.fixture(scope="module")
+def sample_audits(sample_dir):
+    from protocolcheck.library import load_library
+    from protocolcheck.pipeline import AuditOptions, audit_paths
+
+    return [r.to_dict() for r in audit_paths([sample_dir], AuditOptions(library=load_library()))]
+
+
+def test_classify_table_says_no_and_unknown_apart(sample_records):
+    text = render.classify_table(sample_records)
+    # Siemens: a plain T2 is 'no', a fat-saturated one with no named method 'yes', STIR by name
+    assert _cells(text, "t2_tse_tra")["fatsat"] == "no"
+    assert _cells(text, "t2_tse_fs_tra")["fatsat"] == "yes"
+    assert _cells(text, "t2_tirm_cor_stir")["fatsat"] == "STIR"
+    assert _cells(text, "t1_tse_fs_cor_post")["post"] == "yes" and _cells(text, "t1_tse_cor")["post"] == "no"
+    # Philips without contrast information: post-contrast unknown is '?', not blank or 'no'
+    spir = _cells(text, "T2W_TSE_SPIR_TRA")
+    assert (spir["fatsat"], spir["post"]) == ("SPIR", "?")
+    # GE CT: fat suppression unknown ('?'), reformats flagged 'der', the scout 'loc', the rest no flag
+    assert _cells(text, "Scout")["fatsat"] == "?" and _cells(text, "Scout")["flags"] == "loc"
+    assert _cells(text, "Coronal 3mm +C")["flags"] == "der" and _cells(text, "0.625mm STND +C")["flags"] == ""
+    assert "True" not in text and "False" not in text and "UNSPECIFIED" not in text
+
+
+def test_classify_table_fits_100_columns(sample_records):
+    long = [{**r, "manufacturer": "M" * 64, "series_description": "D" * 64,
+             "fat_suppressed": True, "fat_suppression": "WATER_EXCITATION", "localizer": True, "derived": True,
+             "weighting": "unknown", "inversion": "FLAIR", "series_number": 99999, "instances": 9999}
+            for r in sample_records]
+    for records in (sample_records, long):
+        text = render.classify_table(records)
+        assert max(len(line) for line in text.splitlines()) <= 100
+    assert "WATER-EXC" in render.classify_table(long) and "loc,der" in render.classify_table(long)
+
+
+def test_fat_sat_and_yes_no_labels():
+    assert [render.yes_no(v) for v in (True, False, None)] == ["yes", "no", "?"]
+    assert render.fat_sat_label(True, "SPAIR") == "SPAIR"
+    assert render.fat_sat_label(True, "UNSPECIFIED") == render.fat_sat_label(True, None) == "yes"
+    assert render.fat_sat_label(False, None) == "no" and render.fat_sat_label(None, None) == "?"
+
+
+def test_audit_table_fits_100_columns_and_keeps_the_scanner(sample_audits):
+    text = render.audit_table(sample_audits)
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "  Scanner: Philips Medical Systems PHILIPS-MR3T" in text
+    assert "Study SAMPLE0003  2025-03-05  MR  MR LUMBOSACRAL PLEXUS WO+W CONTRAST\n" in text
+    # the longest values DICOM allows still fit, wrapped, with nothing lost
+    long = [{**r, "accession_number": "A" * 16, "study_description": "LONG DESCRIPTION " * 4,
+             "manufacturer": "VENDOR " * 9, "station_name": "S" * 16, "protocol": "p" * 90} for r in sample_audits]
+    text = render.audit_table(long)
+    assert max(len(line) for line in text.splitlines()) <= 100
+    words = text.split()
+    assert "S" * 16 in words and "p" * 90 in words and words.count("VENDOR") == 9 * len(long)
