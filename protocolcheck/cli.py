@@ -850,10 +850,8 @@ def query(**opts: Any) -> None:
     peers, rejected associations and failed retrievals are reported and give exit code 3; the
     other studies are still audited.
     """
-    import ipaddress
-
     from .net.common import NetError
-    from .net.qr import RetrieveMethod, StudyQuery, find_studies, pull_studies
+    from .net.qr import RetrieveMethod, StudyQuery, default_move_bind, find_studies, pull_studies
     from .pipeline import Summary, reaches, unmatched_context
     from .store import StoreError
 
@@ -864,13 +862,7 @@ def query(**opts: Any) -> None:
     if opts["retrieve"] == "move" and peer.tls is not None and not peer.tls.cert:
         raise click.UsageError("--retrieve move with TLS needs --tls-cert and --tls-key: the PACS connects to our "
                                "storage SCP over TLS (or use --retrieve get)")
-    move_bind = opts["move_bind"]
-    if move_bind is None:
-        try:
-            local = ipaddress.ip_address(peer.host).is_loopback
-        except ValueError:
-            local = peer.host == "localhost"
-        move_bind = "127.0.0.1" if local else "0.0.0.0"
+    move_bind = opts["move_bind"] if opts["move_bind"] is not None else default_move_bind(peer.host)
     auditor = _folder_auditor(opts, "query")
     timeouts = _timeouts(opts["timeout"])
     study_query = StudyQuery(date=opts["date"], modality=opts["modality"], accession=opts["accession"],

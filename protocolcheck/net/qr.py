@@ -18,6 +18,7 @@ accepts instances of the study being moved).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import shutil
 import tempfile
@@ -343,6 +344,16 @@ def retrieve_study(peer: Peer, match: StudyMatch, folder: Path, method: Retrieve
         return pulled
     finally:
         target.set("", None)
+
+
+def default_move_bind(host: str) -> str:
+    """Where our C-MOVE destination listens by default: loopback for a PACS on this machine, else
+    every interface (the PACS must be able to connect back)."""
+    try:
+        local = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        local = host == "localhost"
+    return "127.0.0.1" if local else "0.0.0.0"
 
 
 PEER_DOWN_LIMIT = 2  # studies in a row with the PACS unreachable or silent before the rest are skipped
