@@ -265,13 +265,7 @@ def classify(paths: tuple[str, ...], fmt: str | None, output: str | None, quiet:
         sys.exit(Exit.USAGE)
     records = [c.to_dict() for study in group_studies(headers) for c in classify_study(study)]
     form = resolve_format(fmt, output)
-    if form is OutputFormat.JSON:
-        text = to_json(records)
-    elif form is OutputFormat.CSV:
-        text = render.classify_csv(records)
-    else:
-        text = render.classify_table(records)
-    emit(text, output)
+    emit(render.as_text(form.value, records, render.classify_csv, render.classify_table), output)
     warn(f"{len(records)} series/stacks classified in {len({r['study_instance_uid'] for r in records})} studies"
          + (f"; {len(bad)} unreadable files" if bad else ""), quiet)
     sys.exit(Exit.OK)
@@ -665,13 +659,7 @@ def worklist(**opts: Any) -> None:
         for problem in check.problems:
             warn(f"accession {item.accession_number or '-'}: {problem}", opts["quiet"])
     form = resolve_format(opts["fmt"], opts["output"])
-    if form is OutputFormat.JSON:
-        text = to_json(records)
-    elif form is OutputFormat.CSV:
-        text = render.worklist_csv(records)
-    else:
-        text = render.worklist_table(records)
-    emit(text, opts["output"])
+    emit(render.as_text(form.value, records, render.worklist_csv, render.worklist_table), opts["output"])
     if table is not None:
         for key in table.unused():
             warn(f"note: context row for {key} matched no worklist item", opts["quiet"])
@@ -1001,13 +989,8 @@ def protocols_list(library_dir: str | None, fmt: str | None, output: str | None)
     library = _library_or_exit(library_dir)
     rows = render.protocol_rows(library)
     form = resolve_format(fmt, output)
-    if form is OutputFormat.JSON:
-        text = to_json(rows)
-    elif form is OutputFormat.CSV:
-        text = render.protocols_csv(rows)
-    else:
-        text = render.protocols_table(rows, library.path)
-    emit(text, output)
+    emit(render.as_text(form.value, rows, render.protocols_csv, lambda rs: render.protocols_table(rs, library.path)),
+         output)
     sys.exit(Exit.OK)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .report import to_csv, to_json, to_table
@@ -184,13 +184,16 @@ def audit_junit(records: list[dict[str, Any]]) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
 
 
-def audit_text(records: list[dict[str, Any]], form: str, empty: str = "") -> str:
-    """``audit``'s and ``query``'s output in ``form`` ("json", "csv" or "table"; ``empty`` for no records)."""
+def as_text(form: str, records: Any, csv: Callable[[Any], str], table: Callable[[Any], str]) -> str:
+    """``records`` in the output ``form``: "json" (the records as they are), "csv" or "table"."""
     if form == "json":
         return to_json(records)
-    if form == "csv":
-        return audit_csv(records)
-    return audit_table(records) if records or not empty else empty
+    return csv(records) if form == "csv" else table(records)
+
+
+def audit_text(records: list[dict[str, Any]], form: str, empty: str = "") -> str:
+    """``audit``'s and ``query``'s output in ``form`` (``empty`` as the table of no records)."""
+    return as_text(form, records, audit_csv, lambda rs: audit_table(rs) if rs or not empty else empty)
 
 
 def json_line(record: dict[str, Any]) -> str:
