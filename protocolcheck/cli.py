@@ -78,7 +78,7 @@ def progress(items: Iterable[T], label: str, quiet: bool, length: int | None = N
         yield from bar
 
 
-# --- options and checks shared by several commands ---------------------------------------------
+# --- options and checks shared by several commands ------------------------------------------------
 
 FAIL_ON = ("error", "warning", "never")
 LIBRARY_HELP = "Protocol library (default: $PROTOCOLCHECK_LIBRARY, else the shipped one)."
@@ -271,95 +271,7 @@ def classify(paths: tuple[str, ...], fmt: str | None, output: str | None, quiet:
     sys.exit(Exit.OK)
 
 
-# --- results store: report (helper "store") -----------------------------------------------------
-
-
-def db_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    """``--db PATH|URL``: the results store (SQLite file by default, or a SQLAlchemy URL)."""
-    return click.option(
-        "--db", "db", default=None, metavar="PATH|URL",
-        help="Results store: a SQLite file or a SQLAlchemy URL (default: $PROTOCOLCHECK_DB, else "
-             "~/.local/share/protocolcheck/results.db).",
-    )(f)
-
-
-def _iso_day(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
-    if not value:
-        return None
-    from .store import parse_dicom_date
-
-    day = parse_dicom_date(value)
-    if day is None:
-        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)")
-    return day
-
-
-@main.command()
-@db_option
-@click.option("--since", callback=_iso_day, metavar="DATE", help="Studies on or after DATE (study date).")
-@click.option("--until", callback=_iso_day, metavar="DATE", help="Studies on or before DATE.")
-@click.option("--protocol", "protocols", multiple=True, metavar="ID", help="Only this protocol (repeatable).")
-@click.option("--station", "stations", multiple=True, metavar="TEXT", help="Station name contains TEXT (repeatable).")
-@click.option("--scanner", "scanners", multiple=True, metavar="TEXT", help="Manufacturer contains TEXT (repeatable).")
-@click.option("--institution", "institutions", multiple=True, metavar="TEXT", help="Institution contains TEXT.")
-@click.option("--status", "statuses", multiple=True,
-              type=click.Choice(["pass", "warn", "fail", "no-protocol", "error"]), help="Only this status (repeatable).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="Write the HTML report to FILE (default: stdout, unless only --csv/--parquet are given).")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Also export the table as CSV.")
-@click.option("--parquet", "parquet_path", type=click.Path(dir_okay=False), default=None,
-              help="Also export the table as Parquet (needs pyarrow).")
-@click.option("--include-patient", is_flag=True, help="Show patient names and IDs (hidden by default).")
-@click.option("--title", default="Protocol compliance report", show_default=True, help="Report title.")
-@quiet_option
-def report(db: str | None, since: Any, until: Any, protocols: tuple[str, ...], stations: tuple[str, ...],
-           scanners: tuple[str, ...], institutions: tuple[str, ...], statuses: tuple[str, ...], output: str | None,
-           csv_path: str | None, parquet_path: str | None, include_patient: bool, title: str, quiet: bool) -> None:
-    """Write an HTML report (and CSV/Parquet exports) of the latest stored audit of each study."""
-    import importlib.util
-
-    from .htmlreport import export_frame, render_html
-    from .store import Filters, Store, StoreError, StoreMissing, default_store_path
-
-    if parquet_path and importlib.util.find_spec("pyarrow") is None:
-        warn("error: --parquet needs pyarrow (pip install pyarrow, or pip install 'protocolcheck[parquet]')")
-        sys.exit(Exit.USAGE)
-    filters = Filters(since=since, until=until, protocols=protocols, stations=stations, scanners=scanners,
-                      institutions=institutions, statuses=statuses)
-    target = db or str(default_store_path())
-    try:
-        with Store.open(target, readonly=True) as store:
-            audits = store.latest(filters, include_patient=include_patient)
-            findings = store.findings(audits["id"])
-            source = store.target
-    except StoreMissing as exc:
-        warn(f"error: {exc}")
-        sys.exit(Exit.USAGE)
-    except StoreError as exc:
-        warn(f"error: {exc}")
-        sys.exit(Exit.CANNOT_RUN)
-    written = []
-    try:
-        if csv_path or parquet_path:
-            table = export_frame(audits, findings, include_patient=include_patient)
-            if csv_path:
-                table.to_csv(csv_path, index=False)
-                written.append(csv_path)
-            if parquet_path:
-                table.to_parquet(parquet_path, index=False)
-                written.append(parquet_path)
-        if output or not (csv_path or parquet_path):
-            page = render_html(audits, findings, title=title, source=source, filters=filters.describe(),
-                               include_patient=include_patient)
-            emit(page, output)
-            written.append(output or "stdout")
-    except OSError as exc:
-        warn(f"error: cannot write {exc.filename or 'output'}: {exc.strerror or exc}")
-        sys.exit(Exit.CANNOT_RUN)
-    counts = audits["status"].value_counts()
-    detail = ", ".join(f"{int(counts[s])} {s}" for s in ("pass", "warn", "fail", "no-protocol", "error") if s in counts)
-    warn(f"report: {len(audits)} studies" + (f" ({detail})" if detail else "") + " -> " + ", ".join(written), quiet)
-    sys.exit(Exit.OK)
+# --- audit: studies against the protocol library (results store, job lock, Dask cluster) ----------
 
 
 def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -375,6 +287,80 @@ def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="Job lock: exit 3 if another run holds it (default with --db: a lock beside the store, "
                           "one per store and set of folders)."),
     ])
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@audit_context_options
+@fail_on_option
+@library_option()
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.xml",
+              help="Also write a JUnit XML report (one test case per study) for CI dashboards.")
+@series_output_options
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Read headers and audit on this Dask distributed scheduler (tcp://HOST:PORT, or its scheduler "
+                   "file); same results. Needs protocolcheck[dask] here and on the workers, and the files at the "
+                   "same paths.")
+@click.option("-j", "--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Read headers in this many processes (same results, same order).")
+@store_options
+@format_option
+@output_option
+@quiet_option
+def audit(**opts: Any) -> None:
+    """Audit every study under PATHS against the protocol library: missing sequences, planes, timing.
+
+    Exit codes: 0 nothing at or above --fail-on; 1 such findings; 2 unusable input (bad protocol file,
+    bad context file, unknown protocol, no DICOM found); 3 results store unwritable or job lock held.
+    """
+    from .pipeline import Summary, reaches, unmatched_context
+    from .streaming import audit_records_streaming
+
+    # context warnings are shown even with -q here (listen and query follow -q)
+    options = _audit_options(opts, warnings_quiet=False, count_problems=True)
+    if not opts["protocol_id"] and (options.contexts is not None or opts["indication"]):
+        from .pipeline import recommender_rules
+        from .recommend import RulesError
+
+        try:  # protocol choice from the indication uses the recommender's rules: check them up front
+            recommender_rules(options.library)
+        except RulesError as exc:
+            warn("error: the recommender rules cannot be used:\n  " + "\n  ".join(exc.problems))
+            sys.exit(Exit.USAGE)
+    try:
+        files = list(iter_files(opts["paths"]))
+    except FileNotFoundError as exc:
+        raise click.UsageError(str(exc)) from exc
+    stored_note = ""
+    if opts.get("scheduler"):  # the same run, headers read and studies audited on a Dask cluster
+        results, stored_note = _audit_on_cluster(opts, options, files)
+    else:
+        def plain() -> list[Any]:
+            # study by study in bounded memory (streaming.py); same results as pipeline.audit_records
+            records_in = progress(scan(files, workers=opts["workers"]), "Reading headers", opts["quiet"], len(files))
+            return list(progress(audit_records_streaming(records_in, options), "Auditing", opts["quiet"]))
+
+        # with a results store (the default): only new or changed studies are read and audited (jobs.py)
+        results, stored_note = _audit_with_store(opts, options, files, plain)
+    results.sort(key=lambda r: (not r.study_instance_uid, r.accession_number, r.study_date, r.study_instance_uid))
+    records = [r.to_dict(include_patient=opts["include_patient"]) for r in results]
+    emit(render.audit_text(records, resolve_format(opts["fmt"], opts["output"]).value), opts["output"])
+    if opts["junit_path"]:
+        try:
+            with open(opts["junit_path"], "w", encoding="utf-8") as fh:
+                fh.write(render.audit_junit(records))
+        except OSError as exc:
+            warn(f"error: cannot write {opts['junit_path']}: {exc.strerror or exc}")
+            sys.exit(Exit.CANNOT_RUN)
+    for message in unmatched_context(options):
+        warn("warning: " + message)
+    warn(Summary.of(results).line() + stored_note, opts["quiet"])
+    if not any(r.study_instance_uid for r in results):
+        bad = sum(len(r.findings) for r in results)
+        warn("error: no readable DICOM images under " + ", ".join(opts["paths"])
+             + (f" ({bad} unreadable files)" if bad else ""))
+        sys.exit(Exit.USAGE)
+    sys.exit(Exit.FINDINGS if reaches(results, _fail_severity(opts["fail_on"])) else Exit.OK)
 
 
 def _audit_with_store(opts: dict[str, Any], options: Any, files: list[str],
@@ -422,7 +408,100 @@ def _audit_with_store(opts: dict[str, Any], options: Any, files: list[str],
     return outcome.results, note
 
 
-# --- recommend / check-order (helper "recommend") -----------------------------------------------
+def _audit_on_cluster(opts: dict[str, Any], options: Any, files: list[str]) -> tuple[list[Any], str]:
+    """``audit --scheduler``: the same run (results store included) with headers read and studies audited
+    on a Dask cluster; exit 2 without dask or with a bad address, 3 when the cluster cannot run it."""
+    from .cluster import BadAddress, ClusterError, ClusterExecutor, ClusterStats, DaskMissing
+
+    quiet = opts["quiet"]
+    stats: list[ClusterStats] = []
+    try:
+        with ClusterExecutor.connect(opts["scheduler"]) as executor:
+            def plain() -> list[Any]:
+                return list(progress(executor.audit_files(files, options, stats), "Auditing on the cluster", quiet))
+
+            results, note = _audit_with_store(opts, options, files, plain, executor=executor)
+            workers, threads = executor.workers()
+    except (DaskMissing, BadAddress) as exc:
+        warn(f"error: {exc}")
+        sys.exit(Exit.USAGE)
+    except ClusterError as exc:
+        warn(f"error: {exc}")
+        sys.exit(Exit.CANNOT_RUN)
+    line = f"cluster {opts['scheduler']}: {workers} workers ({threads} threads)"
+    for s in stats:
+        line += f" read {s.files} files ({s.unreadable} unreadable, {s.skipped} skipped), audited {s.studies} studies"
+    warn(line, quiet)
+    return results, note
+
+
+# --- protocols: inspect and validate the library --------------------------------------------------
+
+
+@main.group()
+def protocols() -> None:
+    """Inspect and validate the protocol library (one YAML file per protocol)."""
+
+
+@protocols.command("list")
+@library_option()
+@format_option
+@output_option
+def protocols_list(library_dir: str | None, fmt: str | None, output: str | None) -> None:
+    """The protocols in the library: id, title, modality, version, status."""
+    library = _library_or_exit(library_dir)
+    rows = render.protocol_rows(library)
+    form = resolve_format(fmt, output)
+    emit(render.as_text(form.value, rows, render.protocols_csv, lambda rs: render.protocols_table(rs, library.path)),
+         output)
+    sys.exit(Exit.OK)
+
+
+@protocols.command("show")
+@click.argument("protocol_id", metavar="ID")
+@library_option()
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Readable text or JSON.")
+@output_option
+def protocols_show(protocol_id: str, library_dir: str | None, fmt: str, output: str | None) -> None:
+    """Show one protocol: what it requires, its plane and timing rules, and the guideline statements cited."""
+    protocol = _protocol_or_exit(_library_or_exit(library_dir), protocol_id)
+    emit(to_json(protocol.to_dict()) if fmt == "json" else render.protocol_text(protocol), output)
+    sys.exit(Exit.OK)
+
+
+@protocols.command("lint")
+@click.argument("paths", nargs=-1, type=click.Path())
+@quiet_option
+def protocols_lint(paths: tuple[str, ...], quiet: bool) -> None:
+    """Validate protocol files or library folders (default: the library in use); list every problem.
+
+    Exit 0 when every file is valid, 2 otherwise.
+    """
+    from .library import library_path, lint
+
+    targets = list(paths) or [str(library_path())]
+    results = lint(targets)
+    problems = 0
+    for result in results:
+        if result.problems:
+            problems += len(result.problems)
+            for problem in result.problems:
+                click.echo(problem)
+        elif result.skipped:
+            warn(f"skipped {result.path}: {result.skipped}", quiet)
+        elif result.protocol is not None:
+            warn(f"ok      {result.path}: {result.protocol.id} ({len(result.protocol.requirements)} requirements, "
+                 f"{len(result.protocol.planes)} plane rules)", quiet)
+    files = len(results)
+    if problems:
+        warn(f"{problems} problems in {sum(1 for r in results if r.problems)} of {files} files")
+        sys.exit(Exit.USAGE)
+    warn(f"{files} files checked, no problems", quiet)
+    sys.exit(Exit.OK)
+
+
+# --- recommend and check-order: the clinical scenario ---------------------------------------------
 
 
 def scenario_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -526,7 +605,7 @@ def check_order_command(**opts: Any) -> None:
     sys.exit(Exit.FINDINGS if worst >= _fail_threshold(opts["fail_on"]) else Exit.OK)
 
 
-# --- network roles: listen, query, worklist (helper "net") -----------------------------------------
+# --- network roles: worklist, listen, query -------------------------------------------------------
 
 
 def net_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -899,171 +978,95 @@ def query(**opts: Any) -> None:
     sys.exit(Exit.FINDINGS if reaches(results, _fail_severity(opts["fail_on"])) else Exit.OK)
 
 
-# --- audit and protocols (helper "audit") ----------------------------------------------------------
+# --- report: HTML and CSV/Parquet from the results store ------------------------------------------
+
+
+def db_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--db PATH|URL``: the results store (SQLite file by default, or a SQLAlchemy URL)."""
+    return click.option(
+        "--db", "db", default=None, metavar="PATH|URL",
+        help="Results store: a SQLite file or a SQLAlchemy URL (default: $PROTOCOLCHECK_DB, else "
+             "~/.local/share/protocolcheck/results.db).",
+    )(f)
+
+
+def _iso_day(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+    if not value:
+        return None
+    from .store import parse_dicom_date
+
+    day = parse_dicom_date(value)
+    if day is None:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)")
+    return day
+
 
 @main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
-@audit_context_options
-@fail_on_option
-@library_option()
-@click.option("--junit", "junit_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.xml",
-              help="Also write a JUnit XML report (one test case per study) for CI dashboards.")
-@series_output_options
-@click.option("--scheduler", default=None, metavar="ADDRESS",
-              help="Read headers and audit on this Dask distributed scheduler (tcp://HOST:PORT, or its scheduler "
-                   "file); same results. Needs protocolcheck[dask] here and on the workers, and the files at the "
-                   "same paths.")
-@click.option("-j", "--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Read headers in this many processes (same results, same order).")
-@store_options
-@format_option
-@output_option
+@db_option
+@click.option("--since", callback=_iso_day, metavar="DATE", help="Studies on or after DATE (study date).")
+@click.option("--until", callback=_iso_day, metavar="DATE", help="Studies on or before DATE.")
+@click.option("--protocol", "protocols", multiple=True, metavar="ID", help="Only this protocol (repeatable).")
+@click.option("--station", "stations", multiple=True, metavar="TEXT", help="Station name contains TEXT (repeatable).")
+@click.option("--scanner", "scanners", multiple=True, metavar="TEXT", help="Manufacturer contains TEXT (repeatable).")
+@click.option("--institution", "institutions", multiple=True, metavar="TEXT", help="Institution contains TEXT.")
+@click.option("--status", "statuses", multiple=True,
+              type=click.Choice(["pass", "warn", "fail", "no-protocol", "error"]), help="Only this status (repeatable).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the HTML report to FILE (default: stdout, unless only --csv/--parquet are given).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Also export the table as CSV.")
+@click.option("--parquet", "parquet_path", type=click.Path(dir_okay=False), default=None,
+              help="Also export the table as Parquet (needs pyarrow).")
+@click.option("--include-patient", is_flag=True, help="Show patient names and IDs (hidden by default).")
+@click.option("--title", default="Protocol compliance report", show_default=True, help="Report title.")
 @quiet_option
-def audit(**opts: Any) -> None:
-    """Audit every study under PATHS against the protocol library: missing sequences, planes, timing.
+def report(db: str | None, since: Any, until: Any, protocols: tuple[str, ...], stations: tuple[str, ...],
+           scanners: tuple[str, ...], institutions: tuple[str, ...], statuses: tuple[str, ...], output: str | None,
+           csv_path: str | None, parquet_path: str | None, include_patient: bool, title: str, quiet: bool) -> None:
+    """Write an HTML report (and CSV/Parquet exports) of the latest stored audit of each study."""
+    import importlib.util
 
-    Exit codes: 0 nothing at or above --fail-on; 1 such findings; 2 unusable input (bad protocol file,
-    bad context file, unknown protocol, no DICOM found); 3 results store unwritable or job lock held.
-    """
-    from .pipeline import Summary, reaches, unmatched_context
-    from .streaming import audit_records_streaming
+    from .htmlreport import export_frame, render_html
+    from .store import Filters, Store, StoreError, StoreMissing, default_store_path
 
-    # context warnings are shown even with -q here (listen and query follow -q)
-    options = _audit_options(opts, warnings_quiet=False, count_problems=True)
-    if not opts["protocol_id"] and (options.contexts is not None or opts["indication"]):
-        from .pipeline import recommender_rules
-        from .recommend import RulesError
-
-        try:  # protocol choice from the indication uses the recommender's rules: check them up front
-            recommender_rules(options.library)
-        except RulesError as exc:
-            warn("error: the recommender rules cannot be used:\n  " + "\n  ".join(exc.problems))
-            sys.exit(Exit.USAGE)
-    try:
-        files = list(iter_files(opts["paths"]))
-    except FileNotFoundError as exc:
-        raise click.UsageError(str(exc)) from exc
-    stored_note = ""
-    if opts.get("scheduler"):  # the same run, headers read and studies audited on a Dask cluster
-        results, stored_note = _audit_on_cluster(opts, options, files)
-    else:
-        def plain() -> list[Any]:
-            # study by study in bounded memory (streaming.py); same results as pipeline.audit_records
-            records_in = progress(scan(files, workers=opts["workers"]), "Reading headers", opts["quiet"], len(files))
-            return list(progress(audit_records_streaming(records_in, options), "Auditing", opts["quiet"]))
-
-        # with a results store (the default): only new or changed studies are read and audited (jobs.py)
-        results, stored_note = _audit_with_store(opts, options, files, plain)
-    results.sort(key=lambda r: (not r.study_instance_uid, r.accession_number, r.study_date, r.study_instance_uid))
-    records = [r.to_dict(include_patient=opts["include_patient"]) for r in results]
-    emit(render.audit_text(records, resolve_format(opts["fmt"], opts["output"]).value), opts["output"])
-    if opts["junit_path"]:
-        try:
-            with open(opts["junit_path"], "w", encoding="utf-8") as fh:
-                fh.write(render.audit_junit(records))
-        except OSError as exc:
-            warn(f"error: cannot write {opts['junit_path']}: {exc.strerror or exc}")
-            sys.exit(Exit.CANNOT_RUN)
-    for message in unmatched_context(options):
-        warn("warning: " + message)
-    warn(Summary.of(results).line() + stored_note, opts["quiet"])
-    if not any(r.study_instance_uid for r in results):
-        bad = sum(len(r.findings) for r in results)
-        warn("error: no readable DICOM images under " + ", ".join(opts["paths"])
-             + (f" ({bad} unreadable files)" if bad else ""))
+    if parquet_path and importlib.util.find_spec("pyarrow") is None:
+        warn("error: --parquet needs pyarrow (pip install pyarrow, or pip install 'protocolcheck[parquet]')")
         sys.exit(Exit.USAGE)
-    sys.exit(Exit.FINDINGS if reaches(results, _fail_severity(opts["fail_on"])) else Exit.OK)
-
-
-@main.group()
-def protocols() -> None:
-    """Inspect and validate the protocol library (one YAML file per protocol)."""
-
-
-@protocols.command("list")
-@library_option()
-@format_option
-@output_option
-def protocols_list(library_dir: str | None, fmt: str | None, output: str | None) -> None:
-    """The protocols in the library: id, title, modality, version, status."""
-    library = _library_or_exit(library_dir)
-    rows = render.protocol_rows(library)
-    form = resolve_format(fmt, output)
-    emit(render.as_text(form.value, rows, render.protocols_csv, lambda rs: render.protocols_table(rs, library.path)),
-         output)
-    sys.exit(Exit.OK)
-
-
-@protocols.command("show")
-@click.argument("protocol_id", metavar="ID")
-@library_option()
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="Readable text or JSON.")
-@output_option
-def protocols_show(protocol_id: str, library_dir: str | None, fmt: str, output: str | None) -> None:
-    """Show one protocol: what it requires, its plane and timing rules, and the guideline statements cited."""
-    protocol = _protocol_or_exit(_library_or_exit(library_dir), protocol_id)
-    emit(to_json(protocol.to_dict()) if fmt == "json" else render.protocol_text(protocol), output)
-    sys.exit(Exit.OK)
-
-
-@protocols.command("lint")
-@click.argument("paths", nargs=-1, type=click.Path())
-@quiet_option
-def protocols_lint(paths: tuple[str, ...], quiet: bool) -> None:
-    """Validate protocol files or library folders (default: the library in use); list every problem.
-
-    Exit 0 when every file is valid, 2 otherwise.
-    """
-    from .library import library_path, lint
-
-    targets = list(paths) or [str(library_path())]
-    results = lint(targets)
-    problems = 0
-    for result in results:
-        if result.problems:
-            problems += len(result.problems)
-            for problem in result.problems:
-                click.echo(problem)
-        elif result.skipped:
-            warn(f"skipped {result.path}: {result.skipped}", quiet)
-        elif result.protocol is not None:
-            warn(f"ok      {result.path}: {result.protocol.id} ({len(result.protocol.requirements)} requirements, "
-                 f"{len(result.protocol.planes)} plane rules)", quiet)
-    files = len(results)
-    if problems:
-        warn(f"{problems} problems in {sum(1 for r in results if r.problems)} of {files} files")
-        sys.exit(Exit.USAGE)
-    warn(f"{files} files checked, no problems", quiet)
-    sys.exit(Exit.OK)
-
-
-
-def _audit_on_cluster(opts: dict[str, Any], options: Any, files: list[str]) -> tuple[list[Any], str]:
-    """``audit --scheduler``: the same run (results store included) with headers read and studies audited
-    on a Dask cluster; exit 2 without dask or with a bad address, 3 when the cluster cannot run it."""
-    from .cluster import BadAddress, ClusterError, ClusterExecutor, ClusterStats, DaskMissing
-
-    quiet = opts["quiet"]
-    stats: list[ClusterStats] = []
+    filters = Filters(since=since, until=until, protocols=protocols, stations=stations, scanners=scanners,
+                      institutions=institutions, statuses=statuses)
+    target = db or str(default_store_path())
     try:
-        with ClusterExecutor.connect(opts["scheduler"]) as executor:
-            def plain() -> list[Any]:
-                return list(progress(executor.audit_files(files, options, stats), "Auditing on the cluster", quiet))
-
-            results, note = _audit_with_store(opts, options, files, plain, executor=executor)
-            workers, threads = executor.workers()
-    except (DaskMissing, BadAddress) as exc:
+        with Store.open(target, readonly=True) as store:
+            audits = store.latest(filters, include_patient=include_patient)
+            findings = store.findings(audits["id"])
+            source = store.target
+    except StoreMissing as exc:
         warn(f"error: {exc}")
         sys.exit(Exit.USAGE)
-    except ClusterError as exc:
+    except StoreError as exc:
         warn(f"error: {exc}")
         sys.exit(Exit.CANNOT_RUN)
-    line = f"cluster {opts['scheduler']}: {workers} workers ({threads} threads)"
-    for s in stats:
-        line += f" read {s.files} files ({s.unreadable} unreadable, {s.skipped} skipped), audited {s.studies} studies"
-    warn(line, quiet)
-    return results, note
+    written = []
+    try:
+        if csv_path or parquet_path:
+            table = export_frame(audits, findings, include_patient=include_patient)
+            if csv_path:
+                table.to_csv(csv_path, index=False)
+                written.append(csv_path)
+            if parquet_path:
+                table.to_parquet(parquet_path, index=False)
+                written.append(parquet_path)
+        if output or not (csv_path or parquet_path):
+            page = render_html(audits, findings, title=title, source=source, filters=filters.describe(),
+                               include_patient=include_patient)
+            emit(page, output)
+            written.append(output or "stdout")
+    except OSError as exc:
+        warn(f"error: cannot write {exc.filename or 'output'}: {exc.strerror or exc}")
+        sys.exit(Exit.CANNOT_RUN)
+    counts = audits["status"].value_counts()
+    detail = ", ".join(f"{int(counts[s])} {s}" for s in ("pass", "warn", "fail", "no-protocol", "error") if s in counts)
+    warn(f"report: {len(audits)} studies" + (f" ({detail})" if detail else "") + " -> " + ", ".join(written), quiet)
+    sys.exit(Exit.OK)
 
 
 if __name__ == "__main__":  # pragma: no cover
