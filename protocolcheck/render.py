@@ -73,6 +73,14 @@ def fat_sat_label(fat_suppressed: bool | None, method: str | None) -> str:
     return yes_no(fat_suppressed)
 
 
+def _middle_cut(text: str | None, width: int) -> str | None:
+    """``text`` cut in the middle to ``width`` (stack labels differ at the end: DIFFUSION/NONE, .../TRACEW)."""
+    if text is None or len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "\u2026" + text[len(text) - (width - 1 - head):]
+
+
 def _flags(r: dict[str, Any]) -> str:
     return ",".join(flag for flag, key in (("loc", "localizer"), ("der", "derived")) if r.get(key))
 
@@ -91,9 +99,9 @@ def classify_table(records: list[dict[str, Any]]) -> str:
         head = f"Study {uid}  ({rows[0]['manufacturer'] or 'unknown vendor'}, {rows[0]['modality']})"
         blocks.append("\n".join(wrap_lines(head, "", hang="      ")) + "\n")
         cells = [{**r, "fat_suppression": fat_sat_label(r.get("fat_suppressed"), r.get("fat_suppression")),
-                  "post_contrast": yes_no(r.get("post_contrast")), "flags": _flags(r)} for r in rows]
-        blocks.append(to_table(cells, CLASSIFY_TABLE_COLUMNS, CLASSIFY_HEADERS,
-                               widths={"series_description": 22, "stack": 8}))
+                  "post_contrast": yes_no(r.get("post_contrast")), "flags": _flags(r),
+                  "stack": _middle_cut(r.get("stack"), 11)} for r in rows]
+        blocks.append(to_table(cells, CLASSIFY_TABLE_COLUMNS, CLASSIFY_HEADERS, widths={"series_description": 22}))
         blocks.append("\n")
     return "".join(blocks)
 

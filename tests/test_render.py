@@ -78,8 +78,18 @@ def test_classify_table_says_no_and_unknown_apart(sample_records):
     assert "True" not in text and "False" not in text and "UNSPECIFIED" not in text
 
 
+def test_classify_table_tells_long_stack_labels_apart(sample_records):
+    """Diffusion stacks are labelled DIFFUSION/NONE and DIFFUSION/TRACEW: cut in the middle, not the end."""
+    long = sorted({r["stack"] for r in sample_records if r["stack"] and len(r["stack"]) > 11})
+    assert {"DIFFUSION/NONE", "DIFFUSION/TRACEW"} <= set(long)
+    text = render.classify_table(sample_records)
+    assert "DIFFU\u2026/NONE" in text and "DIFFU\u2026RACEW" in text
+    cut = [render._middle_cut(label, 11) for label in long]
+    assert len(set(cut)) == len(long) and all(len(c) == 11 and c in text for c in cut)
+
+
 def test_classify_table_fits_100_columns(sample_records):
-    long = [{**r, "manufacturer": "M" * 64, "series_description": "D" * 64,
+    long = [{**r, "manufacturer": "M" * 64, "series_description": "D" * 64, "stack": "S" * 30,
              "fat_suppressed": True, "fat_suppression": "WATER_EXCITATION", "localizer": True, "derived": True,
              "weighting": "unknown", "inversion": "FLAIR", "series_number": 99999, "instances": 9999}
             for r in sample_records]
