@@ -324,3 +324,34 @@ def test_run_audit_job_streams_and_matches_a_plain_audit(corpus: Path, store: St
     second = run_audit_job([corpus], store, options, library_version=LIB)
     assert (second.audited, second.skipped, second.parsed) == (0, 2, 1)
     assert [r.to_dict() for r in second.results] == [r.to_dict() for r in first.results]
+
+
+def test_folder_auditor_audits_and_stores_a_received_study(tmp_path: Path, store: Store) -> None:
+    """listen/query's auditor: a study folder laid out as the SCP writes it (<series>/<instance>.dcm) is
+    audited as ``audit`` would, and stored with the fingerprint of its instance UIDs and the settings."""
+    import pydicom
+
+    from protocolcheck.jobs import FolderAuditor
+    from protocolcheck.library import load_library
+    from protocolcheck.pipeline import AuditOptions, audit_paths
+    from protocolcheck.store import instance_fingerprint
+
+    written = synth.write_study(synth.plexus_study(synth.Vendor.PHILIPS, "RECV-1", slices=2), tmp_path / "flat")
+    folder = tmp_path / "received" / "study"
+    sops = []
+    for path in written:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        (folder / ds.SeriesInstanceUID).mkdir(parents=True, exist_ok=True)
+        shutil.move(path, folder / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm")
+        sops.append(ds.SOPInstanceUID)
+    options = AuditOptions(library=load_library())
+    auditor = FolderAuditor(options, store, library_version=LIB, settings="S1", source="listen")
+    results = auditor.audit(folder)
+    assert [r.to_dict() for r in results] == [r.to_dict() for r in audit_paths([folder], options)]
+    assert [r.accession_number for r in results] == ["RECV-1"]
+    auditor.save(folder, results)
+    fingerprint, version, _audit_id = store.current([results[0].study_instance_uid])[results[0].study_instance_uid]
+    assert (fingerprint, version) == (instance_fingerprint(sops, "S1"), LIB)
+    assert fingerprint != instance_fingerprint(sops[1:], "S1") != instance_fingerprint(sops, "S2")
+    FolderAuditor(options).save(folder, results)  # without a store: nothing to do, no error
+    assert store.count_audits() == 1
