@@ -383,7 +383,8 @@ def _audit_with_store(opts: dict[str, Any], options: Any, files: list[str],
     lock_path = opts["lock_file"] or (default_lock_path(target, opts["paths"]) if explicit and not opts["no_db"] else None)
     try:
         with contextlib.ExitStack() as stack:
-            store = None if opts["no_db"] else stack.enter_context(Store.open(target))
+            store = None if opts["no_db"] else stack.enter_context(
+                Store.open(target, keep_patient=opts["include_patient"]))
             if lock_path:
                 stack.enter_context(JobLock(lock_path))
             if store is None:
@@ -769,7 +770,7 @@ def _folder_auditor(opts: dict[str, Any], source: str) -> Any:
     from .store import Store, StoreError, default_store_path, file_digest, library_version, settings_digest
 
     try:
-        store = Store.open(opts["db"] or str(default_store_path()))
+        store = Store.open(opts["db"] or str(default_store_path()), keep_patient=opts.get("include_patient", False))
     except StoreError as exc:
         warn(f"error: {exc}")
         sys.exit(Exit.CANNOT_RUN)

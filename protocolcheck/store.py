@@ -248,16 +248,20 @@ def _sqlite_setup(engine: Engine, *, readonly: bool) -> None:
 class Store:
     """A results store. Open with :meth:`Store.open`; close with :meth:`close` (or ``with``)."""
 
-    def __init__(self, engine: Engine, target: str, *, readonly: bool = False) -> None:
+    def __init__(self, engine: Engine, target: str, *, readonly: bool = False, keep_patient: bool = False) -> None:
         self.engine = engine
         self.target = target
         self.readonly = readonly
+        self.keep_patient = keep_patient
 
     # -- opening -------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, target: str | os.PathLike[str], *, readonly: bool = False) -> "Store":
+    def open(cls, target: str | os.PathLike[str], *, readonly: bool = False, keep_patient: bool = False) -> "Store":
         """Open (and create, unless ``readonly``) the store at a file path or SQLAlchemy URL.
+
+        Patient name and ID are saved only with ``keep_patient`` (``audit --include-patient``):
+        by default the store, like the reports, identifies studies by accession number and UIDs.
 
         Raises :class:`StoreError` with a clear reason when it cannot be created or written, and
         :class:`StoreMissing` when ``readonly`` and there is no store.
@@ -285,7 +289,7 @@ class Store:
                 engine = create_engine(text, pool_pre_ping=True)
             except (ArgumentError, ImportError, SQLAlchemyError) as exc:
                 raise StoreError(f"cannot use results store {shown}: {exc}") from exc
-        store = cls(engine, shown, readonly=readonly)
+        store = cls(engine, shown, readonly=readonly, keep_patient=keep_patient)
         try:
             if readonly:
                 store._check_schema()
@@ -355,6 +359,8 @@ class Store:
              audited_at: dt.datetime | None = None) -> int:
         """Append one study's audit (and its findings) in one short transaction; returns its id."""
         row = audit_row(result)
+        if not self.keep_patient:
+            row.update(patient_name="", patient_id="")
         row.update(run_id=run_id, source=source, fingerprint=fingerprint, library_version=library_version,
                    audited_at=(audited_at or _utcnow()))
         with self._write() as conn:

@@ -36,7 +36,7 @@ def missing(req: str) -> Finding:
 @pytest.fixture
 def filled(tmp_path: Path) -> Store:
     """A store with studies over three months, three stations, trauma timings and missing requirements."""
-    store = Store.open(tmp_path / "r.db")
+    store = Store.open(tmp_path / "r.db", keep_patient=True)
     plan = [
         ("1.1", "20240110", "MR1", "SIEMENS", (missing("stir-cor"), missing("t1-cor")), 10),
         ("1.2", "20240115", "MR1", "SIEMENS", (missing("stir-cor"),), 35),

@@ -86,3 +86,11 @@ def test_include_patient_adds_the_name_for_local_use_only_when_asked(study: Path
     assert all("patient_name" not in r for r in json.loads(_run(["audit", str(study), "--format", "json"]).stdout))
     # the birth date is not read at all, so not even the opt-in shows it
     assert _leaks(json.dumps(records), name=False) == []
+
+
+def test_results_store_keeps_no_patient_name_unless_asked(study: Path, tmp_path: Path) -> None:
+    plain, named = tmp_path / "plain.db", tmp_path / "named.db"
+    _run(["audit", str(study), "--format", "json", "--db", str(plain)])
+    _run(["audit", str(study), "--format", "json", "--db", str(named), "--include-patient"])
+    assert FAMILY.encode() not in plain.read_bytes()
+    assert FAMILY.encode() in named.read_bytes()  # the opt-in really stores it (the check above can fail)

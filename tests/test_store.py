@@ -53,7 +53,7 @@ TOO_EARLY = Finding(FindingCode.TRAUMA_TOO_EARLY, Severity.WARNING, "10 days aft
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
-    s = Store.open(tmp_path / "results.db")
+    s = Store.open(tmp_path / "results.db", keep_patient=True)
     yield s
     s.close()
 
@@ -95,6 +95,16 @@ def test_stored_result_round_trips(store: Store) -> None:
     rebuilt = store.results([audit_id])[audit_id]
     assert rebuilt.to_dict(include_patient=True) == original.to_dict(include_patient=True)
     assert result_from_dict(original.to_dict()).findings == original.findings
+
+
+def test_patient_identifiers_are_not_stored_unless_asked(tmp_path: Path) -> None:
+    """By default the store, like the reports, keeps no patient name or ID (audit --include-patient)."""
+    with Store.open(tmp_path / "plain.db") as plain:
+        audit_id = plain.save(make_result("1.2.3.3401"))
+        assert plain.latest(include_patient=True)["patient_name"].tolist() == [""]
+        assert plain.results([audit_id])[audit_id].patient_name == ""
+    raw = (tmp_path / "plain.db").read_bytes()
+    assert b"Doe^Jane" not in raw
 
 
 def test_patient_columns_only_on_request(store: Store) -> None:
