@@ -1303,6 +1303,13 @@ def _exam_level_agent(results: list[SeriesClass], study: Study) -> list[SeriesCl
     return out
 
 
+def _with_post_reason(r: SeriesClass, why: str, value: bool | None = None) -> SeriesClass:
+    """``r`` with a study-level contrast reason appended (and the phase set, when ``value`` is given)."""
+    evidence = dict(r.evidence)
+    evidence["post_contrast"] = list(r.evidence.get("post_contrast", [])) + [why]
+    return replace(r, evidence=evidence, post_contrast=r.post_contrast if value is None else value)
+
+
 def _contrast_start_time(results: list[SeriesClass], study: Study) -> list[SeriesClass]:
     """Contrast/Bolus Start Time dates the injection: a stack the headers and text leave open is
     post-contrast when acquired after it and pre-contrast when acquired before it (same day)."""
@@ -1324,9 +1331,7 @@ def _contrast_start_time(results: list[SeriesClass], study: Study) -> list[Serie
         value = t > start
         why = (f"acquired at {r.acquisition_time} {'after' if value else 'before'} Contrast/Bolus Start Time "
                f"{stamp} -> {'post' if value else 'pre'}-contrast")
-        evidence = dict(r.evidence)
-        evidence["post_contrast"] = list(r.evidence.get("post_contrast", [])) + [why]
-        out[i] = replace(r, post_contrast=value, evidence=evidence)
+        out[i] = _with_post_reason(r, why, value)
     return out
 
 
@@ -1369,10 +1374,8 @@ def classify_study(study: Study) -> list[SeriesClass]:
         label = f"series {first.series_number}" if first.series_number is not None else "the first post-contrast series"
         if t > first_t:
             if r.localizer:
-                evidence = dict(r.evidence)
-                evidence["post_contrast"] = list(r.evidence.get("post_contrast", [])) + [
-                    f"localizer acquired after {label} ('{first.series_description}') -> left unknown"]
-                out.append(replace(r, evidence=evidence))
+                out.append(_with_post_reason(
+                    r, f"localizer acquired after {label} ('{first.series_description}') -> left unknown"))
                 continue
             value, why = True, (f"acquired after {label} ('{first.series_description}'), the first post-contrast "
                                 "acquisition: the agent was already given -> post-contrast")
@@ -1381,9 +1384,7 @@ def classify_study(study: Study) -> list[SeriesClass]:
         else:
             out.append(r)
             continue
-        evidence = dict(r.evidence)
-        evidence["post_contrast"] = list(r.evidence.get("post_contrast", [])) + [why]
-        out.append(replace(r, post_contrast=value, evidence=evidence))
+        out.append(_with_post_reason(r, why, value))
     return out
 
 
