@@ -6,6 +6,11 @@ other value by its length and stops at Pixel Data. Values are decoded exactly as
 pydicom is the reference, and ``tests/test_fastheaders.py`` checks that both readers agree field by
 field on every file of several corpora.
 
+Stepping over the elements it does not need is done in C when the optional extension
+``protocolcheck._skim`` is built (``_skim.c``; ``pip install`` builds it where a C compiler exists): it
+skips, or stores at the top level, exactly what the Python walk would, from tables this module builds,
+and the Python walk handles everything else. Without it the results are the same (tested both ways).
+
 Whatever it does not handle makes :func:`read_fast` return ``None`` and the caller falls back to
 pydicom: files without preamble or file meta, big-endian or deflated syntaxes, enhanced multi-frame
 objects, DICOMDIRs, character sets other than ASCII / Latin-1 / UTF-8, a malformed or unusual value
@@ -22,6 +27,8 @@ import math
 import os
 import re
 import stat
+import sys
+from array import array
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -316,6 +323,62 @@ _TOP_LEVEL = _Level(
 )
 _SWAPPED_TOP.update({(tag & 0xFFFF) << 16 | tag >> 16: keyword for tag, keyword in _TOP.items()})
 
+
+def _skim_tables() -> tuple[bytes, bytes, bytes, bytes, bytes, bytes, bytes, tuple[str | None, ...], tuple[str, ...]]:
+    """The hot loops' tables packed for the compiled skimmer (``_skim.c``: which elements it may step over)."""
+    shorts = bytearray(b"\xff" * 65536)  # explicit VR code -> value size, 254 for IS, 255: not a short VR
+    for code, size in _SHORT_VR_SIZES_INT.items():
+        shorts[code] = 254 if size == _IS else size
+    longs = bytearray(65536)  # long VRs whose defined-length values the walk steps over (not SQ, UN, SV, UV)
+    for vrb, (is_long, kind, _vr) in _VR_INFO.items():
+        if is_long and kind == 0:
+            longs[int.from_bytes(vrb, "little")] = 1
+    # one table for every depth: what any level keeps (stopping at more elements than needed is safe)
+    wanted: set[int] = set()
+    offsets: dict[int, set[int]] = {}
+    levels, seen = [_TOP_LEVEL], set()
+    while levels:
+        level = levels.pop()
+        if id(level) in seen:
+            continue
+        seen.add(id(level))
+        wanted.update(level.swapped_tags)
+        for group, kept in level.private_offsets.items():
+            offsets.setdefault(group, set()).update(kept)
+        levels.extend(sub for _keyword, sub in level.sequences.values())
+        levels.extend(sub for by_offset in level.private_sequences.values() for sub in by_offset.values())
+    wanted.add(_CHARSET_SWAPPED)  # a character set inside an item is left to pydicom
+    private = b"".join(
+        group.to_bytes(2, sys.byteorder) + sum(1 << offset for offset in kept).to_bytes(32, "little")
+        for group, kept in sorted(offsets.items())
+    )
+    plain = sorted(_SWAPPED_PLAIN.items())
+    return (bytes(shorts), bytes(longs), array("I", sorted(wanted)).tobytes(), private,
+            array("I", [tag for tag, _k in plain]).tobytes(), bytes(254 if k == _IS else k for _t, k in plain),
+            # top-level elements the skimmer stores itself (marked keywords: the walk decides)
+            array("I", sorted(_SWAPPED_TOP)).tobytes(),
+            tuple(None if _SWAPPED_TOP[t][0] < " " else _SWAPPED_TOP[t] for t in sorted(_SWAPPED_TOP)),
+            tuple(_STD_VR[t >> 16 | (t & 0xFFFF) << 16] for t in sorted(_SWAPPED_TOP)))
+
+
+def _load_skimmer() -> tuple[Any, Any]:
+    """The compiled skimmer's (explicit, implicit) functions, or (None, None) to walk in Python only.
+
+    ``PROTOCOLCHECK_PURE_PYTHON=1`` turns it off (tests compare both walks); it reads tags as native
+    32-bit numbers, so it is used on little-endian machines only.
+    """
+    if os.environ.get("PROTOCOLCHECK_PURE_PYTHON") or sys.byteorder != "little" or array("I").itemsize != 4:
+        return None, None
+    try:
+        from . import _skim  # type: ignore[attr-defined]
+    except ImportError:  # built without a C compiler: the Python walk alone gives the same results
+        return None, None
+    _skim.configure(*_skim_tables())
+    return _skim.explicit, _skim.implicit
+
+
+_SKIM_EXPLICIT, _SKIM_IMPLICIT = _load_skimmer()
+
 # Record fields by how they are decoded: (field name, keyword).
 _TEXT_FIELDS = (
     ("sop_instance_uid", "SOPInstanceUID"), ("study_instance_uid", "StudyInstanceUID"),
@@ -473,6 +536,7 @@ class _Walker:
             if pos != size:
                 raise _Fallback("value beyond end of file")
             return
+        skim = _SKIM_IMPLICIT
         while pos < size:
             if pos > limit:
                 if size - pos < 8:
@@ -480,6 +544,12 @@ class _Walker:
                 self.refill(pos, 12 if size - pos >= 12 else 8)
                 buf, base = self.buf, self.base
                 limit = base + len(buf) - 12
+            if skim is not None:
+                skipped = base + skim(buf, pos - base, size - base, out)  # step over (or keep) plain elements
+                if skipped != pos:
+                    pos = skipped
+                    if pos > limit:
+                        continue
             rel = pos - base
             swapped, length = implicit_head(buf, rel)
             if swapped & 1:
@@ -532,6 +602,7 @@ class _Walker:
         short_sizes = _SHORT_VR_SIZES_INT
         wanted = _SWAPPED_TOP
         private_offsets = _PRIVATE_OFFSETS
+        skim = _SKIM_EXPLICIT
         while pos < size:
             limit = base + len(buf) - 8  # a short element's 8-byte header at pos <= limit is in the buffer
             if pos > limit:
@@ -541,6 +612,10 @@ class _Walker:
                 buf, base = self.buf, self.base
                 continue
             while pos <= limit:
+                if skim is not None:
+                    pos = base + skim(buf, pos - base, size - base, size - base, out)  # step over or keep
+                    if pos > limit:
+                        break
                 swapped, vr_code, length = head(buf, pos - base)
                 value_size = short_sizes.get(vr_code)
                 if value_size is None or swapped & 0xFFFF >= 0x7FE0:
@@ -717,6 +792,8 @@ class _Walker:
         buf, base = self.buf, self.base
         limit = base + len(buf) - 12
         wanted = level.swapped_tags if level is not None and out is not None else None
+        skim = _SKIM_IMPLICIT if implicit else _SKIM_EXPLICIT
+        stop = size if end is None else end
         while True:
             if end is not None and pos >= end:
                 if pos != end:
@@ -728,6 +805,12 @@ class _Walker:
                 self.refill(pos, 12 if size - pos >= 12 else 8)
                 buf, base = self.buf, self.base
                 limit = base + len(buf) - 12
+            if skim is not None:
+                skipped = base + (skim(buf, pos - base, stop - base, None) if implicit else
+                                  skim(buf, pos - base, size - base, stop - base, None))
+                if skipped != pos:
+                    pos = skipped  # stepped over what this loop only steps over
+                    continue
             rel = pos - base
             vr: str | None = None
             if implicit:

@@ -1,6 +1,7 @@
 """The lean header reader against pydicom: same records for every file, fallback for the rest.
 
-The differential tests read each file twice, with :func:`read_fast` and with the pydicom reference
+Every test runs twice: with the compiled skimmer that steps over unneeded elements (``_skim.c``)
+and with the Python walk alone. The differential tests read each file twice, with :func:`read_fast` and with the pydicom reference
 (:func:`read_file_pydicom`), and require equal records field by field whenever the lean reader
 answers. Other tests make sure it really answers for the common shapes (so agreement is not reached
 by always falling back), that it falls back for what it must not handle, and that scanning in
@@ -32,6 +33,18 @@ EXPLICIT = "1.2.840.10008.1.2.1"
 
 
 # ------------------------------------------------------------------------------------ helpers
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def walk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with the compiled skimmer (``_skim.c``) and with the Python walk alone."""
+    if request.param == "python":
+        monkeypatch.setattr(fastheaders, "_SKIM_EXPLICIT", None)
+        monkeypatch.setattr(fastheaders, "_SKIM_IMPLICIT", None)
+    elif fastheaders._SKIM_EXPLICIT is None:
+        pytest.skip("protocolcheck._skim is not built (pip install -e . builds it in a checkout)")
+    return request.param
+
 
 
 def reference(path: str | Path) -> object:
