@@ -18,6 +18,12 @@
  * more first"; the Python walk then refills and carries on. The tables are the same at every depth:
  * they list what any level of the walk keeps (a superset is safe: the walk steps over the rest).
  *
+ * sequence(buf, rel, end, avail, depth) -> rel after a sequence none of whose items the walk keeps,
+ * or -1 when the Python walk must walk it (anything unusual: implicit VR items, UN, private creators of
+ * odd VRs, character sets, whatever is not wholly in ``buf``). ``end`` is -1 for undefined length,
+ * ``depth`` the nesting depth of its items. It accepts exactly what fastheaders' sequence() and
+ * dataset() accept when they keep nothing, and leaves every error for them to report.
+ *
  * With a dict as ``out`` (the top level), a plain element the top level keeps is stored there as the
  * walk would store it, ``out[keyword] = (VR, value bytes)``, and the skim goes on; ``None`` stops at it.
  */
@@ -43,6 +49,10 @@ static const uint32_t *top_tags = NULL;      /* sorted swapped tags kept at the 
 static Py_ssize_t n_top = 0;
 static PyObject *top_keywords = NULL;        /* tuple: keyword to store each under, None: the walk decides */
 static PyObject *top_vrs = NULL;             /* tuple: dictionary VR of each (implicit VR files) */
+
+#define VR(a, b) ((uint16_t)((a) | ((b) << 8))) /* an explicit VR as its two bytes read little-endian */
+#define UNDEFINED 0xFFFFFFFFu
+#define MAX_DEPTH 16 /* fastheaders._MAX_DEPTH */
 
 static inline uint32_t u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 static inline uint16_t u16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
@@ -102,6 +112,107 @@ static int capture(PyObject *out, uint32_t swapped, PyObject *vr, const uint8_t 
     int failed = PyDict_SetItem(out, keyword, pair);
     Py_DECREF(pair);
     return failed ? -1 : 1;
+}
+
+static int ready(void);
+static Py_ssize_t skip_items(const uint8_t *buf, Py_ssize_t len, Py_ssize_t rel, Py_ssize_t end, Py_ssize_t avail,
+                             int depth);
+
+/* The dataset of one explicit VR item from ``rel`` (``end`` -1: up to its delimiter) when nothing in it is
+ * kept: the position after it, or -1 for the Python walk to decide. Mirrors fastheaders' dataset(). */
+static Py_ssize_t skip_dataset(const uint8_t *buf, Py_ssize_t len, Py_ssize_t rel, Py_ssize_t end, Py_ssize_t avail,
+                               int depth) {
+    for (;;) {
+        if (end >= 0 && rel >= end) return rel == end ? rel : -1;
+        if (rel + 8 > len) return -1;
+        const uint8_t *p = buf + rel;
+        uint32_t swapped = u32(p);
+        uint16_t group = swapped & 0xFFFF, elem = swapped >> 16;
+        uint16_t code = u16(p + 4);
+        uint8_t kind = short_kind[code];
+        if (kind != NOT_SHORT && group < 0x7FE0) {
+            Py_ssize_t length = u16(p + 6);
+            if (!value_ok(kind, p + 8, length, len - rel - 8)) return -1;
+            if (group & 1) {
+                if (elem >= 0x10 && elem <= 0xFF && code != VR('L', 'O')) return -1; /* creator of an odd VR */
+            } else if (swapped == 0x00050008) {
+                return -1; /* a character set inside an item */
+            }
+            rel += 8 + length;
+            continue;
+        }
+        if (group == 0xFFFE) {
+            if (elem == 0xE00D && end < 0 && u32(p + 4) == 0) return rel + 8; /* item delimiter */
+            return -1;
+        }
+        if (swapped == 0x00050008) return -1; /* a character set (of an odd VR) inside an item */
+        Py_ssize_t length, head;
+        if (kind != NOT_SHORT) { /* a short VR in a group from 7FE0 on */
+            length = u16(p + 6);
+            head = 8;
+        } else if (long_skip[code] || code == VR('S', 'Q') || code == VR('S', 'V') || code == VR('U', 'V')) {
+            if (rel + 12 > len) return -1;
+            length = u32(p + 8);
+            head = 12;
+            kind = code == VR('S', 'V') || code == VR('U', 'V') ? 8 : 0;
+        } else {
+            return -1; /* UN (read again with a dictionary VR) or an unknown VR */
+        }
+        if ((group & 1) && elem >= 0x10 && elem <= 0xFF && code != VR('L', 'O')) return -1; /* odd creator VR */
+        rel += head;
+        if (code == VR('S', 'Q') || length == (Py_ssize_t)UNDEFINED) {
+            if (code != VR('S', 'Q') || depth >= MAX_DEPTH) return -1;
+            rel = skip_items(buf, len, rel, length == (Py_ssize_t)UNDEFINED ? -1 : rel + length, avail, depth + 1);
+            if (rel < 0) return -1;
+            continue;
+        }
+        if (rel + length > avail || !value_ok(kind, buf + rel, length, len - rel)) return -1;
+        rel += length;
+    }
+}
+
+/* The items of an explicit VR sequence whose value starts at ``rel``; mirrors fastheaders' sequence(). */
+static Py_ssize_t skip_items(const uint8_t *buf, Py_ssize_t len, Py_ssize_t rel, Py_ssize_t end, Py_ssize_t avail,
+                             int depth) {
+    for (;;) {
+        if (end >= 0 && rel >= end) return rel == end ? rel : -1;
+        if (rel + 8 > len) return -1;
+        uint16_t group = u16(buf + rel), elem = u16(buf + rel + 2);
+        Py_ssize_t length = u32(buf + rel + 4);
+        rel += 8;
+        if (group == 0xFFFE && elem == 0xE0DD) { /* sequence delimiter */
+            if (end >= 0 || length != 0) return -1;
+            return rel;
+        }
+        if (group != 0xFFFE || elem != 0xE000) return -1;
+        Py_ssize_t item_end = length == (Py_ssize_t)UNDEFINED ? -1 : rel + length;
+        if (item_end > avail) return -1;
+        if (item_end != rel) { /* an item may be implicit VR inside an explicit sequence: the walk decides */
+            if (rel + 6 > len) return -1;
+            const uint8_t *h = buf + rel;
+            if (!(h[4] > 0x40 && h[4] < 0x5B && h[5] > 0x40 && h[5] < 0x5B) && memcmp(h, "\xfe\xff\x0d\xe0", 4) != 0)
+                return -1;
+        }
+        rel = skip_dataset(buf, len, rel, item_end, avail, depth);
+        if (rel < 0) return -1;
+    }
+}
+
+static PyObject *sequence_(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "sequence(buf: bytes, rel, end, avail, depth)");
+        return NULL;
+    }
+    Py_ssize_t values[4];
+    for (int i = 0; i < 4; i++) {
+        values[i] = PyLong_AsSsize_t(args[i + 1]);
+        if (values[i] == -1 && PyErr_Occurred()) return NULL;
+    }
+    if (!ready()) return NULL;
+    Py_ssize_t rel = values[0], end = values[1], avail = values[2], depth = values[3];
+    if (rel < 0 || depth < 0 || depth > MAX_DEPTH) return PyLong_FromSsize_t(-1);
+    const uint8_t *buf = (const uint8_t *)PyBytes_AS_STRING(args[0]);
+    return PyLong_FromSsize_t(skip_items(buf, PyBytes_GET_SIZE(args[0]), rel, end < 0 ? -1 : end, avail, (int)depth));
 }
 
 static int ready(void) {
@@ -263,6 +374,8 @@ static PyMethodDef methods[] = {
      "top_vrs): set the tables"},
     {"explicit", (PyCFunction)(void (*)(void))explicit_, METH_FASTCALL,
      "explicit(buf, rel, avail, stop, out) -> position of the first explicit VR element the walk must look at"},
+    {"sequence", (PyCFunction)(void (*)(void))sequence_, METH_FASTCALL,
+     "sequence(buf, rel, end, avail, depth) -> position after a sequence the walk keeps nothing of, or -1"},
     {"implicit", (PyCFunction)(void (*)(void))implicit_, METH_FASTCALL,
      "implicit(buf, rel, stop, out) -> position of the first implicit VR element the walk must look at"},
     {NULL, NULL, 0, NULL},

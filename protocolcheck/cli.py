@@ -15,7 +15,7 @@ import click
 
 from . import __version__, render
 from .classify import classify_study
-from .headers import InstanceHeader, Skipped, Unreadable, iter_files, scan
+from .headers import InstanceHeader, Skipped, Unreadable, iter_files, scan_files
 from .report import OutputFormat, to_json
 from .study import group_studies
 
@@ -234,7 +234,7 @@ def collect_headers(paths: tuple[str, ...], quiet: bool) -> tuple[list[InstanceH
     headers: list[InstanceHeader] = []
     bad: list[Unreadable] = []
     skipped: list[Skipped] = []
-    for record in progress(scan(files), "Reading headers", quiet, length=len(files)):
+    for record in progress(scan_files(files), "Reading headers", quiet, length=len(files)):
         if isinstance(record, InstanceHeader):
             headers.append(record)
         elif isinstance(record, Unreadable):
@@ -337,7 +337,7 @@ def audit(**opts: Any) -> None:
     else:
         def plain() -> list[Any]:
             # study by study in bounded memory (streaming.py); same results as pipeline.audit_records
-            records_in = progress(scan(files, workers=opts["workers"]), "Reading headers", opts["quiet"], len(files))
+            records_in = progress(scan_files(files, workers=opts["workers"]), "Reading headers", opts["quiet"], len(files))
             return list(progress(audit_records_streaming(records_in, options), "Auditing", opts["quiet"]))
 
         # with a results store (the default): only new or changed studies are read and audited (jobs.py)

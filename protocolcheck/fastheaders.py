@@ -361,23 +361,23 @@ def _skim_tables() -> tuple[bytes, bytes, bytes, bytes, bytes, bytes, bytes, tup
             tuple(_STD_VR[t >> 16 | (t & 0xFFFF) << 16] for t in sorted(_SWAPPED_TOP)))
 
 
-def _load_skimmer() -> tuple[Any, Any]:
-    """The compiled skimmer's (explicit, implicit) functions, or (None, None) to walk in Python only.
+def _load_skimmer() -> tuple[Any, Any, Any]:
+    """The compiled skimmer's (explicit, implicit, sequence) functions, or Nones to walk in Python only.
 
     ``PROTOCOLCHECK_PURE_PYTHON=1`` turns it off (tests compare both walks); it reads tags as native
     32-bit numbers, so it is used on little-endian machines only.
     """
     if os.environ.get("PROTOCOLCHECK_PURE_PYTHON") or sys.byteorder != "little" or array("I").itemsize != 4:
-        return None, None
+        return None, None, None
     try:
         from . import _skim  # type: ignore[attr-defined]
     except ImportError:  # built without a C compiler: the Python walk alone gives the same results
-        return None, None
+        return None, None, None
     _skim.configure(*_skim_tables())
-    return _skim.explicit, _skim.implicit
+    return _skim.explicit, _skim.implicit, _skim.sequence
 
 
-_SKIM_EXPLICIT, _SKIM_IMPLICIT = _load_skimmer()
+_SKIM_EXPLICIT, _SKIM_IMPLICIT, _SKIM_SEQUENCE = _load_skimmer()
 
 # Record fields by how they are decoded: (field name, keyword).
 _TEXT_FIELDS = (
@@ -761,6 +761,13 @@ class _Walker:
                     elif tag in level.tags:
                         raise _Fallback("a value that headers.py reads is a sequence")
             items: list[dict[Any, Any]] | None = [] if sublevel is not None else None
+            if items is None and vr == "SQ" and _SKIM_SEQUENCE is not None and pos >= self.base:
+                # nothing kept from it: the skimmer walks it in C when it is plain (else -1: walk it here)
+                rel = pos - self.base
+                after = _SKIM_SEQUENCE(self.buf, rel, -1 if length == _UNDEFINED else rel + length,
+                                       self.size - self.base, depth + 1)
+                if after >= 0:
+                    return self.base + after
             pos = self.sequence(pos, None if length == _UNDEFINED else pos + length, implicit, depth + 1, items,
                                 sublevel)
             if items is not None and out is not None:

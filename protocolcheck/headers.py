@@ -870,12 +870,17 @@ def scan(paths: Iterable[str | os.PathLike[str]], workers: int = 1) -> Iterator[
     ``workers > 1`` reads in that many processes (:func:`.fastheaders.scan_parallel`); the records
     come in the same order either way.
     """
+    yield from scan_files(iter_files(paths), workers)
+
+
+def scan_files(files: Iterable[str], workers: int = 1) -> Iterator[ScanRecord]:
+    """:func:`scan` over files already listed by :func:`iter_files` (not walked or checked again)."""
     if workers > 1:
         from .fastheaders import scan_parallel  # noqa: PLC0415 - fastheaders builds on this module
 
-        yield from scan_parallel(iter_files(paths), workers)
+        yield from scan_parallel(files, workers)
         return
-    for name in iter_files(paths):
+    for name in files:
         yield from scan_file(name)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from .findings import AuditResult
-from .headers import InstanceHeader, Skipped, Unreadable, iter_files, scan
+from .headers import InstanceHeader, Skipped, Unreadable, iter_files, scan_files
 from .store import (FileEntry, FileKind, Store, file_digest, fingerprint, instance_fingerprint, settings_digest,
                     sqlite_path)
 from .study import group_studies
@@ -165,10 +165,10 @@ def _stat_files(names: Iterable[str]) -> tuple[list[_FileFacts], list[Unreadable
 
 
 def _read(paths: list[str], progress: Progress, label: str, workers: int = 1, executor: Any = None) -> Iterator[Any]:
-    """scan() over these files (in ``workers`` processes, or by ``executor``), with progress."""
+    """scan_files() over these files (in ``workers`` processes, or by ``executor``), with progress."""
     if not paths:
         return
-    records = executor.read(paths) if executor is not None else scan(paths, workers=workers)
+    records = executor.read(paths) if executor is not None else scan_files(paths, workers=workers)
     yield from progress(records, label, len(paths))
 
 

@@ -20,6 +20,7 @@ import pytest
 from benchmarks.run import enrich
 from protocolcheck import fastheaders, synth
 from protocolcheck.headers import read_file_pydicom
+from rawdicom import UNDEFINED, base_elements, element, item, sequence, text, write
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,6 +39,7 @@ def both_walks(path: str, monkeypatch: pytest.MonkeyPatch) -> tuple[object, obje
     with monkeypatch.context() as patch:
         patch.setattr(fastheaders, "_SKIM_EXPLICIT", None)
         patch.setattr(fastheaders, "_SKIM_IMPLICIT", None)
+        patch.setattr(fastheaders, "_SKIM_SEQUENCE", None)
         python = outcome(path)
     return compiled, python
 
@@ -84,11 +86,26 @@ def test_same_answer_with_and_without_the_skimmer(vendor_files: list[Path], monk
         assert compiled == python, path.name
 
 
+_SEQUENCE_MARKS = (b"\xfe\xff\x00\xe0", b"\xfe\xff\x0d\xe0", b"\xfe\xff\xdd\xe0", b"SQ\x00\x00")
+
+
+def _find_all(data: bytes, mark: bytes) -> list[int]:
+    found, at = [], data.find(mark)
+    while at >= 0:
+        found.append(at)
+        at = data.find(mark, at + 1)
+    return found
+
+
 def _mutations(data: bytes, rng: random.Random, start: int) -> bytes:
     """One seeded corruption of the dataset part of a file: the kinds of damage the fuzzers found useful."""
     out = bytearray(data)
     kind = rng.randrange(6)
     at = rng.randrange(start, len(out) - 8)
+    if rng.random() < 0.5:  # half of them where sequences are: items, delimiters, SQ elements
+        marks = [i for mark in _SEQUENCE_MARKS for i in _find_all(data, mark) if start <= i < len(out) - 8]
+        if marks:
+            at = rng.choice(marks) + rng.choice([0, 2, 4, 6, 8])
     if kind == 0:  # flip bytes
         for _ in range(rng.randint(1, 4)):
             out[rng.randrange(start, len(out))] ^= 1 << rng.randrange(8)
@@ -145,3 +162,97 @@ def test_configure_rejects_malformed_tables_and_keeps_working(vendor_files: list
     with pytest.raises(ValueError, match="negative"):
         _skim.implicit(b"", -1, 0, None)
     assert fastheaders._read(str(vendor_files[0])) == read_file_pydicom(vendor_files[0])  # tables unchanged
+
+
+# ------------------------------------------------------------- sequences nothing is kept from
+
+REFERENCED_IMAGES = 0x00081140  # Referenced Image Sequence: walked for validity, nothing kept
+REFERENCED_SOP = 0x00081155
+
+
+def _ref_item(extra: bytes = b"", undefined: bool = False) -> bytes:
+    return item(element(REFERENCED_SOP, "UI", text("1.2.3.4", pad=b"\x00")) + extra, undefined)
+
+
+def _nested(depth: int) -> bytes:
+    """``depth`` Referenced Image Sequences, each inside the one item of the one above."""
+    inner = element(REFERENCED_SOP, "UI", text("1.2.3", pad=b"\x00"))
+    for _ in range(depth - 1):
+        inner = sequence(REFERENCED_IMAGES, [item(inner)])
+    return sequence(REFERENCED_IMAGES, [item(inner)])
+
+
+SEQUENCE_CASES: dict[str, tuple[bytes, bool]] = {
+    # name: (the sequence element as written, whether the compiled skimmer must accept it itself)
+    "plain": (sequence(REFERENCED_IMAGES, [_ref_item(), _ref_item()]), True),
+    "undefined lengths": (sequence(REFERENCED_IMAGES, [_ref_item(undefined=True)], undefined=True), True),
+    "empty item and empty sequence": (sequence(REFERENCED_IMAGES, [item(b"")]) + sequence(0x00081120, []), True),
+    "nested 15 deep": (_nested(15), True),
+    "nested 17 deep": (_nested(17), False),
+    "long values, SV, private, high group": (sequence(REFERENCED_IMAGES, [_ref_item(
+        element(0x00091010, "LO", text("ACME 1")) + element(0x00091011, "UT", text("x" * 40))
+        + element(0x00111001, "SV", b"\x01" * 16) + element(0x00281201, "OW", b"\x00\x01" * 8)
+        + element(0x7FE10010, "LO", text("ok")) + element(0x7FE11001, "OB", b"\x00" * 6))]), True),
+    "sequence delimiter with a length": (element(REFERENCED_IMAGES, "SQ", _ref_item()
+                                                 + struct.pack("<HHL", 0xFFFE, 0xE0DD, 4), length=UNDEFINED), False),
+    "item delimiter with a length": (sequence(REFERENCED_IMAGES, [
+        struct.pack("<HHL", 0xFFFE, 0xE000, UNDEFINED) + element(REFERENCED_SOP, "UI", text("1.2", pad=b"\x00"))
+        + struct.pack("<HHL", 0xFFFE, 0xE00D, 2) + b"\x00\x00"]), False),
+    "item delimiter in a defined-length item": (sequence(REFERENCED_IMAGES, [
+        item(element(REFERENCED_SOP, "UI", text("1.2", pad=b"\x00")) + struct.pack("<HHL", 0xFFFE, 0xE00D, 0))]),
+        False),
+    "items overrun the sequence": (element(REFERENCED_IMAGES, "SQ", _ref_item(), length=len(_ref_item()) - 2), False),
+    "element overruns its item": (sequence(REFERENCED_IMAGES, [
+        struct.pack("<HHL", 0xFFFE, 0xE000, 10) + element(REFERENCED_SOP, "UI", text("1.2.3.4", pad=b"\x00"))]),
+        False),
+    "not an item": (element(REFERENCED_IMAGES, "SQ", element(REFERENCED_SOP, "UI", text("1.2", pad=b"\x00"))), False),
+    "implicit VR item": (sequence(REFERENCED_IMAGES, [item(element(REFERENCED_SOP, "UI", text("1.2", pad=b"\x00"),
+                                                                   explicit=False))]), False),
+    "character set in an item": (sequence(REFERENCED_IMAGES, [_ref_item(element(0x00080005, "CS", text("ISO_IR 100")))]),
+                                 False),
+    "character set of a long VR in an item": (sequence(REFERENCED_IMAGES, [_ref_item(
+        element(0x00080005, "UT", text("ISO_IR 100")))]), False),
+    "private creator of an odd VR": (sequence(REFERENCED_IMAGES, [_ref_item(element(0x00090010, "SH", text("ACME")))]),
+                                     False),
+    "private creator of a long VR": (sequence(REFERENCED_IMAGES, [_ref_item(element(0x00090010, "UT", text("ACME")))]),
+                                     False),
+    "UN in an item": (sequence(REFERENCED_IMAGES, [_ref_item(element(0x00181030, "UN", text("PLEXUS")))]), False),
+    "IS that pydicom cannot convert": (sequence(REFERENCED_IMAGES, [_ref_item(element(0x00200013, "IS", b"1e99"))]),
+                                       False),
+    "US of odd length": (sequence(REFERENCED_IMAGES, [_ref_item(element(0x00280010, "US", b"\x01\x00\x02"))]), False),
+    "SV of a wrong length": (sequence(REFERENCED_IMAGES, [_ref_item(element(0x00111001, "SV", b"\x01" * 12))]), False),
+    "unknown VR": (sequence(REFERENCED_IMAGES, [_ref_item(struct.pack("<HH2sH", 0x0018, 0x1030, b"ZZ", 2) + b"AB")]),
+                   False),
+    "OB undefined length in an item": (sequence(REFERENCED_IMAGES, [_ref_item(
+        element(0x00091012, "OB", b"", length=UNDEFINED))]), False),
+}
+
+
+@pytest.mark.parametrize("case", list(SEQUENCE_CASES))
+def test_sequences_nothing_is_kept_from(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each case as the whole sequence and cut short at every fourth byte: both walks agree."""
+    if fastheaders._SKIM_SEQUENCE is None:
+        pytest.skip("protocolcheck._skim is not built")
+    encoded, accepted = SEQUENCE_CASES[case]
+    answers: list[int] = []
+    real = fastheaders._SKIM_SEQUENCE
+
+    def counting(*args: object) -> int:
+        answers.append(real(*args))
+        return answers[-1]
+
+    monkeypatch.setattr(fastheaders, "_SKIM_SEQUENCE", counting)
+    elements = base_elements()
+    elements[REFERENCED_IMAGES] = encoded
+    path = write(tmp_path / "a.dcm", elements)
+    compiled, python = both_walks(str(path), monkeypatch)
+    assert compiled == python
+    assert answers and (answers[0] >= 0) == accepted, answers  # the skimmer itself took (or left) it
+    if accepted:
+        assert compiled == read_file_pydicom(path)
+    whole = path.read_bytes()
+    start = whole.find(encoded)
+    for cut in range(start + 1, start + len(encoded), 4):  # truncated inside the sequence
+        path.write_bytes(whole[:cut])
+        compiled, python = both_walks(str(path), monkeypatch)
+        assert compiled == python, cut
