@@ -79,7 +79,14 @@ def _dixon_label(image_type: tuple[str, ...]) -> str | None:
 def _orientation_clusters(headers: list[InstanceHeader]) -> list[list[InstanceHeader]]:
     """Split by orientation: a new cluster when the normal differs by more than a few degrees."""
     clusters: list[tuple[Vector | None, list[InstanceHeader]]] = []
+    # Images of a series mostly share one orientation: an orientation seen before joins the cluster it
+    # joined then (clusters only ever get appended, so its first match is still the same one).
+    cluster_of: dict[tuple[float, ...] | None, list[InstanceHeader]] = {}
     for h in headers:
+        known = cluster_of.get(h.image_orientation)
+        if known is not None:
+            known.append(h)
+            continue
         n = slice_normal(h.image_orientation)
         for normal, members in clusters:
             angle = angle_between(n, normal)
@@ -87,7 +94,9 @@ def _orientation_clusters(headers: list[InstanceHeader]) -> list[list[InstanceHe
                 members.append(h)
                 break
         else:
-            clusters.append((n, [h]))
+            members = [h]
+            clusters.append((n, members))
+        cluster_of[h.image_orientation] = members
     return [members for _n, members in clusters]
 
 
