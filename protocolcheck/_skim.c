@@ -24,6 +24,8 @@
  * ``depth`` the nesting depth of its items. It accepts exactly what fastheaders' sequence() and
  * dataset() accept when they keep nothing, and leaves every error for them to report.
  *
+ * cached(top, specs, fields) does _fields' decoded-value cache lookups in one pass (see below).
+ *
  * With a dict as ``out`` (the top level), a plain element the top level keeps is stored there as the
  * walk would store it, ``out[keyword] = (VR, value bytes)``, and the skim goes on; ``None`` stops at it.
  */
@@ -215,6 +217,51 @@ static PyObject *sequence_(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return PyLong_FromSsize_t(skip_items(buf, PyBytes_GET_SIZE(args[0]), rel, end < 0 ? -1 : end, avail, (int)depth));
 }
 
+/* cached(top, specs, fields) -> misses: fastheaders._fields' cache lookups in one pass. For each captured
+ * ``keyword: element`` of ``top`` whose ``specs[keyword]`` is ``(field name, how, known)``, a value
+ * already decoded for an equal element (``known[element]``) goes straight into ``fields``; the rest come
+ * back as ``[(keyword, element, spec), ...]`` for Python to decode. */
+static PyObject *cached(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyDict_Check(args[0]) || !PyDict_Check(args[1]) || !PyDict_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "cached(top: dict, specs: dict, fields: dict)");
+        return NULL;
+    }
+    PyObject *top = args[0], *specs = args[1], *fields = args[2];
+    PyObject *misses = PyList_New(0);
+    if (misses == NULL) return NULL;
+    PyObject *keyword, *element;
+    Py_ssize_t at = 0;
+    while (PyDict_Next(top, &at, &keyword, &element)) {
+        PyObject *spec = PyDict_GetItemWithError(specs, keyword); /* borrowed */
+        if (spec == NULL) {
+            if (PyErr_Occurred()) goto error;
+            continue;
+        }
+        if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 3 || !PyDict_Check(PyTuple_GET_ITEM(spec, 2))) {
+            PyErr_SetString(PyExc_TypeError, "a spec must be (field name, how, dict)");
+            goto error;
+        }
+        PyObject *value = PyDict_GetItemWithError(PyTuple_GET_ITEM(spec, 2), element); /* borrowed */
+        if (value != NULL) {
+            if (PyDict_SetItem(fields, PyTuple_GET_ITEM(spec, 0), value) < 0) goto error;
+            continue;
+        }
+        if (PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_TypeError)) goto error;
+            PyErr_Clear(); /* unhashable (not a plain element): Python decides */
+        }
+        PyObject *miss = PyTuple_Pack(3, keyword, element, spec);
+        if (miss == NULL) goto error;
+        int failed = PyList_Append(misses, miss);
+        Py_DECREF(miss);
+        if (failed) goto error;
+    }
+    return misses;
+error:
+    Py_DECREF(misses);
+    return NULL;
+}
+
 static int ready(void) {
     if (tables == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "protocolcheck._skim: configure() was not called");
@@ -376,6 +423,8 @@ static PyMethodDef methods[] = {
      "explicit(buf, rel, avail, stop, out) -> position of the first explicit VR element the walk must look at"},
     {"sequence", (PyCFunction)(void (*)(void))sequence_, METH_FASTCALL,
      "sequence(buf, rel, end, avail, depth) -> position after a sequence the walk keeps nothing of, or -1"},
+    {"cached", (PyCFunction)(void (*)(void))cached, METH_FASTCALL,
+     "cached(top, specs, fields) -> [(keyword, element, spec)] not yet decoded; the rest filled into fields"},
     {"implicit", (PyCFunction)(void (*)(void))implicit_, METH_FASTCALL,
      "implicit(buf, rel, stop, out) -> position of the first implicit VR element the walk must look at"},
     {NULL, NULL, 0, NULL},

@@ -361,23 +361,23 @@ def _skim_tables() -> tuple[bytes, bytes, bytes, bytes, bytes, bytes, bytes, tup
             tuple(_STD_VR[t >> 16 | (t & 0xFFFF) << 16] for t in sorted(_SWAPPED_TOP)))
 
 
-def _load_skimmer() -> tuple[Any, Any, Any]:
-    """The compiled skimmer's (explicit, implicit, sequence) functions, or Nones to walk in Python only.
+def _load_skimmer() -> tuple[Any, Any, Any, Any]:
+    """The compiled skimmer's (explicit, implicit, sequence, cached) functions, or Nones: Python only.
 
     ``PROTOCOLCHECK_PURE_PYTHON=1`` turns it off (tests compare both walks); it reads tags as native
     32-bit numbers, so it is used on little-endian machines only.
     """
     if os.environ.get("PROTOCOLCHECK_PURE_PYTHON") or sys.byteorder != "little" or array("I").itemsize != 4:
-        return None, None, None
+        return None, None, None, None
     try:
         from . import _skim  # type: ignore[attr-defined]
     except ImportError:  # built without a C compiler: the Python walk alone gives the same results
-        return None, None, None
+        return None, None, None, None
     _skim.configure(*_skim_tables())
-    return _skim.explicit, _skim.implicit, _skim.sequence
+    return _skim.explicit, _skim.implicit, _skim.sequence, _skim.cached
 
 
-_SKIM_EXPLICIT, _SKIM_IMPLICIT, _SKIM_SEQUENCE = _load_skimmer()
+_SKIM_EXPLICIT, _SKIM_IMPLICIT, _SKIM_SEQUENCE, _SKIM_CACHED = _load_skimmer()
 
 # Record fields by how they are decoded: (field name, keyword).
 _TEXT_FIELDS = (
@@ -937,6 +937,23 @@ def _items(vr: str, raw: bytes, enc: str) -> list[str]:
     raise _Fallback(f"text in VR {vr}")
 
 
+_TEXTS_SEEN: dict[tuple[Any, str], str] = {}  # _text of elements that repeat (SOP Class, codes, charset)
+
+
+def _text_cached(element: Any, enc: str) -> str:
+    """:func:`_text`, remembered for equal elements (a value that recurs in every image of a series)."""
+    if element is None:
+        return ""
+    key = (element, enc)
+    text = _TEXTS_SEEN.get(key)
+    if text is None:
+        text = _text(element, enc)
+        if len(_TEXTS_SEEN) >= _DECODED_LIMIT:
+            _TEXTS_SEEN.clear()
+        _TEXTS_SEEN[key] = text
+    return text
+
+
 def _text(element: Any, enc: str) -> str:
     """headers._Reader.text: the value as one stripped string ('' when absent or empty)."""
     if element is None:
@@ -1012,6 +1029,8 @@ def _vector(element: Any, length: int) -> tuple[float, ...] | None:
 
 def _private_tag(creators: dict[int, str], creator: str, group: int, offset: int) -> int | None:
     """The tag of (group, creator, offset) in a dataset with these creators (pydicom's private_block)."""
+    if creator not in creators.values():  # most lookups: another vendor's creator
+        return None
     block = next((key & 0xFF for key in sorted(creators) if key >> 8 == group and creators[key] == creator), None)
     return None if block is None else group << 16 | block << 8 | offset
 
@@ -1038,10 +1057,6 @@ def _private(top: dict[Any, Any], creators: dict[int, str], creator: str, group:
 
 # How each captured top-level keyword becomes a record field.
 _TEXT, _UPPER, _TEXTS, _NUMBER, _INTEGER, _VEC2, _VEC3, _VEC6, _UNIQUE = range(9)
-# Most values repeat from image to image of a series (vendor, timing, orientation...): decoded values are
-# cached per character set by (kind, VR, raw bytes), which also makes equal values one shared object.
-_DECODED: dict[str, dict[tuple[int, str, bytes], Any]] = {enc: {} for enc in set(_CHARSETS.values())}
-_DECODED_LIMIT = 20_000
 _MISSING = object()
 _FIELD_OF: dict[str, tuple[str, int]] = {
     **{keyword: (name, _TEXT) for name, keyword in _TEXT_FIELDS},
@@ -1051,6 +1066,13 @@ _FIELD_OF: dict[str, tuple[str, int]] = {
     **{keyword: (name, _INTEGER) for name, keyword in _INTEGER_FIELDS},
     **{keyword: (name, {2: _VEC2, 3: _VEC3, 6: _VEC6}[n]) for name, keyword, n in _VECTOR_FIELDS},
     "SOPInstanceUID": ("sop_instance_uid", _UNIQUE),
+}
+# Most values repeat from image to image of a series (vendor, timing, orientation...): decoded values are
+# cached per character set and keyword by the captured (VR, raw bytes) element, which also makes equal
+# values one shared object. Each keyword's cache starts afresh beyond _DECODED_LIMIT entries.
+_DECODED_LIMIT = 2_000
+_FIELD_SPECS: dict[str, dict[str, tuple[str, int, dict[tuple[str, bytes], Any]]]] = {
+    enc: {keyword: (name, how, {}) for keyword, (name, how) in _FIELD_OF.items()} for enc in set(_CHARSETS.values())
 }
 
 
@@ -1079,6 +1101,23 @@ def _decode(how: int, vr: str, raw: bytes, enc: str) -> Any:
     return _vector((vr, raw), 2 if how == _VEC2 else 3 if how == _VEC3 else 6)
 
 
+def _cached(top: dict[Any, Any], specs: dict[str, tuple[str, int, dict[Any, Any]]],
+            fields: dict[str, Any]) -> list[tuple[str, Any, tuple[str, int, dict[Any, Any]]]]:
+    """Fill ``fields`` with the values already decoded for equal elements; return the rest to decode
+    as (keyword, element, spec). The compiled skimmer's ``cached`` does the same in one C pass."""
+    misses = []
+    for keyword, element in top.items():
+        spec = specs.get(keyword)
+        if spec is None:
+            continue
+        value = spec[2].get(element, _MISSING)
+        if value is _MISSING:
+            misses.append((keyword, element, spec))
+        else:
+            fields[spec[0]] = value
+    return misses
+
+
 def _fields(top: dict[Any, Any], creators: dict[int, str], meta: dict[int, tuple[str, bytes]],
             path: str) -> list[dict[str, Any]] | Skipped:
     """Every record field from the captured elements (or Skipped for a non-image object)."""
@@ -1086,11 +1125,11 @@ def _fields(top: dict[Any, Any], creators: dict[int, str], meta: dict[int, tuple
     charset_element = get("SpecificCharacterSet")
     if charset_element is not None and charset_element[0] != "CS":
         raise _Fallback("character set of an odd VR")  # pydicom may fail on its value
-    charset = _text(charset_element, "latin-1")
+    charset = _text_cached(charset_element, "latin-1")
     enc = _CHARSETS.get(charset)
     if enc is None:
         raise _Fallback("character set")
-    sop_class = _text(get("SOPClassUID"), enc)
+    sop_class = _text_cached(get("SOPClassUID"), enc)
     if not sop_class:
         media = meta.get(0x00020002)
         if media is not None:
@@ -1105,27 +1144,17 @@ def _fields(top: dict[Any, Any], creators: dict[int, str], meta: dict[int, tuple
     fields = _DEFAULTS.copy()
     fields["path"] = path
     fields["sop_class_uid"] = sop_class
-    field_of = _FIELD_OF
-    cache = _DECODED[enc]
-    if len(cache) > _DECODED_LIMIT:
-        cache.clear()
-    for keyword, element in top.items():
-        spec = field_of.get(keyword)
-        if spec is None:
-            continue
+    for _keyword, element, (name, how, known) in (_SKIM_CACHED or _cached)(top, _FIELD_SPECS[enc], fields):
         vr, raw = element
         if not raw:
             continue  # empty value: the field keeps its default ("", None or ())
-        name, how = spec
         if how == _UNIQUE:  # differs in every image: not worth caching
             fields[name] = raw.decode("latin-1").rstrip(" \x00").strip() if vr in _PLAIN_VRS else _decode(
                 _TEXT, vr, raw, enc)
             continue
-        key = (how, vr, raw)
-        value = cache.get(key, _MISSING)
-        if value is _MISSING:
-            value = cache[key] = _decode(how, vr, raw, enc)
-        fields[name] = value
+        if len(known) >= _DECODED_LIMIT:
+            known.clear()
+        fields[name] = known[element] = _decode(how, vr, raw, enc)
     if not fields["study_instance_uid"] or not fields["series_instance_uid"]:
         raise _Fallback("missing UIDs")
     # Acquisition DateTime stands in for Acquisition Date / Time when those are absent
@@ -1142,7 +1171,7 @@ def _fields(top: dict[Any, Any], creators: dict[int, str], meta: dict[int, tuple
     codes: list[str] = []
     for keyword in ("ProcedureCodeSequence", "RequestedProcedureCodeSequence"):
         for item in get(keyword) or ():
-            code = _text(_item_element(item, "CodeValue"), enc)
+            code = _text_cached(_item_element(item, "CodeValue"), enc)
             if code and code not in codes:
                 codes.append(code)
     fields["procedure_codes"] = tuple(codes)
@@ -1151,7 +1180,7 @@ def _fields(top: dict[Any, Any], creators: dict[int, str], meta: dict[int, tuple
         if items:
             fields["contrast_agent"] = _text(_item_element(items[0], "CodeMeaning"), enc) or _text(
                 _item_element(items[0], "CodeValue"), enc)
-    if creators:
+    if creators and not _READ_CREATORS.isdisjoint(creators.values()):  # else none of them is there
         fields["vendor_sequence"] = _private(top, creators, *GE_PULSE_SEQUENCE_NAME, enc) or _private(
             top, creators, *PHILIPS_SCANNING_TECHNIQUE, enc)
         fields["philips_spir"] = _private(top, creators, *PHILIPS_SPIR, enc)
@@ -1164,6 +1193,9 @@ def _fields(top: dict[Any, Any], creators: dict[int, str], meta: dict[int, tuple
     if sop_class in ENHANCED_SOP_CLASSES or "PerFrameFunctionalGroupsSequence" in top:
         return _enhanced(fields, top, enc)
     return [fields]
+
+
+_READ_CREATORS = frozenset(spec[0] for spec in _PRIVATE_SPECS)  # private creators of what headers.py reads
 
 
 def _xa_scan_options(top: dict[Any, Any], creators: dict[int, str], enc: str) -> str:

@@ -40,6 +40,7 @@ def both_walks(path: str, monkeypatch: pytest.MonkeyPatch) -> tuple[object, obje
         patch.setattr(fastheaders, "_SKIM_EXPLICIT", None)
         patch.setattr(fastheaders, "_SKIM_IMPLICIT", None)
         patch.setattr(fastheaders, "_SKIM_SEQUENCE", None)
+        patch.setattr(fastheaders, "_SKIM_CACHED", None)
         python = outcome(path)
     return compiled, python
 
