@@ -28,6 +28,7 @@
  *
  * With a dict as ``out`` (the top level), a plain element the top level keeps is stored there as the
  * walk would store it, ``out[keyword] = (VR, value bytes)``, and the skim goes on; ``None`` stops at it.
+ * At the top level, a sequence nothing is kept from is walked as sequence() would (explicit VR).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -106,6 +107,11 @@ static int capture(PyObject *out, uint32_t swapped, PyObject *vr, const uint8_t 
     if (index < 0) return 0;
     PyObject *keyword = PyTuple_GET_ITEM(top_keywords, index);
     if (keyword == Py_None) return 0;
+    if (PyTuple_Check(keyword)) { /* (keyword,): kept once; a second one is the walk's to judge */
+        keyword = PyTuple_GET_ITEM(keyword, 0);
+        int seen = PyDict_Contains(out, keyword);
+        if (seen) return seen < 0 ? -1 : 0;
+    }
     PyObject *raw = PyBytes_FromStringAndSize((const char *)value, length);
     if (raw == NULL) return -1;
     PyObject *pair = PyTuple_Pack(2, vr, raw);
@@ -317,6 +323,20 @@ static PyObject *explicit_(PyObject *self, PyObject *const *args, Py_ssize_t nar
             length = u16(p + 6);
             head = 8;
             if (!value_ok(kind, p + 8, length, len - rel - 8)) break;
+        } else if (code == VR('S', 'Q') && out != Py_None && !(swapped & 1) && rel + 12 <= len) {
+            /* a top-level sequence nothing is kept from (not listed, not a DICOMDIR's records): as
+             * fastheaders' element() at depth 0 does, walk its items (anything unusual: the walk decides) */
+            if (swapped == 0x12200004 || find(wanted, n_wanted, swapped) >= 0) break;
+            length = u32(p + 8);
+            Py_ssize_t end = -1;
+            if (length != (Py_ssize_t)UNDEFINED) {
+                if (rel + 12 + length > avail) break;
+                end = rel + 12 + length;
+            }
+            Py_ssize_t after = skip_items(buf, len, rel + 12, end, avail, 1);
+            if (after < 0) break;
+            rel = after;
+            continue;
         } else {
             if (!long_skip[code] || rel + 12 > len) break;
             length = u32(p + 8);

@@ -357,8 +357,15 @@ def _skim_tables() -> tuple[bytes, bytes, bytes, bytes, bytes, bytes, bytes, tup
             array("I", [tag for tag, _k in plain]).tobytes(), bytes(254 if k == _IS else k for _t, k in plain),
             # top-level elements the skimmer stores itself (marked keywords: the walk decides)
             array("I", sorted(_SWAPPED_TOP)).tobytes(),
-            tuple(None if _SWAPPED_TOP[t][0] < " " else _SWAPPED_TOP[t] for t in sorted(_SWAPPED_TOP)),
+            tuple(_skim_keyword(_SWAPPED_TOP[t]) for t in sorted(_SWAPPED_TOP)),
             tuple(_STD_VR[t >> 16 | (t & 0xFFFF) << 16] for t in sorted(_SWAPPED_TOP)))
+
+
+def _skim_keyword(keyword: str) -> str | tuple[str] | None:
+    """How the skimmer stores a top-level element: under its keyword, once ((keyword,)), or not (None)."""
+    if keyword[0] == _ONCE:
+        return (keyword[1:],)
+    return None if keyword[0] < " " else keyword
 
 
 def _load_skimmer() -> tuple[Any, Any, Any, Any]:
