@@ -22,13 +22,30 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Literal
 
-import pydicom
-from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
-from pydicom.tag import Tag
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+_PYDICOM: Any = None
+
+
+def _pydicom() -> Any:
+    """pydicom's names, imported on first use: a run that reads no file with pydicom (a re-run that
+    finds nothing new, ``report``, ``recommend``) does not pay for importing it."""
+    global _PYDICOM
+    if _PYDICOM is None:
+        import pydicom  # noqa: PLC0415 - deferred on purpose (see the docstring)
+        from pydicom.dataelem import RawDataElement  # noqa: PLC0415
+        from pydicom.dataset import Dataset  # noqa: PLC0415
+        from pydicom.errors import InvalidDicomError  # noqa: PLC0415
+        from pydicom.multival import MultiValue  # noqa: PLC0415
+        from pydicom.tag import Tag  # noqa: PLC0415
+
+        _PYDICOM = SimpleNamespace(dcmread=pydicom.dcmread, RawDataElement=RawDataElement, Dataset=Dataset,
+                                   InvalidDicomError=InvalidDicomError, Tag=Tag, multiple=(list, tuple, MultiValue))
+    return _PYDICOM
 
 # SOP classes that carry no image to classify: skipped, not errors.
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
@@ -179,6 +196,7 @@ class _Reader:
     def __init__(self, ds: Dataset) -> None:
         self.ds = ds
         self.problems: list[str] = []
+        self.multiple: tuple[type, ...] = _pydicom().multiple  # value types that hold several values
 
     def raw(self, ds: Dataset, keyword: str) -> Any:
         try:
@@ -198,7 +216,7 @@ class _Reader:
         value = self.raw(ds, keyword)
         if value is None:
             return ""
-        if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        if isinstance(value, self.multiple):
             return "\\".join(str(v) for v in value).strip()
         return str(value).strip()
 
@@ -206,7 +224,7 @@ class _Reader:
         value = self.raw(ds, keyword)
         if value is None or value == "":
             return ()
-        if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        if isinstance(value, self.multiple):
             return tuple(str(v).strip().upper() for v in value if str(v).strip())
         return tuple(t.strip().upper() for t in str(value).split("\\") if t.strip())
 
@@ -214,7 +232,7 @@ class _Reader:
         value = self.raw(ds, keyword)
         if value is None or value == "":
             return None
-        if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        if isinstance(value, self.multiple):
             value = value[0] if len(value) else None
             if value is None:
                 return None
@@ -242,7 +260,7 @@ class _Reader:
         if value is None or value == "":
             return None
         try:
-            items = [float(v) for v in (value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value])]
+            items = [float(v) for v in (value if isinstance(value, self.multiple) else [value])]
         except (TypeError, ValueError):
             self.problems.append(f"{keyword}: not numbers ({str(value)[:60]!r})")
             return None
@@ -264,7 +282,7 @@ class _Reader:
         value = elem.value
         if isinstance(value, bytes):
             value = value.decode("latin-1", "replace").strip("\x00 ")
-        if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        if isinstance(value, self.multiple):
             value = "\\".join(str(v) for v in value)
         return str(value).strip()
 
@@ -324,7 +342,7 @@ def _xa_scan_options(reader: _Reader, ds: Dataset) -> str:
         item = items[0] if len(items) else None
     except Exception:  # noqa: BLE001 - absent or malformed private data: no options
         return ""
-    return reader.private(item, SIEMENS_XA_SCAN_OPTIONS) if isinstance(item, Dataset) else ""
+    return reader.private(item, SIEMENS_XA_SCAN_OPTIONS) if isinstance(item, _pydicom().Dataset) else ""
 
 
 def _base_fields(reader: _Reader, ds: Dataset, path: str) -> dict[str, Any]:
@@ -582,22 +600,23 @@ def _deflate_bomb(fh: io.BufferedReader, size: int) -> str | None:
 
 
 def _open_at(path: str) -> tuple[Dataset, int]:
-    """:func:`_open` (header only) through our own handle; also returns the offset where reading
-    stopped (the Pixel Data tag when present), to check the pixel data length cheaply. Declared
+    """dcmread of the header through our own handle, also without preamble or file meta as real
+    archives need; returns the dataset and the offset where reading stopped (the Pixel Data tag when present), to check the pixel data length cheaply. Declared
     lengths are bounded by the file size (:class:`_BoundedReader`) and deflated data by
     :func:`_deflate_bomb`, so no input makes the reader allocate more than the file justifies."""
     with _BoundedReader(path) as fh:
         bomb = _deflate_bomb(fh, fh._size)
         if bomb:
             raise ValueError(bomb)
+        pd = _pydicom()
         try:
-            ds = pydicom.dcmread(fh, stop_before_pixels=True)
-        except InvalidDicomError:
+            ds = pd.dcmread(fh, stop_before_pixels=True)
+        except pd.InvalidDicomError:
             fh.seek(0)
             if not _looks_like_raw_dataset(fh.read(8)):
                 raise
             fh.seek(0)
-            ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
+            ds = pd.dcmread(fh, stop_before_pixels=True, force=True)
         return ds, fh.tell()
 
 
@@ -610,18 +629,6 @@ def _looks_like_raw_dataset(head: bytes) -> bool:
     return group_le in (0x0002, 0x0008) or group_be in (0x0002, 0x0008)
 
 
-def _open(path: str, *, stop_before_pixels: bool = True) -> Dataset:
-    """dcmread with the fallbacks real archives need: no preamble, no file meta."""
-    try:
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
-    except InvalidDicomError:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-        if not _looks_like_raw_dataset(head):
-            raise
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True)
-
-
 def _truncated_element(ds: Dataset) -> str | None:
     """Reason text if the last element read is shorter than its declared length (file cut mid-value).
 
@@ -632,9 +639,9 @@ def _truncated_element(ds: Dataset) -> str | None:
     if not tags:
         return None
     raw = ds.get_item(tags[-1])
-    if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes) and raw.length != 0xFFFFFFFF:
+    if isinstance(raw, _pydicom().RawDataElement) and isinstance(raw.value, bytes) and raw.length != 0xFFFFFFFF:
         if len(raw.value) < raw.length:
-            return f"file ends inside element {Tag(raw.tag)}: {len(raw.value)} of {raw.length} bytes"
+            return f"file ends inside element {_pydicom().Tag(raw.tag)}: {len(raw.value)} of {raw.length} bytes"
     return None
 
 
@@ -733,7 +740,7 @@ def read_file_pydicom(path: str | os.PathLike[str]) -> list[InstanceHeader] | Sk
             truncated = _truncated_element(ds)
             if not truncated:
                 _force_read(ds)
-        except InvalidDicomError:
+        except _pydicom().InvalidDicomError:
             raise ValueError("not a DICOM file (no 'DICM' marker and not a raw DICOM dataset)") from None
         except RecursionError:
             raise ValueError("malformed DICOM: sequences nested too deeply to read") from None
