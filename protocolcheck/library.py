@@ -362,9 +362,8 @@ def schema() -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def _validator() -> jsonschema.protocols.Validator:
-    cls = jsonschema.validators.validator_for(schema())
-    cls.check_schema(schema())
-    return cls(schema())
+    # the shipped schema itself is checked against its metaschema by the tests, not on every run
+    return jsonschema.validators.validator_for(schema())(schema())
 
 
 # --------------------------------------------------------------------------------------------------

@@ -43,6 +43,19 @@ def _problems(directory: Path) -> list[str]:
     return info.value.problems
 
 
+def test_shipped_schemas_are_valid_against_their_metaschemas() -> None:
+    """Checked here once rather than on every run (it costs a noticeable share of start-up)."""
+    import json
+
+    import jsonschema
+
+    from protocolcheck.library import schema
+
+    for document in (schema(), json.loads((Path(__file__).resolve().parent.parent / "protocolcheck" / "schemas"
+                                           / "rules.schema.json").read_text(encoding="utf-8"))):
+        jsonschema.validators.validator_for(document).check_schema(document)
+
+
 def test_shipped_library_loads_with_contract_ids() -> None:
     library = load_library()
     assert SHIPPED_IDS <= set(library.protocols)
