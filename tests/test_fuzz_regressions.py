@@ -79,6 +79,11 @@ def test_reader_gives_a_record_for_each_crasher(path: Path) -> None:
     read_fast(str(path))  # the lean reader answers (a record or None) and never raises
 
 
+def test_small_deflated_file_inflating_to_megabytes_is_refused_quickly() -> None:
+    [record] = scan_file(str(CRASHERS / "dicom" / "deflated_8kb_inflating_to_32mb_slow.dcm"))
+    assert isinstance(record, Unreadable) and "deflate bomb" in record.reason
+
+
 def test_pipeline_names_every_bad_file_and_audits_the_good_study(mixed_folder: Path) -> None:
     records = list(scan([mixed_folder]))
     headers = [r for r in records if isinstance(r, InstanceHeader)]
