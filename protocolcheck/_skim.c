@@ -24,6 +24,9 @@
  * ``depth`` the nesting depth of its items. It accepts exactly what fastheaders' sequence() and
  * dataset() accept when they keep nothing, and leaves every error for them to report.
  *
+ * items(buf, rel, end, avail, depth, want) walks a sequence whose items keep only plain elements (the
+ * ones ``want`` lists by swapped tag): (position after, [one dict per item]) or None for the walk.
+ *
  * cached(top, specs, fields) does _fields' decoded-value cache lookups in one pass (see below).
  *
  * With a dict as ``out`` (the top level), a plain element the top level keeps is stored there as the
@@ -124,12 +127,43 @@ static int capture(PyObject *out, uint32_t swapped, PyObject *vr, const uint8_t 
 
 static int ready(void);
 static Py_ssize_t skip_items(const uint8_t *buf, Py_ssize_t len, Py_ssize_t rel, Py_ssize_t end, Py_ssize_t avail,
-                             int depth);
+                             int depth, PyObject *want, PyObject *items);
 
-/* The dataset of one explicit VR item from ``rel`` (``end`` -1: up to its delimiter) when nothing in it is
- * kept: the position after it, or -1 for the Python walk to decide. Mirrors fastheaders' dataset(). */
+#define ERROR (-2) /* a Python exception is set */
+
+/* Keep one element of an item when ``want`` (swapped tag -> keyword) lists it: 1 kept, 0 not listed,
+ * -1 for the walk to decide (a marked keyword, a value not in the buffer), ERROR. */
+static int keep(PyObject *want, PyObject *item, uint32_t swapped, const uint8_t *vr, const uint8_t *value,
+                Py_ssize_t length, Py_ssize_t in_buffer) {
+    PyObject *key = PyLong_FromUnsignedLong(swapped);
+    if (key == NULL) return ERROR;
+    PyObject *keyword = PyDict_GetItemWithError(want, key); /* borrowed */
+    Py_DECREF(key);
+    if (keyword == NULL) return PyErr_Occurred() ? ERROR : 0;
+    if (!PyUnicode_Check(keyword) || PyUnicode_GET_LENGTH(keyword) == 0 || PyUnicode_READ_CHAR(keyword, 0) < ' ')
+        return -1;
+    if (length > in_buffer) return -1;
+    PyObject *vr_text = PyUnicode_FromStringAndSize((const char *)vr, 2);
+    if (vr_text == NULL) return ERROR;
+    PyObject *raw = PyBytes_FromStringAndSize((const char *)value, length);
+    if (raw == NULL) {
+        Py_DECREF(vr_text);
+        return ERROR;
+    }
+    PyObject *pair = PyTuple_Pack(2, vr_text, raw);
+    Py_DECREF(vr_text);
+    Py_DECREF(raw);
+    if (pair == NULL) return ERROR;
+    int failed = PyDict_SetItem(item, keyword, pair);
+    Py_DECREF(pair);
+    return failed ? ERROR : 1;
+}
+
+/* The dataset of one explicit VR item from ``rel`` (``end`` -1: up to its delimiter): the position after
+ * it, -1 for the Python walk to decide, or ERROR. Mirrors fastheaders' dataset(): with ``want`` NULL
+ * nothing is kept; else the plain elements ``want`` lists are stored in ``item`` as (VR, value). */
 static Py_ssize_t skip_dataset(const uint8_t *buf, Py_ssize_t len, Py_ssize_t rel, Py_ssize_t end, Py_ssize_t avail,
-                               int depth) {
+                               int depth, PyObject *want, PyObject *item) {
     for (;;) {
         if (end >= 0 && rel >= end) return rel == end ? rel : -1;
         if (rel + 8 > len) return -1;
@@ -142,9 +176,13 @@ static Py_ssize_t skip_dataset(const uint8_t *buf, Py_ssize_t len, Py_ssize_t re
             Py_ssize_t length = u16(p + 6);
             if (!value_ok(kind, p + 8, length, len - rel - 8)) return -1;
             if (group & 1) {
-                if (elem >= 0x10 && elem <= 0xFF && code != VR('L', 'O')) return -1; /* creator of an odd VR */
+                if (elem >= 0x10 && elem <= 0xFF && (code != VR('L', 'O') || want != NULL))
+                    return -1; /* a creator of an odd VR, or one the walk records for a kept item */
             } else if (swapped == 0x00050008) {
                 return -1; /* a character set inside an item */
+            } else if (want != NULL) {
+                int kept = keep(want, item, swapped, p + 4, p + 8, length, len - rel - 8);
+                if (kept < 0) return kept;
             }
             rel += 8 + length;
             continue;
@@ -166,22 +204,36 @@ static Py_ssize_t skip_dataset(const uint8_t *buf, Py_ssize_t len, Py_ssize_t re
         } else {
             return -1; /* UN (read again with a dictionary VR) or an unknown VR */
         }
-        if ((group & 1) && elem >= 0x10 && elem <= 0xFF && code != VR('L', 'O')) return -1; /* odd creator VR */
+        if ((group & 1) && elem >= 0x10 && elem <= 0xFF && (code != VR('L', 'O') || want != NULL))
+            return -1; /* a creator of an odd VR, or one the walk records for a kept item */
         rel += head;
         if (code == VR('S', 'Q') || length == (Py_ssize_t)UNDEFINED) {
             if (code != VR('S', 'Q') || depth >= MAX_DEPTH) return -1;
-            rel = skip_items(buf, len, rel, length == (Py_ssize_t)UNDEFINED ? -1 : rel + length, avail, depth + 1);
-            if (rel < 0) return -1;
+            if (want != NULL && !(group & 1)) { /* a kept item's sequence: only one listed nowhere is skipped */
+                PyObject *key = PyLong_FromUnsignedLong(swapped);
+                if (key == NULL) return ERROR;
+                int listed = PyDict_Contains(want, key);
+                Py_DECREF(key);
+                if (listed) return listed < 0 ? ERROR : -1;
+            }
+            rel = skip_items(buf, len, rel, length == (Py_ssize_t)UNDEFINED ? -1 : rel + length, avail, depth + 1,
+                             NULL, NULL);
+            if (rel < 0) return rel;
             continue;
         }
         if (rel + length > avail || !value_ok(kind, buf + rel, length, len - rel)) return -1;
+        if (want != NULL && !(group & 1)) {
+            int kept = keep(want, item, swapped, p + 4, buf + rel, length, len - rel);
+            if (kept < 0) return kept;
+        }
         rel += length;
     }
 }
 
-/* The items of an explicit VR sequence whose value starts at ``rel``; mirrors fastheaders' sequence(). */
+/* The items of an explicit VR sequence whose value starts at ``rel``; mirrors fastheaders' sequence().
+ * With ``want``, each item's kept elements go into a new dict appended to ``items``. */
 static Py_ssize_t skip_items(const uint8_t *buf, Py_ssize_t len, Py_ssize_t rel, Py_ssize_t end, Py_ssize_t avail,
-                             int depth) {
+                             int depth, PyObject *want, PyObject *items) {
     for (;;) {
         if (end >= 0 && rel >= end) return rel == end ? rel : -1;
         if (rel + 8 > len) return -1;
@@ -201,8 +253,17 @@ static Py_ssize_t skip_items(const uint8_t *buf, Py_ssize_t len, Py_ssize_t rel,
             if (!(h[4] > 0x40 && h[4] < 0x5B && h[5] > 0x40 && h[5] < 0x5B) && memcmp(h, "\xfe\xff\x0d\xe0", 4) != 0)
                 return -1;
         }
-        rel = skip_dataset(buf, len, rel, item_end, avail, depth);
-        if (rel < 0) return -1;
+        if (want == NULL) {
+            rel = skip_dataset(buf, len, rel, item_end, avail, depth, NULL, NULL);
+            if (rel < 0) return rel;
+            continue;
+        }
+        PyObject *item = PyDict_New();
+        if (item == NULL) return ERROR;
+        rel = skip_dataset(buf, len, rel, item_end, avail, depth, want, item);
+        if (rel >= 0 && PyList_Append(items, item) < 0) rel = ERROR;
+        Py_DECREF(item);
+        if (rel < 0) return rel;
     }
 }
 
@@ -220,7 +281,36 @@ static PyObject *sequence_(PyObject *self, PyObject *const *args, Py_ssize_t nar
     Py_ssize_t rel = values[0], end = values[1], avail = values[2], depth = values[3];
     if (rel < 0 || depth < 0 || depth > MAX_DEPTH) return PyLong_FromSsize_t(-1);
     const uint8_t *buf = (const uint8_t *)PyBytes_AS_STRING(args[0]);
-    return PyLong_FromSsize_t(skip_items(buf, PyBytes_GET_SIZE(args[0]), rel, end < 0 ? -1 : end, avail, (int)depth));
+    Py_ssize_t after = skip_items(buf, PyBytes_GET_SIZE(args[0]), rel, end < 0 ? -1 : end, avail, (int)depth, NULL, NULL);
+    return PyLong_FromSsize_t(after < 0 ? -1 : after);
+}
+
+/* items(buf, rel, end, avail, depth, want) -> (position after, [item dicts]) or None for the walk. */
+static PyObject *items_(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 6 || !PyBytes_Check(args[0]) || !PyDict_Check(args[5])) {
+        PyErr_SetString(PyExc_TypeError, "items(buf: bytes, rel, end, avail, depth, want: dict)");
+        return NULL;
+    }
+    Py_ssize_t values[4];
+    for (int i = 0; i < 4; i++) {
+        values[i] = PyLong_AsSsize_t(args[i + 1]);
+        if (values[i] == -1 && PyErr_Occurred()) return NULL;
+    }
+    if (!ready()) return NULL;
+    Py_ssize_t rel = values[0], end = values[1], avail = values[2], depth = values[3];
+    if (rel < 0 || depth < 0 || depth > MAX_DEPTH) Py_RETURN_NONE;
+    PyObject *items = PyList_New(0);
+    if (items == NULL) return NULL;
+    const uint8_t *buf = (const uint8_t *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t after = skip_items(buf, PyBytes_GET_SIZE(args[0]), rel, end < 0 ? -1 : end, avail, (int)depth, args[5],
+                                  items);
+    if (after < 0) {
+        Py_DECREF(items);
+        if (after == ERROR) return NULL;
+        Py_RETURN_NONE;
+    }
+    PyObject *result = Py_BuildValue("(nN)", after, items);
+    return result;
 }
 
 /* cached(top, specs, fields) -> misses: fastheaders._fields' cache lookups in one pass. For each captured
@@ -333,8 +423,8 @@ static PyObject *explicit_(PyObject *self, PyObject *const *args, Py_ssize_t nar
                 if (rel + 12 + length > avail) break;
                 end = rel + 12 + length;
             }
-            Py_ssize_t after = skip_items(buf, len, rel + 12, end, avail, 1);
-            if (after < 0) break;
+            Py_ssize_t after = skip_items(buf, len, rel + 12, end, avail, 1, NULL, NULL);
+            if (after < 0) break; /* (never ERROR without ``want``) */
             rel = after;
             continue;
         } else {
@@ -445,6 +535,8 @@ static PyMethodDef methods[] = {
      "sequence(buf, rel, end, avail, depth) -> position after a sequence the walk keeps nothing of, or -1"},
     {"cached", (PyCFunction)(void (*)(void))cached, METH_FASTCALL,
      "cached(top, specs, fields) -> [(keyword, element, spec)] not yet decoded; the rest filled into fields"},
+    {"items", (PyCFunction)(void (*)(void))items_, METH_FASTCALL,
+     "items(buf, rel, end, avail, depth, want) -> (position after, [kept elements of each item]) or None"},
     {"implicit", (PyCFunction)(void (*)(void))implicit_, METH_FASTCALL,
      "implicit(buf, rel, stop, out) -> position of the first implicit VR element the walk must look at"},
     {NULL, NULL, 0, NULL},

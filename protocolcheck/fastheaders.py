@@ -252,7 +252,7 @@ class _Level:
     block is resolved through the creators afterwards, as pydicom's private_block does).
     """
 
-    __slots__ = ("tags", "swapped_tags", "sequences", "private_offsets", "private_sequences")
+    __slots__ = ("tags", "swapped_tags", "sequences", "private_offsets", "private_sequences", "plain")
 
     def __init__(self, tags: dict[int, str], sequences: dict[int, tuple[str, _Level]] | None = None,
                  private_offsets: dict[int, frozenset[int]] | None = None,
@@ -264,6 +264,9 @@ class _Level:
         self.swapped_tags = {(tag & 0xFFFF) << 16 | tag >> 16: keyword for tag, keyword in tags.items()}
         self.private_offsets = private_offsets or {}
         self.private_sequences = private_sequences or {}
+        # items of this level keep plain elements only: the compiled skimmer can walk them itself
+        self.plain = not (self.sequences or self.private_offsets or self.private_sequences
+                          or any(keyword[0] < " " for keyword in tags.values()))
 
 
 _CHARSET_TAG = {_tag("SpecificCharacterSet"): "SpecificCharacterSet"}
@@ -368,23 +371,23 @@ def _skim_keyword(keyword: str) -> str | tuple[str] | None:
     return None if keyword[0] < " " else keyword
 
 
-def _load_skimmer() -> tuple[Any, Any, Any, Any]:
-    """The compiled skimmer's (explicit, implicit, sequence, cached) functions, or Nones: Python only.
+def _load_skimmer() -> tuple[Any, Any, Any, Any, Any]:
+    """The compiled skimmer's (explicit, implicit, sequence, items, cached) functions, or Nones: Python only.
 
     ``PROTOCOLCHECK_PURE_PYTHON=1`` turns it off (tests compare both walks); it reads tags as native
     32-bit numbers, so it is used on little-endian machines only.
     """
     if os.environ.get("PROTOCOLCHECK_PURE_PYTHON") or sys.byteorder != "little" or array("I").itemsize != 4:
-        return None, None, None, None
+        return None, None, None, None, None
     try:
         from . import _skim  # type: ignore[attr-defined]
     except ImportError:  # built without a C compiler: the Python walk alone gives the same results
-        return None, None, None, None
+        return None, None, None, None, None
     _skim.configure(*_skim_tables())
-    return _skim.explicit, _skim.implicit, _skim.sequence, _skim.cached
+    return _skim.explicit, _skim.implicit, _skim.sequence, _skim.items, _skim.cached
 
 
-_SKIM_EXPLICIT, _SKIM_IMPLICIT, _SKIM_SEQUENCE, _SKIM_CACHED = _load_skimmer()
+_SKIM_EXPLICIT, _SKIM_IMPLICIT, _SKIM_SEQUENCE, _SKIM_ITEMS, _SKIM_CACHED = _load_skimmer()
 
 # Record fields by how they are decoded: (field name, keyword).
 _TEXT_FIELDS = (
@@ -768,6 +771,15 @@ class _Walker:
                     elif tag in level.tags:
                         raise _Fallback("a value that headers.py reads is a sequence")
             items: list[dict[Any, Any]] | None = [] if sublevel is not None else None
+            if (sublevel is not None and sublevel.plain and out is not None and vr == "SQ"
+                    and _SKIM_ITEMS is not None and pos >= self.base):
+                # items that keep plain elements only: the skimmer walks them in C when they are plain
+                rel = pos - self.base
+                got = _SKIM_ITEMS(self.buf, rel, -1 if length == _UNDEFINED else rel + length,
+                                  self.size - self.base, depth + 1, sublevel.swapped_tags)
+                if got is not None:
+                    out[key] = got[1]
+                    return self.base + got[0]
             if items is None and vr == "SQ" and _SKIM_SEQUENCE is not None and pos >= self.base:
                 # nothing kept from it: the skimmer walks it in C when it is plain (else -1: walk it here)
                 rel = pos - self.base

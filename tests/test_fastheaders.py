@@ -41,6 +41,7 @@ def walk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
         monkeypatch.setattr(fastheaders, "_SKIM_IMPLICIT", None)
         monkeypatch.setattr(fastheaders, "_SKIM_SEQUENCE", None)
         monkeypatch.setattr(fastheaders, "_SKIM_CACHED", None)
+        monkeypatch.setattr(fastheaders, "_SKIM_ITEMS", None)
     elif fastheaders._SKIM_EXPLICIT is None:
         pytest.skip("protocolcheck._skim is not built (pip install -e . builds it in a checkout)")
     return request.param

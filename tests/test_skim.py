@@ -42,6 +42,7 @@ def both_walks(path: str, monkeypatch: pytest.MonkeyPatch) -> tuple[object, obje
         patch.setattr(fastheaders, "_SKIM_IMPLICIT", None)
         patch.setattr(fastheaders, "_SKIM_SEQUENCE", None)
         patch.setattr(fastheaders, "_SKIM_CACHED", None)
+        patch.setattr(fastheaders, "_SKIM_ITEMS", None)
         python = outcome(path)
     return compiled, python
 
@@ -260,6 +261,72 @@ def test_sequences_nothing_is_kept_from(case: str, tmp_path: Path, monkeypatch: 
     whole = path.read_bytes()
     start = whole.find(encoded)
     for cut in range(start + 1, start + len(encoded), 4):  # truncated inside the sequence
+        path.write_bytes(whole[:cut])
+        compiled, python = both_walks(str(path), monkeypatch)
+        assert compiled == python, cut
+
+
+# ------------------------------------------------------------ sequences whose items are kept
+
+PROCEDURE_CODES = 0x00081032  # Procedure Code Sequence: each item's Code Value / Meaning are kept
+CODE_VALUE, CODE_MEANING = 0x00080100, 0x00080104
+
+
+def _code(value: str = "MRPLEX", extra: bytes = b"", undefined: bool = False) -> bytes:
+    return item(element(CODE_VALUE, "SH", text(value)) + element(0x00080102, "SH", text("L"))
+                + element(CODE_MEANING, "LO", text("MR lumbosacral plexus")) + extra, undefined)
+
+
+KEPT_CASES: dict[str, tuple[bytes, bool]] = {
+    # name: (the sequence as written, whether the compiled skimmer must take it itself)
+    "two items": (sequence(PROCEDURE_CODES, [_code(), _code("MRPLEXC")]), True),
+    "undefined lengths": (sequence(PROCEDURE_CODES, [_code(undefined=True)], undefined=True), True),
+    "empty item": (sequence(PROCEDURE_CODES, [item(b""), _code()]), True),
+    "long VR value kept": (sequence(PROCEDURE_CODES, [item(element(CODE_VALUE, "UC", text("MRPLEX"))
+                                                           + element(CODE_MEANING, "UT", text("plexus " * 20)))]), True),
+    "nested sequence skipped": (sequence(PROCEDURE_CODES, [_code(extra=_nested(3))]), True),
+    "private element skipped": (sequence(PROCEDURE_CODES, [_code(extra=element(0x00091001, "LO", text("x")))]), True),
+    "private creator in the item": (sequence(PROCEDURE_CODES, [_code(extra=element(0x00090010, "LO", text("ACME")))]),
+                                    False),
+    "character set in the item": (sequence(PROCEDURE_CODES, [item(element(0x00080005, "CS", text("ISO_IR 100"))
+                                                                  + element(CODE_VALUE, "SH", text("X")))]), False),
+    "kept value as UN": (sequence(PROCEDURE_CODES, [item(element(CODE_VALUE, "UN", text("MRPLEX")))]), False),
+    "kept value as a sequence": (sequence(PROCEDURE_CODES, [item(sequence(CODE_VALUE, [_code()]))]), False),
+    "kept IS that pydicom cannot convert": (sequence(PROCEDURE_CODES, [_code(extra=element(0x00200013, "IS", b"1e99"))]),
+                                            False),
+    "item overruns the sequence": (element(PROCEDURE_CODES, "SQ", _code(), length=len(_code()) - 4), False),
+}
+
+
+@pytest.mark.parametrize("case", list(KEPT_CASES))
+def test_sequences_whose_items_are_kept(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each case whole and cut short at every fourth byte: both walks agree, and agree with pydicom."""
+    if fastheaders._SKIM_ITEMS is None:
+        pytest.skip("protocolcheck._skim is not built")
+    encoded, accepted = KEPT_CASES[case]
+    walked: list[int] = []
+    real = fastheaders._Walker.sequence
+
+    def counting(self: fastheaders._Walker, *args: Any) -> int:
+        walked.append(args[0])
+        return real(self, *args)
+
+    elements = base_elements()
+    elements[PROCEDURE_CODES] = encoded
+    path = write(tmp_path / "a.dcm", elements)
+    with monkeypatch.context() as patch:
+        patch.setattr(fastheaders._Walker, "sequence", counting)
+        compiled = outcome(str(path))
+    if accepted:
+        assert not walked, walked  # the skimmer took it itself
+        assert compiled == read_file_pydicom(path)
+        assert compiled[0].procedure_codes  # and the codes were kept
+    else:
+        assert walked or isinstance(compiled, str), compiled
+    assert compiled == both_walks(str(path), monkeypatch)[1]
+    whole = path.read_bytes()
+    start = whole.find(encoded)
+    for cut in range(start + 1, start + len(encoded), 4):
         path.write_bytes(whole[:cut])
         compiled, python = both_walks(str(path), monkeypatch)
         assert compiled == python, cut
