@@ -20,7 +20,9 @@ import stat
 import warnings
 import zlib
 from collections.abc import Iterable, Iterator
+import dataclasses
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal
@@ -169,6 +171,23 @@ class InstanceHeader:
     @property
     def key(self) -> tuple[str, str]:
         return (self.study_instance_uid, self.series_instance_uid)
+
+    def __reduce__(self) -> tuple[Any, tuple[tuple[Any, ...]]]:
+        """Pickled as its values in field order (the field names once per class, not once per record):
+        records cross process boundaries by the thousand (parallel scans, spilled study runs)."""
+        return _instance_header, (_header_values(self),)
+
+
+def _instance_header(values: tuple[Any, ...]) -> InstanceHeader:
+    """Unpickle an :class:`InstanceHeader` (see its ``__reduce__``): the fields as they were pickled."""
+    record = object.__new__(InstanceHeader)
+    record.__dict__.update(zip(_HEADER_FIELDS, values))
+    return record
+
+
+_HEADER_FIELDS = tuple(f.name for f in dataclasses.fields(InstanceHeader))
+_header_values = attrgetter(*_HEADER_FIELDS)
+assert not hasattr(InstanceHeader, "__post_init__"), "unpickling fills the fields without __init__"
 
 
 @dataclass(frozen=True)

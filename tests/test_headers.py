@@ -284,3 +284,19 @@ def test_unreadable_permissions_do_not_raise(tmp_path: Path) -> None:
     finally:
         os.chmod(path, 0o644)
     assert len(records) == 1  # root may still read it; otherwise it is Unreadable, never an exception
+
+
+def test_records_pickle_to_equal_records(tmp_path: Path) -> None:
+    """Records cross process boundaries (parallel scans, spilled study runs) by their own __reduce__."""
+    import dataclasses
+    import pickle
+
+    from protocolcheck.headers import read_file_pydicom
+
+    paths = synth.write_study(synth.varied_studies(2, slices=1)[1], tmp_path / "s")
+    records = [r for p in paths for r in read_file(p)] + [r for p in paths[:2] for r in read_file_pydicom(p)]
+    records.append(dataclasses.replace(records[0], value_problems=("TR: 'abc' is not a number",), frames=3))
+    for record in records:
+        back = pickle.loads(pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
+        assert back == record and back.__dict__ == record.__dict__ and hash(back) == hash(record)
+        assert list(back.__dict__) == [f.name for f in dataclasses.fields(InstanceHeader)]
