@@ -725,12 +725,18 @@ def read_file(path: str | os.PathLike[str], *, fast: bool | None = None) -> list
     if fast is None:
         fast = os.environ.get(READER_ENV) != "pydicom"
     if fast:
-        from .fastheaders import read_fast  # noqa: PLC0415 - fastheaders builds on this module
+        global _fastheaders
+        if _fastheaders is None:
+            from . import fastheaders  # noqa: PLC0415 - fastheaders builds on this module
 
-        result = read_fast(os.fspath(path))
+            _fastheaders = fastheaders
+        result = _fastheaders.read_fast(os.fspath(path))
         if result is not None:
             return result
     return read_file_pydicom(path)
+
+
+_fastheaders: Any = None  # the lean reader's module, imported on first use
 
 
 def read_file_pydicom(path: str | os.PathLike[str]) -> list[InstanceHeader] | Skipped:
@@ -922,7 +928,7 @@ def scan_file(name: str) -> list[ScanRecord]:
         return [Unreadable(name, f"unexpected error reading file: {problem_text(exc)}")]
     if isinstance(result, Skipped):
         return [result]
-    return list(result)
+    return result if type(result) is list else list(result)
 
 
 def _has_dicom_marker(name: str) -> bool:
