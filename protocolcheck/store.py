@@ -144,6 +144,9 @@ class FileKind(str, Enum):
     SKIPPED = "skipped"
 
 
+_FILE_KINDS = {kind.value: kind for kind in FileKind}
+
+
 @dataclass(frozen=True)
 class FileEntry:
     """One file of the stat index: what a re-run needs to skip it without parsing."""
@@ -466,11 +469,13 @@ class Store:
                     under = (files_table.c.path >= prefix) & (files_table.c.path < prefix[:-1] + chr(ord(os.sep) + 1))
                 else:  # collations vary: LIKE, then the exact test below
                     under = files_table.c.path.startswith(prefix, autoescape=True)
-                for row in conn.execute(select(files_table).where((files_table.c.path == root) | under)):
-                    if row.path != root and not row.path.startswith(prefix):
+                c = files_table.c
+                query = select(c.path, c.size, c.mtime_ns, c.kind, c.study_instance_uid, c.sop_instance_uid, c.reason)
+                # (rows unpacked as tuples: a re-run over a large archive reads every row of the index)
+                for path, size, mtime_ns, kind, study, sop, reason in conn.execute(query.where((c.path == root) | under)):
+                    if path != root and not path.startswith(prefix):
                         continue
-                    out[row.path] = FileEntry(row.path, int(row.size), int(row.mtime_ns), FileKind(row.kind),
-                                              row.study_instance_uid, row.sop_instance_uid, row.reason or "")
+                    out[path] = FileEntry(path, int(size), int(mtime_ns), _FILE_KINDS[kind], study, sop, reason or "")
         return out
 
     def index_files(self, entries: Iterable[FileEntry]) -> None:
