@@ -327,7 +327,8 @@ _TOP_LEVEL = _Level(
 _SWAPPED_TOP.update({(tag & 0xFFFF) << 16 | tag >> 16: keyword for tag, keyword in _TOP.items()})
 
 
-def _skim_tables() -> tuple[bytes, bytes, bytes, bytes, bytes, bytes, bytes, tuple[str | None, ...], tuple[str, ...]]:
+def _skim_tables() -> tuple[bytes, bytes, bytes, bytes, bytes, bytes, bytes, tuple[str | tuple[str] | None, ...],
+                            tuple[str, ...]]:
     """The hot loops' tables packed for the compiled skimmer (``_skim.c``: which elements it may step over)."""
     shorts = bytearray(b"\xff" * 65536)  # explicit VR code -> value size, 254 for IS, 255: not a short VR
     for code, size in _SHORT_VR_SIZES_INT.items():
