@@ -25,11 +25,13 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -124,13 +126,22 @@ class Process:
 
 
 def start_process(name: str, argv: Sequence[str], log: Path, cwd: Path | None = None,
-                  env: dict[str, str] | None = None) -> Process:
-    """Start ``argv`` in its own session, output to ``log``, ended with us (parent-death signal)."""
+                  env: dict[str, str] | None = None, user: tuple[int, int] | None = None) -> Process:
+    """Start ``argv`` in its own session, output to ``log``, ended with us (parent-death signal);
+    as ``user`` (uid, gid) when given (PostgreSQL refuses to run as root)."""
+
+    def setup() -> None:  # pragma: no cover - runs in the child between fork and exec
+        if user is not None:
+            os.setgroups([])
+            os.setgid(user[1])
+            os.setuid(user[0])
+        _child_setup()  # after the uid change, which clears the parent-death signal
+
     handle = open(log, "ab")
     try:
         popen = subprocess.Popen(list(argv), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  cwd=cwd, env={**tool_env(), **(env or {})}, start_new_session=True,
-                                 preexec_fn=_child_setup)
+                                 preexec_fn=setup)
     finally:
         handle.close()
     return Process(name, popen, log)
@@ -293,6 +304,68 @@ def acknowledged(output: str) -> tuple[list[Path], list[tuple[Path, str]]]:
                 failed.append((current, status))
             current = None
     return ok, failed
+
+
+def postgres_bin() -> Path | None:
+    """The folder of Debian's PostgreSQL server binaries (newest version), else one on PATH."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parts[-3]))
+    if found:
+        return found[-1].parent
+    on_path = shutil.which("postgres")
+    return Path(on_path).parent if on_path else None
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[str]:
+    """A throw-away PostgreSQL server on 127.0.0.1 (trust auth, its own data and socket folder in a
+    temporary folder, removed afterwards); yields a SQLAlchemy URL of its ``postgres`` database.
+    Missing binaries or driver: fail under CI, skip locally."""
+    bindir = postgres_bin()
+    try:
+        import psycopg  # noqa: F401 - the driver the URL names
+    except ImportError:
+        psycopg = None
+    if bindir is None or psycopg is None:
+        reason = ("missing PostgreSQL server binaries or the psycopg driver: apt-get install -y postgresql; "
+                  "pip install 'psycopg[binary]' (.ci/run does both)")
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    user = None
+    if os.geteuid() == 0:  # initdb and postgres refuse root: run them as Debian's postgres user
+        import pwd
+
+        entry = pwd.getpwnam("postgres")
+        user = (entry.pw_uid, entry.pw_gid)
+    # not under pytest's tmp_path: its parent folders are private to root, and postgres must reach its data
+    home = Path(tempfile.mkdtemp(prefix="protocolcheck-pg-"))
+    if user is not None:
+        os.chown(home, *user)
+    data, log = home / "data", home / "server.log"
+    init = start_process("initdb", [str(bindir / "initdb"), "-D", str(data), "-U", "protocolcheck", "--auth=trust",
+                                    "-E", "UTF8", "--no-sync"], home / "initdb.log", cwd=home, user=user)
+    if init.popen.wait(120) != 0:
+        text = init.log_text()
+        shutil.rmtree(home, ignore_errors=True)
+        pytest.fail(f"initdb failed:\n{text}")
+    port = free_port()
+    server = start_process("postgres", [str(bindir / "postgres"), "-D", str(data), "-h", HOST, "-p", str(port),
+                                        "-k", str(home), "-F"], log, cwd=home, user=user)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if not server.alive():
+                pytest.fail(f"PostgreSQL stopped at start:\n{server.log_text()}")
+            with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
+                if "ready to accept connections" in server.log_text():
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail(f"PostgreSQL did not start within 60 s:\n{server.log_text()}")
+            time.sleep(0.1)
+        yield f"postgresql+psycopg://protocolcheck@{HOST}:{port}/postgres"
+    finally:
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @contextlib.contextmanager

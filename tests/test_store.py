@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -298,16 +299,26 @@ def test_result_json_is_the_audit_record(store: Store, tmp_path: Path) -> None:
     assert "patient_name" not in data  # patient fields live in their own columns only
 
 
-PG_URL = os.environ.get("PROTOCOLCHECK_TEST_PG_URL", "")
+PG_URL = os.environ.get("PROTOCOLCHECK_TEST_PG_URL", "")  # an existing server instead of a throw-away one
 
 
-@pytest.mark.skipif(not PG_URL, reason="set PROTOCOLCHECK_TEST_PG_URL (e.g. postgresql+psycopg://user@127.0.0.1/db) "
-                                       "to run the store against a real PostgreSQL")
-def test_postgresql_store() -> None:
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    """A real PostgreSQL: a throw-away server on 127.0.0.1 (tests/peers.py), or $PROTOCOLCHECK_TEST_PG_URL."""
+    if PG_URL:
+        yield PG_URL
+        return
+    from peers import postgres
+
+    with postgres() as url:
+        yield url
+
+
+def test_postgresql_store(pg_url: str) -> None:
     import uuid
 
     uid = "2.25." + str(uuid.uuid4().int)
-    with Store.open(PG_URL) as store:
+    with Store.open(pg_url) as store:
         first = store.save(make_result(uid, findings=(MISSING_STIR,)), fingerprint="f1", library_version="L")
         store.save(make_result(uid), fingerprint="f2", library_version="L")
         assert store.is_current(uid, "f2", "L") and not store.is_current(uid, "f1", "L")
@@ -318,3 +329,34 @@ def test_postgresql_store() -> None:
                            FileEntry(f"{root}_x/b.dcm", 1, 2, FileKind.IMAGE, uid, uid + ".2")])
         assert list(store.file_index([root])) == [f"{root}/a.dcm"]
         store.forget_files([f"{root}/a.dcm", f"{root}_x/b.dcm"])
+
+
+def test_audit_twice_on_postgresql_gives_what_sqlite_gives(pg_url: str, tmp_path: Path) -> None:
+    """The CLI against a PostgreSQL store: the second run skips every study and prints the same records."""
+    import json
+
+    from click.testing import CliRunner
+
+    from protocolcheck import synth
+    from protocolcheck.cli import main
+
+    corpus = tmp_path / "corpus"
+    synth.write_study(synth.plexus_study(synth.Vendor.PHILIPS, "PG-1"), corpus / "one")
+    synth.write_study(synth.pelvis_study(synth.Vendor.CANON, "PG-2"), corpus / "two")
+
+    def audit(db: str) -> tuple[int, list[dict], str]:
+        done = CliRunner().invoke(main, ["audit", str(corpus), "--db", db, "--format", "json"])
+        text = done.stdout
+        return done.exit_code, json.loads(text[text.index("["):]), done.output
+
+    first_code, first, first_out = audit(pg_url)
+    assert first_code in (0, 1), first_out
+    assert "2 audited, 0 unchanged (skipped)" in first_out
+    second_code, second, second_out = audit(pg_url)
+    assert "0 audited, 2 unchanged (skipped)" in second_out
+    assert (second_code, second) == (first_code, first)
+    _code, on_sqlite, _out = audit(str(tmp_path / "qa.db"))
+    assert on_sqlite == first
+    with Store.open(pg_url) as store:
+        runs = store.runs()
+        assert list(runs["audited"])[-2:] == [2, 0]
