@@ -31,6 +31,7 @@ class FindingCode(str, Enum):
     NO_PROTOCOL = "no-protocol"
     VALUE_PROBLEM = "malformed-value"
     CONTEXT_UNMATCHED = "context-unmatched"
+    CONTRAST_CONTRAINDICATED = "contrast-despite-contraindication"  # contrast given though recorded contraindicated
 
 
 class Status(str, Enum):

@@ -782,7 +782,46 @@ def evaluate(choice: Choice, facts: StudyFacts, series: Sequence[SeriesClass],
         findings.extend(missing)
     timing_findings, timing = check_timing(protocol, facts, context)
     findings.extend(timing_findings)
+    findings.extend(check_contrast_safety(protocol, series, context))
     return Evaluation(tuple(findings), timing, tuple(results), tuple(planes))
+
+
+# (modality, the context flag that forbids its contrast agent, what the agent is called)
+_CONTRAST_RULES = (("MR", "gadolinium_contraindicated", "gadolinium"),
+                   ("CT", "iodinated_contrast_contraindicated", "iodinated contrast"))
+# statements that make the contrast-free exam the appropriate one, where the protocol cites them
+_CONTRAST_FREE_CITATIONS = ("acr-plexus-wo-appropriate", "acr-plexopathy-2021")
+
+
+def check_contrast_safety(protocol: Protocol, series: Sequence[SeriesClass],
+                          context: ClinicalContext | None) -> list[Finding]:
+    """Post-contrast series in a study whose context records that contrast agent as contraindicated.
+
+    Whatever protocol the study is audited against: a contrast-free protocol simply ignores the extra
+    series, so without this check a contraindicated injection would pass unnoticed."""
+    if context is None:
+        return []
+    findings = []
+    for modality, flag, agent in _CONTRAST_RULES:
+        if not getattr(context, flag):
+            continue
+        post = [s for s in series if s.post_contrast is True and (s.modality or protocol.modality) == modality]
+        if not post:
+            continue
+        shown = "; ".join(series_summary(s) for s in post[:4]) + (f"; and {len(post) - 4} more" if len(post) > 4 else "")
+        message = (f"The clinical context ({context.source or 'given'}) records {agent} as contraindicated, but "
+                   f"{len(post)} series {'was' if len(post) == 1 else 'were'} acquired after {agent}: {shown}. "
+                   f"Check the patient and the contrast record; a contrast-free exam is the appropriate one.")
+        citation = cite(protocol, [c for c in _CONTRAST_FREE_CITATIONS if c in protocol.citations][:1])
+        if citation:
+            message += f" {citation}"
+        findings.append(Finding(
+            code=FindingCode.CONTRAST_CONTRAINDICATED, severity=Severity.ERROR, message=message,
+            series=tuple(s.series_instance_uid for s in post),
+            evidence={"context": context.source or "given", "contraindicated": flag,
+                      "post_contrast_series": {s.series_instance_uid: s.evidence.get("post_contrast", [])
+                                               for s in post}}))
+    return findings
 
 
 def _wrong_protocol(choice: Choice, facts: StudyFacts, series: Sequence[SeriesClass],

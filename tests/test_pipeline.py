@@ -372,3 +372,34 @@ def test_cli_protocols_list_show_lint(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert re.search(rf"{re.escape(str(bad))}:\d+: requirements\[0\]\.match\.weigthing: unknown key 'weigthing'"
                      r" \u2014 fix: did you mean 'weighting'\?", result.stdout)
+
+
+def test_contrast_given_despite_a_recorded_contraindication_is_an_error(library: Any, tmp_path: Path) -> None:
+    """Gadolinium contraindicated: the audit is against the no-contrast plexus MRI, whose requirements a
+    contrast study also meets, so only this check notices the post-contrast series."""
+    synth.write_study(synth.plexus_study(Vendor.SIEMENS, "GAD1"), tmp_path / "s")
+    flagged = audit_one(tmp_path / "s", library, indication=PLEXOPATHY, gadolinium_contraindicated=True,
+                        source="ctx.csv line 2")
+    assert flagged.protocol == "mr-lumbosacral-plexus-wo"
+    [finding] = [f for f in flagged.findings if f.code.value == "contrast-despite-contraindication"]
+    assert finding.severity is Severity.ERROR and flagged.status is Status.FAIL
+    post = [s for s in flagged.series if s["post_contrast"] is True]
+    assert post and set(finding.series) == {s["series_instance_uid"] for s in post}
+    assert "ctx.csv line 2" in finding.message and "gadolinium" in finding.message
+    assert "Guideline:" in finding.message  # cites why the contrast-free exam is appropriate
+    assert set(finding.evidence["post_contrast_series"]) == set(finding.series)
+    # the same study without the contraindication, and a contrast-free study with it: nothing to say
+    plain = audit_one(tmp_path / "s", library, indication=PLEXOPATHY)
+    assert "contrast-despite-contraindication" not in [f.code.value for f in plain.findings]
+    spec = synth.plexus_study(Vendor.SIEMENS, "GAD2")
+    synth.write_study(replace(spec, series=tuple(s for s in spec.series if not s.is_post)), tmp_path / "wo")
+    clean = audit_one(tmp_path / "wo", library, indication=PLEXOPATHY, gadolinium_contraindicated=True)
+    assert "contrast-despite-contraindication" not in [f.code.value for f in clean.findings]
+
+
+def test_iodinated_contrast_despite_a_recorded_contraindication(library: Any, tmp_path: Path) -> None:
+    synth.write_study(synth.ct_study(Vendor.GE, "CTC1", with_contrast=True), tmp_path / "ct")
+    result = audit_one(tmp_path / "ct", library, indication=PLEXOPATHY, mri_contraindicated=True,
+                       iodinated_contrast_contraindicated=True)
+    assert "contrast-despite-contraindication" in [f.code.value for f in result.findings]
+    assert result.status is Status.FAIL
