@@ -249,6 +249,23 @@ def _refs(ids: Sequence[str], numbers: dict[str, int]) -> str:
     return "".join(f"[{numbers.setdefault(i, len(numbers) + 1)}]" for i in ids)
 
 
+_WIDTH = 100  # text reports fit a 100-column terminal
+
+
+def _ranked(recommendations: Sequence[Any], numbers: dict[str, int]) -> list[str]:
+    """The ranked procedures, one block each within 100 columns: rank, appropriateness, procedure with its
+    citations (wrapped), and the library protocol that implements it on the next line."""
+    label_width = max((len(r.appropriateness.label) for r in recommendations), default=0)
+    indent = " " * (4 + 2 + label_width + 2)
+    lines = [f"{'rank':>4}  {'appropriateness':<{label_width}}  procedure [citations] / protocol"]
+    for r in recommendations:
+        head = f"{r.rank:>4}  {r.appropriateness.label:<{label_width}}  "
+        lines.append(textwrap.fill(f"{r.procedure} {_refs(r.citations, numbers)}", width=_WIDTH,
+                                   initial_indent=head, subsequent_indent=indent, break_on_hyphens=False))
+        lines.append(f"{indent}protocol: {r.protocol or '- (none in the library)'}")
+    return lines if recommendations else []
+
+
 def format_recommendation(rec: Recommendation) -> str:
     """A readable report: variant, ranked procedures, timing, companion tests, follow-up, cautions, sources."""
     numbers: dict[str, int] = {}
@@ -269,13 +286,10 @@ def format_recommendation(rec: Recommendation) -> str:
             facts.append(label)
     lines.append(_wrap("; ".join(facts), indent="  "))
     lines += [f"  note: {n}" for n in sc.notes]
-    lines.append(f"Variant: {rec.variant.title} {_refs(rec.variant.citations, numbers)}")
+    lines.append(textwrap.fill(f"Variant: {rec.variant.title} {_refs(rec.variant.citations, numbers)}",
+                               width=_WIDTH, subsequent_indent="  ", break_on_hyphens=False))
     lines.append("")
-    rows = [{"rank": r.rank, "procedure": r.procedure, "protocol": r.protocol or "-",
-             "appropriateness": r.appropriateness.label, "cites": _refs(r.citations, numbers)}
-            for r in rec.recommendations]
-    lines.append(to_table(rows, ("rank", "procedure", "protocol", "appropriateness", "cites"),
-                          widths={"procedure": 58}).rstrip("\n") if rows else "  (no suitable procedure)")
+    lines += _ranked(rec.recommendations, numbers) or ["  (no suitable procedure)"]
     if rec.top:
         lines.append(_wrap(f"Why rank 1: {rec.top.rationale}", indent="  "))
     for e in rec.excluded:

@@ -118,3 +118,15 @@ def test_audit_table_fits_100_columns_and_keeps_the_scanner(sample_audits):
     assert max(len(line) for line in text.splitlines()) <= 100
     words = text.split()
     assert "S" * 16 in words and "p" * 90 in words and words.count("VENDOR") == 9 * len(long)
+
+
+def test_recommendation_report_fits_100_columns(rules):
+    """Every line of the text report fits a 100-column terminal, with the long titles wrapped, not cut."""
+    rec = recommend(ClinicalContext(indication="S34.4XXA plexus injury", trauma_date=dt.date(2026, 2, 19)), on=TODAY,
+                    rules=rules, today=TODAY)
+    text = format_recommendation(rec)
+    assert max(len(line) for line in text.splitlines()) <= 100
+    for r in rec.recommendations:  # every procedure and protocol is there in full
+        assert " ".join(r.procedure.split()) in " ".join(text.split())
+        if r.protocol:
+            assert f"protocol: {r.protocol}" in text
