@@ -39,6 +39,7 @@ AUDIT_CSV_COLUMNS = (
 )
 SEVERITY_LABEL = {"error": "ERROR", "warning": "WARN", "info": "info"}
 
+_WIDTH = 100  # text reports fit a 100-column terminal
 WORKLIST_COLUMNS = ("accession_number", "scheduled_date", "station_aet", "procedure", "status", "recommended",
                     "earliest_date", "findings")
 WORKLIST_HEADERS = {"accession_number": "accession", "scheduled_date": "scheduled", "station_aet": "station",
@@ -232,8 +233,20 @@ def worklist_csv(records: list[dict[str, Any]]) -> str:
 
 
 def worklist_table(records: list[dict[str, Any]]) -> str:
-    return to_table(_worklist_rows(records), WORKLIST_COLUMNS, WORKLIST_HEADERS,
-                    widths={"procedure": 28, "recommended": 34, "findings": 40})
+    """One block per scheduled step within 100 columns: the short facts on one line, then what was
+    ordered, what is recommended and the findings, each in full (wrapped, never cut)."""
+    if not records:
+        return "(nothing)\n"
+    rows = _worklist_rows(records)
+    short = ("accession_number", "scheduled_date", "station_aet", "status", "earliest_date")
+    widths = {c: max(len(WORKLIST_HEADERS.get(c, c)), *(len(str(r.get(c) or "-")) for r in rows)) for c in short}
+    lines = ["  ".join(f"{WORKLIST_HEADERS.get(c, c):<{widths[c]}}" for c in short).rstrip()]
+    for r in rows:
+        lines.append("  ".join(f"{str(r.get(c) or '-'):<{widths[c]}}" for c in short).rstrip())
+        for label, key in (("ordered", "procedure"), ("recommended", "recommended"), ("findings", "findings")):
+            lines.append(textwrap.fill(str(r.get(key) or "-"), width=_WIDTH, initial_indent=f"    {label + ':':<13}",
+                                       subsequent_indent=" " * 17, break_on_hyphens=False))
+    return "\n".join(lines) + "\n"
 
 
 # -- recommend and check-order -----------------------------------------------------------------------
@@ -247,9 +260,6 @@ def _wrap(text: str, width: int = 96, indent: str = "    ") -> str:
 
 def _refs(ids: Sequence[str], numbers: dict[str, int]) -> str:
     return "".join(f"[{numbers.setdefault(i, len(numbers) + 1)}]" for i in ids)
-
-
-_WIDTH = 100  # text reports fit a 100-column terminal
 
 
 def _ranked(recommendations: Sequence[Any], numbers: dict[str, int]) -> list[str]:

@@ -130,3 +130,19 @@ def test_recommendation_report_fits_100_columns(rules):
         assert " ".join(r.procedure.split()) in " ".join(text.split())
         if r.protocol:
             assert f"protocol: {r.protocol}" in text
+
+
+def test_worklist_table_fits_100_columns_and_keeps_every_value():
+    long_order = "MRI PELVIS WITHOUT CONTRAST STANDARD PROTOCOL WITH ADDITIONAL CORONAL T2 AND AXIAL DWI SEQUENCES"
+    records = [{"accession_number": "ACC-LONG-0001", "scheduled_date": "2026-11-25", "station_aet": "MR_STATION_1",
+                "procedure": long_order, "status": "fail", "earliest_date": "2026-12-01",
+                "recommended": {"procedure": "MRI lumbosacral plexus without and with IV contrast"},
+                "findings": [{"severity": "error", "code": "wrong-protocol"},
+                             {"severity": "warning", "code": "trauma-too-early"}]},
+               {"accession_number": "A2", "scheduled_date": "2026-11-26", "station_aet": "MR1", "procedure": "MRI LS PLEXUS",
+                "status": "pass", "earliest_date": None, "recommended": None, "findings": []}]
+    text = render.worklist_table(records)
+    assert max(len(line) for line in text.splitlines()) <= 100
+    flat = " ".join(text.split())
+    assert long_order in flat and "error: wrong-protocol; warning: trauma-too-early" in flat
+    assert "ACC-LONG-0001" in text and "MR_STATION_1" in text and "recommended: -" in text
