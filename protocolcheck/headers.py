@@ -12,6 +12,7 @@ is malformed (``TR = "abc"``) becomes ``None`` and a note in :attr:`InstanceHead
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import os
@@ -20,7 +21,6 @@ import stat
 import warnings
 import zlib
 from collections.abc import Iterable, Iterator
-import dataclasses
 from dataclasses import dataclass
 from operator import attrgetter
 from pathlib import Path
@@ -187,7 +187,8 @@ def _instance_header(values: tuple[Any, ...]) -> InstanceHeader:
 
 _HEADER_FIELDS = tuple(f.name for f in dataclasses.fields(InstanceHeader))
 _header_values = attrgetter(*_HEADER_FIELDS)
-assert not hasattr(InstanceHeader, "__post_init__"), "unpickling fills the fields without __init__"
+if hasattr(InstanceHeader, "__post_init__"):  # pragma: no cover - a guard for whoever adds one
+    raise TypeError("InstanceHeader unpickling fills the fields without __init__: adapt _instance_header")
 
 
 @dataclass(frozen=True)
@@ -619,10 +620,11 @@ def _deflate_bomb(fh: io.BufferedReader, size: int) -> str | None:
 
 
 def _open_at(path: str) -> tuple[Dataset, int]:
-    """dcmread of the header through our own handle, also without preamble or file meta as real
-    archives need; returns the dataset and the offset where reading stopped (the Pixel Data tag when present), to check the pixel data length cheaply. Declared
-    lengths are bounded by the file size (:class:`_BoundedReader`) and deflated data by
-    :func:`_deflate_bomb`, so no input makes the reader allocate more than the file justifies."""
+    """dcmread of the header through our own handle (also without preamble or file meta, as real
+    archives need); returns the dataset and the offset where reading stopped (the Pixel Data tag when
+    present), to check the pixel data length cheaply. Declared lengths are bounded by the file size
+    (:class:`_BoundedReader`) and deflated data by :func:`_deflate_bomb`, so no input makes the reader
+    allocate more than the file justifies."""
     with _BoundedReader(path) as fh:
         bomb = _deflate_bomb(fh, fh._size)
         if bomb:

@@ -475,7 +475,8 @@ class Store:
                 for path, size, mtime_ns, kind, study, sop, reason in conn.execute(query.where((c.path == root) | under)):
                     if path != root and not path.startswith(prefix):
                         continue
-                    out[path] = FileEntry(path, int(size), int(mtime_ns), _FILE_KINDS[kind], study, sop, reason or "")
+                    entry_kind = _FILE_KINDS.get(kind) or FileKind(kind)  # (an unknown kind: ValueError, as before)
+                    out[path] = FileEntry(path, int(size), int(mtime_ns), entry_kind, study, sop, reason or "")
         return out
 
     def index_files(self, entries: Iterable[FileEntry]) -> None:
