@@ -31,7 +31,8 @@
  *
  * With a dict as ``out`` (the top level), a plain element the top level keeps is stored there as the
  * walk would store it, ``out[keyword] = (VR, value bytes)``, and the skim goes on; ``None`` stops at it.
- * At the top level, a sequence nothing is kept from is walked as sequence() would (explicit VR).
+ * At the top level, a sequence nothing is kept from is walked as sequence() would (explicit VR), and
+ * one whose items keep plain elements only is walked as items() does and stored under its keyword.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -55,6 +56,8 @@ static const uint32_t *top_tags = NULL;      /* sorted swapped tags kept at the 
 static Py_ssize_t n_top = 0;
 static PyObject *top_keywords = NULL;        /* tuple: keyword to store each under, None: the walk decides */
 static PyObject *top_vrs = NULL;             /* tuple: dictionary VR of each (implicit VR files) */
+static PyObject *top_sequences = NULL;       /* dict: swapped tag -> (keyword, want) of top-level sequences
+                                                whose items keep plain elements only */
 
 #define VR(a, b) ((uint16_t)((a) | ((b) << 8))) /* an explicit VR as its two bytes read little-endian */
 #define UNDEFINED 0xFFFFFFFFu
@@ -414,17 +417,40 @@ static PyObject *explicit_(PyObject *self, PyObject *const *args, Py_ssize_t nar
             head = 8;
             if (!value_ok(kind, p + 8, length, len - rel - 8)) break;
         } else if (code == VR('S', 'Q') && out != Py_None && !(swapped & 1) && rel + 12 <= len) {
-            /* a top-level sequence nothing is kept from (not listed, not a DICOMDIR's records): as
-             * fastheaders' element() at depth 0 does, walk its items (anything unusual: the walk decides) */
-            if (swapped == 0x12200004 || find(wanted, n_wanted, swapped) >= 0) break;
+            /* a top-level sequence nothing is kept from (not listed, not a DICOMDIR's records), or one
+             * whose items keep plain elements only: as fastheaders' element() at depth 0 does, walk its
+             * items (and keep theirs); anything unusual: the walk decides */
+            if (swapped == 0x12200004) break;
+            PyObject *kept = NULL; /* borrowed (keyword, want) */
+            if (find(wanted, n_wanted, swapped) >= 0) {
+                PyObject *key = PyLong_FromUnsignedLong(swapped);
+                if (key == NULL) return NULL;
+                kept = PyDict_GetItemWithError(top_sequences, key);
+                Py_DECREF(key);
+                if (kept == NULL) {
+                    if (PyErr_Occurred()) return NULL;
+                    break;
+                }
+            }
             length = u32(p + 8);
             Py_ssize_t end = -1;
             if (length != (Py_ssize_t)UNDEFINED) {
                 if (rel + 12 + length > avail) break;
                 end = rel + 12 + length;
             }
-            Py_ssize_t after = skip_items(buf, len, rel + 12, end, avail, 1, NULL, NULL);
-            if (after < 0) break; /* (never ERROR without ``want``) */
+            Py_ssize_t after;
+            if (kept == NULL) {
+                after = skip_items(buf, len, rel + 12, end, avail, 1, NULL, NULL);
+                if (after < 0) break; /* (never ERROR without ``want``) */
+            } else {
+                PyObject *items = PyList_New(0);
+                if (items == NULL) return NULL;
+                after = skip_items(buf, len, rel + 12, end, avail, 1, PyTuple_GET_ITEM(kept, 1), items);
+                if (after >= 0 && PyDict_SetItem(out, PyTuple_GET_ITEM(kept, 0), items) < 0) after = ERROR;
+                Py_DECREF(items);
+                if (after == ERROR) return NULL;
+                if (after < 0) break;
+            }
             rel = after;
             continue;
         } else {
@@ -490,10 +516,19 @@ static int sized(PyObject *obj, const char *name, Py_ssize_t unit, Py_ssize_t ex
 }
 
 static PyObject *configure(PyObject *self, PyObject *args) {
-    PyObject *shorts, *longs, *want, *priv, *ptags, *pkinds, *ttags, *tkeys, *tvrs;
-    if (!PyArg_ParseTuple(args, "SSSSSSSO!O!:configure", &shorts, &longs, &want, &priv, &ptags, &pkinds, &ttags,
-                          &PyTuple_Type, &tkeys, &PyTuple_Type, &tvrs))
+    PyObject *shorts, *longs, *want, *priv, *ptags, *pkinds, *ttags, *tkeys, *tvrs, *tseqs;
+    if (!PyArg_ParseTuple(args, "SSSSSSSO!O!O!:configure", &shorts, &longs, &want, &priv, &ptags, &pkinds, &ttags,
+                          &PyTuple_Type, &tkeys, &PyTuple_Type, &tvrs, &PyDict_Type, &tseqs))
         return NULL;
+    PyObject *key, *value;
+    Py_ssize_t at = 0;
+    while (PyDict_Next(tseqs, &at, &key, &value)) {
+        if (!PyLong_Check(key) || !PyTuple_Check(value) || PyTuple_GET_SIZE(value) != 2 ||
+            !PyUnicode_Check(PyTuple_GET_ITEM(value, 0)) || !PyDict_Check(PyTuple_GET_ITEM(value, 1))) {
+            PyErr_SetString(PyExc_ValueError, "top_sequences must map swapped tags to (keyword, dict)");
+            return NULL;
+        }
+    }
     if (!sized(shorts, "short_kinds", 1, 65536) || !sized(longs, "long_skip", 1, 65536) ||
         !sized(want, "wanted", 4, 0) || !sized(priv, "private_groups", 34, 0) || !sized(ptags, "plain_tags", 4, 0) ||
         !sized(pkinds, "plain_kinds", 1, 0) || !sized(ttags, "top_tags", 4, 0))
@@ -506,7 +541,7 @@ static PyObject *configure(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "plain_kinds and plain_tags differ in length");
         return NULL;
     }
-    PyObject *keep = PyTuple_Pack(9, shorts, longs, want, priv, ptags, pkinds, ttags, tkeys, tvrs);
+    PyObject *keep = PyTuple_Pack(10, shorts, longs, want, priv, ptags, pkinds, ttags, tkeys, tvrs, tseqs);
     if (keep == NULL) return NULL;
     Py_XSETREF(tables, keep);
     short_kind = (const uint8_t *)PyBytes_AS_STRING(shorts);
@@ -522,13 +557,14 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     n_top = PyBytes_GET_SIZE(ttags) / 4;
     top_keywords = tkeys;
     top_vrs = tvrs;
+    top_sequences = tseqs;
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
     {"configure", configure, METH_VARARGS,
      "configure(short_kinds, long_skip, wanted, private_groups, plain_tags, plain_kinds, top_tags, top_keywords, "
-     "top_vrs): set the tables"},
+     "top_vrs, top_sequences): set the tables"},
     {"explicit", (PyCFunction)(void (*)(void))explicit_, METH_FASTCALL,
      "explicit(buf, rel, avail, stop, out) -> position of the first explicit VR element the walk must look at"},
     {"sequence", (PyCFunction)(void (*)(void))sequence_, METH_FASTCALL,

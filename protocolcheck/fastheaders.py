@@ -328,7 +328,7 @@ _SWAPPED_TOP.update({(tag & 0xFFFF) << 16 | tag >> 16: keyword for tag, keyword 
 
 
 def _skim_tables() -> tuple[bytes, bytes, bytes, bytes, bytes, bytes, bytes, tuple[str | tuple[str] | None, ...],
-                            tuple[str, ...]]:
+                            tuple[str, ...], dict[int, tuple[str, dict[int, str]]]]:
     """The hot loops' tables packed for the compiled skimmer (``_skim.c``: which elements it may step over)."""
     shorts = bytearray(b"\xff" * 65536)  # explicit VR code -> value size, 254 for IS, 255: not a short VR
     for code, size in _SHORT_VR_SIZES_INT.items():
@@ -362,7 +362,10 @@ def _skim_tables() -> tuple[bytes, bytes, bytes, bytes, bytes, bytes, bytes, tup
             # top-level elements the skimmer stores itself (marked keywords: the walk decides)
             array("I", sorted(_SWAPPED_TOP)).tobytes(),
             tuple(_skim_keyword(_SWAPPED_TOP[t]) for t in sorted(_SWAPPED_TOP)),
-            tuple(_STD_VR[t >> 16 | (t & 0xFFFF) << 16] for t in sorted(_SWAPPED_TOP)))
+            tuple(_STD_VR[t >> 16 | (t & 0xFFFF) << 16] for t in sorted(_SWAPPED_TOP)),
+            # top-level sequences whose items keep plain elements only: walked and kept by the skimmer
+            {(tag & 0xFFFF) << 16 | tag >> 16: (keyword, sub.swapped_tags)
+             for tag, (keyword, sub) in _TOP_LEVEL.sequences.items() if sub.plain})
 
 
 def _skim_keyword(keyword: str) -> str | tuple[str] | None:

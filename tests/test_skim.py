@@ -157,7 +157,9 @@ def test_configure_rejects_malformed_tables_and_keeps_working(vendor_files: list
         with pytest.raises(ValueError, match="wrong size"):
             _skim.configure(*broken)
     with pytest.raises(ValueError, match="differ in length"):
-        _skim.configure(*tables[:7], tables[7][:-1], tables[8])
+        _skim.configure(*tables[:7], tables[7][:-1], *tables[8:])
+    with pytest.raises(ValueError, match="top_sequences"):
+        _skim.configure(*tables[:9], {0x10320008: ("ProcedureCodeSequence", "not a dict")})
     with pytest.raises(TypeError):
         _skim.explicit("not bytes", 0, 0, 0, None)
     with pytest.raises(TypeError, match="out must be a dict"):
