@@ -116,10 +116,10 @@ def patient_names(headers: Sequence[Any]) -> set[str]:
 
 def strict_json(data: Any) -> str:
     """JSON as the CLI writes it, but NaN/Infinity (not JSON) are a violation."""
-    from protocolcheck.report import _default
+    from protocolcheck.report import json_default
 
     try:
-        return json.dumps(data, default=_default, ensure_ascii=False, allow_nan=False)
+        return json.dumps(data, default=json_default, ensure_ascii=False, allow_nan=False)
     except ValueError as exc:
         raise Violation("json", f"output is not valid JSON: {exc}") from exc
 

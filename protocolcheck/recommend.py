@@ -25,20 +25,9 @@ from typing import Any
 import jsonschema
 import yaml
 
+from . import safeyaml
 from .context import ClinicalContext
 from .findings import Finding, FindingCode, Severity, Status, status_for
-
-# libyaml's safe loader where PyYAML was built with it (the same data as yaml.safe_load, faster)
-_SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def _safe_load(text: str) -> Any:
-    """``yaml.safe_load`` through :data:`_SAFE_LOADER`."""
-    loader = _SAFE_LOADER(text)
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
 
 RULES_FILENAME = "rules.yaml"
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "rules.schema.json"
@@ -249,7 +238,7 @@ def load_rules(path: str | os.PathLike[str] | None = None) -> Rules:
     if key in _CACHE:
         return _CACHE[key]
     try:
-        data = _safe_load(file.read_text(encoding="utf-8"))
+        data = safeyaml.load(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise RulesError([f"{name}: cannot read the rules file ({exc})"]) from exc
     except yaml.constructor.ConstructorError as exc:  # a tag safe_load refuses (e.g. !!python/object)

@@ -96,3 +96,22 @@ def test_the_code_uses_only_safe_yaml() -> None:
                     if alias.name in UNSAFE_CALLS or alias.name in UNSAFE_NAMES:
                         offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: from yaml import {alias.name}")
     assert offenders == []
+
+
+def test_libyaml_is_used_only_where_nesting_cannot_overflow_its_stack() -> None:
+    """libyaml composes by C recursion (a document ~25,000 levels deep kills the process): deeper
+    documents go to PyYAML's Python loader, which raises RecursionError instead. Same data either way."""
+    import yaml
+
+    from protocolcheck import safeyaml
+
+    for path in sorted((REPO / "protocols").glob("*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        if safeyaml._C_SAFE_LOADER is not None:
+            assert safeyaml.loader_for(text) is safeyaml._C_SAFE_LOADER, path.name
+        assert safeyaml.load(text) == yaml.safe_load(text)
+        node, data = safeyaml.compose_and_load(text)
+        assert data == yaml.safe_load(text) and node is not None
+    deep = "a: " + "[" * 30000 + "]" * 30000
+    assert safeyaml.loader_for(deep) is yaml.SafeLoader
+    assert safeyaml.loader_for("- " * 30000 + "x") is yaml.SafeLoader
