@@ -234,12 +234,11 @@ SEQUENCE_CASES: dict[str, tuple[bytes, bool]] = {
 }
 
 
-@pytest.mark.parametrize("case", list(SEQUENCE_CASES))
-def test_sequences_nothing_is_kept_from(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each case as the whole sequence and cut short at every fourth byte: both walks agree."""
-    if fastheaders._SKIM_SEQUENCE is None:
-        pytest.skip("protocolcheck._skim is not built")
-    encoded, accepted = SEQUENCE_CASES[case]
+def check_sequence_case(tag: int, encoded: bytes, accepted: bool, tmp_path: Path,
+                        monkeypatch: pytest.MonkeyPatch) -> object:
+    """Write a header with ``encoded`` as element ``tag``; require that the compiled skimmer took the
+    sequence itself (``accepted``) or left it to the Python walk, and that both walks agree on the whole
+    file and on it cut short at every fourth byte of the sequence. Returns the whole file's outcome."""
     walked: list[int] = []  # sequences the Python walk walked itself
     real = fastheaders._Walker.sequence
 
@@ -248,24 +247,33 @@ def test_sequences_nothing_is_kept_from(case: str, tmp_path: Path, monkeypatch: 
         return real(self, *args)
 
     elements = base_elements()
-    elements[REFERENCED_IMAGES] = encoded
+    elements[tag] = encoded
     path = write(tmp_path / "a.dcm", elements)
     with monkeypatch.context() as patch:
         patch.setattr(fastheaders._Walker, "sequence", counting)
         compiled = outcome(str(path))
     if accepted:
-        assert not walked  # the skimmer took it itself
+        assert not walked, walked  # the skimmer took it itself
+        assert compiled == read_file_pydicom(path)
     else:
         assert walked or isinstance(compiled, str), compiled  # left to the Python walk, which judged it
     assert compiled == both_walks(str(path), monkeypatch)[1]
-    if accepted:
-        assert compiled == read_file_pydicom(path)
     whole = path.read_bytes()
     start = whole.find(encoded)
     for cut in range(start + 1, start + len(encoded), 4):  # truncated inside the sequence
         path.write_bytes(whole[:cut])
-        compiled, python = both_walks(str(path), monkeypatch)
-        assert compiled == python, cut
+        compiled_cut, python_cut = both_walks(str(path), monkeypatch)
+        assert compiled_cut == python_cut, cut
+    return compiled
+
+
+@pytest.mark.parametrize("case", list(SEQUENCE_CASES))
+def test_sequences_nothing_is_kept_from(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each case as the whole sequence and cut short at every fourth byte: both walks agree."""
+    if fastheaders._SKIM_SEQUENCE is None:
+        pytest.skip("protocolcheck._skim is not built")
+    encoded, accepted = SEQUENCE_CASES[case]
+    check_sequence_case(REFERENCED_IMAGES, encoded, accepted, tmp_path, monkeypatch)
 
 
 # ------------------------------------------------------------ sequences whose items are kept
@@ -306,29 +314,6 @@ def test_sequences_whose_items_are_kept(case: str, tmp_path: Path, monkeypatch: 
     if fastheaders._SKIM_ITEMS is None:
         pytest.skip("protocolcheck._skim is not built")
     encoded, accepted = KEPT_CASES[case]
-    walked: list[int] = []
-    real = fastheaders._Walker.sequence
-
-    def counting(self: fastheaders._Walker, *args: Any) -> int:
-        walked.append(args[0])
-        return real(self, *args)
-
-    elements = base_elements()
-    elements[PROCEDURE_CODES] = encoded
-    path = write(tmp_path / "a.dcm", elements)
-    with monkeypatch.context() as patch:
-        patch.setattr(fastheaders._Walker, "sequence", counting)
-        compiled = outcome(str(path))
+    compiled = check_sequence_case(PROCEDURE_CODES, encoded, accepted, tmp_path, monkeypatch)
     if accepted:
-        assert not walked, walked  # the skimmer took it itself
-        assert compiled == read_file_pydicom(path)
         assert compiled[0].procedure_codes  # and the codes were kept
-    else:
-        assert walked or isinstance(compiled, str), compiled
-    assert compiled == both_walks(str(path), monkeypatch)[1]
-    whole = path.read_bytes()
-    start = whole.find(encoded)
-    for cut in range(start + 1, start + len(encoded), 4):
-        path.write_bytes(whole[:cut])
-        compiled, python = both_walks(str(path), monkeypatch)
-        assert compiled == python, cut
