@@ -478,6 +478,14 @@ class _Walker:
             rel = 0
         return self.buf[rel:rel + length]
 
+    def check_value(self, pos: int, kind: int, length: int) -> None:
+        """What pydicom's full read would reject in the value at ``pos`` of this kind (a binary value
+        size, or _IS): a length that is not a whole number of values, an IS string it cannot convert."""
+        if kind == _IS:
+            _check_is(self.value(pos, length))
+        elif length % kind:
+            raise _Fallback("binary value of the wrong length")
+
     def header(self, pos: int, implicit: bool) -> tuple[int, int, str | None, int, int]:
         """(group, element, VR or None, length, header size) of the element at ``pos``."""
         rel = pos - self.base
@@ -574,11 +582,8 @@ class _Walker:
                 value_size = plain_sizes.get(swapped)
             if value_size is not None:
                 if value_size:
-                    if value_size < 0:
-                        _check_is(self.value(pos + 8, length))
-                        buf, base = self.buf, self.base
-                    elif length % value_size:
-                        raise _Fallback("binary value of the wrong length")
+                    self.check_value(pos + 8, value_size, length)
+                    buf, base = self.buf, self.base
                 end = pos + 8 + length
                 if swapped & 1:
                     elem = swapped >> 16
@@ -639,11 +644,8 @@ class _Walker:
                     buf, base = self.buf, self.base
                     break
                 if value_size:
-                    if value_size < 0:
-                        _check_is(self.value(pos + 8, length))
-                        buf, base = self.buf, self.base
-                    elif length % value_size:
-                        raise _Fallback("binary value of the wrong length")
+                    self.check_value(pos + 8, value_size, length)
+                    buf, base = self.buf, self.base
                 if swapped & 1:
                     elem = swapped >> 16
                     if elem <= 0xFF or (elem & 0xFF) in private_offsets.get(swapped & 0xFFFF, ()):
@@ -796,10 +798,8 @@ class _Walker:
             if items is not None and out is not None:
                 out[key] = items
             return pos
-        if kind > 0 and length % kind:
-            raise _Fallback("binary value of the wrong length")
-        if kind == _IS:
-            _check_is(self.value(pos, length))
+        if kind > 0 or kind == _IS:
+            self.check_value(pos, kind, length)
         if group & 1:
             self.private(pos, group, elem, vr, length, level, out, creators)
         elif level is not None and out is not None:
@@ -856,11 +856,8 @@ class _Walker:
                         vr = _VR_NAMES[vrb]
             if value_size is not None:
                 if value_size:
-                    if value_size < 0:
-                        _check_is(self.value(pos + 8, length))
-                        buf, base = self.buf, self.base
-                    elif length % value_size:
-                        raise _Fallback("binary value of the wrong length")
+                    self.check_value(pos + 8, value_size, length)
+                    buf, base = self.buf, self.base
                 if swapped & 1:
                     self.private(pos + 8, swapped & 0xFFFF, swapped >> 16, vr, length, level, out, creators)
                     buf, base = self.buf, self.base
