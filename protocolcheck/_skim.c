@@ -270,21 +270,34 @@ static Py_ssize_t skip_items(const uint8_t *buf, Py_ssize_t len, Py_ssize_t rel,
     }
 }
 
+/* The (rel, end, avail, depth) arguments of sequence() and items(), after ``buf``: 1 usable, 0 out of
+ * range (the walk decides), -1 with an exception set. */
+static int walk_args(PyObject *const *args, Py_ssize_t *rel, Py_ssize_t *end, Py_ssize_t *avail, int *depth) {
+    Py_ssize_t values[4];
+    for (int i = 0; i < 4; i++) {
+        values[i] = PyLong_AsSsize_t(args[i + 1]);
+        if (values[i] == -1 && PyErr_Occurred()) return -1;
+    }
+    if (!ready()) return -1;
+    *rel = values[0];
+    *end = values[1] < 0 ? -1 : values[1];
+    *avail = values[2];
+    if (*rel < 0 || values[3] < 0 || values[3] > MAX_DEPTH) return 0;
+    *depth = (int)values[3];
+    return 1;
+}
+
 static PyObject *sequence_(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 5 || !PyBytes_Check(args[0])) {
         PyErr_SetString(PyExc_TypeError, "sequence(buf: bytes, rel, end, avail, depth)");
         return NULL;
     }
-    Py_ssize_t values[4];
-    for (int i = 0; i < 4; i++) {
-        values[i] = PyLong_AsSsize_t(args[i + 1]);
-        if (values[i] == -1 && PyErr_Occurred()) return NULL;
-    }
-    if (!ready()) return NULL;
-    Py_ssize_t rel = values[0], end = values[1], avail = values[2], depth = values[3];
-    if (rel < 0 || depth < 0 || depth > MAX_DEPTH) return PyLong_FromSsize_t(-1);
+    Py_ssize_t rel, end, avail;
+    int depth, usable = walk_args(args, &rel, &end, &avail, &depth);
+    if (usable < 0) return NULL;
+    if (!usable) return PyLong_FromSsize_t(-1);
     const uint8_t *buf = (const uint8_t *)PyBytes_AS_STRING(args[0]);
-    Py_ssize_t after = skip_items(buf, PyBytes_GET_SIZE(args[0]), rel, end < 0 ? -1 : end, avail, (int)depth, NULL, NULL);
+    Py_ssize_t after = skip_items(buf, PyBytes_GET_SIZE(args[0]), rel, end, avail, depth, NULL, NULL);
     return PyLong_FromSsize_t(after < 0 ? -1 : after);
 }
 
@@ -294,26 +307,20 @@ static PyObject *items_(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "items(buf: bytes, rel, end, avail, depth, want: dict)");
         return NULL;
     }
-    Py_ssize_t values[4];
-    for (int i = 0; i < 4; i++) {
-        values[i] = PyLong_AsSsize_t(args[i + 1]);
-        if (values[i] == -1 && PyErr_Occurred()) return NULL;
-    }
-    if (!ready()) return NULL;
-    Py_ssize_t rel = values[0], end = values[1], avail = values[2], depth = values[3];
-    if (rel < 0 || depth < 0 || depth > MAX_DEPTH) Py_RETURN_NONE;
+    Py_ssize_t rel, end, avail;
+    int depth, usable = walk_args(args, &rel, &end, &avail, &depth);
+    if (usable < 0) return NULL;
+    if (!usable) Py_RETURN_NONE;
     PyObject *items = PyList_New(0);
     if (items == NULL) return NULL;
     const uint8_t *buf = (const uint8_t *)PyBytes_AS_STRING(args[0]);
-    Py_ssize_t after = skip_items(buf, PyBytes_GET_SIZE(args[0]), rel, end < 0 ? -1 : end, avail, (int)depth, args[5],
-                                  items);
+    Py_ssize_t after = skip_items(buf, PyBytes_GET_SIZE(args[0]), rel, end, avail, depth, args[5], items);
     if (after < 0) {
         Py_DECREF(items);
         if (after == ERROR) return NULL;
         Py_RETURN_NONE;
     }
-    PyObject *result = Py_BuildValue("(nN)", after, items);
-    return result;
+    return Py_BuildValue("(nN)", after, items);
 }
 
 /* cached(top, specs, fields) -> misses: fastheaders._fields' cache lookups in one pass. For each captured
