@@ -368,6 +368,31 @@ def postgres() -> Iterator[str]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+class Handovers:
+    """The hand-over callback of a :class:`StorageSCP` in tests: each completed study's folder name and
+    instance count, in order, and waits for them."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.event = threading.Condition()
+
+    def __call__(self, folder: Path) -> None:
+        with self.event:
+            self.calls.append((folder.name, len(list(folder.glob("*/*.dcm")))))
+            self.event.notify_all()
+
+    def wait(self, n: int, timeout: float = 20.0) -> list[tuple[str, int]]:
+        with self.event:
+            assert self.event.wait_for(lambda: len(self.calls) >= n, timeout), f"only {self.calls} after {timeout}s"
+            return list(self.calls)
+
+    def wait_for(self, call: tuple[str, int], timeout: float = 20.0) -> list[tuple[str, int]]:
+        """Wait until ``call`` (study, instance count) has been handed over."""
+        with self.event:
+            assert self.event.wait_for(lambda: call in self.calls, timeout), f"{self.calls}, not {call}"
+            return list(self.calls)
+
+
 @contextlib.contextmanager
 def silent_server() -> Iterator[int]:
     """A TCP server on 127.0.0.1 that accepts connections and never sends a byte (a hung peer); its port."""

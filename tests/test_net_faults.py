@@ -38,6 +38,7 @@ from pynetdicom import AE
 
 from peers import (
     HOST,
+    Handovers,
     Listener,
     OrthancPeer,
     acknowledged,
@@ -95,22 +96,6 @@ def folder_audits(*folders: Path) -> dict[str, dict]:
 
 def audited_instances(record: dict) -> int:
     return sum(int(s["instances"]) for s in record["series"])
-
-
-class Handovers:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, int]] = []
-        self.cond = threading.Condition()
-
-    def __call__(self, folder: Path) -> None:
-        with self.cond:
-            self.calls.append((folder.name, len(list(folder.glob("*/*.dcm")))))
-            self.cond.notify_all()
-
-    def wait_for(self, call: tuple[str, int], timeout: float = 20.0) -> list[tuple[str, int]]:
-        with self.cond:
-            assert self.cond.wait_for(lambda: call in self.calls, timeout), f"{self.calls}, not {call}"
-            return list(self.calls)
 
 
 @pytest.fixture

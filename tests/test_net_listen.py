@@ -25,7 +25,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 
-from peers import HOST, Listener, free_port, require_binaries, storescu
+from peers import HOST, Handovers, Listener, free_port, require_binaries, storescu
 from protocolcheck import synth
 from protocolcheck.headers import read_file
 from protocolcheck.net.common import NetError, NetErrorKind, Peer, echo, safe_uid
@@ -45,30 +45,6 @@ pytestmark = [pytest.mark.network, pytest.mark.filterwarnings("ignore:Invalid va
 @pytest.fixture(scope="module", autouse=True)
 def _dcmtk() -> None:
     require_binaries("storescu")
-
-
-class Handovers:
-    """Collects completed studies (folder name -> list of instance counts at each hand-over)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, int]] = []
-        self.event = threading.Condition()
-
-    def __call__(self, folder: Path) -> None:
-        with self.event:
-            self.calls.append((folder.name, len(list(folder.glob("*/*.dcm")))))
-            self.event.notify_all()
-
-    def wait(self, n: int, timeout: float = 20.0) -> list[tuple[str, int]]:
-        with self.event:
-            assert self.event.wait_for(lambda: len(self.calls) >= n, timeout), f"only {self.calls} after {timeout}s"
-            return list(self.calls)
-
-    def wait_for(self, call: tuple[str, int], timeout: float = 20.0) -> list[tuple[str, int]]:
-        """Wait until ``call`` (study, instance count) has been handed over."""
-        with self.event:
-            assert self.event.wait_for(lambda: call in self.calls, timeout), f"{self.calls}, not {call}"
-            return list(self.calls)
 
 
 @pytest.fixture
