@@ -37,9 +37,5 @@ def compose_and_load(text: str) -> tuple[yaml.Node | None, Any]:
 
 
 def load(text: str) -> Any:
-    """``yaml.safe_load``, through :func:`loader_for`."""
-    loader = loader_for(text)(text)
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
+    """``yaml.safe_load``, through :func:`loader_for` (PyYAML's get_single_data is these same two steps)."""
+    return compose_and_load(text)[1]
