@@ -97,7 +97,7 @@ _UID = re.compile(rb"2\.25\.\d{20,}")
 
 def _templates(count: int, slices: int) -> list[list[tuple[str, bytes]]]:
     """``count`` synth plexus studies with 16 x 16 images, as (file name, bytes) lists."""
-    from protocolcheck import synth
+    from protocolcheck.testing import synth
 
     out = []
     with tempfile.TemporaryDirectory(prefix="listen-load-template-") as tmp:
@@ -135,8 +135,8 @@ def _clone(template: list[tuple[str, bytes]], number: int, folder: Path) -> tupl
 
 def _audited_instances(folder: Path) -> int:
     """Instances (frames of multi-frame objects count one each) in the audit of a study folder."""
-    from protocolcheck.library import load_library
-    from protocolcheck.pipeline import AuditOptions, audit_paths
+    from protocolcheck.clinical.library import load_library
+    from protocolcheck.audit.engine import AuditOptions, audit_paths
 
     (result,) = audit_paths([folder], AuditOptions(library=load_library()))
     return sum(int(s["instances"]) for s in result.to_dict()["series"])

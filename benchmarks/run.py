@@ -154,7 +154,7 @@ def _write_template(spec: Any, folder: Path, matrix: int) -> list[tuple[Path, in
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import UID, ExplicitVRLittleEndian
 
-    from protocolcheck import synth
+    from protocolcheck.testing import synth
 
     spec = dataclasses.replace(spec, series=tuple(dataclasses.replace(s, matrix=matrix) for s in spec.series))
     folder.mkdir(parents=True, exist_ok=True)
@@ -201,14 +201,14 @@ def _clone(template: list[tuple[str, bytes, int]], accession: str, study: int, f
 
 
 def _templates(count: int, slices: int) -> list[Any]:
-    from protocolcheck import synth
+    from protocolcheck.testing import synth
 
     return synth.varied_studies(count, seed=1, slices=slices)
 
 
 def _slices_for(templates: int, studies: int, files: int) -> int:
     """Slices per series so that ``studies`` clones of the templates hold about ``files`` files."""
-    from protocolcheck import synth
+    from protocolcheck.testing import synth
 
     def counts(slices: int) -> list[int]:
         specs = _templates(templates, slices)
@@ -224,7 +224,7 @@ def _slices_for(templates: int, studies: int, files: int) -> int:
 
 def make_corpus(out: Path, files: int, studies: int, matrix: int, log: Callable[[str], None]) -> Path:
     """The corpus folder for these parameters (generated now unless already complete)."""
-    from protocolcheck import synth
+    from protocolcheck.testing import synth
 
     studies = max(1, studies)
     name = f"corpus-v{CORPUS_VERSION}-{files}f-{studies}s-{matrix}px"
@@ -295,15 +295,15 @@ def _measure(kind: str, corpus: str, workers: int, cold: bool) -> dict[str, Any]
     import warnings
 
     warnings.simplefilter("ignore")
-    from protocolcheck.headers import iter_files, scan_files
+    from protocolcheck.dicom.scan import iter_files, scan_files
 
     import pydicom
 
-    from protocolcheck import fastheaders  # noqa: F401 - imported before the clock, as at start-up
-    from protocolcheck.library import default_library_path, load_library
-    from protocolcheck.pipeline import AuditOptions, audit_records
-    from protocolcheck.report import to_json
-    from protocolcheck.streaming import audit_records_streaming
+    from protocolcheck.dicom import lean as fastheaders  # noqa: F401 - imported before the clock, as at start-up
+    from protocolcheck.clinical.library import default_library_path, load_library
+    from protocolcheck.audit.engine import AuditOptions, audit_records
+    from protocolcheck.report.tabular import to_json
+    from protocolcheck.audit.streaming import audit_records_streaming
 
     options = AuditOptions(library=load_library(default_library_path()))
     files = list(iter_files([corpus]))

@@ -25,8 +25,8 @@ def run_atheris(seconds: float, out: Path, memory_mb: int, timeout: float) -> in
         print("atheris is not installed (pip install atheris); use the builtin engine", file=sys.stderr)
         return 2
     with atheris.instrument_imports(include=["protocolcheck"]):
-        import protocolcheck.fastheaders  # noqa: F401 - instrumented for coverage
-        from protocolcheck.headers import scan_file
+        import protocolcheck.dicom.lean  # noqa: F401 - instrumented for coverage
+        from protocolcheck.dicom.scan import scan_file
 
     from .seeds import load_corpus
     from .targets import _differential, check_records

@@ -60,8 +60,8 @@ def _pydicom_seeds() -> list[tuple[str, bytes]]:
 
 def _synth_studies(cache: Path) -> list[tuple[str, dict[str, bytes]]]:
     """A few synthetic studies in each syntax synth writes (deterministic bytes; cached on disk)."""
-    from protocolcheck import synth
-    from protocolcheck.synth import Syntax, Vendor
+    from protocolcheck.testing import synth
+    from protocolcheck.testing.synth import Syntax, Vendor
 
     studies = []
     variants = (

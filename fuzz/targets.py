@@ -63,7 +63,7 @@ _VECTOR_FIELDS = (("image_orientation", 6), ("image_position", 3), ("pixel_spaci
 
 def check_records(records: Sequence[Any], path: str) -> None:
     """The :func:`headers.scan_file` contract: typed records naming the file, clean values."""
-    from protocolcheck.headers import InstanceHeader, Skipped, Unreadable
+    from protocolcheck.dicom.records import InstanceHeader, Skipped, Unreadable
 
     if not isinstance(records, list) or not records:
         raise Violation("contract", f"scan_file returned {type(records).__name__} {records!r:.80}")
@@ -116,7 +116,7 @@ def patient_names(headers: Sequence[Any]) -> set[str]:
 
 def strict_json(data: Any) -> str:
     """JSON as the CLI writes it, but NaN/Infinity (not JSON) are a violation."""
-    from protocolcheck.report import json_default
+    from protocolcheck.report.tabular import json_default
 
     try:
         return json.dumps(data, default=json_default, ensure_ascii=False, allow_nan=False)
@@ -126,8 +126,8 @@ def strict_json(data: Any) -> str:
 
 def _differential(path: str) -> None:
     """The lean reader must never raise, and whatever it reads, pydicom must read the same way."""
-    from protocolcheck import fastheaders
-    from protocolcheck.headers import read_file_pydicom
+    from protocolcheck.dicom import lean as fastheaders
+    from protocolcheck.dicom.reader import read_file_pydicom
 
     try:
         fast = fastheaders.read_fast(path)
@@ -194,7 +194,7 @@ class HeadersTarget(Target):
         return Case({"input.dcm": mutated}, name, used)
 
     def execute(self, case: Case, workdir: Path) -> None:
-        from protocolcheck.headers import scan_file
+        from protocolcheck.dicom.scan import scan_file
 
         folder = self.write(case, workdir)
         for name in case.files:
@@ -222,7 +222,7 @@ class ClassifyTarget(Target):
     @property
     def library(self) -> Any:
         if self._library is None:
-            from protocolcheck.library import load_library
+            from protocolcheck.clinical.library import load_library
 
             self._library = load_library(None)
         return self._library
@@ -248,12 +248,13 @@ class ClassifyTarget(Target):
         return Case(out, study_name, used)
 
     def execute(self, case: Case, workdir: Path) -> None:
-        from protocolcheck import render
-        from protocolcheck.classify import classify_study
-        from protocolcheck.headers import InstanceHeader, Unreadable, scan
-        from protocolcheck.pipeline import AuditOptions, audit_records
-        from protocolcheck.report import to_json
-        from protocolcheck.study import group_studies
+        from protocolcheck.report import text as render
+        from protocolcheck.classify.series import classify_study
+        from protocolcheck.dicom.records import InstanceHeader, Unreadable
+        from protocolcheck.dicom.scan import scan
+        from protocolcheck.audit.engine import AuditOptions, audit_records
+        from protocolcheck.report.tabular import to_json
+        from protocolcheck.dicom.study import group_studies
 
         folder = self.write(case, workdir)
         records = list(scan([folder]))
@@ -294,7 +295,7 @@ class ClassifyTarget(Target):
         """The real commands, as a user runs them: exit codes 0-2, no traceback, bad files named."""
         from click.testing import CliRunner
 
-        from protocolcheck.cli import main
+        from protocolcheck.cli.main import main
 
         store = folder.parent / "results.db"  # never the user's store; fresh, so no study is skipped as unchanged
         for args in (["classify", str(folder), "--format", "json"], ["classify", str(folder), "--format", "table"],
@@ -319,7 +320,7 @@ class ClassifyTarget(Target):
 
 def _sample_records(corpus: seedlib.Corpus, workdir: Path, count: int = 3) -> list[Any]:
     """Header records of a few sample studies (read once), to audit against a fuzzed library/context."""
-    from protocolcheck.headers import scan
+    from protocolcheck.dicom.scan import scan
 
     folder = workdir / "samples"
     if not folder.exists():
@@ -349,7 +350,7 @@ class LibraryTarget(Target):
         return Case(files, name, used, {"mutated": name})
 
     def execute(self, case: Case, workdir: Path) -> None:
-        from protocolcheck.library import LibraryError, lint, load_library
+        from protocolcheck.clinical.library import LibraryError, lint, load_library
 
         folder = self.write(case, workdir)
         mutated = folder / case.extra.get("mutated", next(iter(case.files)))
@@ -367,9 +368,9 @@ class LibraryTarget(Target):
         self.audit_with(library, workdir)
 
     def audit_with(self, library: Any, workdir: Path, contexts: Any = None) -> None:
-        from protocolcheck import render
-        from protocolcheck.context import ClinicalContext
-        from protocolcheck.pipeline import AuditOptions, audit_records
+        from protocolcheck.report import text as render
+        from protocolcheck.clinical.context import ClinicalContext
+        from protocolcheck.audit.engine import AuditOptions, audit_records
 
         if self._records is None:
             self._records = _sample_records(self.corpus, workdir)
@@ -398,10 +399,10 @@ class RulesTarget(LibraryTarget):
     def execute(self, case: Case, workdir: Path) -> None:
         import datetime as dt
 
-        from protocolcheck.context import ClinicalContext
-        from protocolcheck.library import load_library
-        from protocolcheck.recommend import RulesError, ScenarioError, check_order, load_rules, recommend
-        from protocolcheck.render import format_order_check, format_recommendation
+        from protocolcheck.clinical.context import ClinicalContext
+        from protocolcheck.clinical.library import load_library
+        from protocolcheck.clinical.recommend import RulesError, ScenarioError, check_order, load_rules, recommend
+        from protocolcheck.report.text import format_order_check, format_recommendation
 
         folder = self.write(case, workdir)
         try:
@@ -439,8 +440,8 @@ class ContextTarget(LibraryTarget):
         return Case({"context.csv": mutated}, name, used)
 
     def execute(self, case: Case, workdir: Path) -> None:
-        from protocolcheck.context import ContextError, load_context_csv
-        from protocolcheck.library import load_library
+        from protocolcheck.clinical.context import ContextError, load_context_csv
+        from protocolcheck.clinical.library import load_library
 
         folder = self.write(case, workdir)
         try:
@@ -457,7 +458,7 @@ class ContextTarget(LibraryTarget):
 def _contexts() -> list[Any]:
     import datetime as dt
 
-    from protocolcheck.context import ClinicalContext
+    from protocolcheck.clinical.context import ClinicalContext
 
     return [
         ClinicalContext(indication="lumbosacral plexopathy G54.1"),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from protocolcheck import synth
+from protocolcheck.testing import synth
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from protocolcheck import fastheaders
+from protocolcheck.dicom import lean as fastheaders
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -18,8 +18,8 @@ import pytest
 from click.testing import CliRunner
 from pydicom.data import get_testdata_file
 
-from protocolcheck import synth
-from protocolcheck.classify import (
+from protocolcheck.testing import synth
+from protocolcheck.classify.series import (
     Acquisition,
     FatSuppression,
     Inversion,
@@ -31,9 +31,10 @@ from protocolcheck.classify import (
     describe,
     vendor_of,
 )
-from protocolcheck.geometry import Plane, orientation_from_angles
-from protocolcheck.headers import InstanceHeader, scan
-from protocolcheck.study import Study, group_studies, split_series
+from protocolcheck.dicom.geometry import Plane, orientation_from_angles
+from protocolcheck.dicom.records import InstanceHeader
+from protocolcheck.dicom.scan import scan
+from protocolcheck.dicom.study import Study, group_studies, split_series
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 ENH_MR = "1.2.840.10008.5.1.4.1.1.4.1"
@@ -761,7 +762,7 @@ def test_written_files_ge_readout_token_trap(tmp_path: Path) -> None:
 
 
 def test_cli_classify_json(tmp_path: Path) -> None:
-    from protocolcheck.cli import main
+    from protocolcheck.cli.main import main
 
     _write_mr(tmp_path / "a.dcm", Manufacturer="SIEMENS", ScanningSequence="SE", ScanOptions=["PFP", "FS"],
               RepetitionTime="4000", EchoTime="90", SeriesDescription="t2_tse_fs_tra", ImageType=["ORIGINAL", "PRIMARY", "M"])

@@ -24,10 +24,10 @@ from typing import Any
 
 import pytest
 
-from protocolcheck.classify import SeriesClass, Vendor, classify_study, vendor_of
-from protocolcheck.geometry import slice_normal
-from protocolcheck.headers import InstanceHeader
-from protocolcheck.study import Study, split_series
+from protocolcheck.classify.series import SeriesClass, Vendor, classify_study, vendor_of
+from protocolcheck.dicom.geometry import slice_normal
+from protocolcheck.dicom.records import InstanceHeader
+from protocolcheck.dicom.study import Study, split_series
 
 DATA = Path(__file__).parent / "data" / "real_headers"
 MR = "1.2.840.10008.5.1.4.1.1.4"

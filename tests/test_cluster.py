@@ -26,11 +26,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from protocolcheck import cluster, synth
-from protocolcheck.cli import main
-from protocolcheck.context import load_context_csv
-from protocolcheck.library import load_library
-from protocolcheck.pipeline import AuditOptions, audit_paths, unmatched_context
+from protocolcheck.jobs import cluster
+from protocolcheck.testing import synth
+from protocolcheck.cli.main import main
+from protocolcheck.clinical.context import load_context_csv
+from protocolcheck.clinical.library import load_library
+from protocolcheck.audit.engine import AuditOptions, audit_paths, unmatched_context
 
 pytestmark = pytest.mark.slow  # starting the cluster takes several seconds on a small machine
 

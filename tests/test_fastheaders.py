@@ -21,9 +21,13 @@ from pathlib import Path
 import pydicom.data
 import pytest
 
-from protocolcheck import fastheaders, headers, synth
-from protocolcheck.fastheaders import fallback_reason, read_fast, scan_parallel
-from protocolcheck.headers import InstanceHeader, Skipped, Unreadable, iter_files, read_file, read_file_pydicom, scan
+from protocolcheck.dicom import lean as fastheaders
+from protocolcheck.dicom import scan as scanning
+from protocolcheck.testing import synth
+from protocolcheck.dicom.lean import fallback_reason, read_fast
+from protocolcheck.dicom.records import InstanceHeader, Skipped, Unreadable
+from protocolcheck.dicom.scan import iter_files, read_file, scan, scan_parallel
+from protocolcheck.dicom.reader import read_file_pydicom
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -546,7 +550,7 @@ def test_environment_variable_forces_pydicom(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(fastheaders, "read_fast", counting)
     first = read_file(path)
     assert calls == [str(path)]
-    monkeypatch.setenv(headers.READER_ENV, "pydicom")
+    monkeypatch.setenv(scanning.READER_ENV, "pydicom")
     assert read_file(path) == first and calls == [str(path)]
     assert read_file(path, fast=False) == first and len(calls) == 1
 
@@ -568,14 +572,14 @@ def test_parallel_scan_survives_a_reader_process_that_dies(tmp_path: Path, monke
     synth.write_study(synth.varied_studies(1, slices=2)[0], tmp_path / "study")
     files = list(iter_files([tmp_path]))
     victim = files[5]
-    real = fastheaders.scan_file
+    real = scanning.scan_file
 
     def dying(name: str) -> list:
         if name == victim:
             os._exit(3)  # as if killed (out of memory) while reading this file
         return real(name)
 
-    monkeypatch.setattr(fastheaders, "scan_file", dying)
+    monkeypatch.setattr(scanning, "scan_file", dying)
     records = list(scan_parallel(files, 2, chunk=4))
     assert [r.path for r in records] == [r.path for f in files for r in real(f)]
     [lost] = [r for r in records if r.path == victim]

@@ -18,16 +18,17 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from protocolcheck.classify import classify_study
-from protocolcheck.cli import main
-from protocolcheck.context import ContextError, load_context_csv
-from protocolcheck.fastheaders import read_fast
-from protocolcheck.findings import FindingCode, Status
-from protocolcheck.headers import InstanceHeader, Skipped, Unreadable, scan, scan_file
-from protocolcheck.library import LibraryError, load_library, load_protocol_file
-from protocolcheck.pipeline import AuditOptions, audit_records
-from protocolcheck.recommend import RulesError, load_rules
-from protocolcheck.study import group_studies
+from protocolcheck.classify.series import classify_study
+from protocolcheck.cli.main import main
+from protocolcheck.clinical.context import ContextError, load_context_csv
+from protocolcheck.dicom.lean import read_fast
+from protocolcheck.audit.findings import FindingCode, Status
+from protocolcheck.dicom.records import InstanceHeader, Skipped, Unreadable
+from protocolcheck.dicom.scan import scan, scan_file
+from protocolcheck.clinical.library import LibraryError, load_library, load_protocol_file
+from protocolcheck.audit.engine import AuditOptions, audit_records
+from protocolcheck.clinical.recommend import RulesError, load_rules
+from protocolcheck.dicom.study import group_studies
 
 REPO = Path(__file__).resolve().parent.parent
 CRASHERS = REPO / "tests" / "data" / "crashers"

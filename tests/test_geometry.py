@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from protocolcheck.geometry import (
+from protocolcheck.dicom.geometry import (
     Plane,
     angle_between,
     obliquity_deg,

@@ -10,9 +10,10 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from protocolcheck import synth
-from protocolcheck.headers import InstanceHeader, Skipped, Unreadable, iter_files, read_file, scan
-from protocolcheck.synth import Kind, SeriesSpec, StudySpec, Syntax, Vendor
+from protocolcheck.testing import synth
+from protocolcheck.dicom.records import InstanceHeader, Skipped, Unreadable
+from protocolcheck.dicom.scan import iter_files, read_file, scan
+from protocolcheck.testing.synth import Kind, SeriesSpec, StudySpec, Syntax, Vendor
 
 
 def _testdata(name: str) -> Path:
@@ -291,7 +292,7 @@ def test_records_pickle_to_equal_records(tmp_path: Path) -> None:
     import dataclasses
     import pickle
 
-    from protocolcheck.headers import read_file_pydicom
+    from protocolcheck.dicom.reader import read_file_pydicom
 
     paths = synth.write_study(synth.varied_studies(2, slices=1)[1], tmp_path / "s")
     records = [r for p in paths for r in read_file(p)] + [r for p in paths[:2] for r in read_file_pydicom(p)]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from protocolcheck import synth
+from protocolcheck.testing import synth
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = "<script>alert(1)</script>"

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from protocolcheck import synth
-from protocolcheck.findings import AuditResult, Status
-from protocolcheck.jobs import JobLock, LockHeld, Plan, default_lock_path, plan_run
-from protocolcheck.store import Store
+from protocolcheck.testing import synth
+from protocolcheck.audit.findings import AuditResult, Status
+from protocolcheck.jobs.incremental import JobLock, LockHeld, Plan, default_lock_path, plan_run
+from protocolcheck.jobs.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 LIB = "L1"
@@ -122,7 +122,7 @@ def test_missing_path_raises(store: Store, tmp_path: Path) -> None:
 HOLDER = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, sys.argv[1])
-    from protocolcheck.jobs import JobLock
+    from protocolcheck.jobs.incremental import JobLock
     with JobLock(sys.argv[2]):
         print("locked", flush=True)
         sys.stdin.readline()
@@ -175,7 +175,7 @@ def test_default_lock_path(tmp_path: Path) -> None:
 def run_cli(*args: str, env: dict[str, str] | None = None) -> "object":
     from click.testing import CliRunner
 
-    from protocolcheck.cli import main
+    from protocolcheck.cli.main import main
 
     return CliRunner().invoke(main, list(args), env=env)
 
@@ -254,11 +254,11 @@ def test_audit_default_store_and_no_db(corpus: Path, tmp_path: Path) -> None:
 def test_audit_settings_cover_every_option(tmp_path: Path) -> None:
     import datetime as dt
 
-    from protocolcheck.context import ClinicalContext, load_context_csv
-    from protocolcheck.library import load_library
-    from protocolcheck.pipeline import AuditOptions
+    from protocolcheck.clinical.context import ClinicalContext, load_context_csv
+    from protocolcheck.clinical.library import load_library
+    from protocolcheck.audit.engine import AuditOptions
 
-    from protocolcheck.jobs import audit_settings
+    from protocolcheck.jobs.incremental import audit_settings
 
     library = load_library(None)
     base = AuditOptions(library=library)
@@ -310,9 +310,9 @@ def test_batch_audit_and_a_listener_write_the_same_store_at_once(corpus: Path, t
 
 
 def test_run_audit_job_streams_and_matches_a_plain_audit(corpus: Path, store: Store) -> None:
-    from protocolcheck.jobs import run_audit_job
-    from protocolcheck.library import load_library
-    from protocolcheck.pipeline import AuditOptions, audit_paths
+    from protocolcheck.jobs.incremental import run_audit_job
+    from protocolcheck.clinical.library import load_library
+    from protocolcheck.audit.engine import AuditOptions, audit_paths
 
     options = AuditOptions(library=load_library(None))
     plain = sorted((r.to_dict() for r in audit_paths([corpus], options)), key=lambda d: d["study_instance_uid"])
@@ -331,10 +331,10 @@ def test_folder_auditor_audits_and_stores_a_received_study(tmp_path: Path, store
     audited as ``audit`` would, and stored with the fingerprint of its instance UIDs and the settings."""
     import pydicom
 
-    from protocolcheck.jobs import FolderAuditor
-    from protocolcheck.library import load_library
-    from protocolcheck.pipeline import AuditOptions, audit_paths
-    from protocolcheck.store import instance_fingerprint
+    from protocolcheck.jobs.incremental import FolderAuditor
+    from protocolcheck.clinical.library import load_library
+    from protocolcheck.audit.engine import AuditOptions, audit_paths
+    from protocolcheck.jobs.store import instance_fingerprint
 
     written = synth.write_study(synth.plexus_study(synth.Vendor.PHILIPS, "RECV-1", slices=2), tmp_path / "flat")
     folder = tmp_path / "received" / "study"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from protocolcheck.library import (
+from protocolcheck.clinical.library import (
     ENV_VAR,
     Level,
     LibraryError,
@@ -49,9 +49,9 @@ def test_shipped_schemas_are_valid_against_their_metaschemas() -> None:
 
     import jsonschema
 
-    from protocolcheck.library import schema
+    from protocolcheck.clinical.library import schema
 
-    for document in (schema(), json.loads((Path(__file__).resolve().parent.parent / "protocolcheck" / "schemas"
+    for document in (schema(), json.loads((Path(__file__).resolve().parent.parent / "protocolcheck" / "clinical" / "schemas"
                                            / "rules.schema.json").read_text(encoding="utf-8"))):
         jsonschema.validators.validator_for(document).check_schema(document)
 

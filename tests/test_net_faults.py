@@ -52,11 +52,11 @@ from peers import (
     tool_env,
     write_worklist_item,
 )
-from protocolcheck import synth
-from protocolcheck.cli import main
-from protocolcheck.library import load_library
+from protocolcheck.testing import synth
+from protocolcheck.cli.main import main
+from protocolcheck.clinical.library import load_library
 from protocolcheck.net.scp import PENDING_MARKER, ListenConfig, StorageSCP
-from protocolcheck.pipeline import AuditOptions, audit_paths
+from protocolcheck.audit.engine import AuditOptions, audit_paths
 
 pytestmark = [pytest.mark.network, pytest.mark.filterwarnings("ignore:Invalid value for VR UI")]
 

@@ -26,8 +26,8 @@ from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 
 from peers import HOST, Handovers, Listener, free_port, require_binaries, storescu
-from protocolcheck import synth
-from protocolcheck.headers import read_file
+from protocolcheck.testing import synth
+from protocolcheck.dicom.scan import read_file
 from protocolcheck.net.common import NetError, NetErrorKind, Peer, echo, safe_uid
 from protocolcheck.net.scp import (
     PENDING_MARKER,
@@ -371,8 +371,8 @@ def listeners() -> Iterator[list[Listener]]:
 
 
 def _folder_audits(*folders: Path) -> dict[str, dict]:
-    from protocolcheck.library import load_library
-    from protocolcheck.pipeline import AuditOptions, audit_paths
+    from protocolcheck.clinical.library import load_library
+    from protocolcheck.audit.engine import AuditOptions, audit_paths
 
     options = AuditOptions(library=load_library())
     return {r.study_instance_uid: r.to_dict() for r in audit_paths(list(folders), options)}
@@ -422,7 +422,7 @@ def test_listen_sigterm_audits_pending_and_restart_audits_leftovers(tmp_path: Pa
     restarted.wait_latest(_folder_audits(first, second))
     assert restarted.terminate() == 0
 
-    from protocolcheck.store import Store
+    from protocolcheck.jobs.store import Store
 
     with Store.open(db, readonly=True) as store:
         latest = store.latest()

@@ -18,12 +18,12 @@ from click.testing import CliRunner
 from pydicom.data import get_testdata_file
 
 from peers import HOST, free_port, orthanc, storescu
-from protocolcheck import synth
-from protocolcheck.cli import main
-from protocolcheck.library import load_library
+from protocolcheck.testing import synth
+from protocolcheck.cli.main import main
+from protocolcheck.clinical.library import load_library
 from protocolcheck.net.common import Peer
 from protocolcheck.net.qr import RetrieveMethod, StudyQuery, find_studies, pull_studies
-from protocolcheck.pipeline import AuditOptions, audit_paths
+from protocolcheck.audit.engine import AuditOptions, audit_paths
 
 pytestmark = pytest.mark.network
 
@@ -143,7 +143,7 @@ def test_unreachable_rejected_and_unknown_peers_exit_3(pacs: Pacs) -> None:
 
 
 def test_results_are_saved_in_the_store(pacs: Pacs, tmp_path: Path) -> None:
-    from protocolcheck.store import Store
+    from protocolcheck.jobs.store import Store
 
     db = tmp_path / "results.db"
     result = CliRunner().invoke(main, ["query", HOST, str(pacs.peer.port), "--called-aet", "ORTHANC",

@@ -28,12 +28,12 @@ from click.testing import CliRunner
 from pynetdicom import AE
 
 from peers import HOST, Listener, Pki, free_port, make_pki, orthanc, storescu, today_dicom, write_worklist_item
-from protocolcheck import synth
-from protocolcheck.cli import main
-from protocolcheck.library import load_library
+from protocolcheck.testing import synth
+from protocolcheck.cli.main import main
+from protocolcheck.clinical.library import load_library
 from protocolcheck.net.common import NetError, NetErrorKind, Peer, TlsOptions, echo
 from protocolcheck.net.scp import ListenConfig, StorageSCP
-from protocolcheck.pipeline import AuditOptions, audit_paths
+from protocolcheck.audit.engine import AuditOptions, audit_paths
 
 pytestmark = [pytest.mark.network, pytest.mark.filterwarnings("ignore:Invalid value for VR UI")]
 

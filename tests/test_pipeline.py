@@ -18,15 +18,15 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from protocolcheck import synth
-from protocolcheck.cli import main
-from protocolcheck.context import ClinicalContext, load_context_csv
-from protocolcheck.findings import AuditResult, Severity, Status
-from protocolcheck.geometry import Plane
-from protocolcheck.headers import Unreadable
-from protocolcheck.library import default_library_path, load_library
-from protocolcheck.pipeline import AuditOptions, Summary, audit_paths, audit_records, reaches, unmatched_context
-from protocolcheck.synth import Kind, SeriesSpec, Vendor
+from protocolcheck.testing import synth
+from protocolcheck.cli.main import main
+from protocolcheck.clinical.context import ClinicalContext, load_context_csv
+from protocolcheck.audit.findings import AuditResult, Severity, Status
+from protocolcheck.dicom.geometry import Plane
+from protocolcheck.dicom.records import Unreadable
+from protocolcheck.clinical.library import default_library_path, load_library
+from protocolcheck.audit.engine import AuditOptions, Summary, audit_paths, audit_records, reaches, unmatched_context
+from protocolcheck.testing.synth import Kind, SeriesSpec, Vendor
 
 MR_VENDORS = [v for v in Vendor]
 STUDY_DATE = dt.date(2025, 3, 14)

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from protocolcheck import synth
-from protocolcheck.cli import main
-from protocolcheck.synth import Vendor
+from protocolcheck.testing import synth
+from protocolcheck.cli.main import main
+from protocolcheck.testing.synth import Vendor
 
 FAMILY, GIVEN = "Zyxwicz", "Quirinella"
 PATIENT_NAME = f"{FAMILY}^{GIVEN}"

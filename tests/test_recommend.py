@@ -11,12 +11,22 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from protocolcheck.cli import main
-from protocolcheck.context import ClinicalContext
-from protocolcheck.findings import Status
-from protocolcheck.recommend import (
-    Appropriateness, RulesError, ScenarioError, TimingStatus, check_order, default_rules_path, evaluate,
-    extract_icd10, load_rules, parse_order, recommend, select_protocol,
+from protocolcheck.cli.main import main
+from protocolcheck.clinical.context import ClinicalContext
+from protocolcheck.audit.findings import Status
+from protocolcheck.clinical.recommend import (
+    Appropriateness,
+    RulesError,
+    ScenarioError,
+    TimingStatus,
+    check_order,
+    default_rules_path,
+    evaluate,
+    extract_icd10,
+    load_rules,
+    parse_order,
+    recommend,
+    select_protocol,
 )
 
 TODAY = dt.date(2026, 3, 1)
@@ -353,7 +363,7 @@ def test_check_order_turns_input_problems_into_status(rules):
 def test_every_code_rule_maps_to_its_categories(rules):
     for rule in rules.codes:
         code = rule.prefix if "." in rule.prefix else (rule.prefix + "0.0" if len(rule.prefix) == 1 else rule.prefix + ".9")
-        from protocolcheck.recommend import _match_code
+        from protocolcheck.clinical.recommend import _match_code
         assert _match_code(code, rules).prefix == rule.prefix, code
 
 
@@ -371,7 +381,7 @@ def test_every_keyword_rule_matches_an_example(rules):
 
 
 def test_every_variant_is_reachable_and_protocols_exist_in_the_library(rules):
-    from protocolcheck.library import load_library
+    from protocolcheck.clinical.library import load_library
 
     library = load_library()
     assert rules.protocol_ids() <= set(library.protocols)
@@ -429,7 +439,7 @@ def test_every_statement_cites_a_defined_source(rules):
     {"indication": "S34.4", "trauma_date": TODAY - 10 * DAY},
 ])
 def test_select_protocol_names_the_recommenders_first_choice(rules, fields):
-    from protocolcheck.library import load_library
+    from protocolcheck.clinical.library import load_library
 
     context = ClinicalContext(**fields)
     selection = select_protocol(context, load_library(), on=TODAY)

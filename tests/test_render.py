@@ -6,10 +6,10 @@ import datetime as dt
 
 import pytest
 
-from protocolcheck.context import ClinicalContext
-from protocolcheck import render
-from protocolcheck.recommend import check_order, load_rules, recommend
-from protocolcheck.render import format_order_check, format_recommendation
+from protocolcheck.clinical.context import ClinicalContext
+from protocolcheck.report import text as render
+from protocolcheck.clinical.recommend import check_order, load_rules, recommend
+from protocolcheck.report.text import format_order_check, format_recommendation
 
 TODAY = dt.date(2026, 3, 1)
 
@@ -46,9 +46,10 @@ def _cells(text: str, description: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def sample_records(sample_dir):
-    from protocolcheck.classify import classify_study
-    from protocolcheck.headers import InstanceHeader, scan
-    from protocolcheck.study import group_studies
+    from protocolcheck.classify.series import classify_study
+    from protocolcheck.dicom.records import InstanceHeader
+    from protocolcheck.dicom.scan import scan
+    from protocolcheck.dicom.study import group_studies
 
     headers = [r for r in scan([sample_dir]) if isinstance(r, InstanceHeader)]
     return [c.to_dict() for study in group_studies(headers) for c in classify_study(study)]
@@ -56,8 +57,8 @@ def sample_records(sample_dir):
 
 @pytest.fixture(scope="module")
 def sample_audits(sample_dir):
-    from protocolcheck.library import load_library
-    from protocolcheck.pipeline import AuditOptions, audit_paths
+    from protocolcheck.clinical.library import load_library
+    from protocolcheck.audit.engine import AuditOptions, audit_paths
 
     return [r.to_dict() for r in audit_paths([sample_dir], AuditOptions(library=load_library()))]
 

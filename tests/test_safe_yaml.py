@@ -103,7 +103,7 @@ def test_libyaml_is_used_only_where_nesting_cannot_overflow_its_stack() -> None:
     documents go to PyYAML's Python loader, which raises RecursionError instead. Same data either way."""
     import yaml
 
-    from protocolcheck import safeyaml
+    from protocolcheck.clinical import safeyaml
 
     for path in sorted((REPO / "protocols").glob("*.yaml")):
         text = path.read_text(encoding="utf-8")

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 from benchmarks.run import enrich
-from protocolcheck import fastheaders, synth
-from protocolcheck.headers import read_file_pydicom
+from protocolcheck.dicom import lean as fastheaders
+from protocolcheck.testing import synth
+from protocolcheck.dicom.reader import read_file_pydicom
 from rawdicom import UNDEFINED, base_elements, element, item, sequence, text, write
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -148,7 +149,7 @@ def test_same_answer_on_mutated_headers(vendor_files: list[Path], tmp_path: Path
 def test_configure_rejects_malformed_tables_and_keeps_working(vendor_files: list[Path]) -> None:
     if fastheaders._SKIM_EXPLICIT is None:
         pytest.skip("protocolcheck._skim is not built")
-    from protocolcheck import _skim  # type: ignore[attr-defined]
+    from protocolcheck.dicom import _skim  # type: ignore[attr-defined]
 
     tables = list(fastheaders._skim_tables())
     for index, bad in ((0, b"\x00" * 10), (2, b"\x00" * 5), (3, b"\x00" * 33), (4, b"\x00" * 6)):

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from protocolcheck.findings import AuditResult, Finding, FindingCode, Severity, Status, status_for
-from protocolcheck.store import (
+from protocolcheck.audit.findings import AuditResult, Finding, FindingCode, Severity, Status, status_for
+from protocolcheck.jobs.store import (
     FileEntry,
     FileKind,
     Filters,
@@ -238,8 +238,8 @@ def test_sqlalchemy_url_is_accepted(tmp_path: Path) -> None:
 WRITER = textwrap.dedent("""
     import sys, time, pathlib
     sys.path.insert(0, sys.argv[1])
-    from protocolcheck.findings import AuditResult, Finding, FindingCode, Severity, Status
-    from protocolcheck.store import Store, FileEntry, FileKind
+    from protocolcheck.audit.findings import AuditResult, Finding, FindingCode, Severity, Status
+    from protocolcheck.jobs.store import Store, FileEntry, FileKind
     db, name, count, go = sys.argv[2], sys.argv[3], int(sys.argv[4]), pathlib.Path(sys.argv[5])
     store = Store.open(db)
     while not go.exists():
@@ -337,8 +337,8 @@ def test_audit_twice_on_postgresql_gives_what_sqlite_gives(pg_url: str, tmp_path
 
     from click.testing import CliRunner
 
-    from protocolcheck import synth
-    from protocolcheck.cli import main
+    from protocolcheck.testing import synth
+    from protocolcheck.cli.main import main
 
     corpus = tmp_path / "corpus"
     synth.write_study(synth.plexus_study(synth.Vendor.PHILIPS, "PG-1"), corpus / "one")

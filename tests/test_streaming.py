@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from protocolcheck import synth
-from protocolcheck.headers import InstanceHeader, scan
-from protocolcheck.library import default_library_path, load_library
-from protocolcheck.pipeline import AuditOptions, audit_records
-from protocolcheck.streaming import StudyStream, audit_records_streaming
-from protocolcheck.study import group_studies
+from protocolcheck.testing import synth
+from protocolcheck.dicom.records import InstanceHeader
+from protocolcheck.dicom.scan import scan
+from protocolcheck.clinical.library import default_library_path, load_library
+from protocolcheck.audit.engine import AuditOptions, audit_records
+from protocolcheck.audit.streaming import StudyStream, audit_records_streaming
+from protocolcheck.dicom.study import group_studies
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,9 @@ from pydicom.uid import (
     MRImageStorage,
 )
 
-from protocolcheck import geometry, synth
-from protocolcheck.synth import Kind, SeriesSpec, StudySpec, Syntax, Vendor
+from protocolcheck.dicom import geometry
+from protocolcheck.testing import synth
+from protocolcheck.testing.synth import Kind, SeriesSpec, StudySpec, Syntax, Vendor
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from protocolcheck.classify import Acquisition, FatSuppression, Inversion, SeriesClass, Weighting
-from protocolcheck.context import ClinicalContext
-from protocolcheck.findings import FindingCode, Severity
-from protocolcheck.headers import InstanceHeader
-from protocolcheck.library import Library, load_library
-from protocolcheck.study import Study, group_studies
-from protocolcheck.validate import (
+from protocolcheck.classify.series import Acquisition, FatSuppression, Inversion, SeriesClass, Weighting
+from protocolcheck.clinical.context import ClinicalContext
+from protocolcheck.audit.findings import FindingCode, Severity
+from protocolcheck.dicom.records import InstanceHeader
+from protocolcheck.clinical.library import Library, load_library
+from protocolcheck.dicom.study import Study, group_studies
+from protocolcheck.audit.validate import (
     Choice,
     ChosenBy,
     StudyFacts,

@@ -21,8 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from protocolcheck import synth  # noqa: E402
-from protocolcheck.synth import Kind, SeriesSpec, StudySpec, Vendor  # noqa: E402
+from protocolcheck.testing import synth  # noqa: E402
+from protocolcheck.testing.synth import Kind, SeriesSpec, StudySpec, Vendor  # noqa: E402
 
 
 @dataclass(frozen=True)

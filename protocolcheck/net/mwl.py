@@ -20,8 +20,8 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
-from ..context import ClinicalContext, ContextTable, parse_date
-from .common import FindEnd, NetError, NetErrorKind, Peer, Timeouts, find, validate_date_range
+from protocolcheck.clinical.context import ClinicalContext, ContextTable, parse_date
+from protocolcheck.net.common import FindEnd, NetError, NetErrorKind, Peer, Timeouts, find, validate_date_range
 
 LOG = logging.getLogger("protocolcheck.net.mwl")
 

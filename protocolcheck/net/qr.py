@@ -39,7 +39,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from .common import (
+from protocolcheck.net.common import (
     PENDING,
     STORAGE_SOP_CLASSES,
     FindEnd,
@@ -59,7 +59,7 @@ from .common import (
     storage_contexts,
     validate_date_range,
 )
-from .scp import Counters, InstanceKey, InstanceStore, handle_store
+from protocolcheck.net.scp import Counters, InstanceKey, InstanceStore, handle_store
 
 LOG = logging.getLogger("protocolcheck.net.qr")
 

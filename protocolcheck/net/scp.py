@@ -46,7 +46,7 @@ from pynetdicom import evt
 from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.transport import ThreadedAssociationServer
 
-from .common import (
+from protocolcheck.net.common import (
     DEFAULT_AET,
     VERIFICATION,
     Network,

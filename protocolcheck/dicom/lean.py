@@ -41,7 +41,7 @@ from typing import Any
 from pydicom._private_dict import private_dictionaries
 from pydicom.datadict import DicomDictionary, dictionary_VR, keyword_dict
 
-from .headers import (
+from protocolcheck.dicom.records import (
     ENHANCED_SOP_CLASSES,
     GE_PULSE_SEQUENCE_NAME,
     MEDIA_STORAGE_DIRECTORY,
@@ -56,11 +56,11 @@ from .headers import (
     Skipped,
     Unreadable,
     group_frames,
-    scan_file,
     uid_for_message,
 )
+from protocolcheck.dicom.scan import scan_file
 
-__all__ = ["read_fast", "fallback_reason", "scan_parallel", "FIRST_READ"]
+__all__ = ["read_fast", "fallback_reason", "FIRST_READ"]
 
 FIRST_READ = 16384  # bytes read up front; most headers end well before this
 _REFILL = 16384  # minimum size of a later read when a header is longer than the first read
@@ -384,7 +384,7 @@ def _load_skimmer() -> tuple[Any, Any, Any, Any, Any]:
     if os.environ.get("PROTOCOLCHECK_PURE_PYTHON") or sys.byteorder != "little" or array("I").itemsize != 4:
         return None, None, None, None, None
     try:
-        from . import _skim  # type: ignore[attr-defined]
+        from protocolcheck.dicom import _skim  # type: ignore[attr-defined]
     except ImportError:  # built without a C compiler: the Python walk alone gives the same results
         return None, None, None, None, None
     _skim.configure(*_skim_tables())
@@ -1412,68 +1412,3 @@ _BYPASS_INIT = (
     and not hasattr(InstanceHeader, "__slots__")
     and all(f.default_factory is dataclasses.MISSING and f.init for f in dataclasses.fields(InstanceHeader))
 )
-
-
-# ------------------------------------------------------------------------------ parallel scanning
-
-CHUNK_FILES = 256  # files per task: large enough to amortise inter-process traffic, small for balance
-
-
-def _scan_chunk(names: list[str]) -> list[ScanRecord]:
-    return [record for name in names for record in scan_file(name)]
-
-
-def scan_parallel(names: Iterable[str], workers: int, chunk: int = CHUNK_FILES) -> Iterator[ScanRecord]:
-    """:func:`headers.scan_file` over ``names`` in ``workers`` processes, records in input order.
-
-    Files go to the workers in chunks; at most ``2 * workers`` chunks are in flight, so memory stays
-    bounded however many files there are (the caller consumes records as they come). If a worker
-    process dies (killed, out of memory), the files in flight are read again one per task in a fresh
-    pool, and only a file that stops the process again becomes :class:`Unreadable`.
-    """
-    workers = max(1, workers)
-    iterator = iter(names)
-    pool = ProcessPoolExecutor(max_workers=workers)
-    pending: deque[tuple[list[str], Future[list[ScanRecord]]]] = deque()
-
-    def submit() -> bool:
-        batch = list(islice(iterator, chunk))
-        if batch:
-            pending.append((batch, pool.submit(_scan_chunk, batch)))
-        return bool(batch)
-
-    try:
-        for _ in range(2 * workers):
-            if not submit():
-                break
-        while pending:
-            batch, future = pending.popleft()
-            try:
-                records = future.result()
-            except BrokenProcessPool:
-                again = [batch] + [b for b, _f in pending]
-                pending.clear()
-                pool.shutdown(wait=False, cancel_futures=True)
-                pool = ProcessPoolExecutor(max_workers=workers)
-                for lost in again:
-                    for name in lost:
-                        records, pool = _isolated(pool, name, workers)
-                        yield from records
-                for _ in range(2 * workers):
-                    if not submit():
-                        break
-                continue
-            submit()
-            yield from records
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _isolated(pool: ProcessPoolExecutor, name: str, workers: int) -> tuple[list[ScanRecord], ProcessPoolExecutor]:
-    """One file in its own task; a process that dies on it makes it Unreadable (and a fresh pool)."""
-    try:
-        return pool.submit(_scan_chunk, [name]).result(), pool
-    except BrokenProcessPool:
-        pool.shutdown(wait=False, cancel_futures=True)
-        reason = "reading this file stopped the header reader process (killed or out of memory); not read"
-        return [Unreadable(name, reason)], ProcessPoolExecutor(max_workers=workers)

@@ -13,11 +13,13 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__, render
-from .classify import classify_study
-from .headers import InstanceHeader, Skipped, Unreadable, iter_files, scan_files
-from .report import OutputFormat, to_json
-from .study import group_studies
+from protocolcheck import __version__
+from protocolcheck.report import text as render
+from protocolcheck.classify.series import classify_study
+from protocolcheck.dicom.records import InstanceHeader, Skipped, Unreadable
+from protocolcheck.dicom.scan import iter_files, scan_files
+from protocolcheck.report.tabular import OutputFormat, to_json
+from protocolcheck.dicom.study import group_studies
 
 T = TypeVar("T")
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]  # a click option or argument
@@ -92,14 +94,14 @@ def fail_on_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def _fail_threshold(fail_on: str) -> int:
     """The lowest severity rank that fails the run (``--fail-on never``: above every rank)."""
-    from .findings import Severity
+    from protocolcheck.audit.findings import Severity
 
     return {"error": Severity.ERROR.rank, "warning": Severity.WARNING.rank, "never": 99}[fail_on]
 
 
 def _fail_severity(fail_on: str) -> Any:
     """``--fail-on`` as the Severity threshold of :func:`pipeline.reaches` (None = never)."""
-    from .findings import Severity
+    from protocolcheck.audit.findings import Severity
 
     return {"error": Severity.ERROR, "warning": Severity.WARNING, "never": None}[fail_on]
 
@@ -113,7 +115,7 @@ def library_option(help_text: str = LIBRARY_HELP) -> Decorator:
 def _day_option(_ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     if not value:
         return None
-    from .context import parse_date
+    from protocolcheck.clinical.context import parse_date
 
     try:
         return parse_date(value)
@@ -158,7 +160,7 @@ def series_output_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _library_or_exit(library_dir: str | None) -> Any:
-    from .library import LibraryError, load_library
+    from protocolcheck.clinical.library import LibraryError, load_library
 
     try:
         return load_library(library_dir)
@@ -178,7 +180,7 @@ def _protocol_or_exit(library: Any, protocol_id: str) -> Any:
 
 def _rules_or_exit(path: Any) -> Any:
     """The recommender's decision rules; exit 2 listing every problem when they cannot be used."""
-    from .recommend import RulesError, load_rules
+    from protocolcheck.clinical.recommend import RulesError, load_rules
 
     try:
         return load_rules(path)
@@ -189,7 +191,7 @@ def _rules_or_exit(path: Any) -> Any:
 
 def _context_table_or_exit(path: str, quiet: bool, *, count_problems: bool = False) -> Any:
     """The context CSV, its warnings on stderr; exit 2 listing every problem when it cannot be used."""
-    from .context import ContextError, load_context_csv
+    from protocolcheck.clinical.context import ContextError, load_context_csv
 
     try:
         table = load_context_csv(path)
@@ -205,8 +207,8 @@ def _context_table_or_exit(path: str, quiet: bool, *, count_problems: bool = Fal
 def _audit_options(opts: dict[str, Any], *, warnings_quiet: bool, count_problems: bool = False) -> Any:
     """:class:`pipeline.AuditOptions` from the audit options; exit 2 when the library, the protocol or
     the context file cannot be used."""
-    from .context import ClinicalContext
-    from .pipeline import AuditOptions
+    from protocolcheck.clinical.context import ClinicalContext
+    from protocolcheck.audit.engine import AuditOptions
 
     library = _library_or_exit(opts["library_dir"])
     if opts["protocol_id"]:
@@ -313,14 +315,14 @@ def audit(**opts: Any) -> None:
     Exit codes: 0 nothing at or above --fail-on; 1 such findings; 2 unusable input (bad protocol file,
     bad context file, unknown protocol, no DICOM found); 3 results store unwritable or job lock held.
     """
-    from .pipeline import Summary, reaches, unmatched_context
-    from .streaming import audit_records_streaming
+    from protocolcheck.audit.engine import Summary, reaches, unmatched_context
+    from protocolcheck.audit.streaming import audit_records_streaming
 
     # context warnings are shown even with -q here (listen and query follow -q)
     options = _audit_options(opts, warnings_quiet=False, count_problems=True)
     if not opts["protocol_id"] and (options.contexts is not None or opts["indication"]):
-        from .pipeline import recommender_rules
-        from .recommend import RulesError
+        from protocolcheck.audit.engine import recommender_rules
+        from protocolcheck.clinical.recommend import RulesError
 
         try:  # protocol choice from the indication uses the recommender's rules: check them up front
             recommender_rules(options.library)
@@ -371,9 +373,9 @@ def _audit_with_store(opts: dict[str, Any], options: Any, files: list[str],
     import os
     import shlex
 
-    from .jobs import JobLock, LockHeld, audit_settings, default_lock_path, run_audit_job
-    from .library import library_path
-    from .store import Store, StoreError, default_store_path, library_version
+    from protocolcheck.jobs.incremental import JobLock, LockHeld, audit_settings, default_lock_path, run_audit_job
+    from protocolcheck.clinical.library import library_path
+    from protocolcheck.jobs.store import Store, StoreError, default_store_path, library_version
 
     quiet = opts["quiet"]
     if opts["no_db"] and not opts["lock_file"]:
@@ -412,7 +414,7 @@ def _audit_with_store(opts: dict[str, Any], options: Any, files: list[str],
 def _audit_on_cluster(opts: dict[str, Any], options: Any, files: list[str]) -> tuple[list[Any], str]:
     """``audit --scheduler``: the same run (results store included) with headers read and studies audited
     on a Dask cluster; exit 2 without dask or with a bad address, 3 when the cluster cannot run it."""
-    from .cluster import BadAddress, ClusterError, ClusterExecutor, ClusterStats, DaskMissing
+    from protocolcheck.jobs.cluster import BadAddress, ClusterError, ClusterExecutor, ClusterStats, DaskMissing
 
     quiet = opts["quiet"]
     stats: list[ClusterStats] = []
@@ -479,7 +481,7 @@ def protocols_lint(paths: tuple[str, ...], quiet: bool) -> None:
 
     Exit 0 when every file is valid, 2 otherwise.
     """
-    from .library import library_path, lint
+    from protocolcheck.clinical.library import library_path, lint
 
     targets = list(paths) or [str(library_path())]
     results = lint(targets)
@@ -535,8 +537,8 @@ def scenario_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def _scenario(opts: dict[str, Any]) -> tuple[Any, Any]:
     """(ClinicalContext, Rules) from the options; exits 2 with a clear message when they are unusable."""
-    from .context import ClinicalContext
-    from .recommend import default_rules_path
+    from protocolcheck.clinical.context import ClinicalContext
+    from protocolcheck.clinical.recommend import default_rules_path
 
     rules = _rules_or_exit(opts["rules_file"] or default_rules_path(opts["library_dir"]))
     given = ClinicalContext(
@@ -564,8 +566,8 @@ def _scenario(opts: dict[str, Any]) -> tuple[Any, Any]:
 @click.option("--on", "on", callback=_day_option, metavar="DATE", help="Date the exam would be done (default: today).")
 def recommend(**opts: Any) -> None:
     """Which exam and protocol to order for suspected lumbosacral plexopathy, when, and what goes with it."""
-    from .recommend import ScenarioError
-    from .recommend import recommend as run_recommend
+    from protocolcheck.clinical.recommend import ScenarioError
+    from protocolcheck.clinical.recommend import recommend as run_recommend
 
     context, rules = _scenario(opts)
     try:
@@ -589,7 +591,7 @@ def recommend(**opts: Any) -> None:
 @scenario_options
 def check_order_command(**opts: Any) -> None:
     """Is this order (or scheduled exam) the right exam and protocol, at the right time?"""
-    from .recommend import check_order
+    from protocolcheck.clinical.recommend import check_order
 
     if not opts["procedure"] and not opts["procedure_code"]:
         warn("error: give --procedure TEXT and/or --procedure-code CODE")
@@ -632,7 +634,7 @@ def net_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def _tls_options(opts: dict[str, Any], *, server: bool = False) -> Any:
     """TlsOptions from the --tls* options (None when TLS is not asked for); the files are checked here."""
-    from .net.common import TlsOptions, client_ssl_context, server_ssl_context
+    from protocolcheck.net.common import TlsOptions, client_ssl_context, server_ssl_context
 
     wanted = opts.get("tls") or any(opts.get(k) for k in ("tls_ca", "tls_cert", "tls_key"))
     if not wanted:
@@ -665,7 +667,7 @@ def _net_logging(quiet: bool, verbose: bool = False) -> None:
 
 
 def _peer(opts: dict[str, Any]) -> Any:
-    from .net.common import Peer, validate_aet
+    from protocolcheck.net.common import Peer, validate_aet
 
     try:
         return Peer(opts["host"], opts["port"], validate_aet(opts["called_aet"], "--called-aet"),
@@ -675,13 +677,13 @@ def _peer(opts: dict[str, Any]) -> Any:
 
 
 def _timeouts(seconds: float) -> Any:
-    from .net.common import Timeouts
+    from protocolcheck.net.common import Timeouts
 
     return Timeouts(connect=min(seconds, 10.0), acse=seconds, dimse=seconds, network=seconds)
 
 
 def _date_range(_ctx: click.Context, param: click.Parameter, value: str | None) -> str:
-    from .net.common import validate_date_range
+    from protocolcheck.net.common import validate_date_range
 
     if not value:
         return ""
@@ -711,9 +713,9 @@ def worklist(**opts: Any) -> None:
     the worklist item (Reason for the Requested Procedure, Admitting Diagnoses, Requested Procedure
     Comments; a date next to "trauma", "injury", "fall"... is the trauma date).
     """
-    from .net.common import NetError
-    from .net.mwl import WorklistQuery, find_worklist, order_context
-    from .recommend import check_order, default_rules_path
+    from protocolcheck.net.common import NetError
+    from protocolcheck.net.mwl import WorklistQuery, find_worklist, order_context
+    from protocolcheck.clinical.recommend import check_order, default_rules_path
 
     _net_logging(opts["quiet"], opts["verbose"])
     peer = _peer(opts)
@@ -761,13 +763,20 @@ def net_audit_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def _folder_auditor(opts: dict[str, Any], source: str) -> Any:
     """``listen``'s and ``query``'s auditor (:class:`jobs.FolderAuditor`) from the net audit options;
     exit 2 when the audit options are unusable, 3 when the results store is."""
-    from .jobs import FolderAuditor
+    from protocolcheck.jobs.incremental import FolderAuditor
 
     options = _audit_options(opts, warnings_quiet=opts["quiet"])
     if opts["no_db"]:
         return FolderAuditor(options, source=source)
-    from .library import library_path
-    from .store import Store, StoreError, default_store_path, file_digest, library_version, settings_digest
+    from protocolcheck.clinical.library import library_path
+    from protocolcheck.jobs.store import (
+        Store,
+        StoreError,
+        default_store_path,
+        file_digest,
+        library_version,
+        settings_digest,
+    )
 
     try:
         store = Store.open(opts["db"] or str(default_store_path()), keep_patient=opts.get("include_patient", False))
@@ -823,8 +832,8 @@ def listen(**opts: Any) -> None:
     import threading
     from pathlib import Path
 
-    from .net.common import parse_networks, validate_aet
-    from .net.scp import ListenConfig, StorageSCP, wait_for_signal
+    from protocolcheck.net.common import parse_networks, validate_aet
+    from protocolcheck.net.scp import ListenConfig, StorageSCP, wait_for_signal
 
     _net_logging(opts["quiet"], opts["verbose"])
     try:
@@ -918,10 +927,10 @@ def query(**opts: Any) -> None:
     peers, rejected associations and failed retrievals are reported and give exit code 3; the
     other studies are still audited.
     """
-    from .net.common import NetError
-    from .net.qr import RetrieveMethod, StudyQuery, default_move_bind, find_studies, pull_studies
-    from .pipeline import Summary, reaches, unmatched_context
-    from .store import StoreError
+    from protocolcheck.net.common import NetError
+    from protocolcheck.net.qr import RetrieveMethod, StudyQuery, default_move_bind, find_studies, pull_studies
+    from protocolcheck.audit.engine import Summary, reaches, unmatched_context
+    from protocolcheck.jobs.store import StoreError
 
     _net_logging(opts["quiet"], opts["verbose"])
     peer = _peer(opts)
@@ -994,7 +1003,7 @@ def db_option(f: Callable[..., Any]) -> Callable[..., Any]:
 def _iso_day(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
     if not value:
         return None
-    from .store import parse_dicom_date
+    from protocolcheck.jobs.store import parse_dicom_date
 
     day = parse_dicom_date(value)
     if day is None:
@@ -1026,8 +1035,8 @@ def report(db: str | None, since: Any, until: Any, protocols: tuple[str, ...], s
     """Write an HTML report (and CSV/Parquet exports) of the latest stored audit of each study."""
     import importlib.util
 
-    from .htmlreport import export_frame, render_html
-    from .store import Filters, Store, StoreError, StoreMissing, default_store_path
+    from protocolcheck.report.html import export_frame, render_html
+    from protocolcheck.jobs.store import Filters, Store, StoreError, StoreMissing, default_store_path
 
     if parquet_path and importlib.util.find_spec("pyarrow") is None:
         warn("error: --parquet needs pyarrow (pip install pyarrow, or pip install 'protocolcheck[parquet]')")

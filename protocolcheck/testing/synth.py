@@ -44,7 +44,7 @@ from pydicom.uid import (
     MRImageStorage,
 )
 
-from .geometry import Plane, orientation_from_angles, slice_normal
+from protocolcheck.dicom.geometry import Plane, orientation_from_angles, slice_normal
 
 __all__ = [
     "Vendor",

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .classify import SeriesClass, classify_study
-from .context import ClinicalContext, ContextTable
-from .findings import AuditResult, Finding, FindingCode, Severity, Status, status_for
-from .headers import InstanceHeader, ScanRecord, Unreadable, scan
-from .library import Library
-from .study import Study, group_studies
-from .validate import Choice, ChosenBy, StudyFacts, choose_protocol, evaluate, study_facts
+from protocolcheck.classify.series import SeriesClass, classify_study
+from protocolcheck.clinical.context import ClinicalContext, ContextTable
+from protocolcheck.audit.findings import AuditResult, Finding, FindingCode, Severity, Status, status_for
+from protocolcheck.dicom.records import InstanceHeader, ScanRecord, Unreadable
+from protocolcheck.dicom.scan import scan
+from protocolcheck.clinical.library import Library
+from protocolcheck.dicom.study import Study, group_studies
+from protocolcheck.audit.validate import Choice, ChosenBy, StudyFacts, choose_protocol, evaluate, study_facts
 
 UNREADABLE_SEARCH_LEVELS = 2  # how many folders up an unreadable file looks for "its" study
 
@@ -62,7 +63,7 @@ def indicated_protocol(context: ClinicalContext | None, library: Library, on: dt
     if context is None or not (context.indication or "").strip():
         return Indicated(None)
     try:
-        from .recommend import select_protocol  # written concurrently; the fallback keeps audits working
+        from protocolcheck.clinical.recommend import select_protocol  # written concurrently; the fallback keeps audits working
     except ImportError:  # pragma: no cover - only before recommend.py exists
         return _fallback_indicated(context, library)
     selection = select_protocol(context, library, on, rules=recommender_rules(library))
@@ -78,7 +79,7 @@ def recommender_rules(library: Library) -> Any:
     """The recommender's rules: ``rules.yaml`` beside the library's protocols when there is one, else
     the default (``$PROTOCOLCHECK_RULES``, ``$PROTOCOLCHECK_LIBRARY``, shipped). Raises the
     recommender's ``RulesError`` (with every problem) when they cannot be used."""
-    from .recommend import default_rules_path, load_rules
+    from protocolcheck.clinical.recommend import default_rules_path, load_rules
 
     beside = Path(library.path) / "rules.yaml" if library.path else None
     return load_rules(beside if beside is not None and beside.is_file() else default_rules_path())

@@ -21,14 +21,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .findings import AuditResult
-from .headers import InstanceHeader, Skipped, Unreadable, iter_files, scan_files
-from .store import (FileEntry, FileKind, Store, file_digest, fingerprint, instance_fingerprint, settings_digest,
-                    sqlite_path)
-from .study import group_studies
+from protocolcheck.audit.findings import AuditResult
+from protocolcheck.dicom.records import InstanceHeader, Skipped, Unreadable
+from protocolcheck.dicom.scan import iter_files, scan_files
+from protocolcheck.jobs.store import (
+    FileEntry,
+    FileKind,
+    Store,
+    file_digest,
+    fingerprint,
+    instance_fingerprint,
+    settings_digest,
+    sqlite_path,
+)
+from protocolcheck.dicom.study import group_studies
 
 if TYPE_CHECKING:
-    from .pipeline import AuditOptions
+    from protocolcheck.audit.engine import AuditOptions
 
 # progress(items, label, length) -> items: the CLI passes its progress bar; the default is silent.
 Progress = Callable[[Iterable[Any], str, int], Iterable[Any]]
@@ -241,7 +250,7 @@ class _Planner:
 
         # Unreadable files belong to the study in their folder (as the audit engine decides): part of
         # its fingerprint, so a new broken file in a study's folder re-audits that study.
-        from .pipeline import _owner_of
+        from protocolcheck.audit.engine import _owner_of
 
         study_dirs = {uid: {os.path.dirname(e.path) for e in entries} for uid, entries in self.files_by_study.items()}
         for item in plan.unreadable:
@@ -362,7 +371,7 @@ def run_audit_job(paths: Iterable[str | os.PathLike[str]], store: Store, options
     of a re-run equals that of a full run. Without an executor, headers beyond ``max_in_memory`` are
     spilled to disk (:class:`.streaming.StudyStream`). The run is recorded in ``audit_runs``.
     """
-    from .pipeline import audit_records, audit_study
+    from protocolcheck.audit.engine import audit_records, audit_study
 
     started = time.monotonic()
     paths = list(paths)
@@ -385,7 +394,7 @@ def run_audit_job(paths: Iterable[str | os.PathLike[str]], store: Store, options
         else:
             # Headers go through an external sort by study (streaming.py): bounded memory, one study
             # audited and saved at a time.
-            from .streaming import MAX_IN_MEMORY, StudyStream
+            from protocolcheck.audit.streaming import MAX_IN_MEMORY, StudyStream
 
             planner = _Planner(paths, store, library_version=library_version, settings=settings, force=force,
                                progress=progress, files=files, workers=workers, executor=None)
@@ -436,7 +445,7 @@ class FolderAuditor:
 
     def audit(self, folder: str | os.PathLike[str]) -> list[AuditResult]:
         """Audit every study under ``folder`` with the same pipeline as ``audit``."""
-        from .pipeline import audit_paths
+        from protocolcheck.audit.engine import audit_paths
 
         return list(audit_paths([folder], self.options))
 

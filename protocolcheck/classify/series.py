@@ -28,9 +28,9 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
-from .geometry import obliquity_deg, plane_of, slice_normal
-from .headers import InstanceHeader
-from .study import Stack, Study
+from protocolcheck.dicom.geometry import obliquity_deg, plane_of, slice_normal
+from protocolcheck.dicom.records import InstanceHeader
+from protocolcheck.dicom.study import Stack, Study
 
 
 class Weighting(str, Enum):

@@ -25,9 +25,9 @@ from typing import Any
 import jsonschema
 import yaml
 
-from . import safeyaml
-from .context import ClinicalContext
-from .findings import Finding, FindingCode, Severity, Status, status_for
+from protocolcheck.clinical import safeyaml
+from protocolcheck.clinical.context import ClinicalContext
+from protocolcheck.audit.findings import Finding, FindingCode, Severity, Status, status_for
 
 RULES_FILENAME = "rules.yaml"
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "rules.schema.json"
@@ -221,7 +221,7 @@ def default_rules_path(library_dir: str | os.PathLike[str] | None = None) -> Pat
             return packaged
     except (ModuleNotFoundError, TypeError):
         pass
-    return Path(__file__).resolve().parent.parent / "protocols" / RULES_FILENAME  # source tree
+    return Path(__file__).resolve().parents[2] / "protocols" / RULES_FILENAME  # source tree
 
 
 _CACHE: dict[tuple[str, float], Rules] = {}

@@ -33,15 +33,15 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from .classify import SeriesClass
-from .context import ClinicalContext
-from .findings import Finding, FindingCode, Severity
-from .geometry import angle_between
-from .library import Level, Library, Match, PlaneRule, Protocol, Range, Requirement
-from .study import Study
+from protocolcheck.classify.series import SeriesClass
+from protocolcheck.clinical.context import ClinicalContext
+from protocolcheck.audit.findings import Finding, FindingCode, Severity
+from protocolcheck.dicom.geometry import angle_between
+from protocolcheck.clinical.library import Level, Library, Match, PlaneRule, Protocol, Range, Requirement
+from protocolcheck.dicom.study import Study
 
 try:  # the classifier's one-line summary, when available
-    from .classify import describe as _classify_describe
+    from protocolcheck.classify.series import describe as _classify_describe
 except ImportError:  # pragma: no cover - older classify without describe()
     _classify_describe = None
 

@@ -27,8 +27,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from . import safeyaml
-from .findings import Severity
+from protocolcheck.clinical import safeyaml
+from protocolcheck.audit.findings import Severity
 
 ENV_VAR = "PROTOCOLCHECK_LIBRARY"
 NON_PROTOCOL_FILES = frozenset({"rules.yaml", "rules.yml"})
@@ -336,7 +336,7 @@ def default_library_path() -> Path:
             return path
     except (ModuleNotFoundError, TypeError):
         pass
-    return Path(__file__).resolve().parent.parent / "protocols"
+    return Path(__file__).resolve().parents[2] / "protocols"
 
 
 def library_path(path: str | os.PathLike[str] | None = None) -> Path:
@@ -357,7 +357,7 @@ def _yaml_files(directory: Path) -> list[Path]:
 @lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:
     """The protocol JSON schema shipped in ``protocolcheck/schemas``."""
-    text = importlib.resources.files("protocolcheck").joinpath("schemas/protocol.schema.json").read_text("utf-8")
+    text = importlib.resources.files("protocolcheck.clinical").joinpath("schemas/protocol.schema.json").read_text("utf-8")
     return json.loads(text)
 
 
@@ -601,7 +601,7 @@ def _explain(error: jsonschema.ValidationError, source: _Source) -> None:
     if validator in ("minItems", "minProperties", "minLength"):
         source.report(path, "is empty", "give at least one value or remove the key")
         return
-    source.report(path, error.message, "see protocolcheck/schemas/protocol.schema.json")
+    source.report(path, error.message, "see protocolcheck/clinical/schemas/protocol.schema.json")
 
 
 def _fmt_value(value: Any) -> str:

@@ -23,10 +23,10 @@ from collections.abc import Iterable, Iterator
 from itertools import groupby
 from operator import attrgetter
 
-from .findings import AuditResult
-from .headers import InstanceHeader, ScanRecord, Unreadable
-from .pipeline import AuditOptions, _owner_of, audit_records, audit_study
-from .study import Study, group_studies
+from protocolcheck.audit.findings import AuditResult
+from protocolcheck.dicom.records import InstanceHeader, ScanRecord, Unreadable
+from protocolcheck.audit.engine import AuditOptions, _owner_of, audit_records, audit_study
+from protocolcheck.dicom.study import Study, group_studies
 
 __all__ = ["StudyStream", "audit_records_streaming", "MAX_IN_MEMORY"]
 

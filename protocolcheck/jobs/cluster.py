@@ -36,11 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .findings import AuditResult
-from .headers import InstanceHeader, ScanRecord, Skipped, Unreadable, iter_files, scan_file
-from .pipeline import AuditOptions, _owner_of, audit_records, audit_study
-from .study import Study, group_studies
+from protocolcheck import __version__
+from protocolcheck.audit.findings import AuditResult
+from protocolcheck.dicom.records import InstanceHeader, ScanRecord, Skipped, Unreadable
+from protocolcheck.dicom.scan import iter_files, scan_file
+from protocolcheck.audit.engine import AuditOptions, _owner_of, audit_records, audit_study
+from protocolcheck.dicom.study import Study, group_studies
 
 DEFAULT_CHUNK_SIZE = 256  # files per header-reading task (fewer when there are few files per worker thread)
 CHUNKS_PER_THREAD = 4  # aim for at least this many chunks per worker thread, for balance
@@ -184,7 +185,7 @@ def read_files(files: Sequence[tuple[str, str]], env: dict[str, str]) -> list[Sc
 
 def _digest_sources() -> str:
     digest = hashlib.sha256()
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     for source in sorted(package.rglob("*.py")):
         digest.update(source.relative_to(package).as_posix().encode() + b"\0" + source.read_bytes() + b"\0")
     return f"{__version__}+{digest.hexdigest()[:12]}"

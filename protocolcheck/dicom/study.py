@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from .geometry import Vector, angle_between, plane_of, slice_normal
-from .headers import InstanceHeader
+from protocolcheck.dicom.geometry import Vector, angle_between, plane_of, slice_normal
+from protocolcheck.dicom.records import InstanceHeader
 
 # Image Type values that name a Dixon / multi-contrast output, mapped to the stack label.
 DIXON_LABELS = {

@@ -48,8 +48,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from .findings import AuditResult, Finding, FindingCode, Severity, Status
-from .report import json_default
+from protocolcheck.audit.findings import AuditResult, Finding, FindingCode, Severity, Status
+from protocolcheck.report.tabular import json_default
 
 if TYPE_CHECKING:  # pandas is imported where a frame is built (reports), not on every audit
     import pandas as pd
@@ -732,16 +732,18 @@ def engine_digest() -> str:
     """Digest of the package's own code (not the network roles): a changed engine re-audits studies."""
     global _ENGINE_DIGEST
     if _ENGINE_DIGEST is None:
-        root = Path(__file__).resolve().parent
+        root = Path(__file__).resolve().parents[1]
         digest = hashlib.sha256()
-        for path in sorted(root.glob("*.py")):
-            digest.update(path.name.encode())
-            digest.update(path.read_bytes())
+        for stage in JUDGING_STAGES:
+            for path in sorted((root / stage).rglob("*.py")):
+                digest.update(path.relative_to(root).as_posix().encode())
+                digest.update(path.read_bytes())
         _ENGINE_DIGEST = digest.hexdigest()
     return _ENGINE_DIGEST
 
 
 _ENGINE_DIGEST: str | None = None
+JUDGING_STAGES = ("dicom", "classify", "clinical", "audit")  # the code whose change changes a verdict
 
 
 def library_version(folder: str | os.PathLike[str]) -> str:

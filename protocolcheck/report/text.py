@@ -13,10 +13,10 @@ import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .report import to_csv, to_json, to_table
+from protocolcheck.report.tabular import to_csv, to_json, to_table
 
 if TYPE_CHECKING:
-    from .recommend import OrderCheck, Recommendation
+    from protocolcheck.clinical.recommend import OrderCheck, Recommendation
 
 CLASSIFY_COLUMNS = (
     "series_number", "stack", "series_description", "weighting", "inversion", "fat_suppression",

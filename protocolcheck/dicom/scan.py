@@ -1,0 +1,204 @@
+"""Files in, records out: list the files under folders, read each one (lean reader first, pydicom
+for the rest), in one process or several. This is the only place that opens DICOM files for their
+headers; everything downstream works on the records of :mod:`.records`."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import os
+import re
+import stat
+import warnings
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from operator import attrgetter
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from itertools import islice
+
+from protocolcheck.dicom.reader import read_file_pydicom
+from protocolcheck.dicom.records import InstanceHeader, ScanRecord, Skipped, Unreadable, problem_text
+
+READER_ENV = "PROTOCOLCHECK_READER"  # "pydicom" forces the reference reader (differential tests, debugging)
+
+
+def read_file(path: str | os.PathLike[str], *, fast: bool | None = None) -> list[InstanceHeader] | Skipped:
+    """Read one file's header into one record (several for enhanced multi-frame objects).
+
+    The lean reader (:mod:`.fastheaders`) goes first; whatever it does not handle is read with
+    pydicom (:func:`read_file_pydicom`), the reference both agree with. ``fast=False`` or the
+    environment variable ``PROTOCOLCHECK_READER=pydicom`` forces pydicom.
+    """
+    if fast is None:
+        fast = os.environ.get(READER_ENV) != "pydicom"
+    if fast:
+        global _fastheaders
+        if _fastheaders is None:
+            from protocolcheck.dicom import lean as fastheaders  # noqa: PLC0415 - fastheaders builds on this module
+
+            _fastheaders = fastheaders
+        result = _fastheaders.read_fast(os.fspath(path))
+        if result is not None:
+            return result
+    return read_file_pydicom(path)
+
+
+_fastheaders: Any = None  # the lean reader's module, imported on first use
+
+
+
+def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[str]:
+    """Every regular file under the given files/folders, in a stable (sorted) order."""
+    for path in paths:
+        p = Path(path)
+        try:
+            is_dir = stat.S_ISDIR(os.stat(p).st_mode)  # one stat per path: scan() re-checks long file lists
+        except (FileNotFoundError, NotADirectoryError):
+            if os.path.lexists(p) or "\\x" in str(p):  # a broken link, or a name _text_path escaped:
+                yield str(p)  # an unreadable file (read_file says why), not a usage error
+                continue
+            raise FileNotFoundError(f"no such file or folder: {p}") from None
+        if is_dir:
+            for root, dirs, files in os.walk(p):
+                dirs.sort()
+                for name in sorted(files):
+                    if name.startswith("."):
+                        continue
+                    yield _text_path(os.path.join(root, name))
+        else:
+            yield _text_path(str(p))
+
+
+def _text_path(path: str) -> str:
+    """``path`` as valid text for reports and the results store. A name that is not UTF-8 (Python
+    keeps its bytes as lone surrogates, which no output can encode) gets \\x escapes instead; the
+    file is then reported as unreadable under that name (see :func:`scan_file`) rather than
+    breaking every output it reaches."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+# Files that are obviously not DICOM by name; skipped quietly only when they also lack the marker.
+_TEXT_SUFFIXES = (".md", ".txt", ".csv", ".json", ".yaml", ".yml", ".py", ".html", ".jsonl")
+
+
+def scan(paths: Iterable[str | os.PathLike[str]], workers: int = 1) -> Iterator[ScanRecord]:
+    """Read every file under ``paths``; yield headers, unreadable files and skipped files.
+
+    Documentation files shipped beside DICOM (README.md, context CSVs) are skipped, not errors.
+    ``workers > 1`` reads in that many processes (:func:`.fastheaders.scan_parallel`); the records
+    come in the same order either way.
+    """
+    yield from scan_files(iter_files(paths), workers)
+
+
+def scan_files(files: Iterable[str], workers: int = 1) -> Iterator[ScanRecord]:
+    """:func:`scan` over files already listed by :func:`iter_files` (not walked or checked again)."""
+    if workers > 1:
+        yield from scan_parallel(files, workers)
+        return
+    for name in files:
+        yield from scan_file(name)
+
+
+def scan_file(name: str) -> list[ScanRecord]:
+    """The records of one file for :func:`scan`: headers, or one Unreadable / Skipped record."""
+    if name.lower().endswith(_TEXT_SUFFIXES) and not _has_dicom_marker(name):
+        return [Skipped(name, "not DICOM (documentation or data file)")]
+    try:
+        result = read_file(name)
+    except ValueError as exc:
+        return [Unreadable(name, str(exc))]
+    except Exception as exc:  # noqa: BLE001 - a bad file must never stop the scan
+        return [Unreadable(name, f"unexpected error reading file: {problem_text(exc)}")]
+    if isinstance(result, Skipped):
+        return [result]
+    return result if type(result) is list else list(result)
+
+
+def _has_dicom_marker(name: str) -> bool:
+    try:
+        with open(name, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM"
+
+
+# ------------------------------------------------------------------------------ parallel scanning
+
+CHUNK_FILES = 256  # files per task: large enough to amortise inter-process traffic, small for balance
+
+
+def _scan_chunk(names: list[str]) -> list[ScanRecord]:
+    return [record for name in names for record in scan_file(name)]
+
+
+def scan_parallel(names: Iterable[str], workers: int, chunk: int = CHUNK_FILES) -> Iterator[ScanRecord]:
+    """:func:`headers.scan_file` over ``names`` in ``workers`` processes, records in input order.
+
+    Files go to the workers in chunks; at most ``2 * workers`` chunks are in flight, so memory stays
+    bounded however many files there are (the caller consumes records as they come). If a worker
+    process dies (killed, out of memory), the files in flight are read again one per task in a fresh
+    pool, and only a file that stops the process again becomes :class:`Unreadable`.
+    """
+    workers = max(1, workers)
+    iterator = iter(names)
+    pool = ProcessPoolExecutor(max_workers=workers)
+    pending: deque[tuple[list[str], Future[list[ScanRecord]]]] = deque()
+
+    def submit() -> bool:
+        batch = list(islice(iterator, chunk))
+        if batch:
+            pending.append((batch, pool.submit(_scan_chunk, batch)))
+        return bool(batch)
+
+    try:
+        for _ in range(2 * workers):
+            if not submit():
+                break
+        while pending:
+            batch, future = pending.popleft()
+            try:
+                records = future.result()
+            except BrokenProcessPool:
+                again = [batch] + [b for b, _f in pending]
+                pending.clear()
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = ProcessPoolExecutor(max_workers=workers)
+                for lost in again:
+                    for name in lost:
+                        records, pool = _isolated(pool, name, workers)
+                        yield from records
+                for _ in range(2 * workers):
+                    if not submit():
+                        break
+                continue
+            submit()
+            yield from records
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _isolated(pool: ProcessPoolExecutor, name: str, workers: int) -> tuple[list[ScanRecord], ProcessPoolExecutor]:
+    """One file in its own task; a process that dies on it makes it Unreadable (and a fresh pool)."""
+    try:
+        return pool.submit(_scan_chunk, [name]).result(), pool
+    except BrokenProcessPool:
+        pool.shutdown(wait=False, cancel_futures=True)
+        reason = "reading this file stopped the header reader process (killed or out of memory); not read"
+        return [Unreadable(name, reason)], ProcessPoolExecutor(max_workers=workers)
