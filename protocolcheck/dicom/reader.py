@@ -14,7 +14,6 @@ import os
 import re
 import stat
 import warnings
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from operator import attrgetter
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
+from protocolcheck.dicom.limits import DEFLATED_SYNTAX, InflateLimitExceeded, inflate_limit, inflated_size
 from protocolcheck.dicom.records import (
     _FRAME_MACROS,
     ENHANCED_SOP_CLASSES,
@@ -370,42 +370,29 @@ class _BoundedReader(io.BufferedReader):
 
 
 _BIG_READ = 1 << 16
-DEFLATED_SYNTAX = b"1.2.840.10008.1.2.1.99"
-MIN_INFLATE_LIMIT = 4 << 20  # a deflated dataset may always expand this far (pydicom parses 32 MB in ~2 s) ...
-INFLATE_RATIO_LIMIT = 50  # ... or to this many times the file size (real data: 2-10x; a bomb: ~1000x)
 
 
 def _deflate_bomb(fh: io.BufferedReader, size: int) -> str | None:
-    """Reason text if a deflated dataset would expand beyond the limits (pydicom inflates it whole).
+    """Reason text if the dataset is deflated and would expand beyond :func:`.limits.inflate_limit`.
 
-    Counts the inflated size in 1 MB steps without keeping it, so the check itself stays bounded.
+    The transfer syntax is the one pydicom will read: its own preamble and file meta parsers are run
+    here on the same handle (whatever the meta's length or padding), never a search of a byte window.
+    The deflated stream is then inflated in 1 MB steps without being kept, so the check stays bounded.
     """
-    head = fh.read(8192)
-    fh.seek(0)
-    if DEFLATED_SYNTAX not in head:
-        return None
-    pos = 132 if head[128:132] == b"DICM" else 0
-    while pos + 8 <= len(head) and head[pos:pos + 2] == b"\x02\x00":  # file meta: explicit VR little endian
-        if head[pos + 4:pos + 6] in (b"OB", b"OW", b"UN", b"SQ", b"UT", b"UC", b"UR", b"OD", b"OF", b"OL", b"OV"):
-            pos += 12 + int.from_bytes(head[pos + 8:pos + 12], "little")
-        else:
-            pos += 8 + int.from_bytes(head[pos + 6:pos + 8], "little")
-    limit = max(MIN_INFLATE_LIMIT, INFLATE_RATIO_LIMIT * size)
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    total = 0
-    fh.seek(pos)
+    from pydicom.filereader import _read_file_meta_info, read_preamble  # noqa: PLC0415 - pydicom is deferred
+
     try:
-        while (chunk := fh.read(1 << 16)) and not inflater.eof:
-            while chunk and not inflater.eof:
-                out = inflater.decompress(chunk, 1 << 20)
-                total += len(out)
-                if total > limit:
-                    return f"deflated dataset expands beyond {limit >> 20} MB (a deflate bomb?); not read"
-                if not out and len(inflater.unconsumed_tail) >= len(chunk):
-                    break  # no progress (zlib wants more input): read the next block
-                chunk = inflater.unconsumed_tail
-    except zlib.error:
-        return None  # corrupt stream: pydicom reports it
+        read_preamble(fh, True)
+        meta = _read_file_meta_info(fh)
+        syntax = str(meta.get("TransferSyntaxUID", "") or "").strip("\x00 ")
+        if syntax != DEFLATED_SYNTAX:
+            return None
+        start = fh.tell()
+        inflated_size(fh.read, inflate_limit(size - start))
+    except InflateLimitExceeded as exc:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - a meta or stream pydicom cannot read: its own read says why
+        return None
     finally:
         fh.seek(0)
     return None
@@ -467,7 +454,7 @@ def _pixel_data_problem(path: str, ds: Dataset, offset: int, size: int) -> str |
         return None
     meta = getattr(ds, "file_meta", None)
     syntax = str(getattr(meta, "TransferSyntaxUID", "") or "") if meta is not None else ""
-    if syntax == "1.2.840.10008.1.2.1.99":  # deflated: offsets refer to the compressed stream
+    if syntax == DEFLATED_SYNTAX:  # deflated: offsets refer to the compressed stream
         return None
     implicit, little = ds.original_encoding
     if implicit is None or little is None:
