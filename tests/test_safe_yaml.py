@@ -115,3 +115,42 @@ def test_libyaml_is_used_only_where_nesting_cannot_overflow_its_stack() -> None:
     deep = "a: " + "[" * 30000 + "]" * 30000
     assert safeyaml.loader_for(deep) is yaml.SafeLoader
     assert safeyaml.loader_for("- " * 30000 + "x") is yaml.SafeLoader
+
+
+def _alias_bomb(levels: int = 6) -> str:
+    """About 250 bytes that stand for 10**levels values through aliases ("billion laughs")."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, levels + 1):
+        ref = f"*a{level - 1}"
+        lines.append(f"a{level}: &a{level} [{', '.join([ref] * 10)}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_rules_file_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    """rules.yaml had no alias guard: 250 bytes kept `recommend` busy for 75 s (six levels)."""
+    library = library_copy(tmp_path)
+    rules = library / "rules.yaml"
+    rules.write_text(rules.read_text(encoding="utf-8") + "\n" + _alias_bomb(), encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "protocolcheck", "recommend", "--library", str(library),
+                             "--indication", "lumbosacral plexopathy"], capture_output=True, text=True, timeout=30,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=REPO)
+    assert result.returncode == 2, result.stderr
+    assert str(rules) in result.stderr and "aliases" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_every_yaml_load_counts_aliases_without_expanding_them() -> None:
+    from protocolcheck.clinical import safeyaml
+
+    with pytest.raises(safeyaml.TooManyValues):
+        safeyaml.load(_alias_bomb(levels=9))  # 10**9 values: refused from the node graph, at once
+    with pytest.raises(safeyaml.TooManyValues):
+        safeyaml.load("a: &a [x, *a]\n")  # an alias inside itself stands for infinitely many
+    assert safeyaml.load(_alias_bomb(levels=3))["a3"][0][0][0] == ["x"] * 10  # 1,111 values: fine
+    deep = "x: " + "[" * 5000 + "]" * 5000 + "\n"  # the count is iterative: no RecursionError from it
+    assert safeyaml.expanded_size(_compose(deep)) == 5002  # type: ignore[arg-type]
+
+
+def _compose(text: str) -> object:
+    import yaml
+
+    return yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))

@@ -436,6 +436,9 @@ def _read_yaml(path: Path) -> _Source:
         return source
     try:
         node, source.data = safeyaml.compose_and_load(text)
+    except safeyaml.TooManyValues as exc:
+        source.problems.append(f"{path}: {exc.problem}")
+        return source
     except yaml.constructor.ConstructorError as exc:  # a tag safe_load refuses (e.g. !!python/object)
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -462,41 +465,11 @@ def _read_yaml(path: Path) -> _Source:
         return source
     if node is not None:
         try:
-            if _expanded_size(node, {}) > MAX_YAML_VALUES:
-                source.problems.append(f"{path}: expands to more than {MAX_YAML_VALUES} values through YAML "
-                                       "aliases \u2014 fix: write the values out instead of repeating *aliases")
-                source.data = None
-                return source
             _walk_nodes(node, (), source)
         except RecursionError:  # libyaml reads deeper documents than these Python walks can follow
             source.problems.append(f"{path}: nested too deeply to read \u2014 fix: a protocol needs only a few levels")
             source.data = None
     return source
-
-
-MAX_YAML_VALUES = 100_000  # a protocol has a few hundred values; far more means an alias bomb
-
-
-def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
-    """How many values ``node`` stands for with aliases expanded (aliases share nodes, so memoised;
-    a node that contains itself is infinite), stopping early past :data:`MAX_YAML_VALUES`."""
-    known = memo.get(id(node))
-    if known is not None:
-        return known if known >= 0 else MAX_YAML_VALUES + 1
-    memo[id(node)] = -1  # being counted: meeting it again below means a recursive alias
-    size = 1
-    if isinstance(node, yaml.SequenceNode):
-        children: list[yaml.Node] = node.value
-    elif isinstance(node, yaml.MappingNode):
-        children = [child for pair in node.value for child in pair]
-    else:
-        children = []
-    for child in children:
-        size += _expanded_size(child, memo)
-        if size > MAX_YAML_VALUES:
-            break
-    memo[id(node)] = size
-    return size
 
 
 def _schema_at(path: Sequence[Any]) -> dict[str, Any]:
