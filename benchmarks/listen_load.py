@@ -135,8 +135,8 @@ def _clone(template: list[tuple[str, bytes]], number: int, folder: Path) -> tupl
 
 def _audited_instances(folder: Path) -> int:
     """Instances (frames of multi-frame objects count one each) in the audit of a study folder."""
-    from protocolcheck.clinical.library import load_library
     from protocolcheck.audit.engine import AuditOptions, audit_paths
+    from protocolcheck.clinical.library import load_library
 
     (result,) = audit_paths([folder], AuditOptions(library=load_library()))
     return sum(int(s["instances"]) for s in result.to_dict()["series"])

@@ -295,15 +295,14 @@ def _measure(kind: str, corpus: str, workers: int, cold: bool) -> dict[str, Any]
     import warnings
 
     warnings.simplefilter("ignore")
-    from protocolcheck.dicom.scan import iter_files, scan_files
-
     import pydicom
 
-    from protocolcheck.dicom import lean as fastheaders  # noqa: F401 - imported before the clock, as at start-up
-    from protocolcheck.clinical.library import default_library_path, load_library
     from protocolcheck.audit.engine import AuditOptions, audit_records
-    from protocolcheck.report.tabular import to_json
     from protocolcheck.audit.streaming import audit_records_streaming
+    from protocolcheck.clinical.library import default_library_path, load_library
+    from protocolcheck.dicom import lean as fastheaders  # noqa: F401 - imported before the clock, as at start-up
+    from protocolcheck.dicom.scan import iter_files, scan_files
+    from protocolcheck.report.tabular import to_json
 
     options = AuditOptions(library=load_library(default_library_path()))
     files = list(iter_files([corpus]))

@@ -99,13 +99,13 @@ def _drive(target: str, seconds: float, args: argparse.Namespace, out: Path) -> 
     return {"target": target, "executed": executed, "findings": findings, "seconds": round(seconds)}
 
 
-def _pump(proc: subprocess.Popen, lines: "queue.Queue[str]") -> None:
+def _pump(proc: subprocess.Popen, lines: queue.Queue[str]) -> None:
     assert proc.stdout is not None
     for line in proc.stdout:
         lines.put(line)
 
 
-def _drain(lines: "queue.Queue[str]", target: str, quiet: bool) -> dict | None:
+def _drain(lines: queue.Queue[str], target: str, quiet: bool) -> dict | None:
     done = None
     while True:
         try:

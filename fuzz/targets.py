@@ -248,13 +248,13 @@ class ClassifyTarget(Target):
         return Case(out, study_name, used)
 
     def execute(self, case: Case, workdir: Path) -> None:
-        from protocolcheck.report import text as render
+        from protocolcheck.audit.engine import AuditOptions, audit_records
         from protocolcheck.classify.series import classify_study
         from protocolcheck.dicom.records import InstanceHeader, Unreadable
         from protocolcheck.dicom.scan import scan
-        from protocolcheck.audit.engine import AuditOptions, audit_records
-        from protocolcheck.report.tabular import to_json
         from protocolcheck.dicom.study import group_studies
+        from protocolcheck.report import text as render
+        from protocolcheck.report.tabular import to_json
 
         folder = self.write(case, workdir)
         records = list(scan([folder]))
@@ -368,9 +368,9 @@ class LibraryTarget(Target):
         self.audit_with(library, workdir)
 
     def audit_with(self, library: Any, workdir: Path, contexts: Any = None) -> None:
-        from protocolcheck.report import text as render
-        from protocolcheck.clinical.context import ClinicalContext
         from protocolcheck.audit.engine import AuditOptions, audit_records
+        from protocolcheck.clinical.context import ClinicalContext
+        from protocolcheck.report import text as render
 
         if self._records is None:
             self._records = _sample_records(self.corpus, workdir)
@@ -399,7 +399,6 @@ class RulesTarget(LibraryTarget):
     def execute(self, case: Case, workdir: Path) -> None:
         import datetime as dt
 
-        from protocolcheck.clinical.context import ClinicalContext
         from protocolcheck.clinical.library import load_library
         from protocolcheck.clinical.recommend import RulesError, ScenarioError, check_order, load_rules, recommend
         from protocolcheck.report.text import format_order_check, format_recommendation

@@ -183,7 +183,7 @@ class OrthancPeer:
 
 @contextlib.contextmanager
 def orthanc(folder: Path, *, aet: str = "ORTHANC", modalities: dict[str, tuple[str, int]] | None = None,
-            worklist: bool = True, tls: "Pki | None" = None, extra: dict[str, object] | None = None,
+            worklist: bool = True, tls: Pki | None = None, extra: dict[str, object] | None = None,
             ) -> Iterator[OrthancPeer]:
     """Start Orthanc in ``folder`` with its modality worklist plugin; stop it on exit.
 
@@ -269,7 +269,7 @@ def wlmscpfs(folder: Path, *, aet: str = "WLMSCP") -> Iterator[WlmPeer]:
 
 
 def storescu(port: int, paths: Sequence[Path | str], *, aet: str = "STORESCU", called: str = "PROTOCOLCHECK",
-             extra: Sequence[str] = (), timeout: float = 60.0, tls: "Pki | None" = None,
+             extra: Sequence[str] = (), timeout: float = 60.0, tls: Pki | None = None,
              ) -> subprocess.CompletedProcess[str]:
     """Send files/folders with dcmtk's storescu (recursing, not halting on a refused instance).
 
@@ -454,11 +454,12 @@ class Pki:
 
 def make_pki(folder: Path) -> Pki:
     """Generate the certificates with ``cryptography`` (RSA 2048, valid for a day)."""
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-    import ipaddress
 
     folder.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.timezone.utc)

@@ -18,7 +18,6 @@ import pytest
 from click.testing import CliRunner
 from pydicom.data import get_testdata_file
 
-from protocolcheck.testing import synth
 from protocolcheck.classify.series import (
     Acquisition,
     FatSuppression,
@@ -35,6 +34,7 @@ from protocolcheck.dicom.geometry import Plane, orientation_from_angles
 from protocolcheck.dicom.records import InstanceHeader
 from protocolcheck.dicom.scan import scan
 from protocolcheck.dicom.study import Study, group_studies, split_series
+from protocolcheck.testing import synth
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 ENH_MR = "1.2.840.10008.5.1.4.1.1.4.1"

@@ -26,12 +26,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from protocolcheck.jobs import cluster
-from protocolcheck.testing import synth
+from protocolcheck.audit.engine import AuditOptions, audit_paths, unmatched_context
 from protocolcheck.cli.main import main
 from protocolcheck.clinical.context import load_context_csv
 from protocolcheck.clinical.library import load_library
-from protocolcheck.audit.engine import AuditOptions, audit_paths, unmatched_context
+from protocolcheck.jobs import cluster
+from protocolcheck.testing import synth
 
 pytestmark = pytest.mark.slow  # starting the cluster takes several seconds on a small machine
 

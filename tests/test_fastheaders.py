@@ -23,16 +23,15 @@ import pytest
 
 from protocolcheck.dicom import lean as fastheaders
 from protocolcheck.dicom import scan as scanning
-from protocolcheck.testing import synth
 from protocolcheck.dicom.lean import fallback_reason, read_fast
+from protocolcheck.dicom.reader import read_file_pydicom
 from protocolcheck.dicom.records import InstanceHeader, Skipped, Unreadable
 from protocolcheck.dicom.scan import iter_files, read_file, scan, scan_parallel
-from protocolcheck.dicom.reader import read_file_pydicom
+from protocolcheck.testing import synth
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 from rawdicom import EXPLICIT, UNDEFINED, base_elements, element, item, meta, sequence, text, write
-
 
 # ------------------------------------------------------------------------------------ helpers
 

@@ -28,15 +28,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
 
+from protocolcheck.audit.engine import AuditOptions, audit_records
+from protocolcheck.audit.findings import Status
 from protocolcheck.classify.series import classify_study
 from protocolcheck.clinical.context import ContextError, load_context_csv
-from protocolcheck.dicom.lean import read_fast
-from protocolcheck.audit.findings import Status
+from protocolcheck.clinical.library import load_library, load_protocol_file
 from protocolcheck.dicom.geometry import angle_between, obliquity_deg, plane_of, slice_normal
+from protocolcheck.dicom.lean import read_fast
 from protocolcheck.dicom.records import InstanceHeader, Skipped, Unreadable
 from protocolcheck.dicom.scan import scan_file
-from protocolcheck.clinical.library import load_library, load_protocol_file
-from protocolcheck.audit.engine import AuditOptions, audit_records
 from protocolcheck.dicom.study import group_studies
 
 REPO = Path(__file__).resolve().parent.parent

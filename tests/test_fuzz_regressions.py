@@ -18,16 +18,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from protocolcheck.audit.engine import AuditOptions, audit_records
+from protocolcheck.audit.findings import FindingCode, Status
 from protocolcheck.classify.series import classify_study
 from protocolcheck.cli.main import main
 from protocolcheck.clinical.context import ContextError, load_context_csv
+from protocolcheck.clinical.library import LibraryError, load_library, load_protocol_file
+from protocolcheck.clinical.recommend import RulesError, load_rules
 from protocolcheck.dicom.lean import read_fast
-from protocolcheck.audit.findings import FindingCode, Status
 from protocolcheck.dicom.records import InstanceHeader, Skipped, Unreadable
 from protocolcheck.dicom.scan import scan, scan_file
-from protocolcheck.clinical.library import LibraryError, load_library, load_protocol_file
-from protocolcheck.audit.engine import AuditOptions, audit_records
-from protocolcheck.clinical.recommend import RulesError, load_rules
 from protocolcheck.dicom.study import group_studies
 
 REPO = Path(__file__).resolve().parent.parent

@@ -10,9 +10,9 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from protocolcheck.testing import synth
 from protocolcheck.dicom.records import InstanceHeader, Skipped, Unreadable
 from protocolcheck.dicom.scan import iter_files, read_file, scan
+from protocolcheck.testing import synth
 from protocolcheck.testing.synth import Kind, SeriesSpec, StudySpec, Syntax, Vendor
 
 

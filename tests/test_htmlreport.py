@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_store import make_result
 
 from protocolcheck.audit.findings import Finding, FindingCode, Severity, Status
+from protocolcheck.jobs.store import Filters, Store
 from protocolcheck.report.html import (
     EXPORT_COLUMNS,
     by_group,
@@ -22,9 +24,6 @@ from protocolcheck.report.html import (
     render_html,
     trauma_histogram,
 )
-from protocolcheck.jobs.store import Filters, Store
-
-from test_store import make_result
 
 EVIL = "<script>alert(1)</script>"
 

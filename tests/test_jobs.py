@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from protocolcheck.testing import synth
 from protocolcheck.audit.findings import AuditResult, Status
 from protocolcheck.jobs.incremental import JobLock, LockHeld, Plan, default_lock_path, plan_run
 from protocolcheck.jobs.store import Store
+from protocolcheck.testing import synth
 
 ROOT = Path(__file__).resolve().parents[1]
 LIB = "L1"
@@ -172,7 +172,7 @@ def test_default_lock_path(tmp_path: Path) -> None:
 # -- the audit command with a results store ------------------------------------------------------
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> "object":
+def run_cli(*args: str, env: dict[str, str] | None = None) -> object:
     from click.testing import CliRunner
 
     from protocolcheck.cli.main import main
@@ -254,10 +254,9 @@ def test_audit_default_store_and_no_db(corpus: Path, tmp_path: Path) -> None:
 def test_audit_settings_cover_every_option(tmp_path: Path) -> None:
     import datetime as dt
 
+    from protocolcheck.audit.engine import AuditOptions
     from protocolcheck.clinical.context import ClinicalContext, load_context_csv
     from protocolcheck.clinical.library import load_library
-    from protocolcheck.audit.engine import AuditOptions
-
     from protocolcheck.jobs.incremental import audit_settings
 
     library = load_library(None)
@@ -310,9 +309,9 @@ def test_batch_audit_and_a_listener_write_the_same_store_at_once(corpus: Path, t
 
 
 def test_run_audit_job_streams_and_matches_a_plain_audit(corpus: Path, store: Store) -> None:
-    from protocolcheck.jobs.incremental import run_audit_job
-    from protocolcheck.clinical.library import load_library
     from protocolcheck.audit.engine import AuditOptions, audit_paths
+    from protocolcheck.clinical.library import load_library
+    from protocolcheck.jobs.incremental import run_audit_job
 
     options = AuditOptions(library=load_library(None))
     plain = sorted((r.to_dict() for r in audit_paths([corpus], options)), key=lambda d: d["study_instance_uid"])
@@ -331,9 +330,9 @@ def test_folder_auditor_audits_and_stores_a_received_study(tmp_path: Path, store
     audited as ``audit`` would, and stored with the fingerprint of its instance UIDs and the settings."""
     import pydicom
 
-    from protocolcheck.jobs.incremental import FolderAuditor
-    from protocolcheck.clinical.library import load_library
     from protocolcheck.audit.engine import AuditOptions, audit_paths
+    from protocolcheck.clinical.library import load_library
+    from protocolcheck.jobs.incremental import FolderAuditor
     from protocolcheck.jobs.store import instance_fingerprint
 
     written = synth.write_study(synth.plexus_study(synth.Vendor.PHILIPS, "RECV-1", slices=2), tmp_path / "flat")

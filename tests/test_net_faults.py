@@ -34,8 +34,6 @@ from pathlib import Path
 import pydicom
 import pytest
 from click.testing import CliRunner
-from pynetdicom import AE
-
 from peers import (
     HOST,
     Handovers,
@@ -52,11 +50,13 @@ from peers import (
     tool_env,
     write_worklist_item,
 )
-from protocolcheck.testing import synth
+from pynetdicom import AE
+
+from protocolcheck.audit.engine import AuditOptions, audit_paths
 from protocolcheck.cli.main import main
 from protocolcheck.clinical.library import load_library
 from protocolcheck.net.scp import PENDING_MARKER, ListenConfig, StorageSCP
-from protocolcheck.audit.engine import AuditOptions, audit_paths
+from protocolcheck.testing import synth
 
 pytestmark = [pytest.mark.network, pytest.mark.filterwarnings("ignore:Invalid value for VR UI")]
 

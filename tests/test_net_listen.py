@@ -20,24 +20,24 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from peers import HOST, Handovers, Listener, free_port, require_binaries, storescu
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom import _config as pynetdicom_config
 
-from peers import HOST, Handovers, Listener, free_port, require_binaries, storescu
-from protocolcheck.testing import synth
 from protocolcheck.dicom.scan import read_file
 from protocolcheck.net.common import NetError, NetErrorKind, Peer, echo, safe_uid
 from protocolcheck.net.scp import (
     PENDING_MARKER,
+    InstanceRefused,
     InstanceStore,
     ListenConfig,
     StorageSCP,
-    InstanceRefused,
     StudyTracker,
     check_complete,
 )
+from protocolcheck.testing import synth
 
 pytestmark = [pytest.mark.network, pytest.mark.filterwarnings("ignore:Invalid value for VR UI")]
 
@@ -371,8 +371,8 @@ def listeners() -> Iterator[list[Listener]]:
 
 
 def _folder_audits(*folders: Path) -> dict[str, dict]:
-    from protocolcheck.clinical.library import load_library
     from protocolcheck.audit.engine import AuditOptions, audit_paths
+    from protocolcheck.clinical.library import load_library
 
     options = AuditOptions(library=load_library())
     return {r.study_instance_uid: r.to_dict() for r in audit_paths(list(folders), options)}

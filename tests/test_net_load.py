@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from peers import REPO, require_binaries
 
 if str(REPO) not in sys.path:

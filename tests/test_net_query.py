@@ -15,15 +15,15 @@ from pathlib import Path
 import pydicom
 import pytest
 from click.testing import CliRunner
+from peers import HOST, free_port, orthanc, storescu
 from pydicom.data import get_testdata_file
 
-from peers import HOST, free_port, orthanc, storescu
-from protocolcheck.testing import synth
+from protocolcheck.audit.engine import AuditOptions, audit_paths
 from protocolcheck.cli.main import main
 from protocolcheck.clinical.library import load_library
 from protocolcheck.net.common import Peer
 from protocolcheck.net.qr import RetrieveMethod, StudyQuery, find_studies, pull_studies
-from protocolcheck.audit.engine import AuditOptions, audit_paths
+from protocolcheck.testing import synth
 
 pytestmark = pytest.mark.network
 

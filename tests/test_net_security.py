@@ -25,15 +25,15 @@ from pathlib import Path
 import pydicom
 import pytest
 from click.testing import CliRunner
+from peers import HOST, Listener, Pki, free_port, make_pki, orthanc, storescu, today_dicom, write_worklist_item
 from pynetdicom import AE
 
-from peers import HOST, Listener, Pki, free_port, make_pki, orthanc, storescu, today_dicom, write_worklist_item
-from protocolcheck.testing import synth
+from protocolcheck.audit.engine import AuditOptions, audit_paths
 from protocolcheck.cli.main import main
 from protocolcheck.clinical.library import load_library
 from protocolcheck.net.common import NetError, NetErrorKind, Peer, TlsOptions, echo
 from protocolcheck.net.scp import ListenConfig, StorageSCP
-from protocolcheck.audit.engine import AuditOptions, audit_paths
+from protocolcheck.testing import synth
 
 pytestmark = [pytest.mark.network, pytest.mark.filterwarnings("ignore:Invalid value for VR UI")]
 

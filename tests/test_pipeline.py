@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from protocolcheck.testing import synth
+from protocolcheck.audit.engine import AuditOptions, Summary, audit_paths, audit_records, reaches, unmatched_context
+from protocolcheck.audit.findings import AuditResult, Severity, Status
 from protocolcheck.cli.main import main
 from protocolcheck.clinical.context import ClinicalContext, load_context_csv
-from protocolcheck.audit.findings import AuditResult, Severity, Status
+from protocolcheck.clinical.library import default_library_path, load_library
 from protocolcheck.dicom.geometry import Plane
 from protocolcheck.dicom.records import Unreadable
-from protocolcheck.clinical.library import default_library_path, load_library
-from protocolcheck.audit.engine import AuditOptions, Summary, audit_paths, audit_records, reaches, unmatched_context
+from protocolcheck.testing import synth
 from protocolcheck.testing.synth import Kind, SeriesSpec, Vendor
 
 MR_VENDORS = [v for v in Vendor]

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from protocolcheck.testing import synth
 from protocolcheck.cli.main import main
+from protocolcheck.testing import synth
 from protocolcheck.testing.synth import Vendor
 
 FAMILY, GIVEN = "Zyxwicz", "Quirinella"

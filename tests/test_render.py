@@ -7,8 +7,8 @@ import datetime as dt
 import pytest
 
 from protocolcheck.clinical.context import ClinicalContext
-from protocolcheck.report import text as render
 from protocolcheck.clinical.recommend import check_order, load_rules, recommend
+from protocolcheck.report import text as render
 from protocolcheck.report.text import format_order_check, format_recommendation
 
 TODAY = dt.date(2026, 3, 1)
@@ -57,8 +57,8 @@ def sample_records(sample_dir):
 
 @pytest.fixture(scope="module")
 def sample_audits(sample_dir):
-    from protocolcheck.clinical.library import load_library
     from protocolcheck.audit.engine import AuditOptions, audit_paths
+    from protocolcheck.clinical.library import load_library
 
     return [r.to_dict() for r in audit_paths([sample_dir], AuditOptions(library=load_library()))]
 

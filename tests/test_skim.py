@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rawdicom import UNDEFINED, base_elements, element, item, sequence, text, write
 
 from benchmarks.run import enrich
 from protocolcheck.dicom import lean as fastheaders
-from protocolcheck.testing import synth
 from protocolcheck.dicom.reader import read_file_pydicom
-from rawdicom import UNDEFINED, base_elements, element, item, sequence, text, write
+from protocolcheck.testing import synth
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -337,8 +337,8 @@ def test_audit_twice_on_postgresql_gives_what_sqlite_gives(pg_url: str, tmp_path
 
     from click.testing import CliRunner
 
-    from protocolcheck.testing import synth
     from protocolcheck.cli.main import main
+    from protocolcheck.testing import synth
 
     corpus = tmp_path / "corpus"
     synth.write_study(synth.plexus_study(synth.Vendor.PHILIPS, "PG-1"), corpus / "one")

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from protocolcheck.testing import synth
-from protocolcheck.dicom.records import InstanceHeader
-from protocolcheck.dicom.scan import scan
-from protocolcheck.clinical.library import default_library_path, load_library
 from protocolcheck.audit.engine import AuditOptions, audit_records
 from protocolcheck.audit.streaming import StudyStream, audit_records_streaming
+from protocolcheck.clinical.library import default_library_path, load_library
+from protocolcheck.dicom.records import InstanceHeader
+from protocolcheck.dicom.scan import scan
 from protocolcheck.dicom.study import group_studies
+from protocolcheck.testing import synth
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from protocolcheck.testing import synth
 from protocolcheck.dicom.geometry import Plane, orientation_from_angles
 from protocolcheck.dicom.records import InstanceHeader
 from protocolcheck.dicom.scan import scan
 from protocolcheck.dicom.study import group_studies, split_series
+from protocolcheck.testing import synth
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)

@@ -9,12 +9,7 @@ from typing import Any
 
 import pytest
 
-from protocolcheck.classify.series import Acquisition, FatSuppression, Inversion, SeriesClass, Weighting
-from protocolcheck.clinical.context import ClinicalContext
 from protocolcheck.audit.findings import FindingCode, Severity
-from protocolcheck.dicom.records import InstanceHeader
-from protocolcheck.clinical.library import Library, load_library
-from protocolcheck.dicom.study import Study, group_studies
 from protocolcheck.audit.validate import (
     Choice,
     ChosenBy,
@@ -27,6 +22,11 @@ from protocolcheck.audit.validate import (
     identify,
     study_facts,
 )
+from protocolcheck.classify.series import Acquisition, FatSuppression, Inversion, SeriesClass, Weighting
+from protocolcheck.clinical.context import ClinicalContext
+from protocolcheck.clinical.library import Library, load_library
+from protocolcheck.dicom.records import InstanceHeader
+from protocolcheck.dicom.study import Study, group_studies
 
 STUDY = "1.2.3"
 

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protocolcheck.audit.findings import AuditResult, Finding, FindingCode, Severity, Status, status_for
+from protocolcheck.audit.validate import Choice, ChosenBy, StudyFacts, choose_protocol, evaluate, study_facts
 from protocolcheck.classify.series import SeriesClass, classify_study
 from protocolcheck.clinical.context import ClinicalContext, ContextTable
-from protocolcheck.audit.findings import AuditResult, Finding, FindingCode, Severity, Status, status_for
+from protocolcheck.clinical.library import Library
 from protocolcheck.dicom.records import InstanceHeader, ScanRecord, Unreadable
 from protocolcheck.dicom.scan import scan
-from protocolcheck.clinical.library import Library
 from protocolcheck.dicom.study import Study, group_studies
-from protocolcheck.audit.validate import Choice, ChosenBy, StudyFacts, choose_protocol, evaluate, study_facts
 
 UNREADABLE_SEARCH_LEVELS = 2  # how many folders up an unreadable file looks for "its" study
 
@@ -63,7 +63,9 @@ def indicated_protocol(context: ClinicalContext | None, library: Library, on: dt
     if context is None or not (context.indication or "").strip():
         return Indicated(None)
     try:
-        from protocolcheck.clinical.recommend import select_protocol  # written concurrently; the fallback keeps audits working
+        from protocolcheck.clinical.recommend import (
+            select_protocol,  # written concurrently; the fallback keeps audits working
+        )
     except ImportError:  # pragma: no cover - only before recommend.py exists
         return _fallback_indicated(context, library)
     selection = select_protocol(context, library, on, rules=recommender_rules(library))
@@ -226,7 +228,7 @@ class Summary:
     counts: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, results: Iterable[AuditResult]) -> "Summary":
+    def of(cls, results: Iterable[AuditResult]) -> Summary:
         counts = {s.value: 0 for s in Status}
         for r in results:
             counts[r.status.value] += 1

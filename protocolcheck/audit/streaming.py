@@ -23,12 +23,12 @@ from collections.abc import Iterable, Iterator
 from itertools import groupby
 from operator import attrgetter
 
+from protocolcheck.audit.engine import AuditOptions, _owner_of, audit_records, audit_study
 from protocolcheck.audit.findings import AuditResult
 from protocolcheck.dicom.records import InstanceHeader, ScanRecord, Unreadable
-from protocolcheck.audit.engine import AuditOptions, _owner_of, audit_records, audit_study
 from protocolcheck.dicom.study import Study, group_studies
 
-__all__ = ["StudyStream", "audit_records_streaming", "MAX_IN_MEMORY"]
+__all__ = ["MAX_IN_MEMORY", "StudyStream", "audit_records_streaming"]
 
 MAX_IN_MEMORY = 10_000  # headers held before spilling to disk (~60 MB)
 _RUN_CHUNK = 64  # headers per pickle record in a run: the merge holds one chunk per run

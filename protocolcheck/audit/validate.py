@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from protocolcheck.audit.findings import Finding, FindingCode, Severity
 from protocolcheck.classify.series import SeriesClass
 from protocolcheck.clinical.context import ClinicalContext
-from protocolcheck.audit.findings import Finding, FindingCode, Severity
-from protocolcheck.dicom.geometry import angle_between
 from protocolcheck.clinical.library import Level, Library, Match, PlaneRule, Protocol, Range, Requirement
+from protocolcheck.dicom.geometry import angle_between
 from protocolcheck.dicom.study import Study
 
 try:  # the classifier's one-line summary, when available

@@ -814,7 +814,7 @@ def _weighting(f: _Facts, technique: str | None, inversion: Inversion | None, dw
     if re.search(r"(?:^|[^a-z])(?:fl[23]d\d*r?_t|tof|fl\d?d\d*_v|pc3d|pc2d|3dtof|2dtof|pcvipr|asl|pcasl|tgse|qflow)", f.names):
         return Weighting.OTHER, [f"sequence name '{f.names}' -> angiography/flow/perfusion (other)"]
     m = _OTHER_TEXT.search(f.text)
-    if m and technique != "EPI" or (m and technique == "EPI" and re.search("asl|perfusion|pcasl|pasl", m.group(0))):
+    if (m and technique != "EPI") or (m and technique == "EPI" and re.search("asl|perfusion|pcasl|pasl", m.group(0))):
         return Weighting.OTHER, [f"{f.text_source()} '{m.group(0)}' -> angiography/map/perfusion/flow (other)"]
     te = f.te
     if inversion is Inversion.STIR:
@@ -1426,7 +1426,16 @@ def describe(c: SeriesClass) -> str:
 
 
 __all__ = [
-    "Acquisition", "DECISION_TABLE", "FatSuppression", "Inversion", "SeriesClass", "Vendor", "Weighting",
-    "classify_stack", "classify_study", "describe", "vendor_of",
+    "DECISION_TABLE",
+    "Acquisition",
+    "FatSuppression",
+    "Inversion",
+    "SeriesClass",
+    "Vendor",
+    "Weighting",
+    "classify_stack",
+    "classify_study",
+    "describe",
+    "vendor_of",
 ]
 

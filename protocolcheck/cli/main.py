@@ -14,12 +14,12 @@ from typing import Any, TypeVar
 import click
 
 from protocolcheck import __version__
-from protocolcheck.report import text as render
 from protocolcheck.classify.series import classify_study
 from protocolcheck.dicom.records import InstanceHeader, Skipped, Unreadable
 from protocolcheck.dicom.scan import iter_files, scan_files
-from protocolcheck.report.tabular import OutputFormat, to_json
 from protocolcheck.dicom.study import group_studies
+from protocolcheck.report import text as render
+from protocolcheck.report.tabular import OutputFormat, to_json
 
 T = TypeVar("T")
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]  # a click option or argument
@@ -207,8 +207,8 @@ def _context_table_or_exit(path: str, quiet: bool, *, count_problems: bool = Fal
 def _audit_options(opts: dict[str, Any], *, warnings_quiet: bool, count_problems: bool = False) -> Any:
     """:class:`pipeline.AuditOptions` from the audit options; exit 2 when the library, the protocol or
     the context file cannot be used."""
-    from protocolcheck.clinical.context import ClinicalContext
     from protocolcheck.audit.engine import AuditOptions
+    from protocolcheck.clinical.context import ClinicalContext
 
     library = _library_or_exit(opts["library_dir"])
     if opts["protocol_id"]:
@@ -373,8 +373,8 @@ def _audit_with_store(opts: dict[str, Any], options: Any, files: list[str],
     import os
     import shlex
 
-    from protocolcheck.jobs.incremental import JobLock, LockHeld, audit_settings, default_lock_path, run_audit_job
     from protocolcheck.clinical.library import library_path
+    from protocolcheck.jobs.incremental import JobLock, LockHeld, audit_settings, default_lock_path, run_audit_job
     from protocolcheck.jobs.store import Store, StoreError, default_store_path, library_version
 
     quiet = opts["quiet"]
@@ -713,9 +713,9 @@ def worklist(**opts: Any) -> None:
     the worklist item (Reason for the Requested Procedure, Admitting Diagnoses, Requested Procedure
     Comments; a date next to "trauma", "injury", "fall"... is the trauma date).
     """
+    from protocolcheck.clinical.recommend import check_order, default_rules_path
     from protocolcheck.net.common import NetError
     from protocolcheck.net.mwl import WorklistQuery, find_worklist, order_context
-    from protocolcheck.clinical.recommend import check_order, default_rules_path
 
     _net_logging(opts["quiet"], opts["verbose"])
     peer = _peer(opts)
@@ -927,10 +927,10 @@ def query(**opts: Any) -> None:
     peers, rejected associations and failed retrievals are reported and give exit code 3; the
     other studies are still audited.
     """
-    from protocolcheck.net.common import NetError
-    from protocolcheck.net.qr import RetrieveMethod, StudyQuery, default_move_bind, find_studies, pull_studies
     from protocolcheck.audit.engine import Summary, reaches, unmatched_context
     from protocolcheck.jobs.store import StoreError
+    from protocolcheck.net.common import NetError
+    from protocolcheck.net.qr import RetrieveMethod, StudyQuery, default_move_bind, find_studies, pull_studies
 
     _net_logging(opts["quiet"], opts["verbose"])
     peer = _peer(opts)
@@ -1035,8 +1035,8 @@ def report(db: str | None, since: Any, until: Any, protocols: tuple[str, ...], s
     """Write an HTML report (and CSV/Parquet exports) of the latest stored audit of each study."""
     import importlib.util
 
-    from protocolcheck.report.html import export_frame, render_html
     from protocolcheck.jobs.store import Filters, Store, StoreError, StoreMissing, default_store_path
+    from protocolcheck.report.html import export_frame, render_html
 
     if parquet_path and importlib.util.find_spec("pyarrow") is None:
         warn("error: --parquet needs pyarrow (pip install pyarrow, or pip install 'protocolcheck[parquet]')")

@@ -52,7 +52,7 @@ class ClinicalContext:
         """ICD-10-CM codes found in the indication text, upper-cased (e.g. ``G57.01``)."""
         return tuple(dict.fromkeys(m.upper() for m in ICD10_RE.findall(self.indication)))
 
-    def merged(self, override: "ClinicalContext") -> "ClinicalContext":
+    def merged(self, override: ClinicalContext) -> ClinicalContext:
         """This context with every field that ``override`` sets replacing ours."""
         changes = {
             name: getattr(override, name)

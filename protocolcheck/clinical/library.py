@@ -27,8 +27,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from protocolcheck.clinical import safeyaml
 from protocolcheck.audit.findings import Severity
+from protocolcheck.clinical import safeyaml
 
 ENV_VAR = "PROTOCOLCHECK_LIBRARY"
 NON_PROTOCOL_FILES = frozenset({"rules.yaml", "rules.yml"})
@@ -102,7 +102,7 @@ class Match:
 
     values: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     ranges: tuple[tuple[str, Range], ...] = ()
-    negated: "Match | None" = None
+    negated: Match | None = None
     allow_derived: bool | None = None
     allow_localizer: bool | None = None
     label: str = ""

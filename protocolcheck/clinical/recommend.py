@@ -25,9 +25,9 @@ from typing import Any
 import jsonschema
 import yaml
 
+from protocolcheck.audit.findings import Finding, FindingCode, Severity, Status, status_for
 from protocolcheck.clinical import safeyaml
 from protocolcheck.clinical.context import ClinicalContext
-from protocolcheck.audit.findings import Finding, FindingCode, Severity, Status, status_for
 
 RULES_FILENAME = "rules.yaml"
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "rules.schema.json"

@@ -29,11 +29,7 @@ import re
 import stat
 import sys
 from array import array
-from collections import deque
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from itertools import islice
+from collections.abc import Iterator
 from struct import Struct
 from struct import error as struct_error
 from typing import Any
@@ -42,6 +38,7 @@ from pydicom._private_dict import private_dictionaries
 from pydicom.datadict import DicomDictionary, dictionary_VR, keyword_dict
 
 from protocolcheck.dicom.records import (
+    _FRAME_MACROS,
     ENHANCED_SOP_CLASSES,
     GE_PULSE_SEQUENCE_NAME,
     MEDIA_STORAGE_DIRECTORY,
@@ -50,17 +47,13 @@ from protocolcheck.dicom.records import (
     PHILIPS_SCANNING_TECHNIQUE,
     PHILIPS_SPIR,
     SIEMENS_XA_SCAN_OPTIONS,
-    _FRAME_MACROS,
     InstanceHeader,
-    ScanRecord,
     Skipped,
-    Unreadable,
     group_frames,
     uid_for_message,
 )
-from protocolcheck.dicom.scan import scan_file
 
-__all__ = ["read_fast", "fallback_reason", "FIRST_READ"]
+__all__ = ["FIRST_READ", "fallback_reason", "read_fast"]
 
 FIRST_READ = 16384  # bytes read up front; most headers end well before this
 _REFILL = 16384  # minimum size of a later read when a header is longer than the first read
@@ -252,7 +245,7 @@ class _Level:
     block is resolved through the creators afterwards, as pydicom's private_block does).
     """
 
-    __slots__ = ("tags", "swapped_tags", "sequences", "private_offsets", "private_sequences", "plain")
+    __slots__ = ("plain", "private_offsets", "private_sequences", "sequences", "swapped_tags", "tags")
 
     def __init__(self, tags: dict[int, str], sequences: dict[int, tuple[str, _Level]] | None = None,
                  private_offsets: dict[int, frozenset[int]] | None = None,
@@ -452,7 +445,7 @@ class _Walker:
     through :meth:`element`, which follows pydicom's reading rules one element at a time.
     """
 
-    __slots__ = ("fd", "size", "buf", "base")
+    __slots__ = ("base", "buf", "fd", "size")
 
     def __init__(self, fd: int, size: int, buf: bytes) -> None:
         self.fd = fd

@@ -7,17 +7,12 @@ malformed (``TR = "abc"``) becomes ``None`` and a note in :attr:`InstanceHeader.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import math
 import os
-import re
 import stat
 import warnings
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from operator import attrgetter
-from pathlib import Path
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal
 

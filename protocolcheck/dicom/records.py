@@ -5,22 +5,14 @@ them from; and the texts that name files and UIDs in messages without leaking va
 from __future__ import annotations
 
 import dataclasses
-import io
-import math
-import os
 import re
-import stat
-import warnings
-import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from operator import attrgetter
-from pathlib import Path
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pydicom.dataset import Dataset
+    pass
 
 
 # SOP classes that carry no image to classify: skipped, not errors.

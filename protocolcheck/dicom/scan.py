@@ -4,23 +4,14 @@ headers; everything downstream works on the records of :mod:`.records`."""
 
 from __future__ import annotations
 
-import dataclasses
-import io
-import math
 import os
-import re
 import stat
-import warnings
-import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from operator import attrgetter
 from pathlib import Path
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pydicom.dataset import Dataset
+    pass
 
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor

@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from protocolcheck import __version__
+from protocolcheck.audit.engine import AuditOptions, _owner_of, audit_records, audit_study
 from protocolcheck.audit.findings import AuditResult
 from protocolcheck.dicom.records import InstanceHeader, ScanRecord, Skipped, Unreadable
 from protocolcheck.dicom.scan import iter_files, scan_file
-from protocolcheck.audit.engine import AuditOptions, _owner_of, audit_records, audit_study
 from protocolcheck.dicom.study import Study, group_studies
 
 DEFAULT_CHUNK_SIZE = 256  # files per header-reading task (fewer when there are few files per worker thread)
@@ -324,11 +324,11 @@ class ClusterExecutor:
 
     @classmethod
     def connect(cls, address: str, connect_timeout: float = CONNECT_TIMEOUT,
-                chunk_size: int = DEFAULT_CHUNK_SIZE) -> "ClusterExecutor":
+                chunk_size: int = DEFAULT_CHUNK_SIZE) -> ClusterExecutor:
         """Connect (see :func:`connect` for the errors)."""
         return cls(connect(address, connect_timeout), address, chunk_size)
 
-    def __enter__(self) -> "ClusterExecutor":
+    def __enter__(self) -> ClusterExecutor:
         return self
 
     def __exit__(self, *_exc: object) -> None:

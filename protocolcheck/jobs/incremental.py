@@ -24,6 +24,7 @@ from typing import IO, TYPE_CHECKING, Any
 from protocolcheck.audit.findings import AuditResult
 from protocolcheck.dicom.records import InstanceHeader, Skipped, Unreadable
 from protocolcheck.dicom.scan import iter_files, scan_files
+from protocolcheck.dicom.study import group_studies
 from protocolcheck.jobs.store import (
     FileEntry,
     FileKind,
@@ -34,7 +35,6 @@ from protocolcheck.jobs.store import (
     settings_digest,
     sqlite_path,
 )
-from protocolcheck.dicom.study import group_studies
 
 if TYPE_CHECKING:
     from protocolcheck.audit.engine import AuditOptions
@@ -71,7 +71,7 @@ class JobLock:
         self.path = Path(path)
         self._fh: IO[str] | None = None
 
-    def acquire(self) -> "JobLock":
+    def acquire(self) -> JobLock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fh = open(self.path, "a+", encoding="utf-8")
@@ -104,7 +104,7 @@ class JobLock:
                 self._fh.close()
                 self._fh = None
 
-    def __enter__(self) -> "JobLock":
+    def __enter__(self) -> JobLock:
         return self.acquire()
 
     def __exit__(self, *_exc: object) -> None:
@@ -316,7 +316,7 @@ def plan_run(paths: Iterable[str | os.PathLike[str]], store: Store, *, library_v
 # -- an incremental audit run ------------------------------------------------------------------
 
 
-def audit_settings(options: "AuditOptions", context_file: str | os.PathLike[str] | None = None) -> str:
+def audit_settings(options: AuditOptions, context_file: str | os.PathLike[str] | None = None) -> str:
     """Every audit option that can change a result, as text for the study fingerprint.
 
     All fields of :class:`AuditOptions` count (so options added later count too) except the library,
@@ -357,7 +357,7 @@ def _order(result: AuditResult) -> tuple[int, str, str]:
     return (0 if result.study_instance_uid else 1, result.study_instance_uid, result.study_description)
 
 
-def run_audit_job(paths: Iterable[str | os.PathLike[str]], store: Store, options: "AuditOptions", *,
+def run_audit_job(paths: Iterable[str | os.PathLike[str]], store: Store, options: AuditOptions, *,
                   library_version: str, settings: str = "", force: bool = False, command: str = "audit",
                   progress: Progress = _silent, files: Iterable[str] | None = None, workers: int = 1,
                   executor: Any = None, max_in_memory: int | None = None) -> JobOutcome:
@@ -435,7 +435,7 @@ class FolderAuditor:
     its fingerprint is the set of instance UIDs (the file names) plus ``settings``.
     """
 
-    def __init__(self, options: "AuditOptions", store: Store | None = None, *, library_version: str = "",
+    def __init__(self, options: AuditOptions, store: Store | None = None, *, library_version: str = "",
                  settings: str = "", source: str = "") -> None:
         self.options = options
         self.store = store

@@ -260,7 +260,7 @@ class Store:
     # -- opening -------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, target: str | os.PathLike[str], *, readonly: bool = False, keep_patient: bool = False) -> "Store":
+    def open(cls, target: str | os.PathLike[str], *, readonly: bool = False, keep_patient: bool = False) -> Store:
         """Open (and create, unless ``readonly``) the store at a file path or SQLAlchemy URL.
 
         Patient name and ID are saved only with ``keep_patient`` (``audit --include-patient``):
@@ -324,7 +324,7 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *_exc: object) -> None:

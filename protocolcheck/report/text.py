@@ -242,7 +242,7 @@ def worklist_table(records: list[dict[str, Any]]) -> str:
     widths = {c: max(len(WORKLIST_HEADERS.get(c, c)), *(len(str(r.get(c) or "-")) for r in rows)) for c in short}
     lines = ["  ".join(f"{WORKLIST_HEADERS.get(c, c):<{widths[c]}}" for c in short).rstrip()]
     for r in rows:
-        lines.append("  ".join(f"{str(r.get(c) or '-'):<{widths[c]}}" for c in short).rstrip())
+        lines.append("  ".join(f"{r.get(c) or '-'!s:<{widths[c]}}" for c in short).rstrip())
         for label, key in (("ordered", "procedure"), ("recommended", "recommended"), ("findings", "findings")):
             lines.append(textwrap.fill(str(r.get(key) or "-"), width=_WIDTH, initial_indent=f"    {label + ':':<13}",
                                        subsequent_indent=" " * 17, break_on_hyphens=False))

@@ -47,21 +47,21 @@ from pydicom.uid import (
 from protocolcheck.dicom.geometry import Plane, orientation_from_angles, slice_normal
 
 __all__ = [
-    "Vendor",
     "Kind",
-    "Syntax",
     "SeriesSpec",
     "StudySpec",
-    "write_study",
+    "Syntax",
+    "Vendor",
     "build_datasets",
+    "ct_study",
+    "pelvis_study",
     "plexus_planes",
     "plexus_series",
     "plexus_study",
-    "pelvis_study",
-    "ct_study",
-    "uid",
     "scanner_of",
+    "uid",
     "varied_studies",
+    "write_study",
 ]
 
 
