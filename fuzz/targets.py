@@ -116,7 +116,7 @@ def patient_names(headers: Sequence[Any]) -> set[str]:
 
 def strict_json(data: Any) -> str:
     """JSON as the CLI writes it, but NaN/Infinity (not JSON) are a violation."""
-    from protocolcheck.report.tabular import json_default
+    from protocolcheck.clinical.findings import json_default
 
     try:
         return json.dumps(data, default=json_default, ensure_ascii=False, allow_nan=False)

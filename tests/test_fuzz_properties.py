@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
 
 from protocolcheck.audit.engine import AuditOptions, audit_records
-from protocolcheck.audit.findings import Status
+from protocolcheck.clinical.findings import Status
 from protocolcheck.classify.series import classify_study
 from protocolcheck.clinical.context import ContextError, load_context_csv
 from protocolcheck.clinical.library import load_library, load_protocol_file

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from protocolcheck.audit.engine import AuditOptions, audit_records
-from protocolcheck.audit.findings import FindingCode, Status
+from protocolcheck.clinical.findings import FindingCode, Status
 from protocolcheck.classify.series import classify_study
 from protocolcheck.cli.main import main
 from protocolcheck.clinical.context import ContextError, load_context_csv

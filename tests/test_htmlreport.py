@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from test_store import make_result
 
-from protocolcheck.audit.findings import Finding, FindingCode, Severity, Status
+from protocolcheck.clinical.findings import Finding, FindingCode, Severity, Status
 from protocolcheck.jobs.store import Filters, Store
 from protocolcheck.report.html import (
     EXPORT_COLUMNS,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from protocolcheck.audit.findings import AuditResult, Status
+from protocolcheck.clinical.findings import AuditResult, Status
 from protocolcheck.jobs.incremental import JobLock, LockHeld, Plan, default_lock_path, plan_run
 from protocolcheck.jobs.store import Store
 from protocolcheck.testing import synth

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from protocolcheck.audit.findings import Status
+from protocolcheck.clinical.findings import Status
 from protocolcheck.cli.main import main
 from protocolcheck.clinical.context import ClinicalContext
 from protocolcheck.clinical.recommend import (

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from protocolcheck.audit.findings import AuditResult, Finding, FindingCode, Severity, Status, status_for
+from protocolcheck.clinical.findings import AuditResult, Finding, FindingCode, Severity, Status, status_for
 from protocolcheck.jobs.store import (
     FileEntry,
     FileKind,
@@ -238,7 +238,7 @@ def test_sqlalchemy_url_is_accepted(tmp_path: Path) -> None:
 WRITER = textwrap.dedent("""
     import sys, time, pathlib
     sys.path.insert(0, sys.argv[1])
-    from protocolcheck.audit.findings import AuditResult, Finding, FindingCode, Severity, Status
+    from protocolcheck.clinical.findings import AuditResult, Finding, FindingCode, Severity, Status
     from protocolcheck.jobs.store import Store, FileEntry, FileKind
     db, name, count, go = sys.argv[2], sys.argv[3], int(sys.argv[4]), pathlib.Path(sys.argv[5])
     store = Store.open(db)

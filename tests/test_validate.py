@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from protocolcheck.audit.findings import FindingCode, Severity
+from protocolcheck.clinical.findings import FindingCode, Severity
 from protocolcheck.audit.validate import (
     Choice,
     ChosenBy,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protocolcheck.audit.findings import AuditResult, Finding, FindingCode, Severity, Status, status_for
+from protocolcheck.clinical.findings import AuditResult, Finding, FindingCode, Severity, Status, status_for
 from protocolcheck.audit.validate import Choice, ChosenBy, StudyFacts, choose_protocol, evaluate, study_facts
 from protocolcheck.classify.series import SeriesClass, classify_study
 from protocolcheck.clinical.context import ClinicalContext, ContextTable

@@ -24,7 +24,7 @@ from itertools import groupby
 from operator import attrgetter
 
 from protocolcheck.audit.engine import AuditOptions, _owner_of, audit_records, audit_study
-from protocolcheck.audit.findings import AuditResult
+from protocolcheck.clinical.findings import AuditResult
 from protocolcheck.dicom.records import InstanceHeader, ScanRecord, Unreadable
 from protocolcheck.dicom.study import Study, group_studies
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from protocolcheck.audit.findings import Finding, FindingCode, Severity
+from protocolcheck.clinical.findings import Finding, FindingCode, Severity
 from protocolcheck.classify.series import SeriesClass
 from protocolcheck.clinical.context import ClinicalContext
 from protocolcheck.clinical.library import Level, Library, Match, PlaneRule, Protocol, Range, Requirement

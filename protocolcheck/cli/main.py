@@ -94,14 +94,14 @@ def fail_on_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def _fail_threshold(fail_on: str) -> int:
     """The lowest severity rank that fails the run (``--fail-on never``: above every rank)."""
-    from protocolcheck.audit.findings import Severity
+    from protocolcheck.clinical.findings import Severity
 
     return {"error": Severity.ERROR.rank, "warning": Severity.WARNING.rank, "never": 99}[fail_on]
 
 
 def _fail_severity(fail_on: str) -> Any:
     """``--fail-on`` as the Severity threshold of :func:`pipeline.reaches` (None = never)."""
-    from protocolcheck.audit.findings import Severity
+    from protocolcheck.clinical.findings import Severity
 
     return {"error": Severity.ERROR, "warning": Severity.WARNING, "never": None}[fail_on]
 

@@ -27,7 +27,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from protocolcheck.audit.findings import Severity
+from protocolcheck.clinical.findings import Severity
 from protocolcheck.clinical import safeyaml
 
 ENV_VAR = "PROTOCOLCHECK_LIBRARY"

@@ -25,7 +25,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from protocolcheck.audit.findings import Finding, FindingCode, Severity, Status, status_for
+from protocolcheck.clinical.findings import Finding, FindingCode, Severity, Status, status_for
 from protocolcheck.clinical import safeyaml
 from protocolcheck.clinical.context import ClinicalContext
 

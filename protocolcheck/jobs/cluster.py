@@ -38,7 +38,7 @@ from typing import Any
 
 from protocolcheck import __version__
 from protocolcheck.audit.engine import AuditOptions, _owner_of, audit_records, audit_study
-from protocolcheck.audit.findings import AuditResult
+from protocolcheck.clinical.findings import AuditResult
 from protocolcheck.dicom.records import InstanceHeader, ScanRecord, Skipped, Unreadable
 from protocolcheck.dicom.scan import iter_files, scan_file
 from protocolcheck.dicom.study import Study, group_studies

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from protocolcheck.audit.findings import AuditResult
+from protocolcheck.clinical.findings import AuditResult
 from protocolcheck.dicom.records import InstanceHeader, Skipped, Unreadable
 from protocolcheck.dicom.scan import iter_files, scan_files
 from protocolcheck.dicom.study import group_studies

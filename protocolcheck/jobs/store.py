@@ -48,8 +48,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from protocolcheck.audit.findings import AuditResult, Finding, FindingCode, Severity, Status
-from protocolcheck.report.tabular import json_default
+from protocolcheck.clinical.findings import AuditResult, Finding, FindingCode, Severity, Status
+from protocolcheck.clinical.findings import json_default
 
 if TYPE_CHECKING:  # pandas is imported where a frame is built (reports), not on every audit
     import pandas as pd

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from protocolcheck.clinical.findings import json_default
+
 if TYPE_CHECKING:  # pandas costs ~0.6 s to import: only table/CSV output needs it
     import pandas as pd
 
@@ -20,17 +22,6 @@ class OutputFormat(str, Enum):
 def to_json(records: Any) -> str:
     """Pretty JSON; dates and enums become strings."""
     return json.dumps(records, indent=2, default=json_default, ensure_ascii=False) + "\n"
-
-
-def json_default(value: Any) -> Any:
-    """``json.dumps``'s ``default``: enums by value, dates as ISO text, sets and tuples as lists."""
-    if isinstance(value, Enum):
-        return value.value
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def frame(records: Sequence[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:

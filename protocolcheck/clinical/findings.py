@@ -1,4 +1,6 @@
-"""Finding codes, severities and the audit result record (the `audit --format json` contract)."""
+"""Finding codes, severities and the audit result record (the `audit --format json` contract).
+
+The audit and the order check both judge, so the record lives at the clinical layer, below both."""
 
 from __future__ import annotations
 
@@ -124,3 +126,14 @@ class AuditResult:
             data["patient_name"] = self.patient_name
             data["patient_id"] = self.patient_id
         return data
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps``'s ``default``: enums by value, dates as ISO text, sets and tuples as lists."""
+    if isinstance(value, Enum):
+        return value.value
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
