@@ -295,7 +295,7 @@ class ClassifyTarget(Target):
         """The real commands, as a user runs them: exit codes 0-2, no traceback, bad files named."""
         from click.testing import CliRunner
 
-        from protocolcheck.cli.main import main
+        from protocolcheck.cli import main
 
         store = folder.parent / "results.db"  # never the user's store; fresh, so no study is skipped as unchanged
         for args in (["classify", str(folder), "--format", "json"], ["classify", str(folder), "--format", "table"],

@@ -1,5 +1,5 @@
 """``python -m protocolcheck`` runs the command-line interface."""
 
-from protocolcheck.cli.main import main
+from protocolcheck.cli import main
 
 main()

@@ -762,7 +762,7 @@ def test_written_files_ge_readout_token_trap(tmp_path: Path) -> None:
 
 
 def test_cli_classify_json(tmp_path: Path) -> None:
-    from protocolcheck.cli.main import main
+    from protocolcheck.cli import main
 
     _write_mr(tmp_path / "a.dcm", Manufacturer="SIEMENS", ScanningSequence="SE", ScanOptions=["PFP", "FS"],
               RepetitionTime="4000", EchoTime="90", SeriesDescription="t2_tse_fs_tra", ImageType=["ORIGINAL", "PRIMARY", "M"])

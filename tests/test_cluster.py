@@ -27,7 +27,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from protocolcheck.audit.engine import AuditOptions, audit_paths, unmatched_context
-from protocolcheck.cli.main import main
+from protocolcheck.cli import main
 from protocolcheck.clinical.context import load_context_csv
 from protocolcheck.clinical.library import load_library
 from protocolcheck.jobs import cluster

@@ -170,7 +170,7 @@ def test_renders_in_headless_chromium(filled: Store, tmp_path: Path) -> None:
 def test_report_command_writes_html_and_exports(filled: Store, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from protocolcheck.cli.main import main
+    from protocolcheck.cli import main
 
     db = str(tmp_path / "r.db")
     out, csv = tmp_path / "report.html", tmp_path / "t.csv"
@@ -191,7 +191,7 @@ def test_report_command_writes_html_and_exports(filled: Store, tmp_path: Path) -
 def test_report_command_errors(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from protocolcheck.cli.main import main
+    from protocolcheck.cli import main
 
     missing = CliRunner().invoke(main, ["report", "--db", str(tmp_path / "none.db")])
     assert missing.exit_code == 2 and "no results store" in missing.output
@@ -207,7 +207,7 @@ def test_report_of_a_real_audit(synth_corpus: object, tmp_path: Path) -> None:
     """Audit a multi-vendor synthetic corpus into a store; the report's charts carry those audits."""
     from click.testing import CliRunner
 
-    from protocolcheck.cli.main import main
+    from protocolcheck.cli import main
 
     db = str(tmp_path / "qa.db")
     audited = CliRunner().invoke(main, ["audit", str(synth_corpus.root), "--db", db, "-q", "--format", "json"])

@@ -175,7 +175,7 @@ def test_default_lock_path(tmp_path: Path) -> None:
 def run_cli(*args: str, env: dict[str, str] | None = None) -> object:
     from click.testing import CliRunner
 
-    from protocolcheck.cli.main import main
+    from protocolcheck.cli import main
 
     return CliRunner().invoke(main, list(args), env=env)
 

@@ -53,7 +53,7 @@ from peers import (
 from pynetdicom import AE
 
 from protocolcheck.audit.engine import AuditOptions, audit_paths
-from protocolcheck.cli.main import main
+from protocolcheck.cli import main
 from protocolcheck.clinical.library import load_library
 from protocolcheck.net.scp import PENDING_MARKER, ListenConfig, StorageSCP
 from protocolcheck.testing import synth

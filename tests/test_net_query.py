@@ -19,7 +19,7 @@ from peers import HOST, free_port, orthanc, storescu
 from pydicom.data import get_testdata_file
 
 from protocolcheck.audit.engine import AuditOptions, audit_paths
-from protocolcheck.cli.main import main
+from protocolcheck.cli import main
 from protocolcheck.clinical.library import load_library
 from protocolcheck.net.common import Peer
 from protocolcheck.net.qr import RetrieveMethod, StudyQuery, find_studies, pull_studies

@@ -29,7 +29,7 @@ from peers import HOST, Listener, Pki, free_port, make_pki, orthanc, storescu, t
 from pynetdicom import AE
 
 from protocolcheck.audit.engine import AuditOptions, audit_paths
-from protocolcheck.cli.main import main
+from protocolcheck.cli import main
 from protocolcheck.clinical.library import load_library
 from protocolcheck.net.common import NetError, NetErrorKind, Peer, TlsOptions, echo
 from protocolcheck.net.scp import ListenConfig, StorageSCP

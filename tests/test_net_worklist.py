@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from peers import HOST, free_port, orthanc, today_dicom, wlmscpfs, write_worklist_item
 
-from protocolcheck.cli.main import main
+from protocolcheck.cli import main
 from protocolcheck.net.common import Peer
 from protocolcheck.net.mwl import WorklistItem, WorklistQuery, find_worklist, item_context, trauma_date_in
 

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from protocolcheck.audit.engine import AuditOptions, Summary, audit_paths, audit_records, reaches, unmatched_context
 from protocolcheck.clinical.findings import AuditResult, Severity, Status
-from protocolcheck.cli.main import main
+from protocolcheck.cli import main
 from protocolcheck.clinical.context import ClinicalContext, load_context_csv
 from protocolcheck.clinical.library import default_library_path, load_library
 from protocolcheck.dicom.geometry import Plane

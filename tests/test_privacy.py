@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from protocolcheck.cli.main import main
+from protocolcheck.cli import main
 from protocolcheck.testing import synth
 from protocolcheck.testing.synth import Vendor
 

@@ -12,7 +12,7 @@ import yaml
 from click.testing import CliRunner
 
 from protocolcheck.clinical.findings import Status
-from protocolcheck.cli.main import main
+from protocolcheck.cli import main
 from protocolcheck.clinical.context import ClinicalContext
 from protocolcheck.clinical.recommend import (
     Appropriateness,

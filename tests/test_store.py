@@ -337,7 +337,7 @@ def test_audit_twice_on_postgresql_gives_what_sqlite_gives(pg_url: str, tmp_path
 
     from click.testing import CliRunner
 
-    from protocolcheck.cli.main import main
+    from protocolcheck.cli import main
     from protocolcheck.testing import synth
 
     corpus = tmp_path / "corpus"

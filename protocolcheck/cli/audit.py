@@ -1,0 +1,201 @@
+"""``audit``: studies against the protocol library, through the results store, the job lock or a Dask cluster."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from protocolcheck.cli.options import (
+    Exit,
+    apply_options,
+    audit_context_options,
+    audit_options_from,
+    emit,
+    fail_on_option,
+    fail_severity,
+    format_option,
+    library_option,
+    output_option,
+    progress,
+    quiet_option,
+    resolve_format,
+    series_output_options,
+    warn,
+)
+from protocolcheck.dicom.scan import iter_files, scan_files
+from protocolcheck.report import text as render
+
+if TYPE_CHECKING:
+    from protocolcheck.audit.engine import AuditOptions
+    from protocolcheck.audit.findings import AuditResult
+    from protocolcheck.jobs.cluster import ClusterExecutor
+
+
+def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``audit``'s results-store options: --db, --no-db, --force, --lock."""
+    return apply_options(f, [
+        click.option("--db", "db", default=None, metavar="PATH|URL",
+                     help="Results store: a SQLite file or a SQLAlchemy URL (default: $PROTOCOLCHECK_DB, else "
+                          "~/.local/share/protocolcheck/results.db). Unchanged studies are skipped on re-runs."),
+        click.option("--no-db", is_flag=True, help="Do not use a results store (audit everything, save nothing)."),
+        click.option("--force", is_flag=True, help="Audit every study again, even those unchanged since their "
+                                                    "stored audit."),
+        click.option("--lock", "lock_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+                     help="Job lock: exit 3 if another run holds it (default with --db: a lock beside the store, "
+                          "one per store and set of folders)."),
+    ])
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@audit_context_options
+@fail_on_option
+@library_option()
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.xml",
+              help="Also write a JUnit XML report (one test case per study) for CI dashboards.")
+@series_output_options
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Read headers and audit on this Dask distributed scheduler (tcp://HOST:PORT, or its scheduler "
+                   "file); same results. Needs protocolcheck[dask] here and on the workers, and the files at the "
+                   "same paths.")
+@click.option("-j", "--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Read headers in this many processes (same results, same order).")
+@store_options
+@format_option
+@output_option
+@quiet_option
+def audit(**opts: Any) -> None:
+    """Audit every study under PATHS against the protocol library: missing sequences, planes, timing.
+
+    Exit codes: 0 nothing at or above --fail-on; 1 such findings; 2 unusable input (bad protocol file,
+    bad context file, unknown protocol, no DICOM found); 3 results store unwritable or job lock held.
+    """
+    from protocolcheck.audit.engine import Summary, reaches, unmatched_context
+    from protocolcheck.audit.streaming import audit_records_streaming
+
+    # context warnings are shown even with -q here (listen and query follow -q)
+    options = audit_options_from(opts, warnings_quiet=False, count_problems=True)
+    if not opts["protocol_id"] and (options.contexts is not None or opts["indication"]):
+        from protocolcheck.audit.engine import recommender_rules
+        from protocolcheck.clinical.recommend import RulesError
+
+        try:  # protocol choice from the indication uses the recommender's rules: check them up front
+            recommender_rules(options.library)
+        except RulesError as exc:
+            warn("error: the recommender rules cannot be used:\n  " + "\n  ".join(exc.problems))
+            sys.exit(Exit.USAGE)
+    try:
+        files = list(iter_files(opts["paths"]))
+    except FileNotFoundError as exc:
+        raise click.UsageError(str(exc)) from exc
+    stored_note = ""
+    if opts.get("scheduler"):  # the same run, headers read and studies audited on a Dask cluster
+        results, stored_note = _audit_on_cluster(opts, options, files)
+    else:
+        def plain() -> list[AuditResult]:
+            # study by study in bounded memory (audit/streaming.py)
+            scanned = scan_files(files, workers=opts["workers"])
+            records_in = progress(scanned, "Reading headers", opts["quiet"], len(files))
+            return list(progress(audit_records_streaming(records_in, options), "Auditing", opts["quiet"]))
+
+        # with a results store (the default): only new or changed studies are read and audited (jobs/incremental.py)
+        results, stored_note = _audit_with_store(opts, options, files, plain)
+    results.sort(key=lambda r: (not r.study_instance_uid, r.accession_number, r.study_date, r.study_instance_uid))
+    records = [r.to_dict(include_patient=opts["include_patient"]) for r in results]
+    emit(render.audit_text(records, resolve_format(opts["fmt"], opts["output"]).value), opts["output"])
+    if opts["junit_path"]:
+        try:
+            with open(opts["junit_path"], "w", encoding="utf-8") as fh:
+                fh.write(render.audit_junit(records))
+        except OSError as exc:
+            warn(f"error: cannot write {opts['junit_path']}: {exc.strerror or exc}")
+            sys.exit(Exit.CANNOT_RUN)
+    for message in unmatched_context(options):
+        warn("warning: " + message)
+    warn(Summary.of(results).line() + stored_note, opts["quiet"])
+    if not any(r.study_instance_uid for r in results):
+        bad = sum(len(r.findings) for r in results)
+        warn("error: no readable DICOM images under " + ", ".join(opts["paths"])
+             + (f" ({bad} unreadable files)" if bad else ""))
+        sys.exit(Exit.USAGE)
+    sys.exit(Exit.FINDINGS if reaches(results, fail_severity(opts["fail_on"])) else Exit.OK)
+
+
+def _audit_with_store(opts: dict[str, Any], options: AuditOptions, files: list[str],
+                      plain: Callable[[], list[AuditResult]],
+                      executor: ClusterExecutor | None = None) -> tuple[list[AuditResult], str]:
+    """Run ``audit`` through the results store (incremental, locked), or ``plain()`` with --no-db;
+    returns the results and a note for the summary line. Store or lock problems exit 3."""
+    import contextlib
+    import os
+    import shlex
+
+    from protocolcheck.clinical.library import library_path
+    from protocolcheck.jobs.incremental import JobLock, LockHeld, audit_settings, default_lock_path, run_audit_job
+    from protocolcheck.jobs.store import Store, StoreError, default_store_path, library_version
+
+    quiet = opts["quiet"]
+    if opts["no_db"] and not opts["lock_file"]:
+        return plain(), ""
+    explicit = opts["db"] or os.environ.get("PROTOCOLCHECK_DB")
+    target = opts["db"] or str(default_store_path())
+    lock_path = opts["lock_file"]
+    if not lock_path and explicit and not opts["no_db"]:
+        lock_path = default_lock_path(target, opts["paths"])
+    try:
+        with contextlib.ExitStack() as stack:
+            store = None if opts["no_db"] else stack.enter_context(
+                Store.open(target, keep_patient=opts["include_patient"]))
+            if lock_path:
+                stack.enter_context(JobLock(lock_path))
+            if store is None:
+                return plain(), ""
+            outcome = run_audit_job(
+                opts["paths"], store, options, files=files, force=opts["force"], workers=opts.get("workers") or 1,
+                library_version=library_version(library_path(opts["library_dir"])),
+                settings=audit_settings(options, opts["context_file"]),
+                command=shlex.join(["audit", *sys.argv[2:]])[:2000],
+                progress=lambda items, label, n: progress(items, label, quiet, n), executor=executor)
+    except LockHeld as exc:
+        warn(f"error: {exc}")
+        sys.exit(Exit.CANNOT_RUN)
+    except StoreError as exc:
+        warn(f"error: {exc} (choose another store with --db, or run without one with --no-db)")
+        sys.exit(Exit.CANNOT_RUN)
+    except OSError as exc:  # the lock file cannot be created
+        warn(f"error: {exc}")
+        sys.exit(Exit.CANNOT_RUN)
+    note = (f"; {outcome.audited} audited, {outcome.skipped} unchanged (skipped) in {outcome.seconds:.1f} s"
+            f" -> {store.target}")
+    return outcome.results, note
+
+
+def _audit_on_cluster(opts: dict[str, Any], options: AuditOptions, files: list[str]) -> tuple[list[AuditResult], str]:
+    """``audit --scheduler``: the same run (results store included) with headers read and studies audited
+    on a Dask cluster; exit 2 without dask or with a bad address, 3 when the cluster cannot run it."""
+    from protocolcheck.jobs.cluster import BadAddress, ClusterError, ClusterExecutor, ClusterStats, DaskMissing
+
+    quiet = opts["quiet"]
+    stats: list[ClusterStats] = []
+    try:
+        with ClusterExecutor.connect(opts["scheduler"]) as executor:
+            def plain() -> list[AuditResult]:
+                return list(progress(executor.audit_files(files, options, stats), "Auditing on the cluster", quiet))
+
+            results, note = _audit_with_store(opts, options, files, plain, executor=executor)
+            workers, threads = executor.workers()
+    except (DaskMissing, BadAddress) as exc:
+        warn(f"error: {exc}")
+        sys.exit(Exit.USAGE)
+    except ClusterError as exc:
+        warn(f"error: {exc}")
+        sys.exit(Exit.CANNOT_RUN)
+    line = f"cluster {opts['scheduler']}: {workers} workers ({threads} threads)"
+    for s in stats:
+        line += f" read {s.files} files ({s.unreadable} unreadable, {s.skipped} skipped), audited {s.studies} studies"
+    warn(line, quiet)
+    return results, note
+

@@ -1,0 +1,120 @@
+"""``listen``: a storage SCP that stores what it receives and audits each study once it is complete."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from protocolcheck.cli.net import folder_auditor, net_audit_options, net_logging, tls_options
+from protocolcheck.cli.options import Exit, quiet_option, warn
+from protocolcheck.report import text as render
+
+
+@click.command()
+@click.option("--port", type=click.IntRange(0, 65535), required=True, help="TCP port to listen on.")
+@click.option("--bind", default="127.0.0.1", show_default=True, metavar="ADDR",
+              help="Address to listen on (0.0.0.0 for every interface).")
+@click.option("--aet", default="PROTOCOLCHECK", show_default=True, metavar="AET", help="Our AE title.")
+@click.option("--allow-aet", "allowed", multiple=True, metavar="AET",
+              help="Accept associations only from this calling AE title (repeatable; default: any).")
+@click.option("--allow-host", "allowed_hosts", multiple=True, metavar="IP[/BITS]",
+              help="Accept connections only from this address or network, e.g. 10.1.2.3 or 10.1.2.0/24 "
+                   "(repeatable; default: any).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Serve DICOM TLS with this certificate (PEM); needs --tls-key. Plain connections are refused.")
+@click.option("--tls-key", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="The private key (PEM) of --tls-cert.")
+@click.option("--tls-ca", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="CA certificates (PEM) to verify client certificates with.")
+@click.option("--tls-require-client-cert", is_flag=True,
+              help="Refuse TLS clients without a certificate signed by --tls-ca.")
+@click.option("--store", "store_dir", required=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="Folder for received instances: DIR/<study>/<series>/<instance>.dcm.")
+@click.option("--idle", type=click.FloatRange(0, 86400), default=30.0, show_default=True, metavar="SECONDS",
+              help="A study is audited when no instance of it has arrived for this long (again if more arrive).")
+@click.option("--output", "jsonl", type=click.Path(dir_okay=False), default=None, metavar="FILE.jsonl",
+              help="Append one audit record per completed study to this JSON-lines file (default: stdout).")
+@net_audit_options
+@click.option("-v", "--verbose", is_flag=True, help="Also log pynetdicom's messages.")
+@quiet_option
+def listen(**opts: Any) -> None:
+    """Storage SCP: receive studies over DICOM, store them, and audit each study once it is complete.
+
+    Each instance is written to disk (atomically) before success is returned; an instance that
+    cannot be decoded or stored gets a failure status, a log line and a line in DIR/.rejected.jsonl.
+    SIGTERM or Ctrl-C: stop accepting, finish running associations, audit what is pending, exit 0.
+    Studies received by an earlier run but never audited are audited at start. A full disk is
+    answered 0xA700 (out of resources) and the SCP goes on. --allow-host closes connections from
+    other addresses unread; --tls-cert/--tls-key serve DICOM TLS only (TLS 1.2+).
+    """
+    import os
+    import threading
+    from pathlib import Path
+
+    from protocolcheck.net.common import parse_networks, validate_aet
+    from protocolcheck.net.scp import ListenConfig, StorageSCP, wait_for_signal
+
+    net_logging(opts["quiet"], opts["verbose"])
+    try:
+        aet = validate_aet(opts["aet"], "--aet")
+        allowed = tuple(validate_aet(a, "--allow-aet") for a in opts["allowed"])
+        hosts = tuple(str(n) for n in parse_networks(opts["allowed_hosts"], "--allow-host"))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if (opts["tls_ca"] or opts["tls_require_client_cert"]) and not opts["tls_cert"]:
+        raise click.UsageError("--tls-ca and --tls-require-client-cert need --tls-cert and --tls-key")
+    tls = tls_options({**opts, "tls": bool(opts["tls_cert"] or opts["tls_key"])}, server=True)
+    auditor = folder_auditor(opts, "listen")
+    lock = threading.Lock()
+    out = None
+    if opts["jsonl"]:
+        try:
+            out = open(opts["jsonl"], "a", encoding="utf-8")
+        except OSError as exc:
+            warn(f"error: cannot write {opts['jsonl']}: {exc.strerror or exc}")
+            sys.exit(Exit.CANNOT_RUN)
+    audited = [0]
+
+    def on_study(folder: Path) -> None:
+        results = auditor.audit(folder)
+        with lock:
+            for result in results:
+                line = render.json_line(result.to_dict(include_patient=opts["include_patient"]))
+                if out is not None:
+                    out.write(line + "\n")
+                    out.flush()
+                    os.fsync(out.fileno())
+                else:
+                    click.echo(line)
+                audited[0] += 1
+                warn("audited " + render.describe(result), opts["quiet"])
+        auditor.save(folder, results)  # after the output, so a store failure loses no record
+
+    config = ListenConfig(store=Path(opts["store_dir"]), port=opts["port"], bind=opts["bind"], aet=aet,
+                          allowed_aets=allowed, idle=opts["idle"], allowed_hosts=hosts, tls=tls)
+    scp = StorageSCP(config, on_study)
+    try:
+        scp.start()
+    except OSError as exc:
+        warn(f"error: cannot listen on {opts['bind']}:{opts['port']} or use {opts['store_dir']}: "
+             f"{exc.strerror or exc}")
+        sys.exit(Exit.CANNOT_RUN)
+    host, port = scp.address
+    warn(f"listening as {aet} on {host}:{port}{' with TLS' if tls else ''}; storing in {opts['store_dir']}; "
+         f"a study is audited after {opts['idle']:g} s without new instances"
+         + (f"; only from {', '.join(allowed)}" if allowed else "")
+         + (f"; only from hosts {', '.join(hosts)}" if hosts else ""), opts["quiet"])
+    signum = wait_for_signal()
+    warn(f"stopping ({'signal ' + str(signum) if signum else 'requested'}): finishing associations, "
+         "auditing pending studies", opts["quiet"])
+    scp.stop()
+    auditor.close()
+    if out is not None:
+        out.close()
+    c = scp.counters
+    warn(f"listen: {c.associations} associations, {c.stored} instances stored, {c.refused} refused, "
+         f"{c.rejected_associations} associations rejected, {c.refused_connections} connections refused; "
+         f"{audited[0]} study audits", opts["quiet"])
+    sys.exit(Exit.OK)

@@ -1,0 +1,235 @@
+"""What the commands share: exit codes, output and progress, the shared options and the one ``--fail-on`` rule.
+
+Data goes to stdout (or ``-o FILE``); progress and summaries go to stderr.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from enum import IntEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from protocolcheck.report.tabular import OutputFormat
+
+if TYPE_CHECKING:
+    from protocolcheck.audit.engine import AuditOptions
+    from protocolcheck.audit.findings import Severity
+    from protocolcheck.clinical.context import ContextTable
+    from protocolcheck.clinical.library import Library, Protocol
+    from protocolcheck.clinical.recommend import Rules
+
+T = TypeVar("T")
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]  # a click option or argument
+
+
+class Exit(IntEnum):
+    """Exit codes of every command (README, "Exit codes")."""
+
+    OK = 0
+    FINDINGS = 1
+    USAGE = 2
+    CANNOT_RUN = 3
+
+
+def format_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--format", "fmt", type=click.Choice([f.value for f in OutputFormat]), default=None,
+        help="Output format (default: table on a terminal, json otherwise).",
+    )(f)
+
+
+def output_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
+                        help="Write the data to FILE instead of stdout.")(f)
+
+
+def quiet_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("-q", "--quiet", is_flag=True, help="No progress or summary on stderr.")(f)
+
+
+def resolve_format(fmt: str | None, output: str | None) -> OutputFormat:
+    if fmt:
+        return OutputFormat(fmt)
+    if output is None and sys.stdout.isatty():
+        return OutputFormat.TABLE
+    return OutputFormat.JSON
+
+
+def emit(text: str, output: str | None) -> None:
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        click.echo(text, nl=False)
+
+
+def warn(message: str, quiet: bool = False) -> None:
+    if not quiet:
+        click.echo(message, err=True)
+
+
+def progress(items: Iterable[T], label: str, quiet: bool, length: int | None = None) -> Iterator[T]:
+    """A click progress bar on a terminal's stderr; nothing in cron or with -q."""
+    if quiet or not sys.stderr.isatty():
+        yield from items
+        return
+    with click.progressbar(items, label=label, length=length, file=sys.stderr) as bar:
+        yield from bar
+
+
+# --- options and checks shared by several commands ------------------------------------------------
+
+FAIL_ON = ("error", "warning", "never")
+LIBRARY_HELP = "Protocol library (default: $PROTOCOLCHECK_LIBRARY, else the shipped one)."
+RULES_LIBRARY_HELP = "Protocol library directory whose rules.yaml to use."
+
+
+def fail_on_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--fail-on", type=click.Choice(FAIL_ON), default="error", show_default=True,
+                        help="Exit 1 when a finding at or above this severity is found.")(f)
+
+
+def fail_severity(fail_on: str) -> Severity | None:
+    """``--fail-on`` as the lowest severity that fails the run (None: ``never``)."""
+    from protocolcheck.audit.findings import Severity
+
+    return {"error": Severity.ERROR, "warning": Severity.WARNING, "never": None}[fail_on]
+
+
+def findings_exit(severities: Iterable[Severity], fail_on: str) -> Exit:
+    """Exit 1 when a severity reaches ``--fail-on``, else 0 (``check-order``, ``worklist``)."""
+    threshold = fail_severity(fail_on)
+    failed = threshold is not None and any(s.rank >= threshold.rank for s in severities)
+    return Exit.FINDINGS if failed else Exit.OK
+
+
+def library_option(help_text: str = LIBRARY_HELP) -> Decorator:
+    """``--library DIR``: the protocol library folder."""
+    return click.option("--library", "library_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+                        help=help_text)
+
+
+def day_option(_ctx: click.Context, param: click.Parameter, value: str | None) -> dt.date | None:
+    """A ``YYYY-MM-DD`` option as a date (click callback)."""
+    if not value:
+        return None
+    from protocolcheck.clinical.context import parse_date
+
+    try:
+        return parse_date(value)
+    except ValueError as exc:
+        hint = f"--{param.name.replace('_', '-')}" if param.name else None
+        raise click.BadParameter(str(exc), param_hint=hint) from exc
+
+
+def apply_options(f: Callable[..., Any], options: list[Decorator]) -> Callable[..., Any]:
+    """Decorate ``f`` with ``options`` so that they appear in ``--help`` in the order listed."""
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def audit_context_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``audit``'s protocol and clinical-context options (also those of ``listen`` and ``query``)."""
+    return apply_options(f, [
+        click.option("--protocol", "protocol_id", default=None, metavar="ID",
+                     help="Audit every study against this protocol (default: from the indication, else the "
+                          "study's own description/codes)."),
+        click.option("--context", "context_file", type=click.Path(dir_okay=False), default=None, metavar="FILE.csv",
+                     help="Clinical context per study, keyed by accession_number (or study_instance_uid)."),
+        click.option("--trauma-date", callback=day_option, metavar="DATE",
+                     help="Date of the injury (YYYY-MM-DD), for studies without a context row value."),
+        click.option("--indication", default=None, metavar="TEXT",
+                     help="Indication (free text and/or ICD-10-CM), for studies without a context row value."),
+        click.option("--mri-contraindicated", is_flag=True, default=None,
+                     help="MRI is contraindicated (default context)."),
+        click.option("--gadolinium-contraindicated", is_flag=True, default=None,
+                     help="Gadolinium is contraindicated (default context)."),
+        click.option("--dermatomal", is_flag=True, default=None, help="Single-dermatome symptoms (default context)."),
+    ])
+
+
+def series_output_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--no-series`` and ``--include-patient``: what audit records carry."""
+    return apply_options(f, [
+        click.option("--no-series", is_flag=True, help="Leave the per-series classification out of JSON output."),
+        click.option("--include-patient", is_flag=True,
+                     help="Include patient name and ID in JSON (hidden by default)."),
+    ])
+
+
+def library_or_exit(library_dir: str | None) -> Library:
+    """The protocol library; exit 2 listing every problem when it cannot be used."""
+    from protocolcheck.clinical.library import LibraryError, load_library
+
+    try:
+        return load_library(library_dir)
+    except LibraryError as exc:
+        warn(f"error: the protocol library cannot be used ({len(exc.problems)} problems):\n  "
+             + "\n  ".join(exc.problems))
+        sys.exit(Exit.USAGE)
+
+
+def protocol_or_exit(library: Library, protocol_id: str) -> Protocol:
+    """One protocol of the library; exit 2 when there is none with this id."""
+    try:
+        return library.get(protocol_id)
+    except KeyError as exc:
+        warn(f"error: {exc.args[0]}")
+        sys.exit(Exit.USAGE)
+
+
+def rules_or_exit(path: str | Path | None) -> Rules:
+    """The recommender's decision rules; exit 2 listing every problem when they cannot be used."""
+    from protocolcheck.clinical.recommend import RulesError, load_rules
+
+    try:
+        return load_rules(path)
+    except RulesError as exc:
+        warn("error: the decision rules cannot be used:\n  " + "\n  ".join(exc.problems))
+        sys.exit(Exit.USAGE)
+
+
+def context_table_or_exit(path: str, quiet: bool, *, count_problems: bool = False) -> ContextTable:
+    """The context CSV, its warnings on stderr; exit 2 listing every problem when it cannot be used."""
+    from protocolcheck.clinical.context import ContextError, load_context_csv
+
+    try:
+        table = load_context_csv(path)
+    except ContextError as exc:
+        what = f"the context file cannot be used ({len(exc.problems)} problems):\n  " if count_problems else ""
+        warn("error: " + what + "\n  ".join(exc.problems))
+        sys.exit(Exit.USAGE)
+    for message in table.warnings:
+        warn("warning: " + message, quiet)
+    return table
+
+
+def audit_options_from(opts: dict[str, Any], *, warnings_quiet: bool, count_problems: bool = False) -> AuditOptions:
+    """The audit's options from the command's; exit 2 when the library, the protocol or the context
+    file cannot be used."""
+    from protocolcheck.audit.engine import AuditOptions
+    from protocolcheck.clinical.context import ClinicalContext
+
+    library = library_or_exit(opts["library_dir"])
+    if opts["protocol_id"]:
+        protocol_or_exit(library, opts["protocol_id"])
+    contexts = None
+    if opts["context_file"]:
+        contexts = context_table_or_exit(opts["context_file"], warnings_quiet, count_problems=count_problems)
+    default = ClinicalContext(
+        indication=opts["indication"] or "", trauma_date=opts["trauma_date"],
+        mri_contraindicated=opts["mri_contraindicated"] or None,
+        gadolinium_contraindicated=opts["gadolinium_contraindicated"] or None,
+        dermatomal=opts["dermatomal"] or None, source="options")
+    has_default = bool(default.indication or default.trauma_date or default.mri_contraindicated
+                       or default.gadolinium_contraindicated or default.dermatomal)
+    return AuditOptions(library=library, protocol_id=opts["protocol_id"], contexts=contexts,
+                        default_context=default if has_default else None, include_series=not opts["no_series"])
+
+

@@ -1,0 +1,123 @@
+"""``query``: audit studies in a PACS (C-FIND, then retrieve, audit and delete one study at a time)."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from protocolcheck.cli.net import (
+    date_range,
+    folder_auditor,
+    net_audit_options,
+    net_logging,
+    net_options,
+    peer_from,
+    timeouts_for,
+)
+from protocolcheck.cli.options import (
+    Exit,
+    emit,
+    fail_on_option,
+    fail_severity,
+    format_option,
+    output_option,
+    progress,
+    quiet_option,
+    resolve_format,
+    warn,
+)
+from protocolcheck.report import text as render
+
+if TYPE_CHECKING:
+    from protocolcheck.audit.findings import AuditResult
+
+
+@click.command()
+@net_options
+@click.option("--date", "date", callback=date_range, metavar="RANGE",
+              help="Study date or range: YYYYMMDD or YYYYMMDD-YYYYMMDD.")
+@click.option("--modality", default="", metavar="MOD", help="Modality in study, e.g. MR.")
+@click.option("--accession", default="", metavar="N", help="Accession number.")
+@click.option("--description", default="", metavar="TEXT",
+              help="Study description contains TEXT, ignoring case (with * or ?: DICOM wildcard matching by the PACS).")
+@click.option("--retrieve", type=click.Choice(["get", "move"]), default="get", show_default=True,
+              help="C-GET (nothing to configure on the PACS) or C-MOVE to our own storage SCP.")
+@click.option("--move-port", type=click.IntRange(1, 65535), default=None, metavar="N",
+              help="Port of our storage SCP for C-MOVE (the PACS must know our AE title, host and this port).")
+@click.option("--move-bind", default=None, metavar="ADDR",
+              help="Address for that SCP (default: 127.0.0.1 when HOST is local, else 0.0.0.0).")
+@click.option("--workdir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Where the one study being audited is kept (default: the system temp folder).")
+@net_audit_options
+@fail_on_option
+@format_option
+@output_option
+@quiet_option
+def query(**opts: Any) -> None:
+    """Audit studies in a PACS: C-FIND by date/modality/accession/description, retrieve each, audit it.
+
+    One study at a time is retrieved into a temporary folder, audited and deleted. Unreachable
+    peers, rejected associations and failed retrievals are reported and give exit code 3; the
+    other studies are still audited.
+    """
+    from protocolcheck.audit.engine import Summary, reaches, unmatched_context
+    from protocolcheck.jobs.store import StoreError
+    from protocolcheck.net.common import NetError
+    from protocolcheck.net.qr import RetrieveMethod, StudyQuery, default_move_bind, find_studies, pull_studies
+
+    net_logging(opts["quiet"], opts["verbose"])
+    peer = peer_from(opts)
+    if opts["retrieve"] == "move" and not opts["move_port"]:
+        raise click.UsageError("--retrieve move needs --move-port N (the port the PACS sends the study to)")
+    if opts["retrieve"] == "move" and peer.tls is not None and not peer.tls.cert:
+        raise click.UsageError("--retrieve move with TLS needs --tls-cert and --tls-key: the PACS connects to our "
+                               "storage SCP over TLS (or use --retrieve get)")
+    move_bind = opts["move_bind"] if opts["move_bind"] is not None else default_move_bind(peer.host)
+    auditor = folder_auditor(opts, "query")
+    timeouts = timeouts_for(opts["timeout"])
+    study_query = StudyQuery(date=opts["date"], modality=opts["modality"], accession=opts["accession"],
+                             description=opts["description"])
+    try:
+        matches = find_studies(peer, study_query, timeouts)
+    except NetError as exc:
+        warn(f"error: {exc}")
+        sys.exit(Exit.CANNOT_RUN)
+    warn(f"{len(matches)} studies match on {peer}", opts["quiet"])
+    results: list[AuditResult] = []
+    failures: list[str] = []
+    pulled_studies = pull_studies(peer, matches, method=RetrieveMethod(opts["retrieve"]),
+                                  move_port=opts["move_port"], move_bind=move_bind,
+                                  workdir=opts["workdir"], timeouts=timeouts,
+                                  move_tls=peer.tls if opts["retrieve"] == "move" else None)
+    try:
+        for pulled in progress(pulled_studies, "Auditing studies", opts["quiet"], length=len(matches)):
+            if pulled.error is not None or pulled.folder is None:
+                failures.append(str(pulled.error))
+                warn(f"error: {pulled.error}")
+                continue
+            for note in pulled.notes:
+                warn(f"note: {pulled.match.label()}: {note}", opts["quiet"])
+            audits = auditor.audit(pulled.folder)
+            results.extend(audits)
+            try:
+                auditor.save(pulled.folder, audits)
+            except StoreError as exc:
+                failures.append(str(exc))
+                warn(f"error: {exc}")
+    except NetError as exc:
+        failures.append(str(exc))
+        warn(f"error: {exc}")
+    finally:
+        pulled_studies.close()  # deletes the temporary files even when interrupted
+        auditor.close()
+    form = resolve_format(opts["fmt"], opts["output"])
+    records = [r.to_dict(include_patient=opts["include_patient"]) for r in results]
+    emit(render.audit_text(records, form.value, empty="(no studies)\n"), opts["output"])  # as ``audit``
+    for message in unmatched_context(auditor.options):
+        warn("note: " + message, opts["quiet"])
+    warn(Summary.of(results).line() + (f"; {len(failures)} not retrieved" if failures else ""), opts["quiet"])
+    if failures:
+        sys.exit(Exit.CANNOT_RUN)
+    sys.exit(Exit.FINDINGS if reaches(results, fail_severity(opts["fail_on"])) else Exit.OK)

@@ -1,0 +1,103 @@
+"""``report``: an HTML report, and CSV/Parquet exports, of the latest stored audit of each study."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from protocolcheck.cli.options import Exit, emit, quiet_option, warn
+
+
+def db_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--db PATH|URL``: the results store (SQLite file by default, or a SQLAlchemy URL)."""
+    return click.option(
+        "--db", "db", default=None, metavar="PATH|URL",
+        help="Results store: a SQLite file or a SQLAlchemy URL (default: $PROTOCOLCHECK_DB, else "
+             "~/.local/share/protocolcheck/results.db).",
+    )(f)
+
+
+def _iso_day(_ctx: click.Context, _param: click.Parameter, value: str | None) -> dt.date | None:
+    """A ``YYYY-MM-DD`` option as a date (click callback)."""
+    if not value:
+        return None
+    from protocolcheck.jobs.store import parse_dicom_date
+
+    day = parse_dicom_date(value)
+    if day is None:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)")
+    return day
+
+
+@click.command()
+@db_option
+@click.option("--since", callback=_iso_day, metavar="DATE", help="Studies on or after DATE (study date).")
+@click.option("--until", callback=_iso_day, metavar="DATE", help="Studies on or before DATE.")
+@click.option("--protocol", "protocols", multiple=True, metavar="ID", help="Only this protocol (repeatable).")
+@click.option("--station", "stations", multiple=True, metavar="TEXT", help="Station name contains TEXT (repeatable).")
+@click.option("--scanner", "scanners", multiple=True, metavar="TEXT", help="Manufacturer contains TEXT (repeatable).")
+@click.option("--institution", "institutions", multiple=True, metavar="TEXT", help="Institution contains TEXT.")
+@click.option("--status", "statuses", multiple=True,
+              type=click.Choice(["pass", "warn", "fail", "no-protocol", "error"]),
+              help="Only this status (repeatable).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write the HTML report to FILE (default: stdout, unless only --csv/--parquet are given).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Also export the table as CSV.")
+@click.option("--parquet", "parquet_path", type=click.Path(dir_okay=False), default=None,
+              help="Also export the table as Parquet (needs pyarrow).")
+@click.option("--include-patient", is_flag=True, help="Show patient names and IDs (hidden by default).")
+@click.option("--title", default="Protocol compliance report", show_default=True, help="Report title.")
+@quiet_option
+def report(db: str | None, since: dt.date | None, until: dt.date | None, protocols: tuple[str, ...],
+           stations: tuple[str, ...], scanners: tuple[str, ...], institutions: tuple[str, ...],
+           statuses: tuple[str, ...], output: str | None,
+           csv_path: str | None, parquet_path: str | None, include_patient: bool, title: str, quiet: bool) -> None:
+    """Write an HTML report (and CSV/Parquet exports) of the latest stored audit of each study."""
+    import importlib.util
+
+    from protocolcheck.jobs.store import Filters, Store, StoreError, StoreMissing, default_store_path
+    from protocolcheck.report.html import export_frame, render_html
+
+    if parquet_path and importlib.util.find_spec("pyarrow") is None:
+        warn("error: --parquet needs pyarrow (pip install pyarrow, or pip install 'protocolcheck[parquet]')")
+        sys.exit(Exit.USAGE)
+    filters = Filters(since=since, until=until, protocols=protocols, stations=stations, scanners=scanners,
+                      institutions=institutions, statuses=statuses)
+    target = db or str(default_store_path())
+    try:
+        with Store.open(target, readonly=True) as store:
+            audits = store.latest(filters, include_patient=include_patient)
+            findings = store.findings(audits["id"])
+            source = store.target
+    except StoreMissing as exc:
+        warn(f"error: {exc}")
+        sys.exit(Exit.USAGE)
+    except StoreError as exc:
+        warn(f"error: {exc}")
+        sys.exit(Exit.CANNOT_RUN)
+    written = []
+    try:
+        if csv_path or parquet_path:
+            table = export_frame(audits, findings, include_patient=include_patient)
+            if csv_path:
+                table.to_csv(csv_path, index=False)
+                written.append(csv_path)
+            if parquet_path:
+                table.to_parquet(parquet_path, index=False)
+                written.append(parquet_path)
+        if output or not (csv_path or parquet_path):
+            page = render_html(audits, findings, title=title, source=source, filters=filters.describe(),
+                               include_patient=include_patient)
+            emit(page, output)
+            written.append(output or "stdout")
+    except OSError as exc:
+        warn(f"error: cannot write {exc.filename or 'output'}: {exc.strerror or exc}")
+        sys.exit(Exit.CANNOT_RUN)
+    counts = audits["status"].value_counts()
+    detail = ", ".join(f"{int(counts[s])} {s}" for s in ("pass", "warn", "fail", "no-protocol", "error") if s in counts)
+    warn(f"report: {len(audits)} studies" + (f" ({detail})" if detail else "") + " -> " + ", ".join(written), quiet)
+    sys.exit(Exit.OK)

@@ -1,0 +1,85 @@
+"""``worklist``: check every scheduled procedure step on a modality worklist (right exam, right time)."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from protocolcheck.cli.net import date_range, net_logging, net_options, peer_from, timeouts_for
+from protocolcheck.cli.options import (
+    RULES_LIBRARY_HELP,
+    Exit,
+    context_table_or_exit,
+    emit,
+    fail_on_option,
+    findings_exit,
+    format_option,
+    library_option,
+    output_option,
+    quiet_option,
+    resolve_format,
+    rules_or_exit,
+    warn,
+)
+from protocolcheck.report import text as render
+
+if TYPE_CHECKING:
+    from protocolcheck.audit.findings import Severity
+
+
+@click.command()
+@net_options
+@click.option("--station-aet", default="", metavar="AET", help="Scheduled Station AE Title to match.")
+@click.option("--date", "date", callback=date_range, metavar="RANGE",
+              help="Scheduled date or range: YYYYMMDD or YYYYMMDD-YYYYMMDD (default: any).")
+@click.option("--modality", default="", metavar="MOD", help="Modality to match, e.g. MR.")
+@click.option("--context", "context_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Context CSV keyed by accession number; its values override the worklist's own fields.")
+@library_option(RULES_LIBRARY_HELP)
+@fail_on_option
+@format_option
+@output_option
+@quiet_option
+def worklist(**opts: Any) -> None:
+    """Check every scheduled procedure step on a modality worklist: right exam, right time, which protocol.
+
+    The indication and trauma date come from the context CSV row of the accession number, else from
+    the worklist item (Reason for the Requested Procedure, Admitting Diagnoses, Requested Procedure
+    Comments; a date next to "trauma", "injury", "fall"... is the trauma date).
+    """
+    from protocolcheck.clinical.recommend import check_order, default_rules_path
+    from protocolcheck.net.common import NetError
+    from protocolcheck.net.mwl import WorklistQuery, find_worklist, order_context
+
+    net_logging(opts["quiet"], opts["verbose"])
+    peer = peer_from(opts)
+    rules = rules_or_exit(default_rules_path(opts["library_dir"]))
+    table = context_table_or_exit(opts["context_file"], opts["quiet"]) if opts["context_file"] else None
+    query = WorklistQuery(station_aet=opts["station_aet"], modality=opts["modality"], date=opts["date"])
+    try:
+        items = find_worklist(peer, query, timeouts_for(opts["timeout"]))
+    except NetError as exc:
+        warn(f"error: {exc}")
+        sys.exit(Exit.CANNOT_RUN)
+    records = []
+    severities: list[Severity] = []
+    for item in items:
+        context = order_context(item, table)
+        check = check_order(item.procedure, context, item.procedure_code, item.scheduled, rules=rules)
+        record = {**item.to_dict(), "indication": context.indication,
+                  "trauma_date": context.trauma_date.isoformat() if context.trauma_date else None,
+                  "context_source": context.source, **check.to_dict(rules)}
+        record["scheduled_date"] = item.to_dict()["scheduled_date"]
+        records.append(record)
+        severities.extend(f.severity for f in check.findings)
+        for problem in check.problems:
+            warn(f"accession {item.accession_number or '-'}: {problem}", opts["quiet"])
+    form = resolve_format(opts["fmt"], opts["output"])
+    emit(render.as_text(form.value, records, render.worklist_csv, render.worklist_table), opts["output"])
+    if table is not None:
+        for key in table.unused():
+            warn(f"note: context row for {key} matched no worklist item", opts["quiet"])
+    warn(f"{len(records)} scheduled procedure steps checked on {peer}", opts["quiet"])
+    sys.exit(findings_exit(severities, opts["fail_on"]))
