@@ -30,7 +30,7 @@ from protocolcheck.report import text as render
 
 if TYPE_CHECKING:
     from protocolcheck.audit.engine import AuditOptions
-    from protocolcheck.audit.findings import AuditResult
+    from protocolcheck.clinical.findings import AuditResult
     from protocolcheck.jobs.cluster import ClusterExecutor
 
 

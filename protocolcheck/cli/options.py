@@ -18,8 +18,8 @@ from protocolcheck.report.tabular import OutputFormat
 
 if TYPE_CHECKING:
     from protocolcheck.audit.engine import AuditOptions
-    from protocolcheck.audit.findings import Severity
     from protocolcheck.clinical.context import ContextTable
+    from protocolcheck.clinical.findings import Severity
     from protocolcheck.clinical.library import Library, Protocol
     from protocolcheck.clinical.recommend import Rules
 
@@ -96,7 +96,7 @@ def fail_on_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def fail_severity(fail_on: str) -> Severity | None:
     """``--fail-on`` as the lowest severity that fails the run (None: ``never``)."""
-    from protocolcheck.audit.findings import Severity
+    from protocolcheck.clinical.findings import Severity
 
     return {"error": Severity.ERROR, "warning": Severity.WARNING, "never": None}[fail_on]
 

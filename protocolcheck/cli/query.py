@@ -31,7 +31,7 @@ from protocolcheck.cli.options import (
 from protocolcheck.report import text as render
 
 if TYPE_CHECKING:
-    from protocolcheck.audit.findings import AuditResult
+    from protocolcheck.clinical.findings import AuditResult
 
 
 @click.command()

@@ -26,7 +26,7 @@ from protocolcheck.cli.options import (
 from protocolcheck.report import text as render
 
 if TYPE_CHECKING:
-    from protocolcheck.audit.findings import Severity
+    from protocolcheck.clinical.findings import Severity
 
 
 @click.command()
