@@ -1,8 +1,12 @@
-"""Render records as a table, CSV or JSON (pandas for the tabular forms)."""
+"""Render records as a table, CSV or JSON (pandas for the tabular forms), and make text from headers
+safe for where it goes: CSV cells that a spreadsheet would run as formulas are neutralised
+(:func:`csv_safe`), control characters are escaped for terminals and logs (:func:`printable`) and
+characters XML cannot hold are dropped (:func:`xml_safe`)."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -24,6 +28,57 @@ def to_json(records: Any) -> str:
     return json.dumps(records, indent=2, default=json_default, ensure_ascii=False) + "\n"
 
 
+# Spreadsheets run a cell that starts with = + - @ as a formula (=HYPERLINK(...), =cmd|' /C calc'!A0), and
+# tab / CR can hide such a start (OWASP "CSV injection"): such text cells get a leading apostrophe.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# C0 and C1 controls (ESC starts terminal sequences, BEL rings, CR overwrites a line, LF forges a log line),
+# DEL, and the Unicode bidi overrides and isolates that reorder what a terminal shows.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_CONTROL_KEEP_NEWLINES = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# Characters XML 1.0 cannot hold at all (not even escaped): C0 controls other than tab, LF, CR; lone
+# surrogates; U+FFFE and U+FFFF.
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def csv_safe(value: Any) -> Any:
+    """``value`` as a CSV cell a spreadsheet will show, not run: text starting with = + - @, tab or CR
+    gets a leading apostrophe (numbers are left as they are)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def csv_safe_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` with every text cell passed through :func:`csv_safe` (column names too)."""
+    import pandas as pd
+
+    out = df.copy()
+    for column in out.columns:
+        if not pd.api.types.is_numeric_dtype(out[column].dtype):  # object, or pandas' string dtypes
+            out[column] = out[column].map(csv_safe)
+    out.columns = [csv_safe(str(c)) for c in out.columns]
+    return out
+
+
+def printable(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with control characters shown as escapes (``\\x1b``, ``\\u202e``), so that text taken from
+    a header can neither drive a terminal nor forge a line in a log. ``keep_newlines`` keeps line feeds
+    (for whole reports whose lines we wrote)."""
+    pattern = _CONTROL_KEEP_NEWLINES if keep_newlines else _CONTROL
+    return pattern.sub(_escape, text) if pattern.search(text) else text
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def xml_safe(text: str) -> str:
+    """``text`` without the characters XML 1.0 cannot hold (``\\x01``, ``\\x0b``...), so the document stays
+    well-formed; everything else is escaped by the XML writer."""
+    return _XML_INVALID.sub("", text)
+
+
 def frame(records: Sequence[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
     """A DataFrame of the chosen columns (lists flattened to '|'-joined text)."""
     import pandas as pd
@@ -43,7 +98,8 @@ def _cell(value: Any) -> Any:
 
 
 def to_csv(records: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    return frame(records, columns).to_csv(index=False)
+    """CSV of the chosen columns, every text cell passed through :func:`csv_safe`."""
+    return csv_safe_frame(frame(records, columns)).to_csv(index=False)
 
 
 def to_table(records: Sequence[dict[str, Any]], columns: Sequence[str], headers: dict[str, str] | None = None,
@@ -58,4 +114,5 @@ def to_table(records: Sequence[dict[str, Any]], columns: Sequence[str], headers:
         df = df.rename(columns=headers)
     if df.empty:
         return "(nothing)\n"
+    df = df.map(lambda v: printable(v) if isinstance(v, str) else v)
     return df.to_string(index=False) + "\n"

@@ -13,7 +13,7 @@ import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from protocolcheck.report.tabular import to_csv, to_json, to_table
+from protocolcheck.report.tabular import printable, to_csv, to_json, to_table, xml_safe
 
 if TYPE_CHECKING:
     from protocolcheck.clinical.recommend import OrderCheck, Recommendation
@@ -104,7 +104,7 @@ def classify_table(records: list[dict[str, Any]]) -> str:
                   "stack": _middle_cut(r.get("stack"), 11)} for r in rows]
         blocks.append(to_table(cells, CLASSIFY_TABLE_COLUMNS, CLASSIFY_HEADERS, widths={"series_description": 22}))
         blocks.append("\n")
-    return "".join(blocks)
+    return printable("".join(blocks), keep_newlines=True)
 
 
 def classify_csv(records: list[dict[str, Any]]) -> str:
@@ -153,7 +153,7 @@ def audit_table(records: list[dict[str, Any]]) -> str:
         if not r["findings"] and not met:
             lines.append("  (no findings)")
         lines.append("")
-    return "\n".join(lines)
+    return printable("\n".join(lines), keep_newlines=True)
 
 
 def audit_csv(records: list[dict[str, Any]]) -> str:
@@ -170,7 +170,8 @@ def audit_csv(records: list[dict[str, Any]]) -> str:
 
 
 def audit_junit(records: list[dict[str, Any]]) -> str:
-    """JUnit XML: one test suite, one test case per study (failures = error findings, warnings in system-out)."""
+    """JUnit XML: one test suite, one test case per study (failures = error findings, warnings in system-out).
+    Characters XML cannot hold are dropped (:func:`.tabular.xml_safe`)."""
     import xml.etree.ElementTree as ET
 
     failures = sum(1 for r in records if r["status"] in ("fail", "error"))
@@ -190,7 +191,8 @@ def audit_junit(records: list[dict[str, Any]]) -> str:
         if others:
             ET.SubElement(case, "system-out").text = "\n".join(f"{f['severity']}: {f['message']}" for f in others)
     ET.indent(suite)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+    # text from headers may hold characters XML cannot (\\x01, \\x0b): dropped, the document stays well-formed
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + xml_safe(ET.tostring(suite, encoding="unicode")) + "\n"
 
 
 def as_text(form: str, records: Any, csv: Callable[[Any], str], table: Callable[[Any], str]) -> str:
@@ -216,8 +218,8 @@ def describe(result: Any) -> str:
     for f in result.findings:
         counts[f.severity.value] = counts.get(f.severity.value, 0) + 1
     detail = ", ".join(f"{n} {sev}" for sev, n in sorted(counts.items())) or "no findings"
-    return (f"accession {result.accession_number or '-'} (study {result.study_instance_uid}): "
-            f"{result.status.value}, protocol {result.protocol or '-'}, {detail}")
+    return printable(f"accession {result.accession_number or '-'} (study {result.study_instance_uid}): "
+                     f"{result.status.value}, protocol {result.protocol or '-'}, {detail}")
 
 
 # -- worklist ----------------------------------------------------------------------------------------
@@ -246,7 +248,7 @@ def worklist_table(records: list[dict[str, Any]]) -> str:
         for label, key in (("ordered", "procedure"), ("recommended", "recommended"), ("findings", "findings")):
             lines.append(textwrap.fill(str(r.get(key) or "-"), width=_WIDTH, initial_indent=f"    {label + ':':<13}",
                                        subsequent_indent=" " * 17, break_on_hyphens=False))
-    return "\n".join(lines) + "\n"
+    return printable("\n".join(lines), keep_newlines=True) + "\n"
 
 
 # -- recommend and check-order -----------------------------------------------------------------------
@@ -316,7 +318,7 @@ def format_recommendation(rec: Recommendation) -> str:
         src = rec.sources.get(cid)
         if src:
             lines.append(_wrap(f"[{n}] {src.title}: \"{src.statement}\"", indent="  "))
-    return "\n".join(lines) + "\n"
+    return printable("\n".join(lines), keep_newlines=True) + "\n"
 
 
 def format_order_check(check: OrderCheck) -> str:
@@ -339,7 +341,7 @@ def format_order_check(check: OrderCheck) -> str:
         lines.append(f"Recommended: {r.procedure} [{r.protocol or 'no library protocol'}] - {r.appropriateness.label}")
     if check.recommendation and check.recommendation.timing.earliest_date:
         lines.append(f"Earliest date: {check.recommendation.timing.earliest_date.isoformat()}")
-    return "\n".join(lines) + "\n"
+    return printable("\n".join(lines), keep_newlines=True) + "\n"
 
 
 # -- protocols ---------------------------------------------------------------------------------------
@@ -428,4 +430,4 @@ def protocol_text(p: Any) -> str:
         c = p.citations[cid]
         out += wrap_lines(f"[{n}] {cid}: \u201c{c.statement}\u201d \u2014 {c.source}"
                           + (f" doi:{c.doi}" if c.doi else "") + (f" {c.url}" if c.url else ""), "  ")
-    return "\n".join(out) + "\n"
+    return printable("\n".join(out), keep_newlines=True) + "\n"
