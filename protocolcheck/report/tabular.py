@@ -50,7 +50,7 @@ def csv_safe(value: Any) -> Any:
 
 def csv_safe_frame(df: pd.DataFrame) -> pd.DataFrame:
     """A copy of ``df`` with every text cell passed through :func:`csv_safe` (column names too)."""
-    import pandas as pd
+    import pandas as pd  # noqa: PLC0415 - deferred (see TYPE_CHECKING above)
 
     out = df.copy()
     for column in out.columns:
