@@ -567,6 +567,7 @@ class _Walker:
                         continue
             rel = pos - base
             swapped, length = implicit_head(buf, rel)
+            value_size: int | None
             if swapped & 1:
                 value_size = _private_kind(creators, (swapped & 0xFFFF) << 16 | swapped >> 16)
                 if value_size == _SQ or length == _UNDEFINED:
@@ -677,8 +678,8 @@ class _Walker:
             if group & 1:
                 kind = _private_kind(creators, tag) if elem > 0xFF else 0
             else:
-                kind = _STD_KIND.get(tag)
-                if kind is None:
+                kind = _STD_KIND.get(tag, -1)  # -1: not in pydicom's dictionary
+                if kind < 0:
                     kind = _std_kind_slow(tag)
         else:
             group, elem, vr, length, head = self.header(pos, False)
@@ -731,8 +732,8 @@ class _Walker:
             if group & 1:
                 kind = _private_kind(creators, tag)
             else:
-                kind = _STD_KIND.get(tag)
-                if kind is None:
+                kind = _STD_KIND.get(tag, -1)  # -1: not in pydicom's dictionary
+                if kind < 0:
                     kind = _std_kind_slow(tag)
             if kind == _SQ:
                 raise _Fallback("sequence stored as UN")
@@ -880,8 +881,8 @@ class _Walker:
                 if group & 1:
                     kind = _private_kind(creators, tag)
                 else:
-                    kind = _STD_KIND.get(tag)
-                    if kind is None:
+                    kind = _STD_KIND.get(tag, -1)  # -1: not in pydicom's dictionary
+                    if kind < 0:
                         kind = _std_kind_slow(tag)
             else:
                 kind = _kind_of(vr or "")
@@ -914,10 +915,12 @@ class _Walker:
                 head = self.value(pos, 6)
                 if not (0x40 < head[4] < 0x5B and 0x40 < head[5] < 0x5B) and head[:4] != b"\xfe\xff\x0d\xe0":
                     item_implicit = True
-            out: dict[Any, Any] | None = {} if items is not None else None
-            pos = self.dataset(pos, item_end, item_implicit, depth, level if items is not None else None, out)
             if items is not None:
+                out: dict[Any, Any] = {}
+                pos = self.dataset(pos, item_end, item_implicit, depth, level, out)
                 items.append(out)
+            else:
+                pos = self.dataset(pos, item_end, item_implicit, depth, None, None)
 
 
 # ------------------------------------------------------------------------------------- decoding
@@ -1053,7 +1056,7 @@ def _private(top: dict[Any, Any], creators: dict[int, str], creator: str, group:
     """headers._Reader.private: the value of (group, creator, offset) as a stripped string."""
     tag = _private_tag(creators, creator, group, offset)
     element = top.get(tag) if tag is not None else None
-    if element is None:
+    if tag is None or element is None:
         return ""
     if isinstance(element, list):
         raise _Fallback("private element read as text is a sequence")

@@ -12,7 +12,7 @@ import math
 import os
 import stat
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -63,7 +63,7 @@ class _Reader:
     def __init__(self, ds: Dataset) -> None:
         self.ds = ds
         self.problems: list[str] = []
-        self.multiple: tuple[type, ...] = _pydicom().multiple  # value types that hold several values
+        self.multiple: tuple[type[Sequence[Any]], ...] = _pydicom().multiple  # value types that hold several values
 
     def raw(self, ds: Dataset, keyword: str) -> Any:
         try:
@@ -263,7 +263,7 @@ def _base_fields(reader: _Reader, ds: Dataset, path: str) -> dict[str, Any]:
         "echo_train_length": r.number(ds, "EchoTrainLength"),
         "slice_thickness": r.number(ds, "SliceThickness"),
         "spacing_between_slices": r.number(ds, "SpacingBetweenSlices"),
-        "pixel_spacing": pixel_spacing,  # type: ignore[dict-item]
+        "pixel_spacing": pixel_spacing,
         "rows": r.integer(ds, "Rows"),
         "columns": r.integer(ds, "Columns"),
         "image_orientation": r.vector(ds, "ImageOrientationPatient", 6),

@@ -118,7 +118,7 @@ def scan_file(name: str) -> list[ScanRecord]:
         return [Unreadable(name, f"unexpected error reading file: {problem_text(exc)}")]
     if isinstance(result, Skipped):
         return [result]
-    return result if type(result) is list else list(result)
+    return list(result)
 
 
 def _has_dicom_marker(name: str) -> bool:
