@@ -14,7 +14,7 @@ import pydicom
 import pytest
 from click.testing import CliRunner
 
-from protocolcheck.cli.main import main
+from protocolcheck.cli import main
 from protocolcheck.report.tabular import csv_safe, printable, xml_safe
 
 REPO = Path(__file__).resolve().parent.parent
