@@ -34,9 +34,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -658,7 +659,112 @@ def today_dicom(offset_days: int = 0) -> str:
 
 
 __all__ = [
-    "HOST", "REPO", "Listener", "OrthancPeer", "Pki", "Process", "WlmPeer", "acknowledged", "find_binary",
-    "free_port", "make_pki", "orthanc", "repo_env", "require_binaries", "silent_server", "storescu",
+    "HOST", "MPPS_SOP_CLASS", "REPO", "Listener", "Modality", "OrthancPeer", "Pki", "Process", "WlmPeer",
+    "acknowledged", "find_binary", "free_port", "make_pki", "orthanc", "repo_env", "require_binaries",
+    "series_files", "silent_server", "storescu",
     "today_dicom", "tool_env", "wlmscpfs", "write_worklist_item",
 ]
+
+
+# ----------------------------------------------------------------------------------------------
+# A modality: sends a study series by series (dcmtk storescu) and reports its exam by MPPS (pynetdicom SCU)
+
+MPPS_SOP_CLASS = "1.2.840.10008.3.1.2.3.3"
+
+
+def series_files(folder: Path) -> list[list[Path]]:
+    """The files of a :func:`protocolcheck.testing.synth.write_study` folder, grouped by series, in order
+    (file names are ``<series number>_<instance>.dcm``)."""
+    groups: dict[str, list[Path]] = {}
+    for path in sorted(folder.glob("*.dcm")):
+        groups.setdefault(path.name.split("_")[0], []).append(path)
+    return [groups[k] for k in sorted(groups)]
+
+
+class Modality:
+    """A scanner as the live loop sees it: MPPS N-CREATE/N-SET by pynetdicom, images by dcmtk storescu.
+
+    ``study`` is a folder written by synth; the MPPS names its Study Instance UID and accession.
+    """
+
+    def __init__(self, port: int, study: Path, *, aet: str = "MR1", called: str = "PROTOCOLCHECK",
+                 station_name: str = "MR-ROOM-1") -> None:
+        import pydicom
+
+        self.port = port
+        self.aet = aet
+        self.called = called
+        self.station_name = station_name
+        self.series = series_files(study)
+        first = pydicom.dcmread(self.series[0][0], stop_before_pixels=True)
+        self.study_uid = str(first.StudyInstanceUID)
+        self.accession = str(first.AccessionNumber)
+        self.procedure = str(first.get("RequestedProcedureDescription", "") or first.get("StudyDescription", ""))
+        self.series_uids = [str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+                            for files in self.series]
+        self.mpps_uid = generate_uid()
+
+    def send_series(self, index: int) -> subprocess.CompletedProcess[str]:
+        result = storescu(self.port, self.series[index], aet=self.aet, called=self.called)
+        assert result.returncode == 0, result.stderr
+        return result
+
+    def _ae(self) -> AE:
+        ae = AE(ae_title=self.aet)
+        ae.add_requested_context(MPPS_SOP_CLASS)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+        return ae
+
+    def _send(self, send: Callable[[Any], tuple[Any, Any]]) -> int:
+        for _attempt in range(2):  # an empty status is a failure; retry once (see the testing notes)
+            assoc = self._ae().associate(HOST, self.port, ae_title=self.called)
+            assert assoc.is_established, "MPPS association refused"
+            try:
+                status, _ = send(assoc)
+            finally:
+                assoc.release()
+            if status is not None and "Status" in status:
+                return int(status.Status)
+        raise AssertionError("no MPPS response")
+
+    def mpps_create(self) -> int:
+        ds = Dataset()
+        ds.PerformedProcedureStepStatus = "IN PROGRESS"
+        ds.PerformedStationAETitle = self.aet
+        ds.PerformedStationName = self.station_name
+        ds.PerformedProcedureStepID = "PPS-" + self.accession
+        ds.PerformedProcedureStepStartDate = today_dicom()
+        ds.PerformedProcedureStepStartTime = "090000"
+        ds.PerformedProcedureStepDescription = self.procedure
+        ds.Modality = "MR"
+        ds.PatientName = "Test^Patient"
+        ds.PatientID = "PID-" + self.accession
+        step = Dataset()
+        step.StudyInstanceUID = self.study_uid
+        step.AccessionNumber = self.accession
+        step.RequestedProcedureDescription = self.procedure
+        step.ScheduledProcedureStepID = "SPS-" + self.accession
+        ds.ScheduledStepAttributesSequence = [step]
+        ds.PerformedSeriesSequence = []
+        return self._send(lambda assoc: assoc.send_n_create(ds, MPPS_SOP_CLASS, self.mpps_uid))
+
+    def mpps_set(self, status: str, performed: Sequence[int] | None = None) -> int:
+        """N-SET the step's status with the Performed Series Sequence of ``performed`` (series indexes;
+        default all)."""
+        ds = Dataset()
+        ds.PerformedProcedureStepStatus = status
+        ds.PerformedProcedureStepEndDate = today_dicom()
+        ds.PerformedProcedureStepEndTime = "093000"
+        items = []
+        for index in (range(len(self.series)) if performed is None else performed):
+            item = Dataset()
+            item.SeriesInstanceUID = self.series_uids[index]
+            item.SeriesDescription = ""
+            item.PerformingPhysicianName = ""
+            item.ProtocolName = ""
+            item.RetrieveAETitle = ""
+            item.ReferencedImageSequence = []
+            item.ReferencedNonImageCompositeSOPInstanceSequence = []
+            items.append(item)
+        ds.PerformedSeriesSequence = items
+        return self._send(lambda assoc: assoc.send_n_set(ds, MPPS_SOP_CLASS, self.mpps_uid))

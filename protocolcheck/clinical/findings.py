@@ -34,6 +34,7 @@ class FindingCode(str, Enum):
     VALUE_PROBLEM = "malformed-value"
     CONTEXT_UNMATCHED = "context-unmatched"
     CONTRAST_CONTRAINDICATED = "contrast-despite-contraindication"  # contrast given though recorded contraindicated
+    SERIES_NOT_RECEIVED = "series-not-received"  # MPPS lists a performed series that never arrived (live loop)
 
 
 class Status(str, Enum):

@@ -524,11 +524,18 @@ class StorageSCP:
     """A storage SCP that stores every instance durably and reports each completed study.
 
     ``on_study_complete(study_dir)`` runs on the tracker's worker thread, one study at a time.
+    Hooks for the live loop: ``on_instance(key, path)`` runs on the association thread after each
+    instance is stored (it must return quickly); ``services`` adds SOP classes with their event
+    handlers (e.g. MPPS: ``(MPPS_SOP_CLASS,), mpps_handlers(...)``).
     """
 
-    def __init__(self, config: ListenConfig, on_study_complete: Callable[[Path], None]) -> None:
+    def __init__(self, config: ListenConfig, on_study_complete: Callable[[Path], None], *,
+                 on_instance: Callable[[InstanceKey, Path], None] | None = None,
+                 services: Sequence[tuple[Sequence[str], Sequence[Any]]] = ()) -> None:
         self.config = config
         self.on_study_complete = on_study_complete
+        self.on_instance = on_instance
+        self.services = tuple(services)
         self.allowed = tuple(validate_aet(a, "allowed AE title") for a in config.allowed_aets)
         self.allowed_hosts = parse_networks(config.allowed_hosts, "allowed host")
         self.ssl_context = server_ssl_context(config.tls) if config.tls is not None else None
@@ -569,6 +576,10 @@ class StorageSCP:
             (evt.EVT_ESTABLISHED, _on_established, [self.counters]),
             (evt.EVT_REJECTED, _on_rejected, [self.counters, self.config]),
         ]
+        for sop_classes, service_handlers in self.services:
+            for sop_class in sop_classes:
+                ae.add_supported_context(sop_class)
+            handlers.extend(service_handlers)
         try:
             self._server = start_guarded_server(
                 ae, (self.config.bind, self.config.port), ssl_context=self.ssl_context, evt_handlers=handlers,
@@ -585,6 +596,11 @@ class StorageSCP:
         except OSError as exc:  # the study's marker could not be written (disk full): do not acknowledge
             raise InstanceRefused(OUT_OF_RESOURCES, f"cannot mark study {key.study} as pending: "
                                   f"{exc.strerror or exc}") from exc
+        if self.on_instance is not None:
+            try:
+                self.on_instance(key, self.store.path_for(key))
+            except Exception:  # noqa: BLE001 - stored and marked: the instance is acknowledged regardless
+                LOG.exception("instance hook failed for %s", key.sop)
 
     def _refused_connection(self, address: str, reason: str) -> None:
         self.counters.add("refused_connections")

@@ -1,0 +1,244 @@
+"""Modality Performed Procedure Step SCP (PS3.4 Annex F.7): the scanner says when an exam starts and ends.
+
+:class:`MppsStore` writes every N-CREATE and N-SET as received to
+``STORE/.mpps/<MPPS SOP Instance UID>/<NNNN>-<create|set>.dcm`` (temp file, fsync, rename, fsync of
+the folder) *before* the response is sent, and keeps each step's merged state (the N-CREATE's
+attributes with every N-SET applied). On start, :meth:`MppsStore.load` replays the files, so a
+killed ``listen`` knows every step it acknowledged.
+
+:func:`handle_n_create` and :func:`handle_n_set` are the pynetdicom event handlers (plain functions,
+bound with their store and callback); ``on_message(sop_instance_uid, merged)`` is called after the
+message is on disk. What the messages mean for an exam is the caller's business.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID, ExplicitVRLittleEndian
+from pynetdicom import evt
+
+from protocolcheck.net.common import safe_uid
+
+LOG = logging.getLogger("protocolcheck.net.mpps")
+
+MPPS_SOP_CLASS = "1.2.840.10008.3.1.2.3.3"  # Modality Performed Procedure Step SOP Class (PS3.4 F.7)
+MPPS_FOLDER = ".mpps"
+
+# N-CREATE / N-SET statuses (PS3.7 Annex C; PS3.4 F.7.2.1.2 and F.7.2.2.2)
+SUCCESS = 0x0000
+PROCESSING_FAILURE = 0x0110  # also: "Performed Procedure Step Object may no longer be updated"
+DUPLICATE_SOP_INSTANCE = 0x0111
+NO_SUCH_SOP_INSTANCE = 0x0112
+INVALID_ATTRIBUTE_VALUE = 0x0106
+MISSING_ATTRIBUTE = 0x0120
+OUT_OF_RESOURCES = 0x0213  # N-CREATE/N-SET "resource limitation" (PS3.7 C.5.x)
+
+IN_PROGRESS = "IN PROGRESS"
+FINAL_STATUSES = ("COMPLETED", "DISCONTINUED")
+
+
+class MppsRefused(Exception):
+    """A message we answer with a failure ``status``."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class MppsStore:
+    """Received MPPS messages on disk, and each step's merged state in memory (thread-safe)."""
+
+    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True) -> None:
+        self.root = Path(root) / MPPS_FOLDER
+        self.fsync = fsync
+        self._lock = threading.Lock()
+        self._steps: dict[str, Dataset] = {}
+        self._counts: dict[str, int] = {}
+
+    def load(self) -> dict[str, Dataset]:
+        """Replay the stored messages (in order) into merged steps; return them by SOP Instance UID."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
+                for temp in folder.glob(".incoming-*"):
+                    temp.unlink(missing_ok=True)
+                files = sorted(folder.glob("*.dcm"))
+                for path in files:
+                    try:
+                        ds = dcmread(path)
+                    except Exception as exc:  # noqa: BLE001 - a damaged file is reported, the rest replayed
+                        LOG.error("cannot read stored MPPS message %s: %s", path, exc)
+                        continue
+                    ds.file_meta = FileMetaDataset()
+                    if path.stem.endswith("-create") or folder.name not in self._steps:
+                        self._steps[folder.name] = ds
+                    else:
+                        _apply(self._steps[folder.name], ds)
+                self._counts[folder.name] = len(files)
+            return {uid: _copy(ds) for uid, ds in self._steps.items()}
+
+    def step(self, uid: str) -> Dataset | None:
+        with self._lock:
+            ds = self._steps.get(uid)
+            return _copy(ds) if ds is not None else None
+
+    def create(self, uid: str, attributes: Dataset) -> Dataset:
+        """Store an N-CREATE; the step as created. MppsRefused for a duplicate or an unwritable disk."""
+        uid = _checked(uid)
+        with self._lock:
+            if uid in self._steps:
+                raise MppsRefused(DUPLICATE_SOP_INSTANCE, f"MPPS {uid} exists already")
+            status = str(attributes.get("PerformedProcedureStepStatus", "") or "").strip().upper()
+            if status != IN_PROGRESS:
+                raise MppsRefused(INVALID_ATTRIBUTE_VALUE, f"an MPPS is created IN PROGRESS, not {status or 'empty'!r}")
+            self._write(uid, "create", attributes)
+            self._steps[uid] = _copy(attributes)
+            return _copy(attributes)
+
+    def update(self, uid: str, modifications: Dataset) -> Dataset:
+        """Store an N-SET; the merged step. MppsRefused for an unknown or already final step."""
+        uid = _checked(uid)
+        with self._lock:
+            current = self._steps.get(uid)
+            if current is None:
+                raise MppsRefused(NO_SUCH_SOP_INSTANCE, f"no MPPS {uid} was created")
+            status = str(current.get("PerformedProcedureStepStatus", "") or "").strip().upper()
+            if status in FINAL_STATUSES:
+                raise MppsRefused(PROCESSING_FAILURE, f"MPPS {uid} is {status} and may no longer be updated")
+            new = str(modifications.get("PerformedProcedureStepStatus", status) or status).strip().upper()
+            if new not in (IN_PROGRESS, *FINAL_STATUSES):
+                raise MppsRefused(INVALID_ATTRIBUTE_VALUE, f"unknown Performed Procedure Step Status {new!r}")
+            self._write(uid, "set", modifications)
+            _apply(current, modifications)
+            return _copy(current)
+
+    def _write(self, uid: str, kind: str, ds: Dataset) -> Path:
+        folder = self.root / uid
+        n = self._counts.get(uid, 0) + 1
+        target = folder / f"{n:04d}-{kind}.dcm"
+        try:
+            created = not folder.is_dir()
+            folder.mkdir(parents=True, exist_ok=True)
+            out = _copy(ds)
+            meta = FileMetaDataset()
+            meta.MediaStorageSOPClassUID = UID(MPPS_SOP_CLASS)
+            meta.MediaStorageSOPInstanceUID = UID(uid)
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            out.file_meta = meta
+            fd, temp = tempfile.mkstemp(dir=folder, prefix=".incoming-")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    out.save_as(fh, enforce_file_format=True)
+                    fh.flush()
+                    if self.fsync:
+                        os.fsync(fh.fileno())
+                os.replace(temp, target)
+            except BaseException:
+                Path(temp).unlink(missing_ok=True)
+                raise
+            if self.fsync:
+                _fsync_dir(folder)
+                if created:
+                    _fsync_dir(self.root)
+        except OSError as exc:
+            raise MppsRefused(OUT_OF_RESOURCES, f"cannot write {target}: {exc.strerror or exc}") from exc
+        self._counts[uid] = n
+        return target
+
+
+def _checked(uid: str) -> str:
+    try:
+        return safe_uid(uid, "MPPS SOP Instance UID")
+    except ValueError as exc:
+        raise MppsRefused(INVALID_ATTRIBUTE_VALUE, str(exc)) from exc
+
+
+def _copy(ds: Dataset) -> Dataset:
+    out = Dataset()
+    out.update(ds)
+    return out
+
+
+def _apply(target: Dataset, modifications: Dataset) -> None:
+    """N-SET semantics: each attribute given replaces ours (sequences as a whole)."""
+    for element in modifications:
+        target[element.tag] = element
+
+
+MessageCallback = Callable[[str, Dataset], None]
+
+
+def handle_n_create(event: evt.Event, store: MppsStore, on_message: MessageCallback | None = None
+                    ) -> tuple[int, Dataset | None]:
+    """EVT_N_CREATE handler for the MPPS SOP class: store, then ``on_message``; (status, attributes)."""
+    request = event.request
+    if str(getattr(request, "AffectedSOPClassUID", "")) != MPPS_SOP_CLASS:
+        return PROCESSING_FAILURE, None
+    uid = str(getattr(request, "AffectedSOPInstanceUID", "") or "")
+    try:
+        if not uid:
+            raise MppsRefused(MISSING_ATTRIBUTE, "the N-CREATE names no Affected SOP Instance UID")
+        attributes = event.attribute_list
+        step = store.create(uid, attributes)
+    except MppsRefused as exc:
+        LOG.warning("refused MPPS N-CREATE %s: %s (status 0x%04X)", uid or "?", exc.reason, exc.status)
+        return exc.status, None
+    except Exception:
+        LOG.exception("refused MPPS N-CREATE %s: unexpected error", uid)
+        return PROCESSING_FAILURE, None
+    LOG.info("MPPS %s created (IN PROGRESS)", uid)
+    _deliver(on_message, uid, step)
+    return SUCCESS, attributes
+
+
+def handle_n_set(event: evt.Event, store: MppsStore, on_message: MessageCallback | None = None
+                 ) -> tuple[int, Dataset | None]:
+    """EVT_N_SET handler for the MPPS SOP class: store, then ``on_message``; (status, modifications)."""
+    request = event.request
+    uid = str(getattr(request, "RequestedSOPInstanceUID", "") or "")
+    if str(getattr(request, "RequestedSOPClassUID", "")) != MPPS_SOP_CLASS:
+        return PROCESSING_FAILURE, None
+    try:
+        modifications = event.attribute_list
+        step = store.update(uid, modifications)
+    except MppsRefused as exc:
+        LOG.warning("refused MPPS N-SET %s: %s (status 0x%04X)", uid or "?", exc.reason, exc.status)
+        return exc.status, None
+    except Exception:
+        LOG.exception("refused MPPS N-SET %s: unexpected error", uid)
+        return PROCESSING_FAILURE, None
+    LOG.info("MPPS %s set (%s)", uid, step.get("PerformedProcedureStepStatus", ""))
+    _deliver(on_message, uid, step)
+    return SUCCESS, modifications
+
+
+def _deliver(on_message: MessageCallback | None, uid: str, step: Dataset) -> None:
+    if on_message is None:
+        return
+    try:
+        on_message(uid, step)
+    except Exception:
+        LOG.exception("MPPS listener failed for %s", uid)
+
+
+def mpps_handlers(store: MppsStore, on_message: MessageCallback | None = None) -> list[tuple]:
+    """The pynetdicom event handlers that serve MPPS with ``store``."""
+    return [(evt.EVT_N_CREATE, handle_n_create, [store, on_message]),
+            (evt.EVT_N_SET, handle_n_set, [store, on_message])]

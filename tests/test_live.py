@@ -1,0 +1,222 @@
+"""The live loop (`protocolcheck.jobs.live`, `protocolcheck.net.mpps`): exams judged series by series.
+
+Real peers on 127.0.0.1: dcmtk's storescu sends a synthetic plexus study series by series with
+pauses, a pynetdicom MPPS SCU (tests/peers.Modality) reports the exam's start and end, and the
+storage SCP hands both to a LiveMonitor.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from peers import Modality, require_binaries
+from pydicom.dataset import Dataset
+
+from protocolcheck.audit.engine import AuditOptions
+from protocolcheck.clinical.library import load_library
+from protocolcheck.jobs.live import (
+    ExamState,
+    ExamView,
+    LiveKind,
+    LiveMonitor,
+    MppsMessage,
+)
+from protocolcheck.net.mpps import (
+    DUPLICATE_SOP_INSTANCE,
+    MPPS_SOP_CLASS,
+    NO_SUCH_SOP_INSTANCE,
+    PROCESSING_FAILURE,
+    MppsStore,
+    mpps_handlers,
+)
+from protocolcheck.net.scp import ListenConfig, StorageSCP
+from protocolcheck.testing import synth
+
+pytestmark = [pytest.mark.network, pytest.mark.filterwarnings("ignore:Invalid value for VR UI")]
+
+SERIES_IDLE = 0.5
+
+
+@pytest.fixture(scope="module")
+def library():
+    return load_library()
+
+
+class Views:
+    """Every view the monitor published, with the monotonic time it was published."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[float, ExamView]] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, view: ExamView) -> None:
+        with self.cond:
+            self.items.append((time.monotonic(), view))
+            self.cond.notify_all()
+
+    def wait(self, test: Callable[[ExamView], bool], timeout: float = 15.0) -> tuple[float, ExamView]:
+        with self.cond:
+            found: list[tuple[float, ExamView]] = []
+
+            def done() -> bool:
+                found[:] = [item for item in self.items if test(item[1])]
+                return bool(found)
+
+            assert self.cond.wait_for(done, timeout), [(v.state, v.series_received, v.series_open)
+                                                       for _, v in self.items]
+            return found[0]
+
+
+class Loop:
+    """A storage+MPPS SCP feeding a LiveMonitor (what `listen` wires together)."""
+
+    def __init__(self, store: Path, library, series_idle: float = SERIES_IDLE) -> None:
+        self.monitor = LiveMonitor(AuditOptions(library=library), series_idle=series_idle)
+        self.views = Views()
+        self.monitor.subscribe(self.views)
+        self.mpps = MppsStore(store)
+        self.mpps.load()
+        handlers = mpps_handlers(self.mpps, lambda uid, ds: self.monitor.mpps(MppsMessage.from_dataset(uid, ds)))
+        self.scp = StorageSCP(ListenConfig(store=store, port=0, idle=60), lambda folder: self.monitor.study_idle(folder.name),
+                              on_instance=lambda key, path: self.monitor.instance(key.study, key.series, path),
+                              services=[((MPPS_SOP_CLASS,), handlers)])
+        self.monitor.start()
+        self.scp.start()
+
+    @property
+    def port(self) -> int:
+        return self.scp.address[1]
+
+    def stop(self) -> None:
+        self.scp.stop(grace=5)
+        self.monitor.stop()
+
+
+@pytest.fixture
+def loop(tmp_path: Path, library) -> Iterator[Loop]:
+    require_binaries("storescu")
+    running = Loop(tmp_path / "store", library)
+    yield running
+    running.stop()
+
+
+def _study(folder: Path, **options: object) -> Path:
+    synth.write_study(synth.plexus_study(synth.Vendor.SIEMENS, str(options.pop("accession", "LIVE1")), **options),
+                      folder)
+    return folder
+
+
+def _kinds(view: ExamView) -> dict[str, str]:
+    return {str(f.get("requirement") or f["code"]): f["live"] for f in view.findings}
+
+
+def test_series_by_series_then_mpps_completed(tmp_path: Path, loop: Loop) -> None:
+    """No STIR: provisional verdicts name it still missing, then missing once contrast was given
+    (an alert while the exam is open); MPPS COMPLETED makes the verdict final."""
+    modality = Modality(loop.port, _study(tmp_path / "src", fluid_fat_suppressed=False))
+    assert modality.mpps_create() == 0
+    _, started = loop.views.wait(lambda v: v.state is ExamState.IN_PROGRESS)
+    assert started.scheduled_procedure == "MRI LUMBOSACRAL PLEXUS WO+W CONTRAST" and started.series_received == 0
+    assert started.station == "MR-ROOM-1" and started.station_aet == "MR1" and started.provisional
+    latencies = []
+    for index in range(len(modality.series)):
+        modality.send_series(index)
+        sent = time.monotonic()
+        at, view = loop.views.wait(lambda v, n=index + 1: v.series_received == n and v.series_open == 0
+                                   and v.status != "")
+        latencies.append(at - sent)
+        assert view.provisional and view.state is ExamState.IN_PROGRESS
+        kinds = _kinds(view)
+        if index == 2:  # localizer, T1, T2 so far: STIR can still be done
+            assert kinds == {"fluid-fat-suppressed": "still-missing", "post-contrast-t1-fat-suppressed": "still-missing"}
+            assert view.verdict == "on-track" and not view.alerts
+        if index == 3:  # the first post-contrast series: too late for a STIR
+            assert kinds == {"fluid-fat-suppressed": "missing"}
+            assert view.verdict == "alert" and [a["requirement"] for a in view.alerts] == ["fluid-fat-suppressed"]
+        time.sleep(0.2)
+    # the verdict of each series within 2 s of its last instance (series idle 0.5 s here)
+    assert max(latencies) < 2.0, latencies
+    assert modality.mpps_set("COMPLETED") == 0
+    _, final = loop.views.wait(lambda v: v.state is ExamState.COMPLETED)
+    assert not final.provisional and final.status == "fail" and final.verdict == "fail"
+    assert _kinds(final) == {"fluid-fat-suppressed": LiveKind.MISSING.value}
+    assert not final.alerts  # the exam is over: no banner, the verdict says it
+    assert sorted({s["series_number"] for s in final.series}) == [1, 2, 3, 4, 5]  # every series judged
+    assert final.to_dict()["state"] == "completed" and "patient_name" not in final.to_dict()
+
+
+def test_series_made_but_not_sent_is_reported(tmp_path: Path, loop: Loop) -> None:
+    modality = Modality(loop.port, _study(tmp_path / "src", accession="LIVE2"))
+    assert modality.mpps_create() == 0
+    for index in range(len(modality.series) - 1):  # the last series is never sent
+        modality.send_series(index)
+    assert modality.mpps_set("COMPLETED") == 0
+    _, final = loop.views.wait(lambda v: v.state is ExamState.COMPLETED and v.series_open == 0 and v.status != "")
+    missing = [f for f in final.findings if f["code"] == "series-not-received"]
+    assert [f["series"] for f in missing] == [[modality.series_uids[-1]]]
+    assert final.status == "fail" and missing[0]["live"] == "missing"
+
+
+def test_discontinued_and_mpps_rules(tmp_path: Path, loop: Loop) -> None:
+    modality = Modality(loop.port, _study(tmp_path / "src", accession="LIVE3"))
+    assert modality.mpps_create() == 0
+    assert modality.mpps_create() == DUPLICATE_SOP_INSTANCE
+    modality.send_series(0)
+    assert modality.mpps_set("DISCONTINUED", performed=[0]) == 0
+    _, final = loop.views.wait(lambda v: v.state is ExamState.DISCONTINUED)
+    assert not final.provisional
+    assert modality.mpps_set("COMPLETED") == PROCESSING_FAILURE  # a final step may no longer be updated
+    stranger = Modality(loop.port, tmp_path / "src")
+    assert stranger.mpps_set("COMPLETED") == NO_SUCH_SOP_INSTANCE
+    # every acknowledged message is on disk and replays into the same step
+    replayed = MppsStore(loop.mpps.root.parent).load()
+    assert replayed[modality.mpps_uid].PerformedProcedureStepStatus == "DISCONTINUED"
+    assert len(list((loop.mpps.root / modality.mpps_uid).glob("*.dcm"))) == 2
+
+
+def test_next_series_completes_the_previous_one(tmp_path: Path, library) -> None:
+    """Without waiting for the series idle time: an instance of the next series closes the last one."""
+    folder = _study(tmp_path / "src", accession="LIVE4")
+    now = [100.0]
+    monitor = LiveMonitor(AuditOptions(library=library), series_idle=30, clock=lambda: now[0])
+    files = sorted(folder.glob("*.dcm"))
+    import pydicom
+
+    def send(path: Path) -> None:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        monitor.instance(ds.StudyInstanceUID, ds.SeriesInstanceUID, path)
+
+    for path in files[:3]:  # the localizer (3 images)
+        send(path)
+    monitor.step(monitor._inbox)
+    monitor._inbox = []
+    assert monitor.views() == []  # nothing complete yet
+    send(files[3])  # the first image of series 2
+    inbox, monitor._inbox = monitor._inbox, []
+    monitor.step(inbox)
+    (view,) = monitor.views()
+    assert view.series_received == 2 and view.series_open == 1 and view.series[0]["localizer"]
+    now[0] += 31
+    monitor.step([])
+    (view,) = monitor.views()
+    assert view.series_open == 0 and len({s["series_instance_uid"] for s in view.series}) == 2
+
+
+def test_mpps_message_from_dataset() -> None:
+    ds = Dataset()
+    ds.PerformedProcedureStepStatus = "COMPLETED"
+    step = Dataset()
+    step.StudyInstanceUID = "1.2.3"
+    step.AccessionNumber = "A9"
+    step.ScheduledProcedureStepDescription = "MR PELVIS"
+    ds.ScheduledStepAttributesSequence = [step]
+    item = Dataset()
+    item.SeriesInstanceUID = "1.2.3.4"
+    ds.PerformedSeriesSequence = [item]
+    message = MppsMessage.from_dataset("9.9", ds)
+    assert (message.state, message.study_instance_uid, message.accession_number, message.scheduled_procedure,
+            message.performed_series) == (ExamState.COMPLETED, "1.2.3", "A9", "MR PELVIS", ("1.2.3.4",))
