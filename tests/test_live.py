@@ -81,7 +81,8 @@ class Loop:
         self.mpps = MppsStore(store)
         self.mpps.load()
         handlers = mpps_handlers(self.mpps, lambda uid, ds: self.monitor.mpps(MppsMessage.from_dataset(uid, ds)))
-        self.scp = StorageSCP(ListenConfig(store=store, port=0, idle=60), lambda folder: self.monitor.study_idle(folder.name),
+        self.scp = StorageSCP(ListenConfig(store=store, port=0, idle=60),
+                              lambda folder: self.monitor.study_idle(folder.name),
                               on_instance=lambda key, path: self.monitor.instance(key.study, key.series, path),
                               services=[((MPPS_SOP_CLASS,), handlers)])
         self.monitor.start()
@@ -132,7 +133,8 @@ def test_series_by_series_then_mpps_completed(tmp_path: Path, loop: Loop) -> Non
         assert view.provisional and view.state is ExamState.IN_PROGRESS
         kinds = _kinds(view)
         if index == 2:  # localizer, T1, T2 so far: STIR can still be done
-            assert kinds == {"fluid-fat-suppressed": "still-missing", "post-contrast-t1-fat-suppressed": "still-missing"}
+            assert kinds == {"fluid-fat-suppressed": "still-missing",
+                             "post-contrast-t1-fat-suppressed": "still-missing"}
             assert view.verdict == "on-track" and not view.alerts
         if index == 3:  # the first post-contrast series: too late for a STIR
             assert kinds == {"fluid-fat-suppressed": "missing"}

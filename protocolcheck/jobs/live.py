@@ -34,7 +34,8 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from protocolcheck.audit.engine import AuditOptions, audit_study
-from protocolcheck.audit.findings import (
+from protocolcheck.clinical.context import ClinicalContext
+from protocolcheck.clinical.findings import (
     AuditResult,
     Finding,
     FindingCode,
@@ -42,7 +43,6 @@ from protocolcheck.audit.findings import (
     Status,
     status_for,
 )
-from protocolcheck.clinical.context import ClinicalContext
 from protocolcheck.dicom.records import InstanceHeader
 from protocolcheck.dicom.scan import read_file
 from protocolcheck.dicom.study import group_studies
@@ -217,7 +217,7 @@ class ExamView:
             "series_received": self.series_received,
             "series_open": self.series_open,
             "performed_series": list(self.performed_series),
-            "updated": dt.datetime.fromtimestamp(self.updated, dt.UTC).isoformat(timespec="milliseconds"),
+            "updated": dt.datetime.fromtimestamp(self.updated, dt.timezone.utc).isoformat(timespec="milliseconds"),
             "version": self.version,
         }
         if include_patient:

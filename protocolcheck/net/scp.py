@@ -599,7 +599,7 @@ class StorageSCP:
         if self.on_instance is not None:
             try:
                 self.on_instance(key, self.store.path_for(key))
-            except Exception:  # noqa: BLE001 - stored and marked: the instance is acknowledged regardless
+            except Exception:  # stored and marked: the instance is acknowledged regardless
                 LOG.exception("instance hook failed for %s", key.sop)
 
     def _refused_connection(self, address: str, reason: str) -> None:
