@@ -89,3 +89,16 @@ def test_junit_is_well_formed(hostile_study: Path, tmp_path: Path) -> None:
     _run("audit", str(hostile_study), "--no-db", "--junit", str(junit), "--protocol", "mr-pelvis")
     root = ET.parse(junit).getroot()  # raises on \x01 / \x0b
     assert root.tag == "testsuite" and root.find("testcase") is not None
+
+
+def test_report_csv_neutralises_formulas(hostile_study: Path, tmp_path: Path) -> None:
+    store = tmp_path / "qa.db"
+    _run("audit", str(hostile_study), "--db", str(store), "--format", "json")
+    exported = tmp_path / "qa.csv"
+    code, _out, err = _run("report", "--db", str(store), "--csv", str(exported))
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(exported.read_text(encoding="utf-8"))))
+    assert rows and rows[0]["accession_number"].startswith("'@SUM")
+    for row in rows:
+        for value in row.values():
+            assert not value.startswith(("=", "+", "-", "@", "\t", "\r")), row

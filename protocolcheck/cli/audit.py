@@ -24,6 +24,7 @@ from protocolcheck.cli.options import (
     resolve_format,
     series_output_options,
     warn,
+    write_file,
 )
 from protocolcheck.dicom.scan import iter_files, scan_files
 from protocolcheck.report import text as render
@@ -107,12 +108,7 @@ def audit(**opts: Any) -> None:
     records = [r.to_dict(include_patient=opts["include_patient"]) for r in results]
     emit(render.audit_text(records, resolve_format(opts["fmt"], opts["output"]).value), opts["output"])
     if opts["junit_path"]:
-        try:
-            with open(opts["junit_path"], "w", encoding="utf-8") as fh:
-                fh.write(render.audit_junit(records))
-        except OSError as exc:
-            warn(f"error: cannot write {opts['junit_path']}: {exc.strerror or exc}")
-            sys.exit(Exit.CANNOT_RUN)
+        write_file(opts["junit_path"], render.audit_junit(records))
     for message in unmatched_context(options):
         warn("warning: " + message)
     warn(Summary.of(results).line() + stored_note, opts["quiet"])

@@ -61,11 +61,32 @@ def resolve_format(fmt: str | None, output: str | None) -> OutputFormat:
 
 
 def emit(text: str, output: str | None) -> None:
+    """The command's data to ``output`` (whole or not at all) or stdout; a write that fails (missing or
+    read-only folder, full disk, closed pipe) exits 3 naming the path and the reason."""
     if output:
-        with open(output, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    else:
+        write_file(output, text)
+        return
+    try:
         click.echo(text, nl=False)
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (| head): nothing more to say to it
+        sys.stderr.close()
+        sys.exit(Exit.CANNOT_RUN)
+    except OSError as exc:
+        warn(f"error: cannot write to standard output: {exc.strerror or exc}")
+        sys.exit(Exit.CANNOT_RUN)
+
+
+def write_file(path: str, text: str) -> None:
+    """``text`` written to ``path`` atomically (:func:`.safeio.write_text_atomic`); exit 3 with the path and
+    the reason when it cannot be (the earlier file, if any, is left as it was)."""
+    from protocolcheck.dicom.safeio import write_text_atomic
+
+    try:
+        write_text_atomic(path, text)
+    except OSError as exc:
+        warn(f"error: cannot write {path}: {exc.strerror or exc}")
+        sys.exit(Exit.CANNOT_RUN)
 
 
 def warn(message: str, quiet: bool = False) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from protocolcheck.cli.options import Exit, emit, quiet_option, warn
+from protocolcheck.cli.options import Exit, emit, quiet_option, warn, write_file
 
 
 def db_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -61,6 +61,7 @@ def report(db: str | None, since: dt.date | None, until: dt.date | None, protoco
 
     from protocolcheck.jobs.store import Filters, Store, StoreError, StoreMissing, default_store_path
     from protocolcheck.report.html import export_frame, render_html
+    from protocolcheck.report.tabular import csv_safe_frame
 
     if parquet_path and importlib.util.find_spec("pyarrow") is None:
         warn("error: --parquet needs pyarrow (pip install pyarrow, or pip install 'protocolcheck[parquet]')")
@@ -83,8 +84,8 @@ def report(db: str | None, since: dt.date | None, until: dt.date | None, protoco
     try:
         if csv_path or parquet_path:
             table = export_frame(audits, findings, include_patient=include_patient)
-            if csv_path:
-                table.to_csv(csv_path, index=False)
+            if csv_path:  # cells a spreadsheet would run as formulas are neutralised
+                write_file(csv_path, csv_safe_frame(table).to_csv(index=False))
                 written.append(csv_path)
             if parquet_path:
                 table.to_parquet(parquet_path, index=False)
