@@ -171,6 +171,16 @@ def wait_for_echo(process: Process, port: int, called_aet: str, timeout: float =
     raise RuntimeError(f"{process.name} did not answer C-ECHO on port {port}:\n{process.log_text()}")
 
 
+def wait_for_http(process: Process, port: int, timeout: float = 30.0) -> None:
+    """Wait until ``port`` on 127.0.0.1 accepts connections (Orthanc's HTTP server starts after DICOM)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{process.name} did not open HTTP port {port}:\n{process.log_text()}")
+
+
 @dataclass
 class OrthancPeer:
     """A running Orthanc: its DICOM port and AE title, and its worklist folder."""
@@ -180,18 +190,28 @@ class OrthancPeer:
     worklists: Path
     process: Process
     storage: Path
+    http_port: int | None = None  # with dicomweb=True: the REST/DICOMweb port on 127.0.0.1
+
+    @property
+    def dicomweb_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/dicom-web"
+
+
+ORTHANC_DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 
 
 @contextlib.contextmanager
 def orthanc(folder: Path, *, aet: str = "ORTHANC", modalities: dict[str, tuple[str, int]] | None = None,
             worklist: bool = True, tls: Pki | None = None, extra: dict[str, object] | None = None,
+            dicomweb: bool = False, users: dict[str, str] | None = None,
             ) -> Iterator[OrthancPeer]:
     """Start Orthanc in ``folder`` with its modality worklist plugin; stop it on exit.
 
     ``modalities`` maps an AE title to (host, port): every AE that queries or retrieves, and every
     C-MOVE destination, must be listed. ``tls``: serve DICOM TLS only, with the PKI's server
     certificate, requiring client certificates signed by its CA, and using TLS towards every
-    modality. ``extra``: more configuration keys.
+    modality. ``extra``: more configuration keys. ``dicomweb``: also serve HTTP on 127.0.0.1 with the
+    DICOMweb plugin (Debian's orthanc-dicomweb), with basic authentication when ``users`` are given.
     """
     paths = require_binaries("Orthanc")
     folder.mkdir(parents=True, exist_ok=True)
@@ -222,21 +242,35 @@ def orthanc(folder: Path, *, aet: str = "ORTHANC", modalities: dict[str, tuple[s
                        "DicomTlsPrivateKey": str(tls.server_key), "DicomTlsTrustedCertificates": str(tls.ca),
                        "DicomTlsRemoteCertificateRequired": True})
     config.update(extra or {})
-    if worklist:
-        if not Path(ORTHANC_WORKLIST_PLUGIN).exists():
-            reason = f"Orthanc worklist plugin missing: {ORTHANC_WORKLIST_PLUGIN}"
+    plugins: list[str] = []
+    for wanted, plugin in ((worklist, ORTHANC_WORKLIST_PLUGIN), (dicomweb, ORTHANC_DICOMWEB_PLUGIN)):
+        if wanted and not Path(plugin).exists():
+            reason = f"Orthanc plugin missing: {plugin} (apt-get install orthanc orthanc-dicomweb; .ci/run does)"
             if os.environ.get("CI"):
                 pytest.fail(reason)
             pytest.skip(reason)
-        config["Plugins"] = [ORTHANC_WORKLIST_PLUGIN]
+        if wanted:
+            plugins.append(plugin)
+    if plugins:
+        config["Plugins"] = plugins
+    if worklist:
         config["Worklists"] = {"Enable": True, "Database": str(worklists)}
+    http_port = free_port() if dicomweb else None
+    if dicomweb:
+        config.update({"HttpServerEnabled": True, "HttpPort": http_port, "RemoteAccessAllowed": False,
+                       "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}})
+        if users:
+            config.update({"AuthenticationEnabled": True, "RegisteredUsers": users})
     config_path = folder / "orthanc.json"
     config_path.write_text(json.dumps(config, indent=2))
     process = start_process("Orthanc", [paths["Orthanc"], f"--logfile={folder / 'orthanc.log'}", str(config_path)],
                             folder / "orthanc.stdout")
     try:
         wait_for_echo(process, port, aet, tls=tls.client_context() if tls else None)
-        yield OrthancPeer(port=port, aet=aet, worklists=worklists, process=process, storage=folder / "storage")
+        if http_port is not None:
+            wait_for_http(process, http_port)
+        yield OrthancPeer(port=port, aet=aet, worklists=worklists, process=process, storage=folder / "storage",
+                          http_port=http_port)
     finally:
         process.stop()
 
@@ -442,6 +476,12 @@ class Pki:
     client_key: Path
     rogue_cert: Path
     rogue_key: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        """A TLS server context with the server certificate (no client certificate asked for)."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(self.server_cert), str(self.server_key))
+        return context
 
     def client_context(self, cert: bool = True) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca))

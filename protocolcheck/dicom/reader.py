@@ -570,3 +570,8 @@ def _records(name: str, ds: Dataset, pixel_problem: str | None) -> list[Instance
     return [InstanceHeader(**fields, value_problems=problems) for fields in field_sets]
 
 
+def records_from_dataset(name: str, ds: Dataset) -> list[InstanceHeader] | Skipped:
+    """The records of a dataset that arrived as an object, not a file (DICOMweb metadata): the same
+    fields, from the same code, as :func:`read_file_pydicom`. ``name`` says where it came from.
+    Raises :class:`ValueError` with a human reason when the dataset cannot be used."""
+    return _records(name, ds, None)

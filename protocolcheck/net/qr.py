@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -97,6 +97,15 @@ class StudyQuery:
         ds.NumberOfStudyRelatedInstances = None
         return ds
 
+    def accepts(self, match: StudyMatch) -> bool:
+        """What the archive may not have filtered: plain description text (anywhere, ignoring case)
+        and the modality (some archives ignore ModalitiesInStudy)."""
+        text = self.description.strip().lower()
+        if text and not _has_wildcards(text) and text not in match.study_description.lower():
+            return False
+        wanted = self.modality.upper()
+        return not (wanted and match.modalities and wanted not in match.modalities)
+
 
 def _has_wildcards(text: str) -> bool:
     """Text with DICOM wildcards is matched by the PACS as given (case-sensitive, as DICOM says);
@@ -119,7 +128,7 @@ class StudyMatch:
         return f"accession {self.accession_number or '-'} (study {self.study_instance_uid})"
 
 
-def _match_from(ds: Dataset) -> StudyMatch | None:
+def match_from(ds: Dataset) -> StudyMatch | None:
     uid = str(ds.get("StudyInstanceUID", "") or "").strip()
     if not uid:
         return None
@@ -146,22 +155,23 @@ def find_studies(peer: Peer, query: StudyQuery, timeouts: Timeouts = Timeouts())
     Matches on another modality are dropped here too, for archives that ignore ModalitiesInStudy.
     """
     replies, end = find(peer, StudyRootQueryRetrieveInformationModelFind, query.identifier(), timeouts)
-    matches = [match for match in map(_match_from, replies) if match is not None]
+    matches = [match for match in map(match_from, replies) if match is not None]
     if end is FindEnd.ABORTED:
         raise NetError(NetErrorKind.ABORTED, f"C-FIND on {peer}: {_ABORT_HINT.format(aet=peer.calling_aet)}"
                        + (f" ({len(matches)} matches had arrived)" if matches else ""))
     if end is FindEnd.SILENT:
         raise NetError(NetErrorKind.TIMEOUT, f"C-FIND on {peer}: no reply within {timeouts.dimse:g} s "
                        f"(the peer stopped answering after {len(matches)} matches)")
-    text = query.description.strip().lower()
-    if text and not _has_wildcards(text):
-        matches = [m for m in matches if text in m.study_description.lower()]
-    wanted = query.modality.upper()
-    if wanted:
-        matches = [m for m in matches if not m.modalities or wanted in m.modalities]
-    seen: set[str] = set()
-    unique = [m for m in matches if not (m.study_instance_uid in seen or seen.add(m.study_instance_uid))]
-    return sorted(unique, key=lambda m: (m.study_date, m.accession_number, m.study_instance_uid))
+    return select_matches(matches, query)
+
+
+def select_matches(matches: Iterable[StudyMatch], query: StudyQuery) -> list[StudyMatch]:
+    """The matches ``query`` accepts, each study once, in date order (every search path ends here)."""
+    unique: dict[str, StudyMatch] = {}
+    for match in matches:
+        if query.accepts(match):
+            unique.setdefault(match.study_instance_uid, match)
+    return sorted(unique.values(), key=lambda m: (m.study_date, m.accession_number, m.study_instance_uid))
 
 
 @dataclass
