@@ -274,6 +274,8 @@ def _private_elements(explicit: bool, un: bool = False) -> dict[int, bytes]:
     elements[0x00190010] = element(0x00190010, "LO", text("GEMS_ACQU_01"), e)
     elements[0x0019109C] = element(0x0019109C, vr, text("fse-xl"), e)
     elements[0x0019109E] = element(0x0019109E, vr, text("FSE"), e)
+    elements[0x00191011] = element(0x00191011, "UN" if un else "SS", struct.pack("<h", 2), e)  # series contrast
+    elements[0x001910A4] = element(0x001910A4, "UN" if un else "SS", struct.pack("<h", 1), e)  # SAT fat
     elements[0x20010010] = element(0x20010010, "LO", text("Another Creator"), e)
     elements[0x20010011] = element(0x20010011, "LO", text("Philips Imaging DD 001"), e)
     elements[0x20011020] = element(0x20011020, "LO", text("WRONG BLOCK"), e)
@@ -294,6 +296,7 @@ def test_private_tags_by_creator(tmp_path: Path, explicit: bool, un: bool) -> No
     [record] = read_fast(str(path))  # type: ignore[misc]
     assert record.vendor_sequence == "fse-xl" and record.philips_spir == "Y" and record.philips_prepulse == "IR"
     assert record.vendor_scan_options == ("FS", "PFP")
+    assert (record.ge_series_contrast, record.ge_sat_fat) == ("2", "1")
 
 
 def test_private_value_of_wrong_length_for_its_dictionary_vr(tmp_path: Path) -> None:

@@ -41,6 +41,8 @@ from protocolcheck.dicom.records import (
     _FRAME_MACROS,
     ENHANCED_SOP_CLASSES,
     GE_PULSE_SEQUENCE_NAME,
+    GE_SAT_FAT,
+    GE_SERIES_CONTRAST,
     MEDIA_STORAGE_DIRECTORY,
     NON_IMAGE_SOP_PREFIXES,
     PHILIPS_PREPULSE,
@@ -218,14 +220,14 @@ _TOP_KEYWORDS = (
     "ImageOrientationPatient", "NumberOfFrames", "Rows", "Columns", "PixelSpacing",
     "RequestedProcedureDescription", "RequestedProcedureCodeSequence", "RequestAttributesSequence",
     "AcquisitionDateTime", "EchoPulseSequence", "EchoPlanarPulseSequence", "SteadyStatePulseSequence",
-    "SpectrallySelectedExcitation",
+    "SpectrallySelectedExcitation", "AngioFlag",
 )
 _TOP: dict[int, str] = {_tag(k): k for k in _TOP_KEYWORDS}
 _ITEM_KEYWORDS = ("SpecificCharacterSet", "CodeValue", "CodeMeaning", "RequestedProcedureDescription")
 _ITEM_TAGS: dict[int, str] = {_tag(k): k for k in _ITEM_KEYWORDS}
 _DIRECTORY_RECORDS = _tag("DirectoryRecordSequence")  # DICOMDIRs go to pydicom
 _PRIVATE_SPECS = (GE_PULSE_SEQUENCE_NAME, PHILIPS_SCANNING_TECHNIQUE, PHILIPS_SPIR, PHILIPS_PREPULSE,
-                  SIEMENS_XA_SCAN_OPTIONS)
+                  SIEMENS_XA_SCAN_OPTIONS, GE_SERIES_CONTRAST, GE_SAT_FAT)
 # Private element offsets (low byte) by group that headers.py reads (GE, Philips, Siemens XA).
 _PRIVATE_OFFSETS: dict[int, frozenset[int]] = {
     group: frozenset(spec[2] for spec in _PRIVATE_SPECS if spec[1] == group) for _c, group, _o in _PRIVATE_SPECS
@@ -409,6 +411,7 @@ _UPPER_FIELDS = (
     ("inversion_recovery", "InversionRecovery"), ("acquisition_contrast", "AcquisitionContrast"),
     ("echo_pulse_sequence", "EchoPulseSequence"), ("echo_planar", "EchoPlanarPulseSequence"),
     ("steady_state", "SteadyStatePulseSequence"), ("spectrally_selected_excitation", "SpectrallySelectedExcitation"),
+    ("angio_flag", "AngioFlag"),
 )
 _TEXTS_FIELDS = (
     ("image_type", "ImageType"), ("scanning_sequence", "ScanningSequence"),
@@ -1068,7 +1071,16 @@ def _private(top: dict[Any, Any], creators: dict[int, str], creator: str, group:
         return raw.decode("latin-1").strip("\x00 ").strip()
     if not raw:
         return ""
+    number = _BINARY_NUMBERS.get(vr)
+    if number is not None:  # GE writes its flags as SS: pydicom's str() of each value, joined like text
+        if len(raw) % number.size:
+            raise _Fallback(f"private {vr} value of {len(raw)} bytes")
+        return "\\".join(str(v) for (v,) in number.iter_unpack(raw))
     return "\\".join(_items(vr, raw, enc)).strip()
+
+
+_BINARY_NUMBERS = {vr: Struct(fmt) for vr, fmt in (("SS", "<h"), ("US", "<H"), ("SL", "<l"), ("UL", "<L"),
+                                                   ("FL", "<f"), ("FD", "<d"))}
 
 
 # How each captured top-level keyword becomes a record field.
@@ -1201,6 +1213,8 @@ def _fields(top: dict[Any, Any], creators: dict[int, str], meta: dict[int, tuple
             top, creators, *PHILIPS_SCANNING_TECHNIQUE, enc)
         fields["philips_spir"] = _private(top, creators, *PHILIPS_SPIR, enc)
         fields["philips_prepulse"] = _private(top, creators, *PHILIPS_PREPULSE, enc)
+        fields["ge_series_contrast"] = _private(top, creators, *GE_SERIES_CONTRAST, enc)
+        fields["ge_sat_fat"] = _private(top, creators, *GE_SAT_FAT, enc)
     options = _xa_scan_options(top, creators, enc)
     if options:
         fields["vendor_scan_options"] = tuple(t.strip().upper() for t in options.split("\\") if t.strip())
@@ -1384,7 +1398,7 @@ _FILLED = frozenset(
     + [name for name, _k, _n in _VECTOR_FIELDS]
     + ["path", "sop_class_uid", "requested_procedure_description", "procedure_codes", "contrast_agent",
        "acquisition_date", "acquisition_time", "vendor_sequence", "philips_spir", "philips_prepulse",
-       "vendor_scan_options", "frames"]
+       "ge_series_contrast", "ge_sat_fat", "vendor_scan_options", "frames"]
 )
 _DEFAULTED = frozenset({"frame_type", "enhanced", "value_problems"})
 _RECORD_FIELDS = frozenset(f.name for f in dataclasses.fields(InstanceHeader))

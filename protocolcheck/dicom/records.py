@@ -47,6 +47,8 @@ PHILIPS_SCANNING_TECHNIQUE = ("Philips Imaging DD 001", 0x2001, 0x20)  # (2001,1
 PHILIPS_SPIR = ("Philips Imaging DD 001", 0x2001, 0x21)  # (2001,1021)
 PHILIPS_PREPULSE = ("Philips Imaging DD 001", 0x2001, 0x1C)  # (2001,101C)
 SIEMENS_XA_SCAN_OPTIONS = ("SIEMENS MR SDS 01", 0x0021, 0x5C)  # (0021,105C): XA30 moved Scan Options here
+GE_SERIES_CONTRAST = ("GEMS_ACQU_01", 0x0019, 0x11)  # (0019,1011) Series contrast: 0 none, non-zero contrast given
+GE_SAT_FAT = ("GEMS_ACQU_01", 0x0019, 0xA4)  # (0019,10A4) SAT fat/water/bone: 1 fat saturation on
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,9 @@ class InstanceHeader:
     frame_type: tuple[str, ...] = ()
     philips_spir: str = ""
     philips_prepulse: str = ""
+    ge_series_contrast: str = ""  # GE (0019,1011), "" when absent
+    ge_sat_fat: str = ""  # GE (0019,10A4), "" when absent
+    angio_flag: str = ""  # (0018,0025) Angio Flag Y/N, upper case
     # enhanced MR Pulse Sequence module flags (upper case, "" when absent) and Siemens XA private options
     echo_pulse_sequence: str = ""  # (0018,9008) SPIN / GRADIENT / BOTH
     echo_planar: str = ""  # (0018,9018) YES / NO
