@@ -271,3 +271,62 @@ def test_tls_is_verified_by_default(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- the command -------------------------------------------------------------------------------------
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, list[dict], str]:
+    from click.testing import CliRunner
+
+    from protocolcheck.cli import main
+
+    result = CliRunner().invoke(main, ["query", "--format", "json", "--timeout", "20", *args],
+                                env={"PROTOCOLCHECK_DICOMWEB_PASSWORD": USERS["alice"], **(env or {})})
+    records = json.loads(result.stdout) if result.stdout.strip() else []
+    return result.exit_code, records, result.stderr
+
+
+def test_query_dicomweb_gives_the_folder_audits_and_exit_code(archive: Archive) -> None:
+    code, records, err = cli("--dicomweb", archive.url, "--user", "alice", "--date", CORPUS_DATES, "--no-db")
+    assert {r["study_instance_uid"]: r for r in records} == archive.expected, err
+    assert code == (1 if any(r["status"] in ("fail", "error") for r in records) else 0)
+    assert "MB received" in err
+
+
+def test_query_dicomweb_is_incremental_with_a_store(archive: Archive, tmp_path: Path) -> None:
+    db = str(tmp_path / "results.db")
+    args = ("--dicomweb", archive.url, "--user", "alice", "--date", CORPUS_DATES, "--db", db)
+    code1, first, err1 = cli(*args)
+    code2, second, err2 = cli(*args)
+    assert code1 == code2 and first == second
+    assert f"0 audited, {len(archive.expected)} unchanged" in err2, err2
+    assert "0.0 MB received" in err2  # only the search: no metadata fetched again
+
+
+def test_query_dicomweb_server_down_exits_3() -> None:
+    code, _records, err = cli("--dicomweb", f"http://127.0.0.1:{free_port()}/dicom-web", "--no-db", "--deadline", "20")
+    assert code == 3 and "cannot reach" in err
+
+
+def test_query_dicomweb_refused_credentials_exit_3(archive: Archive) -> None:
+    code, _records, err = cli("--dicomweb", archive.url, "--user", "alice", "--no-db",
+                              env={"PROTOCOLCHECK_DICOMWEB_PASSWORD": "wrong"})
+    assert code == 3 and "refused the credentials" in err
+
+
+def test_query_dicomweb_secrets_never_on_the_command_line(archive: Archive, tmp_path: Path) -> None:
+    code, _records, err = cli("--dicomweb", archive.url, "--user", "alice", "--password", "s3cret-pw", "--no-db")
+    assert code == 2 and "not accepted on the command line" in err
+    secret = tmp_path / "pw"
+    secret.write_text(USERS["alice"] + "\n")
+    code, records, err = cli("--dicomweb", archive.url, "--user", "alice", "--password-file", str(secret), "--no-db",
+                             "--date", CORPUS_DATES, env={"PROTOCOLCHECK_DICOMWEB_PASSWORD": ""})
+    assert code in (0, 1) and len(records) == len(archive.expected), err
+
+
+def test_query_needs_one_peer() -> None:
+    code, _records, err = cli("--no-db")
+    assert code == 2 and "--dicomweb URL" in err
+    code, _records, err = cli("127.0.0.1", "4242", "--called-aet", "X", "--dicomweb", "http://127.0.0.1:1/x")
+    assert code == 2 and "not both" in err

@@ -26,10 +26,19 @@ if TYPE_CHECKING:
 
 def net_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """HOST PORT --called-aet [--calling-aet] [--timeout] shared by the DICOM client commands."""
-    return apply_options(f, [
-        click.argument("host"),
-        click.argument("port", type=click.IntRange(1, 65535)),
-        click.option("--called-aet", required=True, metavar="AET", help="AE title of the peer."),
+    return apply_options(f, _peer_options(required=True))
+
+
+def optional_net_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """:func:`net_options` for a command that may reach its peer another way (``query --dicomweb``)."""
+    return apply_options(f, _peer_options(required=False))
+
+
+def _peer_options(required: bool) -> list[Callable[..., Any]]:
+    return [
+        click.argument("host", required=required),
+        click.argument("port", type=click.IntRange(1, 65535), required=required),
+        click.option("--called-aet", required=required, metavar="AET", help="AE title of the peer."),
         click.option("--calling-aet", default="PROTOCOLCHECK", show_default=True, metavar="AET",
                      help="Our AE title (must be configured on the peer)."),
         click.option("--timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True, metavar="SECONDS",
@@ -43,7 +52,7 @@ def net_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--tls-key", type=click.Path(dir_okay=False), default=None, metavar="FILE",
                      help="The private key (PEM) of --tls-cert."),
         click.option("-v", "--verbose", is_flag=True, help="Also log pynetdicom's messages."),
-    ])
+    ]
 
 
 def tls_options(opts: dict[str, Any], *, server: bool = False) -> TlsOptions | None:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
+from protocolcheck.cli.dicomweb import dicomweb_options, run_dicomweb
 from protocolcheck.cli.net import (
     date_range,
     folder_auditor,
     net_audit_options,
     net_logging,
-    net_options,
+    optional_net_options,
     peer_from,
     timeouts_for,
 )
@@ -32,10 +33,11 @@ from protocolcheck.report import text as render
 
 if TYPE_CHECKING:
     from protocolcheck.clinical.findings import AuditResult
+    from protocolcheck.net.common import Peer
 
 
 @click.command()
-@net_options
+@optional_net_options
 @click.option("--date", "date", callback=date_range, metavar="RANGE",
               help="Study date or range: YYYYMMDD or YYYYMMDD-YYYYMMDD.")
 @click.option("--modality", default="", metavar="MOD", help="Modality in study, e.g. MR.")
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
               help="Address for that SCP (default: 127.0.0.1 when HOST is local, else 0.0.0.0).")
 @click.option("--workdir", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="Where the one study being audited is kept (default: the system temp folder).")
+@dicomweb_options
 @net_audit_options
 @fail_on_option
 @format_option
@@ -60,25 +63,24 @@ def query(**opts: Any) -> None:
 
     One study at a time is retrieved into a temporary folder, audited and deleted. Unreachable
     peers, rejected associations and failed retrievals are reported and give exit code 3; the
-    other studies are still audited.
+    other studies are still audited. With ``--dicomweb URL`` the archive is searched with QIDO-RS and
+    each study's headers are read with WADO-RS metadata (no pixels); the audit is the same.
     """
-    from protocolcheck.audit.engine import Summary, reaches, unmatched_context
+    from protocolcheck.audit.engine import unmatched_context
     from protocolcheck.jobs.store import StoreError
     from protocolcheck.net.common import NetError
     from protocolcheck.net.qr import RetrieveMethod, StudyQuery, default_move_bind, find_studies, pull_studies
 
     net_logging(opts["quiet"], opts["verbose"])
-    peer = peer_from(opts)
-    if opts["retrieve"] == "move" and not opts["move_port"]:
-        raise click.UsageError("--retrieve move needs --move-port N (the port the PACS sends the study to)")
-    if opts["retrieve"] == "move" and peer.tls is not None and not peer.tls.cert:
-        raise click.UsageError("--retrieve move with TLS needs --tls-cert and --tls-key: the PACS connects to our "
-                               "storage SCP over TLS (or use --retrieve get)")
+    study_query = StudyQuery(date=opts["date"], modality=opts["modality"], accession=opts["accession"],
+                             description=opts["description"])
+    if opts["dicomweb"]:
+        run = run_dicomweb(opts, study_query)
+        _finish(opts, run.results, run.failures)
+    peer = _dimse_peer(opts)
     move_bind = opts["move_bind"] if opts["move_bind"] is not None else default_move_bind(peer.host)
     auditor = folder_auditor(opts, "query")
     timeouts = timeouts_for(opts["timeout"])
-    study_query = StudyQuery(date=opts["date"], modality=opts["modality"], accession=opts["accession"],
-                             description=opts["description"])
     try:
         matches = find_studies(peer, study_query, timeouts)
     except NetError as exc:
@@ -112,11 +114,31 @@ def query(**opts: Any) -> None:
     finally:
         pulled_studies.close()  # deletes the temporary files even when interrupted
         auditor.close()
+    for message in unmatched_context(auditor.options):
+        warn("note: " + message, opts["quiet"])
+    _finish(opts, results, failures)
+
+
+def _dimse_peer(opts: dict[str, Any]) -> Peer:
+    """The DIMSE peer and retrieve options, checked (usage errors exit 2)."""
+    if not (opts["host"] and opts["port"] and opts["called_aet"]):
+        raise click.UsageError("give HOST PORT --called-aet (a DIMSE peer) or --dicomweb URL")
+    peer = peer_from(opts)
+    if opts["retrieve"] == "move" and not opts["move_port"]:
+        raise click.UsageError("--retrieve move needs --move-port N (the port the PACS sends the study to)")
+    if opts["retrieve"] == "move" and peer.tls is not None and not peer.tls.cert:
+        raise click.UsageError("--retrieve move with TLS needs --tls-cert and --tls-key: the PACS connects to our "
+                               "storage SCP over TLS (or use --retrieve get)")
+    return peer
+
+
+def _finish(opts: dict[str, Any], results: list[AuditResult], failures: list[str]) -> NoReturn:
+    """Render as ``audit`` does, summarise, exit: 3 when a study could not be read, else by --fail-on."""
+    from protocolcheck.audit.engine import Summary, reaches
+
     form = resolve_format(opts["fmt"], opts["output"])
     records = [r.to_dict(include_patient=opts["include_patient"]) for r in results]
     emit(render.audit_text(records, form.value, empty="(no studies)\n"), opts["output"])  # as ``audit``
-    for message in unmatched_context(auditor.options):
-        warn("note: " + message, opts["quiet"])
     warn(Summary.of(results).line() + (f"; {len(failures)} not retrieved" if failures else ""), opts["quiet"])
     if failures:
         sys.exit(Exit.CANNOT_RUN)

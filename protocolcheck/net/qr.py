@@ -123,6 +123,7 @@ class StudyMatch:
     study_description: str = ""
     modalities: tuple[str, ...] = ()
     instances: int | None = None
+    series: int | None = None
 
     def label(self) -> str:
         return f"accession {self.accession_number or '-'} (study {self.study_instance_uid})"
@@ -135,10 +136,7 @@ def match_from(ds: Dataset) -> StudyMatch | None:
     modalities = ds.get("ModalitiesInStudy", "") or ""
     if isinstance(modalities, str):
         modalities = [m for m in modalities.split("\\") if m]
-    try:
-        instances = int(ds.get("NumberOfStudyRelatedInstances", "") or 0) or None
-    except (TypeError, ValueError):
-        instances = None
+    instances = _count(ds, "NumberOfStudyRelatedInstances")
     return StudyMatch(
         study_instance_uid=uid,
         accession_number=str(ds.get("AccessionNumber", "") or "").strip(),
@@ -146,7 +144,15 @@ def match_from(ds: Dataset) -> StudyMatch | None:
         study_description=str(ds.get("StudyDescription", "") or "").strip(),
         modalities=tuple(str(m).strip().upper() for m in modalities),
         instances=instances,
+        series=_count(ds, "NumberOfStudyRelatedSeries"),
     )
+
+
+def _count(ds: Dataset, keyword: str) -> int | None:
+    try:
+        return int(ds.get(keyword, "") or 0) or None
+    except (TypeError, ValueError):
+        return None
 
 
 def find_studies(peer: Peer, query: StudyQuery, timeouts: Timeouts = Timeouts()) -> list[StudyMatch]:
