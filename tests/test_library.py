@@ -173,18 +173,12 @@ def test_lint_single_file_and_missing_path(tmp_path: Path) -> None:
         load_library(tmp_path)
 
 
-@pytest.mark.parametrize(
-    ("indication", "codes", "expected"),
-    [
-        ("post-traumatic lumbosacral plexopathy", (), True),
-        ("fall from a ladder, left leg weakness", (), True),
-        ("plexopathy", ("S34.4XXA",), True),
-        ("non-traumatic plexopathy", (), False),
-        ("atraumatic onset of weakness, no history of trauma", (), False),
-        ("diabetic amyotrophy", ("E11.44",), False),
-    ],
-)
-def test_traumatic_indication(indication: str, codes: tuple[str, ...], expected: bool) -> None:
-    trauma = load_library().get("mr-lumbosacral-plexus-wwo").trauma
-    assert trauma is not None
-    assert trauma.is_traumatic(indication, codes) is expected
+def test_trauma_window_comes_from_the_rules_only() -> None:
+    """The protocols switch the trauma rule on; the days are the rules' (one place)."""
+    from protocolcheck.clinical.rules import load_rules
+
+    rules = load_rules()
+    for protocol in load_library():
+        if protocol.trauma is not None:
+            assert (protocol.trauma.min_days, protocol.trauma.max_days) == (rules.min_days_after_trauma,
+                                                                            rules.max_days_after_trauma)

@@ -18,7 +18,9 @@ from peers import HOST, free_port, orthanc, today_dicom, wlmscpfs, write_worklis
 
 from protocolcheck.cli import main
 from protocolcheck.net.common import Peer
-from protocolcheck.net.mwl import WorklistItem, WorklistQuery, find_worklist, item_context, trauma_date_in
+from protocolcheck.clinical.rules import load_rules
+from protocolcheck.clinical.scenario import interpret, trauma_date_in
+from protocolcheck.net.mwl import WorklistItem, WorklistQuery, find_worklist, item_context
 
 pytestmark = pytest.mark.network
 
@@ -136,11 +138,16 @@ def test_client_api_returns_items(servers: Servers) -> None:
     assert items[0].procedure_code == "72197" and items[0].scheduled == dt.date.today() + dt.timedelta(days=3)
 
 
-def test_trauma_date_in_text() -> None:
-    assert trauma_date_in("plexopathy after fall 2026-01-10") == dt.date(2026, 1, 10)
-    assert trauma_date_in("DOI 20260110, numb leg") == dt.date(2026, 1, 10)
-    assert trauma_date_in("2026-01-10 motorcycle accident") == dt.date(2026, 1, 10)
-    assert trauma_date_in("seen in clinic 2026-01-10 for leg weakness") is None
-    assert trauma_date_in("trauma, date unknown") is None
+def test_worklist_text_is_handed_to_the_clinical_core_unparsed() -> None:
+    """net/ reads no clinical meaning: the trauma date in a comment is found by the one interpretation."""
+    rules = load_rules()
+    assert trauma_date_in("plexopathy after fall 2026-01-10", rules) == dt.date(2026, 1, 10)
+    assert trauma_date_in("DOI 20260110, numb leg", rules) == dt.date(2026, 1, 10)
+    assert trauma_date_in("2026-01-10 motorcycle accident", rules) == dt.date(2026, 1, 10)
+    assert trauma_date_in("seen in clinic 2026-01-10 for leg weakness", rules) is None
+    assert trauma_date_in("trauma, date unknown", rules) is None
     context = item_context(WorklistItem("A", "20260301", reason="plexopathy", comments="injury on 2026-02-01"))
-    assert context.indication == "plexopathy; injury on 2026-02-01" and context.trauma_date == dt.date(2026, 2, 1)
+    assert context.indication == "plexopathy" and context.trauma_date is None
+    scenario = interpret(context, rules, dt.date(2026, 3, 1))[0]
+    assert scenario.trauma_date == dt.date(2026, 2, 1) and scenario.traumatic
+    assert scenario.source("trauma_date") == "worklist Requested Procedure Comments"

@@ -120,7 +120,9 @@ def test_every_finding_code_on_every_vendor(scenario: str, vendor: Vendor, tmp_p
 @pytest.mark.parametrize(
     ("with_contrast", "mri_contraindicated", "expected"),
     [(True, True, ("pass", [])), (False, True, ("fail", [("wrong-protocol", None)])),
-     (False, False, ("fail", [("wrong-protocol", None)])), (True, False, ("fail", [("wrong-protocol", None)]))],
+     (False, False, ("fail", [("wrong-protocol", None)])),
+     # CT with IV contrast without an MRI contraindication: may be appropriate (a warning, as check-order says)
+     (True, False, ("warn", [("wrong-protocol", None)]))],
 )
 def test_ct_with_and_without_contrast(vendor: Vendor, with_contrast: bool, mri_contraindicated: bool,
                                       expected: tuple[str, list[Any]], tmp_path: Path, library: Any) -> None:
@@ -134,8 +136,8 @@ def test_wrong_protocol_message_names_both_exams(tmp_path: Path, library: Any) -
     result = audit_one(tmp_path / "pelvis", library, indication=PLEXOPATHY)
     message = result.findings[0].message
     assert "MRI lumbosacral plexus without and with IV contrast" in message
-    assert "recognisably MRI pelvis" in message and "'MR PELVIS WO'" in message
-    assert "not supported by evidence" in message
+    assert "This study is MRI pelvis without IV contrast" in message and "'MR PELVIS WO'" in message
+    assert "usually not appropriate" in message and "not supported for plexopathy" in message
     assert result.protocol_reason.startswith(f"indication '{PLEXOPATHY}'")
 
 
@@ -342,10 +344,11 @@ def test_cli_broken_recommender_rules_beside_the_library_exit_2(two_studies: Pat
     shutil.copytree(default_library_path(), library, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     (library / "rules.yaml").write_text("version: [\n")
     result = _run("audit", str(two_studies), "--library", str(library), "--indication", PLEXOPATHY)
-    assert result.exit_code == 2 and "recommender rules cannot be used" in result.stderr
-    # with --protocol the rules are not needed
+    assert result.exit_code == 2 and "decision rules, which cannot be used" in result.stderr
+    assert f"{library / 'rules.yaml'}" in result.stderr
+    # the trauma window of every protocol lives in the rules: --protocol needs them too
     assert _run("audit", str(two_studies / "ok"), "--library", str(library), "--protocol", "mr-lumbosacral-plexus-wwo",
-                "--format", "json").exit_code == 0
+                "--format", "json").exit_code == 2
 
 
 def test_cli_unmatched_context_row_is_reported(two_studies: Path, tmp_path: Path) -> None:

@@ -13,18 +13,22 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from protocolcheck.clinical.findings import AuditResult, Finding, FindingCode, Severity, Status, status_for
-from protocolcheck.audit.validate import Choice, ChosenBy, StudyFacts, choose_protocol, evaluate, study_facts
+from protocolcheck.audit.validate import Choice, ChosenBy, StudyFacts, choose_protocol, evaluate, identify, study_facts
 from protocolcheck.classify.series import SeriesClass, classify_study
 from protocolcheck.clinical.context import ClinicalContext, ContextTable
 from protocolcheck.clinical.library import Library
 from protocolcheck.dicom.records import InstanceHeader, ScanRecord, Unreadable
 from protocolcheck.dicom.scan import scan
 from protocolcheck.dicom.study import Study, group_studies
+from protocolcheck.clinical.decision import Exam, Verdict, exam_of_protocol, select_protocol
+from protocolcheck.clinical.orders import parse_order
+from protocolcheck.clinical.rules import Rules, default_rules_path, load_rules
+from protocolcheck.clinical.scenario import Scenario
 
 UNREADABLE_SEARCH_LEVELS = 2  # how many folders up an unreadable file looks for "its" study
 
@@ -42,11 +46,15 @@ class AuditOptions:
 
 @dataclass(frozen=True)
 class Indicated:
-    """The protocol the clinical context calls for (through the recommender's rules)."""
+    """The protocol the clinical context calls for (the clinical core's decision), and the answers behind it."""
 
     protocol_id: str | None
     reason: str = ""
     citations: tuple[str, ...] = ()
+    scenario: Scenario | None = None
+    verdict: Verdict | None = None
+    rules: Any = None
+    problems: tuple[str, ...] = ()
 
 
 def context_for(facts: StudyFacts, options: AuditOptions) -> ClinicalContext | None:
@@ -58,51 +66,42 @@ def context_for(facts: StudyFacts, options: AuditOptions) -> ClinicalContext | N
     return row or default
 
 
-def indicated_protocol(context: ClinicalContext | None, library: Library, on: dt.date | None = None) -> Indicated:
-    """The protocol that the recommender ranks first for this context (None without an indication)."""
-    if context is None or not (context.indication or "").strip():
+def performed_exam(facts: StudyFacts, series: Sequence[SeriesClass], library: Library, rules: Rules) -> Exam | None:
+    """The exam of the decision rules this study is: by the library protocol its descriptions/codes name,
+    else by its Study (or Requested Procedure) Description read as an order text; None when unknown."""
+    post = any(s.post_contrast is True for s in series)
+    for ident in identify(facts, series, library):
+        exam = exam_of_protocol(ident.protocol.id, rules, post)
+        if exam is not None:
+            return replace(exam, identified_by="; ".join(ident.evidence))
+    for label, text in (("Study Description", facts.study_description),
+                        ("Requested Procedure Description", facts.requested_procedure_description)):
+        order = parse_order(text or "", "", rules)
+        if order.key is not None:
+            return Exam.of(rules.procedures[order.key], f"{label} '{text}'")
+    return None
+
+
+def indicated_protocol(context: ClinicalContext | None, library: Library, on: dt.date | None = None,
+                       facts: StudyFacts | None = None, series: Sequence[SeriesClass] = ()) -> Indicated:
+    """The protocol the clinical core selects for this context and study (None without an indication)."""
+    if context is None or not ((context.indication or "").strip() or context.dermatomal):
         return Indicated(None)
-    try:
-        from protocolcheck.clinical.recommend import (
-            select_protocol,  # written concurrently; the fallback keeps audits working
-        )
-    except ImportError:  # pragma: no cover - only before recommend.py exists
-        return _fallback_indicated(context, library)
-    selection = select_protocol(context, library, on, rules=recommender_rules(library))
+    rules = recommender_rules(library)
+    performed = performed_exam(facts, series, library, rules) if facts is not None else None
+    selection = select_protocol(context, library, on, rules=rules, performed=performed)
     reason = selection.reason or f"indicated for {context.indication!r}"
-    procedure = getattr(selection, "procedure", "")
-    if procedure and procedure not in reason:
-        reason = f"{procedure}: {reason}"
-    return Indicated(selection.protocol_id, f"indication {context.indication!r} \u2192 {reason}",
-                     tuple(getattr(selection, "citations", ()) or ()))
+    what = f"indication {context.indication!r}" if context.indication else "single-dermatome symptoms"
+    return Indicated(selection.protocol_id, f"{what} \u2192 {reason}", selection.citations, selection.scenario,
+                     selection.verdict, rules, selection.problems)
 
 
-def recommender_rules(library: Library) -> Any:
-    """The recommender's rules: ``rules.yaml`` beside the library's protocols when there is one, else
-    the default (``$PROTOCOLCHECK_RULES``, ``$PROTOCOLCHECK_LIBRARY``, shipped). Raises the
-    recommender's ``RulesError`` (with every problem) when they cannot be used."""
-    from protocolcheck.clinical.recommend import default_rules_path, load_rules
-
+def recommender_rules(library: Library) -> Rules:
+    """The decision rules: ``rules.yaml`` beside the library's protocols when there is one, else the
+    default (``$PROTOCOLCHECK_RULES``, ``$PROTOCOLCHECK_LIBRARY``, shipped). Raises ``RulesError``
+    (with every problem) when they cannot be used."""
     beside = Path(library.path) / "rules.yaml" if library.path else None
     return load_rules(beside if beside is not None and beside.is_file() else default_rules_path())
-
-
-def _fallback_indicated(context: ClinicalContext, library: Library) -> Indicated:
-    """Minimal stand-in for the recommender (used only when recommend.py is missing)."""
-    text = context.indication.lower()
-    codes = context.icd10_codes
-    plexopathy = "plex" in text or any(c.startswith(("G54.1", "S34.4")) for c in codes)
-    if context.dermatomal:
-        pid = "mr-lumbar-spine-wo"
-    elif not plexopathy:
-        return Indicated(None, "indication not recognised")
-    elif context.mri_contraindicated:
-        pid = "ct-abdomen-pelvis-with-contrast"
-    elif context.gadolinium_contraindicated:
-        pid = "mr-lumbosacral-plexus-wo"
-    else:
-        pid = "mr-lumbosacral-plexus-wwo"
-    return Indicated(pid if pid in library else None, f"indication {context.indication!r} \u2192 {pid}")
 
 
 def _result(facts: StudyFacts, choice: Choice | None, status: Status, findings: Sequence[Finding],
@@ -148,13 +147,18 @@ def audit_study(study: Study, options: AuditOptions, unreadable: Sequence[Unread
                           message=f"The study could not be classified ({type(exc).__name__}: {exc}); not audited.")
         return _result(facts, None, Status.ERROR, [finding, *extra], (), None, options)
     context = context_for(facts, options)
-    indicated = Indicated(None)
-    if not options.protocol_id:
-        indicated = indicated_protocol(context, options.library, facts.date)
+    indicated = indicated_protocol(context, options.library, facts.date, facts, series)
     choice = choose_protocol(facts, series, options.library, protocol_id=options.protocol_id,
-                             indicated_id=indicated.protocol_id, indication_reason=indicated.reason)
+                             indicated_id=None if options.protocol_id else indicated.protocol_id,
+                             indication_reason=indicated.reason, scenario=indicated.scenario,
+                             verdict=indicated.verdict, rules=indicated.rules)
     evaluation = evaluate(choice, facts, series, context)
     findings = [*evaluation.findings, *extra]
+    for problem in indicated.problems:  # a contradictory or malformed context: named, never a traceback
+        findings.append(Finding(code=FindingCode.CONTEXT_MISSING, severity=Severity.WARNING,
+                                message=f"The clinical context cannot be used as given ({problem}); the protocol "
+                                        "was chosen without it. Correct the context.",
+                                evidence={"context": context.source if context else "", "problem": problem}))
     findings.sort(key=lambda f: -f.severity.rank)  # stable: missing items first within a severity
     status = Status.NO_PROTOCOL if choice.chosen_by is ChosenBy.NONE else status_for(findings)
     return _result(facts, choice, status, findings, series, evaluation.timing, options, evaluation.outcomes())

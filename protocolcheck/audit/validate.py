@@ -36,6 +36,10 @@ from typing import Any
 from protocolcheck.clinical.findings import Finding, FindingCode, Severity
 from protocolcheck.classify.series import SeriesClass
 from protocolcheck.clinical.context import ClinicalContext
+from protocolcheck.clinical.decision import Verdict
+from protocolcheck.clinical.recommend import verdict_finding
+from protocolcheck.clinical.rules import Rules, load_rules
+from protocolcheck.clinical.scenario import Scenario, interpret
 from protocolcheck.clinical.library import Level, Library, Match, PlaneRule, Protocol, Range, Requirement
 from protocolcheck.dicom.geometry import angle_between
 from protocolcheck.dicom.study import Study
@@ -530,12 +534,16 @@ def plane_finding(protocol: Protocol, result: PlaneResult) -> Finding:
 # timing
 
 
-def check_timing(protocol: Protocol, facts: StudyFacts, context: ClinicalContext | None
-                 ) -> tuple[list[Finding], dict[str, Any]]:
+def check_timing(protocol: Protocol, facts: StudyFacts, context: ClinicalContext | None,
+                 scenario: Scenario | None = None) -> tuple[list[Finding], dict[str, Any]]:
     """Trauma timing: too early (< min_days), delayed (> max_days), or context missing.
 
+    Whether the indication is traumatic, and the trauma date (given, or written next to a trauma word in
+    the text), are the clinical core's answers (:func:`protocolcheck.clinical.scenario.interpret`).
     Returns the findings and the ``timing`` record of the audit result (dates, which study date tag
     was used, days after trauma, limits)."""
+    if scenario is None and context is not None:
+        scenario = interpret(context, load_rules(), facts.date, check_dates=False)[0]
     timing: dict[str, Any] = {"study_date": facts.iso_date or None, "date_source": facts.date_source or None}
     findings: list[Finding] = []
     trauma = protocol.trauma
@@ -544,11 +552,10 @@ def check_timing(protocol: Protocol, facts: StudyFacts, context: ClinicalContext
     if trauma is None:
         return findings, timing
     timing.update({"min_days": trauma.min_days, "max_days": trauma.max_days})
-    trauma_date = context.trauma_date if context else None
+    trauma_date = scenario.trauma_date if scenario else None
     if trauma_date is None:
         indication = context.indication if context else ""
-        codes = context.icd10_codes if context else ()
-        if indication and trauma.is_traumatic(indication, codes):
+        if scenario is not None and scenario.traumatic:
             findings.append(Finding(
                 code=FindingCode.CONTEXT_MISSING, severity=Severity.WARNING,
                 message=(f"The indication {indication!r} describes an injury but no trauma date was given, so the "
@@ -687,32 +694,39 @@ class Choice:
     reason: str
     identified: tuple[Identification, ...] = ()
     citations: tuple[str, ...] = ()
+    # the clinical core's answers for the study's context (None without a context)
+    scenario: Scenario | None = None
+    verdict: Verdict | None = None  # the exam the study is, judged against the decision for the scenario
+    rules: Rules | None = None
 
 
 def choose_protocol(facts: StudyFacts, series: Sequence[SeriesClass], library: Library, *,
                     protocol_id: str | None = None, indicated_id: str | None = None,
-                    indication_reason: str = "") -> Choice:
+                    indication_reason: str = "", scenario: Scenario | None = None,
+                    verdict: Verdict | None = None, rules: Rules | None = None) -> Choice:
     """``--protocol`` first, then the protocol the indication calls for, then the study's own
     descriptions/codes. Raises KeyError for an unknown ``protocol_id``."""
     identified = tuple(identify(facts, series, library))
     if protocol_id:
-        return Choice(library.get(protocol_id), ChosenBy.OPTION, f"--protocol {protocol_id}", identified)
+        return Choice(library.get(protocol_id), ChosenBy.OPTION, f"--protocol {protocol_id}", identified,
+                      scenario=scenario, rules=rules)
     notes = []
     if indicated_id:
         if indicated_id in library:
             return Choice(library.get(indicated_id), ChosenBy.INDICATION, indication_reason or
-                          f"indicated by the clinical context ({indicated_id})", identified)
+                          f"indicated by the clinical context ({indicated_id})", identified,
+                          scenario=scenario, verdict=verdict, rules=rules)
         notes.append(f"the indication calls for {indicated_id!r}, which is not in the protocol library")
     if identified:
         best = identified[0]
         reason = f"identified from the study: {'; '.join(best.evidence)}"
         if notes:
             reason = "; ".join(notes) + "; " + reason
-        return Choice(best.protocol, ChosenBy.STUDY, reason, identified)
+        return Choice(best.protocol, ChosenBy.STUDY, reason, identified, scenario=scenario, rules=rules)
     why = [f"no protocol in the library names this study ({_study_text(facts)})"]
     if not indicated_id:
         why.append("no indication selected one (give --indication, a context CSV or --protocol)")
-    return Choice(None, ChosenBy.NONE, "; ".join(notes + why), identified)
+    return Choice(None, ChosenBy.NONE, "; ".join(notes + why), identified, scenario=scenario, rules=rules)
 
 
 def _study_text(facts: StudyFacts) -> str:
@@ -780,7 +794,7 @@ def evaluate(choice: Choice, facts: StudyFacts, series: Sequence[SeriesClass],
         findings.append(wrong)
     else:
         findings.extend(missing)
-    timing_findings, timing = check_timing(protocol, facts, context)
+    timing_findings, timing = check_timing(protocol, facts, context, choice.scenario)
     findings.extend(timing_findings)
     findings.extend(check_contrast_safety(protocol, series, context))
     return Evaluation(tuple(findings), timing, tuple(results), tuple(planes))
@@ -829,6 +843,12 @@ def _wrong_protocol(choice: Choice, facts: StudyFacts, series: Sequence[SeriesCl
     protocol = choice.protocol
     if protocol is None or choice.chosen_by not in (ChosenBy.OPTION, ChosenBy.INDICATION):
         return None
+    if choice.verdict is not None and choice.rules is not None and choice.chosen_by is ChosenBy.INDICATION:
+        # the study is an exam the clinical core knows: the same verdict and severity as check-order
+        return verdict_finding(choice.verdict, choice.rules, "This study is", action_verb="Book",
+                               requirement=None,
+                               evidence={"expected_protocol": protocol.id, "performed": choice.verdict.exam.key,
+                                         "verdict": choice.verdict.kind.value, "study_modality": facts.modality})
     why = ("the indication calls for" if choice.chosen_by is ChosenBy.INDICATION else "--protocol asks for")
     unmet = [r for r in results if not r.met and r.requirement.level is Level.REQUIRED]
     unmet_planes = [p for p in planes if not p.met and p.rule.level is Level.REQUIRED]

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import re
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from protocolcheck.clinical.indication import icd10_codes
+from protocolcheck.clinical.rules import load_rules
+
 KEY_COLUMNS = ("accession_number", "study_instance_uid")
 BOOL_COLUMNS = ("mri_contraindicated", "gadolinium_contraindicated", "dermatomal", "known_malignancy", "prior_radiation",
-                "iodinated_contrast_contraindicated")
+                "iodinated_contrast_contraindicated", "pregnant")
 KNOWN_COLUMNS = KEY_COLUMNS + ("trauma_date", "indication", "egfr") + BOOL_COLUMNS
 
 _TRUE = {"yes", "y", "true", "1", "x"}
 _FALSE = {"no", "n", "false", "0", ""}
-ICD10_RE = re.compile(r"\b([A-TV-Z][0-9][0-9AB](?:\.[0-9A-Z]{1,4})?)\b", re.IGNORECASE)
 
 
 class ContextError(ValueError):
@@ -46,25 +48,41 @@ class ClinicalContext:
     prior_radiation: bool | None = None
     source: str = ""  # e.g. "ctx.csv line 3", "--trauma-date", "worklist"
     iodinated_contrast_contraindicated: bool | None = None  # CT contrast (added for the recommender)
+    pregnant: bool | None = None
+    # Other free text about the patient, read for contraindications and a trauma date (never for the
+    # indication's categories): (where it was written, the text), e.g. ("order text", "MRI pelvis, pacemaker").
+    texts: tuple[tuple[str, str], ...] = ()
+    # Where each explicitly given field came from, when the fields came from different places.
+    origins: tuple[tuple[str, str], ...] = ()
 
     @property
     def icd10_codes(self) -> tuple[str, ...]:
-        """ICD-10-CM codes found in the indication text, upper-cased (e.g. ``G57.01``)."""
-        return tuple(dict.fromkeys(m.upper() for m in ICD10_RE.findall(self.indication)))
+        """ICD-10-CM codes found in the indication text, normalised (the one parser: clinical.indication)."""
+        return icd10_codes(self.indication)
+
+    def origin(self, name: str) -> str:
+        """Where field ``name`` came from ("ctx.csv line 3", "options", "worklist ...")."""
+        return dict(self.origins).get(name, self.source)
 
     def merged(self, override: ClinicalContext) -> ClinicalContext:
         """This context with every field that ``override`` sets replacing ours."""
-        changes = {
+        changes: dict[str, object] = {
             name: getattr(override, name)
-            for name in ("indication", "trauma_date", "mri_contraindicated", "gadolinium_contraindicated",
-                         "egfr", "dermatomal", "known_malignancy", "prior_radiation",
-                         "iodinated_contrast_contraindicated")
+            for name in FACT_FIELDS
             if getattr(override, name) not in (None, "")
         }
-        if not changes:
+        texts = tuple(dict.fromkeys(self.texts + override.texts))
+        if not changes and texts == self.texts:
             return self
-        source = ", ".join(s for s in (self.source, override.source) if s)
-        return replace(self, **changes, source=source)
+        origins = {name: self.origin(name) for name in FACT_FIELDS if getattr(self, name) not in (None, "")}
+        origins.update({name: override.origin(name) for name in changes})
+        source = ", ".join(dict.fromkeys(s for s in (self.source, override.source) if s))
+        return replace(self, **changes, texts=texts, source=source,  # type: ignore[arg-type]
+                       origins=tuple(sorted(origins.items())))
+
+
+FACT_FIELDS = ("indication", "trauma_date", "mri_contraindicated", "gadolinium_contraindicated", "egfr", "dermatomal",
+               "known_malignancy", "prior_radiation", "iodinated_contrast_contraindicated", "pregnant")
 
 
 def parse_date(text: str) -> dt.date:
@@ -115,8 +133,12 @@ class ContextTable:
         return keys
 
 
-def load_context_csv(path: str | Path) -> ContextTable:
-    """Load and validate a context CSV; raise :class:`ContextError` listing every problem."""
+def load_context_csv(path: str | Path, egfr_range: tuple[float, float] | None = None) -> ContextTable:
+    """Load and validate a context CSV; raise :class:`ContextError` listing every problem.
+
+    ``egfr_range`` is the plausible eGFR range (default: ``egfr_range`` of the shipped rules.yaml)."""
+    if egfr_range is None:
+        egfr_range = load_rules().egfr_range
     name = str(path)
     try:
         handle = open(name, newline="", encoding="utf-8-sig")
@@ -157,7 +179,7 @@ def load_context_csv(path: str | Path) -> ContextTable:
         except UnicodeDecodeError as exc:
             raise ContextError([_not_utf8(name, exc)]) from exc
     for line, row in rows:
-        context, row_problems = _parse_row(row, f"{name} line {line}")
+        context, row_problems = _parse_row(row, f"{name} line {line}", egfr_range)
         problems.extend(row_problems)
         if row_problems:
             continue
@@ -193,7 +215,7 @@ def _rows(reader: csv.DictReader) -> Iterable[tuple[int, dict[str, str]]]:
         yield reader.line_num, row
 
 
-def _parse_row(row: dict[str, str], where: str) -> tuple[ClinicalContext, list[str]]:
+def _parse_row(row: dict[str, str], where: str, egfr_range: tuple[float, float]) -> tuple[ClinicalContext, list[str]]:
     problems: list[str] = []
     if row.get("__extra__"):
         problems.append(f"{where}: more cells than columns ({row['__extra__']!r}); quote values containing commas")
@@ -208,11 +230,12 @@ def _parse_row(row: dict[str, str], where: str) -> tuple[ClinicalContext, list[s
     if egfr:
         try:
             number = float(egfr)
-            if not 0 <= number <= 200:
+            if not math.isfinite(number) or not egfr_range[0] <= number <= egfr_range[1]:
                 raise ValueError
             values["egfr"] = number
         except ValueError:
-            problems.append(f"{where}, column egfr: {egfr!r} is not an eGFR in mL/min/1.73 m2 (a number 0-200)")
+            problems.append(f"{where}, column egfr: {egfr!r} is not an eGFR in mL/min/1.73 m2 (a number "
+                            f"{egfr_range[0]:g}-{egfr_range[1]:g}, e.g. 45)")
     for column in BOOL_COLUMNS:
         text = row.get(column)
         if text is None:

@@ -35,6 +35,8 @@ class FindingCode(str, Enum):
     CONTEXT_UNMATCHED = "context-unmatched"
     CONTRAST_CONTRAINDICATED = "contrast-despite-contraindication"  # contrast given though recorded contraindicated
     SERIES_NOT_RECEIVED = "series-not-received"  # MPPS lists a performed series that never arrived (live loop)
+    POSSIBLE_MRI_CONTRAINDICATION = "possible-mri-contraindication"  # an MRI for a patient with a device
+    ORDER_NOT_UNDERSTOOD = "order-not-understood"  # the order text names no modality or no body part
 
 
 class Status(str, Enum):

@@ -29,20 +29,13 @@ import yaml
 
 from protocolcheck.clinical.findings import Severity
 from protocolcheck.clinical import safeyaml
+from protocolcheck.clinical.rules import RULES_FILENAME, RulesError, default_rules_path, load_rules, shipped_protocols_dir
 
 ENV_VAR = "PROTOCOLCHECK_LIBRARY"
 NON_PROTOCOL_FILES = frozenset({"rules.yaml", "rules.yml"})
 MATCH_FIELDS = ("modality", "weighting", "inversion", "fat_suppressed", "fat_suppression", "post_contrast",
                 "plane", "acquisition", "dixon", "stack", "localizer", "derived")
 RANGE_FIELDS = ("obliquity_deg", "slice_thickness", "field_strength")
-DEFAULT_TRAUMA_MIN_DAYS = 28
-DEFAULT_TRAUMA_MAX_DAYS = 90
-DEFAULT_TRAUMATIC_CODES = ("S34.4", "S34.2", "S32", "S33", "S38", "S39", "T14", "T08")
-DEFAULT_TRAUMATIC_PATTERNS = (r"trauma", r"injur", r"\bfractur", r"\baccident", r"\bfall\b",
-                              r"\bcrush", r"\bavulsion", r"\bgunshot", r"\bstab")
-DEFAULT_TRAUMATIC_NEGATIONS = (r"\bno\s+(?:history\s+of\s+|known\s+|prior\s+)?(?:trauma|injury|fall)\w*",
-                               r"\bwithout\s+(?:trauma|injury)\w*", r"\bnon[\s-]?traumatic\b", r"\batraumatic\b",
-                               r"\bdenies\s+(?:trauma|injury|fall)\w*")
 
 
 class LibraryError(ValueError):
@@ -184,25 +177,15 @@ class PlaneRule:
 
 @dataclass(frozen=True)
 class TraumaTiming:
-    """Days after injury: before ``min_days`` too early (error), after ``max_days`` delayed (warning)."""
+    """The protocol has the trauma timing rule: before ``min_days`` after the injury too early (error),
+    after ``max_days`` delayed (warning).  The days are the ``timing`` of rules.yaml (the one place for
+    them); the protocol file only switches the rule on and names its citations.  Whether an indication
+    is traumatic is :attr:`protocolcheck.clinical.scenario.Scenario.traumatic`."""
 
-    min_days: int = DEFAULT_TRAUMA_MIN_DAYS
-    max_days: int = DEFAULT_TRAUMA_MAX_DAYS
+    min_days: int
+    max_days: int
     citations: tuple[str, ...] = ()
     delayed_citations: tuple[str, ...] = ()
-    traumatic_codes: tuple[str, ...] = DEFAULT_TRAUMATIC_CODES
-    traumatic_patterns: tuple[str, ...] = DEFAULT_TRAUMATIC_PATTERNS
-    traumatic_negations: tuple[str, ...] = DEFAULT_TRAUMATIC_NEGATIONS
-
-    def is_traumatic(self, indication: str, codes: Iterable[str] = ()) -> bool:
-        """Whether an indication (text and ICD-10 codes) describes an injury."""
-        for code in codes:
-            if any(code.upper().startswith(prefix.upper()) for prefix in self.traumatic_codes):
-                return True
-        text = indication.lower()
-        for pattern in self.traumatic_negations:
-            text = re.sub(pattern, " ", text, flags=re.IGNORECASE)
-        return any(re.search(p, text, flags=re.IGNORECASE) for p in self.traumatic_patterns)
 
 
 @dataclass(frozen=True)
@@ -328,15 +311,8 @@ class Library:
 
 
 def default_library_path() -> Path:
-    """The folder shipped with the package (``protocolcheck.protocols``), or ``protocols/`` of a checkout."""
-    try:
-        resource = importlib.resources.files("protocolcheck.protocols")
-        path = Path(str(resource))
-        if path.is_dir():
-            return path
-    except (ModuleNotFoundError, TypeError):
-        pass
-    return Path(__file__).resolve().parents[2] / "protocols"
+    """``protocols/`` of this checkout, or the folder shipped with the package (``protocolcheck.protocols``)."""
+    return shipped_protocols_dir()
 
 
 def library_path(path: str | os.PathLike[str] | None = None) -> Path:
@@ -665,16 +641,6 @@ def _semantic_problems(source: _Source, file_path: Path) -> None:
     if isinstance(trauma, dict):
         check_refs(("timing", "trauma", "citations"), trauma.get("citations"))
         check_refs(("timing", "trauma", "delayed_citations"), trauma.get("delayed_citations"))
-        lo = trauma.get("min_days", DEFAULT_TRAUMA_MIN_DAYS)
-        hi = trauma.get("max_days", DEFAULT_TRAUMA_MAX_DAYS)
-        if isinstance(lo, int) and isinstance(hi, int) and lo >= hi:
-            source.report(("timing", "trauma"), f"min_days {lo} is not below max_days {hi}",
-                          "min_days must be smaller than max_days")
-        traumatic = trauma.get("traumatic_indication")
-        for key in ("patterns", "negations"):
-            patterns = traumatic.get(key) if isinstance(traumatic, dict) else None
-            for i, pattern in enumerate(patterns if isinstance(patterns, list) else []):
-                _check_regex(source, ("timing", "trauma", "traumatic_indication", key, i), pattern)
     applies = data.get("applies_to")
     for key in ("descriptions", "exclude_descriptions"):
         patterns = applies.get(key) if isinstance(applies, dict) else None
@@ -730,15 +696,11 @@ def _build(data: dict[str, Any], path: Path) -> Protocol:
     trauma = None
     trauma_data = (data.get("timing") or {}).get("trauma")
     if trauma_data is not None:
-        traumatic = trauma_data.get("traumatic_indication") or {}
+        rules = load_rules(default_rules_path(path.parent) if (path.parent / RULES_FILENAME).is_file() else None)
         trauma = TraumaTiming(
-            min_days=trauma_data.get("min_days", DEFAULT_TRAUMA_MIN_DAYS),
-            max_days=trauma_data.get("max_days", DEFAULT_TRAUMA_MAX_DAYS),
+            min_days=rules.min_days_after_trauma, max_days=rules.max_days_after_trauma,
             citations=tuple(trauma_data.get("citations") or ()),
             delayed_citations=tuple(trauma_data.get("delayed_citations") or trauma_data.get("citations") or ()),
-            traumatic_codes=tuple(traumatic.get("codes") or DEFAULT_TRAUMATIC_CODES),
-            traumatic_patterns=tuple(traumatic.get("patterns") or DEFAULT_TRAUMATIC_PATTERNS),
-            traumatic_negations=tuple(traumatic.get("negations") or DEFAULT_TRAUMATIC_NEGATIONS),
         )
     applies = data.get("applies_to") or {}
     return Protocol(
@@ -797,7 +759,11 @@ def load_protocol_file(path: str | os.PathLike[str]) -> FileResult:
     _semantic_problems(source, file_path)
     result.problems = source.problems
     if not result.problems:
-        result.protocol = _build(data, file_path)
+        try:
+            result.protocol = _build(data, file_path)
+        except RulesError as exc:  # the trauma window comes from rules.yaml
+            result.problems = [f"{file_path}: timing.trauma needs the decision rules, which cannot be used: {p}"
+                               for p in exc.problems]
     return result
 
 

@@ -1,19 +1,20 @@
 """Modality Worklist client: find scheduled procedure steps and the clinical facts written on them.
 
 :func:`find_worklist` runs an MWL C-FIND (by station AE title, modality, scheduled date range) and
-returns one :class:`WorklistItem` per scheduled procedure step. :func:`item_context` turns the
+returns one :class:`WorklistItem` per scheduled procedure step. :func:`item_context` hands the
 item's free-text fields (reason for the requested procedure, admitting diagnoses, procedure
-comments) into a :class:`~protocolcheck.context.ClinicalContext`: the indication, and a trauma date
-when one is written next to words such as "trauma" or "injury". :func:`order_context` lets a
-context CSV row (keyed by accession number) override what the worklist says. The order check itself
-is :func:`protocolcheck.recommend.check_order`, called by the CLI, never re-implemented here.
+comments) to a :class:`~protocolcheck.clinical.context.ClinicalContext`, each labelled with where it
+was written; this module reads no clinical meaning from them (the trauma date, a pacemaker, a contrast
+reaction are found by :func:`protocolcheck.clinical.scenario.interpret`, the one interpretation).
+:func:`order_context` lets a context CSV row (keyed by accession number) override what the worklist
+says. The order check itself is :func:`protocolcheck.clinical.recommend.check_order`, called by the
+CLI, never re-implemented here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -24,16 +25,6 @@ from protocolcheck.clinical.context import ClinicalContext, ContextTable, parse_
 from protocolcheck.net.common import FindEnd, NetError, NetErrorKind, Peer, Timeouts, find, validate_date_range
 
 LOG = logging.getLogger("protocolcheck.net.mwl")
-
-
-# Words that say the date next to them is the date of an injury.
-_TRAUMA_WORDS = re.compile(
-    r"\b(trauma\w*|injur\w*|accident\w*|fall|fell|fracture\w*|mvc|mva|rta|collision|"
-    r"date of injury|doi|crush\w*|assault\w*)\b",
-    re.IGNORECASE,
-)
-_DATE = re.compile(r"(?<!\d)(\d{4}-\d{2}-\d{2}|\d{8})(?!\d)")
-_NEAR = 60  # characters between a trauma word and its date
 
 
 @dataclass(frozen=True)
@@ -184,36 +175,20 @@ def find_worklist(peer: Peer, query: WorklistQuery, timeouts: Timeouts = Timeout
     return sorted(items, key=lambda i: (i.scheduled_date, i.scheduled_time, i.accession_number, i.step_id))
 
 
-def trauma_date_in(text: str) -> dt.date | None:
-    """A date written next to a trauma word ("fall from ladder 2026-01-10", "DOI 20260110"), else None."""
-    for word in _TRAUMA_WORDS.finditer(text):
-        after = _DATE.search(text, word.end(), min(len(text), word.end() + _NEAR))
-        candidates = [after] if after else []
-        if not candidates:
-            before = [m for m in _DATE.finditer(text, max(0, word.start() - _NEAR), word.start())]
-            candidates = before[-1:]
-        for match in candidates:
-            try:
-                return parse_date(match.group(1))
-            except ValueError:
-                continue
-    return None
+FIELD_LABELS = (("reason", "worklist Reason for the Requested Procedure"),
+                ("admitting_diagnoses", "worklist Admitting Diagnoses Description"),
+                ("comments", "worklist Requested Procedure Comments"))
 
 
 def item_context(item: WorklistItem) -> ClinicalContext:
-    """The clinical context written on the worklist item itself (indication, trauma date)."""
-    texts = [t for t in (item.reason, item.admitting_diagnoses, item.comments) if t]
-    indication = "; ".join(dict.fromkeys(texts))
-    trauma = None
-    for text in texts:
-        trauma = trauma_date_in(text)
-        if trauma:
-            break
-    fields = [name for name, value in (("ReasonForTheRequestedProcedure", item.reason),
-                                       ("AdmittingDiagnosesDescription", item.admitting_diagnoses),
-                                       ("RequestedProcedureComments", item.comments)) if value]
-    source = "worklist " + "/".join(fields) if fields else ""
-    return ClinicalContext(indication=indication, trauma_date=trauma, source=source)
+    """The clinical text written on the worklist item: the reason and admitting diagnoses are the
+    indication; every field is also handed on, labelled, for contraindications and the trauma date."""
+    indication = "; ".join(dict.fromkeys(t for t in (item.reason, item.admitting_diagnoses) if t))
+    texts = tuple((label, getattr(item, name)) for name, label in FIELD_LABELS if getattr(item, name))
+    source = "worklist item" if texts else ""
+    origin = (("indication", "worklist Reason for the Requested Procedure" if item.reason
+               else "worklist Admitting Diagnoses Description"),) if indication else ()
+    return ClinicalContext(indication=indication, source=source, texts=texts, origins=origin)
 
 
 def order_context(item: WorklistItem, table: ContextTable | None = None) -> ClinicalContext:

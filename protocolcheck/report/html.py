@@ -17,12 +17,18 @@ from typing import Any
 
 import pandas as pd
 
+from protocolcheck.clinical.rules import load_rules
+
+def trauma_days() -> tuple[int, int]:
+    """The trauma window (earliest, latest days after the injury): ``timing`` of rules.yaml, the one place for it."""
+    rules = load_rules()
+    return rules.min_days_after_trauma, rules.max_days_after_trauma
+
+
 STATUS_ORDER = ("pass", "warn", "fail", "no-protocol", "error")
 STATUS_LABELS = {"pass": "pass", "warn": "warning", "fail": "fail", "no-protocol": "no protocol", "error": "error"}
 STATUS_COLORS = {"pass": "#2f9e66", "warn": "#e3a21a", "fail": "#d64545", "no-protocol": "#a0aab4", "error": "#7d52b8"}
 SEVERITY_COLORS = {"error": "#d64545", "warning": "#e3a21a", "info": "#5b8def"}
-TRAUMA_MIN_DAYS = 28  # the guideline's ~1 month delay after injury (DESIGN.md section 6)
-TRAUMA_MAX_DAYS = 90  # "do not delay much beyond that": the library's default delayed-imaging limit
 TIMING_COLORS = {"early": "#e3a21a", "window": "#4a7fd4", "late": "#8d99a6"}
 FAILING = ("fail", "error")
 MISSING_CODES = ("missing-sequence", "plane")
@@ -166,9 +172,10 @@ def trauma_histogram(days: pd.Series, width: int = 7, cap_weeks: int = 26) -> tu
     if values.empty:
         return [], [], before
     top = min(int(values.max() // width) + 1, cap_weeks + 1)
-    top = max(top, TRAUMA_MIN_DAYS // width + 2)  # always show the 28-day line with room after it
-    if values.max() >= TRAUMA_MAX_DAYS:
-        top = max(top, TRAUMA_MAX_DAYS // width + 2)
+    min_days, max_days = trauma_days()
+    top = max(top, min_days // width + 2)  # always show the earliest-day line with room after it
+    if values.max() >= max_days:
+        top = max(top, max_days // width + 2)
     idx = (values // width).clip(upper=top - 1).astype(int)
     counts = [int((idx == i).sum()) for i in range(top)]
     return [i * width for i in range(top)], counts, before
@@ -302,8 +309,13 @@ def svg_hbars(items: Sequence[tuple[str, int, str]], *, total: int, width: int =
 
 
 def svg_histogram(starts: Sequence[int], counts: Sequence[int], *, width: int = 1040, height: int = 290,
-                  bin_days: int = 7, minimum: int = TRAUMA_MIN_DAYS, maximum: int | None = TRAUMA_MAX_DAYS) -> str:
-    """Days-after-injury histogram: too early (amber), in the window (blue), delayed (grey), limits dashed."""
+                  bin_days: int = 7, minimum: int | None = None, maximum: int | None = None) -> str:
+    """Days-after-injury histogram: too early (amber), in the window (blue), delayed (grey), limits dashed
+    (default limits: the trauma window of rules.yaml)."""
+    if minimum is None or maximum is None:
+        lo, hi = trauma_days()
+        minimum = lo if minimum is None else minimum
+        maximum = hi if maximum is None else maximum
     left, right, top, bottom = 48, 16, 40, 44
     plot_w, plot_h = width - left - right, height - top - bottom
     ymax = _nice_max(max(counts, default=0))
@@ -426,9 +438,10 @@ def _summary(audits: pd.DataFrame) -> str:
     cards = [_card(str(len(audits)), "studies"), _card("–" if rate is None else f"{rate:.0%}", "compliant")]
     cards += [_card(str(counts[s]), STATUS_LABELS[s], s) for s in STATUS_ORDER]
     if len(days):
-        early = int(((days >= 0) & (days < TRAUMA_MIN_DAYS)).sum())
+        min_days = trauma_days()[0]
+        early = int(((days >= 0) & (days < min_days)).sum())
         cards.append(_card(f"{days.median():.0f}", "median days after injury"))
-        cards.append(_card(str(early), f"imaged before day {TRAUMA_MIN_DAYS}", "warn" if early else ""))
+        cards.append(_card(str(early), f"imaged before day {min_days}", "warn" if early else ""))
     return '<div class="cards">' + "".join(cards) + "</div>"
 
 
@@ -535,9 +548,10 @@ def render_html(audits: pd.DataFrame, findings: pd.DataFrame, *, title: str = "P
         starts, counts, before = trauma_histogram(audits["days_after_trauma"])
         known = int(audits["days_after_trauma"].notna().sum())
         if starts:
+            min_days, max_days = trauma_days()
             note = (f"{known} of {len(audits)} studies have a known injury date. The guideline advises waiting about "
-                    f"one month ({TRAUMA_MIN_DAYS} days) after trauma so blood and edema resolve, but not much longer "
-                    f"(the protocol library flags studies after {TRAUMA_MAX_DAYS} days as delayed).")
+                    f"one month ({min_days} days) after trauma so blood and edema resolve, but not much longer "
+                    f"(the protocol library flags studies after {max_days} days as delayed).")
             if before:
                 note += f" {before} studies are dated before the injury (check the context data)."
             body = svg_histogram(starts, counts)

@@ -1,0 +1,480 @@
+"""The decision rules (``protocols/rules.yaml``): load, schema-validate, cross-check.
+
+Every clinical number and vocabulary the clinical core uses lives in that file (trauma window, eGFR
+bounds, ICD-10-CM code prefixes, indication keywords and negations, contraindication words, order
+vocabulary, procedures and their ratings, cautions); this module only reads it.  :func:`evaluate` is
+the small condition language the file's ``when`` keys are written in.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from protocolcheck.clinical import safeyaml
+
+RULES_FILENAME = "rules.yaml"
+SCHEMA_PATH = Path(__file__).with_name("schemas") / "rules.schema.json"
+LIBRARY_ENV = "PROTOCOLCHECK_LIBRARY"
+RULES_ENV = "PROTOCOLCHECK_RULES"
+
+class Appropriateness(str, Enum):
+    """ACR Appropriateness Criteria rating categories, best first (ACR AC methodology: 7-9, 4-6, 1-3)."""
+
+    USUALLY = "usually-appropriate"
+    MAY_BE = "may-be-appropriate"
+    NOT = "usually-not-appropriate"
+
+    @property
+    def order(self) -> int:
+        return {"usually-appropriate": 0, "may-be-appropriate": 1, "usually-not-appropriate": 2}[self.value]
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("-", " ")
+
+
+class RulesError(ValueError):
+    """The rules file cannot be used; ``problems`` names the file and key of every problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+# ----------------------------------------------------------------------------------------------------
+# Rules (the parsed rules.yaml)
+
+@dataclass(frozen=True)
+class Source:
+    id: str
+    origin: str
+    title: str
+    statement: str
+    url: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"origin": self.origin, "title": self.title, "statement": self.statement, "url": self.url or None}
+
+
+@dataclass(frozen=True)
+class Procedure:
+    key: str
+    name: str
+    protocol: str | None
+    modality: str
+    region: str
+    contrast: str
+    agent: str | None = None
+    codes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Rating:
+    procedure: str
+    appropriateness: Appropriateness
+    citations: tuple[str, ...]
+    rationale: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Variant:
+    id: str
+    title: str
+    label: str  # short, for prose: "nontraumatic lumbosacral plexopathy"
+    when: Mapping[str, Any]
+    citations: tuple[str, ...]
+    ratings: tuple[Rating, ...]
+
+
+@dataclass(frozen=True)
+class StatementRule:
+    text: str
+    citations: tuple[str, ...]
+    variants: tuple[str, ...] | None = None
+    when: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    id: str
+    when: Mapping[str, Any]
+    applies_to: Mapping[str, str]
+    reason: str
+    citations: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Category:
+    id: str
+    scope: str  # in | modifier | out
+    label: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class CodeRule:
+    prefix: str
+    categories: tuple[str, ...]
+    label: str
+
+
+@dataclass(frozen=True)
+class KeywordRule:
+    pattern: re.Pattern[str]
+    categories: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Conflict:
+    id: str
+    when: Mapping[str, Any]
+    message: str
+    citations: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """One value an order text can name (a modality, region, contrast or side), its pattern and label."""
+
+    value: str
+    pattern: re.Pattern[str]
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class TextRule:
+    """A labelled pattern for a fact written in free text (a device, a contrast reaction)."""
+
+    label: str
+    pattern: re.Pattern[str]
+
+
+@dataclass(frozen=True)
+class ContraindicationText:
+    """The words that name contraindications in free text (``contraindication_text`` of rules.yaml)."""
+
+    mri_devices: tuple[TextRule, ...]
+    mr_conditional: re.Pattern[str]
+    gadolinium: tuple[TextRule, ...]
+    iodinated: tuple[TextRule, ...]
+    pregnancy: re.Pattern[str]
+    negations: tuple[re.Pattern[str], ...]
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The decision rules, validated and cross-checked."""
+
+    path: str
+    version: int
+    sources: Mapping[str, Source]
+    min_days_after_trauma: int
+    max_days_after_trauma: int
+    timing_variants: tuple[str, ...]
+    timing_citations: tuple[str, ...]
+    max_timing_citations: tuple[str, ...]
+    gadolinium_avoid_below_egfr: float
+    iodinated_caution_below_egfr: float
+    egfr_range: tuple[float, float]
+    categories: Mapping[str, Category]
+    context_categories: Mapping[str, str]
+    codes: tuple[CodeRule, ...]
+    keywords: tuple[KeywordRule, ...]
+    negations: tuple[re.Pattern[str], ...]
+    conflicts: tuple[Conflict, ...]
+    procedures: Mapping[str, Procedure]
+    order_parsing: Mapping[str, tuple[Vocabulary, ...]]
+    trauma_date_words: re.Pattern[str]
+    trauma_date_window: int
+    pregnancy_contraindicates_gadolinium: bool
+    contraindication_text: ContraindicationText
+    variants: tuple[Variant, ...]
+    exclusions: tuple[Exclusion, ...]
+    companion: tuple[StatementRule, ...]
+    follow_up: tuple[StatementRule, ...]
+    cautions: tuple[StatementRule, ...]
+
+    def variant(self, variant_id: str) -> Variant:
+        return next(v for v in self.variants if v.id == variant_id)
+
+    def protocol_ids(self) -> set[str]:
+        """Every library protocol id these rules can name (for cross-checking with the library)."""
+        return {p.protocol for p in self.procedures.values() if p.protocol}
+
+
+def shipped_protocols_dir() -> Path:
+    """``protocols/`` of the checkout this code runs from, else the copy installed as ``protocolcheck.protocols``.
+
+    The checkout comes first so that a worktree (or an editable install run with ``PYTHONPATH``) reads the
+    rules and protocols that belong to its own code."""
+    checkout = Path(__file__).resolve().parents[2] / "protocols"
+    if (checkout / RULES_FILENAME).is_file():
+        return checkout
+    try:
+        packaged = Path(str(importlib.resources.files("protocolcheck.protocols")))
+        if packaged.is_dir():
+            return packaged
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return checkout
+
+
+def default_rules_path(library_dir: str | os.PathLike[str] | None = None) -> Path:
+    """rules.yaml from ``library_dir``, ``$PROTOCOLCHECK_RULES``, ``$PROTOCOLCHECK_LIBRARY``, or the package."""
+    if library_dir is not None:
+        return Path(library_dir) / RULES_FILENAME
+    if os.environ.get(RULES_ENV):
+        return Path(os.environ[RULES_ENV])
+    if os.environ.get(LIBRARY_ENV):
+        candidate = Path(os.environ[LIBRARY_ENV]) / RULES_FILENAME
+        if candidate.is_file():
+            return candidate
+    return shipped_protocols_dir() / RULES_FILENAME
+
+
+_CACHE: dict[tuple[str, float], Rules] = {}
+
+
+def load_rules(path: str | os.PathLike[str] | None = None) -> Rules:
+    """Load, schema-validate and cross-check the rules; :class:`RulesError` lists every problem."""
+    file = Path(path) if path is not None else default_rules_path()
+    name = str(file)
+    try:
+        key = (str(file.resolve()), file.stat().st_mtime)
+    except OSError as exc:
+        raise RulesError([f"{name}: cannot read the rules file ({exc.strerror or exc})"]) from exc
+    if key in _CACHE:
+        return _CACHE[key]
+    try:
+        data = safeyaml.load(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RulesError([f"{name}: cannot read the rules file ({exc})"]) from exc
+    except yaml.constructor.ConstructorError as exc:  # a tag safe_load refuses (e.g. !!python/object)
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{name}:{mark.line + 1}" if mark is not None else name
+        raise RulesError([f"{where}: YAML tag not allowed ({exc.problem}); the rules file is plain data, "
+                          "tags that build objects or run code are refused"]) from exc
+    except yaml.YAMLError as exc:
+        raise RulesError([f"{name}: not valid YAML: {exc}"]) from exc
+    except RecursionError:
+        raise RulesError([f"{name}: nested too deeply to read"]) from None
+    except ValueError as exc:  # PyYAML builds dates with Python types: 2026-02-30 raises ValueError
+        raise RulesError([f"{name}: a value YAML cannot read ({exc}); correct it or quote it"]) from exc
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise RulesError([f"{name}: {_key_path(e.absolute_path)}: {e.message}" for e in errors])
+    rules = _build_rules(name, data)
+    _CACHE[key] = rules
+    return rules
+
+
+def _key_path(parts: Iterable[Any]) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _build_rules(name: str, d: dict[str, Any]) -> Rules:
+    problems: list[str] = []
+
+    def compile_re(pattern: str, where: str) -> re.Pattern[str]:
+        try:
+            return re.compile(pattern, re.IGNORECASE)
+        except re.error as exc:
+            problems.append(f"{name}: {where}: bad regular expression {pattern!r}: {exc}")
+            return re.compile(r"(?!x)x")
+
+    sources = {k: Source(k, v["origin"], v["title"], v["statement"], v.get("url", "")) for k, v in d["sources"].items()}
+    categories = {k: Category(k, v["scope"], v["label"], v.get("message", "")) for k, v in d["categories"].items()}
+    procedures = {
+        k: Procedure(k, v["name"], v["protocol"], v["modality"], v["region"], v["contrast"], v.get("agent"),
+                     tuple(v.get("codes", ())))
+        for k, v in d["procedures"].items()
+    }
+    variant_ids = [v["id"] for v in d["variants"]]
+
+    def check_cites(ids: Sequence[str], where: str) -> tuple[str, ...]:
+        for cid in ids:
+            if cid not in sources:
+                problems.append(f"{name}: {where}: citation {cid!r} is not defined under sources")
+        return tuple(ids)
+
+    def check_cats(ids: Iterable[str], where: str) -> tuple[str, ...]:
+        ids = tuple(ids)
+        for cat in ids:
+            if cat not in categories:
+                problems.append(f"{name}: {where}: category {cat!r} is not defined under categories")
+        return ids
+
+    def check_variants(ids: Iterable[str], where: str) -> tuple[str, ...]:
+        ids = tuple(ids)
+        for vid in ids:
+            if vid not in variant_ids:
+                problems.append(f"{name}: {where}: variant {vid!r} is not defined under variants")
+        return ids
+
+    def check_condition(cond: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+        for key, value in cond.items():
+            if key in ("any", "all"):
+                for i, sub in enumerate(value):
+                    check_condition(sub, f"{where}.{key}[{i}]")
+            elif key == "not":
+                check_condition(value, f"{where}.not")
+            elif key.startswith("categories_"):
+                check_cats(value, f"{where}.{key}")
+            elif key == "variants":
+                check_variants(value, f"{where}.variants")
+        return cond
+
+    if len(set(variant_ids)) != len(variant_ids):
+        problems.append(f"{name}: variants: duplicate variant ids {variant_ids}")
+    variants = []
+    for i, v in enumerate(d["variants"]):
+        where = f"variants[{i}] ({v['id']})"
+        ratings = []
+        seen: set[str] = set()
+        for j, r in enumerate(v["ratings"]):
+            if r["procedure"] not in procedures:
+                problems.append(f"{name}: {where}.ratings[{j}]: procedure {r['procedure']!r} is not defined under procedures")
+            if r["procedure"] in seen:
+                problems.append(f"{name}: {where}.ratings[{j}]: procedure {r['procedure']!r} is rated twice")
+            seen.add(r["procedure"])
+            ratings.append(Rating(r["procedure"], Appropriateness(r["appropriateness"]),
+                                  check_cites(r["citations"], f"{where}.ratings[{j}]"), r["rationale"], r.get("note", "")))
+        variants.append(Variant(v["id"], v["title"], v["label"], check_condition(v["when"], f"{where}.when"),
+                                check_cites(v["citations"], where), tuple(ratings)))
+
+    codes = tuple(CodeRule(c["prefix"], check_cats(c["categories"], f"codes[{i}]"), c["label"])
+                  for i, c in enumerate(d["codes"]))
+    keywords = tuple(KeywordRule(compile_re(k["pattern"], f"keywords[{i}]"), check_cats(k["categories"], f"keywords[{i}]"))
+                     for i, k in enumerate(d["keywords"]))
+    negations = tuple(compile_re(p, f"negations[{i}]") for i, p in enumerate(d.get("negations", ())))
+    context_categories = dict(d.get("context_categories", {}))
+    check_cats(context_categories.values(), "context_categories")
+    conflicts = tuple(Conflict(c["id"], check_condition(c["when"], f"conflicts[{i}].when"), c["message"],
+                               check_cites(c["citations"], f"conflicts[{i}]"))
+                      for i, c in enumerate(d.get("conflicts", ())))
+    exclusions = []
+    for i, e in enumerate(d["exclusions"]):
+        for key, value in e["applies_to"].items():
+            if not any(getattr(p, key) == value for p in procedures.values()):
+                problems.append(f"{name}: exclusions[{i}].applies_to.{key}: no procedure has {key} {value!r}")
+        exclusions.append(Exclusion(e["id"], check_condition(e["when"], f"exclusions[{i}].when"), dict(e["applies_to"]),
+                                    e["reason"], check_cites(e["citations"], f"exclusions[{i}]")))
+
+    def statements(section: str) -> tuple[StatementRule, ...]:
+        out = []
+        for i, s in enumerate(d[section]):
+            where = f"{section}[{i}]"
+            out.append(StatementRule(
+                s["text"], check_cites(s["citations"], where),
+                check_variants(s["variants"], where) if "variants" in s else None,
+                check_condition(s["when"], f"{where}.when") if "when" in s else None))
+        return tuple(out)
+
+    order_parsing: dict[str, tuple[Vocabulary, ...]] = {}
+    fixed = {"contrast": {"without", "with", "without-and-with"}, "laterality": {"left", "right", "bilateral"}}
+    for axis, entries in d["order_parsing"].items():
+        parsed = []
+        for i, entry in enumerate(entries):
+            if axis in fixed and entry["value"] not in fixed[axis]:
+                problems.append(f"{name}: order_parsing.{axis}[{i}]: value {entry['value']!r} is not one of "
+                                f"{', '.join(sorted(fixed[axis]))}")
+            if axis in ("modality", "region") and "label" not in entry:
+                problems.append(f"{name}: order_parsing.{axis}[{i}]: a {axis} needs a label (how messages name it)")
+            parsed.append(Vocabulary(entry["value"], compile_re(entry["pattern"], f"order_parsing.{axis}[{i}]"),
+                                     entry.get("label", entry["value"])))
+        order_parsing[axis] = tuple(parsed)
+    for axis in ("modality", "region"):
+        named = {v.value for v in order_parsing[axis]}
+        for p in procedures.values():
+            if getattr(p, axis) not in named:
+                problems.append(f"{name}: procedures.{p.key}.{axis}: {getattr(p, axis)!r} is not named under "
+                                f"order_parsing.{axis}, so no order text can name this procedure")
+    ct = d["contraindication_text"]
+
+    def text_rules(key: str) -> tuple[TextRule, ...]:
+        return tuple(TextRule(e["label"], compile_re(e["pattern"], f"contraindication_text.{key}[{i}]"))
+                     for i, e in enumerate(ct[key]))
+
+    contraindication_text = ContraindicationText(
+        mri_devices=text_rules("mri_devices"),
+        mr_conditional=compile_re(ct["mr_conditional"], "contraindication_text.mr_conditional"),
+        gadolinium=text_rules("gadolinium"), iodinated=text_rules("iodinated"),
+        pregnancy=compile_re(ct["pregnancy"], "contraindication_text.pregnancy"),
+        negations=tuple(compile_re(n, f"contraindication_text.negations[{i}]") for i, n in enumerate(ct["negations"])))
+
+    timing = d["timing"]
+    if timing["min_days_after_trauma"] >= timing["max_days_after_trauma"]:
+        problems.append(f"{name}: timing: min_days_after_trauma must be below max_days_after_trauma")
+    low, high = d["egfr_range"]
+    if low >= high:
+        problems.append(f"{name}: egfr_range: the low end must be below the high end")
+    rules = Rules(
+        path=name, version=d["version"], sources=sources,
+        min_days_after_trauma=timing["min_days_after_trauma"], max_days_after_trauma=timing["max_days_after_trauma"],
+        timing_variants=check_variants(timing["variants"], "timing.variants"),
+        timing_citations=check_cites(timing["citations"], "timing.citations"),
+        max_timing_citations=check_cites(timing.get("max_citations", timing["citations"]), "timing.max_citations"),
+        gadolinium_avoid_below_egfr=float(d["contrast_policy"]["gadolinium_avoid_below_egfr"]),
+        iodinated_caution_below_egfr=float(d["contrast_policy"]["iodinated_caution_below_egfr"]),
+        egfr_range=(float(low), float(high)), categories=categories, context_categories=context_categories,
+        codes=codes, keywords=keywords, negations=negations, conflicts=conflicts, procedures=procedures,
+        order_parsing=order_parsing,
+        trauma_date_words=compile_re(timing["date_words"], "timing.date_words"),
+        trauma_date_window=int(timing["date_window_chars"]),
+        pregnancy_contraindicates_gadolinium=bool(d["contrast_policy"]["pregnancy_contraindicates_gadolinium"]),
+        contraindication_text=contraindication_text, variants=tuple(variants), exclusions=tuple(exclusions),
+        companion=statements("companion"), follow_up=statements("follow_up"), cautions=statements("cautions"),
+    )
+    if problems:
+        raise RulesError(problems)
+    return rules
+
+
+
+def evaluate(condition: Mapping[str, Any], facts: Mapping[str, Any]) -> bool:
+    """True when every key of ``condition`` holds for ``facts`` (the condition language of rules.yaml)."""
+    for key, value in condition.items():
+        if key == "any":
+            ok = any(evaluate(c, facts) for c in value)
+        elif key == "all":
+            ok = all(evaluate(c, facts) for c in value)
+        elif key == "not":
+            ok = not evaluate(value, facts)
+        elif key == "egfr_below":
+            ok = facts["egfr"] is not None and facts["egfr"] < value
+        elif key == "categories_any":
+            ok = bool(facts["categories"] & set(value))
+        elif key == "categories_all":
+            ok = set(value) <= facts["categories"]
+        elif key == "categories_none":
+            ok = not facts["categories"] & set(value)
+        elif key == "variants":
+            ok = facts["variant"] in value
+        else:
+            ok = bool(facts[key]) == value
+        if not ok:
+            return False
+    return True
+
+
+class Format(dict[str, Any]):
+    """``str.format_map`` values that leave unknown ``{names}`` alone (rule texts are data)."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
