@@ -87,7 +87,7 @@ def test_both_worklist_servers_give_the_same_order_checks(servers: Servers) -> N
     assert early["scheduled_date"] == _iso(3) and early["trauma_date"] == _iso(-15)
     assert early["status"] == "fail" and "trauma-too-early" in _codes(early)
     assert early["earliest_date"] is not None and early["earliest_date"] > _iso(3)
-    assert early["context_source"] == "worklist ReasonForTheRequestedProcedure"
+    assert early["context_source"] == "worklist Reason for the Requested Procedure"
     assert early["recommended"]["protocol"]
 
     pelvis = by_acc["WL-PELVIS"]
@@ -147,7 +147,7 @@ def test_worklist_text_is_handed_to_the_clinical_core_unparsed() -> None:
     assert trauma_date_in("seen in clinic 2026-01-10 for leg weakness", rules) is None
     assert trauma_date_in("trauma, date unknown", rules) is None
     context = item_context(WorklistItem("A", "20260301", reason="plexopathy", comments="injury on 2026-02-01"))
-    assert context.indication == "plexopathy" and context.trauma_date is None
+    assert context.indication == "plexopathy; injury on 2026-02-01" and context.trauma_date is None
     scenario = interpret(context, rules, dt.date(2026, 3, 1))[0]
     assert scenario.trauma_date == dt.date(2026, 2, 1) and scenario.traumatic
     assert scenario.source("trauma_date") == "worklist Requested Procedure Comments"

@@ -36,7 +36,7 @@ from typing import Any
 from protocolcheck.clinical.findings import Finding, FindingCode, Severity
 from protocolcheck.classify.series import SeriesClass
 from protocolcheck.clinical.context import ClinicalContext
-from protocolcheck.clinical.decision import Verdict
+from protocolcheck.clinical.decision import Verdict as ExamVerdict
 from protocolcheck.clinical.recommend import verdict_finding
 from protocolcheck.clinical.rules import Rules, load_rules
 from protocolcheck.clinical.scenario import Scenario, interpret
@@ -696,14 +696,14 @@ class Choice:
     citations: tuple[str, ...] = ()
     # the clinical core's answers for the study's context (None without a context)
     scenario: Scenario | None = None
-    verdict: Verdict | None = None  # the exam the study is, judged against the decision for the scenario
+    verdict: ExamVerdict | None = None  # the exam the study is, judged against the decision for the scenario
     rules: Rules | None = None
 
 
 def choose_protocol(facts: StudyFacts, series: Sequence[SeriesClass], library: Library, *,
                     protocol_id: str | None = None, indicated_id: str | None = None,
                     indication_reason: str = "", scenario: Scenario | None = None,
-                    verdict: Verdict | None = None, rules: Rules | None = None) -> Choice:
+                    verdict: ExamVerdict | None = None, rules: Rules | None = None) -> Choice:
     """``--protocol`` first, then the protocol the indication calls for, then the study's own
     descriptions/codes. Raises KeyError for an unknown ``protocol_id``."""
     identified = tuple(identify(facts, series, library))

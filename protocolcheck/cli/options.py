@@ -247,7 +247,7 @@ def audit_options_from(opts: dict[str, Any], *, warnings_quiet: bool, count_prob
         indication=opts["indication"] or "", trauma_date=opts["trauma_date"],
         mri_contraindicated=opts["mri_contraindicated"] or None,
         gadolinium_contraindicated=opts["gadolinium_contraindicated"] or None,
-        dermatomal=opts["dermatomal"] or None, source="options")
+        dermatomal=opts["dermatomal"] or None, source="the command line")
     has_default = bool(default.indication or default.trauma_date or default.mri_contraindicated
                        or default.gadolinium_contraindicated or default.dermatomal)
     return AuditOptions(library=library, protocol_id=opts["protocol_id"], contexts=contexts,

@@ -73,7 +73,7 @@ def _scenario(opts: dict[str, Any]) -> tuple[ClinicalContext, Rules]:
         gadolinium_contraindicated=opts["gadolinium_contraindicated"] or None,
         iodinated_contrast_contraindicated=opts["iodinated_contrast_contraindicated"] or None,
         egfr=opts["egfr"], dermatomal=opts["dermatomal"] or None, known_malignancy=opts["known_malignancy"] or None,
-        prior_radiation=opts["prior_radiation"] or None, source="options")
+        prior_radiation=opts["prior_radiation"] or None, source="the request")
     if bool(opts["context_file"]) != bool(opts["accession"]):
         warn("error: --context FILE and --accession N go together")
         sys.exit(Exit.USAGE)

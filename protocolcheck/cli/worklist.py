@@ -47,7 +47,8 @@ def worklist(**opts: Any) -> None:
 
     The indication and trauma date come from the context CSV row of the accession number, else from
     the worklist item (Reason for the Requested Procedure, Admitting Diagnoses, Requested Procedure
-    Comments; a date next to "trauma", "injury", "fall"... is the trauma date).
+    Comments; a date next to "trauma", "injury", "fall"... is the trauma date; a device or a contrast
+    reaction written there counts too). Each item gets exactly the check-order record.
     """
     from protocolcheck.clinical.recommend import check_order, default_rules_path
     from protocolcheck.net.common import NetError
@@ -68,8 +69,10 @@ def worklist(**opts: Any) -> None:
     for item in items:
         context = order_context(item, table)
         check = check_order(item.procedure, context, item.procedure_code, item.scheduled, rules=rules)
+        scenario = check.recommendation.scenario if check.recommendation else None
+        trauma = scenario.trauma_date if scenario else context.trauma_date  # given, or read from the item's text
         record = {**item.to_dict(), "indication": context.indication,
-                  "trauma_date": context.trauma_date.isoformat() if context.trauma_date else None,
+                  "trauma_date": trauma.isoformat() if trauma else None,
                   "context_source": context.source, **check.to_dict(rules)}
         record["scheduled_date"] = item.to_dict()["scheduled_date"]
         records.append(record)

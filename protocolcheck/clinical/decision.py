@@ -20,7 +20,18 @@ from typing import Any
 
 from protocolcheck.clinical.context import ClinicalContext
 from protocolcheck.clinical.rules import (
-    RULES_FILENAME, Appropriateness, Format, Procedure, Rating, Rules, RulesError, Source, StatementRule, Variant, evaluate, load_rules,
+    RULES_FILENAME,
+    Appropriateness,
+    Format,
+    Procedure,
+    Rating,
+    Rules,
+    RulesError,
+    Source,
+    StatementRule,
+    Variant,
+    evaluate,
+    load_rules,
 )
 from protocolcheck.clinical.scenario import Scenario, ScenarioError, interpret, scenario_facts
 
@@ -275,14 +286,14 @@ class Exam:
     identified_by: str = ""  # how a study was recognised as this exam ("Study Description 'MR PELVIS WO'")
 
     @classmethod
-    def of(cls, procedure: Procedure, identified_by: str = "") -> "Exam":
+    def of(cls, procedure: Procedure, identified_by: str = "") -> Exam:
         return cls(procedure.key, procedure.name, procedure.modality, procedure.region, procedure.contrast,
                    identified_by)
 
     @property
     def named(self) -> str:
         """The name, with how it was recognised when that is known."""
-        return f"{self.name} ({self.identified_by})" if self.identified_by else self.name
+        return f"{self.name} (from its {self.identified_by})" if self.identified_by else self.name
 
 
 @dataclass(frozen=True)

@@ -14,16 +14,34 @@ import datetime as dt
 from dataclasses import dataclass, replace
 from typing import Any
 
-from protocolcheck.clinical.findings import Finding, FindingCode, Severity, Status, status_for
 from protocolcheck.clinical.context import ClinicalContext
 from protocolcheck.clinical.decision import (
-    ExcludedProcedure, Exam, RankedProcedure, Recommendation, Selection, Statement, Timing, TimingStatus, Verdict,
-    VerdictKind, cite, decide, judge, recommend, select_protocol,
+    Exam,
+    ExcludedProcedure,
+    RankedProcedure,
+    Recommendation,
+    Selection,
+    Statement,
+    Timing,
+    TimingStatus,
+    Verdict,
+    VerdictKind,
+    cite,
+    decide,
+    judge,
+    recommend,
+    select_protocol,
 )
+from protocolcheck.clinical.findings import Finding, FindingCode, Severity, Status, status_for
 from protocolcheck.clinical.indication import extract_icd10
 from protocolcheck.clinical.orders import ParsedOrder, parse_order
 from protocolcheck.clinical.rules import (
-    Appropriateness, Rules, RulesError, default_rules_path, evaluate, load_rules,
+    Appropriateness,
+    Rules,
+    RulesError,
+    default_rules_path,
+    evaluate,
+    load_rules,
 )
 from protocolcheck.clinical.scenario import CodeMatch, Scenario, ScenarioError, interpret
 

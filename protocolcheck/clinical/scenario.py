@@ -176,8 +176,9 @@ def _sentence_around(text: str, start: int, end: int) -> str:
 def _contraindications(context: ClinicalContext, rules: Rules) -> dict[str, Any]:
     """Contraindications named in any free text, each with its words and source (denials removed first)."""
     ct = rules.contraindication_text
-    texts = [(context.origin("indication") or "indication", context.indication)] if context.indication else []
-    texts += [(label, text) for label, text in context.texts if text]
+    texts = [(label, text) for label, text in context.texts if text]
+    if context.indication:
+        texts.append((context.origin("indication") or "the indication", context.indication))
     cleaned = [(source, _strip(text, ct.negations)) for source, text in texts]
     found: dict[str, Any] = {}
     device: TextFact | None = None
@@ -234,9 +235,9 @@ def interpret(context: ClinicalContext, rules: Rules, on: dt.date | None = None,
     text_categories: set[str] = set()
     keywords: list[str] = []
     for kw in rules.keywords:
-        hit = kw.pattern.search(free)
-        if hit:
-            keywords.append(hit.group(0).strip())
+        found = kw.pattern.search(free)
+        if found:
+            keywords.append(found.group(0).strip())
             text_categories.update(kw.categories)
             categories.update(dict.fromkeys(kw.categories))
     text_categories.update(c for m in matched for c in m.categories)
@@ -246,10 +247,10 @@ def interpret(context: ClinicalContext, rules: Rules, on: dt.date | None = None,
     if trauma_date is not None:
         sources["trauma_date"] = context.origin("trauma_date")
     else:
-        for source, body in [(context.origin("indication") or "indication", text), *context.texts]:
-            found = trauma_date_in(body, rules) if body else None
-            if found is not None:
-                trauma_date, sources["trauma_date"] = found, source
+        for source, body in [*context.texts, (context.origin("indication") or "indication", text)]:
+            written = trauma_date_in(body, rules) if body else None
+            if written is not None:
+                trauma_date, sources["trauma_date"] = written, source
                 break
     effective = replace(context, trauma_date=trauma_date)
     for fact, category in rules.context_categories.items():

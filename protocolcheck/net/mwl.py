@@ -181,14 +181,13 @@ FIELD_LABELS = (("reason", "worklist Reason for the Requested Procedure"),
 
 
 def item_context(item: WorklistItem) -> ClinicalContext:
-    """The clinical text written on the worklist item: the reason and admitting diagnoses are the
-    indication; every field is also handed on, labelled, for contraindications and the trauma date."""
-    indication = "; ".join(dict.fromkeys(t for t in (item.reason, item.admitting_diagnoses) if t))
+    """The clinical text written on the worklist item: together the indication; each field is also handed
+    on with its name, so that a trauma date or a device found in it is reported with where it was written."""
     texts = tuple((label, getattr(item, name)) for name, label in FIELD_LABELS if getattr(item, name))
-    source = "worklist item" if texts else ""
-    origin = (("indication", "worklist Reason for the Requested Procedure" if item.reason
-               else "worklist Admitting Diagnoses Description"),) if indication else ()
-    return ClinicalContext(indication=indication, source=source, texts=texts, origins=origin)
+    indication = "; ".join(dict.fromkeys(text for _, text in texts))
+    source = "worklist " + ", ".join(label.removeprefix("worklist ") for label, _ in texts) if texts else ""
+    origins = (("indication", source),) if texts else ()
+    return ClinicalContext(indication=indication, source=source, texts=texts, origins=origins)
 
 
 def order_context(item: WorklistItem, table: ContextTable | None = None) -> ClinicalContext:
