@@ -249,7 +249,7 @@ class ClassifyTarget(Target):
 
     def execute(self, case: Case, workdir: Path) -> None:
         from protocolcheck.audit.engine import AuditOptions, audit_records
-        from protocolcheck.classify.series import classify_study
+        from protocolcheck.classify import classify_study
         from protocolcheck.dicom.records import InstanceHeader, Unreadable
         from protocolcheck.dicom.scan import scan
         from protocolcheck.dicom.study import group_studies

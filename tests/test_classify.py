@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 from pydicom.data import get_testdata_file
 
-from protocolcheck.classify.series import (
+from protocolcheck.classify import (
     Acquisition,
     FatSuppression,
     Inversion,

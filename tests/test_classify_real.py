@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from protocolcheck.classify.series import SeriesClass, Vendor, classify_study, vendor_of
+from protocolcheck.classify import SeriesClass, Vendor, classify_study, vendor_of
 from protocolcheck.dicom.geometry import slice_normal
 from protocolcheck.dicom.records import InstanceHeader
 from protocolcheck.dicom.study import Study, split_series

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from protocolcheck.classify.series import SeriesClass, classify_study
+from protocolcheck.classify import SeriesClass, classify_study
 from protocolcheck.dicom.records import InstanceHeader
 from protocolcheck.dicom.scan import scan
 from protocolcheck.dicom.study import group_studies

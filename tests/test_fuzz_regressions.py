@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from protocolcheck.audit.engine import AuditOptions, audit_records
 from protocolcheck.clinical.findings import FindingCode, Status
-from protocolcheck.classify.series import classify_study
+from protocolcheck.classify import classify_study
 from protocolcheck.cli import main
 from protocolcheck.clinical.context import ContextError, load_context_csv
 from protocolcheck.clinical.library import LibraryError, load_library, load_protocol_file

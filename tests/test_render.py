@@ -46,7 +46,7 @@ def _cells(text: str, description: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def sample_records(sample_dir):
-    from protocolcheck.classify.series import classify_study
+    from protocolcheck.classify import classify_study
     from protocolcheck.dicom.records import InstanceHeader
     from protocolcheck.dicom.scan import scan
     from protocolcheck.dicom.study import group_studies

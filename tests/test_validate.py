@@ -22,7 +22,7 @@ from protocolcheck.audit.validate import (
     identify,
     study_facts,
 )
-from protocolcheck.classify.series import Acquisition, FatSuppression, Inversion, SeriesClass, Weighting
+from protocolcheck.classify import Acquisition, DixonLabel, FatSuppression, Inversion, Plane, SeriesClass, Weighting
 from protocolcheck.clinical.context import ClinicalContext
 from protocolcheck.clinical.library import Library, load_library
 from protocolcheck.dicom.records import InstanceHeader
@@ -56,10 +56,12 @@ def sc(weighting: str = "T2", plane: str = "axial", tilt: float = 0.0, **kw: Any
         study_instance_uid=STUDY, series_instance_uid=f"{STUDY}.{number}", stack=None, series_number=number,
         series_description=kw.pop("description", f"{plane} {weighting}"), modality="MR", manufacturer="ACME",
         instances=20, weighting=Weighting(weighting), inversion=None, fat_suppressed=False, fat_suppression=None,
-        post_contrast=False, plane=plane, obliquity_deg=abs(tilt) if plane != "sagittal" else 0.0, normal=normal,
+        post_contrast=False, plane=Plane(plane), obliquity_deg=abs(tilt) if plane != "sagittal" else 0.0, normal=normal,
         acquisition=Acquisition.TWO_D, localizer=False, derived=False, slice_thickness=4.0, field_strength=3.0,
     )
     values.update(kw)
+    if values.get("dixon") is not None:
+        values["dixon"] = DixonLabel(values["dixon"])
     return SeriesClass(**values)
 
 
@@ -189,7 +191,7 @@ def test_straight_planes_fail_the_orthogonal_oblique_rule(library: Library) -> N
 
 
 def test_oblique_but_not_orthogonal_fails(library: Library) -> None:
-    series = [replace(s, normal=_normal("coronal", 30), plane="coronal", obliquity_deg=30.0) for s in complete_plexus()]
+    series = [replace(s, normal=_normal("coronal", 30), plane=Plane.CORONAL, obliquity_deg=30.0) for s in complete_plexus()]
     rule = library.get("mr-lumbosacral-plexus-wwo").planes[0]
     outcome = check_plane_rule(rule, series)
     assert not outcome.met and "no two acquired series are perpendicular" in outcome.explanation

@@ -19,7 +19,7 @@ from typing import Any
 
 from protocolcheck.clinical.findings import AuditResult, Finding, FindingCode, Severity, Status, status_for
 from protocolcheck.audit.validate import Choice, ChosenBy, StudyFacts, choose_protocol, evaluate, identify, study_facts
-from protocolcheck.classify.series import SeriesClass, classify_study
+from protocolcheck.classify import SeriesClass, classify_study
 from protocolcheck.clinical.context import ClinicalContext, ContextTable
 from protocolcheck.clinical.library import Library
 from protocolcheck.dicom.records import InstanceHeader, ScanRecord, Unreadable

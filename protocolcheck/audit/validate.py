@@ -34,7 +34,7 @@ from enum import Enum
 from typing import Any
 
 from protocolcheck.clinical.findings import Finding, FindingCode, Severity
-from protocolcheck.classify.series import SeriesClass
+from protocolcheck.classify import SeriesClass, describe
 from protocolcheck.clinical.context import ClinicalContext
 from protocolcheck.clinical.decision import Verdict as ExamVerdict
 from protocolcheck.clinical.recommend import verdict_finding
@@ -43,11 +43,6 @@ from protocolcheck.clinical.scenario import Scenario, interpret
 from protocolcheck.clinical.library import Level, Library, Match, PlaneRule, Protocol, Range, Requirement
 from protocolcheck.dicom.geometry import angle_between
 from protocolcheck.dicom.study import Study
-
-try:  # the classifier's one-line summary, when available
-    from protocolcheck.classify.series import describe as _classify_describe
-except ImportError:  # pragma: no cover - older classify without describe()
-    _classify_describe = None
 
 MAX_LISTED = 4  # series named in one message (all of them are in the evidence)
 
@@ -163,11 +158,7 @@ def series_name(s: SeriesClass) -> str:
 
 def series_summary(s: SeriesClass) -> str:
     """Series name plus how it was classified, e.g. ``#5 'COR STIR' (oblique coronal T2 STIR 2D)``."""
-    if _classify_describe is not None:
-        what = _classify_describe(s)
-    else:  # pragma: no cover
-        what = f"{s.plane or 'unknown plane'} {s.weighting.value}"
-    return f"{series_name(s)} ({what})"
+    return f"{series_name(s)} ({describe(s)})"
 
 
 def _value(s: SeriesClass, name: str) -> Any:

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from protocolcheck.classify.series import classify_study
+from protocolcheck.classify import classify_study
 from protocolcheck.cli.options import (
     Exit,
     emit,

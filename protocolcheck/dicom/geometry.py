@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from enum import Enum
+from enum import StrEnum
 
 Vector = tuple[float, float, float]
 
 
-class Plane(str, Enum):
+class Plane(StrEnum):
     """Anatomical plane of a slice, named by the axis its normal is closest to."""
 
     AXIAL = "axial"

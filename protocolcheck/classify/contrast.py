@@ -1,0 +1,109 @@
+"""Post-contrast, per stack: the Contrast/Bolus Agent, then the series text (negatives win), then for CT
+angiography names and the Contrast/Bolus Route. Study-level rules (acquisition order, the bolus start
+time, an exam-level agent) are in :mod:`protocolcheck.classify.study`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from protocolcheck.classify.facts import StackFacts
+from protocolcheck.classify.model import Vendor
+from protocolcheck.classify.textmatch import B, E, first_match, rx
+
+CONTRAST_BRANDS = (
+    "gadovist", "gadavist", "dotarem", "magnevist", "prohance", "multihance", "clariscan", "omniscan", "elucirem",
+    "vueway", "eovist", "primovist", "ablavar", "vasovist", "optimark", "gadoterate", "gadobutrol", "gadoteridol",
+    "gadopiclenol", "gadoxetate", "gadobenate", "gadodiamide", "gadopentetate", "artirem", "cyclolux", "dotagraf",
+    "gadoversetamide", "feridex", "resovist",
+)
+_POST_NEG: tuple[tuple[re.Pattern[str], str], ...] = (
+    (rx(B + r"pre(?:[\s_\-]*(?:contrast|con|gad|gado|gd|c|km|inj|injection))?" + E
+        + r"(?![\s_\-]*(?:sat|op|operative|scan|pulse|puls)(?![a-z]))"), "pre"),
+    (rx(B + r"(?:nativ|native|natif|nativo)" + E), "native"),
+    (rx(r"(?:w/o|" + B + r"wo" + E + r")(?![\s_\-]*(?:fs|fat|sat|fatsat)(?![a-z]))"), "w/o"),
+    (rx(B + r"without" + E + r"(?![\s_\-]*(?:fs|fat|sat|fatsat)(?![a-z]))"), "without"),
+    (rx(B + r"non[\s_\-]*(?:contrast|con|enhanced|gad|gd|c)" + E), "non-contrast"),
+    (rx(B + r"no[\s_\-]*(?:contrast|gad|gd|km|c)" + E), "no contrast"),
+    (rx(B + r"(?:unenhanced|ohne|sans|senza|plain)" + E), "unenhanced"),
+)
+_POST_POS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (rx(r"\+\s*(?:c|gd|gad|gado|km|mdc|contrast|ce)" + E), "+C"),
+    (rx(B + r"(?:c|gd|gad)\s*\+"), "C+"),
+    (rx(B + r"post(?![\s_\-]*op)(?:[\s_\-]*(?:contrast|con|gad|gado|gd|c|km|inj|injection))?" + E), "post"),
+    (rx(B + r"(?:gd|gad|gado|gadolinium|gdcontrast)" + E), "gad"),
+    (rx(B + r"(?:contrast|kontrast|contraste|km|mdc)" + E), "contrast"),
+    (rx(B + r"(?:ce|dce|dsc|dyn|dynamic|dynamics|enhanced)" + E), "contrast-enhanced/dynamic"),
+    (rx(B + r"w/\s*c" + E), "w/C"),
+    (rx(B + r"(?:arterial|venous|portal|delayed|equilibrium|hepatobiliary|hbp|nephrographic|excretory)" + E), "contrast phase"),
+    (rx("|".join(CONTRAST_BRANDS)), "agent brand name"),
+)
+_SUBTRACTION = rx(B + r"(?:sub|subtraction|subtracted)" + E)
+_AGENT_EMPTY = {"", "NONE", "NO", "N", "0", "-", "NONE GIVEN", "NOT GIVEN", "NULL", "NIL", "NA", "N/A", "NO CONTRAST"}
+
+# The decision table's line for this field (protocolcheck.classify.table; the order rules are in study.py).
+RULES: tuple[str, ...] = (
+    ("Contrast/Bolus Agent non-empty and not NONE/NO -> post (unless already on the study's first "
+    "acquisition: exam-level, ignored); else SeriesDescription text (ProtocolName only if the description "
+    "is empty, never GE's) with negatives pre/native/w/o/without/non-contrast beating positives +C/C+/"
+    "post/gad/gd/contrast/KM/CE/dynamic/agent brand names; CT also Route and CTA/angio; else order: "
+    "acquired before the first post-contrast acquisition -> pre; after it -> post (localizers stay "
+    "unknown)"),
+)
+
+
+def agent_given(values: Iterable[str]) -> str | None:
+    """The first value that names an agent (not empty, NONE, NO, ...)."""
+    for v in values:
+        if v.strip().upper() not in _AGENT_EMPTY:
+            return v.strip()
+    return None
+
+
+def _contrast_text(text: str) -> tuple[bool | None, str | None]:
+    if not text:
+        return None, None
+    neg = first_match(text, _POST_NEG)
+    pos = first_match(text, _POST_POS)
+    if neg and pos and _SUBTRACTION.search(text):
+        return True, f"'{pos[1]}' with subtraction -> post-contrast (subtraction of pre from post)"
+    if neg:
+        return False, f"'{neg[1]}' -> pre-contrast (negatives win)" + (f"; ignored '{pos[1]}'" if pos else "")
+    if pos:
+        return True, f"'{pos[1]}' -> post-contrast"
+    return None, None
+
+
+def _agent_note(f: StackFacts, use_agent: bool) -> list[str]:
+    """Why a written Contrast/Bolus Agent does not decide (empty when none is written)."""
+    if f.agents and not use_agent:
+        return [(f"Contrast/Bolus Agent '{f.agents[0]}' is already on the study's first acquisition "
+                "(exam-level value), so it does not decide")]
+    if f.agents:
+        return [f"Contrast/Bolus Agent '{f.agents[0]}' means none"]
+    return []
+
+
+def post_contrast(f: StackFacts, use_agent: bool = True) -> tuple[bool | None, list[str]]:
+    """Post-contrast from this stack's own headers; ``use_agent=False`` when the agent is exam-level."""
+    agent = agent_given(f.agents) if use_agent else None
+    if agent:
+        return True, [f"Contrast/Bolus Agent '{agent}' -> post-contrast"]
+    note = _agent_note(f, use_agent)
+    # Series description first; ProtocolName only when the description is silent (GE: never, exam-level).
+    sources = [("SeriesDescription", f.description)]
+    if f.vendor is not Vendor.GE or not f.description:
+        sources.append(("ProtocolName", f.protocol))
+    for name, text in sources:
+        value, why = _contrast_text(text.lower())
+        if value is not None:
+            return value, note + [f"{name} {why}"]
+    if not f.is_mr:
+        m = re.search(B + r"(?:cta|angio\w*|perfusion)" + E, f.description.lower())
+        if m:
+            return True, note + [f"SeriesDescription '{m.group(0)}' (CT angiography/perfusion) -> post-contrast"]
+    route = agent_given(f.routes)
+    if route and not f.is_mr:
+        return True, [f"Contrast/Bolus Route '{route}' -> post-contrast"]
+    return None, note + ["no contrast agent in header and no contrast words in series text"]

@@ -1,0 +1,242 @@
+"""Fat suppression (yes/no/unknown and the method) and the Dixon output label.
+
+In order: STIR inversion and Dixon outputs; header tokens and flags (water excitation, Scan Options
+FS, Philips SPIR, enhanced Spectrally Selected Suppression), with the series text naming the method;
+series text (negatives first); absence proven by vendors that always write a fat token; else unknown.
+"""
+
+from __future__ import annotations
+
+import re
+
+from protocolcheck.classify.facts import StackFacts
+from protocolcheck.classify.model import (
+    DixonLabel,
+    FatSuppression,
+    Inversion,
+    Vendor,
+    Weighting,
+)
+from protocolcheck.classify.textmatch import B, E, first_match, rx
+
+# (suppressed, method, evidence)
+Decision = tuple[bool | None, FatSuppression | None, str]
+
+FATSAT_NEG = rx(B + r"(?:nfs|nonfs|non[\s_\-]?fs|no[\s_\-]?fs|nofs|w/?o[\s_\-]?fs|non[\s_\-]?fat[\s_\-]?sat|no[\s_\-]?fat[\s_\-]?sat|without[\s_\-]?fat)" + E)
+FATSAT_TEXT: tuple[tuple[re.Pattern[str], str], ...] = (
+    (rx(B + r"spair" + E), "SPAIR"),
+    (rx(B + r"spir" + E), "SPIR"),
+    (rx(B + r"(?:stir|tirm|stir3d|spcir[\s_]*stir)"), "STIR"),
+    (rx(B + r"(?:water[\s_\-]?exc\w*|we|proset|pasta|wats?)" + E), "WATER_EXCITATION"),
+    (rx(B + r"(?:fat[\s_\-]?sat\w*|fat[\s_\-]?sup\w*|fatsup\w*|chess|fs|f/s|fat[\s_\-]?supp\w*)" + r"(?![a-z])"), "UNSPECIFIED"),
+    (rx(r"(?<![a-z])(?:t1|t2|pd|dp|stir)[\s_\-]?fs(?![a-z])"), "UNSPECIFIED"),
+    (rx(r"(?<![a-z])fs[\s_\-]?(?:t1|t2|pd)(?![a-z])"), "UNSPECIFIED"),
+)
+DIXON_TEXT = rx(B + r"(?:dixon|mdixon|ideal|flex|fact|wfs|wfop|fatsep|f-w|w-f)" + E)
+_DIXON_PREFIX = rx(r"^\s*(water|fat|inphase|in[\s_-]?phase|outphase|out[\s_-]?phase|opp[\s_-]?phase)\s*:")
+_DIXON_PREFIX_LABEL = {"water": DixonLabel.WATER, "fat": DixonLabel.FAT, "inphase": DixonLabel.IN_PHASE,
+                       "outphase": DixonLabel.OPPOSED_PHASE, "oppphase": DixonLabel.OPPOSED_PHASE}
+_DIXON_LABEL_TEXT: tuple[tuple[re.Pattern[str], DixonLabel], ...] = (
+    (rx(B + r"(?:w|water|wat)" + E), DixonLabel.WATER),
+    (rx(B + r"(?:f|fat)" + E), DixonLabel.FAT),
+    (rx(B + r"(?:ip|in|inphase|in[\s_-]phase)" + E), DixonLabel.IN_PHASE),
+    (rx(B + r"(?:op|opp|out|outphase|opposed|opp[\s_-]phase|out[\s_-]phase)" + E), DixonLabel.OPPOSED_PHASE),
+)
+_DIXON_IMAGE_TYPE = {
+    "W": DixonLabel.WATER, "WATER": DixonLabel.WATER,
+    "F": DixonLabel.FAT, "FAT": DixonLabel.FAT,
+    "IP": DixonLabel.IN_PHASE, "IN_PHASE": DixonLabel.IN_PHASE, "INPHASE": DixonLabel.IN_PHASE,
+    "OP": DixonLabel.OPPOSED_PHASE, "OPP_PHASE": DixonLabel.OPPOSED_PHASE, "OUT_PHASE": DixonLabel.OPPOSED_PHASE,
+    "OPPOSED_PHASE": DixonLabel.OPPOSED_PHASE, "OUTPHASE": DixonLabel.OPPOSED_PHASE,
+}
+
+# Scan Options tokens.
+_FS_TOKENS = {"FS", "SFS", "FAT_SAT", "FATSAT", "FSAT", "SPECTRAL_FAT_SAT", "FAT SAT"}
+_WE_TOKENS = {"WE", "WATER_EXCITATION", "WATEREXCITATION"}
+_GE_NOT_FAT = {"FSA_GEMS", "FSP_GEMS", "FSS_GEMS", "FSI_GEMS", "FSR_GEMS", "FSL_GEMS", "SAT_GEMS", "FSAT_GEMS"}
+_DIXON_TOKENS = {"IDEAL_GEMS", "FLEX_GEMS", "DIXW", "DIXF"}
+_FAT_SUPPRESSED_VALUES = ("FAT", "FAT_AND_WATER", "WATER_FAT", "FAT_WATER")  # Spectrally Selected Suppression
+
+# The decision table's lines for this field (protocolcheck.classify.table).
+RULES: tuple[str, ...] = (
+    ("STIR inversion -> STIR; Dixon water (Image Type W/WATER, GE 'WATER:' prefix) -> DIXON; "
+    "Dixon fat/in/opposed phase -> not suppressed"),
+    ("Scan Options tokens FS/SFS/FAT_SAT/FATSAT -> suppressed, method UNSPECIFIED (DICOM's one fat "
+    "token covers fat sat, SPAIR and SPIR) unless Philips (2001,1021)=Y (SPIR) or the text names SPAIR/"
+    "SPIR/CHESS; WE -> WATER_EXCITATION; GE FSA/FSP/FSS/FSI/FSR/FSL_GEMS and SAT_GEMS ignored"),
+    ("enhanced SpectrallySelectedSuppression FAT/FAT_AND_WATER/WATER_FAT -> suppressed, method "
+    "UNSPECIFIED unless the text names it; NONE -> false"),
+    ("text: fatsat/fat sat/fs (word)/spair/spir (not spiral)/stir/dixon water/water excitation; "
+    "negatives nfs/non-fs/no fat sat -> false"),
+    ("false without text when the vendor always writes a fat token and none is there: Siemens classic "
+    "MR (non-XA, options empty or without FS/WE), Siemens XA (classic or enhanced) with Scan Options "
+    "present but no FS/WE, GE classic with Scan Options present (not LAVA/VIBRANT/DISCO, not IDEAL/FLEX), "
+    "Philips with Scan Options present but no FS, or (2001,1021)=N; never for DWI or unlabelled Dixon"),
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# Dixon
+
+
+def dixon_label(f: StackFacts) -> tuple[DixonLabel | None, str | None]:
+    """Which Dixon output this stack is (Image Type, a GE 'WATER:' prefix, Dixon series text), and why."""
+    # Siemens/Philips Dixon outputs; Philips writes W/F/IP/OP only for Dixon images. A bare 'F' from another
+    # known vendor outside a Dixon context is not a fat image.
+    dixon_context = f.vendor is Vendor.PHILIPS or "DIXON" in f.image_type or bool(DIXON_TEXT.search(f.text))
+    for value in f.image_type[2:]:
+        label = _DIXON_IMAGE_TYPE.get(value)
+        if label is None:
+            continue
+        if value == "F" and not dixon_context and f.vendor not in (Vendor.UNKNOWN, Vendor.OTHER):
+            continue
+        return label, f"Image Type {value} -> Dixon {label.value}"
+    m = _DIXON_PREFIX.search(f.description)
+    if m:
+        word = m.group(1).lower().replace(" ", "").replace("_", "").replace("-", "")
+        label = _DIXON_PREFIX_LABEL[word]
+        return label, f"SeriesDescription prefix '{m.group(0).strip()}' -> Dixon {label.value}"
+    text = f.text
+    if DIXON_TEXT.search(text) or "DIXON" in f.image_type:
+        for pattern, label in _DIXON_LABEL_TEXT:
+            mm = pattern.search(text)
+            if mm:
+                return label, f"Dixon series text '{mm.group(0)}' -> Dixon {label.value}"
+    return None, None
+
+
+# --------------------------------------------------------------------------------------------------
+# Fat suppression
+
+
+def _named_method(f: StackFacts) -> tuple[FatSuppression, str] | None:
+    """The spectral method the series text names, when a header token already proves fat suppression."""
+    spair = re.search(B + r"spair" + E, f.text)
+    if spair:
+        return FatSuppression.SPAIR, f"{f.text_source()} '{spair.group(0)}' -> SPAIR"
+    spir = re.search(B + r"spir" + E, f.text)
+    if spir and f.vendor in (Vendor.PHILIPS, Vendor.CANON):
+        return FatSuppression.SPIR, f"{f.text_source()} '{spir.group(0)}' -> SPIR"
+    chess = re.search(B + r"chess" + E, f.text)
+    if chess:
+        return FatSuppression.CHESS, f"{f.text_source()} '{chess.group(0)}' -> CHESS"
+    return None
+
+
+def _philips_spir(f: StackFacts) -> str:
+    """Philips (2001,1021) SPIR flag: 'Y', 'N' or ''."""
+    return f.first.philips_spir.strip().upper()[:1]
+
+
+def _by_inversion_or_dixon(inversion: Inversion | None, inv_ev: list[str], dixon: DixonLabel | None,
+                           dixon_why: str | None) -> Decision | None:
+    if inversion is Inversion.STIR:
+        return True, FatSuppression.STIR, "STIR inversion (" + (inv_ev[-1] if inv_ev else "short TI") + ") -> fat suppressed"
+    if dixon is DixonLabel.WATER:
+        return True, FatSuppression.DIXON, f"{dixon_why} -> water image is fat suppressed"
+    if dixon is not None:
+        return False, None, f"{dixon_why} -> not fat suppressed"
+    return None
+
+
+def _ignored_ge_tokens(f: StackFacts) -> list[str]:
+    ignored = sorted(t for t in f.scan_options if t in _GE_NOT_FAT or (t.startswith("FS") and t.endswith("_GEMS")))
+    if not ignored:
+        return []
+    return ["ignored GE token(s) " + ", ".join(f"'{t}'" for t in ignored)
+            + " (readout direction / spatial sat, not fat saturation)"]
+
+
+def _by_header(f: StackFacts) -> Decision | None:
+    """Water excitation, the FS Scan Option, the Philips SPIR flag and enhanced Spectrally Selected Suppression."""
+    we = f.scan_options & _WE_TOKENS
+    if we:
+        return True, FatSuppression.WATER_EXCITATION, f"Scan Options token '{min(we)}' -> water excitation"
+    if f.first.spectrally_selected_excitation == "WATER":
+        return True, FatSuppression.WATER_EXCITATION, "enhanced SpectrallySelectedExcitation WATER -> water excitation"
+    fs = f.scan_options & _FS_TOKENS
+    spir = _philips_spir(f)
+    if fs:
+        token = min(fs)
+        if spir == "Y":
+            return True, FatSuppression.SPIR, f"Scan Options token '{token}' and Philips (2001,1021) SPIR = Y -> SPIR"
+        method = _named_method(f)
+        if method is not None:
+            return True, method[0], f"Scan Options token '{token}' and {method[1]}"
+        # DICOM defines one fat token (FS) for every spectral method: Siemens writes it for fat sat and SPAIR,
+        # GE for its fat options, Philips for SPIR/SPAIR. The token proves suppression, not the method.
+        return True, FatSuppression.UNSPECIFIED, (f"Scan Options token '{token}' -> fat suppressed (the token does "
+                                                  "not say CHESS, SPAIR or SPIR)")
+    if spir == "Y":
+        return True, FatSuppression.SPIR, "Philips (2001,1021) SPIR = Y -> SPIR"
+    sss = f.first.spectrally_selected_suppression.strip().upper()
+    if sss in _FAT_SUPPRESSED_VALUES:
+        method = _named_method(f)
+        if method is not None:
+            return True, method[0], f"enhanced SpectrallySelectedSuppression {sss} and {method[1]}"
+        return True, FatSuppression.UNSPECIFIED, (f"enhanced SpectrallySelectedSuppression {sss} -> fat suppressed "
+                                                  "(the flag does not name the method)")
+    return None
+
+
+def _by_text(f: StackFacts, inversion: Inversion | None) -> Decision | None:
+    """Series text: a negative names the absence explicitly; else the first fat-suppression word; else an
+    enhanced Spectrally Selected Suppression NONE."""
+    neg = FATSAT_NEG.search(f.text)
+    if neg:
+        return False, None, f"{f.text_source()} '{neg.group(0)}' -> explicitly not fat suppressed"
+    m = first_match(f.text, FATSAT_TEXT)
+    if m:
+        label, matched = m
+        if not (label == "STIR" and inversion in (Inversion.FLAIR, Inversion.IR)):  # 'tirm' in a dark-fluid name is FLAIR
+            method = FatSuppression(label)
+            return True, method, f"{f.text_source()} '{matched}' -> fat suppressed ({method.value})"
+    if f.first.spectrally_selected_suppression.strip().upper() == "NONE":
+        return False, None, "enhanced SpectrallySelectedSuppression NONE -> not fat suppressed"
+    return None
+
+
+def _vendor_absence(f: StackFacts, weighting: Weighting) -> Decision | None:
+    """Not suppressed, proven by vendors that always write a fat token when spectral fat suppression is on."""
+    text, spir = f.text, _philips_spir(f)
+    if weighting is Weighting.DWI:
+        return None
+    if not f.first.enhanced and f.vendor is Vendor.SIEMENS and not f.scan_options and "XA" not in f.first.software_versions.upper():
+        return False, None, "Siemens classic MR with empty Scan Options (no FS/WE token) -> not fat suppressed"
+    if f.scan_options and (not f.first.enhanced or f.vendor in (Vendor.SIEMENS, Vendor.PHILIPS)):
+        # Enhanced objects count too for Siemens XA (Scan Options from (0021,105C) carry FS and WE: 'PFP\\FS\\PER',
+        # 'IR\\WE') and Philips (FS on fat-suppressed enhanced exports as on classic ones).
+        opts = "/".join(sorted(f.scan_options))
+        if f.vendor is Vendor.SIEMENS:
+            return False, None, (f"Siemens Scan Options {opts} without FS/WE token (Siemens writes them for fat sat, "
+                                 "SPAIR and water excitation) -> not fat suppressed")
+        if f.vendor is Vendor.GE and not f.first.enhanced and not re.search(B + r"(?:lava|vibrant|disco)" + E, text):
+            return False, None, f"GE Scan Options {opts} without FS token -> not fat suppressed"
+        if (f.vendor is Vendor.PHILIPS and spir != "Y"
+                and not re.search(B + r"(?:e[\s_-]?thrive|thrive|proset|wats|mdixon)" + E, text)):
+            return False, None, (f"Philips Scan Options {opts} without FS token (Philips writes FS when SPIR/SPAIR is "
+                                 "on) -> not fat suppressed")
+    if f.vendor is Vendor.PHILIPS and spir == "N" and not (f.scan_options & _FS_TOKENS):
+        return False, None, "Philips (2001,1021) SPIR = N, no FS Scan Option, no fat-sat text -> not fat suppressed"
+    return None
+
+
+def fat_suppression(f: StackFacts, inversion: Inversion | None, inv_ev: list[str], dixon: DixonLabel | None,
+                    dixon_why: str | None, weighting: Weighting) -> tuple[bool | None, FatSuppression | None, list[str]]:
+    """Whether fat was suppressed, the method when the headers name it, and the evidence."""
+    if not f.is_mr:
+        return None, None, [f"Modality {f.modality or '?'}: fat suppression not applicable"]
+    decided = _by_inversion_or_dixon(inversion, inv_ev, dixon, dixon_why)
+    if decided is not None:
+        return decided[0], decided[1], [decided[2]]
+    ev = _ignored_ge_tokens(f)
+    decided = _by_header(f) or _by_text(f, inversion)
+    if decided is None:
+        if f.scan_options & _DIXON_TOKENS or DIXON_TEXT.search(f.text):
+            ev.append("Dixon acquisition but this output is not labelled water/fat/in/opposed phase")
+        else:
+            decided = _vendor_absence(f, weighting)
+    if decided is not None:
+        return decided[0], decided[1], ev + [decided[2]]
+    ev.append("no fat-suppression token, flag or text, and this vendor's headers do not prove absence -> unknown")
+    return None, None, ev

@@ -1,0 +1,76 @@
+"""Localizer and derived flags."""
+
+from __future__ import annotations
+
+from protocolcheck.classify.facts import StackFacts, fmt
+from protocolcheck.classify.model import Acquisition, Plane, Technique
+from protocolcheck.classify.textmatch import B, E, rx
+from protocolcheck.classify.thresholds import THRESHOLDS as T
+from protocolcheck.dicom.study import Stack
+
+_LOCALIZER_TEXT = rx(
+    r"(?:localiz|localis|scout|survey|surview|topogram|scanogram)|"
+    + B + r"(?:loc|locs|locator|3[\s_\-]?pl(?:ane)?|three[\s_\-]?plane|tri[\s_\-]?pilot|pilot|topo|scano|"
+    r"positioning|autoalign|aa_?scout)" + r"(?![a-z])"
+)
+_DERIVED_TOKENS = {
+    "MPR", "MIP", "MINIP", "MNIP", "PROJECTION IMAGE", "PROJECTION", "MOCO", "SUB", "SUBTRACTION", "ADC", "EADC",
+    "TRACEW", "FA", "COLFA", "REFORMATTED", "REFORMAT", "CALC", "COMPOSED", "CPR", "CURVED", "CSA MPR",
+    "CSA RESAMPLED", "CSAPARALLEL", "RESAMPLED", "VOLUME RENDER", "VR", "FUSED", "T1 MAP", "T2 MAP",
+}
+_DERIVED_TEXT = rx(B + r"(?:adc|mip|minip|mpr|reformat\w*|subtraction|sub|colfa|fa[\s_-]?map|moco)" + E)
+
+# The decision table's lines for these fields (protocolcheck.classify.table), with the thresholds applied.
+LOCALIZER_RULES: tuple[str, ...] = (
+    ("Image Type LOCALIZER; several planes in one series with few images; names localizer/scout/survey/"
+    f"3-plane/loc/tri-pilot/topogram; 2D fast GRE (TR < {T.gre_fast_tr:g} ms) with <= {T.localizer_max_images:g} "
+    f"images of >= {T.localizer_min_thickness:g} mm"),
+)
+DERIVED_RULES: tuple[str, ...] = (
+    ("Image Type DERIVED or SECONDARY or tokens MPR/MIP/MINIP/PROJECTION/MOCO/SUB/ADC/TRACEW/FA/REFORMATTED; "
+    "text ADC/MIP/MPR/subtraction; Dixon water stays derived=true with dixon='W'"),
+)
+
+
+def localizer(f: StackFacts, stack: Stack, planes: set[Plane], technique: Technique | None,
+              acquisition: Acquisition | None) -> tuple[bool, list[str]]:
+    """Image Type, several planes with few images, naming, or a thick 2D fast GRE with few images."""
+    if "LOCALIZER" in f.image_type or "SCOUT" in f.image_type:
+        return True, ["Image Type LOCALIZER"]
+    few = f.images <= T.localizer_multi_plane_max_images
+    if len(planes) >= T.localizer_min_planes and few:
+        named = ", ".join(sorted(p.value for p in planes))
+        return True, [f"series holds {len(planes)} planes ({named}) with few images -> localizer"]
+    m = _LOCALIZER_TEXT.search(f.text)
+    if m:
+        return True, [f"{f.text_source()} '{m.group(0)}' -> localizer"]
+    thick = f.first.slice_thickness
+    if (f.is_mr and technique is Technique.GRE and acquisition is not Acquisition.THREE_D and f.tr is not None
+            and f.tr < T.gre_fast_tr and f.images <= T.localizer_max_images and thick is not None
+            and thick >= T.localizer_min_thickness and not f.b_values):
+        return True, [f"2D fast gradient echo (TR {fmt(f.tr)} ms) with {f.images} images of {fmt(thick)} mm -> localizer"]
+    if stack.series_orientation_count >= T.localizer_min_planes and not planes and few:
+        return True, [f"series holds {stack.series_orientation_count} orientations with few images -> localizer"]
+    return False, ["no localizer Image Type, naming or geometry"]
+
+
+def derived(f: StackFacts) -> tuple[bool, list[str]]:
+    """Image Type DERIVED/SECONDARY or a derived token; else derived naming in the series text."""
+    it = f.image_type
+    reasons: list[str] = []
+    if it and it[0] == "DERIVED":
+        reasons.append("Image Type DERIVED")
+    if len(it) > 1 and it[1] == "SECONDARY":
+        reasons.append("Image Type SECONDARY")
+    tokens = [t for t in it[2:] if t in _DERIVED_TOKENS]
+    if tokens:
+        reasons.append("Image Type " + "/".join(tokens))
+    if reasons:
+        return True, [", ".join(reasons) + " -> derived"]
+    m = _DERIVED_TEXT.search(f.text)
+    if m:
+        basis = "no Image Type" if not it else f"Image Type {'/'.join(it[:2])} but"
+        return True, [f"{basis} {f.text_source()} '{m.group(0)}' -> derived"]
+    if it:
+        return False, [f"Image Type {'/'.join(it[:2])} -> original"]
+    return False, ["no Image Type and no derived naming -> original"]

@@ -1,0 +1,211 @@
+"""Study-level rules: what one stack's headers leave open, the rest of the study can decide.
+
+Applied in this order by :func:`apply_study_rules`:
+
+* exam-level contrast agent: when the study's first acquisition already carries a Contrast/Bolus
+  Agent, the element is exam-level and text plus order decide instead;
+* fat-suppression naming: when headers cannot prove absence and other series of the study name
+  fat suppression in their descriptions, a description without such a word means no fat suppression;
+* contrast start time: a stack left open is post when acquired after the Contrast/Bolus Start
+  Time written on any series of the study, pre when acquired before it;
+* contrast order: a stack whose contrast phase the headers and text leave open is post-contrast
+  when it was acquired after the first post-contrast acquisition of the same modality (whatever
+  its weighting: a T2 after the injection is a post-contrast acquisition), and pre-contrast when
+  acquired before it; localizers stay unknown.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from protocolcheck.classify.contrast import post_contrast
+from protocolcheck.classify.facts import facts_of
+from protocolcheck.classify.fat import FATSAT_TEXT
+from protocolcheck.classify.model import SeriesClass, Weighting
+from protocolcheck.classify.textmatch import B, E, rx
+from protocolcheck.dicom.study import Stack, Study
+
+_INHERENT_FAT_SUPPRESSION = rx(B + r"(?:lava|vibrant|disco|thrive|ethrive|e-thrive|dwibs|mrcp|flex|dixon|ideal)" + E)
+
+# The decision table's lines for the study-level rules (protocolcheck.classify.table).
+FAT_RULES: tuple[str, ...] = (
+    ("study naming convention: if another series of the study names fat suppression (FS/fatsat/SPAIR/"
+    "SPIR) and this one's description does not, an otherwise unknown stack is not fat suppressed"),
+)
+
+
+def acquisition_stamp(stack: Stack) -> str:
+    """Earliest 'YYYYMMDDHHMMSS.frac' of the stack (acquisition, then series, then content time)."""
+    best = ""
+    for h in stack.instances:
+        for date, time in ((h.acquisition_date or h.series_date or h.study_date, h.acquisition_time),
+                           (h.series_date or h.study_date, h.series_time),
+                           (h.acquisition_date or h.series_date or h.study_date, h.content_time)):
+            t = time.strip()
+            if t:
+                stamp = (date.strip() or "00000000") + t
+                if not best or stamp < best:
+                    best = stamp
+                break
+    return best
+
+
+def stamp_seconds(stamp: str) -> float | None:
+    """'YYYYMMDDHHMMSS[.frac]' (time part may be short) -> sortable seconds; None if unusable."""
+    m = re.match(r"^(\d{8})(\d{2})(\d{2})?(\d{2})?(\.\d+)?", stamp.replace(":", ""))
+    if not m:
+        return None
+    date, hh, mm, ss, frac = m.groups()
+    try:
+        day = int(date)
+        return day * 86400.0 + int(hh) * 3600 + int(mm or 0) * 60 + int(ss or 0) + float(frac or 0)
+    except ValueError:
+        return None
+
+
+def _with_post_reason(r: SeriesClass, why: str, value: bool | None = None) -> SeriesClass:
+    """``r`` with a study-level contrast reason appended (and the phase set, when ``value`` is given)."""
+    evidence = dict(r.evidence)
+    evidence["post_contrast"] = list(r.evidence.get("post_contrast", [])) + [why]
+    return replace(r, evidence=evidence, post_contrast=r.post_contrast if value is None else value)
+
+
+# --------------------------------------------------------------------------------------------------
+# exam-level agent
+
+
+def _agent_written(stack: Stack) -> bool:
+    """Whether any image of the stack carries a Contrast/Bolus Agent (0018,0010) value, even 'NONE'."""
+    return any(h.contrast_agent.strip() for h in stack.instances)
+
+
+def exam_level_agent(results: list[SeriesClass], study: Study) -> list[SeriesClass]:
+    """Contrast/Bolus Agent already on the first acquisition of an MR study (the localizer is never
+    acquired after injection) is an exam-level value: decide those stacks from text and order instead."""
+    timed = [(t, i) for i, r in enumerate(results)
+             if r.modality == "MR" and not r.derived and (t := stamp_seconds(r.acquisition_time)) is not None]
+    if len(timed) < 2:
+        return results
+    _t, first = min(timed)
+    if not (results[first].post_contrast is True and _agent_written(study.stacks[first])):
+        return results
+    out = list(results)
+    for i, (r, stack) in enumerate(zip(results, study.stacks)):
+        if r.modality == "MR" and r.post_contrast is True and _agent_written(stack):
+            value, why = post_contrast(facts_of(stack), use_agent=False)
+            evidence = dict(r.evidence)
+            evidence["post_contrast"] = why
+            out[i] = replace(r, post_contrast=value, evidence=evidence)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# fat-suppression naming convention
+
+
+def _names_fat_suppression(description: str) -> str | None:
+    """The fat-suppression word in a series description (not STIR, which names its own technique)."""
+    text = description.lower()
+    for pattern, label in FATSAT_TEXT:
+        if label == "STIR":
+            continue
+        m = pattern.search(text)
+        if m:
+            return m.group(0)
+    return None
+
+
+def fat_naming_convention(results: list[SeriesClass]) -> list[SeriesClass]:
+    """Where headers cannot prove absence, a study whose other series *name* fat suppression in their
+    descriptions ('T2 FSE FS AX') tells us an unnamed one ('T2 FSE AX') is not fat suppressed."""
+    namers = [r for r in results if r.modality == "MR" and r.fat_suppressed is True
+              and _names_fat_suppression(r.series_description)]
+    if not namers:
+        return results
+    example = namers[0]
+    word = _names_fat_suppression(example.series_description)
+    out = []
+    for r in results:
+        if (r.fat_suppressed is None and r.modality == "MR" and r.series_description.strip() and not r.localizer
+                and r.dixon is None and r.weighting not in (Weighting.DWI, Weighting.OTHER, Weighting.UNKNOWN)
+                and not _INHERENT_FAT_SUPPRESSION.search(r.series_description.lower())):
+            evidence = dict(r.evidence)
+            evidence["fat_suppression"] = list(r.evidence.get("fat_suppression", [])) + [
+                (f"series {example.series_number} ('{example.series_description}') names fat suppression ('{word}') "
+                f"and this description does not -> not fat suppressed (site naming convention)")]
+            out.append(replace(r, fat_suppressed=False, fat_suppression=None, evidence=evidence))
+        else:
+            out.append(r)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# contrast timing
+
+
+def contrast_start_time(results: list[SeriesClass], study: Study) -> list[SeriesClass]:
+    """Contrast/Bolus Start Time dates the injection: a stack the headers and text leave open is
+    post-contrast when acquired after it and pre-contrast when acquired before it (same day)."""
+    # Contrast/Bolus Start Time is a time of day (TM): date it with the series' own acquisition date.
+    starts = sorted(
+        (t, r.acquisition_time[:8] + " " + stack.first.contrast_start_time)
+        for r, stack in zip(results, study.stacks)
+        if stack.first.contrast_start_time and r.acquisition_time[:8].isdigit()
+        and (t := stamp_seconds(r.acquisition_time[:8] + stack.first.contrast_start_time)) is not None
+    )
+    if not starts:
+        return results
+    start, stamp = starts[0]
+    out = list(results)
+    for i, r in enumerate(results):
+        t = stamp_seconds(r.acquisition_time)
+        if r.post_contrast is not None or r.localizer or t is None or t == start:
+            continue
+        value = t > start
+        why = (f"acquired at {r.acquisition_time} {'after' if value else 'before'} Contrast/Bolus Start Time "
+               f"{stamp} -> {'post' if value else 'pre'}-contrast")
+        out[i] = _with_post_reason(r, why, value)
+    return out
+
+
+def contrast_order(results: list[SeriesClass]) -> list[SeriesClass]:
+    """A stack left open is post when acquired after the first post-contrast acquisition of its modality,
+    pre when acquired before it (localizers stay unknown)."""
+    known_post = [
+        (t, r) for r in results
+        if r.post_contrast is True and not r.derived and (t := stamp_seconds(r.acquisition_time)) is not None
+    ]
+    if not known_post:
+        return results
+    out: list[SeriesClass] = []
+    for r in results:
+        t = stamp_seconds(r.acquisition_time)
+        same = [(pt, p) for pt, p in known_post if p.modality == r.modality]
+        if r.post_contrast is not None or t is None or not same:
+            out.append(r)
+            continue
+        first_t, first = min(same, key=lambda x: x[0])
+        label = f"series {first.series_number}" if first.series_number is not None else "the first post-contrast series"
+        if t > first_t:
+            if r.localizer:
+                out.append(_with_post_reason(
+                    r, f"localizer acquired after {label} ('{first.series_description}') -> left unknown"))
+                continue
+            value, why = True, (f"acquired after {label} ('{first.series_description}'), the first post-contrast "
+                                "acquisition: the agent was already given -> post-contrast")
+        elif t < first_t:
+            value, why = False, f"acquired before {label} ('{first.series_description}'), the first post-contrast acquisition -> pre-contrast"
+        else:
+            out.append(r)
+            continue
+        out.append(_with_post_reason(r, why, value))
+    return out
+
+
+def apply_study_rules(results: list[SeriesClass], study: Study) -> list[SeriesClass]:
+    """The study-level rules of the module docstring, in order, over the per-stack results."""
+    results = exam_level_agent(results, study)
+    results = fat_naming_convention(results)
+    results = contrast_start_time(results, study)
+    return contrast_order(results)

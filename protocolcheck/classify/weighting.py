@@ -1,0 +1,274 @@
+"""Weighting: T1, T2, PD, T2*, DWI, other or unknown.
+
+In order: not MR -> other; diffusion (b-values, Image Type, names); non-anatomical images (maps,
+angiography, flow, perfusion) -> other; the preparation decides (STIR, FLAIR, IR, prepared GRE, bSSFP,
+EPI); then TR/TE/flip by sequence family (spin echo, gradient echo, none), where a series name only
+decides in the border zones; last the scanner's Acquisition Contrast label or the series text.
+"""
+
+from __future__ import annotations
+
+import re
+
+from protocolcheck.classify.facts import StackFacts, fmt
+from protocolcheck.classify.model import Inversion, Technique, Weighting
+from protocolcheck.classify.technique import GRADIENT_ECHO, SPIN_ECHO
+from protocolcheck.classify.textmatch import B, E, first_match, rx
+from protocolcheck.classify.thresholds import THRESHOLDS as T
+from protocolcheck.classify.thresholds import se_t1_max_tr
+
+Decision = tuple[Weighting, str]
+
+# Text patterns (lower-case text). Order matters: first match wins; the first two name diffusion.
+WEIGHT_TEXT: tuple[tuple[re.Pattern[str], str], ...] = (
+    (rx(B + r"(?:dwi|dti|diff|diffusion|trace|adc|ep2d_diff|resolve|dwibs|ivim)" + E), "DWI"),
+    (rx(r"(?<![a-z0-9])b\s?(?:[5-9]\d\d|[1-9]\d\d\d)(?![0-9])"), "DWI"),
+    (rx(B + r"(?:swi|swan|swip|susceptibility|hemo|haemo|medic|merge|fsbb|t2\s?\*|t2\s?star|t2star|t2\*w|t2_star|gre_t2)"), "T2*"),
+    (rx(B + r"(?:flair|dark[\s_\-]?fluid|stir|tirm|spcir|stir3d)"), "T2"),
+    (rx(B + r"(?:mprage|mp[\s_\-]?rage|tfl|bravo|spgr|fspgr|vibe|lava|thrive|tfe|flash|starvibe|quick3d|t1ffe|e[\s_-]?thrive|water[\s_-]?t1|t1w?)" + r"(?![0-9])"), "T1"),
+    (rx(B + r"(?:pdw?|pd[\s_\-]?fs|dp|pdfs|proton[\s_\-]?density|pd[\s_-]?t2)" + r"(?![0-9a-z])"), "PD"),
+    (rx(B + r"(?:t2w?|haste|ssfse|space|cube|vista|ciss|fiesta|trufi|mrcp|t2ffe)" + r"(?![0-9])"), "T2"),
+)
+_DIFFUSION_IMAGE_TYPES = {"DIFFUSION", "TRACEW", "ADC", "EADC", "FA", "TRACE", "ISOTROPIC", "DWI", "EXP", "COLFA",
+                          "DIFFUSION_WEIGHTED"}
+_OTHER_IMAGE_TYPES = {
+    "ANGIO", "VELOCITY", "FLOW_ENCODED", "PHASE", "P", "T1MAP", "T2MAP", "T1_MAP", "T2_MAP", "T2STAR_MAP",
+    "R2STAR", "R2", "R1", "PERFUSION", "ASL", "CBF", "CBV", "MTT", "TTP", "RELCBF", "RELCBV", "FIELD_MAP",
+    "B0MAP", "B1MAP", "FIELDMAP", "PD_MAP", "T1 MAP", "T2 MAP", "MAP", "QSM",
+}
+_OTHER_TEXT = rx(
+    B + r"(?:tof|mra|angio\w*|pca|phase[\s_\-]?contrast|velocity|flow|field[\s_\-]?map\w*|fmap|b0map|b1map|"
+    r"t1[\s_\-]?map\w*|t2[\s_\-]?map\w*|molli|shmolli|mapit|relaxometry|asl|pcasl|pasl|cbf|spectro\w*|"
+    r"mrs|csi|svs|cine|tagging)" + E
+)
+# enhanced MR Acquisition Contrast (0008,9209) -> weighting
+_ACQUISITION_CONTRAST = {
+    "T1": Weighting.T1, "T2": Weighting.T2, "PROTON_DENSITY": Weighting.PD, "T2_STAR": Weighting.T2STAR,
+    "DIFFUSION": Weighting.DWI, "FLUID_ATTENUATED": Weighting.T2, "STIR": Weighting.T2,
+    "FLOW_ENCODED": Weighting.OTHER, "PERFUSION": Weighting.OTHER, "TOF": Weighting.OTHER, "TAGGING": Weighting.OTHER,
+}
+
+# The decision table's lines for this field (protocolcheck.classify.table), with the thresholds applied.
+RULES: tuple[str, ...] = (
+    (f"DWI: any b-value > {T.dwi_min_b:g} (DiffusionBValue / Siemens '*ep_b<N>'), Image Type DIFFUSION/TRACEW/ADC/FA, "
+    "Philips DwiSE; derived maps (ADC, FA, TRACEW) keep weighting DWI and are flagged derived"),
+    ("other: CT and non-MR; angiography (TOF/PC names, Image Type ANGIO/VELOCITY), parameter maps, "
+    "field maps, perfusion maps, phase images"),
+    (f"inversion with TI <= {T.stir_max_ti:g} ms (SE/TSE) -> T2 + STIR; TI >= {T.flair_min_ti:g} ms -> T2 + FLAIR (T1 when "
+    f"TE < {T.t1_flair_max_te:g} ms); {T.stir_max_ti:g} < TI < {T.flair_min_ti:g} ms -> T1 + IR (MPRAGE, T1 FLAIR, "
+    "IR-prepared GRE)"),
+    "IR-prepared / magnetisation-prepared GRE (Siemens *tfl, GE IR_GEMS/BRAVO, Philips TFE with MP) -> T1",
+    "balanced SSFP (TrueFISP/FIESTA/B-FFE/CISS) -> T2 (T2/T1 contrast, reported as T2)",
+    (f"SE/TSE: TE >= {T.se_t2_min_te:g} -> T2; {T.se_t2_border_te:g} <= TE < {T.se_t2_min_te:g} and TR >= "
+    f"{T.se_long_tr:g} -> T2; TE <= {T.se_short_te:g} and TR <= {T.se_t1_max_tr_low_field:g} (1.5 T) / "
+    f"{T.se_t1_max_tr_high_field:g} (3 T) -> T1; TE < {T.se_t2_border_te:g} and TR >= {T.se_long_tr:g} -> PD; 3D TSE: "
+    f"TR <= {T.se3d_t1_max_tr:g} and TE <= {T.se3d_t1_max_te:g} -> T1, longer TR with TE < {T.se_t2_border_te:g} -> PD; "
+    f"in the PD/T2 border (TE {T.pd_t2_border_min_te:g}-{T.se_t2_min_te:g}) and T1/PD border (TR "
+    f"{T.t1_pd_border_low:g}-{T.t1_pd_border_high:g}x the T1 cut-off) a series name naming the neighbour decides; "
+    "otherwise series text, else unknown"),
+    (f"GRE: TE >= {T.gre_t2star_min_te:g} and flip <= {T.gre_t2star_max_flip:g} -> T2* (also SWI/SWAN/MEDIC/MERGE "
+    f"names); 2D multi-echo (echo train >= {T.gre_multi_echo_min:g}) with TR >= {T.gre_t2star_min_tr:g} and flip <= "
+    f"{T.gre_t2star_max_flip:g} -> T2*; TE < {T.gre_t1_max_te:g} and (flip >= {T.gre_t1_min_flip:g} or TR < "
+    f"{T.gre_fast_tr:g}) -> T1; otherwise text"),
+    "EPI without diffusion: GRE-EPI -> T2* (BOLD/DSC), SE-EPI -> T2",
+    "no sequence type: text tokens (T1/T2/PD/FLAIR/STIR/MPRAGE/VIBE/LAVA/THRIVE/DWI/SWI...)",
+)
+
+
+def diffusion_reason(f: StackFacts, technique: Technique | None) -> str | None:
+    """Why this stack is diffusion weighted, or None."""
+    if any(b > T.dwi_min_b for b in f.b_values):
+        return f"b-values {', '.join(fmt(b) for b in f.b_values)} s/mm² -> diffusion"
+    diff_types = [t for t in f.image_type if t in _DIFFUSION_IMAGE_TYPES]
+    if diff_types:
+        return f"Image Type {'/'.join(diff_types)} -> diffusion"
+    if f.first.acquisition_contrast == "DIFFUSION":
+        return "enhanced AcquisitionContrast DIFFUSION -> diffusion"
+    if re.search(r"dwi|dti|diff|ep_b|resolve", f.names):
+        return f"sequence name '{f.names}' -> diffusion"
+    if technique not in GRADIENT_ECHO and not ("GR" in f.scanning_sequence and technique is Technique.EPI):
+        m = first_match(f.text, WEIGHT_TEXT[:2])
+        if m:
+            kind = "EPI" if technique is Technique.EPI else "non-gradient-echo"
+            return f"{kind} sequence and {f.text_source()} '{m[1]}' -> diffusion"
+    return None
+
+
+def _not_anatomical(f: StackFacts, technique: Technique | None) -> Decision | None:
+    """Maps, angiography, flow, perfusion and phase images -> other."""
+    other_types = [t for t in f.image_type[2:] if t in _OTHER_IMAGE_TYPES]
+    if other_types:
+        return Weighting.OTHER, f"Image Type {'/'.join(other_types)} -> map/angiography/phase (other)"
+    if re.search(r"(?:^|[^a-z])(?:fl[23]d\d*r?_t|tof|fl\d?d\d*_v|pc3d|pc2d|3dtof|2dtof|pcvipr|asl|pcasl|tgse|qflow)", f.names):
+        return Weighting.OTHER, f"sequence name '{f.names}' -> angiography/flow/perfusion (other)"
+    m = _OTHER_TEXT.search(f.text)
+    if m and (technique is not Technique.EPI or re.search("asl|perfusion|pcasl|pasl", m.group(0))):
+        return Weighting.OTHER, f"{f.text_source()} '{m.group(0)}' -> angiography/map/perfusion/flow (other)"
+    return None
+
+
+def _by_preparation(f: StackFacts, technique: Technique | None, inversion: Inversion | None) -> Decision | None:
+    """Inversion-prepared, magnetisation-prepared, balanced and echo-planar sequences."""
+    te = f.te
+    if inversion is Inversion.STIR:
+        return Weighting.T2, "STIR (short-TI inversion recovery) is reported as T2"
+    if inversion is Inversion.FLAIR:
+        if te is not None and te < T.t1_flair_max_te and not re.search("t2", f.text):
+            return Weighting.T1, f"FLAIR-range TI with TE {fmt(te)} ms < {T.t1_flair_max_te:g} -> T1 (T1 FLAIR)"
+        return Weighting.T2, "FLAIR (long-TI inversion recovery) is reported as T2"
+    if inversion is Inversion.IR and technique is not Technique.BSSFP:
+        if te is not None and te >= T.se_t2_min_te and technique in SPIN_ECHO:
+            return Weighting.T2, f"inversion-prepared spin echo with TE {fmt(te)} ms >= {T.se_t2_min_te:g} -> T2"
+        return Weighting.T1, (f"T1 inversion preparation (IR, {T.stir_max_ti:g}-{T.flair_min_ti:g} ms or IR-prepared "
+                              "GRE) -> T1")
+    if technique is Technique.IR_GRE:
+        return Weighting.T1, "magnetisation-prepared gradient echo (MPRAGE/TFE/BRAVO family) -> T1"
+    if technique is Technique.BSSFP:
+        return Weighting.T2, "balanced SSFP (T2/T1 contrast) is reported as T2"
+    if technique is Technique.EPI:
+        if "GR" in f.scanning_sequence or re.search(r"epfid|fid|bold|fmri|perf|dsc", f.names + " " + f.text):
+            return Weighting.T2STAR, "gradient-echo EPI without diffusion -> T2* (BOLD/perfusion)"
+        return Weighting.T2, "spin-echo EPI without diffusion -> T2"
+    return None
+
+
+def _named(f: StackFacts) -> Decision | None:
+    """The weighting the scanner's label (enhanced Acquisition Contrast) or, failing it, the series text names."""
+    declared = _ACQUISITION_CONTRAST.get(f.first.acquisition_contrast)
+    if declared is not None:
+        # The scanner's own label outranks series text.
+        return declared, f"enhanced AcquisitionContrast {f.first.acquisition_contrast} -> {declared.value}"
+    if not f.text:
+        return None
+    m = first_match(f.text, WEIGHT_TEXT)
+    if m is None:
+        return None
+    label, matched = m
+    return Weighting(label), f"{f.text_source()} '{matched}' -> {label}"
+
+
+def physics_se(f: StackFacts) -> tuple[Weighting | None, str]:
+    """Spin-echo weighting from TR and TE (field-strength-aware T1 cut-off; 3D TSE has its own)."""
+    tr, te = f.tr, f.te
+    if te is None:
+        return None, "no TE"
+    t1_max = se_t1_max_tr(f.field_t)
+    field_note = f" at {f.field_t:g} T" if f.field_t else ""
+    if f.first.mr_acquisition_type == "3D" and tr is not None and te < T.se_t2_min_te:
+        # 3D variable-flip-angle TSE (SPACE/CUBE/VISTA): PD uses TR ~1000-1500 ms, T1 ~500-900 ms with TE <= 30.
+        t1_max, field_note = T.se3d_t1_max_tr, " (3D TSE)"
+        if te <= T.se3d_t1_max_te and tr <= t1_max:
+            return Weighting.T1, f"3D TSE TR {fmt(tr)} ms <= {t1_max:g} and TE {fmt(te)} ms <= {T.se3d_t1_max_te:g} -> T1"
+        if te < T.se_t2_border_te and tr > t1_max:
+            return Weighting.PD, f"3D TSE TR {fmt(tr)} ms > {t1_max:g} and TE {fmt(te)} ms < {T.se_t2_border_te:g} -> PD"
+    if te >= T.se_t2_min_te:
+        return Weighting.T2, f"TE {fmt(te)} ms >= {T.se_t2_min_te:g} -> T2"
+    if tr is None:
+        return None, f"TE {fmt(te)} ms but no TR"
+    if te >= T.se_t2_border_te and tr >= T.se_long_tr:
+        return Weighting.T2, f"TR {fmt(tr)} ms >= {T.se_long_tr:g} and TE {fmt(te)} ms >= {T.se_t2_border_te:g} -> T2"
+    if te <= T.se_short_te and tr <= t1_max:
+        return Weighting.T1, f"TR {fmt(tr)} ms <= {t1_max:g}{field_note} and TE {fmt(te)} ms <= {T.se_short_te:g} -> T1"
+    if te < T.se_t2_border_te and tr >= T.se_long_tr:
+        return Weighting.PD, f"TR {fmt(tr)} ms >= {T.se_long_tr:g} and TE {fmt(te)} ms < {T.se_t2_border_te:g} -> PD"
+    return None, f"TR {fmt(tr)} ms / TE {fmt(te)} ms between the T1, PD and T2 ranges"
+
+
+def se_border(f: StackFacts, physics: Weighting, named: Weighting | None) -> str | None:
+    """Name the PD/T2 or T1/PD border zone when spin-echo parameters sit in it and the text names the
+    neighbouring weighting (intermediate TE; TR near the T1 cut-off)."""
+    tr, te = f.tr, f.te
+    if named is None or named is physics or tr is None or te is None:
+        return None
+    if ({physics, named} == {Weighting.PD, Weighting.T2} and tr >= T.se_long_tr
+            and T.pd_t2_border_min_te <= te < T.se_t2_min_te):
+        return "PD/T2"
+    t1_max = se_t1_max_tr(f.field_t)
+    if ({physics, named} == {Weighting.T1, Weighting.PD} and te <= T.se_short_te
+            and T.t1_pd_border_low * t1_max < tr <= T.t1_pd_border_high * t1_max):
+        return "T1/PD"
+    return None
+
+
+def physics_gre(f: StackFacts) -> tuple[Weighting | None, str]:
+    """Gradient-echo weighting from TE, flip angle, TR and the echo train."""
+    tr, te, flip = f.tr, f.te, f.flip
+    if te is None:
+        return None, "no TE"
+    low_flip = T.gre_t2star_max_flip
+    if te >= T.gre_t2star_min_te and (flip is None or flip <= low_flip):
+        return Weighting.T2STAR, f"gradient echo TE {fmt(te)} ms >= {T.gre_t2star_min_te:g}, flip {fmt(flip)}° -> T2*"
+    etl = f.first.echo_train_length
+    if (etl is not None and etl >= T.gre_multi_echo_min and tr is not None and tr >= T.gre_t2star_min_tr
+            and flip is not None and flip <= low_flip and f.first.mr_acquisition_type != "3D"):
+        # Multi-echo 2D GRE (MEDIC/MERGE/mFFE) combines its echoes; the header keeps the first echo's short TE.
+        return Weighting.T2STAR, (f"2D multi-echo gradient echo ({fmt(etl)} echoes) TR {fmt(tr)} ms >= "
+                                  f"{T.gre_t2star_min_tr:g}, flip {fmt(flip)}° <= {low_flip:g} -> T2* (echoes "
+                                  f"combined; first TE {fmt(te)} ms)")
+    if te < T.gre_t1_max_te:
+        if flip is not None and flip >= T.gre_t1_min_flip:
+            return Weighting.T1, f"gradient echo TE {fmt(te)} ms, flip {fmt(flip)}° >= {T.gre_t1_min_flip:g} -> T1 (spoiled)"
+        if tr is not None and tr < T.gre_fast_tr:
+            return Weighting.T1, f"gradient echo TR {fmt(tr)} ms < {T.gre_fast_tr:g}, TE {fmt(te)} ms -> T1 (spoiled)"
+    return None, f"gradient echo TR {fmt(tr)} / TE {fmt(te)} ms / flip {fmt(flip)}° not decisive"
+
+
+def _spin_echo(f: StackFacts, named: Decision | None) -> tuple[Weighting | None, list[str]]:
+    w, why = physics_se(f)
+    if w is None:
+        return None, [why]
+    ev = [why]
+    border = se_border(f, w, named[0] if named else None)
+    if border is not None and named is not None:
+        return named[0], ev + [f"{named[1]} (parameters are at the {border} border, so the name decides)"]
+    if named and named[0] is not w:
+        ev.append(f"{named[1]} (ignored: acquisition parameters decide)")
+    return w, ev
+
+
+def _gradient_echo(f: StackFacts, named: Decision | None) -> tuple[Weighting | None, list[str]]:
+    if re.search(r"swi|swan|medic|merge|me2d|me3d|fsbb|t2ffe|mffe", f.names):
+        return Weighting.T2STAR, [f"sequence name '{f.names}' -> susceptibility/multi-echo GRE (T2*)"]
+    w, why = physics_gre(f)
+    if w is None:
+        return None, [why]
+    ev = [why]
+    if named and named[0] is not w:
+        ev.append(f"{named[1]} (ignored: acquisition parameters decide)")
+    return w, ev
+
+
+def _no_sequence_type(f: StackFacts) -> tuple[Weighting | None, list[str]]:
+    """No sequence type at all: only clear-cut parameter combinations."""
+    tr, te = f.tr, f.te
+    if tr is None or te is None:
+        return None, ["no sequence type and no TR/TE"]
+    if tr >= T.se_long_tr and te >= T.unnamed_t2_min_te:
+        return Weighting.T2, [f"no sequence type; TR {fmt(tr)} / TE {fmt(te)} ms (long/long) -> T2"]
+    if tr < T.gre_fast_tr and te < T.gre_t1_max_te:
+        return Weighting.T1, [f"no sequence type; TR {fmt(tr)} / TE {fmt(te)} ms (fast, short TE) -> T1"]
+    return None, [f"no sequence type; TR {fmt(tr)} / TE {fmt(te)} ms not decisive"]
+
+
+def weighting(f: StackFacts, technique: Technique | None, inversion: Inversion | None, dwi_reason: str | None
+              ) -> tuple[Weighting, list[str]]:
+    """The weighting and its evidence (the technique's evidence is prepended by the caller)."""
+    if not f.is_mr:
+        return Weighting.OTHER, [f"Modality {f.modality or '?'} -> other (not MR)"]
+    if dwi_reason:
+        return Weighting.DWI, [dwi_reason]
+    decided = _not_anatomical(f, technique) or _by_preparation(f, technique, inversion)
+    if decided is not None:
+        return decided[0], [decided[1]]
+    named = _named(f)
+    if technique in SPIN_ECHO:
+        w, ev = _spin_echo(f, named)
+    elif technique is Technique.GRE:
+        w, ev = _gradient_echo(f, named)
+    else:
+        w, ev = _no_sequence_type(f)
+    if w is not None:
+        return w, ev
+    if named is not None:
+        return named[0], ev + [named[1]]
+    return Weighting.UNKNOWN, ev + ["no series text naming the weighting -> unknown"]
