@@ -36,7 +36,8 @@ _POST_POS: tuple[tuple[re.Pattern[str], str], ...] = (
     (rx(B + r"(?:contrast|kontrast|contraste|km|mdc)" + E), "contrast"),
     (rx(B + r"(?:ce|dce|dsc|dyn|dynamic|dynamics|enhanced)" + E), "contrast-enhanced/dynamic"),
     (rx(B + r"w/\s*c" + E), "w/C"),
-    (rx(B + r"(?:arterial|venous|portal|delayed|equilibrium|hepatobiliary|hbp|nephrographic|excretory)" + E), "contrast phase"),
+    (rx(B + r"(?:arterial|venous|portal|delayed|equilibrium|hepatobiliary|hbp|nephrographic|excretory)" + E),
+     "contrast phase"),
     (rx("|".join(CONTRAST_BRANDS)), "agent brand name"),
 )
 _SUBTRACTION = rx(B + r"(?:sub|subtraction|subtracted)" + E)

@@ -110,10 +110,8 @@ def describe(c: SeriesClass) -> str:
     if c.fat_suppressed and c.fat_suppression is not FatSuppression.STIR:
         method = c.fat_suppression
         parts.append("FS" if method in (None, FatSuppression.UNSPECIFIED) else f"FS ({method.value})")
-    if c.post_contrast is True:
-        parts.append("+C")
-    elif c.post_contrast is False:
-        parts.append("pre-contrast")
+    if c.post_contrast is not None:
+        parts.append("+C" if c.post_contrast else "pre-contrast")
     if c.acquisition is not None:
         parts.append(c.acquisition.value)
     if c.dixon:

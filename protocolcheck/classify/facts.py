@@ -21,7 +21,8 @@ def vendor_of(manufacturer: str) -> Vendor:
         return Vendor.UNKNOWN
     if "siemens" in m:
         return Vendor.SIEMENS
-    if m.startswith("ge ") or m in ("ge", "gems") or "ge medical" in m or "ge healthcare" in m or "general electric" in m:
+    if (m.startswith("ge ") or m in ("ge", "gems") or "ge medical" in m or "ge healthcare" in m
+            or "general electric" in m):
         return Vendor.GE
     if "philips" in m:
         return Vendor.PHILIPS
@@ -83,7 +84,8 @@ class StackFacts:
     @property
     def names(self) -> str:
         """Sequence names joined for pattern tests."""
-        return " ".join(n for n in (self.seq_name, self.vendor_seq, self.first.pulse_sequence_name.lower().lstrip("*")) if n)
+        pulse = self.first.pulse_sequence_name.lower().lstrip("*")
+        return " ".join(n for n in (self.seq_name, self.vendor_seq, pulse) if n)
 
     @property
     def text(self) -> str:

@@ -22,13 +22,15 @@ from protocolcheck.classify.textmatch import B, E, first_match, rx
 # (suppressed, method, evidence)
 Decision = tuple[bool | None, FatSuppression | None, str]
 
-FATSAT_NEG = rx(B + r"(?:nfs|nonfs|non[\s_\-]?fs|no[\s_\-]?fs|nofs|w/?o[\s_\-]?fs|non[\s_\-]?fat[\s_\-]?sat|no[\s_\-]?fat[\s_\-]?sat|without[\s_\-]?fat)" + E)
+FATSAT_NEG = rx(B + r"(?:nfs|nonfs|non[\s_\-]?fs|no[\s_\-]?fs|nofs|w/?o[\s_\-]?fs|non[\s_\-]?fat[\s_\-]?sat|"
+                   r"no[\s_\-]?fat[\s_\-]?sat|without[\s_\-]?fat)" + E)
 FATSAT_TEXT: tuple[tuple[re.Pattern[str], str], ...] = (
     (rx(B + r"spair" + E), "SPAIR"),
     (rx(B + r"spir" + E), "SPIR"),
     (rx(B + r"(?:stir|tirm|stir3d|spcir[\s_]*stir)"), "STIR"),
     (rx(B + r"(?:water[\s_\-]?exc\w*|we|proset|pasta|wats?)" + E), "WATER_EXCITATION"),
-    (rx(B + r"(?:fat[\s_\-]?sat\w*|fat[\s_\-]?sup\w*|fatsup\w*|chess|fs|f/s|fat[\s_\-]?supp\w*)" + r"(?![a-z])"), "UNSPECIFIED"),
+    (rx(B + r"(?:fat[\s_\-]?sat\w*|fat[\s_\-]?sup\w*|fatsup\w*|chess|fs|f/s|fat[\s_\-]?supp\w*)" + r"(?![a-z])"),
+     "UNSPECIFIED"),
     (rx(r"(?<![a-z])(?:t1|t2|pd|dp|stir)[\s_\-]?fs(?![a-z])"), "UNSPECIFIED"),
     (rx(r"(?<![a-z])fs[\s_\-]?(?:t1|t2|pd)(?![a-z])"), "UNSPECIFIED"),
 )
@@ -131,7 +133,8 @@ def _philips_spir(f: StackFacts) -> str:
 def _by_inversion_or_dixon(inversion: Inversion | None, inv_ev: list[str], dixon: DixonLabel | None,
                            dixon_why: str | None) -> Decision | None:
     if inversion is Inversion.STIR:
-        return True, FatSuppression.STIR, "STIR inversion (" + (inv_ev[-1] if inv_ev else "short TI") + ") -> fat suppressed"
+        why = inv_ev[-1] if inv_ev else "short TI"
+        return True, FatSuppression.STIR, f"STIR inversion ({why}) -> fat suppressed"
     if dixon is DixonLabel.WATER:
         return True, FatSuppression.DIXON, f"{dixon_why} -> water image is fat suppressed"
     if dixon is not None:
@@ -188,7 +191,8 @@ def _by_text(f: StackFacts, inversion: Inversion | None) -> Decision | None:
     m = first_match(f.text, FATSAT_TEXT)
     if m:
         label, matched = m
-        if not (label == "STIR" and inversion in (Inversion.FLAIR, Inversion.IR)):  # 'tirm' in a dark-fluid name is FLAIR
+        # 'tirm' in a dark-fluid name is FLAIR, not STIR
+        if not (label == "STIR" and inversion in (Inversion.FLAIR, Inversion.IR)):
             method = FatSuppression(label)
             return True, method, f"{f.text_source()} '{matched}' -> fat suppressed ({method.value})"
     if f.first.spectrally_selected_suppression.strip().upper() == "NONE":
@@ -201,7 +205,8 @@ def _vendor_absence(f: StackFacts, weighting: Weighting) -> Decision | None:
     text, spir = f.text, _philips_spir(f)
     if weighting is Weighting.DWI:
         return None
-    if not f.first.enhanced and f.vendor is Vendor.SIEMENS and not f.scan_options and "XA" not in f.first.software_versions.upper():
+    if (not f.first.enhanced and f.vendor is Vendor.SIEMENS and not f.scan_options
+            and "XA" not in f.first.software_versions.upper()):
         return False, None, "Siemens classic MR with empty Scan Options (no FS/WE token) -> not fat suppressed"
     if f.scan_options and (not f.first.enhanced or f.vendor in (Vendor.SIEMENS, Vendor.PHILIPS)):
         # Enhanced objects count too for Siemens XA (Scan Options from (0021,105C) carry FS and WE: 'PFP\\FS\\PER',
@@ -222,7 +227,8 @@ def _vendor_absence(f: StackFacts, weighting: Weighting) -> Decision | None:
 
 
 def fat_suppression(f: StackFacts, inversion: Inversion | None, inv_ev: list[str], dixon: DixonLabel | None,
-                    dixon_why: str | None, weighting: Weighting) -> tuple[bool | None, FatSuppression | None, list[str]]:
+                    dixon_why: str | None, weighting: Weighting
+                    ) -> tuple[bool | None, FatSuppression | None, list[str]]:
     """Whether fat was suppressed, the method when the headers name it, and the evidence."""
     if not f.is_mr:
         return None, None, [f"Modality {f.modality or '?'}: fat suppression not applicable"]

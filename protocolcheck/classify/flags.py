@@ -48,7 +48,8 @@ def localizer(f: StackFacts, stack: Stack, planes: set[Plane], technique: Techni
     if (f.is_mr and technique is Technique.GRE and acquisition is not Acquisition.THREE_D and f.tr is not None
             and f.tr < T.gre_fast_tr and f.images <= T.localizer_max_images and thick is not None
             and thick >= T.localizer_min_thickness and not f.b_values):
-        return True, [f"2D fast gradient echo (TR {fmt(f.tr)} ms) with {f.images} images of {fmt(thick)} mm -> localizer"]
+        return True, [f"2D fast gradient echo (TR {fmt(f.tr)} ms) with {f.images} images of {fmt(thick)} mm "
+                      "-> localizer"]
     if stack.series_orientation_count >= T.localizer_min_planes and not planes and few:
         return True, [f"series holds {stack.series_orientation_count} orientations with few images -> localizer"]
     return False, ["no localizer Image Type, naming or geometry"]

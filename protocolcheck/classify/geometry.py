@@ -12,7 +12,8 @@ from protocolcheck.dicom.study import Stack, Study
 
 _3D_NAMES = re.compile(r"3d|spc|cube|vista|bravo|lava|vibe|efgre3d|3dfgre|tfl3d|ci3d|fi3d|swi3d|spgr3d|mprage|space")
 _2D_NAMES = re.compile(r"2d|h2d|ssfse|haste")
-_3D_TEXT = re.compile(r"(?<![a-z0-9])(?:3d|3-d|space|cube|vista|mprage|mp-rage|vibe|lava|thrive|bravo|starvibe|isotropic)(?![a-z0-9])")
+_3D_TEXT = re.compile(r"(?<![a-z0-9])(?:3d|3-d|space|cube|vista|mprage|mp-rage|vibe|lava|thrive|bravo|starvibe|"
+                      r"isotropic)(?![a-z0-9])")
 _2D_TEXT = re.compile(r"(?<![a-z0-9])(?:2d|2-d)(?![a-z0-9])")
 
 # The decision table's lines for these fields (protocolcheck.classify.table).
@@ -30,13 +31,14 @@ def plane(f: StackFacts) -> tuple[Plane | None, float | None, tuple[float, float
     """Plane (largest component of the slice normal), obliquity in degrees, the normal, and evidence."""
     normal = slice_normal(f.first.image_orientation)
     if normal is None:
-        why = "no Image Orientation (Patient)" if f.first.image_orientation is None else "degenerate Image Orientation (Patient)"
-        return None, None, None, [why + " -> plane unknown"]
+        why = "no" if f.first.image_orientation is None else "degenerate"
+        return None, None, None, [f"{why} Image Orientation (Patient) -> plane unknown"]
     named = plane_of(normal)
     obl = obliquity_deg(normal)
     n = tuple(round(c + 0.0, 3) for c in normal)
-    return named, obl, normal, [
-        f"slice normal ({n[0]:g}, {n[1]:g}, {n[2]:g}) -> {named.value if named else '?'}, {obl:.1f}° from the true plane"]
+    name = named.value if named else "?"
+    why = f"slice normal ({n[0]:g}, {n[1]:g}, {n[2]:g}) -> {name}, {obl:.1f}° from the true plane"
+    return named, obl, normal, [why]
 
 
 def acquisition(f: StackFacts) -> tuple[Acquisition | None, list[str]]:

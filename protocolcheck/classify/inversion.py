@@ -44,7 +44,8 @@ def inversion_flag(f: StackFacts) -> str | None:
     ge = f.scan_options & _GE_INVERSION
     if ge:
         return "GE Scan Options " + "/".join(sorted(ge))
-    if re.match(r"^(?:tir|ir|spcir|tirm|tfl)", f.seq_name) and f.vendor in (Vendor.SIEMENS, Vendor.UNKNOWN, Vendor.OTHER):
+    siemens_like = f.vendor in (Vendor.SIEMENS, Vendor.UNKNOWN, Vendor.OTHER)
+    if siemens_like and re.match(r"^(?:tir|ir|spcir|tirm|tfl)", f.seq_name):
         return f"SequenceName '*{f.seq_name}'"
     if "M_IR" in f.image_type or "IR" in f.image_type[2:]:
         return "Image Type IR"

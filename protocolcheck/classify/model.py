@@ -8,7 +8,7 @@ Definitions) where the standard defines the value set the enum mirrors.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum, StrEnum
+from enum import Enum
 from typing import Any
 
 from protocolcheck.dicom.geometry import Plane
@@ -17,6 +17,16 @@ __all__ = [
     "Acquisition", "DixonLabel", "FatSuppression", "Inversion", "Plane", "SeriesClass", "Technique", "Vendor",
     "Weighting",
 ]
+
+
+class StrValueEnum(str, Enum):
+    """A string enum whose str() and format() give its value (enum.StrEnum's behaviour; that needs 3.11)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
 
 
 class Weighting(str, Enum):
@@ -71,7 +81,7 @@ class Acquisition(str, Enum):
     THREE_D = "3D"
 
 
-class Vendor(StrEnum):
+class Vendor(StrValueEnum):
     """Manufacturer families whose header conventions differ, normalised from Manufacturer
     (0008,0070), PS3.3 C.7.5.1 (General Equipment; free text, no value set)."""
 
@@ -85,7 +95,7 @@ class Vendor(StrEnum):
     UNKNOWN = "unknown"
 
 
-class Technique(StrEnum):
+class Technique(StrValueEnum):
     """Sequence family the weighting rules reason about.
 
     From Scanning Sequence (0018,0020), PS3.3 C.8.3.1 (defined terms SE, IR, GR, EP, RM), Echo Pulse
@@ -102,7 +112,7 @@ class Technique(StrEnum):
     EPI = "EPI"
 
 
-class DixonLabel(StrEnum):
+class DixonLabel(StrValueEnum):
     """Which Dixon output an image is: water, fat, in phase, opposed phase.
 
     Enhanced MR Image Type / Frame Type value 4 (PS3.3 C.8.13.1.1.1) has defined terms WATER, FAT,

@@ -91,7 +91,7 @@ def exam_level_agent(results: list[SeriesClass], study: Study) -> list[SeriesCla
     if not (results[first].post_contrast is True and _agent_written(study.stacks[first])):
         return results
     out = list(results)
-    for i, (r, stack) in enumerate(zip(results, study.stacks)):
+    for i, (r, stack) in enumerate(zip(results, study.stacks, strict=True)):
         if r.modality == "MR" and r.post_contrast is True and _agent_written(stack):
             value, why = post_contrast(facts_of(stack), use_agent=False)
             evidence = dict(r.evidence)
@@ -150,7 +150,7 @@ def contrast_start_time(results: list[SeriesClass], study: Study) -> list[Series
     # Contrast/Bolus Start Time is a time of day (TM): date it with the series' own acquisition date.
     starts = sorted(
         (t, r.acquisition_time[:8] + " " + stack.first.contrast_start_time)
-        for r, stack in zip(results, study.stacks)
+        for r, stack in zip(results, study.stacks, strict=True)
         if stack.first.contrast_start_time and r.acquisition_time[:8].isdigit()
         and (t := stamp_seconds(r.acquisition_time[:8] + stack.first.contrast_start_time)) is not None
     )
@@ -195,7 +195,8 @@ def contrast_order(results: list[SeriesClass]) -> list[SeriesClass]:
             value, why = True, (f"acquired after {label} ('{first.series_description}'), the first post-contrast "
                                 "acquisition: the agent was already given -> post-contrast")
         elif t < first_t:
-            value, why = False, f"acquired before {label} ('{first.series_description}'), the first post-contrast acquisition -> pre-contrast"
+            value, why = False, (f"acquired before {label} ('{first.series_description}'), the first post-contrast "
+                                 "acquisition -> pre-contrast")
         else:
             out.append(r)
             continue

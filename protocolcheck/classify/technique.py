@@ -21,17 +21,24 @@ Decision = tuple[Technique, str]
 GRADIENT_ECHO = (Technique.GRE, Technique.IR_GRE, Technique.BSSFP)  # families without a refocusing pulse
 SPIN_ECHO = (Technique.SE, Technique.TSE)
 
-_SIEMENS_SE = re.compile(r"^(?:tse|tser|tseb|tsev|qtse|h2d|h3d|haste|spc|spcr|spcir|spcs|se|ise|tir|ir|tirm|tse3d|tsk|blade|fse|vfl)")
+_SIEMENS_SE = re.compile(r"^(?:tse|tser|tseb|tsev|qtse|h2d|h3d|haste|spc|spcr|spcir|spcs|se|ise|tir|ir|tirm|tse3d|tsk|"
+                         r"blade|fse|vfl)")
 _SIEMENS_GRE = re.compile(r"^(?:fl|tfl|me|swi|de|gre|medic|fl3d|qfl|ute|vibe|dess|psif|fisp|fi|tfi|ci|trufi|csi|pc)")
 _SIEMENS_EPI = re.compile(r"^(?:ep|epfid|epse|epi|re_b|ep2d|ep3d|epir)")
 _BSSFP_NAMES = re.compile(r"(?:^|[^a-z])(?:tfi|fi2d|fi3d|ci3d|ci2d|trufi|truefisp|fiesta|fiestac|fiesta-c|b-?ffe|bffe|"
                           r"bssfp|true[\s_-]?ssfp|truessfp|ciss|balanced|basg|true[\s_-]?fisp|cosmic)")
-_BSSFP_TEXT = rx(B + r"(?:fiesta|fiesta[\s_-]?c|trufi|truefisp|true[\s_-]?fisp|ciss|b[\s_-]?ffe|bffe|bssfp|true[\s_-]?ssfp|balanced)" + E)
-_GE_SE = re.compile(r"(?:fse|frfse|ssfse|cube|propeller|se$|^se|fsepr|fse-xl|fse_|irfse|fsir|t1flair|t2flair|3dfse|mavric)")
-_GE_GRE = re.compile(r"(?:gre|spgr|fspgr|fgre|efgre|lava|bravo|swan|merge|cosmic|tof|mde|ideal|starmap|3dgrass|grass|disco|fame|vibrant)")
-_EPI_NAMES = re.compile(r"(?:^|[^a-z])(?:epi|epi2|ep2d|epse|epfid|ep_b|dwi|dti|diff|resolve|rs_epi|mux|seepi|feepi|dwise)")
+_BSSFP_TEXT = rx(B + r"(?:fiesta|fiesta[\s_-]?c|trufi|truefisp|true[\s_-]?fisp|ciss|b[\s_-]?ffe|bffe|bssfp|"
+                    r"true[\s_-]?ssfp|balanced)" + E)
+_GE_SE = re.compile(r"(?:fse|frfse|ssfse|cube|propeller|se$|^se|fsepr|fse-xl|fse_|irfse|fsir|t1flair|t2flair|3dfse|"
+                    r"mavric)")
+_GE_GRE = re.compile(r"(?:gre|spgr|fspgr|fgre|efgre|lava|bravo|swan|merge|cosmic|tof|mde|ideal|starmap|3dgrass|grass|"
+                     r"disco|fame|vibrant)")
+_EPI_NAMES = re.compile(r"(?:^|[^a-z])(?:epi|epi2|ep2d|epse|epfid|ep_b|dwi|dti|diff|resolve|rs_epi|mux|seepi|feepi|"
+                        r"dwise)")
+_SIEMENS_STYLE = re.compile(r"^(?:[a-z]{1,6}[23]d\d|ep_b|re_b|epse|epfid|spc)")
 _NEUTRAL_SE = re.compile(r"(?:^|[^a-z])(?:fse|tse|se|fase|ssfse|haste|frfse|vfa|mvox|ir|fsir|fastir)(?:\d|[^a-z]|$)")
-_NEUTRAL_GRE = re.compile(r"(?:^|[^a-z])(?:fe|ffe|gre|gr|ge|fl|flash|spgr|fspgr|qfe|fsbb|swi|rssg|rsge|sarge|fe3d|fe2d)(?:\d|[^a-z]|$)")
+_NEUTRAL_GRE = re.compile(r"(?:^|[^a-z])(?:fe|ffe|gre|gr|ge|fl|flash|spgr|fspgr|qfe|fsbb|swi|rssg|rsge|sarge|fe3d|"
+                          r"fe2d)(?:\d|[^a-z]|$)")
 
 
 def siemens_name(f: StackFacts) -> str:
@@ -40,7 +47,7 @@ def siemens_name(f: StackFacts) -> str:
     Other vendors' free text in the same element ('FLAIR_AX') is not one.
     """
     raw_name = (f.first.sequence_name or f.first.pulse_sequence_name).strip()
-    siemens_style = raw_name.startswith("*") or bool(re.match(r"^(?:[a-z]{1,6}[23]d\d|ep_b|re_b|epse|epfid|spc)", f.seq_name))
+    siemens_style = raw_name.startswith("*") or bool(_SIEMENS_STYLE.match(f.seq_name))
     return f.seq_name if f.vendor is Vendor.SIEMENS or siemens_style else ""
 
 
@@ -61,9 +68,11 @@ def _siemens(f: StackFacts) -> Decision | None:
         return None
     if re.match(r"^(?:tfl)", name):
         prepared = "IR" in f.scanning_sequence or "IR" in f.scan_options or "MP" in f.sequence_variant or f.ti
-        return (Technique.IR_GRE if prepared else Technique.GRE), f"SequenceName '*{name}' -> turbo FLASH (MPRAGE family)"
+        family = Technique.IR_GRE if prepared else Technique.GRE
+        return family, f"SequenceName '*{name}' -> turbo FLASH (MPRAGE family)"
     if _SIEMENS_SE.match(name):
-        return (Technique.SE if name.startswith(("se", "ise")) else Technique.TSE), f"SequenceName '*{name}' -> turbo/spin echo"
+        family = Technique.SE if name.startswith(("se", "ise")) else Technique.TSE
+        return family, f"SequenceName '*{name}' -> turbo/spin echo"
     if _SIEMENS_GRE.match(name):
         return Technique.GRE, f"SequenceName '*{name}' -> gradient echo"
     return None
@@ -106,7 +115,8 @@ def _scanning_sequence(f: StackFacts) -> Decision | None:
         return Technique.BSSFP, f"Scanning Sequence GR and {f.text_source()} '{bssfp_text.group(0)}' -> balanced SSFP"
     if "GR" in ss:
         prepared = "MP" in sv or "IR" in ss
-        why = " with " + ("MP" if "MP" in sv else "IR") + " -> prepared gradient echo" if prepared else " -> gradient echo"
+        how = "MP" if "MP" in sv else "IR"
+        why = f" with {how} -> prepared gradient echo" if prepared else " -> gradient echo"
         return (Technique.IR_GRE if prepared else Technique.GRE), "Scanning Sequence GR" + why
     if "SE" in ss:
         fast = "SK" in sv or (f.first.echo_train_length or 0) > T.se_single_echo_train

@@ -9,11 +9,12 @@ tesla. Change a number here and every rule, the evidence text and the generated 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from enum import StrEnum
 from typing import Any
 
+from protocolcheck.classify.model import StrValueEnum
 
-class Source(StrEnum):
+
+class Source(StrValueEnum):
     """Where a threshold comes from."""
 
     PHYSICS = ("MR physics: Bernstein, King & Zhou, Handbook of MRI Pulse Sequences (Elsevier 2004); "

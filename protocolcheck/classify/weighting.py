@@ -23,9 +23,11 @@ Decision = tuple[Weighting, str]
 WEIGHT_TEXT: tuple[tuple[re.Pattern[str], str], ...] = (
     (rx(B + r"(?:dwi|dti|diff|diffusion|trace|adc|ep2d_diff|resolve|dwibs|ivim)" + E), "DWI"),
     (rx(r"(?<![a-z0-9])b\s?(?:[5-9]\d\d|[1-9]\d\d\d)(?![0-9])"), "DWI"),
-    (rx(B + r"(?:swi|swan|swip|susceptibility|hemo|haemo|medic|merge|fsbb|t2\s?\*|t2\s?star|t2star|t2\*w|t2_star|gre_t2)"), "T2*"),
+    (rx(B + r"(?:swi|swan|swip|susceptibility|hemo|haemo|medic|merge|fsbb|t2\s?\*|t2\s?star|t2star|t2\*w|t2_star|"
+            r"gre_t2)"), "T2*"),
     (rx(B + r"(?:flair|dark[\s_\-]?fluid|stir|tirm|spcir|stir3d)"), "T2"),
-    (rx(B + r"(?:mprage|mp[\s_\-]?rage|tfl|bravo|spgr|fspgr|vibe|lava|thrive|tfe|flash|starvibe|quick3d|t1ffe|e[\s_-]?thrive|water[\s_-]?t1|t1w?)" + r"(?![0-9])"), "T1"),
+    (rx(B + r"(?:mprage|mp[\s_\-]?rage|tfl|bravo|spgr|fspgr|vibe|lava|thrive|tfe|flash|starvibe|quick3d|t1ffe|"
+            r"e[\s_-]?thrive|water[\s_-]?t1|t1w?)" + r"(?![0-9])"), "T1"),
     (rx(B + r"(?:pdw?|pd[\s_\-]?fs|dp|pdfs|proton[\s_\-]?density|pd[\s_-]?t2)" + r"(?![0-9a-z])"), "PD"),
     (rx(B + r"(?:t2w?|haste|ssfse|space|cube|vista|ciss|fiesta|trufi|mrcp|t2ffe)" + r"(?![0-9])"), "T2"),
 )
@@ -41,6 +43,8 @@ _OTHER_TEXT = rx(
     r"t1[\s_\-]?map\w*|t2[\s_\-]?map\w*|molli|shmolli|mapit|relaxometry|asl|pcasl|pasl|cbf|spectro\w*|"
     r"mrs|csi|svs|cine|tagging)" + E
 )
+_OTHER_NAMES = re.compile(r"(?:^|[^a-z])(?:fl[23]d\d*r?_t|tof|fl\d?d\d*_v|pc3d|pc2d|3dtof|2dtof|pcvipr|asl|pcasl|"
+                          r"tgse|qflow)")
 # enhanced MR Acquisition Contrast (0008,9209) -> weighting
 _ACQUISITION_CONTRAST = {
     "T1": Weighting.T1, "T2": Weighting.T2, "PROTON_DENSITY": Weighting.PD, "T2_STAR": Weighting.T2STAR,
@@ -54,7 +58,8 @@ RULES: tuple[str, ...] = (
     "Philips DwiSE; derived maps (ADC, FA, TRACEW) keep weighting DWI and are flagged derived"),
     ("other: CT and non-MR; angiography (TOF/PC names, Image Type ANGIO/VELOCITY), parameter maps, "
     "field maps, perfusion maps, phase images"),
-    (f"inversion with TI <= {T.stir_max_ti:g} ms (SE/TSE) -> T2 + STIR; TI >= {T.flair_min_ti:g} ms -> T2 + FLAIR (T1 when "
+    (f"inversion with TI <= {T.stir_max_ti:g} ms (SE/TSE) -> T2 + STIR; TI >= {T.flair_min_ti:g} ms -> T2 + FLAIR "
+     "(T1 when "
     f"TE < {T.t1_flair_max_te:g} ms); {T.stir_max_ti:g} < TI < {T.flair_min_ti:g} ms -> T1 + IR (MPRAGE, T1 FLAIR, "
     "IR-prepared GRE)"),
     "IR-prepared / magnetisation-prepared GRE (Siemens *tfl, GE IR_GEMS/BRAVO, Philips TFE with MP) -> T1",
@@ -62,7 +67,8 @@ RULES: tuple[str, ...] = (
     (f"SE/TSE: TE >= {T.se_t2_min_te:g} -> T2; {T.se_t2_border_te:g} <= TE < {T.se_t2_min_te:g} and TR >= "
     f"{T.se_long_tr:g} -> T2; TE <= {T.se_short_te:g} and TR <= {T.se_t1_max_tr_low_field:g} (1.5 T) / "
     f"{T.se_t1_max_tr_high_field:g} (3 T) -> T1; TE < {T.se_t2_border_te:g} and TR >= {T.se_long_tr:g} -> PD; 3D TSE: "
-    f"TR <= {T.se3d_t1_max_tr:g} and TE <= {T.se3d_t1_max_te:g} -> T1, longer TR with TE < {T.se_t2_border_te:g} -> PD; "
+    f"TR <= {T.se3d_t1_max_tr:g} and TE <= {T.se3d_t1_max_te:g} -> T1, longer TR with TE < {T.se_t2_border_te:g} "
+    "-> PD; "
     f"in the PD/T2 border (TE {T.pd_t2_border_min_te:g}-{T.se_t2_min_te:g}) and T1/PD border (TR "
     f"{T.t1_pd_border_low:g}-{T.t1_pd_border_high:g}x the T1 cut-off) a series name naming the neighbour decides; "
     "otherwise series text, else unknown"),
@@ -99,7 +105,7 @@ def _not_anatomical(f: StackFacts, technique: Technique | None) -> Decision | No
     other_types = [t for t in f.image_type[2:] if t in _OTHER_IMAGE_TYPES]
     if other_types:
         return Weighting.OTHER, f"Image Type {'/'.join(other_types)} -> map/angiography/phase (other)"
-    if re.search(r"(?:^|[^a-z])(?:fl[23]d\d*r?_t|tof|fl\d?d\d*_v|pc3d|pc2d|3dtof|2dtof|pcvipr|asl|pcasl|tgse|qflow)", f.names):
+    if _OTHER_NAMES.search(f.names):
         return Weighting.OTHER, f"sequence name '{f.names}' -> angiography/flow/perfusion (other)"
     m = _OTHER_TEXT.search(f.text)
     if m and (technique is not Technique.EPI or re.search("asl|perfusion|pcasl|pasl", m.group(0))):
@@ -158,9 +164,11 @@ def physics_se(f: StackFacts) -> tuple[Weighting | None, str]:
         # 3D variable-flip-angle TSE (SPACE/CUBE/VISTA): PD uses TR ~1000-1500 ms, T1 ~500-900 ms with TE <= 30.
         t1_max, field_note = T.se3d_t1_max_tr, " (3D TSE)"
         if te <= T.se3d_t1_max_te and tr <= t1_max:
-            return Weighting.T1, f"3D TSE TR {fmt(tr)} ms <= {t1_max:g} and TE {fmt(te)} ms <= {T.se3d_t1_max_te:g} -> T1"
+            return Weighting.T1, (f"3D TSE TR {fmt(tr)} ms <= {t1_max:g} and TE {fmt(te)} ms <= "
+                                  f"{T.se3d_t1_max_te:g} -> T1")
         if te < T.se_t2_border_te and tr > t1_max:
-            return Weighting.PD, f"3D TSE TR {fmt(tr)} ms > {t1_max:g} and TE {fmt(te)} ms < {T.se_t2_border_te:g} -> PD"
+            return Weighting.PD, (f"3D TSE TR {fmt(tr)} ms > {t1_max:g} and TE {fmt(te)} ms < "
+                                  f"{T.se_t2_border_te:g} -> PD")
     if te >= T.se_t2_min_te:
         return Weighting.T2, f"TE {fmt(te)} ms >= {T.se_t2_min_te:g} -> T2"
     if tr is None:
@@ -207,7 +215,8 @@ def physics_gre(f: StackFacts) -> tuple[Weighting | None, str]:
                                   f"combined; first TE {fmt(te)} ms)")
     if te < T.gre_t1_max_te:
         if flip is not None and flip >= T.gre_t1_min_flip:
-            return Weighting.T1, f"gradient echo TE {fmt(te)} ms, flip {fmt(flip)}° >= {T.gre_t1_min_flip:g} -> T1 (spoiled)"
+            return Weighting.T1, (f"gradient echo TE {fmt(te)} ms, flip {fmt(flip)}° >= {T.gre_t1_min_flip:g} "
+                                  "-> T1 (spoiled)")
         if tr is not None and tr < T.gre_fast_tr:
             return Weighting.T1, f"gradient echo TR {fmt(tr)} ms < {T.gre_fast_tr:g}, TE {fmt(te)} ms -> T1 (spoiled)"
     return None, f"gradient echo TR {fmt(tr)} / TE {fmt(te)} ms / flip {fmt(flip)}° not decisive"

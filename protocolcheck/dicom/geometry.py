@@ -9,17 +9,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from enum import StrEnum
+from enum import Enum
 
 Vector = tuple[float, float, float]
 
 
-class Plane(StrEnum):
+class Plane(str, Enum):
     """Anatomical plane of a slice, named by the axis its normal is closest to."""
 
     AXIAL = "axial"
     CORONAL = "coronal"
     SAGITTAL = "sagittal"
+
+    # str() and format() give 'axial', as in text and JSON (enum.StrEnum's behaviour; that needs 3.11)
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
 
 
 _AXIS_PLANE = (Plane.SAGITTAL, Plane.CORONAL, Plane.AXIAL)
