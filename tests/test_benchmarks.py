@@ -34,3 +34,16 @@ def test_benchmark_runs_end_to_end_on_a_small_corpus(tmp_path: Path) -> None:
     assert all(run["studies"] == 2 for run in audits)
     assert all(run["skimmer"] == (fastheaders._SKIM_EXPLICIT is not None) for run in numbers["runs"])
     assert "the pydicom baseline in files/s" in done.stdout and "vs pyd" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_dicomweb_benchmark_runs_and_both_paths_agree() -> None:
+    """C-GET and WADO-RS metadata against one Orthanc: the benchmark itself checks the audits agree."""
+    done = subprocess.run([sys.executable, "-m", "benchmarks.dicomweb", "--studies", "2", "--matrix", "64",
+                           "--repeat", "1", "--json"], cwd=REPO, capture_output=True, text=True, timeout=240,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    numbers = json.loads(done.stdout)
+    assert numbers["wado-rs"]["bytes_per_study"] < numbers["c-get"]["bytes_per_study"]
+    assert {"headers_per_second", "seconds", "bytes_per_study"} <= set(numbers["c-get"])

@@ -322,6 +322,13 @@ _TOP_LEVEL = _Level(
 _SWAPPED_TOP.update({(tag & 0xFFFF) << 16 | tag >> 16: keyword for tag, keyword in _TOP.items()})
 
 
+def read_tags() -> tuple[frozenset[int], frozenset[int]]:
+    """The top-level standard tags the header records are made from (sequences included, whole), and
+    the private groups read. Nothing else of a dataset is looked at: a dataset that arrives as an
+    object (DICOMweb metadata) can be cut to these before it is parsed."""
+    return frozenset(_TOP_LEVEL.tags) | {_DIRECTORY_RECORDS}, frozenset(_TOP_LEVEL.private_offsets)
+
+
 def _skim_tables() -> tuple[bytes, bytes, bytes, bytes, bytes, bytes, bytes, tuple[str | tuple[str] | None, ...],
                             tuple[str, ...], dict[int, tuple[str, dict[int, str]]]]:
     """The hot loops' tables packed for the compiled skimmer (``_skim.c``: which elements it may step over)."""

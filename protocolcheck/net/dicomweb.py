@@ -28,6 +28,7 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 from requests.adapters import HTTPAdapter
 
+from protocolcheck.dicom.lean import read_tags
 from protocolcheck.dicom.reader import records_from_dataset
 from protocolcheck.dicom.records import ScanRecord, Skipped, Unreadable, problem_text, uid_for_message
 from protocolcheck.net.common import NetError, NetErrorKind
@@ -227,7 +228,7 @@ def _records(base: str, instance: Mapping[str, Any]) -> list[ScanRecord]:
     sop = _text(instance, "00080018")
     name = f"{base}/instances/{uid_for_message(sop)}" if sop else f"{base} (an instance without SOP Instance UID)"
     try:
-        records = records_from_dataset(name, _dataset(instance))
+        records = records_from_dataset(name, _dataset({k: v for k, v in instance.items() if _read(k)}))
     except ValueError as exc:
         return [Unreadable(name, str(exc))]
     except Exception as exc:  # noqa: BLE001 - one bad instance must not stop the study
@@ -240,6 +241,19 @@ def _dataset(item: Mapping[str, Any]) -> Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return Dataset.from_json(dict(item), bulk_data_uri_handler=lambda *_args: b"")
+
+
+_READ_TAGS, _READ_PRIVATE_GROUPS = read_tags()
+
+
+def _read(key: str) -> bool:
+    """Whether the reader looks at this element (a JSON key: 8 hex digits); parsing only those
+    makes pydicom's JSON conversion several times faster on real metadata."""
+    try:
+        tag = int(key, 16)
+    except ValueError:
+        return False
+    return tag in _READ_TAGS or (tag >> 16 & 1 == 1 and tag >> 16 in _READ_PRIVATE_GROUPS)
 
 
 def _text(item: Mapping[str, Any], tag: str) -> str:
