@@ -29,9 +29,9 @@ from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
 
 from protocolcheck.audit.engine import AuditOptions, audit_records
-from protocolcheck.clinical.findings import Status
 from protocolcheck.classify import classify_study
 from protocolcheck.clinical.context import ContextError, load_context_csv
+from protocolcheck.clinical.findings import Status
 from protocolcheck.clinical.library import load_library, load_protocol_file
 from protocolcheck.dicom.geometry import angle_between, obliquity_deg, plane_of, slice_normal
 from protocolcheck.dicom.lean import read_fast

@@ -19,10 +19,10 @@ import pytest
 from click.testing import CliRunner
 
 from protocolcheck.audit.engine import AuditOptions, audit_records
-from protocolcheck.clinical.findings import FindingCode, Status
 from protocolcheck.classify import classify_study
 from protocolcheck.cli import main
 from protocolcheck.clinical.context import ContextError, load_context_csv
+from protocolcheck.clinical.findings import FindingCode, Status
 from protocolcheck.clinical.library import LibraryError, load_library, load_protocol_file
 from protocolcheck.clinical.recommend import RulesError, load_rules
 from protocolcheck.dicom.lean import read_fast

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from protocolcheck.clinical.findings import FindingCode, Severity
 from protocolcheck.audit.validate import (
     Choice,
     ChosenBy,
@@ -24,6 +23,7 @@ from protocolcheck.audit.validate import (
 )
 from protocolcheck.classify import Acquisition, DixonLabel, FatSuppression, Inversion, Plane, SeriesClass, Weighting
 from protocolcheck.clinical.context import ClinicalContext
+from protocolcheck.clinical.findings import FindingCode, Severity
 from protocolcheck.clinical.library import Library, load_library
 from protocolcheck.dicom.records import InstanceHeader
 from protocolcheck.dicom.study import Study, group_studies

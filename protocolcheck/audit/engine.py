@@ -17,18 +17,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from protocolcheck.clinical.findings import AuditResult, Finding, FindingCode, Severity, Status, status_for
 from protocolcheck.audit.validate import Choice, ChosenBy, StudyFacts, choose_protocol, evaluate, identify, study_facts
 from protocolcheck.classify import SeriesClass, classify_study
 from protocolcheck.clinical.context import ClinicalContext, ContextTable
-from protocolcheck.clinical.library import Library
-from protocolcheck.dicom.records import InstanceHeader, ScanRecord, Unreadable
-from protocolcheck.dicom.scan import scan
-from protocolcheck.dicom.study import Study, group_studies
 from protocolcheck.clinical.decision import Exam, Verdict, exam_of_protocol, select_protocol
+from protocolcheck.clinical.findings import AuditResult, Finding, FindingCode, Severity, Status, status_for
+from protocolcheck.clinical.library import Library
 from protocolcheck.clinical.orders import parse_order
 from protocolcheck.clinical.rules import Rules, default_rules_path, load_rules
 from protocolcheck.clinical.scenario import Scenario
+from protocolcheck.dicom.records import InstanceHeader, ScanRecord, Unreadable
+from protocolcheck.dicom.scan import scan
+from protocolcheck.dicom.study import Study, group_studies
 
 UNREADABLE_SEARCH_LEVELS = 2  # how many folders up an unreadable file looks for "its" study
 

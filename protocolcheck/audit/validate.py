@@ -33,14 +33,14 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from protocolcheck.clinical.findings import Finding, FindingCode, Severity
 from protocolcheck.classify import SeriesClass, describe
 from protocolcheck.clinical.context import ClinicalContext
 from protocolcheck.clinical.decision import Verdict as ExamVerdict
+from protocolcheck.clinical.findings import Finding, FindingCode, Severity
+from protocolcheck.clinical.library import Level, Library, Match, PlaneRule, Protocol, Range, Requirement
 from protocolcheck.clinical.recommend import verdict_finding
 from protocolcheck.clinical.rules import Rules, load_rules
 from protocolcheck.clinical.scenario import Scenario, interpret
-from protocolcheck.clinical.library import Level, Library, Match, PlaneRule, Protocol, Range, Requirement
 from protocolcheck.dicom.geometry import angle_between
 from protocolcheck.dicom.study import Study
 

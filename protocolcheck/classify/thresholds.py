@@ -15,14 +15,23 @@ from protocolcheck.classify.model import StrValueEnum
 
 
 class Source(StrValueEnum):
-    """Where a threshold comes from."""
+    """Where a threshold comes from (:data:`CITATIONS` gives the full reference)."""
 
-    PHYSICS = ("MR physics: Bernstein, King & Zhou, Handbook of MRI Pulse Sequences (Elsevier 2004); "
-               "Westbrook & Talbot, MRI in Practice (5th ed., Wiley 2018)")
-    VENDOR = "vendor protocol conventions (Siemens, GE, Philips application guides; dcm2niix vendor notes)"
-    CORPUS = "set on the real scanner series of tests/data/real_headers (see its README)"
-    DICOM = "DICOM PS3.3 C.8.3.1 (MR Image module) and vendor conformance statements"
-    REPORTING = "reporting convention of this tool (not a physics boundary)"
+    PHYSICS = "physics"
+    VENDOR = "vendor"
+    CORPUS = "corpus"
+    DICOM = "dicom"
+    REPORTING = "reporting"
+
+
+CITATIONS: dict[Source, str] = {
+    Source.PHYSICS: ("MR physics: Bernstein, King & Zhou, Handbook of MRI Pulse Sequences (Elsevier 2004); "
+                     "Westbrook & Talbot, MRI in Practice (5th ed., Wiley 2018)"),
+    Source.VENDOR: "vendor protocol conventions (Siemens, GE, Philips application guides; dcm2niix vendor notes)",
+    Source.CORPUS: "set on the real scanner series of tests/data/real_headers (see its README)",
+    Source.DICOM: "DICOM PS3.3 C.8.3.1 (MR Image module) and C.8.13 (Enhanced MR), vendor conformance statements",
+    Source.REPORTING: "reporting convention of this tool (not a physics boundary)",
+}
 
 
 def _limit(value: float, unit: str, reason: str, *sources: Source) -> Any:
@@ -69,7 +78,7 @@ class Thresholds:
         "~1000-1500 ms)", Source.VENDOR)
     se3d_t1_max_te: float = _limit(30.0, "ms", "3D TSE TE <= this (with short TR) is T1", Source.VENDOR)
     se_single_echo_train: float = _limit(
-        1.0, "echoes", "spin echo with an echo train > this is turbo/fast spin echo", Source.DICOM)
+        1.0, "echo", "spin echo with an echo train > this is turbo/fast spin echo", Source.DICOM)
     # --- gradient echo weighting
     gre_t2star_min_te: float = _limit(9.0, "ms", "spoiled GRE TE >= this (low flip) is T2*", Source.PHYSICS)
     gre_t2star_max_flip: float = _limit(
@@ -95,7 +104,7 @@ class Thresholds:
     # --- diffusion and field strength
     dwi_min_b: float = _limit(0.0, "s/mm²", "any b-value > this is diffusion weighting", Source.DICOM)
     gauss_min: float = _limit(
-        100.0, "T", "Magnetic Field Strength > this is in gauss (some systems write 15000), not tesla",
+        100.0, "(T or G)", "Magnetic Field Strength > this is in gauss (some systems write 15000), not tesla",
         Source.CORPUS)
     # --- localizers and geometry
     localizer_max_images: float = _limit(

@@ -158,7 +158,7 @@ def physics_se(f: StackFacts) -> tuple[Weighting | None, str]:
     tr, te = f.tr, f.te
     if te is None:
         return None, "no TE"
-    t1_max = se_t1_max_tr(f.field_t)
+    t1_max = se_t1_max_tr(f.field_t, T)
     field_note = f" at {f.field_t:g} T" if f.field_t else ""
     if f.first.mr_acquisition_type == "3D" and tr is not None and te < T.se_t2_min_te:
         # 3D variable-flip-angle TSE (SPACE/CUBE/VISTA): PD uses TR ~1000-1500 ms, T1 ~500-900 ms with TE <= 30.
@@ -191,7 +191,7 @@ def se_border(f: StackFacts, physics: Weighting, named: Weighting | None) -> str
     if ({physics, named} == {Weighting.PD, Weighting.T2} and tr >= T.se_long_tr
             and T.pd_t2_border_min_te <= te < T.se_t2_min_te):
         return "PD/T2"
-    t1_max = se_t1_max_tr(f.field_t)
+    t1_max = se_t1_max_tr(f.field_t, T)
     if ({physics, named} == {Weighting.T1, Weighting.PD} and te <= T.se_short_te
             and T.t1_pd_border_low * t1_max < tr <= T.t1_pd_border_high * t1_max):
         return "T1/PD"
