@@ -203,7 +203,7 @@ ORTHANC_DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 @contextlib.contextmanager
 def orthanc(folder: Path, *, aet: str = "ORTHANC", modalities: dict[str, tuple[str, int]] | None = None,
             worklist: bool = True, tls: Pki | None = None, extra: dict[str, object] | None = None,
-            dicomweb: bool = False, users: dict[str, str] | None = None,
+            dicomweb: bool = False, users: dict[str, str] | None = None, port: int | None = None,
             ) -> Iterator[OrthancPeer]:
     """Start Orthanc in ``folder`` with its modality worklist plugin; stop it on exit.
 
@@ -212,12 +212,13 @@ def orthanc(folder: Path, *, aet: str = "ORTHANC", modalities: dict[str, tuple[s
     certificate, requiring client certificates signed by its CA, and using TLS towards every
     modality. ``extra``: more configuration keys. ``dicomweb``: also serve HTTP on 127.0.0.1 with the
     DICOMweb plugin (Debian's orthanc-dicomweb), with basic authentication when ``users`` are given.
+    ``port``: its DICOM port (default: a free one).
     """
     paths = require_binaries("Orthanc")
     folder.mkdir(parents=True, exist_ok=True)
     worklists = folder / "worklists"
     worklists.mkdir(exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     config: dict[str, object] = {
         "Name": "protocolcheck-test",
         "StorageDirectory": str(folder / "storage"),
@@ -699,8 +700,9 @@ def today_dicom(offset_days: int = 0) -> str:
 
 
 __all__ = [
-    "HOST", "MPPS_SOP_CLASS", "REPO", "Listener", "Modality", "OrthancPeer", "Pki", "Process", "WlmPeer",
-    "acknowledged", "find_binary", "free_port", "make_pki", "orthanc", "repo_env", "require_binaries",
+    "CHROMIUM_FLAGS", "HOST", "MPPS_SOP_CLASS", "REPO", "Listener", "Modality", "OrthancPeer", "Pki", "Process",
+    "WlmPeer", "acknowledged", "chromium", "find_binary", "free_port", "make_pki", "orthanc", "repo_env",
+    "require_binaries",
     "series_files", "silent_server", "storescu",
     "today_dicom", "tool_env", "wlmscpfs", "write_worklist_item",
 ]
@@ -808,3 +810,39 @@ class Modality:
             items.append(item)
         ds.PerformedSeriesSequence = items
         return self._send(lambda assoc: assoc.send_n_set(ds, MPPS_SOP_CLASS, self.mpps_uid))
+
+
+# ----------------------------------------------------------------------------------------------
+# Headless Chromium driven by Selenium (Debian's chromium + chromium-driver)
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,1600")
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """A Selenium WebDriver on headless Chromium with a fresh profile; always quit. Missing browser or
+    driver: fail under CI, skip locally."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")  # Debian's is a shell wrapper
+    driver_path = find_binary("chromedriver")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        webdriver = None
+    if browser is None or driver_path is None or webdriver is None:
+        reason = "headless Chromium needs Debian's chromium and chromium-driver and the selenium package"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    profile = tempfile.mkdtemp(prefix="protocolcheck-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)

@@ -177,7 +177,7 @@ def test_discontinued_and_mpps_rules(tmp_path: Path, loop: Loop) -> None:
     # every acknowledged message is on disk and replays into the same step
     replayed = MppsStore(loop.mpps.root.parent).load()
     assert replayed[modality.mpps_uid].PerformedProcedureStepStatus == "DISCONTINUED"
-    assert len(list((loop.mpps.root / modality.mpps_uid).glob("*.dcm"))) == 2
+    assert len(list(loop.mpps.root.glob(f"{modality.mpps_uid}_*.dcm"))) == 2
 
 
 def test_next_series_completes_the_previous_one(tmp_path: Path, library) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from protocolcheck.cli.live import LiveLoop, live_options
 from protocolcheck.cli.net import folder_auditor, net_audit_options, net_logging, tls_options
 from protocolcheck.cli.options import Exit, quiet_option, warn
 from protocolcheck.report import text as render
@@ -37,6 +38,7 @@ from protocolcheck.report import text as render
 @click.option("--output", "jsonl", type=click.Path(dir_okay=False), default=None, metavar="FILE.jsonl",
               help="Append one audit record per completed study to this JSON-lines file (default: stdout).")
 @net_audit_options
+@live_options
 @click.option("-v", "--verbose", is_flag=True, help="Also log pynetdicom's messages.")
 @quiet_option
 def listen(**opts: Any) -> None:
@@ -48,6 +50,12 @@ def listen(**opts: Any) -> None:
     Studies received by an earlier run but never audited are audited at start. A full disk is
     answered 0xA700 (out of resources) and the SCP goes on. --allow-host closes connections from
     other addresses unread; --tls-cert/--tls-key serve DICOM TLS only (TLS 1.2+).
+
+    The live loop: each series is judged as it completes (--series-idle) and the exam so far
+    re-audited (provisional); Modality Performed Procedure Step N-CREATE/N-SET (stored like
+    instances) shows the exam at once and ends it (final verdict). --web serves the live page,
+    --notify posts alerts, --send-sr stores the final verdict in the PACS as a DICOM SR,
+    --worklist looks the accession up on the modality worklist.
     """
     import os
     import threading
@@ -67,6 +75,7 @@ def listen(**opts: Any) -> None:
         raise click.UsageError("--tls-ca and --tls-require-client-cert need --tls-cert and --tls-key")
     tls = tls_options({**opts, "tls": bool(opts["tls_cert"] or opts["tls_key"])}, server=True)
     auditor = folder_auditor(opts, "listen")
+    live = LiveLoop(opts, auditor.options, Path(opts["store_dir"]), aet)
     lock = threading.Lock()
     out = None
     if opts["jsonl"]:
@@ -78,6 +87,7 @@ def listen(**opts: Any) -> None:
     audited = [0]
 
     def on_study(folder: Path) -> None:
+        live.on_study(folder.name)
         results = auditor.audit(folder)
         with lock:
             for result in results:
@@ -94,10 +104,13 @@ def listen(**opts: Any) -> None:
 
     config = ListenConfig(store=Path(opts["store_dir"]), port=opts["port"], bind=opts["bind"], aet=aet,
                           allowed_aets=allowed, idle=opts["idle"], allowed_hosts=hosts, tls=tls)
-    scp = StorageSCP(config, on_study)
+    scp = StorageSCP(config, on_study, on_instance=live.on_instance, services=live.services())
     try:
+        scp.store.prepare()
+        live.start(scp.store)
         scp.start()
     except OSError as exc:
+        live.stop()
         warn(f"error: cannot listen on {opts['bind']}:{opts['port']} or use {opts['store_dir']}: "
              f"{exc.strerror or exc}")
         sys.exit(Exit.CANNOT_RUN)
@@ -105,11 +118,12 @@ def listen(**opts: Any) -> None:
     warn(f"listening as {aet} on {host}:{port}{' with TLS' if tls else ''}; storing in {opts['store_dir']}; "
          f"a study is audited after {opts['idle']:g} s without new instances"
          + (f"; only from {', '.join(allowed)}" if allowed else "")
-         + (f"; only from hosts {', '.join(hosts)}" if hosts else ""), opts["quiet"])
+         + (f"; only from hosts {', '.join(hosts)}" if hosts else "") + "; " + live.describe(), opts["quiet"])
     signum = wait_for_signal()
     warn(f"stopping ({'signal ' + str(signum) if signum else 'requested'}): finishing associations, "
          "auditing pending studies", opts["quiet"])
     scp.stop()
+    live.stop()
     auditor.close()
     if out is not None:
         out.close()

@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -261,8 +262,9 @@ Listener = Callable[[ExamView], None]
 class LiveMonitor:
     """Per-series evaluation of every exam being received (see the module docstring).
 
-    ``expect(accession)`` (optional) tells what the exam should be (worklist lookup); it runs on the
-    monitor's thread once per exam, when its first series completes or its MPPS arrives.
+    ``expect(accession)`` (optional) tells what the exam should be (worklist lookup); it runs once per
+    exam on a small pool of its own (a slow worklist never delays judging), as soon as the exam's
+    accession number is known (its MPPS, or its first instance); the exam is judged again with it.
     """
 
     def __init__(self, options: AuditOptions, *, series_idle: float = DEFAULT_SERIES_IDLE,
@@ -284,6 +286,7 @@ class LiveMonitor:
         self._thread: threading.Thread | None = None
         self._version = 0
         self._order = 0
+        self._lookups = ThreadPoolExecutor(2, thread_name_prefix="protocolcheck-expect") if expect else None
         self.evaluations = 0
 
     # -- input (any thread) ------------------------------------------------------------------
@@ -353,6 +356,8 @@ class LiveMonitor:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._lookups is not None:
+            self._lookups.shutdown(wait=False, cancel_futures=True)
 
     def _run(self) -> None:
         while True:
@@ -376,13 +381,11 @@ class LiveMonitor:
     def step(self, inbox: Iterable[tuple[str, Any]]) -> None:
         """Apply queued events, complete idle series, re-evaluate changed exams (the thread's body;
         callable directly in tests)."""
+        handlers: dict[str, Callable[[Any], None]] = {
+            "instance": lambda item: self._add_instance(*item), "mpps": self._apply_mpps,
+            "idle": self._idle, "expect": lambda item: self._expected(*item)}
         for kind, item in inbox:
-            if kind == "instance":
-                self._add_instance(*item)
-            elif kind == "mpps":
-                self._apply_mpps(item)
-            elif kind == "idle":
-                self._idle(item)
+            handlers[kind](item)
         now = self.clock()
         for exam in self._exams.values():
             for series in exam.series.values():
@@ -390,6 +393,7 @@ class LiveMonitor:
                     series.complete = True
                     exam.dirty = True
         for exam in list(self._exams.values()):
+            self._look_up(exam)
             if exam.dirty:
                 self._evaluate(exam)
         self._forget_old()
@@ -466,15 +470,34 @@ class LiveMonitor:
             exam.state = ExamState.IDLE
         exam.dirty = True
 
+    def _look_up(self, exam: Exam) -> None:
+        if exam.expectation_looked_up or self._lookups is None or not exam.accession_number:
+            return
+        exam.expectation_looked_up = True
+        study, accession, expect = exam.study_instance_uid, exam.accession_number, self.expect
+        assert expect is not None
+
+        def run() -> None:
+            try:
+                expectation = expect(accession)
+            except Exception as exc:  # noqa: BLE001 - a worklist that fails must not stop judging
+                LOG.warning("cannot look up accession %s: %s", accession, exc)
+                return
+            if expectation is not None:
+                self._post("expect", (study, accession, expectation))
+
+        self._lookups.submit(run)
+
+    def _expected(self, study_uid: str, accession: str, expectation: Expectation) -> None:
+        exam = self._exams.get(study_uid) or next(
+            (e for e in self._exams.values() if e.accession_number == accession), None)
+        if exam is not None:
+            exam.expectation = expectation
+            exam.dirty = True
+
     # -- evaluation --------------------------------------------------------------------------
     def _evaluate(self, exam: Exam) -> None:
         exam.dirty = False
-        if not exam.expectation_looked_up and self.expect is not None and exam.accession_number:
-            exam.expectation_looked_up = True
-            try:
-                exam.expectation = self.expect(exam.accession_number)
-            except Exception as exc:  # noqa: BLE001 - a worklist that fails must not stop judging
-                LOG.warning("cannot look up accession %s: %s", exam.accession_number, exc)
         headers = [h for s in exam.series.values() if s.complete for h in s.headers]
         if headers:
             options = self.options

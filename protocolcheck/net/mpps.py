@@ -1,7 +1,8 @@
 """Modality Performed Procedure Step SCP (PS3.4 Annex F.7): the scanner says when an exam starts and ends.
 
 :class:`MppsStore` writes every N-CREATE and N-SET as received to
-``STORE/.mpps/<MPPS SOP Instance UID>/<NNNN>-<create|set>.dcm`` (temp file, fsync, rename, fsync of
+``STORE/.mpps/<MPPS SOP Instance UID>_<NNNN>-<create|set>.dcm`` (one folder level, so that
+``STORE/*/*/*.dcm`` stays the received instances) (temp file, fsync, rename, fsync of
 the folder) *before* the response is sent, and keeps each step's merged state (the N-CREATE's
 attributes with every N-SET applied). On start, :meth:`MppsStore.load` replays the files, so a
 killed ``listen`` knows every step it acknowledged.
@@ -76,22 +77,21 @@ class MppsStore:
         """Replay the stored messages (in order) into merged steps; return them by SOP Instance UID."""
         self.root.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
-                for temp in folder.glob(".incoming-*"):
-                    temp.unlink(missing_ok=True)
-                files = sorted(folder.glob("*.dcm"))
-                for path in files:
-                    try:
-                        ds = dcmread(path)
-                    except Exception as exc:  # noqa: BLE001 - a damaged file is reported, the rest replayed
-                        LOG.error("cannot read stored MPPS message %s: %s", path, exc)
-                        continue
-                    ds.file_meta = FileMetaDataset()
-                    if path.stem.endswith("-create") or folder.name not in self._steps:
-                        self._steps[folder.name] = ds
-                    else:
-                        _apply(self._steps[folder.name], ds)
-                self._counts[folder.name] = len(files)
+            for temp in self.root.glob(".incoming-*"):
+                temp.unlink(missing_ok=True)
+            for path in sorted(self.root.glob("*_*.dcm")):
+                uid, _, kind = path.stem.rpartition("_")
+                try:
+                    ds = dcmread(path)
+                except Exception as exc:  # noqa: BLE001 - a damaged file is reported, the rest replayed
+                    LOG.error("cannot read stored MPPS message %s: %s", path, exc)
+                    continue
+                ds.file_meta = FileMetaDataset()
+                if kind.endswith("-create") or uid not in self._steps:
+                    self._steps[uid] = ds
+                else:
+                    _apply(self._steps[uid], ds)
+                self._counts[uid] = self._counts.get(uid, 0) + 1
             return {uid: _copy(ds) for uid, ds in self._steps.items()}
 
     def step(self, uid: str) -> Dataset | None:
@@ -130,19 +130,20 @@ class MppsStore:
             return _copy(current)
 
     def _write(self, uid: str, kind: str, ds: Dataset) -> Path:
-        folder = self.root / uid
         n = self._counts.get(uid, 0) + 1
-        target = folder / f"{n:04d}-{kind}.dcm"
+        target = self.root / f"{uid}_{n:04d}-{kind}.dcm"
         try:
-            created = not folder.is_dir()
-            folder.mkdir(parents=True, exist_ok=True)
+            created = not self.root.is_dir()
+            self.root.mkdir(parents=True, exist_ok=True)
+            if created and self.fsync:
+                _fsync_dir(self.root.parent)
             out = _copy(ds)
             meta = FileMetaDataset()
             meta.MediaStorageSOPClassUID = UID(MPPS_SOP_CLASS)
             meta.MediaStorageSOPInstanceUID = UID(uid)
             meta.TransferSyntaxUID = ExplicitVRLittleEndian
             out.file_meta = meta
-            fd, temp = tempfile.mkstemp(dir=folder, prefix=".incoming-")
+            fd, temp = tempfile.mkstemp(dir=self.root, prefix=".incoming-")
             try:
                 with os.fdopen(fd, "wb") as fh:
                     out.save_as(fh, enforce_file_format=True)
@@ -154,9 +155,7 @@ class MppsStore:
                 Path(temp).unlink(missing_ok=True)
                 raise
             if self.fsync:
-                _fsync_dir(folder)
-                if created:
-                    _fsync_dir(self.root)
+                _fsync_dir(self.root)
         except OSError as exc:
             raise MppsRefused(OUT_OF_RESOURCES, f"cannot write {target}: {exc.strerror or exc}") from exc
         self._counts[uid] = n

@@ -34,6 +34,7 @@ class WorklistQuery:
     station_aet: str = ""
     modality: str = ""
     date: str = ""
+    accession: str = ""  # one order (listen --worklist looks each exam up by its accession number)
 
     def identifier(self) -> Dataset:
         """The C-FIND identifier: matching keys plus the return keys the order check needs."""
@@ -45,7 +46,7 @@ class WorklistQuery:
         step.ScheduledProcedureStepDescription = ""
         step.ScheduledProcedureStepID = ""
         ds = Dataset()
-        ds.AccessionNumber = ""
+        ds.AccessionNumber = self.accession
         ds.StudyInstanceUID = ""
         ds.RequestedProcedureID = ""
         ds.RequestedProcedureDescription = ""
@@ -172,6 +173,8 @@ def find_worklist(peer: Peer, query: WorklistQuery, timeouts: Timeouts = Timeout
         items = [i for i in items if not i.station_aet or i.station_aet == query.station_aet]
     if query.modality:
         items = [i for i in items if not i.modality or i.modality == query.modality.upper()]
+    if query.accession:
+        items = [i for i in items if i.accession_number == query.accession]
     return sorted(items, key=lambda i: (i.scheduled_date, i.scheduled_time, i.accession_number, i.step_id))
 
 

@@ -1,0 +1,250 @@
+"""``listen``'s live loop: per-series verdicts, MPPS, the live page, notifications, the SR to the PACS.
+
+:func:`live_options` are the click options; :class:`LiveLoop` wires the parts together (each lives
+in its own module: :mod:`protocolcheck.jobs.live` judges, :mod:`protocolcheck.net.mpps` receives
+MPPS, :mod:`protocolcheck.report.live_page` serves the page, :mod:`protocolcheck.jobs.notify`
+posts alerts, :mod:`protocolcheck.report.sr` builds the report that :mod:`protocolcheck.net.push`
+stores in the PACS).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from protocolcheck.cli.options import apply_options
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+    from protocolcheck.audit.engine import AuditOptions
+    from protocolcheck.jobs.live import ExamView, Expectation, LiveMonitor
+    from protocolcheck.jobs.notify import AlertNotifier
+    from protocolcheck.net.common import Peer
+    from protocolcheck.net.mpps import MppsStore
+    from protocolcheck.net.push import StoreQueue
+    from protocolcheck.net.scp import InstanceKey, InstanceStore
+    from protocolcheck.report.live_page import WebServer
+
+LOG = logging.getLogger("protocolcheck.live")
+
+TOKEN_ENV = "PROTOCOLCHECK_WEB_TOKEN"
+
+
+def live_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The live-loop options of ``listen``."""
+    return apply_options(f, [
+        click.option("--series-idle", type=click.FloatRange(0, 3600), default=2.0, show_default=True,
+                     metavar="SECONDS",
+                     help="A series is judged when no instance of it has arrived for this long, or the next "
+                          "series of the exam starts; the exam so far is then re-audited (provisional verdict)."),
+        click.option("--web", "web", default=None, metavar="[HOST:]PORT",
+                     help="Serve the live page (one card per scanner, alert banner, recent exams) and "
+                          "GET /api/exams here; the host defaults to 127.0.0.1."),
+        click.option("--web-token", default=None, metavar="TOKEN",
+                     help=f"Require this token for the page (Bearer, basic-auth password or ?token=); "
+                          f"default ${TOKEN_ENV}."),
+        click.option("--notify", "notify_url", default=None, metavar="URL",
+                     help="POST a JSON event here when an open exam gets an error-level problem "
+                          "(retried; bounded queue)."),
+        click.option("--send-sr", "send_sr", default=None, metavar="AET@HOST:PORT",
+                     help="Store a DICOM Structured Report of each final verdict in this PACS (C-STORE, in "
+                          "the study it judges; retried while the PACS is down)."),
+        click.option("--worklist", "worklist", nargs=2, type=(str, click.IntRange(1, 65535)), default=None,
+                     metavar="HOST PORT",
+                     help="Look each exam's accession number up on this modality worklist: scheduled "
+                          "procedure, reason and contraindications (a wrong exam is flagged at its first "
+                          "series)."),
+        click.option("--worklist-aet", default=None, metavar="AET", help="The worklist server's AE title."),
+    ])
+
+
+def web_address(text: str) -> tuple[str, int]:
+    """``PORT`` or ``HOST:PORT`` (IPv6 in brackets); ValueError otherwise."""
+    host, colon, port = text.rpartition(":")
+    if not colon:
+        host, port = "127.0.0.1", text
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"--web expects [HOST:]PORT, not {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def worklist_lookup(peer: Peer, context_file: str | None, timeout: float = 10.0
+                    ) -> Callable[[str], Expectation | None]:
+    """``expect(accession)`` for the live monitor: the worklist item of that accession, read by the
+    clinical core (:func:`protocolcheck.net.mwl.order_context`, the context CSV overriding it)."""
+    from protocolcheck.clinical.context import load_context_csv
+    from protocolcheck.jobs.live import Expectation
+    from protocolcheck.net.common import Timeouts
+    from protocolcheck.net.mwl import WorklistQuery, find_worklist, order_context
+
+    table = load_context_csv(context_file) if context_file else None  # already checked by the audit options
+    timeouts = Timeouts(connect=min(timeout, 5.0), acse=timeout, dimse=timeout, network=timeout)
+
+    def expect(accession: str) -> Expectation | None:
+        items = find_worklist(peer, WorklistQuery(accession=accession), timeouts)
+        if not items:
+            LOG.warning("accession %s is not on the worklist of %s", accession, peer)
+            return None
+        item = items[0]
+        return Expectation(scheduled_procedure=item.procedure, context=order_context(item, table),
+                           source=f"worklist {peer}")
+
+    return expect
+
+
+class LiveLoop:
+    """Everything ``listen`` runs beside the storage SCP for the live loop (see the module docstring)."""
+
+    def __init__(self, opts: dict[str, Any], options: AuditOptions, store_root: Path, aet: str) -> None:
+        from protocolcheck.jobs.live import LiveMonitor
+        from protocolcheck.net.mpps import MppsStore
+
+        self.opts = opts
+        self.store_root = store_root
+        self.include_patient = bool(opts.get("include_patient"))
+        expect = None
+        if opts.get("worklist"):
+            expect = worklist_lookup(self._worklist_peer(opts, aet), opts.get("context_file"))
+        self.monitor: LiveMonitor = LiveMonitor(options, series_idle=opts["series_idle"], expect=expect)
+        self.mpps: MppsStore = MppsStore(store_root)
+        self.notifier: AlertNotifier | None = None
+        self.sender: StoreQueue | None = None
+        self.web: WebServer | None = None
+        self._sr_sent: set[tuple[str, str]] = set()
+        self.monitor.subscribe(_log_view)
+        if opts.get("notify_url"):
+            from protocolcheck.jobs.notify import AlertNotifier
+
+            try:
+                self.notifier = AlertNotifier(opts["notify_url"])
+            except ValueError as exc:
+                raise click.UsageError(str(exc)) from exc
+            self.monitor.subscribe(self.notifier)
+        if opts.get("send_sr"):
+            from protocolcheck.net.push import StoreQueue, parse_destination
+
+            try:
+                self.sender = StoreQueue(parse_destination(opts["send_sr"], aet))
+            except ValueError as exc:
+                raise click.UsageError(f"--send-sr: {exc}") from exc
+            self.monitor.subscribe(self._send_sr)
+        if opts.get("web"):
+            try:
+                host, port = web_address(opts["web"])
+            except ValueError as exc:
+                raise click.UsageError(str(exc)) from exc
+            from protocolcheck.report.live_page import WebServer, create_app
+
+            token = opts.get("web_token") or os.environ.get(TOKEN_ENV, "")
+            self.web = WebServer(create_app(self.monitor, include_patient=self.include_patient, token=token),
+                                 host, port)
+
+    @staticmethod
+    def _worklist_peer(opts: dict[str, Any], aet: str) -> Peer:
+        from protocolcheck.net.common import Peer, validate_aet
+
+        if not opts.get("worklist_aet"):
+            raise click.UsageError("--worklist needs --worklist-aet (the worklist server's AE title)")
+        host, port = opts["worklist"]
+        try:
+            return Peer(host, int(port), validate_aet(opts["worklist_aet"], "--worklist-aet"), aet)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+
+    # -- wiring into the storage SCP ------------------------------------------------------------
+    def services(self) -> list[tuple[tuple[str, ...], list[Any]]]:
+        from protocolcheck.net.mpps import MPPS_SOP_CLASS, mpps_handlers
+
+        return [((MPPS_SOP_CLASS,), mpps_handlers(self.mpps, self._mpps_message))]
+
+    def on_instance(self, key: InstanceKey, path: Path) -> None:
+        self.monitor.instance(key.study, key.series, path)
+
+    def on_study(self, study_uid: str) -> None:
+        self.monitor.study_idle(study_uid)
+
+    def _mpps_message(self, uid: str, step: Dataset) -> None:
+        from protocolcheck.jobs.live import MppsMessage
+
+        self.monitor.mpps(MppsMessage.from_dataset(uid, step))
+
+    # -- start, recover, stop -------------------------------------------------------------------
+    def start(self, store: InstanceStore) -> None:
+        """Replay what an earlier run received (pending studies, open MPPS steps), then start the parts.
+        OSError when the MPPS folder cannot be used or the page's port cannot be bound."""
+        from protocolcheck.jobs.live import MppsMessage
+
+        pending = set(store.pending_studies())
+        for study in sorted(pending):
+            for path in store.instances(study):
+                self.monitor.instance(study, path.parent.name, path)
+        for uid, step in self.mpps.load().items():
+            message = MppsMessage.from_dataset(uid, step)
+            if message.status.strip().upper() == "IN PROGRESS" or message.study_instance_uid in pending:
+                self.monitor.mpps(message)
+        self.monitor.start()
+        if self.notifier is not None:
+            self.notifier.start()
+        if self.sender is not None:
+            self.sender.start()
+        if self.web is not None:
+            self.web.start()
+
+    def describe(self) -> str:
+        parts = [f"series judged after {self.opts['series_idle']:g} s without new instances", "MPPS accepted"]
+        if self.web is not None:
+            host, port = self.web.address
+            parts.append(f"live page on http://{host}:{port}/")
+        if self.notifier is not None:
+            parts.append(f"alerts to {self.opts['notify_url']}")
+        if self.sender is not None:
+            parts.append(f"reports to {self.sender.peer}")
+        if self.opts.get("worklist"):
+            parts.append(f"worklist {self.opts['worklist_aet']}@{self.opts['worklist'][0]}:{self.opts['worklist'][1]}")
+        return "; ".join(parts)
+
+    def stop(self) -> None:
+        """After the SCP stopped: let the monitor judge what is left, then stop the rest."""
+        self.monitor.wait_idle(10.0)
+        self.monitor.stop()
+        if self.sender is not None:
+            self.sender.stop()
+        if self.notifier is not None:
+            self.notifier.stop()
+        if self.web is not None:
+            self.web.stop()
+
+    # -- the report back to the PACS ------------------------------------------------------------
+    def _send_sr(self, view: ExamView) -> None:
+        from protocolcheck.jobs.live import ExamState
+        from protocolcheck.report.sr import content_digest
+
+        if view.state is ExamState.IN_PROGRESS or not view.status or self.sender is None:
+            return
+        key = (view.study_instance_uid, content_digest(view))
+        if key in self._sr_sent:
+            return
+        self._sr_sent.add(key)
+        study_dir = self.store_root / view.study_instance_uid
+
+        def build() -> Dataset:
+            from protocolcheck.report.sr import build_audit_sr
+
+            return build_audit_sr(view, study_dir)
+
+        self.sender.put(build, f"audit report of accession {view.accession_number or view.study_instance_uid}")
+
+
+def _log_view(view: ExamView) -> None:
+    """One log line per new verdict (stderr)."""
+    problems = ", ".join(f"{f['live']} {f.get('requirement') or f['code']}" for f in view.findings
+                         if f["live"] != "note") or "nothing missing or wrong"
+    LOG.info("exam %s at %s: %s, %s (%s), %d series: %s", view.accession_number or view.study_instance_uid,
+             view.station or view.station_aet or "?", view.state.value,
+             "provisional" if view.provisional else "final", view.verdict, view.series_received, problems)

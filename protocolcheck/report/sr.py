@@ -1,0 +1,163 @@
+"""The final audit of an exam as a DICOM Comprehensive SR (built with highdicom), for the PACS.
+
+:func:`build_audit_sr` makes one SR instance in the study it judges (same patient and study
+attributes, taken from a received instance), in its own series, with:
+
+- the verdict (protocol, status, how the exam ended, protocol choice reason);
+- one "Finding" container per finding: its code, severity, message, the action for the
+  technologist, the citations (as text) and the Series Instance UIDs concerned;
+- the series judged (number, description, classification, UID);
+- every received instance in the Current Requested Procedure Evidence Sequence.
+
+Concept names come from DCM where one fits (Finding 121071, Findings 121070, Recommendation 121075,
+Comment 121106, Series Instance UID 112002); the others use the private coding scheme
+``99PCHECK``. The SOP Instance UID is derived from the study and the content, so storing the same
+verdict twice gives the same instance. Nothing here touches the network (``listen --send-sr`` sends
+it with C-STORE; a DICOMweb client can STOW it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import highdicom as hd
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.uid import generate_uid
+
+from protocolcheck.jobs.live import ExamView
+
+SCHEME = "99PCHECK"
+SR_SERIES_NUMBER = 9901
+SR_SERIES_DESCRIPTION = "protocolcheck protocol audit"
+
+_TITLE = hd.sr.CodedConcept("AUDIT", SCHEME, "Imaging protocol compliance audit")
+_FINDINGS = hd.sr.CodedConcept("121070", "DCM", "Findings")
+_FINDING = hd.sr.CodedConcept("121071", "DCM", "Finding")
+_RECOMMENDATION = hd.sr.CodedConcept("121075", "DCM", "Recommendation")
+_COMMENT = hd.sr.CodedConcept("121106", "DCM", "Comment")
+_SERIES_UID = hd.sr.CodedConcept("112002", "DCM", "Series Instance UID")
+_PROTOCOL = hd.sr.CodedConcept("PROTOCOL", SCHEME, "Protocol")
+_STATUS = hd.sr.CodedConcept("STATUS", SCHEME, "Compliance status")
+_EXAM_STATE = hd.sr.CodedConcept("EXAMSTATE", SCHEME, "Exam state")
+_REASON = hd.sr.CodedConcept("REASON", SCHEME, "Protocol chosen because")
+_CODE = hd.sr.CodedConcept("CODE", SCHEME, "Finding code")
+_SEVERITY = hd.sr.CodedConcept("SEVERITY", SCHEME, "Severity")
+_REQUIREMENT = hd.sr.CodedConcept("REQUIREMENT", SCHEME, "Requirement")
+_CITATION = hd.sr.CodedConcept("CITATION", SCHEME, "Citation")
+_SERIES_JUDGED = hd.sr.CodedConcept("SERIES", SCHEME, "Series judged")
+_SERIES = hd.sr.CodedConcept("SERIESITEM", SCHEME, "Series")
+
+_CONTAINS = hd.sr.RelationshipTypeValues.CONTAINS
+
+
+def _text(name: hd.sr.CodedConcept, value: Any) -> hd.sr.TextContentItem:
+    return hd.sr.TextContentItem(name=name, value=str(value)[:10240] or "-", relationship_type=_CONTAINS)
+
+
+def _uid(value: str) -> hd.sr.UIDRefContentItem:
+    return hd.sr.UIDRefContentItem(name=_SERIES_UID, value=value, relationship_type=_CONTAINS)
+
+
+def _finding(finding: dict[str, Any]) -> hd.sr.ContainerContentItem:
+    item = hd.sr.ContainerContentItem(name=_FINDING, relationship_type=_CONTAINS)
+    children: list[Dataset] = [_text(_CODE, finding.get("code")), _text(_SEVERITY, finding.get("severity"))]
+    if finding.get("requirement"):
+        children.append(_text(_REQUIREMENT, finding["requirement"]))
+    children.append(_text(_COMMENT, finding.get("message", "")))
+    if finding.get("action"):
+        children.append(_text(_RECOMMENDATION, finding["action"]))
+    children += [_text(_CITATION, c) for c in finding.get("citations", ())]
+    children += [_uid(s) for s in finding.get("series", ()) if s]
+    item.ContentSequence = DicomSequence(children)
+    return item
+
+
+def _series_item(series: dict[str, Any]) -> hd.sr.ContainerContentItem:
+    item = hd.sr.ContainerContentItem(name=_SERIES, relationship_type=_CONTAINS)
+    kind = " ".join(str(v) for v in (series.get("plane"), series.get("weighting"), series.get("inversion"),
+                                        "FS" if series.get("fat_suppressed") else "",
+                                        "+C" if series.get("post_contrast") else "",
+                                        "localizer" if series.get("localizer") else "") if v)
+    item.ContentSequence = DicomSequence([
+        _text(_COMMENT, f"#{series.get('series_number')} {series.get('series_description') or ''}: {kind}"),
+        _uid(str(series.get("series_instance_uid"))),
+    ])
+    return item
+
+
+def _evidence(study_dir: Path) -> list[Dataset]:
+    """One dataset per received instance: the first of each series read from disk (patient and study
+    attributes), the others named by their file (same SOP class as the series' first)."""
+    evidence: list[Dataset] = []
+    for series_dir in sorted(p for p in study_dir.iterdir() if p.is_dir()):
+        files = sorted(series_dir.glob("*.dcm"))
+        if not files:
+            continue
+        first = dcmread(files[0], stop_before_pixels=True)
+        if str(first.get("Modality", "")) == "SR" and str(first.get("SeriesDescription", "")) == SR_SERIES_DESCRIPTION:
+            continue  # our own earlier report, stored back into the study
+        evidence.append(first)
+        for path in files[1:]:
+            ds = Dataset()
+            ds.SOPClassUID = first.SOPClassUID
+            ds.SOPInstanceUID = path.stem
+            ds.StudyInstanceUID = first.StudyInstanceUID
+            ds.SeriesInstanceUID = first.SeriesInstanceUID
+            evidence.append(ds)
+    if not evidence:
+        raise ValueError(f"no received instance in {study_dir} to place the report in")
+    return evidence
+
+
+def content_digest(view: ExamView) -> str:
+    """A digest of what the report says (the SOP Instance UID is derived from it)."""
+    data = {"state": view.state.value, "protocol": view.protocol, "status": view.status,
+            "findings": [(f.get("code"), f.get("requirement"), f.get("message"), tuple(f.get("series", ())))
+                         for f in view.findings],
+            "series": sorted({str(s.get("series_instance_uid")) for s in view.series})}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def build_audit_sr(view: ExamView, study_dir: Path, *, manufacturer: str = "protocolcheck",
+                   institution: str | None = None) -> Dataset:
+    """The Comprehensive SR of ``view`` (a final verdict), in the study whose instances are in ``study_dir``."""
+    evidence = _evidence(study_dir)
+    study = view.study_instance_uid
+    root = hd.sr.ContainerContentItem(name=_TITLE)
+    findings = hd.sr.ContainerContentItem(name=_FINDINGS, relationship_type=_CONTAINS)
+    findings.ContentSequence = DicomSequence(
+        [_finding(f) for f in view.findings] or [_text(_COMMENT, "No findings.")])
+    judged = hd.sr.ContainerContentItem(name=_SERIES_JUDGED, relationship_type=_CONTAINS)
+    seen: dict[str, dict[str, Any]] = {}
+    for series in view.series:
+        seen.setdefault(str(series.get("series_instance_uid")), series)
+    judged.ContentSequence = DicomSequence(
+        [_series_item(s) for s in seen.values()] or [_text(_COMMENT, "No series.")])
+    children: list[Dataset] = [
+        _text(_PROTOCOL, view.protocol or "none determined"),
+        _text(_STATUS, view.status or "-"),
+        _text(_EXAM_STATE, view.state.value),
+    ]
+    if view.protocol_reason:
+        children = [*children, _text(_REASON, view.protocol_reason)]
+    root.ContentSequence = DicomSequence([*children, findings, judged])
+    sr = hd.sr.ComprehensiveSR(
+        evidence=evidence,
+        content=root,
+        series_instance_uid=generate_uid(entropy_srcs=[study, "protocolcheck-audit-sr-series"]),
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=generate_uid(entropy_srcs=[study, "protocolcheck-audit-sr", content_digest(view)]),
+        instance_number=1,
+        manufacturer=manufacturer,
+        is_complete=True,
+        is_final=view.state.value != "in-progress",
+        institution_name=institution,
+    )
+    sr.SeriesDescription = SR_SERIES_DESCRIPTION
+    sr.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: messages quote guidelines with typographic quotes
+    return sr

@@ -1,0 +1,291 @@
+"""`protocolcheck listen` as a real process running the live loop, against real peers on 127.0.0.1.
+
+dcmtk's storescu sends a plexus study series by series, a pynetdicom modality simulator sends MPPS,
+the page is driven in headless Chromium (Selenium), the SR lands in a real Orthanc (read back over
+its REST API), the worklist comes from dcmtk's wlmscpfs, alerts go to a real HTTP server, and a
+`kill -9` in the middle of an exam loses nothing.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pydicom
+import pytest
+from peers import (
+    Listener,
+    Modality,
+    chromium,
+    free_port,
+    orthanc,
+    require_binaries,
+    today_dicom,
+    wlmscpfs,
+    write_worklist_item,
+)
+
+from protocolcheck.testing import synth
+
+pytestmark = [pytest.mark.network, pytest.mark.filterwarnings("ignore:Invalid value for VR UI")]
+
+FAST = ("--series-idle", "0.5", "--no-db")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _dcmtk() -> None:
+    require_binaries("storescu")
+
+
+def _no_stir(folder: Path, accession: str = "LIVEWEB") -> Path:
+    synth.write_study(synth.plexus_study(synth.Vendor.SIEMENS, accession, fluid_fat_suppressed=False), folder)
+    return folder
+
+
+def _exams(port: int, token: str = "") -> list[dict[str, Any]]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/exams",
+                                     headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.load(response)
+
+
+def _wait(check: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_page_shows_the_banner_while_the_exam_runs(tmp_path: Path) -> None:
+    """A study without STIR: the banner appears on the page (no reload) once contrast was given, within 2 s
+    of that series' last instance; MPPS COMPLETED turns it into the final verdict."""
+    web = free_port()
+    listener = Listener(tmp_path, *FAST, "--web", f"127.0.0.1:{web}")
+    try:
+        modality = Modality(listener.port, _no_stir(tmp_path / "src"))
+        with chromium() as browser:
+            browser.get(f"http://127.0.0.1:{web}/")
+            assert modality.mpps_create() == 0
+            card = _wait(lambda: browser.find_elements("css selector", ".card"), what="the exam's card")[0]
+            assert "MR-ROOM-1" in card.text and "MRI LUMBOSACRAL PLEXUS WO+W CONTRAST" in card.text
+            for index in range(3):  # localizer, T1, T2: STIR still possible, no banner
+                modality.send_series(index)
+            _wait(lambda: "3 series received" in browser.find_element("css selector", ".card").text
+                  and "arriving" not in browser.find_element("css selector", ".card").text, what="3 series judged")
+            assert not browser.find_element("id", "banner").is_displayed()
+            assert "still missing" in browser.find_element("css selector", ".card").text
+            modality.send_series(3)  # the first post-contrast series
+            sent = time.monotonic()
+            _wait(lambda: browser.find_element("id", "banner").is_displayed(), what="the banner")
+            latency = time.monotonic() - sent
+            banner = browser.find_element("id", "banner").text
+            assert "fluid-fat-suppressed" in banner and "accession LIVEWEB" in banner and "MR-ROOM-1" in banner
+            assert latency <= 2.0, latency
+            page = browser.page_source
+            assert "SAMPLE^SIEMENS" not in page and "Test^Patient" not in page  # no patient names
+            modality.send_series(4)
+            assert modality.mpps_set("COMPLETED") == 0
+            _wait(lambda: not browser.find_element("id", "banner").is_displayed(), what="the banner to go")
+            final = browser.find_element("css selector", ".card")
+            assert final.get_attribute("data-verdict") == "fail" and "completed (final)" in final.text
+            assert "LIVEWEB" in browser.find_element("id", "recent").text
+        (exam,) = _exams(web)
+        assert (exam["state"], exam["provisional"], exam["accession_number"]) == ("completed", False, "LIVEWEB")
+        assert {"study_instance_uid", "station", "protocol", "series", "requirements", "findings",
+                "updated"} <= set(exam)
+        assert [f["requirement"] for f in exam["findings"]] == ["fluid-fat-suppressed"]
+    finally:
+        listener.terminate()
+    print(f"banner latency {latency:.2f} s")
+
+
+def test_page_token(tmp_path: Path) -> None:
+    web = free_port()
+    listener = Listener(tmp_path, *FAST, "--web", str(web), "--web-token", "s3cret")
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _exams(web)
+        assert refused.value.code == 401
+        assert _exams(web, "s3cret") == []
+        with urllib.request.urlopen(f"http://127.0.0.1:{web}/?token=s3cret", timeout=5) as response:
+            assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+            assert b"<script" in response.read() and b"http" not in response.read()  # no external assets
+    finally:
+        listener.terminate()
+
+
+def test_kill9_mid_exam_loses_nothing(tmp_path: Path) -> None:
+    web = free_port()
+    store = tmp_path / "store"
+    listener = Listener(tmp_path, *FAST, "--web", str(web), store=store, name="first")
+    modality = Modality(listener.port, _no_stir(tmp_path / "src", "LIVEKILL"))
+    assert modality.mpps_create() == 0
+    for index in range(2):
+        modality.send_series(index)
+    listener.kill()
+    sent = sorted(path.name for files in modality.series[:2] for path in files)
+    on_disk = sorted(f"{int(pydicom.dcmread(p, stop_before_pixels=True).SeriesNumber):04d}_"
+                     f"{int(pydicom.dcmread(p, stop_before_pixels=True).InstanceNumber):03d}.dcm"
+                     for p in store.glob("*/*/*.dcm"))
+    assert on_disk == sent  # every acknowledged instance
+    again = Listener(tmp_path, *FAST, "--web", str(web), store=store, port=listener.port, name="second")
+    try:
+        exam = _wait(lambda: [x for x in _exams(web) if x["series_received"] == 2 and x["series_open"] == 0],
+                     what="the recovered exam")[0]
+        assert exam["state"] == "in-progress" and exam["station"] == "MR-ROOM-1"  # the MPPS survived too
+        for index in range(2, len(modality.series)):
+            modality.send_series(index)
+        assert modality.mpps_set("COMPLETED") == 0
+        final = _wait(lambda: [x for x in _exams(web) if x["state"] == "completed" and x["series_open"] == 0],
+                      what="the final verdict")[0]
+        assert final["series_received"] == len(modality.series)
+        assert [f["code"] for f in final["findings"]] == ["missing-sequence"]  # no series-not-received
+    finally:
+        again.terminate()
+
+
+def _content(ds: pydicom.Dataset) -> Iterator[pydicom.Dataset]:
+    """Every SR content item, depth first."""
+    for item in ds.get("ContentSequence", []):
+        yield item
+        yield from _content(item)
+
+
+def _orthanc_sr(rest: int, study_uid: str) -> list[dict[str, Any]]:
+    body = json.dumps({"Level": "Instance", "Query": {"StudyInstanceUID": study_uid, "Modality": "SR"},
+                       "Expand": True}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{rest}/tools/find", data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.load(response)
+
+
+def test_sr_lands_in_orthanc_even_when_it_starts_late(tmp_path: Path) -> None:
+    """The PACS is down when the exam ends: the SR is retried and lands once Orthanc is up; then a second
+    exam's SR lands within 5 s of MPPS COMPLETED."""
+    pacs_port, rest = free_port(), free_port()
+    listener = Listener(tmp_path, *FAST, "--send-sr", f"ORTHANC@127.0.0.1:{pacs_port}")
+    try:
+        first = Modality(listener.port, _no_stir(tmp_path / "src1", "LIVESR1"))
+        assert first.mpps_create() == 0
+        for index in range(len(first.series)):
+            first.send_series(index)
+        assert first.mpps_set("COMPLETED") == 0
+        _wait(lambda: "retrying" in listener.text(), what="a retry")
+        with orthanc(tmp_path / "orthanc", port=pacs_port, worklist=False,
+                     extra={"HttpServerEnabled": True, "HttpPort": rest}) as pacs:
+            assert pacs.port == pacs_port
+            (sr,) = _wait(lambda: _orthanc_sr(rest, first.study_uid), timeout=40, what="the first SR")
+            with urllib.request.urlopen(f"http://127.0.0.1:{rest}/instances/{sr['ID']}/file", timeout=5) as r:
+                path = tmp_path / "sr.dcm"
+                path.write_bytes(r.read())
+            ds = pydicom.dcmread(path)
+            assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33" and ds.StudyInstanceUID == first.study_uid
+            assert ds.AccessionNumber == "LIVESR1" and ds.CompletionFlag == "COMPLETE"
+            items = list(_content(ds))
+            texts = [str(item.TextValue) for item in items if "TextValue" in item]
+            assert "mr-lumbosacral-plexus-wwo" in texts and "fail" in texts and "fluid-fat-suppressed" in texts
+            assert any(t.startswith("Missing Fluid-sensitive fat-suppressed") for t in texts)
+            judged = {str(item.UID) for item in items if "UID" in item}
+            assert set(first.series_uids) <= judged  # every series it judged is named
+            evidence = ds.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
+            assert {s.SeriesInstanceUID for s in evidence} == set(first.series_uids)
+
+            second = Modality(listener.port, _no_stir(tmp_path / "src2", "LIVESR2"))
+            assert second.mpps_create() == 0
+            for index in range(len(second.series)):
+                second.send_series(index)
+            assert second.mpps_set("COMPLETED") == 0
+            completed = time.monotonic()
+            _wait(lambda: _orthanc_sr(rest, second.study_uid), timeout=10, what="the second SR")
+            latency = time.monotonic() - completed
+            assert latency <= 5.0, latency
+    finally:
+        listener.terminate()
+    print(f"SR in Orthanc {latency:.2f} s after MPPS COMPLETED")
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    """Records POSTed JSON; answers 503 to the first one (to be retried)."""
+
+    received: ClassVar[list[dict[str, Any]]] = []
+    attempts = 0
+
+    def do_POST(self) -> None:
+        type(self).attempts += 1
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if type(self).attempts == 1:
+            self.send_response(503)
+            self.end_headers()
+            return
+        type(self).received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def hook() -> Iterator[tuple[str, type[_Hook]]]:
+    handler = type("Hook", (_Hook,), {"received": [], "attempts": 0})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", handler
+    server.shutdown()
+    server.server_close()
+
+
+def test_notify_posts_an_alert_once(tmp_path: Path, hook: tuple[str, type[_Hook]]) -> None:
+    url, handler = hook
+    listener = Listener(tmp_path, *FAST, "--notify", url)
+    try:
+        modality = Modality(listener.port, _no_stir(tmp_path / "src", "LIVENOTE"))
+        assert modality.mpps_create() == 0
+        for index in range(len(modality.series)):
+            modality.send_series(index)
+        _wait(lambda: handler.received, timeout=15, what="the alert")
+        assert modality.mpps_set("COMPLETED") == 0
+        time.sleep(1.0)
+    finally:
+        listener.terminate()
+    (event,) = handler.received  # retried after the 503, and sent once although later series re-judged it
+    assert handler.attempts == 2
+    assert event["accession_number"] == "LIVENOTE" and event["codes"] == ["missing-sequence"]
+    assert event["state"] == "in-progress" and event["station"] == "MR-ROOM-1"
+    assert "fluid-fat-suppressed" in event["text"] and event["actions"]
+
+
+def test_worklist_flags_the_wrong_exam_at_its_first_series(tmp_path: Path) -> None:
+    """The worklist orders a plexus MRI for plexopathy; the scanner runs a standard pelvis: wrong-protocol
+    after the first series."""
+    with wlmscpfs(tmp_path / "wlm") as wl:
+        study = tmp_path / "src"
+        synth.write_study(synth.pelvis_study(synth.Vendor.SIEMENS, "LIVEWL"), study)
+        write_worklist_item(wl.folder / "item.wl", accession="LIVEWL", station_aet="MR1",
+                            scheduled_date=today_dicom(), procedure="MRI LUMBOSACRAL PLEXUS WO+W CONTRAST",
+                            reason="Lumbosacral plexopathy, left leg weakness")
+        web = free_port()
+        listener = Listener(tmp_path, *FAST, "--web", str(web), "--worklist", "127.0.0.1", str(wl.port),
+                            "--worklist-aet", wl.aet)
+        try:
+            modality = Modality(listener.port, study)
+            modality.send_series(0)
+            exam = _wait(lambda: [x for x in _exams(web) if x["series_received"] == 1 and x["series_open"] == 0
+                                  and x["expectation_source"]], what="the first series judged")[0]
+            assert exam["scheduled_procedure"] == "MRI LUMBOSACRAL PLEXUS WO+W CONTRAST"
+            assert exam["expectation_source"].startswith("worklist WLMSCP@127.0.0.1")
+            wrong = [f for f in exam["alerts"] if f["code"] == "wrong-protocol"]
+            assert wrong and wrong[0]["live"] == "wrong" and exam["verdict"] == "alert", exam["findings"]
+        finally:
+            listener.terminate()
