@@ -129,6 +129,10 @@ def _result(facts: StudyFacts, choice: Choice | None, status: Status, findings: 
 
 
 def _unreadable_finding(item: Unreadable, severity: Severity, suffix: str) -> Finding:
+    if item.is_folder:  # a folder that could not be listed (permission, path length): never silent
+        return Finding(code=FindingCode.UNREADABLE_FOLDER, severity=severity,
+                       message=f"Folder {item.path} could not be listed: {item.reason.split(': ', 1)[-1]}{suffix}",
+                       evidence={"path": item.path, "reason": item.reason})
     return Finding(code=FindingCode.UNREADABLE_FILE, severity=severity,
                    message=f"File {item.path} could not be read: {item.reason}{suffix}",
                    evidence={"path": item.path, "reason": item.reason})

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from protocolcheck.clinical.indication import icd10_codes
 from protocolcheck.clinical.rules import load_rules
+from protocolcheck.dicom.safeio import open_regular
 
 KEY_COLUMNS = ("accession_number", "study_instance_uid")
 BOOL_COLUMNS = ("mri_contraindicated", "gadolinium_contraindicated", "dermatomal", "known_malignancy", "prior_radiation",
@@ -141,7 +142,7 @@ def load_context_csv(path: str | Path, egfr_range: tuple[float, float] | None = 
         egfr_range = load_rules().egfr_range
     name = str(path)
     try:
-        handle = open(name, newline="", encoding="utf-8-sig")
+        handle = open_regular(name, "r", newline="", encoding="utf-8-sig")  # a named pipe: refused, not waited on
     except OSError as exc:
         raise ContextError([f"{name}: cannot open ({exc.strerror or exc})"]) from exc
     table = ContextTable(path=name)

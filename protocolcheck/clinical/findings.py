@@ -30,6 +30,7 @@ class FindingCode(str, Enum):
     WRONG_PROTOCOL = "wrong-protocol"
     CONTEXT_MISSING = "context-missing"
     UNREADABLE_FILE = "unreadable-file"
+    UNREADABLE_FOLDER = "unreadable-folder"  # a folder that could not be listed: its files were not audited
     NO_PROTOCOL = "no-protocol"
     VALUE_PROBLEM = "malformed-value"
     CONTEXT_UNMATCHED = "context-unmatched"

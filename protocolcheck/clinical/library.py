@@ -27,9 +27,15 @@ from typing import Any
 import jsonschema
 import yaml
 
-from protocolcheck.clinical.findings import Severity
 from protocolcheck.clinical import safeyaml
-from protocolcheck.clinical.rules import RULES_FILENAME, RulesError, default_rules_path, load_rules, shipped_protocols_dir
+from protocolcheck.clinical.rules import (
+    RULES_FILENAME,
+    RulesError,
+    default_rules_path,
+    load_rules,
+    shipped_protocols_dir,
+)
+from protocolcheck.dicom.safeio import read_text_regular
 
 ENV_VAR = "PROTOCOLCHECK_LIBRARY"
 NON_PROTOCOL_FILES = frozenset({"rules.yaml", "rules.yml"})
@@ -406,7 +412,7 @@ def _walk_nodes(node: yaml.Node, path: tuple[Any, ...], source: _Source) -> None
 def _read_yaml(path: Path) -> _Source:
     source = _Source(name=str(path))
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text_regular(path)  # a named pipe: refused, not waited on
     except (OSError, UnicodeDecodeError) as exc:
         source.problems.append(f"{path}: cannot read ({exc})")
         return source

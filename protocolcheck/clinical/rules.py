@@ -22,6 +22,7 @@ import jsonschema
 import yaml
 
 from protocolcheck.clinical import safeyaml
+from protocolcheck.dicom.safeio import read_text_regular
 
 RULES_FILENAME = "rules.yaml"
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "rules.schema.json"
@@ -258,7 +259,7 @@ def load_rules(path: str | os.PathLike[str] | None = None) -> Rules:
     if key in _CACHE:
         return _CACHE[key]
     try:
-        data = safeyaml.load(file.read_text(encoding="utf-8"))
+        data = safeyaml.load(read_text_regular(file))  # a named pipe: refused, not waited on
     except (OSError, UnicodeDecodeError) as exc:
         raise RulesError([f"{name}: cannot read the rules file ({exc})"]) from exc
     except yaml.constructor.ConstructorError as exc:  # a tag safe_load refuses (e.g. !!python/object)

@@ -162,12 +162,21 @@ if hasattr(InstanceHeader, "__post_init__"):  # pragma: no cover - a guard for w
     raise TypeError("InstanceHeader unpickling fills the fields without __init__: adapt _instance_header")
 
 
+FOLDER_NOT_LISTED = "folder could not be listed"  # how the reason of an unlistable folder begins
+
+
 @dataclass(frozen=True)
 class Unreadable:
-    """A file that could not be used, and why (becomes an ``unreadable-file`` finding)."""
+    """A file that could not be used, and why (becomes an ``unreadable-file`` finding), or a folder that
+    could not be listed (``unreadable-folder``; its reason starts with :data:`FOLDER_NOT_LISTED`, which
+    survives the results store, where only the path and the reason are kept)."""
 
     path: str
     reason: str
+
+    @property
+    def is_folder(self) -> bool:
+        return self.reason.startswith(FOLDER_NOT_LISTED)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ headers; everything downstream works on the records of :mod:`.records`."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterable, Iterator
@@ -19,7 +20,15 @@ from concurrent.futures.process import BrokenProcessPool
 from itertools import islice
 
 from protocolcheck.dicom.reader import read_file_pydicom
-from protocolcheck.dicom.records import InstanceHeader, ScanRecord, Skipped, Unreadable, problem_text
+from protocolcheck.dicom.records import (
+    FOLDER_NOT_LISTED,
+    InstanceHeader,
+    ScanRecord,
+    Skipped,
+    Unreadable,
+    problem_text,
+)
+from protocolcheck.dicom.safeio import open_regular
 
 READER_ENV = "PROTOCOLCHECK_READER"  # "pydicom" forces the reference reader (differential tests, debugging)
 
@@ -50,7 +59,10 @@ _fastheaders: Any = None  # the lean reader's module, imported on first use
 
 
 def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[str]:
-    """Every regular file under the given files/folders, in a stable (sorted) order."""
+    """Every file under the given files/folders, in a stable (sorted) order, and every folder that could
+    not be listed (permission denied, a path longer than the system allows): :func:`scan_file` makes it an
+    :class:`Unreadable` record (an ``unreadable-folder`` finding), so no part of a tree goes unaudited
+    without a word. The walk is iterative (any depth) and does not follow links to folders."""
     for path in paths:
         p = Path(path)
         try:
@@ -60,15 +72,43 @@ def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[str]:
                 yield str(p)  # an unreadable file (read_file says why), not a usage error
                 continue
             raise FileNotFoundError(f"no such file or folder: {p}") from None
+        except OSError:  # too long a name, a loop of links: scan_file says why
+            yield _text_path(str(p))
+            continue
         if is_dir:
-            for root, dirs, files in os.walk(p):
-                dirs.sort()
-                for name in sorted(files):
-                    if name.startswith("."):
-                        continue
-                    yield _text_path(os.path.join(root, name))
+            yield from _walk(str(p))
         else:
             yield _text_path(str(p))
+
+
+def _walk(top: str) -> Iterator[str]:
+    """Files under ``top`` as ``os.walk`` (top-down, folders and files sorted, hidden files left out, links
+    to folders not followed) would give them, without recursion; a folder that cannot be listed is given
+    itself, in place of its files."""
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as entries:
+                listed = list(entries)
+        except OSError:
+            yield _text_path(folder.rstrip(os.sep) + os.sep)  # a folder (trailing /): scan_file says why
+            continue
+        files: list[str] = []
+        folders: list[str] = []
+        for entry in listed:
+            try:
+                descend = entry.is_dir() and not entry.is_symlink()
+                linked_folder = entry.is_dir()
+            except OSError:
+                descend = linked_folder = False
+            if descend:
+                folders.append(entry.name)
+            elif not linked_folder and not entry.name.startswith("."):
+                files.append(entry.name)
+        for name in sorted(files):
+            yield _text_path(os.path.join(folder, name))
+        stack.extend(os.path.join(folder, name) for name in sorted(folders, reverse=True))
 
 
 def _text_path(path: str) -> str:
@@ -107,7 +147,11 @@ def scan_files(files: Iterable[str], workers: int = 1) -> Iterator[ScanRecord]:
 
 
 def scan_file(name: str) -> list[ScanRecord]:
-    """The records of one file for :func:`scan`: headers, or one Unreadable / Skipped record."""
+    """The records of one file for :func:`scan`: headers, or one Unreadable / Skipped record (also for a
+    folder :func:`iter_files` could not list)."""
+    folder_problem = unlistable_folder(name)
+    if folder_problem:
+        return [Unreadable(name, folder_problem)]
     if name.lower().endswith(_TEXT_SUFFIXES) and not _has_dicom_marker(name):
         return [Skipped(name, "not DICOM (documentation or data file)")]
     try:
@@ -121,9 +165,29 @@ def scan_file(name: str) -> list[ScanRecord]:
     return list(result)
 
 
-def _has_dicom_marker(name: str) -> bool:
+def unlistable_folder(name: str) -> str | None:
+    """The reason text if ``name`` is a folder that cannot be listed (``None`` for anything else); a name
+    ending in ``/`` is one :func:`iter_files` could not list."""
+    is_folder = name.endswith(os.sep)
     try:
-        with open(name, "rb") as fh:
+        is_folder = is_folder or stat.S_ISDIR(os.stat(name).st_mode)
+        if not is_folder:
+            return None
+        with os.scandir(name):
+            return None
+    except OSError as exc:
+        if not is_folder:
+            return None  # a file: read_file says what is wrong with it
+        if exc.errno == errno.ENAMETOOLONG:
+            return f"{FOLDER_NOT_LISTED}: its path is longer than the system allows; the files in it were not audited"
+        return f"{FOLDER_NOT_LISTED}: {exc.strerror or exc}; the files in it were not audited"
+
+
+def _has_dicom_marker(name: str) -> bool:
+    """Whether a regular file has the DICM marker; a named pipe or device is never opened for reading (a
+    plain ``open()`` of a pipe waits for a writer forever)."""
+    try:
+        with open_regular(name, "rb") as fh:
             head = fh.read(132)
     except OSError:
         return False

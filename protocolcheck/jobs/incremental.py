@@ -23,7 +23,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from protocolcheck.clinical.findings import AuditResult
 from protocolcheck.dicom.records import InstanceHeader, Skipped, Unreadable
-from protocolcheck.dicom.scan import iter_files, scan_files
+from protocolcheck.dicom.scan import iter_files, scan_files, unlistable_folder
 from protocolcheck.dicom.study import group_studies
 from protocolcheck.jobs.store import (
     FileEntry,
@@ -166,8 +166,9 @@ def _stat_files(names: Iterable[str]) -> tuple[list[_FileFacts], list[Unreadable
         path = os.path.abspath(name)
         try:
             st = os.stat(path)
-        except OSError as exc:
-            gone.append(Unreadable(path, f"cannot open: {exc.strerror or exc}"))
+        except OSError as exc:  # a folder iter_files could not list (trailing /) says so
+            reason = unlistable_folder(name) if name.endswith(os.sep) else None
+            gone.append(Unreadable(path, reason or f"cannot open: {exc.strerror or exc}"))
             continue
         facts.append(_FileFacts(path, st.st_size, st.st_mtime_ns))
     return facts, gone
@@ -259,10 +260,8 @@ class _Planner:
                 plan.orphans.append(item)
             else:
                 plan.unreadable_by_study.setdefault(owner, []).append(item)
-        for uid, entries in self.files_by_study.items():
-            parts: list[tuple[Any, ...]] = [(e.sop_instance_uid or "", e.size, e.mtime_ns) for e in entries]
-            parts += [("unreadable", u.path, u.reason) for u in plan.unreadable_by_study.get(uid, ())]
-            plan.fingerprints[uid] = fingerprint(parts, self.settings)
+        for uid in self.files_by_study:
+            plan.fingerprints[uid] = self._fingerprint(uid)
         stored = {} if self.force else store.current(plan.fingerprints)
         for uid, fp in plan.fingerprints.items():
             latest = stored.get(uid)
@@ -273,13 +272,39 @@ class _Planner:
         fresh = set(self.fresh)
         self.rest = [e.path for uid in self.dirty for e in self.files_by_study[uid] if e.path not in fresh]
 
+    def _fingerprint(self, uid: str) -> str:
+        """A study's fingerprint: its images (SOP Instance UID, size, mtime) and its unreadable files."""
+        entries = self.files_by_study.get(uid, [])
+        parts: list[tuple[Any, ...]] = [(e.sop_instance_uid or "", e.size, e.mtime_ns) for e in entries]
+        parts += [("unreadable", u.path, u.reason) for u in self.plan.unreadable_by_study.get(uid, ())]
+        return fingerprint(parts, self.settings)
+
     def read_rest(self) -> Iterator[Any]:
-        """Dirty studies need all their headers: read their unchanged files too."""
+        """Dirty studies need all their headers: read their unchanged files too.
+
+        A file indexed as an image that no longer reads (changed in place, size and mtime kept) stays in
+        its study: an ``unreadable-file`` finding, part of the study's fingerprint, and indexed as
+        unreadable for the next run."""
         for record in _read(self.rest, self.progress, "Reading changed studies", self.workers, self.executor):
-            if isinstance(record, Unreadable):  # changed between stat and read
-                self.plan.unreadable.append(record)
+            if isinstance(record, Unreadable):
+                self._became_unreadable(record)
             yield record
         self.plan.parsed += len(self.rest)
+
+    def _became_unreadable(self, record: Unreadable) -> None:
+        plan = self.plan
+        path = os.path.abspath(record.path)
+        plan.unreadable.append(record)
+        fact = self.by_path.get(path)
+        entry = fact.entry if fact is not None else None
+        uid = entry.study_instance_uid if entry is not None else None
+        if fact is None or not uid or uid not in self.files_by_study:
+            plan.orphans.append(record)
+            return
+        self.files_by_study[uid] = [e for e in self.files_by_study[uid] if e.path != path]
+        plan.unreadable_by_study.setdefault(uid, []).append(record)
+        plan.fingerprints[uid] = self._fingerprint(uid)
+        self.store.index_files([FileEntry(path, fact.size, fact.mtime_ns, FileKind.UNREADABLE, reason=record.reason)])
 
     def headers(self) -> Iterator[InstanceHeader]:
         """Every header to audit, in reading order: the new files' (all), then the rest of dirty studies."""

@@ -48,8 +48,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from protocolcheck.clinical.findings import AuditResult, Finding, FindingCode, Severity, Status
-from protocolcheck.clinical.findings import json_default
+from protocolcheck.clinical.findings import AuditResult, Finding, FindingCode, Severity, Status, json_default
+from protocolcheck.dicom.safeio import open_regular
 
 if TYPE_CHECKING:  # pandas is imported where a frame is built (reports), not on every audit
     import pandas as pd
@@ -722,7 +722,7 @@ def file_digest(path: str | os.PathLike[str] | None) -> str:
     if not path:
         return ""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path, "rb") as fh:  # a named pipe: refused, not waited on
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
