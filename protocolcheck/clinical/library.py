@@ -28,6 +28,7 @@ import jsonschema
 import yaml
 
 from protocolcheck.clinical import safeyaml
+from protocolcheck.clinical.findings import Severity
 from protocolcheck.clinical.rules import (
     RULES_FILENAME,
     RulesError,
