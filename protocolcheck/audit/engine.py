@@ -164,7 +164,8 @@ def audit_study(study: Study, options: AuditOptions, unreadable: Sequence[Unread
                                         "was chosen without it. Correct the context.",
                                 evidence={"context": context.source if context else "", "problem": problem}))
     findings.sort(key=lambda f: -f.severity.rank)  # stable: missing items first within a severity
-    status = Status.NO_PROTOCOL if choice.chosen_by is ChosenBy.NONE else status_for(findings)
+    judged = any(f.code is FindingCode.WRONG_PROTOCOL for f in findings)  # the exam done is known to be wrong
+    status = Status.NO_PROTOCOL if choice.chosen_by is ChosenBy.NONE and not judged else status_for(findings)
     return _result(facts, choice, status, findings, series, evaluation.timing, options, evaluation.outcomes())
 
 

@@ -36,9 +36,10 @@ from typing import Any
 from protocolcheck.classify import SeriesClass, describe
 from protocolcheck.clinical.context import ClinicalContext
 from protocolcheck.clinical.decision import Verdict as ExamVerdict
+from protocolcheck.clinical.decision import decide, timing_applies
 from protocolcheck.clinical.findings import Finding, FindingCode, Severity
 from protocolcheck.clinical.library import Level, Library, Match, PlaneRule, Protocol, Range, Requirement
-from protocolcheck.clinical.recommend import verdict_finding
+from protocolcheck.clinical.recommend import timing_findings, verdict_finding
 from protocolcheck.clinical.rules import Rules, load_rules
 from protocolcheck.clinical.scenario import Scenario, interpret
 from protocolcheck.dicom.geometry import angle_between
@@ -526,22 +527,23 @@ def plane_finding(protocol: Protocol, result: PlaneResult) -> Finding:
 
 
 def check_timing(protocol: Protocol, facts: StudyFacts, context: ClinicalContext | None,
-                 scenario: Scenario | None = None) -> tuple[list[Finding], dict[str, Any]]:
+                 scenario: Scenario | None = None, rules: Rules | None = None) -> tuple[list[Finding], dict[str, Any]]:
     """Trauma timing: too early (< min_days), delayed (> max_days), or context missing.
 
     Whether the indication is traumatic, and the trauma date (given, or written next to a trauma word in
     the text), are the clinical core's answers (:func:`protocolcheck.clinical.scenario.interpret`).
     Returns the findings and the ``timing`` record of the audit result (dates, which study date tag
     was used, days after trauma, limits)."""
+    rules = rules or load_rules()
     if scenario is None and context is not None:
-        scenario = interpret(context, load_rules(), facts.date, check_dates=False)[0]
+        scenario = interpret(context, rules, facts.date, check_dates=False)[0]
     timing: dict[str, Any] = {"study_date": facts.iso_date or None, "date_source": facts.date_source or None}
     findings: list[Finding] = []
     trauma = protocol.trauma
     if context is not None and context.source:
         timing["context"] = context.source
-    if trauma is None:
-        return findings, timing
+    if trauma is None or (scenario is not None and scenario.indication and not timing_applies(scenario, rules)):
+        return findings, timing  # no trauma rule here, or the clinical core says the window does not apply
     timing.update({"min_days": trauma.min_days, "max_days": trauma.max_days})
     trauma_date = scenario.trauma_date if scenario else None
     if trauma_date is None:
@@ -713,11 +715,15 @@ def choose_protocol(facts: StudyFacts, series: Sequence[SeriesClass], library: L
         reason = f"identified from the study: {'; '.join(best.evidence)}"
         if notes:
             reason = "; ".join(notes) + "; " + reason
-        return Choice(best.protocol, ChosenBy.STUDY, reason, identified, scenario=scenario, rules=rules)
+        return Choice(best.protocol, ChosenBy.STUDY, reason, identified, scenario=scenario, verdict=verdict,
+                      rules=rules)
     why = [f"no protocol in the library names this study ({_study_text(facts)})"]
-    if not indicated_id:
+    if indication_reason and not indicated_id:
+        why.append(indication_reason)
+    elif not indicated_id:
         why.append("no indication selected one (give --indication, a context CSV or --protocol)")
-    return Choice(None, ChosenBy.NONE, "; ".join(notes + why), identified, scenario=scenario, rules=rules)
+    return Choice(None, ChosenBy.NONE, "; ".join(notes + why), identified, scenario=scenario, verdict=verdict,
+                  rules=rules)
 
 
 def _study_text(facts: StudyFacts) -> str:
@@ -770,9 +776,12 @@ def evaluate(choice: Choice, facts: StudyFacts, series: Sequence[SeriesClass],
     """Audit the study against the chosen protocol: requirements, planes, wrong exam, timing."""
     protocol = choice.protocol
     if protocol is None:
+        # the exam done may still be the wrong one, or done at the wrong time: the clinical core says so
+        wrong = _wrong_protocol(choice, facts, series, (), ())
+        timing = core_timing_findings(choice, facts) if choice.verdict is not None else []
         return Evaluation((Finding(code=FindingCode.NO_PROTOCOL, severity=Severity.INFO,
                                    message=f"No protocol applies: {choice.reason}.",
-                                   evidence={"identified": []}),),
+                                   evidence={"identified": []}), *([wrong] if wrong else []), *timing),
                           {"study_date": facts.iso_date or None, "date_source": facts.date_source or None})
     relevant = [s for s in series if not s.modality or s.modality == protocol.modality]
     results = assign(protocol.requirements, relevant)
@@ -785,8 +794,10 @@ def evaluate(choice: Choice, facts: StudyFacts, series: Sequence[SeriesClass],
         findings.append(wrong)
     else:
         findings.extend(missing)
-    timing_findings, timing = check_timing(protocol, facts, context, choice.scenario)
+    timing_findings, timing = check_timing(protocol, facts, context, choice.scenario, choice.rules)
     findings.extend(timing_findings)
+    if protocol.trauma is None and choice.verdict is not None:  # the exam done has no rule; the scenario has
+        findings.extend(core_timing_findings(choice, facts))
     findings.extend(check_contrast_safety(protocol, series, context))
     return Evaluation(tuple(findings), timing, tuple(results), tuple(planes))
 
@@ -829,17 +840,29 @@ def check_contrast_safety(protocol: Protocol, series: Sequence[SeriesClass],
     return findings
 
 
+def core_timing_findings(choice: Choice, facts: StudyFacts) -> list[Finding]:
+    """The trauma timing findings of the clinical core for a study with no protocol of its own."""
+    if choice.scenario is None or choice.rules is None or facts.date is None:
+        return []
+    try:
+        rec = decide(choice.scenario, choice.rules)
+    except ValueError:
+        return []
+    return timing_findings(rec, choice.rules, f"Imaged {facts.iso_date}")
+
+
 def _wrong_protocol(choice: Choice, facts: StudyFacts, series: Sequence[SeriesClass],
                     results: Sequence[RequirementResult], planes: Sequence[PlaneResult]) -> Finding | None:
     protocol = choice.protocol
-    if protocol is None or choice.chosen_by not in (ChosenBy.OPTION, ChosenBy.INDICATION):
-        return None
-    if choice.verdict is not None and choice.rules is not None and choice.chosen_by is ChosenBy.INDICATION:
+    if choice.verdict is not None and choice.rules is not None and choice.chosen_by is not ChosenBy.OPTION:
         # the study is an exam the clinical core knows: the same verdict and severity as check-order
         return verdict_finding(choice.verdict, choice.rules, "This study is", action_verb="Book",
                                requirement=None,
-                               evidence={"expected_protocol": protocol.id, "performed": choice.verdict.exam.key,
+                               evidence={"expected_protocol": protocol.id if protocol else None,
+                                         "performed": choice.verdict.exam.key,
                                          "verdict": choice.verdict.kind.value, "study_modality": facts.modality})
+    if protocol is None or choice.chosen_by not in (ChosenBy.OPTION, ChosenBy.INDICATION):
+        return None
     why = ("the indication calls for" if choice.chosen_by is ChosenBy.INDICATION else "--protocol asks for")
     unmet = [r for r in results if not r.met and r.requirement.level is Level.REQUIRED]
     unmet_planes = [p for p in planes if not p.met and p.rule.level is Level.REQUIRED]

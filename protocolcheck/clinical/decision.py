@@ -213,6 +213,13 @@ def decide(scenario: Scenario, rules: Rules) -> Recommendation:
     )
 
 
+def timing_applies(scenario: Scenario, rules: Rules) -> bool:
+    """Whether the trauma window applies to this scenario (False only when its clinical variant is not one of
+    ``timing.variants``: the spine for radicular symptoms is imaged when indicated, without waiting)."""
+    variant = next((v for v in rules.variants if evaluate(v.when, scenario_facts(scenario, None))), None)
+    return variant is None or variant.id in rules.timing_variants
+
+
 def add_days(day: dt.date, days: int) -> dt.date:
     """``day + days``, saturating at the ends of the calendar (a trauma date of 9999-12-31 must not crash)."""
     try:
