@@ -330,3 +330,39 @@ def test_query_needs_one_peer() -> None:
     assert code == 2 and "--dicomweb URL" in err
     code, _records, err = cli("127.0.0.1", "4242", "--called-aet", "X", "--dicomweb", "http://127.0.0.1:1/x")
     assert code == 2 and "not both" in err
+
+
+# -- the verdict back over STOW-RS ---------------------------------------------------------------------
+
+
+def test_listen_stores_its_sr_over_stow_rs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``listen --send-sr https://alice@…/dicom-web``: the final verdict's SR lands in the archive through
+    STOW-RS (basic authentication, the password from the environment) and is found again with QIDO-RS."""
+    from peers import Listener, Modality
+
+    from protocolcheck.testing import synth
+
+    synth.write_study(synth.plexus_study(synth.Vendor.SIEMENS, "STOWSR1", fluid_fat_suppressed=False), tmp_path / "src")
+    monkeypatch.setenv("PROTOCOLCHECK_DICOMWEB_PASSWORD", USERS["alice"])
+    with orthanc(tmp_path / "orthanc", worklist=False, dicomweb=True, users=USERS) as server:
+        url = server.dicomweb_url.replace("http://", "http://alice@")
+        listener = Listener(tmp_path, "--series-idle", "0.5", "--no-db", "--send-sr", url)
+        try:
+            modality = Modality(listener.port, tmp_path / "src")
+            assert modality.mpps_create() == 0
+            for index in range(len(modality.series)):
+                modality.send_series(index)
+            assert modality.mpps_set("COMPLETED") == 0
+            source = DicomwebSource(peer(server.dicomweb_url))
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                found = source.client.search_for_instances(modality.study_uid, search_filters={"Modality": "SR"})
+                if found:
+                    break
+                time.sleep(0.3)
+            else:
+                raise AssertionError(f"no SR in the archive:\n{listener.text()}")
+            assert found[0]["00080060"]["Value"] == ["SR"]
+            assert "stored" in listener.text()
+        finally:
+            listener.terminate()

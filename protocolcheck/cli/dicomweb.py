@@ -19,6 +19,7 @@ from protocolcheck.cli.options import Exit, apply_options, progress, warn
 
 if TYPE_CHECKING:
     from protocolcheck.jobs.webquery import WebRun
+    from protocolcheck.net.common import Peer
     from protocolcheck.net.dicomweb import WebPeer
     from protocolcheck.net.qr import StudyQuery
 
@@ -125,3 +126,29 @@ def run_dicomweb(opts: dict[str, Any], study_query: StudyQuery) -> WebRun:
     warn(f"{run.audited} audited, {run.unchanged} unchanged (not fetched again); "
          f"{run.bytes_received / 1e6:.1f} MB received", opts["quiet"])
     return run
+
+
+def sr_destination(text: str, calling_aet: str) -> Peer | WebPeer:
+    """Where ``--send-sr`` stores reports: ``AET@HOST:PORT`` (C-STORE) or a DICOMweb service root
+    (STOW-RS; ``https://user@host/dicom-web`` for basic authentication with the password from
+    ``$PROTOCOLCHECK_DICOMWEB_PASSWORD``, else a bearer token from ``$PROTOCOLCHECK_DICOMWEB_TOKEN``).
+    ValueError naming what is wrong."""
+    import os
+    from urllib.parse import urlsplit, urlunsplit
+
+    from protocolcheck.net.dicomweb import WebPeer
+    from protocolcheck.net.push import parse_destination
+
+    if not text.startswith(("http://", "https://")):
+        return parse_destination(text, calling_aet)
+    parts = urlsplit(text)
+    host = parts.hostname or ""
+    bare = urlunsplit((parts.scheme, host + (f":{parts.port}" if parts.port else ""), parts.path, parts.query, ""))
+    if parts.username:
+        password = os.environ.get(PASSWORD_ENV)
+        if not password:
+            raise ValueError(f"{parts.username}@ in the URL needs the password in ${PASSWORD_ENV}")
+        if parts.password:
+            raise ValueError("put no password in the URL (other users can see it); set $" + PASSWORD_ENV)
+        return WebPeer(bare, username=parts.username, password=password)
+    return WebPeer(bare, token=os.environ.get(TOKEN_ENV) or None)

@@ -52,7 +52,7 @@ def live_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--notify", "notify_url", default=None, metavar="URL",
                      help="POST a JSON event here when an open exam gets an error-level problem "
                           "(retried; bounded queue)."),
-        click.option("--send-sr", "send_sr", default=None, metavar="AET@HOST:PORT",
+        click.option("--send-sr", "send_sr", default=None, metavar="AET@HOST:PORT|URL",
                      help="Store a DICOM Structured Report of each final verdict in this PACS (C-STORE, in "
                           "the study it judges; retried while the PACS is down)."),
         click.option("--worklist", "worklist", nargs=2, type=(str, click.IntRange(1, 65535)), default=None,
@@ -127,10 +127,11 @@ class LiveLoop:
                 raise click.UsageError(str(exc)) from exc
             self.monitor.subscribe(self.notifier)
         if opts.get("send_sr"):
-            from protocolcheck.net.push import StoreQueue, parse_destination
+            from protocolcheck.cli.dicomweb import sr_destination
+            from protocolcheck.net.push import StoreQueue
 
             try:
-                self.sender = StoreQueue(parse_destination(opts["send_sr"], aet))
+                self.sender = StoreQueue(sr_destination(opts["send_sr"], aet))
             except ValueError as exc:
                 raise click.UsageError(f"--send-sr: {exc}") from exc
             self.monitor.subscribe(self._send_sr)

@@ -184,6 +184,28 @@ class DicomwebSource:
             raise NetError(NetErrorKind.FAILED, f"{what}: {self.peer} sent a reply that is not a list of datasets")
         return reply
 
+    def store(self, datasets: list[Dataset]) -> None:
+        """STOW-RS: store ``datasets`` (e.g. an audit's Structured Report) in the archive; NetError
+        unless every instance was accepted (the response's Failed SOP Sequence says which were not)."""
+        try:
+            reply = self.client.store_instances(datasets)
+        except requests.exceptions.SSLError as exc:
+            raise NetError(NetErrorKind.TLS, f"STOW-RS: TLS failed with {self.peer}: {_short(exc)}") from exc
+        except requests.exceptions.ConnectionError as exc:
+            raise NetError(NetErrorKind.UNREACHABLE, f"STOW-RS: cannot reach {self.peer}: {_short(exc)}") from exc
+        except requests.exceptions.Timeout as exc:
+            raise NetError(NetErrorKind.TIMEOUT, f"STOW-RS: {self.peer} did not answer in time") from exc
+        except requests.exceptions.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else 0
+            raise NetError(NetErrorKind.REJECTED if status in (401, 403) else NetErrorKind.FAILED,
+                           f"STOW-RS: {self.peer} answered HTTP {status}") from exc
+        except requests.exceptions.RequestException as exc:
+            raise NetError(NetErrorKind.FAILED, f"STOW-RS: {self.peer}: {_short(exc)}") from exc
+        failed = reply.get("FailedSOPSequence") if reply is not None else None
+        if failed:
+            raise NetError(NetErrorKind.FAILED, f"STOW-RS: {self.peer} refused {len(failed)} of {len(datasets)} "
+                                                "instances")
+
     def find_studies(self, query: StudyQuery) -> list[StudyMatch]:
         """QIDO-RS search for studies, page by page (``limit``/``offset``) up to ``max_studies``."""
         filters: dict[str, Any] = {}

@@ -5,7 +5,8 @@
 each dataset on its own association and retries failures (connection refused, association
 rejected, a failure status, no reply) with exponential back-off up to ``max_delay``, for at most
 ``give_up`` seconds. The queue is bounded: when it is full the oldest dataset is dropped, logged and
-counted. :func:`parse_destination` reads ``AET@HOST:PORT``.
+counted. :func:`parse_destination` reads ``AET@HOST:PORT``; a DICOMweb service root (``https://…``)
+is stored to with STOW-RS instead (:class:`~protocolcheck.net.dicomweb.WebPeer`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from protocolcheck.net.common import (
     status_text,
     validate_aet,
 )
+from protocolcheck.net.dicomweb import DicomwebSource, WebPeer
 
 LOG = logging.getLogger("protocolcheck.net.push")
 
@@ -67,7 +69,7 @@ class PushCounters:
 class StoreQueue:
     """C-STORE datasets to ``peer`` in the background (see the module docstring)."""
 
-    def __init__(self, peer: Peer, *, timeouts: Timeouts = Timeouts(connect=5, acse=10, dimse=30, network=30),  # noqa: B008
+    def __init__(self, peer: Peer | WebPeer, *, timeouts: Timeouts = Timeouts(connect=5, acse=10, dimse=30, network=30),  # noqa: B008
                  max_queue: int = 200, first_delay: float = 1.0, max_delay: float = 30.0,
                  give_up: float = 3600.0) -> None:
         self.peer = peer
@@ -157,7 +159,11 @@ class StoreQueue:
             delay = min(delay * 2, self.max_delay)
 
     def send(self, ds: Dataset) -> None:
-        """One C-STORE on its own association; NetError unless the status is a success or a warning."""
+        """One C-STORE on its own association (or one STOW-RS request to a DICOMweb peer); NetError
+        unless the status is a success or a warning."""
+        if isinstance(self.peer, WebPeer):
+            DicomwebSource(self.peer).store([ds])
+            return
         ae = new_ae(self.peer.calling_aet, self.timeouts)
         meta = getattr(ds, "file_meta", None)
         syntax = str(meta.TransferSyntaxUID) if meta is not None and "TransferSyntaxUID" in meta else None
