@@ -11,6 +11,7 @@ import click
 from protocolcheck import __version__
 from protocolcheck.cli.audit import audit
 from protocolcheck.cli.classify import classify
+from protocolcheck.cli.doctor import doctor
 from protocolcheck.cli.listen import listen
 from protocolcheck.cli.protocols import protocols
 from protocolcheck.cli.query import query
@@ -27,5 +28,6 @@ def main() -> None:
     """Recommend and validate imaging protocols for lumbosacral plexopathy from DICOM headers."""
 
 
-for _command in (audit, classify, protocols, recommend, check_order_command, worklist, listen, query, report):
+for _command in (audit, classify, protocols, recommend, check_order_command, worklist, listen, query, report,
+                 doctor):
     main.add_command(_command)
