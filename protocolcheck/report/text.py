@@ -86,22 +86,63 @@ def _flags(r: dict[str, Any]) -> str:
     return ",".join(flag for flag, key in (("loc", "localizer"), ("der", "derived")) if r.get(key))
 
 
+def _study_date(value: str | None) -> str:
+    """DICOM DA 'YYYYMMDD' as 'YYYY-MM-DD'; other text as given; '?' when absent."""
+    text = (value or "").strip()
+    if len(text) == 8 and text.isdigit():
+        return f"{text[:4]}-{text[4:6]}-{text[6:]}"
+    return text or "?"
+
+
+def _study_heading(uid: str, first: dict[str, Any]) -> list[str]:
+    """'Study <accession>  <date>  <description>  (vendor, modality)' and the Study UID below: no patient names."""
+    accession = (first.get("accession_number") or "").strip() or "(no accession)"
+    description = (first.get("study_description") or "").strip() or "(no study description)"
+    head = (f"Study {accession}  {_study_date(first.get('study_date'))}  {description}  "
+            f"({first.get('manufacturer') or 'unknown vendor'}, {first.get('modality') or '?'})")
+    return wrap_lines(head, "", hang="      ") + [f"      Study Instance UID {uid}"]
+
+
+def _b_label(values: Sequence[float]) -> str:
+    return "b" + "/".join(f"{b:g}" for b in sorted(values))
+
+
+def stack_label(r: dict[str, Any]) -> str | None:
+    """The stack cell: DWI stacks by b-value ('b0/1000', 'b1000 TRACEW'), others by their stack label."""
+    label = r.get("stack")
+    b_values = [b for b in r.get("b_values") or () if isinstance(b, (int, float))]
+    if r.get("weighting") != "DWI" or not b_values:
+        return label
+    kind = label.split()[0].split("/")[-1] if label else ""
+    return _b_label(b_values) + (f" {kind}" if kind and kind not in ("NONE", "DIFFUSION", "M", "ND") else "")
+
+
+def _study_order(item: tuple[str, list[dict[str, Any]]]) -> tuple[str, str, str]:
+    """Studies by date, then time (first acquisition), then UID; undated studies last."""
+    uid, rows = item
+    date = (rows[0].get("study_date") or "").strip()
+    times = sorted(t for t in (str(r.get("acquisition_time") or "") for r in rows) if t)
+    return (date or "99999999", times[0] if times else "~", uid)
+
+
 def classify_table(records: list[dict[str, Any]]) -> str:
-    """One block per study: a header line (vendor, modality), then a row per series or stack.
+    """One block per study, studies in date order: a heading (accession number, study date, study
+    description, vendor and modality; the Study Instance UID below it; never patient names), then a row
+    per series or stack in acquisition order.
 
     Unknown (null) facts show as ``?``, so a blank never hides whether a thing is absent or unknown;
-    localizers and derived images are flagged ``loc``/``der``. Rows fit in 100 columns.
+    DWI stacks are labelled by their b-values; localizers and derived images are flagged ``loc``/``der``.
+    Rows fit in 100 columns.
     """
     blocks = []
     by_study: dict[str, list[dict[str, Any]]] = {}
     for r in records:
         by_study.setdefault(r["study_instance_uid"], []).append(r)
-    for uid, rows in by_study.items():
-        head = f"Study {uid}  ({rows[0]['manufacturer'] or 'unknown vendor'}, {rows[0]['modality']})"
-        blocks.append("\n".join(wrap_lines(head, "", hang="      ")) + "\n")
+    for uid, rows in sorted(by_study.items(), key=_study_order):
+        blocks.append("\n".join(_study_heading(uid, rows[0])) + "\n")
         cells = [{**r, "fat_suppression": fat_sat_label(r.get("fat_suppressed"), r.get("fat_suppression")),
                   "post_contrast": yes_no(r.get("post_contrast")), "flags": _flags(r),
-                  "stack": _middle_cut(r.get("stack"), 11)} for r in rows]
+                  "stack": _middle_cut(stack_label(r), 13)} for r in rows]
         blocks.append(to_table(cells, CLASSIFY_TABLE_COLUMNS, CLASSIFY_HEADERS, widths={"series_description": 22}))
         blocks.append("\n")
     return printable("".join(blocks), keep_newlines=True)
