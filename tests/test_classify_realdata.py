@@ -302,6 +302,59 @@ def test_every_field_names_its_evidence(realdata: RealData) -> None:
                     c.series_description, key, c.evidence.get(key))
 
 
+# Header damage the held-out sets include: stripped elements, empty or odd values, private blocks gone.
+_STRIPPED = ("ImageOrientationPatient", "ImagePositionPatient", "RepetitionTime", "EchoTime", "InversionTime",
+             "ScanningSequence", "SequenceVariant", "ScanOptions", "Manufacturer", "SeriesDescription", "ProtocolName",
+             "ImageType", "MRAcquisitionType", "MagneticFieldStrength", "StudyDate", "AcquisitionTime", "SeriesTime",
+             "ContrastBolusAgent", "SequenceName", "FlipAngle", "SeriesNumber", "Modality", "StudyDescription")
+_ODD: dict[str, Any] = {"Manufacturer": "ACME MEDICAL", "RepetitionTime": "0", "EchoTime": "-1",
+                        "MagneticFieldStrength": "15000", "ImageOrientationPatient": ["0", "0", "0", "0", "0", "0"],
+                        "ImageType": ["DERIVED"], "ScanOptions": ["FS_GEMS", "", "IR"], "SeriesDescription": "+ - / * GD C-",
+                        "InversionTime": "99999", "AcquisitionTime": "25", "StudyDate": "notadate",
+                        "ContrastBolusAgent": "NONE GIVEN", "SequenceVariant": ["MP", "??"]}
+
+
+def _damaged_copies(data: RealData, out: Path) -> list[Path]:
+    """One file of every labelled series written three ways: stripped, odd values, private blocks removed."""
+    import random
+
+    import pydicom
+
+    rng = random.Random(13)
+    paths = []
+    firsts = {}
+    for path in sorted(data.root.rglob("*.dcm")):
+        firsts.setdefault(path.parent, path)
+    for i, path in enumerate(firsts.values()):
+        for kind in ("stripped", "odd", "no-private"):
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            if kind == "stripped":
+                for keyword in rng.sample(_STRIPPED, 8):
+                    if keyword in ds:
+                        delattr(ds, keyword)
+            elif kind == "odd":
+                for keyword in rng.sample(sorted(_ODD), 6):
+                    setattr(ds, keyword, _ODD[keyword])
+            else:
+                ds.remove_private_tags()
+            target = out / f"{i:03d}-{kind}.dcm"
+            ds.save_as(target, enforce_file_format=False)
+            paths.append(target)
+    return paths
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom warns about the odd values written on purpose
+def test_damaged_real_files_classify_without_traceback(realdata: RealData, tmp_path: Path) -> None:
+    """Stripped, odd and re-saved copies of the real files: every stack classified, every field with evidence."""
+    paths = _damaged_copies(realdata, tmp_path)
+    series, _bad = classify_folder(tmp_path)  # a traceback anywhere in reading or classifying fails here
+    assert sum(len(stacks) for stacks in series.values()) >= len(paths) // 2
+    for stacks in series.values():
+        for c in stacks:
+            assert all(c.evidence.get(key) for key in ("weighting", "inversion", "fat_suppression", "post_contrast",
+                                                        "plane", "acquisition", "localizer", "derived")), c
+
+
 def test_scoring_rules() -> None:
     """The label conventions as read here (a wrong reading would make every number above meaningless)."""
     label = {"weighting": "STIR", "inversion": "STIR", "mixed": "yes", "fat_suppressed": "yes", "is_3d": "no",
