@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -309,7 +310,8 @@ _STRIPPED = ("ImageOrientationPatient", "ImagePositionPatient", "RepetitionTime"
              "ContrastBolusAgent", "SequenceName", "FlipAngle", "SeriesNumber", "Modality", "StudyDescription")
 _ODD: dict[str, Any] = {"Manufacturer": "ACME MEDICAL", "RepetitionTime": "0", "EchoTime": "-1",
                         "MagneticFieldStrength": "15000", "ImageOrientationPatient": ["0", "0", "0", "0", "0", "0"],
-                        "ImageType": ["DERIVED"], "ScanOptions": ["FS_GEMS", "", "IR"], "SeriesDescription": "+ - / * GD C-",
+                        "ImageType": ["DERIVED"], "ScanOptions": ["FS_GEMS", "", "IR"],
+                        "SeriesDescription": "+ - / * GD C-",
                         "InversionTime": "99999", "AcquisitionTime": "25", "StudyDate": "notadate",
                         "ContrastBolusAgent": "NONE GIVEN", "SequenceVariant": ["MP", "??"]}
 
