@@ -324,7 +324,7 @@ def _damaged_copies(data: RealData, out: Path) -> list[Path]:
 
     rng = random.Random(13)
     paths = []
-    firsts = {}
+    firsts: dict[Path, Path] = {}
     for path in sorted(data.root.rglob("*.dcm")):
         firsts.setdefault(path.parent, path)
     for i, path in enumerate(firsts.values()):
