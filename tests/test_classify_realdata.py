@@ -15,7 +15,8 @@ marks series holding several image types, where fat suppression is not scored; p
 marks series with several orientations (a three-plane localizer).
 
 Scoring: a series may be split into several stacks; the series answer for a field is the stacks'
-common answer, ``unknown`` when they disagree (plane: several planes *is* the right ``unknown``).
+common answer, ``unknown`` when they disagree (plane: several planes *is* the right ``unknown``);
+a series holding derived or localizer images is derived or a localizer.
 ``unknown`` is never correct; a wrong answer is a definite answer that differs from the label. Each
 field must reach :data:`TARGET_ACCURACY` with at most :data:`MAX_WRONG_RATE` wrong — the bar issue 13
 sets for held-out scanners, so this development set must clear it with margin to spare. A failing
@@ -190,8 +191,11 @@ def stack_answer(c: SeriesClass, field: str) -> str:
 
 
 def series_answer(stacks: Iterable[SeriesClass], field: str) -> str:
-    """The stacks' common answer; unknown when they disagree (or when the series was not classified)."""
+    """The stacks' common answer; unknown when they disagree (or when the series was not classified). A
+    series holding derived (or localizer) images is a derived (localizer) series: any stack says yes."""
     answers = {stack_answer(c, field) for c in stacks}
+    if field in ("derived", "localizer") and "yes" in answers:
+        return "yes"
     return answers.pop() if len(answers) == 1 else UNKNOWN
 
 
