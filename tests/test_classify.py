@@ -170,11 +170,21 @@ def test_siemens_tirm_dark_fluid_is_flair_not_stir() -> None:
     assert c.fat_suppressed is False  # Siemens options without FS; 'tirm' here is dark fluid, not STIR
 
 
-def test_inversion_recovery_tse_with_t1_ti_is_ir_not_flair() -> None:
-    """Not every IR-TSE is FLAIR: a T1 dark-fluid (TI 860 ms) is T1 with an IR preparation."""
+def test_t1_dark_fluid_is_t1_with_inversion_flair() -> None:
+    """A T1 dark-fluid TSE (TI 860 ms at TR 2000 ms: the CSF null point, 876 ms) is T1-FLAIR: weighting T1,
+    inversion FLAIR (issue 13's taxonomy), decided by the physics, not the name."""
     c = classify(manufacturer=SIEMENS, sequence_name="*tir2d1_7", scanning_sequence=("SE", "IR"), sequence_variant=("SK",),
                  scan_options=("IR",), repetition_time=2000.0, echo_time=9.0, inversion_time=860.0,
                  series_description="t1_tirm_tra")
+    assert (c.weighting, c.inversion) == (Weighting.T1, Inversion.FLAIR)
+    assert "CSF null point 876 ms" in c.evidence["inversion"][-1]
+
+
+def test_t1_inversion_far_from_the_fluid_null_point_is_ir() -> None:
+    """TI 450 ms at TR 4000 ms nulls nothing fluid (null ~1520 ms): a T1 IR, not a T1-FLAIR."""
+    c = classify(manufacturer=SIEMENS, sequence_name="*tir2d1_7", scanning_sequence=("SE", "IR"), sequence_variant=("SK",),
+                 scan_options=("IR",), repetition_time=4000.0, echo_time=12.0, inversion_time=450.0,
+                 series_description="t1_ir_tra")
     assert (c.weighting, c.inversion) == (Weighting.T1, Inversion.IR)
 
 
@@ -219,8 +229,9 @@ def test_siemens_diffusion_and_adc() -> None:
     dwi, adc_c = study_of(hs, adc)
     assert dwi.weighting is Weighting.DWI and 1000.0 in dwi.b_values and not dwi.derived
     assert dwi.fat_suppressed is True
-    assert adc_c.weighting is Weighting.DWI and adc_c.derived
-    assert "ADC" in adc_c.evidence["derived"][0]
+    assert adc_c.weighting is Weighting.OTHER and adc_c.derived  # a parametric map (issue 13's taxonomy)
+    assert "ADC" in adc_c.evidence["derived"][0] and "parametric diffusion map" in adc_c.evidence["weighting"][0]
+    assert adc_c.fat_suppressed is True
 
 
 def test_siemens_dixon_outputs() -> None:
@@ -363,7 +374,7 @@ def test_ge_t2_flair_and_t1_flair() -> None:
     t1f = classify(manufacturer=GE, scanning_sequence=("SE", "IR"), scan_options=("FAST_GEMS", "T1FLAIR_GEMS"),
                    repetition_time=2500.0, echo_time=20.0, inversion_time=920.0, series_description="AX T1 FLAIR")
     assert (t2f.weighting, t2f.inversion) == (Weighting.T2, Inversion.FLAIR)
-    assert (t1f.weighting, t1f.inversion) == (Weighting.T1, Inversion.IR)
+    assert (t1f.weighting, t1f.inversion) == (Weighting.T1, Inversion.FLAIR)  # T1-FLAIR: inversion FLAIR
 
 
 def test_ge_flair_token_without_ti() -> None:
@@ -511,12 +522,17 @@ def test_uih_gre_fsp_ir_is_t1_3d_and_epi_dti_is_dwi() -> None:
     ("T1 pre", False), ("T1 precontrast", False), ("T1 pre gad", False), ("T1 native", False), ("AX T1 W/O", False),
     ("T1 without contrast", False), ("T1 non-contrast", False),
     ("T2 POSITION", None), ("T2 C-SPINE SAG", None), ("T1_SAG_AGDX", None), ("t2_tse_tra_postop", None),
-    ("t1_tse_posterior_fossa", None), ("T2 prep FLASH", None),
+    ("t1_tse_posterior_fossa", None), ("T2 prep FLASH", None), ("t1_post-processing", None),
 ])
 def test_contrast_words(description: str, expected: bool | None) -> None:
+    """Words decide where they mean contrast; elsewhere (None here) the text is silent and the study-level
+    rule says pre-contrast, because nothing in the (one-series) study shows contrast."""
     c = classify(manufacturer=SIEMENS, scanning_sequence=("SE",), repetition_time=600.0, echo_time=10.0,
                  series_description=description)
-    assert c.post_contrast is expected, c.evidence["post_contrast"]
+    if expected is None:
+        assert c.post_contrast is False and "nothing in the study" in c.evidence["post_contrast"][-1], c.evidence
+    else:
+        assert c.post_contrast is expected, c.evidence["post_contrast"]
 
 
 def test_subtraction_of_pre_from_post_is_post() -> None:
@@ -525,11 +541,14 @@ def test_subtraction_of_pre_from_post_is_post() -> None:
     assert c.post_contrast is True and c.derived
 
 
-@pytest.mark.parametrize("agent, expected", [("Dotarem", True), ("GADOVIST 1.0", True), ("NONE", None), ("No", None), ("", None)])
+@pytest.mark.parametrize("agent, expected", [("Dotarem", True), ("GADOVIST 1.0", True), ("NONE", False), ("No", False),
+                                            ("", False)])
 def test_contrast_agent_element(agent: str, expected: bool | None) -> None:
     c = classify(manufacturer=SIEMENS, scanning_sequence=("SE",), repetition_time=600.0, echo_time=10.0,
                  contrast_agent=agent, series_description="t1_tse_tra")
     assert c.post_contrast is expected
+    if not expected:  # an agent 'NONE' is no sign of contrast: the study-level rule decides
+        assert "nothing in the study" in c.evidence["post_contrast"][-1]
 
 
 def test_contrast_order_within_study() -> None:
@@ -546,12 +565,43 @@ def test_contrast_order_within_study() -> None:
     assert "acquired before series 4" in results["AX T1"].evidence["post_contrast"][-1]
 
 
-def test_no_contrast_anywhere_stays_unknown() -> None:
+def test_no_contrast_anywhere_is_pre_contrast() -> None:
+    """Nothing in the study shows contrast was given: every series is pre-contrast, and says why."""
     a = images(series="3.1", time="100000", manufacturer=SIEMENS, scanning_sequence=("SE",), repetition_time=600.0,
                echo_time=10.0, series_description="t1_tse_tra")
     b = images(series="3.2", time="101000", manufacturer=SIEMENS, scanning_sequence=("SE",), repetition_time=4000.0,
                echo_time=90.0, series_description="t2_tse_tra")
-    assert all(r.post_contrast is None for r in study_of(a, b))
+    results = study_of(a, b)
+    assert all(r.post_contrast is False for r in results)
+    assert all("nothing in the study's 2 MR series shows contrast" in r.evidence["post_contrast"][-1] for r in results)
+
+
+@pytest.mark.parametrize("study_description", ["MRI KNEE W/WO", "MR PELVIS WO+W CONTRAST", "HEAD WITH AND WITHOUT"])
+def test_contrast_planned_in_the_study_text_leaves_it_open(study_description: str) -> None:
+    a = images(series="3.1", time="100000", manufacturer=SIEMENS, scanning_sequence=("SE",), repetition_time=600.0,
+               echo_time=10.0, series_description="t1_tse_tra", study_description=study_description)
+    assert all(r.post_contrast is None for r in study_of(a))
+
+
+def test_ge_series_contrast_flag() -> None:
+    """GE (0019,1011) Series contrast: non-zero -> post-contrast; a study of zeros has no contrast."""
+    common = dict(manufacturer=GE, scanning_sequence=("SE",), scan_options=("FAST_GEMS",), repetition_time=600.0,
+                  echo_time=10.0)
+    pre = images(series="4.1", time="100000", series_description="AX T1", ge_series_contrast="0", **common)
+    post = images(series="4.2", time="101000", number=4, series_description="AX T1 FS", ge_series_contrast="1", **common)
+    results = by_description(study_of(pre, post))
+    assert results["AX T1 FS"].post_contrast is True and "(0019,1011)" in results["AX T1 FS"].evidence["post_contrast"][0]
+    assert results["AX T1"].post_contrast is False
+    (alone,) = study_of(images(series="4.3", series_description="AX T1", ge_series_contrast="0", **common))
+    assert alone.post_contrast is False and "Series contrast 0" in alone.evidence["post_contrast"][-1]
+
+
+def test_bare_gd_on_epi_is_a_slice_timing_label_not_gadolinium() -> None:
+    bold = classify(manufacturer=GE, scanning_sequence=("EP", "GR"), repetition_time=2000.0, echo_time=30.0,
+                    series_description="rsfMRI GD")
+    t1 = classify(manufacturer=GE, scanning_sequence=("SE",), repetition_time=600.0, echo_time=10.0,
+                  series_description="AX T1 GD")
+    assert bold.post_contrast is False and t1.post_contrast is True
 
 
 def test_spiral_is_not_spir_and_fs_must_be_a_word() -> None:
@@ -620,7 +670,7 @@ def test_text_decides_when_no_acquisition_parameters() -> None:
 def test_unknown_vendor_and_missing_tags_do_not_crash() -> None:
     c = classify(1, manufacturer="", modality="MR", orientation=None)
     assert c.weighting is Weighting.UNKNOWN
-    assert (c.inversion, c.fat_suppressed, c.post_contrast, c.plane, c.acquisition) == (None, None, None, None, None)
+    assert (c.inversion, c.fat_suppressed, c.post_contrast, c.plane, c.acquisition) == (None, None, False, None, None)
     assert c.evidence["plane"] == ["no Image Orientation (Patient) -> plane unknown"]
     assert not c.localizer and not c.derived
 
@@ -640,7 +690,7 @@ def test_oblique_coronal_plane_obliquity_and_describe() -> None:
     assert c.plane == "coronal"
     assert c.obliquity_deg == pytest.approx(28.0, abs=0.01)
     assert c.normal is not None and math.isclose(sum(x * x for x in c.normal), 1.0)
-    assert describe(c) == "oblique coronal T2 STIR 2D (28° oblique)"
+    assert describe(c) == "oblique coronal T2 STIR pre-contrast 2D (28° oblique)"
 
 
 def test_describe_other_shapes() -> None:
@@ -649,7 +699,7 @@ def test_describe_other_shapes() -> None:
                  series_description="t1_vibe_fs_tra_post")
     assert describe(c) == "axial T1 FS +C 3D"
     loc = classify(1, manufacturer="", orientation=None, image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"))
-    assert describe(loc) == "unknown plane unknown weighting localizer"
+    assert describe(loc) == "unknown plane unknown weighting pre-contrast localizer"
 
 
 # ------------------------------------------------------------------------------------------- derived
@@ -718,7 +768,7 @@ def test_pydicom_mr_small_end_to_end() -> None:
     (c,) = classify_study(study)
     # Toshiba SE, TR 4000 / TE 240, DERIVED\SECONDARY, 3D, axial
     assert (c.weighting, c.acquisition, c.plane, c.derived, c.vendor) == (Weighting.T2, Acquisition.THREE_D, "axial", True, "canon")
-    assert c.post_contrast is None and c.fat_suppressed is None
+    assert c.post_contrast is False and c.fat_suppressed is None  # nothing in the one-file study shows contrast
 
 
 def test_pydicom_ct_small_end_to_end() -> None:
@@ -862,10 +912,11 @@ def test_balanced_ssfp_named_only_in_text() -> None:
 
 
 def test_fat_sat_words_do_not_read_as_contrast_negatives() -> None:
-    assert classify(manufacturer=HITACHI, scanning_sequence=("SE",), repetition_time=600.0, echo_time=10.0,
-                    series_description="T1 AX w/o FS").post_contrast is None
-    assert classify(manufacturer=HITACHI, scanning_sequence=("SE",), repetition_time=600.0, echo_time=10.0,
-                    series_description="T1 pre-sat AX").post_contrast is None
+    for description in ("T1 AX w/o FS", "T1 pre-sat AX"):
+        c = classify(manufacturer=HITACHI, scanning_sequence=("SE",), repetition_time=600.0, echo_time=10.0,
+                     series_description=description)
+        assert c.post_contrast is False and "nothing in the study" in c.evidence["post_contrast"][-1]
+        assert not any(e.startswith("SeriesDescription") for e in c.evidence["post_contrast"])
 
 
 def test_tof_and_phase_contrast_names_are_other() -> None:
@@ -975,3 +1026,87 @@ def test_free_text_pulse_sequence_name_is_not_read_as_a_siemens_name() -> None:
     uih = classify(manufacturer=UIH, sequence_name="epi_dwi", scanning_sequence=("EP",), repetition_time=5000.0,
                    echo_time=70.0, diffusion_b_value=800.0)
     assert uih.technique == "EPI"
+
+
+# ------------------------------------------------------------- vendor conventions of real clinical output (issue 13)
+
+def test_philips_water_excitation_default_is_not_evidence() -> None:
+    """Philips writes Spectrally Selected Excitation WATER on every series: only FAT suppression (or FS) counts."""
+    common = dict(manufacturer=PHILIPS, scanning_sequence=("SE",), sequence_variant=("SK",), repetition_time=3000.0,
+                  echo_time=100.0, spectrally_selected_excitation="WATER")
+    plain = classify(scan_options=("OTHER",), spectrally_selected_suppression="NONE", series_description="T2W_TSE",
+                     **common)
+    spair = classify(scan_options=("FS",), spectrally_selected_suppression="FAT", series_description="T2W_SPAIR", **common)
+    assert plain.fat_suppressed is False and "Philips writes it on every series" in plain.evidence["fat_suppression"][0]
+    assert spair.fat_suppressed is True and spair.fat_suppression is FatSuppression.SPAIR
+
+
+def test_ge_diffusion_without_fat_flag_is_fat_suppressed() -> None:
+    dwi = classify(manufacturer=GE, scanning_sequence=("EP", "SE"), scan_options=("EDR_GEMS", "EPI_GEMS"),
+                   repetition_time=8000.0, echo_time=97.0, diffusion_b_value=1000.0, series_description="AX DWI")
+    assert (dwi.weighting, dwi.fat_suppressed) == (Weighting.DWI, True)
+    assert "echo-planar diffusion" in dwi.evidence["fat_suppression"][-1]
+
+
+def test_ge_sat_fat_flag_and_siemens_sfs() -> None:
+    ge = classify(manufacturer=GE, scanning_sequence=("SE",), repetition_time=3000.0, echo_time=90.0,
+                  ge_sat_fat="1", series_description="AX T2")
+    sfs = classify(manufacturer=SIEMENS, sequence_name="*tse2d1_15", scanning_sequence=("SE",), scan_options=("SFS",),
+                   repetition_time=4000.0, echo_time=80.0, series_description="t2_tse_cor")
+    assert ge.fat_suppressed is True and "(0019,10A4)" in ge.evidence["fat_suppression"][-1]
+    assert sfs.fat_suppression is FatSuppression.SPAIR
+
+
+def test_canon_scan_options_without_fs_prove_absence() -> None:
+    c = classify(manufacturer=CANON, sequence_name="FSE2D", scanning_sequence=("SE",), scan_options=("PFP",),
+                 repetition_time=4000.0, echo_time=100.0, series_description="T2 COR")
+    assert c.fat_suppressed is False and "Canon" in c.evidence["fat_suppression"][-1]
+
+
+def test_philips_inversion_prepulse_makes_tfe_ir() -> None:
+    c = classify(manufacturer=PHILIPS, vendor_sequence="T1TFE", scanning_sequence=("GR",), sequence_variant=("MP",),
+                 mr_acquisition_type="3D", repetition_time=6.8, echo_time=3.4, flip_angle=8.0, philips_prepulse="INV",
+                 series_description="sT1W")
+    assert (c.weighting, c.inversion) == (Weighting.T1, Inversion.IR)
+    assert "(2001,101C) INV" in c.evidence["inversion"][0]
+
+
+@pytest.mark.parametrize("description, image_type", [("QISS_tra", ("ORIGINAL", "PRIMARY", "M")),
+                                                     ("ASL", ("DERIVED", "PRIMARY", "ASL", "PERFUSION_ASL"))])
+def test_a_ti_that_is_not_an_inversion(description: str, image_type: tuple[str, ...]) -> None:
+    """QISS writes its quiescent interval and ASL its post-labelling delay as Inversion Time: not an IR."""
+    c = classify(manufacturer=SIEMENS, scanning_sequence=("GR",), repetition_time=4500.0, echo_time=2.0, flip_angle=90.0,
+                 inversion_time=1525.0, image_type=image_type, series_description=description)
+    assert c.inversion is None and c.weighting is Weighting.OTHER
+    assert "not an inversion" in c.evidence["inversion"][-1]
+
+
+def test_maps_and_projections_are_other() -> None:
+    eadc = classify(manufacturer=GE, scanning_sequence=("EP", "SE"), repetition_time=8000.0, echo_time=97.0,
+                    image_type=("DERIVED", "PRIMARY", "EADC", "EADC"),
+                    series_description="EXPONENTIAL APPARENT DIFFUSION COEFFICIENT")
+    mip = classify(3, manufacturer=PHILIPS, scanning_sequence=("GR",), repetition_time=23.0, echo_time=6.9,
+                   flip_angle=20.0, image_type=("ORIGINAL", "PRIMARY", "PROJECTION IMAGE", "M", "FFE"),
+                   series_description="MIP - s3DI_MC")
+    tof = classify(manufacturer=PHILIPS, scanning_sequence=("GR",), mr_acquisition_type="3D", repetition_time=23.0,
+                   echo_time=6.9, flip_angle=20.0, series_description="s3DI_MC")
+    assert (eadc.weighting, eadc.fat_suppressed) == (Weighting.OTHER, True)
+    assert mip.weighting is Weighting.OTHER and tof.weighting is Weighting.OTHER
+
+
+def test_projections_in_three_planes_are_not_localizers_but_planning_scans_are() -> None:
+    common = dict(manufacturer=PHILIPS, scanning_sequence=("GR",), repetition_time=23.0, echo_time=6.9,
+                  flip_angle=20.0, image_type=("ORIGINAL", "PRIMARY", "PROJECTION IMAGE", "M", "FFE"))
+    mips = [c for plane in (Plane.AXIAL, Plane.CORONAL, Plane.SAGITTAL) for c in [images(
+        1, series="5.1", orientation=orientation_from_angles(plane, 0.0), series_description="MIP - s3DI_MC", **common)]]
+    results = study_of(*mips)
+    assert len(results) == 3 and not any(r.localizer for r in results)
+    smart = classify(manufacturer=PHILIPS, vendor_sequence="T1TFE", scanning_sequence=("GR",), repetition_time=3.8,
+                     echo_time=1.7, flip_angle=8.0, series_description="SmartBrain")
+    assert smart.localizer
+
+
+def test_stitched_series_are_derived() -> None:
+    c = classify(manufacturer=PHILIPS, scanning_sequence=("GR",), repetition_time=34.0, echo_time=3.3, flip_angle=45.0,
+                 image_type=("ORIGINAL", "PRIMARY", "M_FFE", "M", "FFE"), series_description="MobiView SURVEY_SAG")
+    assert c.derived and "mobiview" in c.evidence["derived"][0].lower()

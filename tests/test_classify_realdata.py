@@ -48,16 +48,6 @@ TARGET_ACCURACY = 0.98  # issue 13: >= 98% correct per field (unknown is not cor
 MAX_WRONG_RATE = 0.01  # issue 13: <= 1% wrong per field
 UNKNOWN = "unknown"
 SERIES_IN_SET = 135
-# Fields still below the bar on this set, with what they wait for (strict: a field that clears the bar
-# fails here until it is taken off this list).
-NOT_YET: dict[str, str] = {
-    "weighting": "maps/MIP/angiography as other (issue 13)",
-    "inversion": "Philips INV prepulse, T1-FLAIR (issue 13)",
-    "fat_suppressed": "Philips WATER default, EPI diffusion (issue 13)",
-    "post_contrast": "study-level absence of contrast (issue 13)",
-    "localizer": "planning scans, projections (issue 13)",
-    "derived": "composed (stitched) series (issue 13)",
-}
 
 
 # ---------------------------------------------------------------------------------------- the data
@@ -287,8 +277,7 @@ def test_every_labelled_series_is_read_and_classified(realdata: RealData) -> Non
     assert realdata.unreadable == 0, f"{realdata.unreadable} files of the real set could not be read"
 
 
-@pytest.mark.parametrize("field", [
-    pytest.param(f, marks=pytest.mark.xfail(reason=NOT_YET[f], strict=True)) if f in NOT_YET else f for f in FIELDS])
+@pytest.mark.parametrize("field", FIELDS)
 def test_accuracy_on_real_clinical_series(realdata: RealData, field: str) -> None:
     s = score(o for o in outcomes(realdata) if o.field == field)
     assert s["n"] > 0

@@ -80,13 +80,32 @@ def test_classify_table_says_no_and_unknown_apart(sample_records):
 
 
 def test_classify_table_tells_long_stack_labels_apart(sample_records):
-    """Diffusion stacks are labelled DIFFUSION/NONE and DIFFUSION/TRACEW: cut in the middle, not the end."""
+    """Diffusion stacks (DIFFUSION/NONE, DIFFUSION/TRACEW) are labelled by b-value; other long labels are cut
+    in the middle, not the end."""
     long = sorted({r["stack"] for r in sample_records if r["stack"] and len(r["stack"]) > 11})
     assert {"DIFFUSION/NONE", "DIFFUSION/TRACEW"} <= set(long)
     text = render.classify_table(sample_records)
-    assert "DIFFU\u2026/NONE" in text and "DIFFU\u2026RACEW" in text
-    cut = [render._middle_cut(label, 11) for label in long]
-    assert len(set(cut)) == len(long) and all(len(c) == 11 and c in text for c in cut)
+    dwi = [r for r in sample_records if r["weighting"] == "DWI" and r["stack"]]
+    labels = {render.stack_label(r) for r in dwi}
+    assert len(labels) == len(dwi) and all(label.startswith("b") and label in text for label in labels), labels
+    assert "b800 TRACEW" in labels
+    other = [label for label in long if not label.startswith("DIFFUSION")]
+    cut = [render._middle_cut(label, 11) for label in other]
+    assert len(set(cut)) == len(other) and all(len(c) == 11 and c in text for c in cut)
+
+
+def test_classify_table_heads_studies_by_accession_date_and_description_in_date_order(sample_records, sample_dir):
+    from protocolcheck.dicom.records import InstanceHeader
+    from protocolcheck.dicom.scan import scan
+
+    text = render.classify_table(sample_records)
+    heads = [line for line in text.splitlines() if line.startswith("Study ")]
+    dates = [line.split()[2] for line in heads]
+    assert dates == sorted(dates) and len(heads) == len({r["study_instance_uid"] for r in sample_records})
+    first = heads[0]
+    assert first.startswith("Study SAMPLE0001  2025-03-03  MR LUMBOSACRAL PLEXUS"), first
+    names = {r.patient_name for r in scan([sample_dir]) if isinstance(r, InstanceHeader)} - {""}
+    assert names and not any(form in text for name in names for form in (name, name.replace("^", " ")))
 
 
 def test_classify_table_fits_100_columns(sample_records):

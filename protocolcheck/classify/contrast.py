@@ -31,7 +31,8 @@ _POST_NEG: tuple[tuple[re.Pattern[str], str], ...] = (
 _POST_POS: tuple[tuple[re.Pattern[str], str], ...] = (
     (rx(r"\+\s*(?:c|gd|gad|gado|km|mdc|contrast|ce)" + E), "+C"),
     (rx(B + r"(?:c|gd|gad)\s*\+"), "C+"),
-    (rx(B + r"post(?![\s_\-]*op)(?:[\s_\-]*(?:contrast|con|gad|gado|gd|c|km|inj|injection))?" + E), "post"),
+    (rx(B + r"post(?![\s_\-]*(?:op|proc|process|surg|sat|trauma|treat|ther|ictal|mortem|void|partum))"
+        r"(?:[\s_\-]*(?:contrast|con|gad|gado|gd|c|km|inj|injection))?" + E), "post"),
     (rx(B + r"(?:gd|gad|gado|gadolinium|gdcontrast)" + E), "gad"),
     (rx(B + r"(?:contrast|kontrast|contraste|km|mdc)" + E), "contrast"),
     (rx(B + r"(?:ce|dce|dsc|dyn|dynamic|dynamics|enhanced)" + E), "contrast-enhanced/dynamic"),
@@ -40,6 +41,16 @@ _POST_POS: tuple[tuple[re.Pattern[str], str], ...] = (
      "contrast phase"),
     (rx("|".join(CONTRAST_BRANDS)), "agent brand name"),
 )
+# Non-contrast angiography, venography and ASL: their names carry phase words ('venous', 'arterial spin
+# labelling') with no agent given.
+_NONCONTRAST_ANGIO_TEXT = rx(B + r"(?:tof|pc|pca|phase[\s_-]?contrast|inflow|s?3di|qiss|nate|trance|swi|asl|pcasl|"
+                             r"pasl|spin[\s_-]?label\w*)" + E)
+# GE fMRI series names carry slice-timing labels such as 'GD': a bare GD/GAD on an EPI series is not gadolinium.
+_BARE_GD = frozenset({"gd", "gad"})
+# Text that plans contrast without saying it was given: 'w/wo', 'WO+W', 'with and without', 'pre/post', '+/-'.
+CONTRAST_PLANNED = rx(
+    r"(?<![a-z])(?:w|with|wo|w/o|without|pre)\s*(?:/|\+|&|and|-)\s*(?:w|with|wo|w/o|without|post)(?![a-z])|"
+    r"\+\s*/\s*-|(?<![a-z])wwo(?![a-z])")
 _SUBTRACTION = rx(B + r"(?:sub|subtraction|subtracted)" + E)
 _AGENT_EMPTY = {"", "NONE", "NO", "N", "0", "-", "NONE GIVEN", "NOT GIVEN", "NULL", "NIL", "NA", "N/A", "NO CONTRAST"}
 
@@ -51,6 +62,12 @@ RULES: tuple[str, ...] = (
     "post/gad/gd/contrast/KM/CE/dynamic/agent brand names; CT also Route and CTA/angio; else order: "
     "acquired before the first post-contrast acquisition -> pre; after it -> post (localizers stay "
     "unknown)"),
+    ("GE (0019,1011) Series contrast non-zero -> post; contrast words count as whole tokens in a contrast sense: "
+     "a bare GD/GAD on an EPI series (slice-timing label), phase words in TOF/PC/inflow/ASL names, 'post-op', "
+     "'POS', 'C-SPINE' are not contrast"),
+    ("study: an MR study where no series shows contrast (no agent, bolus start time or route, no GE Series "
+     "contrast flag, no contrast naming or 'w/wo' planning in series, protocol, study or requested-procedure "
+     "text) -> every open stack is pre-contrast (post_contrast false)"),
 )
 
 
@@ -62,11 +79,24 @@ def agent_given(values: Iterable[str]) -> str | None:
     return None
 
 
-def _contrast_text(text: str) -> tuple[bool | None, str | None]:
+def _positive(text: str, epi: bool) -> tuple[str, str] | None:
+    """The first positive contrast word of ``text`` used in a contrast sense (whole tokens only)."""
+    for pattern, label in _POST_POS:
+        for m in pattern.finditer(text):
+            if label == "gad" and epi and m.group(0).strip().lower() in _BARE_GD:
+                continue  # slice-timing label on an EPI time series
+            if label == "contrast phase" and _NONCONTRAST_ANGIO_TEXT.search(text):
+                continue  # 'venous' in a phase-contrast or inflow venography, 'arterial' in ASL
+            return label, m.group(0)
+    return None
+
+
+def contrast_text(text: str, epi: bool = False) -> tuple[bool | None, str | None]:
+    """Post-contrast from lower-case series text: True/False with the reason, or (None, None)."""
     if not text:
         return None, None
     neg = first_match(text, _POST_NEG)
-    pos = first_match(text, _POST_POS)
+    pos = _positive(text, epi)
     if neg and pos and _SUBTRACTION.search(text):
         return True, f"'{pos[1]}' with subtraction -> post-contrast (subtraction of pre from post)"
     if neg:
@@ -86,18 +116,28 @@ def _agent_note(f: StackFacts, use_agent: bool) -> list[str]:
     return []
 
 
-def post_contrast(f: StackFacts, use_agent: bool = True) -> tuple[bool | None, list[str]]:
-    """Post-contrast from this stack's own headers; ``use_agent=False`` when the agent is exam-level."""
+def ge_contrast_flag(f: StackFacts) -> str | None:
+    """GE (0019,1011) Series contrast when non-zero (the series was acquired with contrast), else None."""
+    flag = f.first.ge_series_contrast.strip()
+    return flag if f.vendor is Vendor.GE and flag not in ("", "0") else None
+
+
+def post_contrast(f: StackFacts, use_agent: bool = True, epi: bool = False) -> tuple[bool | None, list[str]]:
+    """Post-contrast from this stack's own headers; ``use_agent=False`` when the agent is exam-level; ``epi``
+    for echo-planar series (whose names carry slice-timing labels)."""
     agent = agent_given(f.agents) if use_agent else None
     if agent:
         return True, [f"Contrast/Bolus Agent '{agent}' -> post-contrast"]
+    flag = ge_contrast_flag(f) if use_agent else None
+    if flag:
+        return True, [f"GE (0019,1011) Series contrast {flag} (non-zero: acquired with contrast) -> post-contrast"]
     note = _agent_note(f, use_agent)
     # Series description first; ProtocolName only when the description is silent (GE: never, exam-level).
     sources = [("SeriesDescription", f.description)]
     if f.vendor is not Vendor.GE or not f.description:
         sources.append(("ProtocolName", f.protocol))
     for name, text in sources:
-        value, why = _contrast_text(text.lower())
+        value, why = contrast_text(text.lower(), epi)
         if value is not None:
             return value, note + [f"{name} {why}"]
     if not f.is_mr:

@@ -13,11 +13,11 @@ from protocolcheck.classify.fat import dixon_label, fat_suppression
 from protocolcheck.classify.flags import derived, localizer
 from protocolcheck.classify.geometry import acquisition, plane, series_planes
 from protocolcheck.classify.inversion import inversion
-from protocolcheck.classify.model import FatSuppression, SeriesClass, Weighting
+from protocolcheck.classify.model import FatSuppression, SeriesClass, Technique, Weighting
 from protocolcheck.classify.study import acquisition_stamp, apply_study_rules
 from protocolcheck.classify.technique import technique
 from protocolcheck.classify.thresholds import THRESHOLDS as T
-from protocolcheck.classify.weighting import diffusion_reason, weighting
+from protocolcheck.classify.weighting import diffusion_epi, diffusion_reason, weighting
 from protocolcheck.dicom.study import Stack, Study
 
 
@@ -30,8 +30,8 @@ def classify_stack(stack: Stack, study: Study | None = None) -> SeriesClass:
     inv, inv_ev = inversion(f, tech) if f.is_mr else (None, [f"Modality {f.modality or '?'}: not applicable"])
     weight, w_ev = weighting(f, tech, inv, dwi_reason)
     dixon, dixon_why = dixon_label(f) if f.is_mr else (None, None)
-    fat, method, fat_ev = fat_suppression(f, inv, inv_ev, dixon, dixon_why, weight)
-    post, post_ev = post_contrast(f)
+    fat, method, fat_ev = fat_suppression(f, inv, inv_ev, dixon, dixon_why, weight, diffusion_epi(f, tech, dwi_reason))
+    post, post_ev = post_contrast(f, epi=tech is Technique.EPI)
     named_plane, obl, normal, plane_ev = plane(f)
     acq, acq_ev = acquisition(f)
     loc, loc_ev = localizer(f, stack, series_planes(stack, study), tech, acq)
@@ -82,6 +82,9 @@ def classify_stack(stack: Stack, study: Study | None = None) -> SeriesClass:
         vendor=f.vendor,
         technique=tech,
         b_values=f.b_values,
+        accession_number=h.accession_number.strip(),
+        study_date=h.study_date.strip(),
+        study_description=h.study_description.strip(),
     )
 
 

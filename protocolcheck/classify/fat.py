@@ -73,7 +73,12 @@ RULES: tuple[str, ...] = (
     ("false without text when the vendor always writes a fat token and none is there: Siemens classic "
     "MR (non-XA, options empty or without FS/WE), Siemens XA (classic or enhanced) with Scan Options "
     "present but no FS/WE, GE classic with Scan Options present (not LAVA/VIBRANT/DISCO, not IDEAL/FLEX), "
-    "Philips with Scan Options present but no FS, or (2001,1021)=N; never for DWI or unlabelled Dixon"),
+    "Canon classic with Scan Options present but no FS, Philips with Scan Options present but no FS, or "
+    "(2001,1021)=N; never for DWI or unlabelled Dixon"),
+    ("Siemens Scan Options SFS -> SPAIR; GE (0019,10A4) SAT fat = 1 -> suppressed; Spectrally Selected Excitation "
+     "WATER -> water excitation except on Philips, which writes it on every series (a default proves nothing)"),
+    ("echo-planar diffusion (DWI, and ADC/FA maps computed from it) -> suppressed: EPI cannot be read without "
+     "fat suppression (fat shifts by many pixels along the phase direction), and GE writes no fat flag for it"),
 )
 
 
@@ -150,26 +155,33 @@ def _ignored_ge_tokens(f: StackFacts) -> list[str]:
             + " (readout direction / spatial sat, not fat saturation)"]
 
 
+def _by_fat_token(f: StackFacts, fs: frozenset[str], spir: str) -> Decision:
+    """A fat token in Scan Options proves suppression; the method only when a flag, token or name says it."""
+    token = min(fs)
+    if spir == "Y":
+        return True, FatSuppression.SPIR, f"Scan Options token '{token}' and Philips (2001,1021) SPIR = Y -> SPIR"
+    if f.vendor is Vendor.SIEMENS and "SFS" in fs:
+        return True, FatSuppression.SPAIR, "Siemens Scan Options token 'SFS' -> SPAIR (spectral adiabatic inversion)"
+    method = _named_method(f)
+    if method is not None:
+        return True, method[0], f"Scan Options token '{token}' and {method[1]}"
+    # DICOM defines one fat token (FS) for every spectral method: Siemens writes it for fat sat and SPAIR,
+    # GE for its fat options, Philips for SPIR/SPAIR. The token proves suppression, not the method.
+    return True, FatSuppression.UNSPECIFIED, (f"Scan Options token '{token}' -> fat suppressed (the token does "
+                                              "not say CHESS, SPAIR or SPIR)")
+
+
 def _by_header(f: StackFacts) -> Decision | None:
     """Water excitation, the FS Scan Option, the Philips SPIR flag and enhanced Spectrally Selected Suppression."""
     we = f.scan_options & _WE_TOKENS
     if we:
         return True, FatSuppression.WATER_EXCITATION, f"Scan Options token '{min(we)}' -> water excitation"
-    if f.first.spectrally_selected_excitation == "WATER":
-        return True, FatSuppression.WATER_EXCITATION, "enhanced SpectrallySelectedExcitation WATER -> water excitation"
+    if f.first.spectrally_selected_excitation == "WATER" and f.vendor is not Vendor.PHILIPS:
+        return True, FatSuppression.WATER_EXCITATION, "Spectrally Selected Excitation WATER -> water excitation"
     fs = f.scan_options & _FS_TOKENS
     spir = _philips_spir(f)
     if fs:
-        token = min(fs)
-        if spir == "Y":
-            return True, FatSuppression.SPIR, f"Scan Options token '{token}' and Philips (2001,1021) SPIR = Y -> SPIR"
-        method = _named_method(f)
-        if method is not None:
-            return True, method[0], f"Scan Options token '{token}' and {method[1]}"
-        # DICOM defines one fat token (FS) for every spectral method: Siemens writes it for fat sat and SPAIR,
-        # GE for its fat options, Philips for SPIR/SPAIR. The token proves suppression, not the method.
-        return True, FatSuppression.UNSPECIFIED, (f"Scan Options token '{token}' -> fat suppressed (the token does "
-                                                  "not say CHESS, SPAIR or SPIR)")
+        return _by_fat_token(f, fs, spir)
     if spir == "Y":
         return True, FatSuppression.SPIR, "Philips (2001,1021) SPIR = Y -> SPIR"
     sss = f.first.spectrally_selected_suppression.strip().upper()
@@ -179,7 +191,25 @@ def _by_header(f: StackFacts) -> Decision | None:
             return True, method[0], f"enhanced SpectrallySelectedSuppression {sss} and {method[1]}"
         return True, FatSuppression.UNSPECIFIED, (f"enhanced SpectrallySelectedSuppression {sss} -> fat suppressed "
                                                   "(the flag does not name the method)")
+    if f.vendor is Vendor.GE and f.first.ge_sat_fat.strip() == "1":
+        return True, FatSuppression.UNSPECIFIED, "GE (0019,10A4) SAT fat/water/bone = 1 -> fat saturation on"
     return None
+
+
+def _defaults_noted(f: StackFacts) -> list[str]:
+    """Header values written on every series of a vendor, named so a reader sees they were not evidence."""
+    if f.vendor is Vendor.PHILIPS and f.first.spectrally_selected_excitation == "WATER":
+        return ["Spectrally Selected Excitation WATER ignored: Philips writes it on every series, fat-suppressed "
+                "or not"]
+    return []
+
+
+def _by_diffusion_epi(f: StackFacts, diffusion_epi: str | None) -> Decision | None:
+    if not diffusion_epi or FATSAT_NEG.search(f.text):
+        return None
+    return True, FatSuppression.UNSPECIFIED, (f"{diffusion_epi}: echo-planar diffusion is acquired fat-suppressed "
+                                              "(fat would shift many pixels along the EPI phase direction), whether "
+                                              "or not the vendor writes a fat flag")
 
 
 def _by_text(f: StackFacts, inversion: Inversion | None) -> Decision | None:
@@ -217,6 +247,9 @@ def _vendor_absence(f: StackFacts, weighting: Weighting) -> Decision | None:
                                  "SPAIR and water excitation) -> not fat suppressed")
         if f.vendor is Vendor.GE and not f.first.enhanced and not re.search(B + r"(?:lava|vibrant|disco)" + E, text):
             return False, None, f"GE Scan Options {opts} without FS token -> not fat suppressed"
+        if f.vendor is Vendor.CANON and not f.first.enhanced:
+            return False, None, (f"Canon Scan Options {opts} without FS token (Canon writes FS when fat suppression "
+                                 "is on) -> not fat suppressed")
         if (f.vendor is Vendor.PHILIPS and spir != "Y"
                 and not re.search(B + r"(?:e[\s_-]?thrive|thrive|proset|wats|mdixon)" + E, text)):
             return False, None, (f"Philips Scan Options {opts} without FS token (Philips writes FS when SPIR/SPAIR is "
@@ -227,7 +260,7 @@ def _vendor_absence(f: StackFacts, weighting: Weighting) -> Decision | None:
 
 
 def fat_suppression(f: StackFacts, inversion: Inversion | None, inv_ev: list[str], dixon: DixonLabel | None,
-                    dixon_why: str | None, weighting: Weighting
+                    dixon_why: str | None, weighting: Weighting, diffusion_epi: str | None = None
                     ) -> tuple[bool | None, FatSuppression | None, list[str]]:
     """Whether fat was suppressed, the method when the headers name it, and the evidence."""
     if not f.is_mr:
@@ -235,8 +268,8 @@ def fat_suppression(f: StackFacts, inversion: Inversion | None, inv_ev: list[str
     decided = _by_inversion_or_dixon(inversion, inv_ev, dixon, dixon_why)
     if decided is not None:
         return decided[0], decided[1], [decided[2]]
-    ev = _ignored_ge_tokens(f)
-    decided = _by_header(f) or _by_text(f, inversion)
+    ev = _ignored_ge_tokens(f) + _defaults_noted(f)
+    decided = _by_header(f) or _by_diffusion_epi(f, diffusion_epi) or _by_text(f, inversion)
     if decided is None:
         if f.scan_options & _DIXON_TOKENS or DIXON_TEXT.search(f.text):
             ev.append("Dixon acquisition but this output is not labelled water/fat/in/opposed phase")

@@ -11,24 +11,30 @@ from protocolcheck.dicom.study import Stack
 _LOCALIZER_TEXT = rx(
     r"(?:localiz|localis|scout|survey|surview|topogram|scanogram)|"
     + B + r"(?:loc|locs|locator|3[\s_\-]?pl(?:ane)?|three[\s_\-]?plane|tri[\s_\-]?pilot|pilot|topo|scano|"
-    r"positioning|autoalign|aa_?scout)" + r"(?![a-z])"
+    r"positioning|autoalign|aa_?scout|smart[\s_-]?(?:brain|exam|plan\w*|spine|knee|survey)|awplan\w*|planning|"
+    r"planscan)(?![a-z])"
 )
+# Projections (MIP) are reformatted in several planes from one volume: several planes do not make them localizers.
+_PROJECTION_TOKENS = frozenset({"MIP", "MINIP", "MNIP", "PROJECTION IMAGE", "PROJECTION", "CSA MIP"})
 _DERIVED_TOKENS = {
     "MPR", "MIP", "MINIP", "MNIP", "PROJECTION IMAGE", "PROJECTION", "MOCO", "SUB", "SUBTRACTION", "ADC", "EADC",
     "TRACEW", "FA", "COLFA", "REFORMATTED", "REFORMAT", "CALC", "COMPOSED", "CPR", "CURVED", "CSA MPR",
     "CSA RESAMPLED", "CSAPARALLEL", "RESAMPLED", "VOLUME RENDER", "VR", "FUSED", "T1 MAP", "T2 MAP",
 }
-_DERIVED_TEXT = rx(B + r"(?:adc|mip|minip|mpr|reformat\w*|subtraction|sub|colfa|fa[\s_-]?map|moco)" + E)
+_DERIVED_TEXT = rx(B + r"(?:adc|mip|minip|mpr|reformat\w*|subtraction|sub|colfa|fa[\s_-]?map|moco|mobiview|composed|"
+                   r"composing|stitch\w*)" + E)
 
 # The decision table's lines for these fields (protocolcheck.classify.table), with the thresholds applied.
 LOCALIZER_RULES: tuple[str, ...] = (
     ("Image Type LOCALIZER; several planes in one series with few images; names localizer/scout/survey/"
     f"3-plane/loc/tri-pilot/topogram; 2D fast GRE (TR < {T.gre_fast_tr:g} ms) with <= {T.localizer_max_images:g} "
-    f"images of >= {T.localizer_min_thickness:g} mm"),
+    f"images of >= {T.localizer_min_thickness:g} mm; planning scans named SmartBrain/SmartExam/AWPLAN/planning "
+    "(Philips auto-planning surveys); projections (MIP) in several planes are not localizers"),
 )
 DERIVED_RULES: tuple[str, ...] = (
     ("Image Type DERIVED or SECONDARY or tokens MPR/MIP/MINIP/PROJECTION/MOCO/SUB/ADC/TRACEW/FA/REFORMATTED; "
-    "text ADC/MIP/MPR/subtraction; Dixon water stays derived=true with dixon='W'"),
+    "text ADC/MIP/MPR/subtraction, composed/stitched (Philips MobiView, composing); Dixon water stays derived=true "
+    "with dixon='W'"),
 )
 
 
@@ -37,7 +43,7 @@ def localizer(f: StackFacts, stack: Stack, planes: set[Plane], technique: Techni
     """Image Type, several planes with few images, naming, or a thick 2D fast GRE with few images."""
     if "LOCALIZER" in f.image_type or "SCOUT" in f.image_type:
         return True, ["Image Type LOCALIZER"]
-    few = f.images <= T.localizer_multi_plane_max_images
+    few = f.images <= T.localizer_multi_plane_max_images and not _PROJECTION_TOKENS & set(f.image_type)
     if len(planes) >= T.localizer_min_planes and few:
         named = ", ".join(sorted(p.value for p in planes))
         return True, [f"series holds {len(planes)} planes ({named}) with few images -> localizer"]

@@ -8,6 +8,7 @@ decide. Without any flag, only unambiguous names (STIR/TIRM, MPRAGE/BRAVO, FLAIR
 
 from __future__ import annotations
 
+import math
 import re
 
 from protocolcheck.classify.facts import StackFacts, fmt
@@ -22,6 +23,10 @@ _STIR_TEXT = re.compile(B + r"(?:stir|tirm)" + E)
 _FLAIR_TEXT = re.compile(B + r"(?:flair|dark[\s_\-]?fluid)")
 _T1_FLAIR_TEXT = re.compile(B + r"t1[\s_\-]?(?:w[\s_\-]?)?flair")
 _GE_INVERSION = {"IR_GEMS", "T1FLAIR_GEMS", "T2FLAIR_GEMS", "IRP_GEMS"}
+_PHILIPS_INVERSION_PREPULSE = {"INV", "IR", "INVERSION"}  # (2001,101C) Prepulse Type
+# Sequences whose Inversion Time element holds another delay: ASL post-labelling delay, QISS quiescent interval.
+_TI_NOT_INVERSION = re.compile(B + r"(?:asl|pcasl|pasl|qiss|quiescent|perfusion)" + E)
+_INVERSION_PREPARED_GRE = re.compile(B + r"(?:mp[\s_\-]?rage|mp2rage|bravo|tfl|tfe)")
 
 # The decision table's lines for this field (protocolcheck.classify.table), with the thresholds applied.
 RULES: tuple[str, ...] = (
@@ -30,6 +35,12 @@ RULES: tuple[str, ...] = (
     f"{T.stir_max_ti:g}-{T.flair_min_ti:g} IR; >= {T.flair_min_ti:g} FLAIR; without TI: GE FLAIR tokens, then text "
     "(stir/tirm, flair/dark fluid, mprage/bravo); no IR flag and no TI but a gradient echo named MPRAGE/MP2RAGE/BRAVO "
     "-> IR"),
+    ("T1-FLAIR is inversion FLAIR (weighting T1): GE T1FLAIR_GEMS, a 'T1 FLAIR' name, or a spin echo (TE "
+     f"{T.spin_echo_min_te:g}-{T.t1_flair_max_te:g} ms) whose TI lies within {T.fluid_null_tolerance:.0%} of the CSF "
+     f"null point T1csf x ln(2/(1+exp(-TR/T1csf))), T1csf {T.csf_t1:g} ms"),
+    "Philips prepulse type (2001,101C) INV -> inversion present (SmartBrain/T1 TFE with inversion prepulse: IR)",
+    ("a TI on an ASL, perfusion or QISS sequence without an inversion flag is a labelling delay or quiescent "
+     "interval, not an inversion"),
 )
 
 
@@ -49,9 +60,25 @@ def inversion_flag(f: StackFacts) -> str | None:
         return f"SequenceName '*{f.seq_name}'"
     if "M_IR" in f.image_type or "IR" in f.image_type[2:]:
         return "Image Type IR"
-    if f.ti is not None and f.ti > 0:
+    prepulse = f.first.philips_prepulse.strip().upper()
+    if f.vendor is Vendor.PHILIPS and prepulse in _PHILIPS_INVERSION_PREPULSE:
+        return f"Philips prepulse type (2001,101C) {prepulse}"
+    if f.ti is not None and f.ti > 0 and not ti_is_another_delay(f):
         return f"Inversion Time {fmt(f.ti)} ms"
     return None
+
+
+def ti_is_another_delay(f: StackFacts) -> bool:
+    """The TI element of an ASL, perfusion or QISS series holds a labelling delay or quiescent interval."""
+    return bool(_TI_NOT_INVERSION.search(f.text + " " + f.names)) or bool(
+        {"ASL", "PERFUSION", "PERFUSION_ASL"} & set(f.image_type))
+
+
+def fluid_null_ti(tr: float | None) -> float | None:
+    """The TI that nulls CSF after an inversion repeated every TR (full recovery between neglected)."""
+    if tr is None or tr <= 0:
+        return None
+    return T.csf_t1 * math.log(2.0 / (1.0 + math.exp(-tr / T.csf_t1)))
 
 
 def _without_flag(f: StackFacts, technique: Technique | None) -> Decision:
@@ -72,12 +99,29 @@ def _without_flag(f: StackFacts, technique: Technique | None) -> Decision:
     m = _FLAIR_TEXT.search(text)
     if m and technique not in GRADIENT_ECHO and technique is not Technique.EPI:
         if _T1_FLAIR_TEXT.search(text):
-            return Inversion.IR, f"no inversion flag or TI; {source} '{m.group(0)}' with T1 -> T1 IR (T1 FLAIR)"
+            return Inversion.FLAIR, f"no inversion flag or TI; {source} '{m.group(0)}' with T1 -> T1-FLAIR"
         return Inversion.FLAIR, f"no inversion flag or TI; {source} '{m.group(0)}' -> FLAIR"
+    if f.ti is not None and f.ti > 0:
+        return None, (f"Inversion Time {fmt(f.ti)} ms on an ASL/perfusion/QISS series and no inversion flag: a "
+                      "labelling delay or quiescent interval -> not an inversion recovery")
     return None, "no inversion pulse in Scanning Sequence, Scan Options, enhanced flags or TI"
 
 
-def _by_ti(ti: float, gradient_echo: bool) -> Decision:
+def _t1_flair(f: StackFacts, technique: Technique | None, ti: float) -> str | None:
+    """Why a mid-range TI on a short-TE spin echo is a T1-FLAIR (TI near the CSF null point), or None."""
+    null = fluid_null_ti(f.tr)
+    te = f.te
+    if (technique not in (Technique.SE, Technique.TSE) or te is None or null is None
+            or not T.spin_echo_min_te <= te < T.t1_flair_max_te
+            or _INVERSION_PREPARED_GRE.search(f.text + " " + f.names)):
+        return None
+    if abs(ti - null) > T.fluid_null_tolerance * null:
+        return None
+    return (f"spin echo TI {fmt(ti)} ms within {T.fluid_null_tolerance:.0%} of the CSF null point {null:.0f} ms at "
+            f"TR {fmt(f.tr)} ms, TE {fmt(te)} ms < {T.t1_flair_max_te:g} -> T1-FLAIR (fluid-attenuated T1)")
+
+
+def _by_ti(ti: float, gradient_echo: bool, t1_flair: str | None = None) -> Decision:
     """The inversion's purpose from its TI (short: STIR, or T1 preparation before a gradient echo)."""
     if ti <= T.stir_max_ti:
         if gradient_echo:
@@ -85,6 +129,8 @@ def _by_ti(ti: float, gradient_echo: bool) -> Decision:
         return Inversion.STIR, f"TI {fmt(ti)} ms <= {T.stir_max_ti:g} with spin echo -> STIR"
     if ti >= T.flair_min_ti and not gradient_echo:
         return Inversion.FLAIR, f"TI {fmt(ti)} ms >= {T.flair_min_ti:g} -> FLAIR"
+    if t1_flair and not gradient_echo:
+        return Inversion.FLAIR, t1_flair
     return Inversion.IR, (f"TI {fmt(ti)} ms between {T.stir_max_ti:g} and {T.flair_min_ti:g} -> T1 inversion "
                           "preparation (IR)")
 
@@ -94,14 +140,14 @@ def _without_ti(f: StackFacts, gradient_echo: bool) -> Decision:
     if "T2FLAIR_GEMS" in f.scan_options:
         return Inversion.FLAIR, "GE Scan Options T2FLAIR_GEMS -> FLAIR"
     if "T1FLAIR_GEMS" in f.scan_options:
-        return Inversion.IR, "GE Scan Options T1FLAIR_GEMS -> T1 IR (T1 FLAIR)"
+        return Inversion.FLAIR, "GE Scan Options T1FLAIR_GEMS -> T1-FLAIR (inversion FLAIR)"
     if gradient_echo:
         return Inversion.IR, "no TI; inversion with gradient echo -> T1 inversion preparation (IR)"
     text, source = f.text, f.text_source()
     m = _FLAIR_TEXT.search(text)
     if m:
         if _T1_FLAIR_TEXT.search(text):
-            return Inversion.IR, f"no TI; {source} '{m.group(0)}' with T1 -> T1 IR"
+            return Inversion.FLAIR, f"no TI; {source} '{m.group(0)}' with T1 -> T1-FLAIR (inversion FLAIR)"
         return Inversion.FLAIR, f"no TI; {source} '{m.group(0)}' -> FLAIR"
     m = _STIR_TEXT.search(text)
     if m:
@@ -120,7 +166,9 @@ def inversion(f: StackFacts, technique: Technique | None) -> tuple[Inversion | N
         return label, [why]
     gradient_echo = technique in GRADIENT_ECHO
     if f.ti is not None and f.ti > 0:
-        label, why = _by_ti(f.ti, gradient_echo)
+        ge_t1_flair = "GE Scan Options T1FLAIR_GEMS -> T1-FLAIR (inversion FLAIR)"
+        t1_flair = ge_t1_flair if "T1FLAIR_GEMS" in f.scan_options else _t1_flair(f, technique, f.ti)
+        label, why = _by_ti(f.ti, gradient_echo, t1_flair)
     else:
         label, why = _without_ti(f, gradient_echo)
     return label, [f"{flag} -> inversion recovery", why]

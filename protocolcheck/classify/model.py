@@ -131,7 +131,8 @@ class SeriesClass:
 
     Beyond the decided fields: ``dixon`` (which Dixon output; Siemens writes Dixon water images as
     DERIVED, so rules wanting "the fat-suppressed acquisition" accept ``dixon == W`` even when
-    ``derived``), ``vendor``, ``technique`` (the sequence family the rules used) and ``b_values``.
+    ``derived``), ``vendor``, ``technique`` (the sequence family the rules used) and ``b_values``; the
+    study's ``accession_number``, ``study_date`` and ``study_description`` head the classify table.
     """
 
     study_instance_uid: str
@@ -166,10 +167,16 @@ class SeriesClass:
     vendor: Vendor = Vendor.UNKNOWN
     technique: Technique | None = None
     b_values: tuple[float, ...] = ()
+    accession_number: str = ""
+    study_date: str = ""
+    study_description: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "study_instance_uid": self.study_instance_uid,
+            "accession_number": self.accession_number,
+            "study_date": self.study_date,
+            "study_description": self.study_description,
             "series_instance_uid": self.series_instance_uid,
             "stack": self.stack,
             "series_number": self.series_number,

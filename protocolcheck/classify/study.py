@@ -6,6 +6,9 @@ Applied in this order by :func:`apply_study_rules`:
   Agent, the element is exam-level and text plus order decide instead;
 * fat-suppression naming: when headers cannot prove absence and other series of the study name
   fat suppression in their descriptions, a description without such a word means no fat suppression;
+* no contrast in the study: when no series of an MR study shows that contrast was given (no agent,
+  bolus start time or route, no GE contrast flag, no contrast naming or 'w/wo' planning anywhere in
+  the series, protocol, study or requested-procedure text), every open stack is pre-contrast;
 * contrast start time: a stack left open is post when acquired after the Contrast/Bolus Start
   Time written on any series of the study, pre when acquired before it;
 * contrast order: a stack whose contrast phase the headers and text leave open is post-contrast
@@ -19,10 +22,10 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from protocolcheck.classify.contrast import post_contrast
-from protocolcheck.classify.facts import facts_of
+from protocolcheck.classify.contrast import CONTRAST_PLANNED, agent_given, contrast_text, post_contrast
+from protocolcheck.classify.facts import facts_of, vendor_of
 from protocolcheck.classify.fat import FATSAT_TEXT
-from protocolcheck.classify.model import SeriesClass, Weighting
+from protocolcheck.classify.model import SeriesClass, Technique, Vendor, Weighting
 from protocolcheck.classify.textmatch import B, E, rx
 from protocolcheck.dicom.study import Stack, Study
 
@@ -93,7 +96,7 @@ def exam_level_agent(results: list[SeriesClass], study: Study) -> list[SeriesCla
     out = list(results)
     for i, (r, stack) in enumerate(zip(results, study.stacks, strict=True)):
         if r.modality == "MR" and r.post_contrast is True and _agent_written(stack):
-            value, why = post_contrast(facts_of(stack), use_agent=False)
+            value, why = post_contrast(facts_of(stack), use_agent=False, epi=r.technique is Technique.EPI)
             evidence = dict(r.evidence)
             evidence["post_contrast"] = why
             out[i] = replace(r, post_contrast=value, evidence=evidence)
@@ -204,9 +207,64 @@ def contrast_order(results: list[SeriesClass]) -> list[SeriesClass]:
     return out
 
 
+def _header_sign(stack: Stack) -> str | None:
+    """A contrast element in one stack's headers: agent, bolus start time, route, GE Series contrast flag."""
+    h = stack.first
+    agent = agent_given(x.contrast_agent for x in stack.instances)
+    if agent:
+        return f"Contrast/Bolus Agent '{agent}'"
+    if h.contrast_start_time.strip():
+        return f"Contrast/Bolus Start Time {h.contrast_start_time.strip()}"
+    route = agent_given(x.contrast_route for x in stack.instances)
+    if route:
+        return f"Contrast/Bolus Route '{route}'"
+    flag = h.ge_series_contrast.strip()
+    if vendor_of(h.manufacturer) is Vendor.GE and flag not in ("", "0"):
+        return f"GE (0019,1011) Series contrast {flag}"
+    return None
+
+
+def _text_sign(stack: Stack, epi: bool) -> str | None:
+    """Contrast named (whole tokens, contrast sense) or planned ('w/wo') in the series, protocol or study text."""
+    h = stack.first
+    for name, text in (("SeriesDescription", h.series_description), ("ProtocolName", h.protocol_name),
+                       ("StudyDescription", h.study_description),
+                       ("RequestedProcedureDescription", h.requested_procedure_description)):
+        low = text.lower()
+        value, why = contrast_text(low, epi)
+        if value is True:
+            return f"{name} {why}"
+        planned = CONTRAST_PLANNED.search(low)
+        if planned:
+            return f"{name} '{planned.group(0)}' (contrast planned)"
+    return None
+
+
+def contrast_sign(stack: Stack, r: SeriesClass) -> str | None:
+    """The first sign in one stack's headers that contrast was given (or planned), or None."""
+    sign = _header_sign(stack) or _text_sign(stack, r.technique is Technique.EPI)
+    return f"series {r.series_number} {sign}" if sign else None
+
+
+def no_contrast_in_study(results: list[SeriesClass], study: Study) -> list[SeriesClass]:
+    """An MR study in which nothing shows that contrast was given: every open stack is pre-contrast (the
+    expert's reading too; any sign anywhere leaves the decision to the stack evidence and the order)."""
+    mr = [(r, stack) for r, stack in zip(results, study.stacks, strict=True) if r.modality == "MR"]
+    if not mr or any(contrast_sign(stack, r) for r, stack in mr):
+        return results
+    zero = sum(1 for _r, stack in mr if stack.first.ge_series_contrast.strip() == "0")
+    series = len({r.series_instance_uid for r, _s in mr})
+    why = (f"nothing in the study's {series} MR series shows contrast was given (no Contrast/Bolus Agent, start time "
+           "or route, no contrast naming or 'w/wo' in series, protocol or study text"
+           + (f"; GE (0019,1011) Series contrast 0 on {zero} stacks" if zero else "") + ") -> pre-contrast")
+    return [_with_post_reason(r, why, False) if r.modality == "MR" and r.post_contrast is None else r
+            for r in results]
+
+
 def apply_study_rules(results: list[SeriesClass], study: Study) -> list[SeriesClass]:
     """The study-level rules of the module docstring, in order, over the per-stack results."""
     results = exam_level_agent(results, study)
     results = fat_naming_convention(results)
+    results = no_contrast_in_study(results, study)
     results = contrast_start_time(results, study)
     return contrast_order(results)

@@ -22,6 +22,7 @@ class Source(StrValueEnum):
     CORPUS = "corpus"
     DICOM = "dicom"
     REPORTING = "reporting"
+    REALDATA = "realdata"
 
 
 CITATIONS: dict[Source, str] = {
@@ -31,6 +32,8 @@ CITATIONS: dict[Source, str] = {
     Source.CORPUS: "set on the real scanner series of tests/data/real_headers (see its README)",
     Source.DICOM: "DICOM PS3.3 C.8.3.1 (MR Image module) and C.8.13 (Enhanced MR), vendor conformance statements",
     Source.REPORTING: "reporting convention of this tool (not a physics boundary)",
+    Source.REALDATA: ("checked on the real clinical series of shared/realdata (issue 13; "
+                      "tests/test_classify_realdata.py); judged on held-out scanners and sites"),
 }
 
 
@@ -98,6 +101,16 @@ class Thresholds:
     # --- inversion and unnamed sequences
     t1_flair_max_te: float = _limit(
         30.0, "ms", "FLAIR-range TI with TE < this (and no T2 in the name) is T1 FLAIR", Source.PHYSICS)
+    spin_echo_min_te: float = _limit(
+        5.0, "ms", "no spin echo refocuses faster: an inversion sequence with a shorter TE is a gradient echo (GE "
+        "writes MPRAGE as Scanning Sequence RM\\IR with TE ~2-3 ms), never a T1-FLAIR", Source.PHYSICS)
+    csf_t1: float = _limit(
+        4000.0, "ms", "longitudinal relaxation of CSF (~3500-4500 ms at 1.5-3 T): sets the TI that nulls fluid after "
+        "an inversion repeated every TR, TI_null = T1csf x ln(2 / (1 + exp(-TR / T1csf)))", Source.PHYSICS)
+    fluid_null_tolerance: float = _limit(
+        0.35, "x TI_null", "a spin-echo inversion with short TE whose TI is within this fraction of the CSF null "
+        "point is a T1-FLAIR (inversion FLAIR, weighting T1: the labels' taxonomy); farther off it is a T1 IR "
+        "(e.g. Philips T1W_IR TI 450 ms at TR 2500 ms, null 1058 ms)", Source.PHYSICS, Source.REALDATA)
     unnamed_t2_min_te: float = _limit(
         80.0, "ms", "no sequence type: TR >= se_long_tr with TE >= this is T2 in any sequence family",
         Source.PHYSICS)

@@ -33,6 +33,14 @@ WEIGHT_TEXT: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 _DIFFUSION_IMAGE_TYPES = {"DIFFUSION", "TRACEW", "ADC", "EADC", "FA", "TRACE", "ISOTROPIC", "DWI", "EXP", "COLFA",
                           "DIFFUSION_WEIGHTED"}
+# Parametric maps computed from diffusion images are maps, not diffusion-weighted images (issue 13's taxonomy:
+# ADC, eADC and FA maps are 'other'); trace-weighted (TRACEW) and b0 images stay DWI.
+_DIFFUSION_MAP_IMAGE_TYPES = {"ADC", "EADC", "FA", "COLFA", "EXP", "EXPONENTIAL", "TENSOR", "MD", "RA",
+                              "ADC_UNSPECIFIED"}
+_DIFFUSION_MAP_TEXT = rx(B + r"(?:e?adc|apparent[\s_-]?diffusion[\s_-]?coefficient|exponential[\s_-]?(?:apparent|adc)|"
+                         r"fa[\s_-]?map|fractional[\s_-]?anisotropy|colfa|md[\s_-]?map)" + E)
+# Projections (MIP/MinIP) show no single weighting: 'other' (issue 13).
+PROJECTION_IMAGE_TYPES = frozenset({"MIP", "MINIP", "MNIP", "PROJECTION IMAGE", "PROJECTION", "CSA MIP"})
 _OTHER_IMAGE_TYPES = {
     "ANGIO", "VELOCITY", "FLOW_ENCODED", "PHASE", "P", "T1MAP", "T2MAP", "T1_MAP", "T2_MAP", "T2STAR_MAP",
     "R2STAR", "R2", "R1", "PERFUSION", "ASL", "CBF", "CBV", "MTT", "TTP", "RELCBF", "RELCBV", "FIELD_MAP",
@@ -41,7 +49,7 @@ _OTHER_IMAGE_TYPES = {
 _OTHER_TEXT = rx(
     B + r"(?:tof|mra|angio\w*|pca|phase[\s_\-]?contrast|velocity|flow|field[\s_\-]?map\w*|fmap|b0map|b1map|"
     r"t1[\s_\-]?map\w*|t2[\s_\-]?map\w*|molli|shmolli|mapit|relaxometry|asl|pcasl|pasl|cbf|spectro\w*|"
-    r"mrs|csi|svs|cine|tagging)" + E
+    r"mrs|csi|svs|cine|tagging|cartigram|s?3di(?:_mc\w*)?|inflow|qiss|nate|perfusion|perf|dsc)" + E
 )
 _OTHER_NAMES = re.compile(r"(?:^|[^a-z])(?:fl[23]d\d*r?_t|tof|fl\d?d\d*_v|pc3d|pc2d|3dtof|2dtof|pcvipr|asl|pcasl|"
                           r"tgse|qflow)")
@@ -54,10 +62,12 @@ _ACQUISITION_CONTRAST = {
 
 # The decision table's lines for this field (protocolcheck.classify.table), with the thresholds applied.
 RULES: tuple[str, ...] = (
-    (f"DWI: any b-value > {T.dwi_min_b:g} (DiffusionBValue / Siemens '*ep_b<N>'), Image Type DIFFUSION/TRACEW/ADC/FA, "
-    "Philips DwiSE; derived maps (ADC, FA, TRACEW) keep weighting DWI and are flagged derived"),
-    ("other: CT and non-MR; angiography (TOF/PC names, Image Type ANGIO/VELOCITY), parameter maps, "
-    "field maps, perfusion maps, phase images"),
+    ("other: parametric diffusion maps (Image Type ADC/eADC/FA, or an ADC/FA name on a stack without b > 0) and "
+     "projections (Image Type MIP/PROJECTION IMAGE)"),
+    (f"DWI: any b-value > {T.dwi_min_b:g} (DiffusionBValue / Siemens '*ep_b<N>'), Image Type DIFFUSION/TRACEW, "
+     "Philips DwiSE; b0 and trace-weighted images are DWI"),
+    ("other: CT and non-MR; angiography (TOF/PC/inflow/QISS names, Image Type ANGIO/VELOCITY, Angio Flag Y), "
+     "parameter maps, field maps, perfusion (ASL, DSC) maps and series, phase images"),
     (f"inversion with TI <= {T.stir_max_ti:g} ms (SE/TSE) -> T2 + STIR; TI >= {T.flair_min_ti:g} ms -> T2 + FLAIR "
      "(T1 when "
     f"TE < {T.t1_flair_max_te:g} ms); {T.stir_max_ti:g} < TI < {T.flair_min_ti:g} ms -> T1 + IR (MPRAGE, T1 FLAIR, "
@@ -76,7 +86,7 @@ RULES: tuple[str, ...] = (
     f"names); 2D multi-echo (echo train >= {T.gre_multi_echo_min:g}) with TR >= {T.gre_t2star_min_tr:g} and flip <= "
     f"{T.gre_t2star_max_flip:g} -> T2*; TE < {T.gre_t1_max_te:g} and (flip >= {T.gre_t1_min_flip:g} or TR < "
     f"{T.gre_fast_tr:g}) -> T1; otherwise text"),
-    "EPI without diffusion: GRE-EPI -> T2* (BOLD/DSC), SE-EPI -> T2",
+    "EPI without diffusion: perfusion (DSC) -> other; GRE-EPI -> T2* (BOLD), SE-EPI -> T2",
     "no sequence type: text tokens (T1/T2/PD/FLAIR/STIR/MPRAGE/VIBE/LAVA/THRIVE/DWI/SWI...)",
 )
 
@@ -100,15 +110,43 @@ def diffusion_reason(f: StackFacts, technique: Technique | None) -> str | None:
     return None
 
 
+def map_or_projection(f: StackFacts) -> str | None:
+    """Why this stack is a parametric diffusion map (ADC, eADC, FA) or a projection (MIP), or None."""
+    maps = [t for t in f.image_type[2:] if t in _DIFFUSION_MAP_IMAGE_TYPES]
+    if maps:
+        return f"Image Type {'/'.join(maps)} -> parametric diffusion map (other, not a diffusion-weighted image)"
+    m = _DIFFUSION_MAP_TEXT.search(f.text)
+    if m and not any(b > T.dwi_min_b for b in f.b_values):
+        return f"{f.text_source()} '{m.group(0)}' and no b-value > {T.dwi_min_b:g} -> parametric diffusion map (other)"
+    projection = [t for t in f.image_type[2:] if t in PROJECTION_IMAGE_TYPES]
+    if projection:
+        return f"Image Type {'/'.join(projection)} -> projection image (MIP: other)"
+    return None
+
+
+def diffusion_epi(f: StackFacts, technique: Technique | None, dwi_reason: str | None) -> str | None:
+    """Why this stack is echo-planar diffusion (its images, or a map computed from them), or None."""
+    if technique is not Technique.EPI or not f.is_mr:
+        return None
+    if dwi_reason:
+        return f"diffusion EPI ({dwi_reason})"
+    kind = map_or_projection(f)
+    if kind and "diffusion" in kind:
+        return f"map of an EPI diffusion acquisition ({kind.split(' -> ')[0]})"
+    return None
+
+
 def _not_anatomical(f: StackFacts, technique: Technique | None) -> Decision | None:
     """Maps, angiography, flow, perfusion and phase images -> other."""
+    if f.first.angio_flag == "Y":
+        return Weighting.OTHER, "Angio Flag (0018,0025) Y -> angiography (other)"
     other_types = [t for t in f.image_type[2:] if t in _OTHER_IMAGE_TYPES]
     if other_types:
         return Weighting.OTHER, f"Image Type {'/'.join(other_types)} -> map/angiography/phase (other)"
     if _OTHER_NAMES.search(f.names):
         return Weighting.OTHER, f"sequence name '{f.names}' -> angiography/flow/perfusion (other)"
     m = _OTHER_TEXT.search(f.text)
-    if m and (technique is not Technique.EPI or re.search("asl|perfusion|pcasl|pasl", m.group(0))):
+    if m and (technique is not Technique.EPI or re.search("asl|perfusion|pcasl|pasl|perf|dsc", m.group(0))):
         return Weighting.OTHER, f"{f.text_source()} '{m.group(0)}' -> angiography/map/perfusion/flow (other)"
     return None
 
@@ -132,8 +170,8 @@ def _by_preparation(f: StackFacts, technique: Technique | None, inversion: Inver
     if technique is Technique.BSSFP:
         return Weighting.T2, "balanced SSFP (T2/T1 contrast) is reported as T2"
     if technique is Technique.EPI:
-        if "GR" in f.scanning_sequence or re.search(r"epfid|fid|bold|fmri|perf|dsc", f.names + " " + f.text):
-            return Weighting.T2STAR, "gradient-echo EPI without diffusion -> T2* (BOLD/perfusion)"
+        if "GR" in f.scanning_sequence or re.search(r"epfid|fid|bold|fmri", f.names + " " + f.text):
+            return Weighting.T2STAR, "gradient-echo EPI without diffusion -> T2* (BOLD)"
         return Weighting.T2, "spin-echo EPI without diffusion -> T2"
     return None
 
@@ -264,6 +302,9 @@ def weighting(f: StackFacts, technique: Technique | None, inversion: Inversion |
     """The weighting and its evidence (the technique's evidence is prepended by the caller)."""
     if not f.is_mr:
         return Weighting.OTHER, [f"Modality {f.modality or '?'} -> other (not MR)"]
+    kind = map_or_projection(f)
+    if kind:
+        return Weighting.OTHER, [kind]
     if dwi_reason:
         return Weighting.DWI, [dwi_reason]
     decided = _not_anatomical(f, technique) or _by_preparation(f, technique, inversion)

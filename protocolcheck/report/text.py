@@ -142,7 +142,7 @@ def classify_table(records: list[dict[str, Any]]) -> str:
         blocks.append("\n".join(_study_heading(uid, rows[0])) + "\n")
         cells = [{**r, "fat_suppression": fat_sat_label(r.get("fat_suppressed"), r.get("fat_suppression")),
                   "post_contrast": yes_no(r.get("post_contrast")), "flags": _flags(r),
-                  "stack": _middle_cut(stack_label(r), 13)} for r in rows]
+                  "stack": _middle_cut(stack_label(r), 11)} for r in rows]
         blocks.append(to_table(cells, CLASSIFY_TABLE_COLUMNS, CLASSIFY_HEADERS, widths={"series_description": 22}))
         blocks.append("\n")
     return printable("".join(blocks), keep_newlines=True)
