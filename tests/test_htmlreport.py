@@ -242,3 +242,20 @@ def test_every_study_is_listed_whatever_its_status(filled: Store) -> None:
     for uid in ("1.1", "1.3", "1.5", "1.7"):  # failing, passing, no protocol alike
         assert f'<small class="uid">{uid}</small>' in listing
     assert "<small>series &lt;script&gt;alert(1)&lt;/script&gt;</small>" in listing
+
+
+def test_failing_studies_show_each_finding_with_its_action(tmp_path: Path) -> None:
+    action = "Add an oblique coronal STIR (or fat-saturated T2) before contrast"
+    finding = Finding(FindingCode.MISSING_SEQUENCE, Severity.ERROR, "Required series missing: STIR <b>",
+                      requirement="fluid-fat-suppressed", expected="STIR", action=action)
+    timing = Finding(FindingCode.TRAUMA_TOO_EARLY, Severity.ERROR, "Imaged 3 days after the injury",
+                     action="Repeat the MRI on or after 2024-02-10")
+    with Store.open(tmp_path / "r.db") as store:
+        store.save(make_result("1.9.1", findings=(finding, timing)))
+        text = page(store)
+    assert "<th>Finding</th><th>Action</th>" in text
+    assert f'<td class="action">{action}</td>' in text
+    assert '<td class="action">Repeat the MRI on or after 2024-02-10</td>' in text
+    failing = text[text.index("<h2>Failing studies"):]
+    assert "Required series missing: STIR &lt;b&gt;. Expected: STIR." in failing and "Action:" not in failing
+    assert 'rowspan="2"' in text  # the study's cells span its two findings

@@ -156,7 +156,7 @@ def test_explicit_protocol_overrides_indication(tmp_path: Path, library: Any) ->
                            default_context=ClinicalContext(indication=PLEXOPATHY))
     [result] = audit_paths([tmp_path / "s"], options)
     assert (result.protocol, result.status) == ("mr-lumbosacral-plexus-wo", Status.PASS)
-    assert result.protocol_reason == "--protocol mr-lumbosacral-plexus-wo"
+    assert result.protocol_reason == "chosen for this audit: MRI lumbosacral plexus without IV contrast"
 
 
 def test_result_records_requirements_series_and_timing(tmp_path: Path, library: Any) -> None:
@@ -303,7 +303,7 @@ def test_cli_table_lists_missing_items_first(two_studies: Path) -> None:
     text = result.stdout
     assert "Status: FAIL   Protocol: mr-lumbosacral-plexus-wwo" in text
     assert text.index("ERROR missing-sequence fluid-fat-suppressed") < text.index("Met:")
-    assert "fat-suppressed no (needs yes)" in text and "cites: seed-plexus-sequences" in text
+    assert "fat-suppressed no (needs yes)" in text and "source: Guideline summary 'Management of" in text
 
 
 def test_cli_csv_and_junit(two_studies: Path, tmp_path: Path) -> None:

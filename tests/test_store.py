@@ -14,8 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from protocolcheck.clinical.findings import AuditResult, Finding, FindingCode, Severity, Status, status_for
+from protocolcheck.clinical.findings import (
+    AuditResult,
+    Considered,
+    Finding,
+    FindingCode,
+    Quote,
+    Severity,
+    Status,
+    status_for,
+)
 from protocolcheck.jobs.store import (
+    SCHEMA_VERSION,
     FileEntry,
     FileKind,
     Filters,
@@ -50,6 +60,62 @@ MISSING_STIR = Finding(FindingCode.MISSING_SEQUENCE, Severity.ERROR, "no fat-sup
                        requirement="t2-fs-coronal", citations=("seed:plexus-sequences",))
 TOO_EARLY = Finding(FindingCode.TRAUMA_TOO_EARLY, Severity.WARNING, "10 days after injury; wait ~1 month",
                     evidence={"days": 10})
+STRUCTURED = Finding(
+    FindingCode.MISSING_SEQUENCE, Severity.INFO, "Required series missing: STIR", requirement="fluid-fat-suppressed",
+    requirement_name="Fluid-sensitive fat-suppressed", expected="STIR or fat-saturated T2, before contrast",
+    found=(Considered("1.2.3.5", "#5 'COR STIR'", "oblique coronal T2 FLAIR 2D", ("inversion FLAIR, TI 2500 ms",),
+                      None, 5),),
+    action="Add an oblique coronal STIR (or fat-saturated T2) before contrast", note="A STIR belongs before contrast.",
+    citations=("seed-plexus-sequences",), guideline=(Quote("seed-plexus-sequences", "MRI should include ...", "Summary"),),
+    deviation="suspected hematoma, imaging needed now", deviated_from=Severity.ERROR, series=("1.2.3.5",))
+
+
+def test_structured_findings_round_trip_with_their_columns(store: Store) -> None:
+    audit_id = store.save(make_result("1.2.3.99", findings=(STRUCTURED, MISSING_STIR)))
+    assert store.results([audit_id])[audit_id].findings == (STRUCTURED, MISSING_STIR)
+    frame = store.findings([audit_id])
+    row = frame.iloc[0]
+    assert row["action"] == STRUCTURED.action and row["deviation"] == STRUCTURED.deviation
+    assert row["detail"] == STRUCTURED.render(action=False, guideline=False) and "Action:" not in row["detail"]
+    assert row["guideline"].startswith("\u201cMRI should include") and row["message"] == STRUCTURED.message
+    assert frame.iloc[1]["action"] is None or frame.iloc[1]["action"] != frame.iloc[1]["action"]  # NULL / NaN
+
+
+def _make_version_1(url: str) -> None:
+    """Turn a store into what version 1 wrote: no action/detail/guideline/deviation columns."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for column in ("action", "detail", "guideline", "deviation"):
+            conn.execute(text(f"ALTER TABLE findings DROP COLUMN {column}"))
+        conn.execute(text("UPDATE meta SET value = '1' WHERE key = 'schema_version'"))
+    engine.dispose()
+
+
+def _version_1_store_is_migrated(url: str, uid: str) -> None:
+    with Store.open(url) as store:
+        old = store.save(make_result(uid, findings=(MISSING_STIR,)))
+    _make_version_1(url)
+    with Store.open(url, readonly=True) as store:  # read-only: read as it is, the new columns empty
+        frame = store.findings([old])
+        assert list(frame["message"]) == [MISSING_STIR.message] and frame["action"].isna().all()
+    with Store.open(url) as store:  # writable: migrated in place, old rows kept
+        new = store.save(make_result(uid, findings=(STRUCTURED,)))
+        assert store.results([old, new]) == {old: store.results([old])[old], new: store.results([new])[new]}
+        assert store.results([new])[new].findings == (STRUCTURED,)
+        assert store.findings([new]).iloc[0]["action"] == STRUCTURED.action
+        assert store.results([old])[old].findings == (MISSING_STIR,)
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT value FROM meta WHERE key = 'schema_version'")).scalar() == SCHEMA_VERSION
+    engine.dispose()
+
+
+def test_a_version_1_store_is_migrated(tmp_path: Path) -> None:
+    _version_1_store_is_migrated(f"sqlite:///{tmp_path / 'v1.db'}", "1.2.3.77")
 
 
 @pytest.fixture
@@ -324,11 +390,20 @@ def test_postgresql_store(pg_url: str) -> None:
         assert store.is_current(uid, "f2", "L") and not store.is_current(uid, "f1", "L")
         assert list(store.history(uid)["status"]) == ["fail", "pass"]
         assert store.results([first])[first].findings == (MISSING_STIR,)
+        structured = store.save(make_result(uid, findings=(STRUCTURED,)))
+        assert store.results([structured])[structured].findings == (STRUCTURED,)
+        assert store.findings([structured]).iloc[0]["action"] == STRUCTURED.action
         root = f"/pg-test/{uid}"
         store.index_files([FileEntry(f"{root}/a.dcm", 1, 2, FileKind.IMAGE, uid, uid + ".1"),
                            FileEntry(f"{root}_x/b.dcm", 1, 2, FileKind.IMAGE, uid, uid + ".2")])
         assert list(store.file_index([root])) == [f"{root}/a.dcm"]
         store.forget_files([f"{root}/a.dcm", f"{root}_x/b.dcm"])
+
+
+def test_a_version_1_postgresql_store_is_migrated(pg_url: str) -> None:
+    import uuid
+
+    _version_1_store_is_migrated(pg_url, "2.25." + str(uuid.uuid4().int))
 
 
 def test_audit_twice_on_postgresql_gives_what_sqlite_gives(pg_url: str, tmp_path: Path) -> None:

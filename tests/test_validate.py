@@ -135,7 +135,7 @@ def test_a_series_satisfies_one_requirement_only(library: Library) -> None:
     series = [sc("T1", "coronal", 30, number=1), t2fs(plane="axial", tilt=-30, number=2)]
     result = findings(library, series, protocol="mr-lumbosacral-plexus-wo")
     assert [(f.code, f.requirement) for f in result] == [(FindingCode.MISSING_SEQUENCE, "t2")]
-    assert "qualifies but is already used for 'fluid-fat-suppressed'" in result[0].message
+    assert "qualifies, but already counts for fluid-sensitive fat-suppressed" in result[0].message
 
 
 def test_assignment_prefers_an_arrangement_that_meets_every_requirement(library: Library) -> None:
@@ -151,7 +151,7 @@ def test_no_pre_contrast_t1(library: Library) -> None:
     series = [s for s in complete_plexus() if not (s.weighting is Weighting.T1 and not s.post_contrast)]
     result = findings(library, series, protocol="mr-lumbosacral-plexus-wwo")
     assert [(f.code, f.requirement) for f in result] == [(FindingCode.MISSING_SEQUENCE, "t1")]
-    assert "post-contrast yes (needs no or unknown)" in result[0].message
+    assert "acquired after contrast (needs before contrast)" in result[0].message
 
 
 def test_missing_post_contrast(library: Library) -> None:
@@ -376,7 +376,8 @@ def test_traumatic_indication_without_date_is_context_missing(library: Library, 
     found, _ = check_timing(protocol, facts(), ClinicalContext(indication=indication))
     assert [x.code.value for x in found] == expected
     if found:
-        assert found[0].severity is Severity.WARNING and "--trauma-date" in found[0].message
+        assert found[0].severity is Severity.WARNING and "date of injury" in found[0].message
+        assert found[0].action.startswith("Record the date of the injury")
 
 
 def test_unknown_study_date_with_trauma_date(library: Library) -> None:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from protocolcheck.audit.integrity import integrity_findings
 from protocolcheck.audit.validate import Choice, ChosenBy, StudyFacts, choose_protocol, evaluate, identify, study_facts
 from protocolcheck.classify import SeriesClass, classify_study
 from protocolcheck.clinical.context import ClinicalContext, ContextTable
@@ -129,13 +128,22 @@ def _result(facts: StudyFacts, choice: Choice | None, status: Status, findings: 
     )
 
 
+def _gadolinium_egfr(context: ClinicalContext | None, options: AuditOptions) -> float | None:
+    """The rules' eGFR below which gadolinium is avoided (read only when the context gives an eGFR)."""
+    if context is None or context.egfr is None:
+        return None
+    return float(recommender_rules(options.library).gadolinium_avoid_below_egfr)
+
+
 def _unreadable_finding(item: Unreadable, severity: Severity, suffix: str) -> Finding:
     if item.is_folder:  # a folder that could not be listed (permission, path length): never silent
         return Finding(code=FindingCode.UNREADABLE_FOLDER, severity=severity,
-                       message=f"Folder {item.path} could not be listed: {item.reason.split(': ', 1)[-1]}{suffix}",
+                       summary=f"Folder {item.path} could not be listed: {item.reason.split(': ', 1)[-1]}{suffix}",
+                       action="Make the folder readable (permissions, path length) and audit it again",
                        evidence={"path": item.path, "reason": item.reason})
     return Finding(code=FindingCode.UNREADABLE_FILE, severity=severity,
-                   message=f"File {item.path} could not be read: {item.reason}{suffix}",
+                   summary=f"File {item.path} could not be read: {item.reason}{suffix}",
+                   action="Send the study again from the scanner or the archive",
                    evidence={"path": item.path, "reason": item.reason})
 
 
@@ -145,25 +153,29 @@ def audit_study(study: Study, options: AuditOptions, unreadable: Sequence[Unread
     Raises KeyError when ``options.protocol_id`` is not in the library (a usage error)."""
     facts = study_facts(study)
     extra = [_unreadable_finding(u, Severity.WARNING, "; the study may be incomplete.") for u in unreadable]
-    extra += integrity_findings(study)  # malformed values, incomplete pixel data
     try:
         series = classify_study(study)
     except Exception as exc:  # noqa: BLE001 - a header the classifier cannot handle must not stop a batch
         finding = Finding(code=FindingCode.VALUE_PROBLEM, severity=Severity.ERROR,
-                          message=f"The study could not be classified ({type(exc).__name__}: {exc}); not audited.")
+                          summary=f"The study could not be classified ({type(exc).__name__}: {exc}); not audited",
+                          action="Report this study to the protocolcheck maintainers with its headers")
         return _result(facts, None, Status.ERROR, [finding, *extra], (), None, options)
     context = context_for(facts, options)
+    if context is not None and facts.requested_procedure_description:  # the order's own words, read for devices
+        order = ("the Requested Procedure Description", facts.requested_procedure_description)
+        context = replace(context, texts=tuple(dict.fromkeys((*context.texts, order))))
     indicated = indicated_protocol(context, options.library, facts.date, facts, series)
     choice = choose_protocol(facts, series, options.library, protocol_id=options.protocol_id,
                              indicated_id=None if options.protocol_id else indicated.protocol_id,
                              indication_reason=indicated.reason, scenario=indicated.scenario,
                              verdict=indicated.verdict, rules=indicated.rules)
-    evaluation = evaluate(choice, facts, series, context)
+    evaluation = evaluate(choice, facts, series, context, gadolinium_egfr_below=_gadolinium_egfr(context, options))
     findings = [*evaluation.findings, *extra]
     for problem in indicated.problems:  # a contradictory or malformed context: named, never a traceback
         findings.append(Finding(code=FindingCode.CONTEXT_MISSING, severity=Severity.WARNING,
-                                message=f"The clinical context cannot be used as given ({problem}); the protocol "
-                                        "was chosen without it. Correct the context.",
+                                summary=f"The clinical context cannot be used as given ({problem}); the protocol "
+                                        "was chosen without it",
+                                action="Correct the clinical context and audit the study again",
                                 evidence={"context": context.source if context else "", "problem": problem}))
     findings.sort(key=lambda f: -f.severity.rank)  # stable: missing items first within a severity
     judged = any(f.code is FindingCode.WRONG_PROTOCOL for f in findings)  # the exam done is known to be wrong

@@ -172,6 +172,11 @@ def audit_context_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--gadolinium-contraindicated", is_flag=True, default=None,
                      help="Gadolinium is contraindicated (default context)."),
         click.option("--dermatomal", is_flag=True, default=None, help="Single-dermatome symptoms (default context)."),
+        click.option("--exception", "exception", default=None, metavar="TEXT",
+                     help="A clinical reason to deviate from the protocol, e.g. 'suspected hematoma, imaging needed "
+                          "now' (default context): the findings it covers are kept as info with the reason. "
+                          "Start with finding codes or requirement ids and a colon to cover only those "
+                          "(needed for contrast and device safety findings)."),
     ])
 
 
@@ -247,9 +252,10 @@ def audit_options_from(opts: dict[str, Any], *, warnings_quiet: bool, count_prob
         indication=opts["indication"] or "", trauma_date=opts["trauma_date"],
         mri_contraindicated=opts["mri_contraindicated"] or None,
         gadolinium_contraindicated=opts["gadolinium_contraindicated"] or None,
-        dermatomal=opts["dermatomal"] or None, source="the command line")
+        dermatomal=opts["dermatomal"] or None, exception=" ".join((opts.get("exception") or "").split()),
+        source="the command line")
     has_default = bool(default.indication or default.trauma_date or default.mri_contraindicated
-                       or default.gadolinium_contraindicated or default.dermatomal)
+                       or default.gadolinium_contraindicated or default.dermatomal or default.exception)
     return AuditOptions(library=library, protocol_id=opts["protocol_id"], contexts=contexts,
                         default_context=default if has_default else None, include_series=not opts["no_series"])
 

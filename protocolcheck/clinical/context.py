@@ -21,7 +21,7 @@ from protocolcheck.dicom.safeio import open_regular
 KEY_COLUMNS = ("accession_number", "study_instance_uid")
 BOOL_COLUMNS = ("mri_contraindicated", "gadolinium_contraindicated", "dermatomal", "known_malignancy", "prior_radiation",
                 "iodinated_contrast_contraindicated", "pregnant")
-KNOWN_COLUMNS = KEY_COLUMNS + ("trauma_date", "indication", "egfr") + BOOL_COLUMNS
+KNOWN_COLUMNS = KEY_COLUMNS + ("trauma_date", "indication", "egfr", "exception") + BOOL_COLUMNS
 
 _TRUE = {"yes", "y", "true", "1", "x"}
 _FALSE = {"no", "n", "false", "0", ""}
@@ -55,6 +55,7 @@ class ClinicalContext:
     texts: tuple[tuple[str, str], ...] = ()
     # Where each explicitly given field came from, when the fields came from different places.
     origins: tuple[tuple[str, str], ...] = ()
+    exception: str = ""  # a clinical reason to deviate, e.g. "suspected hematoma, imaging needed now"
 
     @property
     def icd10_codes(self) -> tuple[str, ...]:
@@ -83,7 +84,7 @@ class ClinicalContext:
 
 
 FACT_FIELDS = ("indication", "trauma_date", "mri_contraindicated", "gadolinium_contraindicated", "egfr", "dermatomal",
-               "known_malignancy", "prior_radiation", "iodinated_contrast_contraindicated", "pregnant")
+               "known_malignancy", "prior_radiation", "iodinated_contrast_contraindicated", "pregnant", "exception")
 
 
 def parse_date(text: str) -> dt.date:
@@ -220,7 +221,8 @@ def _parse_row(row: dict[str, str], where: str, egfr_range: tuple[float, float])
     problems: list[str] = []
     if row.get("__extra__"):
         problems.append(f"{where}: more cells than columns ({row['__extra__']!r}); quote values containing commas")
-    values: dict[str, object] = {"indication": (row.get("indication") or "").strip(), "source": where}
+    values: dict[str, object] = {"indication": (row.get("indication") or "").strip(), "source": where,
+                                 "exception": " ".join((row.get("exception") or "").split())}
     trauma = (row.get("trauma_date") or "").strip()
     if trauma:
         try:

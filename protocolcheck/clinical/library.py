@@ -153,6 +153,7 @@ class Requirement:
     defines_exam: bool = False
     citations: tuple[str, ...] = ()
     note: str = ""
+    action: str = ""  # what to do when unmet (one imperative sentence)
 
     def describe(self) -> str:
         text = self.match.describe() if (self.match.values or self.match.ranges or self.match.negated) else ""
@@ -180,6 +181,23 @@ class PlaneRule:
     reformats_count: bool = True
     citations: tuple[str, ...] = ()
     note: str = ""
+    action: str = ""  # what to do when unmet (one imperative sentence)
+
+
+@dataclass(frozen=True)
+class QualityLimit:
+    """A limit on one acquisition parameter (``slice_thickness`` mm, ``field_strength`` T) of the
+    series ``series`` selects; its source is ``citations`` or ``site_policy`` (a local decision)."""
+
+    id: str
+    label: str
+    level: Level
+    parameter: str
+    range: Range
+    series: Match = field(default_factory=Match)
+    citations: tuple[str, ...] = ()
+    site_policy: str = ""
+    action: str = ""
 
 
 @dataclass(frozen=True)
@@ -231,6 +249,7 @@ class Protocol:
     notes: tuple[Note, ...] = ()
     wrong_exam: Note | None = None
     path: str = ""
+    limits: tuple[QualityLimit, ...] = ()
 
     @property
     def active(self) -> bool:
@@ -239,8 +258,9 @@ class Protocol:
     def cite(self, ids: Iterable[str]) -> list[Citation]:
         return [self.citations[i] for i in ids if i in self.citations]
 
-    def rule(self, rule_id: str) -> Requirement | PlaneRule | None:
-        for item in (*self.requirements, *self.planes):
+    def rule(self, rule_id: str) -> Requirement | PlaneRule | QualityLimit | None:
+        items: tuple[Requirement | PlaneRule | QualityLimit, ...] = (*self.requirements, *self.planes, *self.limits)
+        for item in items:
             if item.id == rule_id:
                 return item
         return None
@@ -269,6 +289,12 @@ class Protocol:
                  "isotropic_3d_counts": p.isotropic_3d_counts, "isotropic_max_mm": p.isotropic_max_mm,
                  "reformats_count": p.reformats_count, "citations": list(p.citations), "note": p.note or None}
                 for p in self.planes
+            ],
+            "limits": [
+                {"id": q.id, "label": q.label, "level": q.level.value, "parameter": q.parameter,
+                 "min": q.range.min, "max": q.range.max, "series": q.series.describe(),
+                 "citations": list(q.citations), "site_policy": q.site_policy or None}
+                for q in self.limits
             ],
             "timing": None if self.trauma is None else {
                 "trauma": {"min_days": self.trauma.min_days, "max_days": self.trauma.max_days,
@@ -626,7 +652,7 @@ def _semantic_problems(source: _Source, file_path: Path) -> None:
             check_match(path + ("not",), match["not"])
 
     rule_ids: list[str] = []
-    for section in ("requirements", "planes"):
+    for section in ("requirements", "planes", "limits"):
         for index, item in _items(data.get(section)):
             path = (section, index)
             rid = item.get("id")
@@ -639,6 +665,8 @@ def _semantic_problems(source: _Source, file_path: Path) -> None:
             for j, alt in enumerate(item.get("any_of") if isinstance(item.get("any_of"), list) else []):
                 check_match(path + ("any_of", j), alt)
             check_match(path + ("limits",), item.get("limits"))
+            if section == "limits":
+                check_match(path, {item.get("parameter"): {k: item[k] for k in ("min", "max") if k in item}})
     for index, note in _items(data.get("notes")):
         check_refs(("notes", index, "citations"), note.get("citations"))
     if isinstance(data.get("wrong_exam"), dict):
@@ -683,7 +711,7 @@ def _build(data: dict[str, Any], path: Path) -> Protocol:
             allow_derived=r.get("allow_derived", False), allow_localizer=r.get("allow_localizer", False),
             limits=tuple((name, _range(r["limits"][name])) for name in RANGE_FIELDS if name in (r.get("limits") or {})),
             exclusive=r.get("exclusive", True), defines_exam=r.get("defines_exam", False),
-            citations=tuple(r["citations"]), note=r.get("note", ""),
+            citations=tuple(r["citations"]), note=r.get("note", ""), action=r.get("action", ""),
         )
         for r in data.get("requirements") or ()
     )
@@ -696,9 +724,17 @@ def _build(data: dict[str, Any], path: Path) -> Protocol:
             isotropic_3d_counts=p.get("isotropic_3d_counts", True),
             isotropic_max_mm=float(p.get("isotropic_max_mm", 1.5)),
             reformats_count=p.get("reformats_count", True),
-            citations=tuple(p["citations"]), note=p.get("note", ""),
+            citations=tuple(p["citations"]), note=p.get("note", ""), action=p.get("action", ""),
         )
         for p in data.get("planes") or ()
+    )
+    limits = tuple(
+        QualityLimit(
+            id=q["id"], label=q["label"], level=Level(q["level"]), parameter=q["parameter"], range=_range(q),
+            series=_match(q.get("series")), citations=tuple(q.get("citations") or ()),
+            site_policy=" ".join(str(q.get("site_policy", "")).split()), action=q.get("action", ""),
+        )
+        for q in data.get("limits") or ()
     )
     trauma = None
     trauma_data = (data.get("timing") or {}).get("trauma")
@@ -724,7 +760,7 @@ def _build(data: dict[str, Any], path: Path) -> Protocol:
         notes=tuple(Note(" ".join(n["text"].split()), tuple(n.get("citations") or ())) for n in data.get("notes") or ()),
         wrong_exam=(Note(" ".join(data["wrong_exam"]["text"].split()), tuple(data["wrong_exam"]["citations"]))
                     if data.get("wrong_exam") else None),
-        path=str(path),
+        path=str(path), limits=limits,
     )
 
 

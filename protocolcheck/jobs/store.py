@@ -42,7 +42,10 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
+    null,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -54,7 +57,12 @@ from protocolcheck.dicom.safeio import open_regular
 if TYPE_CHECKING:  # pandas is imported where a frame is built (reports), not on every audit
     import pandas as pd
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: findings carry action, detail, guideline and deviation columns
+# Columns added since version 1, by version: (table, column, SQL type); added in place on open.
+MIGRATIONS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "2": (("findings", "action", "TEXT"), ("findings", "detail", "TEXT"), ("findings", "guideline", "TEXT"),
+          ("findings", "deviation", "TEXT")),
+}
 BUSY_TIMEOUT_S = 60.0
 
 metadata = MetaData()
@@ -115,6 +123,10 @@ findings_table = Table(
     Column("severity", String(16), nullable=False),
     Column("requirement", String(128)),
     Column("message", Text, nullable=False, default=""),
+    Column("action", Text),  # one imperative sentence (version 2)
+    Column("detail", Text),  # the message without action and guideline, for tables (version 2)
+    Column("guideline", Text),  # the guideline statements cited, quoted with their sources (version 2)
+    Column("deviation", Text),  # a recorded clinical reason to deviate (version 2)
 )
 
 files_table = Table(
@@ -311,6 +323,8 @@ class Store:
             version = conn.execute(select(meta_table.c.value).where(meta_table.c.key == "schema_version")).scalar()
             if version is None:
                 conn.execute(insert(meta_table).values(key="schema_version", value=SCHEMA_VERSION))
+            elif _older(version):
+                _migrate(conn, version)
             elif version != SCHEMA_VERSION:
                 raise StoreError(f"results store {self.target} has schema version {version}; "
                                  f"this protocolcheck writes version {SCHEMA_VERSION}")
@@ -369,7 +383,10 @@ class Store:
         with self._write() as conn:
             audit_id = int(conn.execute(insert(audits_table).values(**row)).inserted_primary_key[0])
             rows = [{"audit_id": audit_id, "code": _value(f.code), "severity": _value(f.severity),
-                     "requirement": f.requirement, "message": f.message} for f in result.findings]
+                     "requirement": f.requirement, "message": f.message, "action": f.action or None,
+                     "detail": f.render(action=False, guideline=False),
+                     "guideline": " ".join(q.text() for q in f.guideline) or None,
+                     "deviation": f.deviation or None} for f in result.findings]
             if rows:
                 conn.execute(insert(findings_table), rows)
         return audit_id
@@ -436,13 +453,15 @@ class Store:
         return df.sort_values(["when", "id"], ascending=False, kind="stable").reset_index(drop=True)
 
     def findings(self, audit_ids: Iterable[int]) -> pd.DataFrame:
-        """The findings of these audits (audit_id, code, severity, requirement, message)."""
+        """The findings of these audits (audit_id, code, severity, requirement, message, action, detail,
+        guideline, deviation; the last four are empty for a store of version 1 opened read-only)."""
         import pandas as pd
 
         ids = list(dict.fromkeys(int(i) for i in audit_ids))
         frames = []
-        cols = [c for c in findings_table.c if c.name != "id"]
         with self.engine.connect() as conn:
+            present = {c["name"] for c in inspect(conn).get_columns("findings")}
+            cols = [c if c.name in present else null().label(c.name) for c in findings_table.c if c.name != "id"]
             for chunk in _chunks(ids, 500):
                 frames.append(pd.read_sql(select(*cols).where(findings_table.c.audit_id.in_(chunk))
                                           .order_by(findings_table.c.audit_id, findings_table.c.id), conn))
@@ -608,20 +627,25 @@ def _enum(kind: type[Enum], value: Any, fallback: Any) -> Any:
 
 def finding_from_dict(data: dict[str, Any]) -> Finding:
     """Rebuild a :class:`Finding` from its ``to_dict`` form (unknown codes keep their text)."""
-    code = _enum(FindingCode, data.get("code"), None)
-    evidence = dict(data.get("evidence") or {})
-    if code is None:  # a code added after this store was written: keep it readable
-        evidence.setdefault("code", data.get("code"))
-        code = FindingCode.VALUE_PROBLEM
-    return Finding(
-        code=code,
-        severity=_enum(Severity, data.get("severity"), Severity.INFO),
-        message=str(data.get("message") or ""),
-        requirement=data.get("requirement"),
-        series=tuple(data.get("series") or ()),
-        citations=tuple(data.get("citations") or ()),
-        evidence=evidence,
-    )
+    return Finding.from_dict(data)
+
+
+def _older(version: str) -> bool:
+    """Whether a store's schema version is older than :data:`SCHEMA_VERSION` (and can be migrated)."""
+    return version.isdigit() and int(version) < int(SCHEMA_VERSION)
+
+
+def _migrate(conn: Any, version: str) -> None:
+    """Bring a store written by an older version to :data:`SCHEMA_VERSION`: add the columns each later
+    version added (existing rows keep NULL there; their result JSON still holds everything they had)."""
+    inspector = inspect(conn)
+    existing = {(t, c["name"]) for t in {t for v in MIGRATIONS.values() for t, _, _ in v}
+                for c in inspector.get_columns(t)}
+    for target in sorted((v for v in MIGRATIONS if int(v) > int(version)), key=int):
+        for table, column, sql_type in MIGRATIONS[target]:
+            if (table, column) not in existing:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
+    conn.execute(update(meta_table).where(meta_table.c.key == "schema_version").values(value=SCHEMA_VERSION))
 
 
 def result_from_dict(data: dict[str, Any], *, patient_name: str = "", patient_id: str = "") -> AuditResult:

@@ -405,6 +405,11 @@ td.nowrap { white-space:nowrap; }
 small.uid { color:var(--muted); font-size:10.5px; }
 td.mono { font-family:ui-monospace,"DejaVu Sans Mono",monospace; font-size:12px; word-break:break-all; }
 .badge { display:inline-block; border-radius:9px; padding:0 8px; font-size:11.5px; font-weight:600; color:#fff; white-space:nowrap; }
+td.finding details { display:inline; color:var(--muted); font-size:12px; }
+td.finding details summary { display:inline; cursor:pointer; color:#3d6fb6; margin-left:4px; }
+td.finding details[open] { display:block; margin:2px 0 0 0; }
+td.finding code { background:#eef2f7; border-radius:4px; padding:0 4px; font-size:11.5px; }
+td.action { font-weight:600; }
 ul.findings { margin:0; padding:0; list-style:none; }
 ul.findings li { margin:0 0 4px; }
 ul.findings details { display:inline; color:var(--muted); font-size:12px; }
@@ -457,30 +462,45 @@ def _study_cells(row: Any, include_patient: bool) -> list[str]:
                     f"<td>{esc(row['protocol']) or '–'}<br><small>{esc(row['study_description'])}</small></td>"]
 
 
+def _present(value: object) -> bool:
+    """A store cell that holds text (not None, NaN or empty)."""
+    return isinstance(value, str) and bool(value.strip())
+
+
 def _failing_table(audits: pd.DataFrame, findings: pd.DataFrame, include_patient: bool) -> str:
+    """Failing studies, newest first: one row per finding (the study's cells span them), with what
+    was found and, in a column of its own, the action to take."""
     failing = audits[audits["status"].isin(FAILING)]
     if failing.empty:
         return '<p class="empty">No failing studies in this selection.</p>'
     by_audit = {int(k): g for k, g in findings.groupby("audit_id")} if not findings.empty else {}
     head = ["Study date", "Accession / Study UID"] + (["Patient"] if include_patient else []) + \
-        ["Station · scanner", "Protocol", "Status", "Findings"]
+        ["Station · scanner", "Protocol", "Status", "Finding", "Action"]
     rows = []
     for _, row in failing.head(MAX_TABLE_ROWS).iterrows():
-        items = []
+        pairs: list[tuple[str, str]] = []
         group = by_audit.get(int(row["id"]))
         if group is not None:
             order = {"error": 0, "warning": 1, "info": 2}
             group = group.assign(_o=group["severity"].map(order).fillna(3)).sort_values("_o", kind="stable")
             for _, f in group.iterrows():
-                req = f" <code>{esc(f['requirement'])}</code>" if f["requirement"] else ""
-                text, _, cited = str(f["message"] or "").partition(" Guideline: ")
-                cite = (f'<details><summary>guideline</summary>{esc(cited)}</details>' if cited else "")
-                items.append(f"<li>{_badge(f['severity'], SEVERITY_COLORS.get(f['severity'], '#667'))} "
-                             f"<code>{esc(f['code'])}</code>{req} {esc(text)}{cite}</li>")
-        cells = _study_cells(row, include_patient) + [
-            f"<td>{_badge(STATUS_LABELS.get(row['status'], row['status']), STATUS_COLORS.get(row['status'], '#667'))}</td>",
-            f'<td><ul class="findings">{"".join(items) or "<li>–</li>"}</ul></td>']
-        rows.append("<tr>" + "".join(cells) + "</tr>")
+                req = f" <code>{esc(f['requirement'])}</code>" if _present(f.get("requirement")) else ""
+                detail = f.get("detail")
+                text = str(detail) if _present(detail) else str(f["message"] or "")  # a version 1 store: no detail
+                cited = str(f["guideline"]) if _present(f.get("guideline")) else ""
+                cite = f'<details><summary>guideline</summary>{esc(cited)}</details>' if cited else ""
+                action = esc(str(f["action"])) if _present(f.get("action")) else "–"
+                pairs.append((f"{_badge(f['severity'], SEVERITY_COLORS.get(f['severity'], '#667'))} "
+                              f"<code>{esc(f['code'])}</code>{req} {esc(text)}{cite}", action))
+        pairs = pairs or [("–", "–")]
+        span = f' rowspan="{len(pairs)}"' if len(pairs) > 1 else ""
+        cells = [c.replace("<td>", f"<td{span}>", 1).replace('<td class=', f'<td{span} class=', 1)
+                 for c in _study_cells(row, include_patient)]
+        badge = _badge(STATUS_LABELS.get(row['status'], row['status']), STATUS_COLORS.get(row['status'], '#667'))
+        cells.append(f"<td{span}>{badge}</td>")
+        for i, (finding, action) in enumerate(pairs):
+            lead = "".join(cells) if i == 0 else ""
+            rows.append(f'<tr>{lead}<td class="finding">{finding}</td><td class="action">{action}</td></tr>')
     more = ""
     if len(failing) > MAX_TABLE_ROWS:
         more = f'<p class="note">Showing the newest {MAX_TABLE_ROWS} of {len(failing)} failing studies; the CSV export has all.</p>'

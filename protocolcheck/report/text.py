@@ -13,6 +13,7 @@ import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from protocolcheck.clinical.findings import Finding, sentence
 from protocolcheck.report.tabular import printable, to_csv, to_json, to_table, xml_safe
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ CLASSIFY_CSV_COLUMNS = (("study_instance_uid", "series_instance_uid") + CLASSIFY
 
 AUDIT_CSV_COLUMNS = (
     "accession_number", "study_instance_uid", "study_date", "modality", "study_description", "manufacturer",
-    "protocol", "status", "severity", "code", "requirement", "series", "message",
+    "protocol", "status", "severity", "code", "requirement", "series", "action", "message",
 )
 SEVERITY_LABEL = {"error": "ERROR", "warning": "WARN", "info": "info"}
 
@@ -52,11 +53,6 @@ def wrap_lines(text: str, indent: str, width: int = 100, hang: str = "  ") -> li
     """``text`` wrapped to ``width`` columns; continuation lines indented by ``hang`` more."""
     return textwrap.wrap(text, width=width, initial_indent=indent, subsequent_indent=indent + hang,
                          break_on_hyphens=False) or [indent]
-
-
-def without_citation(message: str) -> str:
-    """A finding message without its trailing "Guideline: ..." (the table lists citations apart)."""
-    return message.split(" Guideline: ", 1)[0].strip()
 
 
 # -- classify ----------------------------------------------------------------------------------------
@@ -183,9 +179,13 @@ def audit_table(records: list[dict[str, Any]]) -> str:
         for f in r["findings"]:
             sev = SEVERITY_LABEL.get(f["severity"], f["severity"])
             what = f["code"] + (f" {f['requirement']}" if f.get("requirement") else "")
-            lines.extend(wrap_lines(f"{sev:<5} {what}: {without_citation(f['message'])}", "  "))
-            if f.get("citations"):
-                lines.extend(wrap_lines(f"cites: {', '.join(f['citations'])}", "        "))
+            finding = Finding.from_dict(f)
+            lines.extend(wrap_lines(f"{sev:<5} {what}: {finding.render(action=False, guideline=False)}", "  "))
+            if finding.action:
+                lines.extend(wrap_lines(f"action: {sentence(finding.action)}", "        "))
+            sources = list(dict.fromkeys(q.source for q in finding.guideline))
+            if sources:  # the sources by name (the statements and their ids are in the JSON and the HTML report)
+                lines.extend(wrap_lines(f"source: {'; '.join(sources)}", "        "))
         met = [q for q in r.get("requirements") or () if q.get("met")]
         if met:
             lines.append("  Met:")
@@ -203,10 +203,11 @@ def audit_csv(records: list[dict[str, Any]]) -> str:
     for r in records:
         base = {k: r.get(k) for k in AUDIT_CSV_COLUMNS[:8]}
         if not r["findings"]:
-            rows.append({**base, "severity": None, "code": None, "requirement": None, "series": None, "message": None})
+            rows.append({**base, "severity": None, "code": None, "requirement": None, "series": None, "action": None,
+                         "message": None})
         for f in r["findings"]:
             rows.append({**base, "severity": f["severity"], "code": f["code"], "requirement": f["requirement"],
-                         "series": f["series"], "message": f["message"]})
+                         "series": f["series"], "action": f.get("action"), "message": f["message"]})
     return to_csv(rows, AUDIT_CSV_COLUMNS)
 
 
@@ -366,9 +367,8 @@ def format_order_check(check: OrderCheck) -> str:
     """A readable order-check report: status, findings, recommended replacement."""
     lines = [f"Order: {check.procedure or '-'}" + (f" (code {check.procedure_code})" if check.procedure_code else "")
              + f"  scheduled {check.scheduled.isoformat()}"]
-    if check.ordered and check.ordered.understood:
-        side = f", {check.ordered.laterality}" if check.ordered.laterality else ""
-        lines.append(f"  read as: {check.ordered.name}{side}")
+    if check.ordered and check.ordered.key:
+        lines.append(f"  understood as: {check.ordered.key}")
     for note in (check.ordered.notes if check.ordered else ()):
         lines.append(f"  note: {note}")
     if check.recommendation:
@@ -377,11 +377,12 @@ def format_order_check(check: OrderCheck) -> str:
     for p in check.problems:
         lines.append(_wrap(f"problem: {p}", indent="  "))
     for f in check.findings:
-        lines.append(_wrap(f"{f.severity.value.upper()} {f.code.value}: {f.message}", indent="  "))
+        lines.append(_wrap(f"{f.severity.value.upper()} {f.code.value}: {f.render(action=False)}", indent="  "))
+        if f.action:
+            lines.append(_wrap(f"action: {sentence(f.action)}", indent="    "))
     if check.recommended:
         r = check.recommended
-        lines.append(_wrap(f"Recommended: {r.procedure} ({r.appropriateness.label}); protocol: "
-                           f"{r.protocol or 'none in the library'}", indent=""))
+        lines.append(f"Recommended: {r.procedure} [{r.protocol or 'no library protocol'}] - {r.appropriateness.label}")
     if check.recommendation and check.recommendation.timing.earliest_date:
         lines.append(f"Earliest date: {check.recommendation.timing.earliest_date.isoformat()}")
     return printable("\n".join(lines), keep_newlines=True) + "\n"
