@@ -362,7 +362,7 @@ def judge(rec: Recommendation, exam: Exam, rules: Rules) -> Verdict:
                        f"{exam.named}: {r.appropriateness.label} for {what}, while the first choice, {top_name}, is "
                        f"{top.appropriateness.label}. {r.rationale}", top_name, r.citations, top.protocol)
     return Verdict(VerdictKind.NOT_RATED, "warning", exam,
-                   f"{exam.named}, which is not among the exams rated for {what}.", top_name, rec.variant.citations,
+                   f"{exam.named}: not among the exams rated for {what}.", top_name, rec.variant.citations,
                    top.protocol if top else None)
 
 

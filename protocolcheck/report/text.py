@@ -42,7 +42,7 @@ SEVERITY_LABEL = {"error": "ERROR", "warning": "WARN", "info": "info"}
 
 _WIDTH = 100  # text reports fit a 100-column terminal
 WORKLIST_COLUMNS = ("accession_number", "scheduled_date", "station_aet", "procedure", "status", "recommended",
-                    "earliest_date", "findings")
+                    "earliest_date", "findings", "actions")
 WORKLIST_HEADERS = {"accession_number": "accession", "scheduled_date": "scheduled", "station_aet": "station",
                     "earliest_date": "earliest"}
 
@@ -267,9 +267,15 @@ def describe(result: Any) -> str:
 # -- worklist ----------------------------------------------------------------------------------------
 
 
+def _action(finding: dict[str, Any]) -> str:
+    """A finding's action: its own field, else where the order check kept it (older finding records)."""
+    return str(finding.get("action") or (finding.get("evidence") or {}).get("action") or "")
+
+
 def _worklist_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**r, "recommended": (r["recommended"] or {}).get("procedure"),
-             "findings": "; ".join(f"{f['severity']}: {f['code']}" for f in r["findings"])} for r in records]
+             "findings": "; ".join(f"{f['severity']}: {f['code']}" for f in r["findings"]),
+             "actions": " ".join(dict.fromkeys(a for a in map(_action, r["findings"]) if a))} for r in records]
 
 
 def worklist_csv(records: list[dict[str, Any]]) -> str:
@@ -287,7 +293,10 @@ def worklist_table(records: list[dict[str, Any]]) -> str:
     lines = ["  ".join(f"{WORKLIST_HEADERS.get(c, c):<{widths[c]}}" for c in short).rstrip()]
     for r in rows:
         lines.append("  ".join(f"{r.get(c) or '-'!s:<{widths[c]}}" for c in short).rstrip())
-        for label, key in (("ordered", "procedure"), ("recommended", "recommended"), ("findings", "findings")):
+        for label, key in (("ordered", "procedure"), ("recommended", "recommended"), ("findings", "findings"),
+                           ("action", "actions")):
+            if key == "actions" and not r.get(key):
+                continue
             lines.append(textwrap.fill(str(r.get(key) or "-"), width=_WIDTH, initial_indent=f"    {label + ':':<13}",
                                        subsequent_indent=" " * 17, break_on_hyphens=False))
     return printable("\n".join(lines), keep_newlines=True) + "\n"
