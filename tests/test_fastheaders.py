@@ -439,7 +439,8 @@ def test_enhanced_multiframe(tmp_path: Path, explicit: bool, undefined: bool) ->
         _functional_group(e, undefined, "0\\1\\0\\0\\0\\-1", "DERIVED\\PRIMARY\\M\\NONE", struct.pack("<d", 80.0)),
     ]
     elements[0x52009230] = sequence(0x52009230, frames, e, undefined)
-    path = write(tmp_path / "enhanced.dcm", elements, explicit)
+    pixels = element(0x7FE00010, "OW", b"\x00\x01" * 64, explicit)  # 4 frames of 4 x 4 x 16 bits
+    path = write(tmp_path / "enhanced.dcm", elements, explicit, pixels=pixels)
     assert_fast_agrees(path)
     records = read_fast(str(path))
     assert isinstance(records, list) and [r.frames for r in records] == [2, 1, 1]

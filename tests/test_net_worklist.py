@@ -151,3 +151,26 @@ def test_worklist_text_is_handed_to_the_clinical_core_unparsed() -> None:
     scenario = interpret(context, rules, dt.date(2026, 3, 1))[0]
     assert scenario.trauma_date == dt.date(2026, 2, 1) and scenario.traumatic
     assert scenario.source("trauma_date") == "worklist Requested Procedure Comments"
+
+
+def test_worklist_equals_check_order_on_the_same_item(servers: Servers) -> None:
+    """Each worklist record is exactly the check-order record of its order (the one clinical judgement)."""
+    _code, records, _err = run(servers.wlm)
+    assert records
+    for record in records:
+        args = ["check-order", "--procedure", record["procedure"], "--indication", record["indication"],
+                "--format", "json", "--fail-on", "never"]
+        if record["procedure_code"]:
+            args += ["--procedure-code", record["procedure_code"]]
+        if record["scheduled_date"]:
+            args += ["--scheduled", record["scheduled_date"]]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        alone = json.loads(result.stdout)
+        for key in ("status", "recommended", "variant", "earliest_date", "ordered"):
+            assert record[key] == alone[key], (record["accession_number"], key)
+        assert [(f["code"], f["severity"], f["requirement"]) for f in record["findings"]] == \
+            [(f["code"], f["severity"], f["requirement"]) for f in alone["findings"]], record["accession_number"]
+    ct = next(r for r in records if r["accession_number"] == "WL-CT")
+    assert ct["scenario"]["mri_contraindicated"] is True  # "MRI contraindicated (pacemaker)" in the reason
+    assert ct["status"] == "pass"  # CT with IV contrast is then the first choice

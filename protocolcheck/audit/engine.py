@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from protocolcheck.audit.integrity import integrity_findings
 from protocolcheck.audit.validate import Choice, ChosenBy, StudyFacts, choose_protocol, evaluate, identify, study_facts
 from protocolcheck.classify import SeriesClass, classify_study
 from protocolcheck.clinical.context import ClinicalContext, ContextTable
@@ -153,6 +154,7 @@ def audit_study(study: Study, options: AuditOptions, unreadable: Sequence[Unread
     Raises KeyError when ``options.protocol_id`` is not in the library (a usage error)."""
     facts = study_facts(study)
     extra = [_unreadable_finding(u, Severity.WARNING, "; the study may be incomplete.") for u in unreadable]
+    extra += integrity_findings(study)  # malformed values, incomplete pixel data
     try:
         series = classify_study(study)
     except Exception as exc:  # noqa: BLE001 - a header the classifier cannot handle must not stop a batch

@@ -329,7 +329,8 @@ def cite(rules: Rules, ids: Sequence[str]) -> str:
     """The first cited source as a radiologist names it (title, section, year), for a message."""
     if not ids:
         return ""
-    return f" (Source: {rules.sources[ids[0]].title}.)"
+    published = [i for i in ids if rules.sources[i].origin != "site"]  # a publication first; site policy if alone
+    return f" (Source: {rules.sources[(published or list(ids))[0]].title}.)"
 
 
 def judge(rec: Recommendation, exam: Exam, rules: Rules) -> Verdict:

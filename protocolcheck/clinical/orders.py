@@ -41,7 +41,7 @@ class ParsedOrder:
 
     def missing(self) -> list[str]:
         """What could not be read from the order ("the modality", "the body part")."""
-        return [label for label, value in (("modality (MRI, CT, radiographs, ultrasound...)", self.modality),
+        return [label for label, value in (("modality (MRI, CT, radiographs, ultrasound, nuclear medicine)", self.modality),
                                            ("body part", self.region)) if value is None]
 
     def exam(self, rules: Rules) -> Exam:

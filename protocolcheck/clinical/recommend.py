@@ -193,10 +193,10 @@ def check_order(procedure: str, context: ClinicalContext, procedure_code: str = 
     evidence = {"ordered": ordered.key, "recommended": top.key if top else None, "variant": rec.variant.id}
     shown = procedure or procedure_code
     if not ordered.understood:
-        missing = " or ".join(ordered.missing())
+        missing = " or ".join(ordered.missing())  # "modality (MRI, CT, ...)" and/or "body part"
         findings.append(finding(
             FindingCode.ORDER_NOT_UNDERSTOOD, Severity.WARNING,
-            f"The order \u201c{shown}\u201d names no {missing} known to these rules, so it cannot be checked against "
+            f"The order \u201c{shown}\u201d does not name a recognisable {missing}, so it cannot be checked against "
             "the indication.",
             action=f"Write the modality, body part and contrast in the order (for this indication: {top_text}), "
                    "or give its procedure code.",

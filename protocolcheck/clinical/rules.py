@@ -167,6 +167,7 @@ class ContraindicationText:
     """The words that name contraindications in free text (``contraindication_text`` of rules.yaml)."""
 
     mri_devices: tuple[TextRule, ...]
+    mri_contraindicated: re.Pattern[str]
     mr_conditional: re.Pattern[str]
     gadolinium: tuple[TextRule, ...]
     iodinated: tuple[TextRule, ...]
@@ -414,6 +415,7 @@ def _build_rules(name: str, d: dict[str, Any]) -> Rules:
 
     contraindication_text = ContraindicationText(
         mri_devices=text_rules("mri_devices"),
+        mri_contraindicated=compile_re(ct["mri_contraindicated"], "contraindication_text.mri_contraindicated"),
         mr_conditional=compile_re(ct["mr_conditional"], "contraindication_text.mr_conditional"),
         gadolinium=text_rules("gadolinium"), iodinated=text_rules("iodinated"),
         pregnancy=compile_re(ct["pregnancy"], "contraindication_text.pregnancy"),

@@ -193,6 +193,8 @@ def _contraindications(context: ClinicalContext, rules: Rules) -> dict[str, Any]
                 elif device is None:
                     device = TextFact(rule.label, hit.group(0), source)
     found["mri_device"], found["mr_conditional"] = device, conditional
+    stated = next(((src, m.group(0)) for src, t in cleaned for m in [ct.mri_contraindicated.search(t)] if m), None)
+    found["mri_contraindicated"] = TextFact("MRI contraindicated", stated[1], stated[0]) if stated else None
     found["gadolinium"] = _first(ct.gadolinium, cleaned)
     found["iodinated"] = _first(ct.iodinated, cleaned)
     pregnancy = next(((s, m.group(0)) for s, t in cleaned for m in [ct.pregnancy.search(t)] if m), None)
@@ -286,6 +288,12 @@ def interpret(context: ClinicalContext, rules: Rules, on: dt.date | None = None,
     if mri_ci:
         sources["mri_contraindicated"] = context.origin("mri_contraindicated")
         mri_reason = f"recorded in {sources['mri_contraindicated']}" if sources["mri_contraindicated"] else "recorded"
+    elif mri_ci is None and said["mri_contraindicated"] is not None:
+        stated = said["mri_contraindicated"]
+        mri_ci, sources["mri_contraindicated"] = True, stated.source
+        mri_reason = f"\u201c{stated.words}\u201d in {stated.source}"
+        if said["mri_device"] is not None:
+            mri_reason += f" ({said['mri_device'].label})"
     device: TextFact | None = said["mri_device"] if mri_ci is None else None
     if device is not None:
         sources["mri_device"] = device.source

@@ -37,6 +37,7 @@ from typing import Any
 from pydicom._private_dict import private_dictionaries
 from pydicom.datadict import DicomDictionary, dictionary_VR, keyword_dict
 
+from protocolcheck.dicom.pixels import ImageSize, pixel_data_problem
 from protocolcheck.dicom.records import (
     _FRAME_MACROS,
     ENHANCED_SOP_CLASSES,
@@ -65,6 +66,7 @@ _ITEM = 0xFFFEE000
 _ITEM_END = 0xFFFEE00D
 _SEQ_END = 0xFFFEE0DD
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})  # as pydicom's stop_before_pixels
+_PIXEL_KEY = ("PixelData",)  # where the walk leaves Pixel Data's (value offset, declared length)
 
 _TAG_LEN = Struct("<HHL")  # tag + 32-bit length (implicit VR elements, items, delimiters)
 _EXPLICIT = Struct("<HH2sH")  # tag + VR + 16-bit length
@@ -220,7 +222,7 @@ _TOP_KEYWORDS = (
     "ImageOrientationPatient", "NumberOfFrames", "Rows", "Columns", "PixelSpacing",
     "RequestedProcedureDescription", "RequestedProcedureCodeSequence", "RequestAttributesSequence",
     "AcquisitionDateTime", "EchoPulseSequence", "EchoPlanarPulseSequence", "SteadyStatePulseSequence",
-    "SpectrallySelectedExcitation", "AngioFlag",
+    "SpectrallySelectedExcitation", "AngioFlag", "BitsAllocated", "SamplesPerPixel",
 )
 _TOP: dict[int, str] = {_tag(k): k for k in _TOP_KEYWORDS}
 _ITEM_KEYWORDS = ("SpecificCharacterSet", "CodeValue", "CodeMeaning", "RequestedProcedureDescription")
@@ -699,6 +701,8 @@ class _Walker:
         if tag in _PIXEL_TAGS:
             if elem == 0x10 and length != _UNDEFINED and pos + head + length > size:
                 raise _Fallback("pixel data cut short")  # headers.py notes it as a value problem
+            if elem == 0x10:
+                out[_PIXEL_KEY] = (pos + head, length)  # checked once the header is read (pixels.py)
             return -1
         pos += head
         if kind or length == _UNDEFINED:
@@ -1373,6 +1377,9 @@ def _read(path: str) -> list[InstanceHeader] | Skipped:
         top: dict[Any, Any] = {}
         creators: dict[int, str] = {}
         walker.top(start, implicit, top, creators)
+        pixels = top.get(_PIXEL_KEY)
+        if pixels is not None and _pixel_problem(fd, size, pixels, top):
+            raise _Fallback("pixel data incomplete")  # the pydicom reader notes it as a value problem
         fields = _fields(top, creators, meta, path)
     finally:
         os.close(fd)
@@ -1383,6 +1390,13 @@ def _read(path: str) -> list[InstanceHeader] | Skipped:
             for name in _EXTRA_FIELDS:
                 record_fields.pop(name, None)
     return [_record(record_fields) for record_fields in fields]
+
+
+def _pixel_problem(fd: int, size: int, pixels: tuple[int, int], top: dict[Any, Any]) -> str | None:
+    """:func:`.pixels.pixel_data_problem` on the Pixel Data the walk stopped at (as the pydicom reader)."""
+    image = ImageSize(_integer(top.get("Rows")), _integer(top.get("Columns")), _integer(top.get("BitsAllocated")),
+                      _integer(top.get("SamplesPerPixel")), _integer(top.get("NumberOfFrames")))
+    return pixel_data_problem(lambda position, n: os.pread(fd, n, position), size, pixels[0], pixels[1], image)
 
 
 def _record(fields: dict[str, Any]) -> InstanceHeader:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
 from protocolcheck.dicom.limits import DEFLATED_SYNTAX, InflateLimitExceeded, inflate_limit, inflated_size
+from protocolcheck.dicom.pixels import ImageSize, pixel_data_problem
 from protocolcheck.dicom.records import (
     _FRAME_MACROS,
     ENHANCED_SOP_CLASSES,
@@ -38,6 +39,7 @@ from protocolcheck.dicom.records import (
     problem_text,
     uid_for_message,
 )
+from protocolcheck.dicom.safeio import open_regular
 
 _PYDICOM: Any = None
 
@@ -461,30 +463,47 @@ def _pixel_data_problem(path: str, ds: Dataset, offset: int, size: int) -> str |
         return None
     order: Literal["little", "big"] = "little" if little else "big"
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path, "rb") as fh:
             fh.seek(offset)
             head = fh.read(12)
+
+            def read_at(position: int, n: int) -> bytes:
+                fh.seek(position)
+                return fh.read(n)
+
+            if len(head) < 8:
+                return None
+            group, element = int.from_bytes(head[0:2], order), int.from_bytes(head[2:4], order)
+            if (group, element) != (0x7FE0, 0x0010):
+                return None
+            if implicit:
+                length, header = int.from_bytes(head[4:8], order), 8
+            elif head[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"UN", b"UT", b"SQ", b"OV", b"UC", b"UR"):
+                if len(head) < 12:
+                    return None
+                length, header = int.from_bytes(head[8:12], order), 12
+            else:
+                length, header = int.from_bytes(head[6:8], order), 8
+            return pixel_data_problem(read_at, size, offset + header, length, _image_size(ds), little=bool(little))
     except OSError:
         return None
-    if len(head) < 8:
-        return None
-    group, element = int.from_bytes(head[0:2], order), int.from_bytes(head[2:4], order)
-    if (group, element) != (0x7FE0, 0x0010):
-        return None
-    if implicit:
-        length, header = int.from_bytes(head[4:8], order), 8
-    elif head[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"UN", b"UT", b"SQ", b"OV", b"UC", b"UR"):
-        if len(head) < 12:
+
+
+def _image_size(ds: Dataset) -> ImageSize:
+    """Rows, Columns, Bits Allocated, Samples per Pixel and Number of Frames as the header states them
+    (None for a value that is absent or not a whole number)."""
+
+    def whole(keyword: str) -> int | None:
+        try:
+            value = ds.get(keyword)
+            value = value[0] if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else value
+            number = float(value) if value not in (None, "") else None
+        except Exception:  # noqa: BLE001 - a malformed value is reported elsewhere; here it is unknown
             return None
-        length, header = int.from_bytes(head[8:12], order), 12
-    else:
-        length, header = int.from_bytes(head[6:8], order), 8
-    if length == 0xFFFFFFFF:  # encapsulated: fragments, not checked here
-        return None
-    available = size - offset - header
-    if available < length:
-        return f"PixelData: truncated ({available} of {length} bytes present)"
-    return None
+        return int(number) if number is not None and math.isfinite(number) and number.is_integer() else None
+
+    return ImageSize(whole("Rows"), whole("Columns"), whole("BitsAllocated"), whole("SamplesPerPixel"),
+                     whole("NumberOfFrames"))
 
 
 def _force_read(ds: Dataset) -> None:

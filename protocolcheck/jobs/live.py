@@ -7,6 +7,9 @@ own thread reads their headers, decides when a series is complete (no new instan
 far through the one audit engine (:func:`protocolcheck.audit.engine.audit_study`). Verdicts are
 *provisional* while the exam is open and *final* once it ends: MPPS COMPLETED or DISCONTINUED
 (PS3.4 Annex F), or the study idle as ``listen`` decides today (:meth:`LiveMonitor.study_idle`).
+A series quiet for ``settle`` seconds (0.5) is judged already, so that its verdict shows well within
+``series_idle`` of its last instance; it counts as complete (no longer "arriving") after ``series_idle``.
+A series still receiving is never judged on its first images.
 
 Every finding is sorted into one of three live kinds (:class:`LiveKind`): ``still-missing`` (a
 required series not acquired *yet*: no alarm while it can still be done), ``missing`` (the exam is
@@ -51,6 +54,7 @@ from protocolcheck.dicom.study import group_studies
 LOG = logging.getLogger("protocolcheck.jobs.live")
 
 DEFAULT_SERIES_IDLE = 2.0  # seconds without a new instance before a series counts as complete
+DEFAULT_SETTLE = 0.5  # seconds without a new instance before a series is judged (early, still "arriving")
 RECENT_EXAMS = 50  # finished exams kept in memory for the page
 
 
@@ -144,6 +148,7 @@ class _Series:
     headers: list[InstanceHeader] = field(default_factory=list)
     last: float = 0.0
     complete: bool = False
+    judged: int = 0  # instances it had when the exam was last judged
     order: int = 0
 
 
@@ -268,12 +273,14 @@ class LiveMonitor:
     """
 
     def __init__(self, options: AuditOptions, *, series_idle: float = DEFAULT_SERIES_IDLE,
+                 settle: float = DEFAULT_SETTLE,
                  expect: Callable[[str], Expectation | None] | None = None,
                  clock: Callable[[], float] = time.monotonic, recent: int = RECENT_EXAMS) -> None:
         if series_idle < 0:
             raise ValueError("series idle time must be >= 0 seconds")
         self.options = options
         self.series_idle = series_idle
+        self.settle = min(settle, series_idle)
         self.expect = expect
         self.clock = clock
         self.recent = recent
@@ -374,8 +381,8 @@ class LiveMonitor:
 
     def _next_wait(self) -> float | None:
         now = self.clock()
-        waits = [s.last + self.series_idle - now for e in self._exams.values() for s in e.series.values()
-                 if not s.complete]
+        waits = [s.last + (self.settle if len(s.headers) != s.judged else self.series_idle) - now
+                 for e in self._exams.values() for s in e.series.values() if not s.complete]
         return max(0.0, min(waits)) + 0.005 if waits else None
 
     def step(self, inbox: Iterable[tuple[str, Any]]) -> None:
@@ -389,9 +396,13 @@ class LiveMonitor:
         now = self.clock()
         for exam in self._exams.values():
             for series in exam.series.values():
-                if not series.complete and now - series.last >= self.series_idle:
+                if series.complete:
+                    continue
+                if now - series.last >= self.series_idle:
                     series.complete = True
                     exam.dirty = True
+                elif now - series.last >= self.settle and len(series.headers) != series.judged:
+                    exam.dirty = True  # quiet for a moment: judge it now, confirm it complete later
         for exam in list(self._exams.values()):
             self._look_up(exam)
             if exam.dirty:
@@ -498,7 +509,11 @@ class LiveMonitor:
     # -- evaluation --------------------------------------------------------------------------
     def _evaluate(self, exam: Exam) -> None:
         exam.dirty = False
-        headers = [h for s in exam.series.values() if s.complete for h in s.headers]
+        now = self.clock()
+        settled = [s for s in exam.series.values() if s.complete or now - s.last >= self.settle]
+        for series in settled:
+            series.judged = len(series.headers)
+        headers = [h for s in settled for h in s.headers]
         if headers:
             options = self.options
             if exam.expectation is not None and exam.expectation.context is not None:

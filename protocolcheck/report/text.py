@@ -376,8 +376,9 @@ def format_order_check(check: OrderCheck) -> str:
     """A readable order-check report: status, findings, recommended replacement."""
     lines = [f"Order: {check.procedure or '-'}" + (f" (code {check.procedure_code})" if check.procedure_code else "")
              + f"  scheduled {check.scheduled.isoformat()}"]
-    if check.ordered and check.ordered.key:
-        lines.append(f"  understood as: {check.ordered.key}")
+    if check.ordered and check.ordered.understood:
+        side = f", {check.ordered.laterality}" if check.ordered.laterality else ""
+        lines.append(f"  read as: {check.ordered.name}{side}")
     for note in (check.ordered.notes if check.ordered else ()):
         lines.append(f"  note: {note}")
     if check.recommendation:
@@ -391,7 +392,8 @@ def format_order_check(check: OrderCheck) -> str:
             lines.append(_wrap(f"action: {sentence(f.action)}", indent="    "))
     if check.recommended:
         r = check.recommended
-        lines.append(f"Recommended: {r.procedure} [{r.protocol or 'no library protocol'}] - {r.appropriateness.label}")
+        lines.append(_wrap(f"Recommended: {r.procedure} ({r.appropriateness.label}); protocol: "
+                           f"{r.protocol or 'none in the library'}", indent=""))
     if check.recommendation and check.recommendation.timing.earliest_date:
         lines.append(f"Earliest date: {check.recommendation.timing.earliest_date.isoformat()}")
     return printable("\n".join(lines), keep_newlines=True) + "\n"
