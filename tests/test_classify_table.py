@@ -21,10 +21,10 @@ from protocolcheck.dicom.study import group_studies
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "protocolcheck" / "classify"
-# Numbers that are not cut-offs: 0 and 1 (presence, indexes), how evidence prints large numbers (facts.fmt),
+# Numbers that are not cut-offs: 0 and 1 (presence, indexes), how evidence prints large numbers (model.fmt),
 # and "a first acquisition needs at least two" (study.exam_level_agent).
 STRUCTURAL = {0, 1}
-ALLOWED = {("facts.py", 1e5), ("study.py", 2)}
+ALLOWED = {("model.py", 1e5), ("study.py", 2)}
 
 
 def test_readme_tables_are_generated_from_the_code() -> None:

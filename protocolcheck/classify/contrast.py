@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterable
 
 from protocolcheck.classify.facts import StackFacts
-from protocolcheck.classify.model import Vendor
+from protocolcheck.classify.model import Evidence, Field, Rule, Vendor
 from protocolcheck.classify.textmatch import B, E, first_match, rx
 
 CONTRAST_BRANDS = (
@@ -71,6 +71,26 @@ RULES: tuple[str, ...] = (
 )
 
 
+def _rule(name: str, says: str) -> Rule:
+    return Rule(Field.POST_CONTRAST, name, says)
+
+
+AGENT = _rule("agent", "Contrast/Bolus Agent '{agent}' -> post-contrast")
+GE_FLAG = _rule("ge-flag", "GE (0019,1011) Series contrast {flag} (non-zero: acquired with contrast) -> post-contrast")
+AGENT_EXAM_LEVEL = _rule("agent-exam-level", "Contrast/Bolus Agent '{agent}' is already on the study's first "
+                         "acquisition (exam-level value), so it does not decide")
+AGENT_NONE = _rule("agent-none", "Contrast/Bolus Agent '{agent}' means none")
+TEXT_SUBTRACTION = _rule("text-subtraction", "{element} '{positive}' with subtraction -> post-contrast (subtraction "
+                         "of pre from post)")
+TEXT_NEGATIVE = _rule("text-negative", "{element} '{negative}' -> pre-contrast (negatives win)")
+TEXT_NEGATIVE_OVER_POSITIVE = _rule("text-negative-over-positive",
+                                    "{element} '{negative}' -> pre-contrast (negatives win); ignored '{positive}'")
+TEXT_POSITIVE = _rule("text-positive", "{element} '{positive}' -> post-contrast")
+CT_ANGIOGRAPHY = _rule("ct-angiography", "SeriesDescription '{match}' (CT angiography/perfusion) -> post-contrast")
+ROUTE = _rule("route", "Contrast/Bolus Route '{route}' -> post-contrast")
+NONE = _rule("none", "no contrast agent in header and no contrast words in series text")
+
+
 def agent_given(values: Iterable[str]) -> str | None:
     """The first value that names an agent (not empty, NONE, NO, ...)."""
     for v in values:
@@ -91,28 +111,29 @@ def _positive(text: str, epi: bool) -> tuple[str, str] | None:
     return None
 
 
-def contrast_text(text: str, epi: bool = False) -> tuple[bool | None, str | None]:
-    """Post-contrast from lower-case series text: True/False with the reason, or (None, None)."""
+def contrast_text(element: str, text: str, epi: bool = False) -> tuple[bool | None, Evidence | None]:
+    """Pre/post from one lower-case text element (negatives win, except in a subtraction of pre from post)."""
     if not text:
         return None, None
     neg = first_match(text, _POST_NEG)
     pos = _positive(text, epi)
     if neg and pos and _SUBTRACTION.search(text):
-        return True, f"'{pos[1]}' with subtraction -> post-contrast (subtraction of pre from post)"
+        return True, TEXT_SUBTRACTION.cite(element=element, positive=pos[1])
+    if neg and pos:
+        return False, TEXT_NEGATIVE_OVER_POSITIVE.cite(element=element, negative=neg[1], positive=pos[1])
     if neg:
-        return False, f"'{neg[1]}' -> pre-contrast (negatives win)" + (f"; ignored '{pos[1]}'" if pos else "")
+        return False, TEXT_NEGATIVE.cite(element=element, negative=neg[1])
     if pos:
-        return True, f"'{pos[1]}' -> post-contrast"
+        return True, TEXT_POSITIVE.cite(element=element, positive=pos[1])
     return None, None
 
 
-def _agent_note(f: StackFacts, use_agent: bool) -> list[str]:
+def _agent_note(f: StackFacts, use_agent: bool) -> list[Evidence]:
     """Why a written Contrast/Bolus Agent does not decide (empty when none is written)."""
     if f.agents and not use_agent:
-        return [(f"Contrast/Bolus Agent '{f.agents[0]}' is already on the study's first acquisition "
-                "(exam-level value), so it does not decide")]
+        return [AGENT_EXAM_LEVEL.cite(agent=f.agents[0])]
     if f.agents:
-        return [f"Contrast/Bolus Agent '{f.agents[0]}' means none"]
+        return [AGENT_NONE.cite(agent=f.agents[0])]
     return []
 
 
@@ -122,29 +143,29 @@ def ge_contrast_flag(f: StackFacts) -> str | None:
     return flag if f.vendor is Vendor.GE and flag not in ("", "0") else None
 
 
-def post_contrast(f: StackFacts, use_agent: bool = True, epi: bool = False) -> tuple[bool | None, list[str]]:
+def post_contrast(f: StackFacts, use_agent: bool = True, epi: bool = False) -> tuple[bool | None, list[Evidence]]:
     """Post-contrast from this stack's own headers; ``use_agent=False`` when the agent is exam-level; ``epi``
     for echo-planar series (whose names carry slice-timing labels)."""
     agent = agent_given(f.agents) if use_agent else None
     if agent:
-        return True, [f"Contrast/Bolus Agent '{agent}' -> post-contrast"]
+        return True, [AGENT.cite(agent=agent)]
     flag = ge_contrast_flag(f) if use_agent else None
     if flag:
-        return True, [f"GE (0019,1011) Series contrast {flag} (non-zero: acquired with contrast) -> post-contrast"]
+        return True, [GE_FLAG.cite(flag=flag)]
     note = _agent_note(f, use_agent)
     # Series description first; ProtocolName only when the description is silent (GE: never, exam-level).
     sources = [("SeriesDescription", f.description)]
     if f.vendor is not Vendor.GE or not f.description:
         sources.append(("ProtocolName", f.protocol))
-    for name, text in sources:
-        value, why = contrast_text(text.lower(), epi)
-        if value is not None:
-            return value, note + [f"{name} {why}"]
+    for element, text in sources:
+        value, why = contrast_text(element, text.lower(), epi)
+        if value is not None and why is not None:
+            return value, note + [why]
     if not f.is_mr:
         m = re.search(B + r"(?:cta|angio\w*|perfusion)" + E, f.description.lower())
         if m:
-            return True, note + [f"SeriesDescription '{m.group(0)}' (CT angiography/perfusion) -> post-contrast"]
+            return True, note + [CT_ANGIOGRAPHY.cite(match=m.group(0))]
     route = agent_given(f.routes)
     if route and not f.is_mr:
-        return True, [f"Contrast/Bolus Route '{route}' -> post-contrast"]
-    return None, note + ["no contrast agent in header and no contrast words in series text"]
+        return True, [ROUTE.cite(route=route)]
+    return None, note + [NONE.cite()]

@@ -1,8 +1,9 @@
 """Classify each stack of a study field by field, then apply the study-level rules; ``describe`` a result.
 
 Decide from acquisition parameters and vendor conventions first, series text last; when the headers
-do not decide, say unknown rather than guess. Every field carries evidence: short human strings
-naming the header facts that decided it, or why it stayed unknown (``SeriesClass.evidence[field]``).
+do not decide, say unknown rather than guess. Every field carries evidence: records of the rule that
+decided it and the header facts it used, or why it stayed unknown (``SeriesClass.reasons[field]``), rendered
+as short human strings in ``SeriesClass.evidence[field]``.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from protocolcheck.classify.fat import dixon_label, fat_suppression
 from protocolcheck.classify.flags import derived, localizer
 from protocolcheck.classify.geometry import acquisition, plane, series_planes
 from protocolcheck.classify.inversion import inversion
-from protocolcheck.classify.model import FatSuppression, SeriesClass, Technique, Weighting
+from protocolcheck.classify.model import Evidence, FatSuppression, Field, SeriesClass, Technique, Weighting
 from protocolcheck.classify.study import acquisition_stamp, apply_study_rules
-from protocolcheck.classify.technique import technique
+from protocolcheck.classify.technique import UNRECOGNISED, technique
 from protocolcheck.classify.thresholds import THRESHOLDS as T
 from protocolcheck.classify.weighting import diffusion_epi, diffusion_reason, weighting
 from protocolcheck.dicom.study import Stack, Study
@@ -27,29 +28,30 @@ def classify_stack(stack: Stack, study: Study | None = None) -> SeriesClass:
     h = f.first
     tech, tech_ev = technique(f)
     dwi_reason = diffusion_reason(f, tech) if f.is_mr else None
-    inv, inv_ev = inversion(f, tech) if f.is_mr else (None, [f"Modality {f.modality or '?'}: not applicable"])
+    inv, inv_ev = inversion(f, tech)
     weight, w_ev = weighting(f, tech, inv, dwi_reason)
-    dixon, dixon_why = dixon_label(f) if f.is_mr else (None, None)
-    fat, method, fat_ev = fat_suppression(f, inv, inv_ev, dixon, dixon_why, weight, diffusion_epi(f, tech, dwi_reason))
+    dixon, dixon_why = dixon_label(f)
+    epi_diffusion = diffusion_epi(f, tech, dwi_reason)
+    fat, method, fat_ev = fat_suppression(f, inv, inv_ev, dixon, dixon_why, weight, epi_diffusion)
     post, post_ev = post_contrast(f, epi=tech is Technique.EPI)
     named_plane, obl, normal, plane_ev = plane(f)
     acq, acq_ev = acquisition(f)
     loc, loc_ev = localizer(f, stack, series_planes(stack, study), tech, acq)
     der, der_ev = derived(f)
-    evidence: dict[str, list[str]] = {
-        "technique": tech_ev or ["no sequence type, scanning sequence or known sequence name"],
+    reasons: dict[Field, tuple[Evidence, ...]] = {
+        Field.TECHNIQUE: tuple(tech_ev) or (UNRECOGNISED.cite(),),
         # the sequence family is part of the weighting decision, so it leads that evidence list
-        "weighting": (tech_ev + w_ev) if f.is_mr and not dwi_reason else w_ev,
-        "inversion": inv_ev,
-        "fat_suppression": fat_ev,
-        "post_contrast": post_ev,
-        "plane": plane_ev,
-        "acquisition": acq_ev,
-        "localizer": loc_ev,
-        "derived": der_ev,
+        Field.WEIGHTING: tuple(tech_ev + w_ev) if f.is_mr and not dwi_reason else tuple(w_ev),
+        Field.INVERSION: tuple(inv_ev),
+        Field.FAT_SUPPRESSION: tuple(fat_ev),
+        Field.POST_CONTRAST: tuple(post_ev),
+        Field.PLANE: tuple(plane_ev),
+        Field.ACQUISITION: tuple(acq_ev),
+        Field.LOCALIZER: tuple(loc_ev),
+        Field.DERIVED: tuple(der_ev),
     }
     if dixon_why:
-        evidence["dixon"] = [dixon_why]
+        reasons[Field.DIXON] = (dixon_why,)
     return SeriesClass(
         study_instance_uid=stack.study_instance_uid,
         series_instance_uid=stack.series_instance_uid,
@@ -70,7 +72,7 @@ def classify_stack(stack: Stack, study: Study | None = None) -> SeriesClass:
         acquisition=acq,
         localizer=loc,
         derived=der,
-        evidence=evidence,
+        reasons=reasons,
         slice_thickness=h.slice_thickness,
         field_strength=h.field_strength,
         repetition_time=f.tr,

@@ -44,13 +44,6 @@ def field_tesla(value: float | None) -> float | None:
     return value
 
 
-def fmt(value: float | None) -> str:
-    """A header number as evidence shows it ('?' when absent)."""
-    if value is None:
-        return "?"
-    return f"{value:g}" if abs(value) < 1e5 else f"{value:.3g}"
-
-
 @dataclass(frozen=True)
 class StackFacts:
     """What the rules look at, collected once from the stack's instances."""

@@ -10,17 +10,11 @@ from __future__ import annotations
 import re
 
 from protocolcheck.classify.facts import StackFacts
-from protocolcheck.classify.model import (
-    DixonLabel,
-    FatSuppression,
-    Inversion,
-    Vendor,
-    Weighting,
-)
+from protocolcheck.classify.model import DixonLabel, Evidence, FatSuppression, Field, Inversion, Rule, Vendor, Weighting
 from protocolcheck.classify.textmatch import B, E, first_match, rx
 
 # (suppressed, method, evidence)
-Decision = tuple[bool | None, FatSuppression | None, str]
+Decision = tuple[bool | None, FatSuppression | None, Evidence]
 
 FATSAT_NEG = rx(B + r"(?:nfs|nonfs|non[\s_\-]?fs|no[\s_\-]?fs|nofs|w/?o[\s_\-]?fs|non[\s_\-]?fat[\s_\-]?sat|"
                    r"no[\s_\-]?fat[\s_\-]?sat|without[\s_\-]?fat)" + E)
@@ -82,12 +76,64 @@ RULES: tuple[str, ...] = (
 )
 
 
+def _rule(name: str, says: str) -> Rule:
+    return Rule(Field.FAT_SUPPRESSION, name, says)
+
+
+DIXON_IMAGE_TYPE = Rule(Field.DIXON, "image-type", "Image Type {value} -> Dixon {label}")
+DIXON_PREFIX = Rule(Field.DIXON, "prefix", "SeriesDescription prefix '{prefix}' -> Dixon {label}")
+DIXON_SERIES_TEXT = Rule(Field.DIXON, "text", "Dixon series text '{match}' -> Dixon {label}")
+
+NOT_APPLICABLE = _rule("not-applicable", "Modality {modality}: fat suppression not applicable")
+STIR = _rule("stir", "STIR inversion ({because}) -> fat suppressed")
+DIXON_WATER = _rule("dixon-water", "{because} -> water image is fat suppressed")
+DIXON_NOT_WATER = _rule("dixon-not-water", "{because} -> not fat suppressed")
+GE_IGNORED = _rule("ge-ignored",
+                   "ignored GE token(s) {tokens:quoted} (readout direction / spatial sat, not fat saturation)")
+WE_TOKEN = _rule("we-token", "Scan Options token '{token}' -> water excitation")
+WE_EXCITATION = _rule("we-excitation", "Spectrally Selected Excitation WATER -> water excitation")
+WE_PHILIPS_DEFAULT = _rule("we-philips-default", "Spectrally Selected Excitation WATER ignored: Philips writes it on "
+                           "every series, fat-suppressed or not")
+SIEMENS_SFS = _rule("siemens-sfs", "Siemens Scan Options token 'SFS' -> SPAIR (spectral adiabatic inversion)")
+GE_SAT_FAT = _rule("ge-sat-fat", "GE (0019,10A4) SAT fat/water/bone = 1 -> fat saturation on")
+DIFFUSION_EPI = _rule("diffusion-epi", "{because}: echo-planar diffusion is acquired fat-suppressed (fat would shift "
+                      "many pixels along the EPI phase direction), whether or not the vendor writes a fat flag")
+CANON_NO_FS = _rule("canon-no-fs", "Canon Scan Options {options:/} without FS token (Canon writes FS when fat "
+                    "suppression is on) -> not fat suppressed")
+FS_SPIR = _rule("fs-spir", "Scan Options token '{token}' and Philips (2001,1021) SPIR = Y -> SPIR")
+FS_NAMED = _rule("fs-named", "Scan Options token '{token}' and {named}")
+FS = _rule("fs", "Scan Options token '{token}' -> fat suppressed (the token does not say CHESS, SPAIR or SPIR)")
+SPIR_FLAG = _rule("spir-flag", "Philips (2001,1021) SPIR = Y -> SPIR")
+SUPPRESSION_NAMED = _rule("suppression-named", "enhanced SpectrallySelectedSuppression {value} and {named}")
+SUPPRESSION = _rule("suppression", "enhanced SpectrallySelectedSuppression {value} -> fat suppressed (the flag "
+                    "does not name the method)")
+METHOD_NAMED = _rule("method-named", "{source} '{match}' -> {method}")
+TEXT_NEGATIVE = _rule("text-negative", "{source} '{match}' -> explicitly not fat suppressed")
+TEXT = _rule("text", "{source} '{match}' -> fat suppressed ({method})")
+SUPPRESSION_NONE = _rule("suppression-none", "enhanced SpectrallySelectedSuppression NONE -> not fat suppressed")
+DIXON_UNLABELLED = _rule("dixon-unlabelled", "Dixon acquisition but this output is not labelled water/fat/in/opposed "
+                         "phase")
+SIEMENS_EMPTY = _rule("siemens-empty",
+                      "Siemens classic MR with empty Scan Options (no FS/WE token) -> not fat suppressed")
+SIEMENS_NO_FS = _rule("siemens-no-fs", "Siemens Scan Options {options:/} without FS/WE token (Siemens writes them for "
+                      "fat sat, SPAIR and water excitation) -> not fat suppressed")
+GE_NO_FS = _rule("ge-no-fs", "GE Scan Options {options:/} without FS token -> not fat suppressed")
+PHILIPS_NO_FS = _rule("philips-no-fs", "Philips Scan Options {options:/} without FS token (Philips writes FS when "
+                      "SPIR/SPAIR is on) -> not fat suppressed")
+PHILIPS_SPIR_N = _rule("philips-spir-n", "Philips (2001,1021) SPIR = N, no FS Scan Option, no fat-sat text -> not fat "
+                       "suppressed")
+UNKNOWN = _rule("unknown", "no fat-suppression token, flag or text, and this vendor's headers do not prove absence "
+                "-> unknown")
+
+
 # --------------------------------------------------------------------------------------------------
 # Dixon
 
 
-def dixon_label(f: StackFacts) -> tuple[DixonLabel | None, str | None]:
+def dixon_label(f: StackFacts) -> tuple[DixonLabel | None, Evidence | None]:
     """Which Dixon output this stack is (Image Type, a GE 'WATER:' prefix, Dixon series text), and why."""
+    if not f.is_mr:
+        return None, None
     # Siemens/Philips Dixon outputs; Philips writes W/F/IP/OP only for Dixon images. A bare 'F' from another
     # known vendor outside a Dixon context is not a fat image.
     dixon_context = f.vendor is Vendor.PHILIPS or "DIXON" in f.image_type or bool(DIXON_TEXT.search(f.text))
@@ -97,18 +143,18 @@ def dixon_label(f: StackFacts) -> tuple[DixonLabel | None, str | None]:
             continue
         if value == "F" and not dixon_context and f.vendor not in (Vendor.UNKNOWN, Vendor.OTHER):
             continue
-        return label, f"Image Type {value} -> Dixon {label.value}"
+        return label, DIXON_IMAGE_TYPE.cite(value=value, label=label)
     m = _DIXON_PREFIX.search(f.description)
     if m:
         word = m.group(1).lower().replace(" ", "").replace("_", "").replace("-", "")
         label = _DIXON_PREFIX_LABEL[word]
-        return label, f"SeriesDescription prefix '{m.group(0).strip()}' -> Dixon {label.value}"
+        return label, DIXON_PREFIX.cite(prefix=m.group(0).strip(), label=label)
     text = f.text
     if DIXON_TEXT.search(text) or "DIXON" in f.image_type:
         for pattern, label in _DIXON_LABEL_TEXT:
             mm = pattern.search(text)
             if mm:
-                return label, f"Dixon series text '{mm.group(0)}' -> Dixon {label.value}"
+                return label, DIXON_SERIES_TEXT.cite(match=mm.group(0), label=label)
     return None, None
 
 
@@ -116,17 +162,17 @@ def dixon_label(f: StackFacts) -> tuple[DixonLabel | None, str | None]:
 # Fat suppression
 
 
-def _named_method(f: StackFacts) -> tuple[FatSuppression, str] | None:
+def _named_method(f: StackFacts) -> tuple[FatSuppression, Evidence] | None:
     """The spectral method the series text names, when a header token already proves fat suppression."""
     spair = re.search(B + r"spair" + E, f.text)
     if spair:
-        return FatSuppression.SPAIR, f"{f.text_source()} '{spair.group(0)}' -> SPAIR"
+        return FatSuppression.SPAIR, METHOD_NAMED.cite(source=f.text_source(), match=spair.group(0), method="SPAIR")
     spir = re.search(B + r"spir" + E, f.text)
     if spir and f.vendor in (Vendor.PHILIPS, Vendor.CANON):
-        return FatSuppression.SPIR, f"{f.text_source()} '{spir.group(0)}' -> SPIR"
+        return FatSuppression.SPIR, METHOD_NAMED.cite(source=f.text_source(), match=spir.group(0), method="SPIR")
     chess = re.search(B + r"chess" + E, f.text)
     if chess:
-        return FatSuppression.CHESS, f"{f.text_source()} '{chess.group(0)}' -> CHESS"
+        return FatSuppression.CHESS, METHOD_NAMED.cite(source=f.text_source(), match=chess.group(0), method="CHESS")
     return None
 
 
@@ -135,81 +181,72 @@ def _philips_spir(f: StackFacts) -> str:
     return f.first.philips_spir.strip().upper()[:1]
 
 
-def _by_inversion_or_dixon(inversion: Inversion | None, inv_ev: list[str], dixon: DixonLabel | None,
-                           dixon_why: str | None) -> Decision | None:
+def _by_inversion_or_dixon(inversion: Inversion | None, inv_ev: list[Evidence], dixon: DixonLabel | None,
+                           dixon_why: Evidence | None) -> Decision | None:
     if inversion is Inversion.STIR:
-        why = inv_ev[-1] if inv_ev else "short TI"
-        return True, FatSuppression.STIR, f"STIR inversion ({why}) -> fat suppressed"
+        return True, FatSuppression.STIR, STIR.cite(because=inv_ev[-1] if inv_ev else "short TI")
     if dixon is DixonLabel.WATER:
-        return True, FatSuppression.DIXON, f"{dixon_why} -> water image is fat suppressed"
+        return True, FatSuppression.DIXON, DIXON_WATER.cite(because=dixon_why)
     if dixon is not None:
-        return False, None, f"{dixon_why} -> not fat suppressed"
+        return False, None, DIXON_NOT_WATER.cite(because=dixon_why)
     return None
 
 
-def _ignored_ge_tokens(f: StackFacts) -> list[str]:
+def _ignored_ge_tokens(f: StackFacts) -> list[Evidence]:
     ignored = sorted(t for t in f.scan_options if t in _GE_NOT_FAT or (t.startswith("FS") and t.endswith("_GEMS")))
-    if not ignored:
-        return []
-    return ["ignored GE token(s) " + ", ".join(f"'{t}'" for t in ignored)
-            + " (readout direction / spatial sat, not fat saturation)"]
+    return [GE_IGNORED.cite(tokens=tuple(ignored))] if ignored else []
 
 
 def _by_fat_token(f: StackFacts, fs: frozenset[str], spir: str) -> Decision:
     """A fat token in Scan Options proves suppression; the method only when a flag, token or name says it."""
     token = min(fs)
     if spir == "Y":
-        return True, FatSuppression.SPIR, f"Scan Options token '{token}' and Philips (2001,1021) SPIR = Y -> SPIR"
+        return True, FatSuppression.SPIR, FS_SPIR.cite(token=token)
     if f.vendor is Vendor.SIEMENS and "SFS" in fs:
-        return True, FatSuppression.SPAIR, "Siemens Scan Options token 'SFS' -> SPAIR (spectral adiabatic inversion)"
+        return True, FatSuppression.SPAIR, SIEMENS_SFS.cite()
     method = _named_method(f)
     if method is not None:
-        return True, method[0], f"Scan Options token '{token}' and {method[1]}"
+        return True, method[0], FS_NAMED.cite(token=token, named=method[1])
     # DICOM defines one fat token (FS) for every spectral method: Siemens writes it for fat sat and SPAIR,
     # GE for its fat options, Philips for SPIR/SPAIR. The token proves suppression, not the method.
-    return True, FatSuppression.UNSPECIFIED, (f"Scan Options token '{token}' -> fat suppressed (the token does "
-                                              "not say CHESS, SPAIR or SPIR)")
+    return True, FatSuppression.UNSPECIFIED, FS.cite(token=token)
 
 
 def _by_header(f: StackFacts) -> Decision | None:
     """Water excitation, the FS Scan Option, the Philips SPIR flag and enhanced Spectrally Selected Suppression."""
     we = f.scan_options & _WE_TOKENS
     if we:
-        return True, FatSuppression.WATER_EXCITATION, f"Scan Options token '{min(we)}' -> water excitation"
+        return True, FatSuppression.WATER_EXCITATION, WE_TOKEN.cite(token=min(we))
     if f.first.spectrally_selected_excitation == "WATER" and f.vendor is not Vendor.PHILIPS:
-        return True, FatSuppression.WATER_EXCITATION, "Spectrally Selected Excitation WATER -> water excitation"
+        return True, FatSuppression.WATER_EXCITATION, WE_EXCITATION.cite()
     fs = f.scan_options & _FS_TOKENS
     spir = _philips_spir(f)
     if fs:
         return _by_fat_token(f, fs, spir)
     if spir == "Y":
-        return True, FatSuppression.SPIR, "Philips (2001,1021) SPIR = Y -> SPIR"
+        return True, FatSuppression.SPIR, SPIR_FLAG.cite()
     sss = f.first.spectrally_selected_suppression.strip().upper()
     if sss in _FAT_SUPPRESSED_VALUES:
         method = _named_method(f)
         if method is not None:
-            return True, method[0], f"enhanced SpectrallySelectedSuppression {sss} and {method[1]}"
-        return True, FatSuppression.UNSPECIFIED, (f"enhanced SpectrallySelectedSuppression {sss} -> fat suppressed "
-                                                  "(the flag does not name the method)")
+            return True, method[0], SUPPRESSION_NAMED.cite(value=sss, named=method[1])
+        return True, FatSuppression.UNSPECIFIED, SUPPRESSION.cite(value=sss)
     if f.vendor is Vendor.GE and f.first.ge_sat_fat.strip() == "1":
-        return True, FatSuppression.UNSPECIFIED, "GE (0019,10A4) SAT fat/water/bone = 1 -> fat saturation on"
+        return True, FatSuppression.UNSPECIFIED, GE_SAT_FAT.cite()
     return None
 
 
-def _defaults_noted(f: StackFacts) -> list[str]:
+def _defaults_noted(f: StackFacts) -> list[Evidence]:
     """Header values written on every series of a vendor, named so a reader sees they were not evidence."""
     if f.vendor is Vendor.PHILIPS and f.first.spectrally_selected_excitation == "WATER":
-        return ["Spectrally Selected Excitation WATER ignored: Philips writes it on every series, fat-suppressed "
-                "or not"]
+        return [WE_PHILIPS_DEFAULT.cite()]
     return []
 
 
-def _by_diffusion_epi(f: StackFacts, diffusion_epi: str | None) -> Decision | None:
+def _by_diffusion_epi(f: StackFacts, diffusion_epi: Evidence | None) -> Decision | None:
     if not diffusion_epi or FATSAT_NEG.search(f.text):
         return None
-    return True, FatSuppression.UNSPECIFIED, (f"{diffusion_epi}: echo-planar diffusion is acquired fat-suppressed "
-                                              "(fat would shift many pixels along the EPI phase direction), whether "
-                                              "or not the vendor writes a fat flag")
+    return True, FatSuppression.UNSPECIFIED, DIFFUSION_EPI.cite(because=diffusion_epi)
 
 
 def _by_text(f: StackFacts, inversion: Inversion | None) -> Decision | None:
@@ -217,16 +254,16 @@ def _by_text(f: StackFacts, inversion: Inversion | None) -> Decision | None:
     enhanced Spectrally Selected Suppression NONE."""
     neg = FATSAT_NEG.search(f.text)
     if neg:
-        return False, None, f"{f.text_source()} '{neg.group(0)}' -> explicitly not fat suppressed"
+        return False, None, TEXT_NEGATIVE.cite(source=f.text_source(), match=neg.group(0))
     m = first_match(f.text, FATSAT_TEXT)
     if m:
         label, matched = m
         # 'tirm' in a dark-fluid name is FLAIR, not STIR
         if not (label == "STIR" and inversion in (Inversion.FLAIR, Inversion.IR)):
             method = FatSuppression(label)
-            return True, method, f"{f.text_source()} '{matched}' -> fat suppressed ({method.value})"
+            return True, method, TEXT.cite(source=f.text_source(), match=matched, method=method.value)
     if f.first.spectrally_selected_suppression.strip().upper() == "NONE":
-        return False, None, "enhanced SpectrallySelectedSuppression NONE -> not fat suppressed"
+        return False, None, SUPPRESSION_NONE.cite()
     return None
 
 
@@ -237,34 +274,31 @@ def _vendor_absence(f: StackFacts, weighting: Weighting) -> Decision | None:
         return None
     if (not f.first.enhanced and f.vendor is Vendor.SIEMENS and not f.scan_options
             and "XA" not in f.first.software_versions.upper()):
-        return False, None, "Siemens classic MR with empty Scan Options (no FS/WE token) -> not fat suppressed"
+        return False, None, SIEMENS_EMPTY.cite()
     if f.scan_options and (not f.first.enhanced or f.vendor in (Vendor.SIEMENS, Vendor.PHILIPS)):
         # Enhanced objects count too for Siemens XA (Scan Options from (0021,105C) carry FS and WE: 'PFP\\FS\\PER',
         # 'IR\\WE') and Philips (FS on fat-suppressed enhanced exports as on classic ones).
-        opts = "/".join(sorted(f.scan_options))
+        options = tuple(sorted(f.scan_options))
         if f.vendor is Vendor.SIEMENS:
-            return False, None, (f"Siemens Scan Options {opts} without FS/WE token (Siemens writes them for fat sat, "
-                                 "SPAIR and water excitation) -> not fat suppressed")
+            return False, None, SIEMENS_NO_FS.cite(options=options)
         if f.vendor is Vendor.GE and not f.first.enhanced and not re.search(B + r"(?:lava|vibrant|disco)" + E, text):
-            return False, None, f"GE Scan Options {opts} without FS token -> not fat suppressed"
+            return False, None, GE_NO_FS.cite(options=options)
         if f.vendor is Vendor.CANON and not f.first.enhanced:
-            return False, None, (f"Canon Scan Options {opts} without FS token (Canon writes FS when fat suppression "
-                                 "is on) -> not fat suppressed")
+            return False, None, CANON_NO_FS.cite(options=options)
         if (f.vendor is Vendor.PHILIPS and spir != "Y"
                 and not re.search(B + r"(?:e[\s_-]?thrive|thrive|proset|wats|mdixon)" + E, text)):
-            return False, None, (f"Philips Scan Options {opts} without FS token (Philips writes FS when SPIR/SPAIR is "
-                                 "on) -> not fat suppressed")
+            return False, None, PHILIPS_NO_FS.cite(options=options)
     if f.vendor is Vendor.PHILIPS and spir == "N" and not (f.scan_options & _FS_TOKENS):
-        return False, None, "Philips (2001,1021) SPIR = N, no FS Scan Option, no fat-sat text -> not fat suppressed"
+        return False, None, PHILIPS_SPIR_N.cite()
     return None
 
 
-def fat_suppression(f: StackFacts, inversion: Inversion | None, inv_ev: list[str], dixon: DixonLabel | None,
-                    dixon_why: str | None, weighting: Weighting, diffusion_epi: str | None = None
-                    ) -> tuple[bool | None, FatSuppression | None, list[str]]:
+def fat_suppression(f: StackFacts, inversion: Inversion | None, inv_ev: list[Evidence], dixon: DixonLabel | None,
+                    dixon_why: Evidence | None, weighting: Weighting, diffusion_epi: Evidence | None = None
+                    ) -> tuple[bool | None, FatSuppression | None, list[Evidence]]:
     """Whether fat was suppressed, the method when the headers name it, and the evidence."""
     if not f.is_mr:
-        return None, None, [f"Modality {f.modality or '?'}: fat suppression not applicable"]
+        return None, None, [NOT_APPLICABLE.cite(modality=f.modality or "?")]
     decided = _by_inversion_or_dixon(inversion, inv_ev, dixon, dixon_why)
     if decided is not None:
         return decided[0], decided[1], [decided[2]]
@@ -272,10 +306,9 @@ def fat_suppression(f: StackFacts, inversion: Inversion | None, inv_ev: list[str
     decided = _by_header(f) or _by_diffusion_epi(f, diffusion_epi) or _by_text(f, inversion)
     if decided is None:
         if f.scan_options & _DIXON_TOKENS or DIXON_TEXT.search(f.text):
-            ev.append("Dixon acquisition but this output is not labelled water/fat/in/opposed phase")
+            ev.append(DIXON_UNLABELLED.cite())
         else:
             decided = _vendor_absence(f, weighting)
     if decided is not None:
         return decided[0], decided[1], ev + [decided[2]]
-    ev.append("no fat-suppression token, flag or text, and this vendor's headers do not prove absence -> unknown")
-    return None, None, ev
+    return None, None, ev + [UNKNOWN.cite()]

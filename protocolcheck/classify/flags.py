@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from protocolcheck.classify.facts import StackFacts, fmt
-from protocolcheck.classify.model import Acquisition, Plane, Technique
+from protocolcheck.classify.facts import StackFacts
+from protocolcheck.classify.model import Acquisition, Evidence, Field, Plane, Rule, Technique
 from protocolcheck.classify.textmatch import B, E, rx
 from protocolcheck.classify.thresholds import THRESHOLDS as T
 from protocolcheck.dicom.study import Stack
@@ -38,30 +38,44 @@ DERIVED_RULES: tuple[str, ...] = (
 )
 
 
+LOCALIZER_IMAGE_TYPE = Rule(Field.LOCALIZER, "image-type", "Image Type LOCALIZER")
+LOCALIZER_PLANES = Rule(Field.LOCALIZER, "planes",
+                        "series holds {count} planes ({planes}) with few images -> localizer")
+LOCALIZER_TEXT = Rule(Field.LOCALIZER, "text", "{source} '{match}' -> localizer")
+LOCALIZER_FAST_GRE = Rule(Field.LOCALIZER, "fast-gre", "2D fast gradient echo (TR {tr:num} ms) with {images} images "
+                          "of {thickness:num} mm -> localizer")
+LOCALIZER_ORIENTATIONS = Rule(Field.LOCALIZER, "orientations",
+                              "series holds {count} orientations with few images -> localizer")
+NOT_LOCALIZER = Rule(Field.LOCALIZER, "none", "no localizer Image Type, naming or geometry")
+DERIVED_IMAGE_TYPE = Rule(Field.DERIVED, "image-type", "{reasons} -> derived")
+DERIVED_TEXT = Rule(Field.DERIVED, "text", "{basis} {source} '{match}' -> derived")
+ORIGINAL = Rule(Field.DERIVED, "original", "Image Type {image_type:/} -> original")
+ORIGINAL_UNTYPED = Rule(Field.DERIVED, "original-untyped", "no Image Type and no derived naming -> original")
+
+
 def localizer(f: StackFacts, stack: Stack, planes: set[Plane], technique: Technique | None,
-              acquisition: Acquisition | None) -> tuple[bool, list[str]]:
+              acquisition: Acquisition | None) -> tuple[bool, list[Evidence]]:
     """Image Type, several planes with few images, naming, or a thick 2D fast GRE with few images."""
     if "LOCALIZER" in f.image_type or "SCOUT" in f.image_type:
-        return True, ["Image Type LOCALIZER"]
+        return True, [LOCALIZER_IMAGE_TYPE.cite()]
     few = f.images <= T.localizer_multi_plane_max_images and not _PROJECTION_TOKENS & set(f.image_type)
     if len(planes) >= T.localizer_min_planes and few:
         named = ", ".join(sorted(p.value for p in planes))
-        return True, [f"series holds {len(planes)} planes ({named}) with few images -> localizer"]
+        return True, [LOCALIZER_PLANES.cite(count=len(planes), planes=named, images=f.images)]
     m = _LOCALIZER_TEXT.search(f.text)
     if m:
-        return True, [f"{f.text_source()} '{m.group(0)}' -> localizer"]
+        return True, [LOCALIZER_TEXT.cite(source=f.text_source(), match=m.group(0))]
     thick = f.first.slice_thickness
     if (f.is_mr and technique is Technique.GRE and acquisition is not Acquisition.THREE_D and f.tr is not None
             and f.tr < T.gre_fast_tr and f.images <= T.localizer_max_images and thick is not None
             and thick >= T.localizer_min_thickness and not f.b_values):
-        return True, [f"2D fast gradient echo (TR {fmt(f.tr)} ms) with {f.images} images of {fmt(thick)} mm "
-                      "-> localizer"]
+        return True, [LOCALIZER_FAST_GRE.cite(tr=f.tr, images=f.images, thickness=thick)]
     if stack.series_orientation_count >= T.localizer_min_planes and not planes and few:
-        return True, [f"series holds {stack.series_orientation_count} orientations with few images -> localizer"]
-    return False, ["no localizer Image Type, naming or geometry"]
+        return True, [LOCALIZER_ORIENTATIONS.cite(count=stack.series_orientation_count, images=f.images)]
+    return False, [NOT_LOCALIZER.cite()]
 
 
-def derived(f: StackFacts) -> tuple[bool, list[str]]:
+def derived(f: StackFacts) -> tuple[bool, list[Evidence]]:
     """Image Type DERIVED/SECONDARY or a derived token; else derived naming in the series text."""
     it = f.image_type
     reasons: list[str] = []
@@ -73,11 +87,11 @@ def derived(f: StackFacts) -> tuple[bool, list[str]]:
     if tokens:
         reasons.append("Image Type " + "/".join(tokens))
     if reasons:
-        return True, [", ".join(reasons) + " -> derived"]
+        return True, [DERIVED_IMAGE_TYPE.cite(reasons=", ".join(reasons), image_type=it)]
     m = _DERIVED_TEXT.search(f.text)
     if m:
         basis = "no Image Type" if not it else f"Image Type {'/'.join(it[:2])} but"
-        return True, [f"{basis} {f.text_source()} '{m.group(0)}' -> derived"]
+        return True, [DERIVED_TEXT.cite(basis=basis, source=f.text_source(), match=m.group(0), image_type=it)]
     if it:
-        return False, [f"Image Type {'/'.join(it[:2])} -> original"]
-    return False, ["no Image Type and no derived naming -> original"]
+        return False, [ORIGINAL.cite(image_type=it[:2])]
+    return False, [ORIGINAL_UNTYPED.cite()]

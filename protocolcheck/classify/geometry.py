@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from protocolcheck.classify.facts import StackFacts
-from protocolcheck.classify.model import Acquisition, Plane
+from protocolcheck.classify.model import Acquisition, Evidence, Field, Plane, Rule
 from protocolcheck.classify.thresholds import THRESHOLDS as T
 from protocolcheck.dicom.geometry import obliquity_deg, plane_of, slice_normal
 from protocolcheck.dicom.study import Stack, Study
@@ -27,39 +27,48 @@ ACQUISITION_RULES: tuple[str, ...] = (
 )
 
 
-def plane(f: StackFacts) -> tuple[Plane | None, float | None, tuple[float, float, float] | None, list[str]]:
+PLANE_MISSING = Rule(Field.PLANE, "missing", "{problem} Image Orientation (Patient) -> plane unknown")
+PLANE_NORMAL = Rule(Field.PLANE, "normal", "slice normal ({x:g}, {y:g}, {z:g}) -> {plane}, {obliquity:.1f}° from the "
+                    "true plane")
+NOT_APPLICABLE = Rule(Field.ACQUISITION, "not-applicable", "Modality {modality}: MR acquisition type not applicable")
+DECLARED = Rule(Field.ACQUISITION, "declared", "MR Acquisition Type {acquisition}")
+NAME = Rule(Field.ACQUISITION, "name", "sequence name '{names}' -> {acquisition}")
+TEXT = Rule(Field.ACQUISITION, "text", "{source} '{match}' -> {acquisition}")
+UNDECIDED = Rule(Field.ACQUISITION, "undecided", "no MR Acquisition Type, 2D/3D sequence name or text")
+
+
+def plane(f: StackFacts) -> tuple[Plane | None, float | None, tuple[float, float, float] | None, list[Evidence]]:
     """Plane (largest component of the slice normal), obliquity in degrees, the normal, and evidence."""
     normal = slice_normal(f.first.image_orientation)
     if normal is None:
-        why = "no" if f.first.image_orientation is None else "degenerate"
-        return None, None, None, [f"{why} Image Orientation (Patient) -> plane unknown"]
+        problem = "no" if f.first.image_orientation is None else "degenerate"
+        return None, None, None, [PLANE_MISSING.cite(problem=problem)]
     named = plane_of(normal)
     obl = obliquity_deg(normal)
-    n = tuple(round(c + 0.0, 3) for c in normal)
-    name = named.value if named else "?"
-    why = f"slice normal ({n[0]:g}, {n[1]:g}, {n[2]:g}) -> {name}, {obl:.1f}° from the true plane"
+    x, y, z = (round(c + 0.0, 3) for c in normal)
+    why = PLANE_NORMAL.cite(x=x, y=y, z=z, plane=named.value if named else "?", obliquity=obl)
     return named, obl, normal, [why]
 
 
-def acquisition(f: StackFacts) -> tuple[Acquisition | None, list[str]]:
+def acquisition(f: StackFacts) -> tuple[Acquisition | None, list[Evidence]]:
     """2D or 3D: MR Acquisition Type, else sequence names, else series text; not applicable to CT."""
     if not f.is_mr:
-        return None, [f"Modality {f.modality or '?'}: MR acquisition type not applicable"]
+        return None, [NOT_APPLICABLE.cite(modality=f.modality or "?")]
     mat = f.first.mr_acquisition_type.strip().upper()
     if mat in ("2D", "3D"):
-        return Acquisition(mat), [f"MR Acquisition Type {mat}"]
+        return Acquisition(mat), [DECLARED.cite(acquisition=mat)]
     names = f.names
     if _3D_NAMES.search(names):
-        return Acquisition.THREE_D, [f"sequence name '{names}' -> 3D"]
+        return Acquisition.THREE_D, [NAME.cite(names=names, acquisition="3D")]
     if _2D_NAMES.search(names):
-        return Acquisition.TWO_D, [f"sequence name '{names}' -> 2D"]
+        return Acquisition.TWO_D, [NAME.cite(names=names, acquisition="2D")]
     m = _3D_TEXT.search(f.text)
     if m:
-        return Acquisition.THREE_D, [f"{f.text_source()} '{m.group(0)}' -> 3D"]
+        return Acquisition.THREE_D, [TEXT.cite(source=f.text_source(), match=m.group(0), acquisition="3D")]
     m = _2D_TEXT.search(f.text)
     if m:
-        return Acquisition.TWO_D, [f"{f.text_source()} '{m.group(0)}' -> 2D"]
-    return None, ["no MR Acquisition Type, 2D/3D sequence name or text"]
+        return Acquisition.TWO_D, [TEXT.cite(source=f.text_source(), match=m.group(0), acquisition="2D")]
+    return None, [UNDECIDED.cite()]
 
 
 def series_planes(stack: Stack, study: Study | None) -> set[Plane]:

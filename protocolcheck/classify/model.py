@@ -1,4 +1,5 @@
-"""What the classifier answers: the value sets of each field (enums) and the per-stack record.
+"""What the classifier answers: the value sets of each field (enums), the per-stack record, and the
+evidence records (:class:`Rule`, :class:`Evidence`) from which the evidence text is rendered.
 
 Every enum keeps the strings the JSON output has always carried (``to_dict`` writes ``.value``), so
 reports and stored results do not change. DICOM references are to PS3.3 (Information Object
@@ -7,15 +8,16 @@ Definitions) where the standard defines the value set the enum mirrors.
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Union
 
 from protocolcheck.dicom.geometry import Plane
 
 __all__ = [
-    "Acquisition", "DixonLabel", "FatSuppression", "Inversion", "Plane", "SeriesClass", "Technique", "Vendor",
-    "Weighting",
+    "Acquisition", "DixonLabel", "Evidence", "Fact", "FatSuppression", "Field", "Inversion", "Plane", "Rule",
+    "SeriesClass", "Technique", "Vendor", "Weighting", "fmt",
 ]
 
 
@@ -125,10 +127,98 @@ class DixonLabel(StrValueEnum):
     OPPOSED_PHASE = "OP"
 
 
+# --------------------------------------------------------------------------------------------------
+# Evidence: which rule decided a field, on which header facts. A Rule says how its evidence reads (a
+# template over named facts); ``rule.cite(te=80.0, limit=60.0)`` makes an Evidence record, whose text is
+# rendered from them. Templates format facts as f-strings do, plus a few specs of their own (_Formatter:
+# ``{te:num}`` prints a header number, '?' when absent). A fact may be an Evidence (rendered as its text).
+# Nothing reads the text back: rules look at records' rules and facts, or at the headers.
+
+
+def fmt(value: float | None) -> str:
+    """A header number as evidence shows it ('?' when absent)."""
+    if value is None:
+        return "?"
+    return f"{value:g}" if abs(value) < 1e5 else f"{value:.3g}"
+
+
+class Field(StrValueEnum):
+    """The classified fields that carry evidence (the keys of ``SeriesClass.evidence``)."""
+
+    TECHNIQUE = "technique"
+    WEIGHTING = "weighting"
+    INVERSION = "inversion"
+    FAT_SUPPRESSION = "fat_suppression"
+    POST_CONTRAST = "post_contrast"
+    PLANE = "plane"
+    ACQUISITION = "acquisition"
+    LOCALIZER = "localizer"
+    DERIVED = "derived"
+    DIXON = "dixon"
+
+
+Fact = Union[str, float, int, None, tuple[Any, ...], "Evidence"]
+
+
+class _Formatter(string.Formatter):
+    """f-string formatting plus the evidence specs: ``num`` (a header number, '?' when absent), ``nums``
+    (numbers joined by ', '), ``/`` (tokens joined by '/'), ``quoted`` (tokens quoted, joined by ', ')."""
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if format_spec == "num":
+            return fmt(value)
+        if format_spec == "nums":
+            return ", ".join(fmt(v) for v in value)
+        if format_spec == "/":
+            return "/".join(value)
+        if format_spec == "quoted":
+            return ", ".join(f"'{v}'" for v in value)
+        return super().format_field(value, format_spec)
+
+
+_FORMATTER = _Formatter()
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule of the classifier: the field it decides, a short name, and how its evidence reads."""
+
+    field: Field
+    name: str
+    says: str
+
+    def cite(self, **facts: Fact) -> Evidence:
+        """Evidence that this rule applied, on these facts."""
+        return Evidence(self, tuple(facts.items()))
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A rule and the header facts it used; ``text()`` renders the human line."""
+
+    rule: Rule
+    facts: tuple[tuple[str, Fact], ...] = ()
+
+    @property
+    def field(self) -> Field:
+        return self.rule.field
+
+    def fact(self, name: str) -> Fact:
+        """One fact by name (KeyError when the rule did not record it)."""
+        return dict(self.facts)[name]
+
+    def text(self) -> str:
+        return _FORMATTER.format(self.rule.says, **dict(self.facts))
+
+    def __str__(self) -> str:
+        return self.text()
+
+
 @dataclass(frozen=True)
 class SeriesClass:
     """How one series (or stack) was classified, and why: the `classify --format json` object.
 
+    ``reasons`` holds the evidence records per field (:class:`Evidence`); ``evidence`` renders them as text.
     Beyond the decided fields: ``dixon`` (which Dixon output; Siemens writes Dixon water images as
     DERIVED, so rules wanting "the fat-suppressed acquisition" accept ``dixon == W`` even when
     ``derived``), ``vendor``, ``technique`` (the sequence family the rules used) and ``b_values``; the
@@ -154,7 +244,7 @@ class SeriesClass:
     acquisition: Acquisition | None
     localizer: bool
     derived: bool
-    evidence: dict[str, list[str]] = field(default_factory=dict)
+    reasons: dict[Field, tuple[Evidence, ...]] = field(default_factory=dict)  # the evidence records, per field
     # facts used by protocol parameter limits and reports (not part of the decided fields)
     slice_thickness: float | None = None
     field_strength: float | None = None
@@ -170,6 +260,11 @@ class SeriesClass:
     accession_number: str = ""
     study_date: str = ""
     study_description: str = ""
+
+    @property
+    def evidence(self) -> dict[str, list[str]]:
+        """The evidence text per field, rendered from :attr:`reasons`."""
+        return {str(name): [e.text() for e in records] for name, records in self.reasons.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -25,9 +25,33 @@ from dataclasses import replace
 from protocolcheck.classify.contrast import CONTRAST_PLANNED, agent_given, contrast_text, post_contrast
 from protocolcheck.classify.facts import facts_of, vendor_of
 from protocolcheck.classify.fat import FATSAT_TEXT
-from protocolcheck.classify.model import SeriesClass, Technique, Vendor, Weighting
+from protocolcheck.classify.model import Evidence, Field, Rule, SeriesClass, Technique, Vendor, Weighting
 from protocolcheck.classify.textmatch import B, E, rx
 from protocolcheck.dicom.study import Stack, Study
+
+NAMING_CONVENTION = Rule(Field.FAT_SUPPRESSION, "naming-convention", "series {series} ('{description}') names fat "
+                         "suppression ('{word}') and this description does not -> not fat suppressed (site naming "
+                         "convention)")
+START_TIME = Rule(Field.POST_CONTRAST, "start-time", "acquired at {time} {order} Contrast/Bolus Start Time {start} -> "
+                  "{phase}-contrast")
+NO_CONTRAST = Rule(Field.POST_CONTRAST, "no-contrast", "nothing in the study's {series} MR series shows contrast was "
+                   "given (no Contrast/Bolus Agent, start time or route, no contrast naming or 'w/wo' in series, "
+                   "protocol or study text) -> pre-contrast")
+NO_CONTRAST_GE_ZERO = Rule(Field.POST_CONTRAST, "no-contrast-ge-zero", "nothing in the study's {series} MR series "
+                           "shows contrast was given (no Contrast/Bolus Agent, start time or route, no contrast naming "
+                           "or 'w/wo' in series, protocol or study text; GE (0019,1011) Series contrast 0 on {zero} "
+                           "stacks) -> pre-contrast")
+SIGN_AGENT = Rule(Field.POST_CONTRAST, "sign-agent", "Contrast/Bolus Agent '{agent}'")
+SIGN_START_TIME = Rule(Field.POST_CONTRAST, "sign-start-time", "Contrast/Bolus Start Time {start}")
+SIGN_ROUTE = Rule(Field.POST_CONTRAST, "sign-route", "Contrast/Bolus Route '{route}'")
+SIGN_GE_FLAG = Rule(Field.POST_CONTRAST, "sign-ge-flag", "GE (0019,1011) Series contrast {flag}")
+SIGN_PLANNED = Rule(Field.POST_CONTRAST, "sign-planned", "{element} '{match}' (contrast planned)")
+ORDER_LOCALIZER = Rule(Field.POST_CONTRAST, "order-localizer", "localizer acquired after {first} ('{description}') "
+                       "-> left unknown")
+ORDER_AFTER = Rule(Field.POST_CONTRAST, "order-after", "acquired after {first} ('{description}'), the first "
+                   "post-contrast acquisition: the agent was already given -> post-contrast")
+ORDER_BEFORE = Rule(Field.POST_CONTRAST, "order-before", "acquired before {first} ('{description}'), the first "
+                    "post-contrast acquisition -> pre-contrast")
 
 _INHERENT_FAT_SUPPRESSION = rx(B + r"(?:lava|vibrant|disco|thrive|ethrive|e-thrive|dwibs|mrcp|flex|dixon|ideal)" + E)
 
@@ -67,11 +91,11 @@ def stamp_seconds(stamp: str) -> float | None:
         return None
 
 
-def _with_post_reason(r: SeriesClass, why: str, value: bool | None = None) -> SeriesClass:
-    """``r`` with a study-level contrast reason appended (and the phase set, when ``value`` is given)."""
-    evidence = dict(r.evidence)
-    evidence["post_contrast"] = list(r.evidence.get("post_contrast", [])) + [why]
-    return replace(r, evidence=evidence, post_contrast=r.post_contrast if value is None else value)
+def _with_reason(r: SeriesClass, why: Evidence, **changes: bool | None) -> SeriesClass:
+    """``r`` with a study-level reason appended to its field's evidence (and the given fields changed)."""
+    reasons = dict(r.reasons)
+    reasons[why.field] = (*r.reasons.get(why.field, ()), why)
+    return replace(r, reasons=reasons, **changes)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -97,9 +121,9 @@ def exam_level_agent(results: list[SeriesClass], study: Study) -> list[SeriesCla
     for i, (r, stack) in enumerate(zip(results, study.stacks, strict=True)):
         if r.modality == "MR" and r.post_contrast is True and _agent_written(stack):
             value, why = post_contrast(facts_of(stack), use_agent=False, epi=r.technique is Technique.EPI)
-            evidence = dict(r.evidence)
-            evidence["post_contrast"] = why
-            out[i] = replace(r, post_contrast=value, evidence=evidence)
+            reasons = dict(r.reasons)
+            reasons[Field.POST_CONTRAST] = tuple(why)
+            out[i] = replace(r, post_contrast=value, reasons=reasons)
     return out
 
 
@@ -133,11 +157,9 @@ def fat_naming_convention(results: list[SeriesClass]) -> list[SeriesClass]:
         if (r.fat_suppressed is None and r.modality == "MR" and r.series_description.strip() and not r.localizer
                 and r.dixon is None and r.weighting not in (Weighting.DWI, Weighting.OTHER, Weighting.UNKNOWN)
                 and not _INHERENT_FAT_SUPPRESSION.search(r.series_description.lower())):
-            evidence = dict(r.evidence)
-            evidence["fat_suppression"] = list(r.evidence.get("fat_suppression", [])) + [
-                (f"series {example.series_number} ('{example.series_description}') names fat suppression ('{word}') "
-                f"and this description does not -> not fat suppressed (site naming convention)")]
-            out.append(replace(r, fat_suppressed=False, fat_suppression=None, evidence=evidence))
+            why = NAMING_CONVENTION.cite(series=example.series_number, description=example.series_description,
+                                         word=word)
+            out.append(_with_reason(r, why, fat_suppressed=False, fat_suppression=None))
         else:
             out.append(r)
     return out
@@ -166,9 +188,9 @@ def contrast_start_time(results: list[SeriesClass], study: Study) -> list[Series
         if r.post_contrast is not None or r.localizer or t is None or t == start:
             continue
         value = t > start
-        why = (f"acquired at {r.acquisition_time} {'after' if value else 'before'} Contrast/Bolus Start Time "
-               f"{stamp} -> {'post' if value else 'pre'}-contrast")
-        out[i] = _with_post_reason(r, why, value)
+        why = START_TIME.cite(time=r.acquisition_time, order="after" if value else "before", start=stamp,
+                              phase="post" if value else "pre")
+        out[i] = _with_reason(r, why, post_contrast=value)
     return out
 
 
@@ -190,60 +212,58 @@ def contrast_order(results: list[SeriesClass]) -> list[SeriesClass]:
             continue
         first_t, first = min(same, key=lambda x: x[0])
         label = f"series {first.series_number}" if first.series_number is not None else "the first post-contrast series"
-        if t > first_t:
-            if r.localizer:
-                out.append(_with_post_reason(
-                    r, f"localizer acquired after {label} ('{first.series_description}') -> left unknown"))
-                continue
-            value, why = True, (f"acquired after {label} ('{first.series_description}'), the first post-contrast "
-                                "acquisition: the agent was already given -> post-contrast")
+        facts = {"first": label, "description": first.series_description}
+        if t > first_t and r.localizer:
+            out.append(_with_reason(r, ORDER_LOCALIZER.cite(**facts)))
+        elif t > first_t:
+            out.append(_with_reason(r, ORDER_AFTER.cite(**facts), post_contrast=True))
         elif t < first_t:
-            value, why = False, (f"acquired before {label} ('{first.series_description}'), the first post-contrast "
-                                 "acquisition -> pre-contrast")
+            out.append(_with_reason(r, ORDER_BEFORE.cite(**facts), post_contrast=False))
         else:
             out.append(r)
-            continue
-        out.append(_with_post_reason(r, why, value))
     return out
 
 
-def _header_sign(stack: Stack) -> str | None:
+# --------------------------------------------------------------------------------------------------
+# no contrast anywhere in the study
+
+
+def _header_sign(stack: Stack) -> Evidence | None:
     """A contrast element in one stack's headers: agent, bolus start time, route, GE Series contrast flag."""
     h = stack.first
     agent = agent_given(x.contrast_agent for x in stack.instances)
     if agent:
-        return f"Contrast/Bolus Agent '{agent}'"
+        return SIGN_AGENT.cite(agent=agent)
     if h.contrast_start_time.strip():
-        return f"Contrast/Bolus Start Time {h.contrast_start_time.strip()}"
+        return SIGN_START_TIME.cite(start=h.contrast_start_time.strip())
     route = agent_given(x.contrast_route for x in stack.instances)
     if route:
-        return f"Contrast/Bolus Route '{route}'"
+        return SIGN_ROUTE.cite(route=route)
     flag = h.ge_series_contrast.strip()
     if vendor_of(h.manufacturer) is Vendor.GE and flag not in ("", "0"):
-        return f"GE (0019,1011) Series contrast {flag}"
+        return SIGN_GE_FLAG.cite(flag=flag)
     return None
 
 
-def _text_sign(stack: Stack, epi: bool) -> str | None:
+def _text_sign(stack: Stack, epi: bool) -> Evidence | None:
     """Contrast named (whole tokens, contrast sense) or planned ('w/wo') in the series, protocol or study text."""
     h = stack.first
-    for name, text in (("SeriesDescription", h.series_description), ("ProtocolName", h.protocol_name),
-                       ("StudyDescription", h.study_description),
-                       ("RequestedProcedureDescription", h.requested_procedure_description)):
+    for element, text in (("SeriesDescription", h.series_description), ("ProtocolName", h.protocol_name),
+                          ("StudyDescription", h.study_description),
+                          ("RequestedProcedureDescription", h.requested_procedure_description)):
         low = text.lower()
-        value, why = contrast_text(low, epi)
-        if value is True:
-            return f"{name} {why}"
+        value, why = contrast_text(element, low, epi)
+        if value is True and why is not None:
+            return why
         planned = CONTRAST_PLANNED.search(low)
         if planned:
-            return f"{name} '{planned.group(0)}' (contrast planned)"
+            return SIGN_PLANNED.cite(element=element, match=planned.group(0))
     return None
 
 
-def contrast_sign(stack: Stack, r: SeriesClass) -> str | None:
+def contrast_sign(stack: Stack, r: SeriesClass) -> Evidence | None:
     """The first sign in one stack's headers that contrast was given (or planned), or None."""
-    sign = _header_sign(stack) or _text_sign(stack, r.technique is Technique.EPI)
-    return f"series {r.series_number} {sign}" if sign else None
+    return _header_sign(stack) or _text_sign(stack, r.technique is Technique.EPI)
 
 
 def no_contrast_in_study(results: list[SeriesClass], study: Study) -> list[SeriesClass]:
@@ -254,10 +274,8 @@ def no_contrast_in_study(results: list[SeriesClass], study: Study) -> list[Serie
         return results
     zero = sum(1 for _r, stack in mr if stack.first.ge_series_contrast.strip() == "0")
     series = len({r.series_instance_uid for r, _s in mr})
-    why = (f"nothing in the study's {series} MR series shows contrast was given (no Contrast/Bolus Agent, start time "
-           "or route, no contrast naming or 'w/wo' in series, protocol or study text"
-           + (f"; GE (0019,1011) Series contrast 0 on {zero} stacks" if zero else "") + ") -> pre-contrast")
-    return [_with_post_reason(r, why, False) if r.modality == "MR" and r.post_contrast is None else r
+    why = NO_CONTRAST_GE_ZERO.cite(series=series, zero=zero) if zero else NO_CONTRAST.cite(series=series)
+    return [_with_reason(r, why, post_contrast=False) if r.modality == "MR" and r.post_contrast is None else r
             for r in results]
 
 

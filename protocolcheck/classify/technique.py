@@ -12,11 +12,11 @@ import re
 from collections.abc import Callable
 
 from protocolcheck.classify.facts import StackFacts
-from protocolcheck.classify.model import Technique, Vendor
+from protocolcheck.classify.model import Evidence, Field, Rule, Technique, Vendor
 from protocolcheck.classify.textmatch import B, E, rx
 from protocolcheck.classify.thresholds import THRESHOLDS as T
 
-Decision = tuple[Technique, str]
+Decision = tuple[Technique, Evidence]
 
 GRADIENT_ECHO = (Technique.GRE, Technique.IR_GRE, Technique.BSSFP)  # families without a refocusing pulse
 SPIN_ECHO = (Technique.SE, Technique.TSE)
@@ -41,6 +41,41 @@ _NEUTRAL_GRE = re.compile(r"(?:^|[^a-z])(?:fe|ffe|gre|gr|ge|fl|flash|spgr|fspgr|
                           r"fe2d)(?:\d|[^a-z]|$)")
 
 
+def _rule(name: str, says: str) -> Rule:
+    return Rule(Field.TECHNIQUE, name, says)
+
+
+BSSFP_NAME = _rule("bssfp-name", "sequence name '{names}' -> balanced SSFP")
+EPI_SCANNING = _rule("epi-scanning-sequence", "Scanning Sequence EP -> EPI")
+EPI_NAME = _rule("epi-name", "sequence name '{names}' -> EPI")
+EPI_ENHANCED = _rule("epi-enhanced", "enhanced EchoPlanarPulseSequence YES -> EPI")
+SIEMENS_TFL = _rule("siemens-tfl", "SequenceName '*{name}' -> turbo FLASH (MPRAGE family)")
+SIEMENS_SE = _rule("siemens-se", "SequenceName '*{name}' -> turbo/spin echo")
+SIEMENS_GRE = _rule("siemens-gre", "SequenceName '*{name}' -> gradient echo")
+PHILIPS_TFE = _rule("philips-tfe", "Philips scanning technique '{technique}' -> TFE (magnetisation-prepared GRE)")
+PHILIPS_FFE = _rule("philips-ffe", "Philips scanning technique '{technique}' -> FFE (gradient echo)")
+PHILIPS_SE = _rule("philips-se", "Philips scanning technique '{technique}' -> spin echo")
+GE_SE = _rule("ge-se", "GE pulse sequence '{names}' -> spin echo family")
+GE_IR_GRE = _rule("ge-ir-gre", "GE pulse sequence '{names}' -> IR-prepared GRE")
+GE_GRE = _rule("ge-gre", "GE pulse sequence '{names}' -> gradient echo")
+BSSFP_TEXT = _rule("bssfp-text", "Scanning Sequence GR and {source} '{match}' -> balanced SSFP")
+GR_PREPARED = _rule("gr-prepared", "Scanning Sequence GR with {preparation} -> prepared gradient echo")
+GR = _rule("gr", "Scanning Sequence GR -> gradient echo")
+SE_TURBO = _rule("se-turbo", "Scanning Sequence SE with SK/echo train -> turbo spin echo")
+SE = _rule("se", "Scanning Sequence SE -> spin echo")
+IR_ONLY = _rule("ir-only", "Scanning Sequence IR (no SE/GR given) -> inversion recovery spin echo")
+ENHANCED_GRADIENT_PREPARED = _rule("enhanced-gradient-prepared", "enhanced EchoPulseSequence GRADIENT with "
+                                   "InversionRecovery -> prepared gradient echo")
+ENHANCED_GRADIENT = _rule("enhanced-gradient", "enhanced EchoPulseSequence GRADIENT -> gradient echo")
+ENHANCED_SPIN = _rule("enhanced-spin", "enhanced EchoPulseSequence {echo} -> spin echo family")
+IMAGE_TYPE_SE = _rule("image-type-se", "Image Type M_SE/SE (Philips) -> spin echo")
+IMAGE_TYPE_IR = _rule("image-type-ir", "Image Type M_IR/IR (Philips) -> inversion recovery spin echo")
+IMAGE_TYPE_FFE = _rule("image-type-ffe", "Image Type M_FFE/FFE (Philips) -> gradient echo")
+NEUTRAL_SE = _rule("neutral-se", "sequence name '{names}' -> spin echo family")
+NEUTRAL_GRE = _rule("neutral-gre", "sequence name '{names}' -> gradient echo")
+UNRECOGNISED = _rule("unrecognised", "no sequence type, scanning sequence or known sequence name")
+
+
 def siemens_name(f: StackFacts) -> str:
     """The sequence name when it is a Siemens-style one ('*tse2d1_3', 'epse2d1_72', 'ep_b1000t'), else ''.
 
@@ -54,11 +89,13 @@ def siemens_name(f: StackFacts) -> str:
 def _balanced_or_echo_planar(f: StackFacts) -> Decision | None:
     names, ss, siemens = f.names, f.scanning_sequence, siemens_name(f)
     if _BSSFP_NAMES.search(names) or (siemens and re.match(r"^(?:tfi|fi\d|ci\d|trufi)", siemens)):
-        return Technique.BSSFP, f"sequence name '{names}' -> balanced SSFP"
-    if "EP" in ss or _EPI_NAMES.search(names) or (siemens and _SIEMENS_EPI.match(siemens)):
-        return Technique.EPI, "Scanning Sequence EP -> EPI" if "EP" in ss else f"sequence name '{names}' -> EPI"
+        return Technique.BSSFP, BSSFP_NAME.cite(names=names)
+    if "EP" in ss:
+        return Technique.EPI, EPI_SCANNING.cite()
+    if _EPI_NAMES.search(names) or (siemens and _SIEMENS_EPI.match(siemens)):
+        return Technique.EPI, EPI_NAME.cite(names=names)
     if f.first.echo_planar == "YES":
-        return Technique.EPI, "enhanced EchoPlanarPulseSequence YES -> EPI"
+        return Technique.EPI, EPI_ENHANCED.cite()
     return None
 
 
@@ -68,13 +105,11 @@ def _siemens(f: StackFacts) -> Decision | None:
         return None
     if re.match(r"^(?:tfl)", name):
         prepared = "IR" in f.scanning_sequence or "IR" in f.scan_options or "MP" in f.sequence_variant or f.ti
-        family = Technique.IR_GRE if prepared else Technique.GRE
-        return family, f"SequenceName '*{name}' -> turbo FLASH (MPRAGE family)"
+        return (Technique.IR_GRE if prepared else Technique.GRE), SIEMENS_TFL.cite(name=name)
     if _SIEMENS_SE.match(name):
-        family = Technique.SE if name.startswith(("se", "ise")) else Technique.TSE
-        return family, f"SequenceName '*{name}' -> turbo/spin echo"
+        return (Technique.SE if name.startswith(("se", "ise")) else Technique.TSE), SIEMENS_SE.cite(name=name)
     if _SIEMENS_GRE.match(name):
-        return Technique.GRE, f"SequenceName '*{name}' -> gradient echo"
+        return Technique.GRE, SIEMENS_GRE.cite(name=name)
     return None
 
 
@@ -87,11 +122,11 @@ def _philips(f: StackFacts) -> Decision | None:
         return None
     v = vs.replace("-", "").replace("_", "")
     if "tfe" in v:
-        return Technique.IR_GRE, f"Philips scanning technique '{vs}' -> TFE (magnetisation-prepared GRE)"
+        return Technique.IR_GRE, PHILIPS_TFE.cite(technique=vs)
     if "ffe" in v:
-        return Technique.GRE, f"Philips scanning technique '{vs}' -> FFE (gradient echo)"
+        return Technique.GRE, PHILIPS_FFE.cite(technique=vs)
     if "tse" in v or v.startswith("se") or v in ("ir", "irse", "irtse"):
-        return (Technique.TSE if "tse" in v else Technique.SE), f"Philips scanning technique '{vs}' -> spin echo"
+        return (Technique.TSE if "tse" in v else Technique.SE), PHILIPS_SE.cite(technique=vs)
     return None
 
 
@@ -100,11 +135,11 @@ def _ge(f: StackFacts) -> Decision | None:
     if f.vendor is not Vendor.GE or not names:
         return None
     if _GE_SE.search(names):
-        return Technique.TSE, f"GE pulse sequence '{names}' -> spin echo family"
+        return Technique.TSE, GE_SE.cite(names=names)
     if re.search(r"bravo|irfspgr|ir-fspgr|mprage", names):
-        return Technique.IR_GRE, f"GE pulse sequence '{names}' -> IR-prepared GRE"
+        return Technique.IR_GRE, GE_IR_GRE.cite(names=names)
     if _GE_GRE.search(names):
-        return Technique.GRE, f"GE pulse sequence '{names}' -> gradient echo"
+        return Technique.GRE, GE_GRE.cite(names=names)
     return None
 
 
@@ -112,40 +147,40 @@ def _scanning_sequence(f: StackFacts) -> Decision | None:
     ss, sv = f.scanning_sequence, f.sequence_variant
     bssfp_text = _BSSFP_TEXT.search(f.text) if "GR" in ss and (f.tr is None or f.tr < T.bssfp_max_tr) else None
     if bssfp_text:
-        return Technique.BSSFP, f"Scanning Sequence GR and {f.text_source()} '{bssfp_text.group(0)}' -> balanced SSFP"
+        return Technique.BSSFP, BSSFP_TEXT.cite(source=f.text_source(), match=bssfp_text.group(0), tr=f.tr,
+                                                limit=T.bssfp_max_tr)
     if "GR" in ss:
-        prepared = "MP" in sv or "IR" in ss
-        how = "MP" if "MP" in sv else "IR"
-        why = f" with {how} -> prepared gradient echo" if prepared else " -> gradient echo"
-        return (Technique.IR_GRE if prepared else Technique.GRE), "Scanning Sequence GR" + why
+        if "MP" in sv or "IR" in ss:
+            return Technique.IR_GRE, GR_PREPARED.cite(preparation="MP" if "MP" in sv else "IR")
+        return Technique.GRE, GR.cite()
     if "SE" in ss:
-        fast = "SK" in sv or (f.first.echo_train_length or 0) > T.se_single_echo_train
-        why = " with SK/echo train -> turbo spin echo" if fast else " -> spin echo"
-        return (Technique.TSE if fast else Technique.SE), "Scanning Sequence SE" + why
+        if "SK" in sv or (f.first.echo_train_length or 0) > T.se_single_echo_train:
+            return Technique.TSE, SE_TURBO.cite(echo_train=f.first.echo_train_length)
+        return Technique.SE, SE.cite()
     if "IR" in ss:
-        return Technique.TSE, "Scanning Sequence IR (no SE/GR given) -> inversion recovery spin echo"
+        return Technique.TSE, IR_ONLY.cite()
     return None
 
 
 def _echo_pulse_sequence(f: StackFacts) -> Decision | None:
     eps = f.first.echo_pulse_sequence
     if eps == "GRADIENT":
-        prepared = f.first.inversion_recovery == "YES"
-        why = " with InversionRecovery -> prepared gradient echo" if prepared else " -> gradient echo"
-        return (Technique.IR_GRE if prepared else Technique.GRE), "enhanced EchoPulseSequence GRADIENT" + why
+        if f.first.inversion_recovery == "YES":
+            return Technique.IR_GRE, ENHANCED_GRADIENT_PREPARED.cite()
+        return Technique.GRE, ENHANCED_GRADIENT.cite()
     if eps in ("SPIN", "BOTH"):
-        return Technique.TSE, f"enhanced EchoPulseSequence {eps} -> spin echo family"
+        return Technique.TSE, ENHANCED_SPIN.cite(echo=eps)
     return None
 
 
 def _philips_image_type(f: StackFacts) -> Decision | None:
     hints = set(f.image_type[2:])
     if hints & {"M_SE", "SE"}:
-        return Technique.TSE, "Image Type M_SE/SE (Philips) -> spin echo"
+        return Technique.TSE, IMAGE_TYPE_SE.cite()
     if hints & {"M_IR", "IR"}:
-        return Technique.TSE, "Image Type M_IR/IR (Philips) -> inversion recovery spin echo"
+        return Technique.TSE, IMAGE_TYPE_IR.cite()
     if hints & {"M_FFE", "FFE", "SW_M_FFE"}:
-        return Technique.GRE, "Image Type M_FFE/FFE (Philips) -> gradient echo"
+        return Technique.GRE, IMAGE_TYPE_FFE.cite()
     return None
 
 
@@ -153,9 +188,9 @@ def _neutral_names(f: StackFacts) -> Decision | None:
     """Vendor-neutral names (Canon/Toshiba/UIH/Hitachi use short names such as FSE2D, FE3D, SE2D, fse, gre)."""
     names = f.names
     if _NEUTRAL_SE.search(names):
-        return Technique.TSE, f"sequence name '{names}' -> spin echo family"
+        return Technique.TSE, NEUTRAL_SE.cite(names=names)
     if _NEUTRAL_GRE.search(names):
-        return Technique.GRE, f"sequence name '{names}' -> gradient echo"
+        return Technique.GRE, NEUTRAL_GRE.cite(names=names)
     return None
 
 
@@ -165,8 +200,9 @@ STEPS: tuple[Callable[[StackFacts], Decision | None], ...] = (
 )
 
 
-def technique(f: StackFacts) -> tuple[Technique | None, list[str]]:
-    """Sequence family, or None when no step recognises it (and always None for non-MR); with evidence."""
+def technique(f: StackFacts) -> tuple[Technique | None, list[Evidence]]:
+    """Sequence family, or None when no step recognises it (and always None for non-MR); with evidence
+    (none for non-MR; the engine records UNRECOGNISED when no step decided)."""
     if not f.is_mr:
         return None, []
     for step in STEPS:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import re
 
-from protocolcheck.classify.facts import StackFacts, fmt
-from protocolcheck.classify.model import Inversion, Technique, Weighting
+from protocolcheck.classify.facts import StackFacts
+from protocolcheck.classify.model import Evidence, Field, Inversion, Rule, Technique, Weighting
 from protocolcheck.classify.technique import GRADIENT_ECHO, SPIN_ECHO
 from protocolcheck.classify.textmatch import B, E, first_match, rx
 from protocolcheck.classify.thresholds import THRESHOLDS as T
 from protocolcheck.classify.thresholds import se_t1_max_tr
 
-Decision = tuple[Weighting, str]
+Decision = tuple[Weighting, Evidence]
 
 # Text patterns (lower-case text). Order matters: first match wins; the first two name diffusion.
 WEIGHT_TEXT: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -91,63 +91,127 @@ RULES: tuple[str, ...] = (
 )
 
 
-def diffusion_reason(f: StackFacts, technique: Technique | None) -> str | None:
+def _rule(name: str, says: str) -> Rule:
+    return Rule(Field.WEIGHTING, name, says)
+
+
+NOT_MR = _rule("not-mr", "Modality {modality} -> other (not MR)")
+DWI_B_VALUES = _rule("dwi-b-values", "b-values {b_values:nums} s/mm² -> diffusion")
+DWI_IMAGE_TYPE = _rule("dwi-image-type", "Image Type {image_type:/} -> diffusion")
+DWI_DECLARED = _rule("dwi-declared", "enhanced AcquisitionContrast DIFFUSION -> diffusion")
+DWI_NAME = _rule("dwi-name", "sequence name '{names}' -> diffusion")
+DWI_TEXT = _rule("dwi-text", "{kind} sequence and {source} '{match}' -> diffusion")
+MAP_IMAGE_TYPE = _rule("map-image-type", "Image Type {image_type:/} -> parametric diffusion map (other, not a "
+                       "diffusion-weighted image)")
+MAP_TEXT = _rule("map-text", "{source} '{match}' and no b-value > {b_max:g} -> parametric diffusion map (other)")
+PROJECTION = _rule("projection", "Image Type {image_type:/} -> projection image (MIP: other)")
+EPI_DIFFUSION = _rule("epi-diffusion", "diffusion EPI ({because})")
+EPI_MAP_IMAGE_TYPE = _rule("epi-map-image-type", "map of an EPI diffusion acquisition (Image Type {image_type:/})")
+EPI_MAP_TEXT = _rule("epi-map-text", "map of an EPI diffusion acquisition ({source} '{match}' and no b-value > "
+                     "{b_max:g})")
+ANGIO_FLAG = _rule("angio-flag", "Angio Flag (0018,0025) Y -> angiography (other)")
+OTHER_IMAGE_TYPE = _rule("other-image-type", "Image Type {image_type:/} -> map/angiography/phase (other)")
+OTHER_NAME = _rule("other-name", "sequence name '{names}' -> angiography/flow/perfusion (other)")
+OTHER_TEXT = _rule("other-text", "{source} '{match}' -> angiography/map/perfusion/flow (other)")
+STIR = _rule("stir", "STIR (short-TI inversion recovery) is reported as T2")
+T1_FLAIR = _rule("t1-flair", "FLAIR-range TI with TE {te:num} ms < {te_max:g} -> T1 (T1 FLAIR)")
+FLAIR = _rule("flair", "FLAIR (long-TI inversion recovery) is reported as T2")
+IR_SPIN_ECHO_T2 = _rule("ir-spin-echo-t2", "inversion-prepared spin echo with TE {te:num} ms >= {te_min:g} -> T2")
+IR_T1 = _rule("ir-t1", "T1 inversion preparation (IR, {ti_min:g}-{ti_max:g} ms or IR-prepared GRE) -> T1")
+PREPARED_GRE = _rule("prepared-gre", "magnetisation-prepared gradient echo (MPRAGE/TFE/BRAVO family) -> T1")
+BSSFP = _rule("bssfp", "balanced SSFP (T2/T1 contrast) is reported as T2")
+EPI_GRADIENT = _rule("epi-gradient", "gradient-echo EPI without diffusion -> T2* (BOLD)")
+EPI_SPIN = _rule("epi-spin", "spin-echo EPI without diffusion -> T2")
+DECLARED = _rule("declared", "enhanced AcquisitionContrast {declared} -> {weighting}")
+NAMED = _rule("named", "{source} '{match}' -> {weighting}")
+NO_TE = _rule("no-te", "no TE")
+SE3D_T1 = _rule("se3d-t1", "3D TSE TR {tr:num} ms <= {tr_max:g} and TE {te:num} ms <= {te_max:g} -> T1")
+SE3D_PD = _rule("se3d-pd", "3D TSE TR {tr:num} ms > {tr_min:g} and TE {te:num} ms < {te_max:g} -> PD")
+SE_T2 = _rule("se-t2", "TE {te:num} ms >= {te_min:g} -> T2")
+SE_NO_TR = _rule("se-no-tr", "TE {te:num} ms but no TR")
+SE_T2_BORDER = _rule("se-t2-border", "TR {tr:num} ms >= {tr_min:g} and TE {te:num} ms >= {te_min:g} -> T2")
+SE_T1 = _rule("se-t1", "TR {tr:num} ms <= {tr_max:g} and TE {te:num} ms <= {te_max:g} -> T1")
+SE_T1_AT_FIELD = _rule("se-t1-at-field",
+                       "TR {tr:num} ms <= {tr_max:g} at {field_t:g} T and TE {te:num} ms <= {te_max:g} -> T1")
+SE_T1_3D = _rule("se-t1-3d", "TR {tr:num} ms <= {tr_max:g} (3D TSE) and TE {te:num} ms <= {te_max:g} -> T1")
+SE_PD = _rule("se-pd", "TR {tr:num} ms >= {tr_min:g} and TE {te:num} ms < {te_max:g} -> PD")
+SE_BETWEEN = _rule("se-between", "TR {tr:num} ms / TE {te:num} ms between the T1, PD and T2 ranges")
+BORDER_NAMED = _rule("border-named", "{named} (parameters are at the {border} border, so the name decides)")
+NAME_IGNORED = _rule("name-ignored", "{named} (ignored: acquisition parameters decide)")
+GRE_SUSCEPTIBILITY = _rule("gre-susceptibility", "sequence name '{names}' -> susceptibility/multi-echo GRE (T2*)")
+GRE_T2STAR = _rule("gre-t2star", "gradient echo TE {te:num} ms >= {te_min:g}, flip {flip:num}° -> T2*")
+GRE_MULTI_ECHO = _rule("gre-multi-echo",
+                       "2D multi-echo gradient echo ({echoes:num} echoes) TR {tr:num} ms >= {tr_min:g}, flip "
+                       "{flip:num}° <= {flip_max:g} -> T2* (echoes combined; first TE {te:num} ms)")
+GRE_T1_FLIP = _rule("gre-t1-flip", "gradient echo TE {te:num} ms, flip {flip:num}° >= {flip_min:g} -> T1 (spoiled)")
+GRE_T1_FAST = _rule("gre-t1-fast", "gradient echo TR {tr:num} ms < {tr_max:g}, TE {te:num} ms -> T1 (spoiled)")
+GRE_UNDECIDED = _rule("gre-undecided", "gradient echo TR {tr:num} / TE {te:num} ms / flip {flip:num}° not decisive")
+UNTYPED_NO_TR_TE = _rule("untyped-no-tr-te", "no sequence type and no TR/TE")
+UNTYPED_T2 = _rule("untyped-t2", "no sequence type; TR {tr:num} / TE {te:num} ms (long/long) -> T2")
+UNTYPED_T1 = _rule("untyped-t1", "no sequence type; TR {tr:num} / TE {te:num} ms (fast, short TE) -> T1")
+UNTYPED_UNDECIDED = _rule("untyped-undecided", "no sequence type; TR {tr:num} / TE {te:num} ms not decisive")
+UNKNOWN = _rule("unknown", "no series text naming the weighting -> unknown")
+
+
+def diffusion_reason(f: StackFacts, technique: Technique | None) -> Evidence | None:
     """Why this stack is diffusion weighted, or None."""
     if any(b > T.dwi_min_b for b in f.b_values):
-        return f"b-values {', '.join(fmt(b) for b in f.b_values)} s/mm² -> diffusion"
-    diff_types = [t for t in f.image_type if t in _DIFFUSION_IMAGE_TYPES]
+        return DWI_B_VALUES.cite(b_values=f.b_values)
+    diff_types = tuple(t for t in f.image_type if t in _DIFFUSION_IMAGE_TYPES)
     if diff_types:
-        return f"Image Type {'/'.join(diff_types)} -> diffusion"
+        return DWI_IMAGE_TYPE.cite(image_type=diff_types)
     if f.first.acquisition_contrast == "DIFFUSION":
-        return "enhanced AcquisitionContrast DIFFUSION -> diffusion"
+        return DWI_DECLARED.cite()
     if re.search(r"dwi|dti|diff|ep_b|resolve", f.names):
-        return f"sequence name '{f.names}' -> diffusion"
+        return DWI_NAME.cite(names=f.names)
     if technique not in GRADIENT_ECHO and not ("GR" in f.scanning_sequence and technique is Technique.EPI):
         m = first_match(f.text, WEIGHT_TEXT[:2])
         if m:
             kind = "EPI" if technique is Technique.EPI else "non-gradient-echo"
-            return f"{kind} sequence and {f.text_source()} '{m[1]}' -> diffusion"
+            return DWI_TEXT.cite(kind=kind, source=f.text_source(), match=m[1])
     return None
 
 
-def map_or_projection(f: StackFacts) -> str | None:
+def map_or_projection(f: StackFacts) -> Evidence | None:
     """Why this stack is a parametric diffusion map (ADC, eADC, FA) or a projection (MIP), or None."""
-    maps = [t for t in f.image_type[2:] if t in _DIFFUSION_MAP_IMAGE_TYPES]
+    maps = tuple(t for t in f.image_type[2:] if t in _DIFFUSION_MAP_IMAGE_TYPES)
     if maps:
-        return f"Image Type {'/'.join(maps)} -> parametric diffusion map (other, not a diffusion-weighted image)"
+        return MAP_IMAGE_TYPE.cite(image_type=maps)
     m = _DIFFUSION_MAP_TEXT.search(f.text)
     if m and not any(b > T.dwi_min_b for b in f.b_values):
-        return f"{f.text_source()} '{m.group(0)}' and no b-value > {T.dwi_min_b:g} -> parametric diffusion map (other)"
-    projection = [t for t in f.image_type[2:] if t in PROJECTION_IMAGE_TYPES]
+        return MAP_TEXT.cite(source=f.text_source(), match=m.group(0), b_max=T.dwi_min_b)
+    projection = tuple(t for t in f.image_type[2:] if t in PROJECTION_IMAGE_TYPES)
     if projection:
-        return f"Image Type {'/'.join(projection)} -> projection image (MIP: other)"
+        return PROJECTION.cite(image_type=projection)
     return None
 
 
-def diffusion_epi(f: StackFacts, technique: Technique | None, dwi_reason: str | None) -> str | None:
+def diffusion_epi(f: StackFacts, technique: Technique | None, dwi_reason: Evidence | None) -> Evidence | None:
     """Why this stack is echo-planar diffusion (its images, or a map computed from them), or None."""
     if technique is not Technique.EPI or not f.is_mr:
         return None
     if dwi_reason:
-        return f"diffusion EPI ({dwi_reason})"
+        return EPI_DIFFUSION.cite(because=dwi_reason)
     kind = map_or_projection(f)
-    if kind and "diffusion" in kind:
-        return f"map of an EPI diffusion acquisition ({kind.split(' -> ')[0]})"
+    if kind is not None and kind.rule is MAP_IMAGE_TYPE:
+        return EPI_MAP_IMAGE_TYPE.cite(**dict(kind.facts))
+    if kind is not None and kind.rule is MAP_TEXT:
+        return EPI_MAP_TEXT.cite(**dict(kind.facts))
     return None
 
 
 def _not_anatomical(f: StackFacts, technique: Technique | None) -> Decision | None:
     """Maps, angiography, flow, perfusion and phase images -> other."""
     if f.first.angio_flag == "Y":
-        return Weighting.OTHER, "Angio Flag (0018,0025) Y -> angiography (other)"
-    other_types = [t for t in f.image_type[2:] if t in _OTHER_IMAGE_TYPES]
+        return Weighting.OTHER, ANGIO_FLAG.cite()
+    other_types = tuple(t for t in f.image_type[2:] if t in _OTHER_IMAGE_TYPES)
     if other_types:
-        return Weighting.OTHER, f"Image Type {'/'.join(other_types)} -> map/angiography/phase (other)"
+        return Weighting.OTHER, OTHER_IMAGE_TYPE.cite(image_type=other_types)
     if _OTHER_NAMES.search(f.names):
-        return Weighting.OTHER, f"sequence name '{f.names}' -> angiography/flow/perfusion (other)"
+        return Weighting.OTHER, OTHER_NAME.cite(names=f.names)
     m = _OTHER_TEXT.search(f.text)
     if m and (technique is not Technique.EPI or re.search("asl|perfusion|pcasl|pasl|perf|dsc", m.group(0))):
-        return Weighting.OTHER, f"{f.text_source()} '{m.group(0)}' -> angiography/map/perfusion/flow (other)"
+        return Weighting.OTHER, OTHER_TEXT.cite(source=f.text_source(), match=m.group(0))
     return None
 
 
@@ -155,24 +219,23 @@ def _by_preparation(f: StackFacts, technique: Technique | None, inversion: Inver
     """Inversion-prepared, magnetisation-prepared, balanced and echo-planar sequences."""
     te = f.te
     if inversion is Inversion.STIR:
-        return Weighting.T2, "STIR (short-TI inversion recovery) is reported as T2"
+        return Weighting.T2, STIR.cite()
     if inversion is Inversion.FLAIR:
         if te is not None and te < T.t1_flair_max_te and not re.search("t2", f.text):
-            return Weighting.T1, f"FLAIR-range TI with TE {fmt(te)} ms < {T.t1_flair_max_te:g} -> T1 (T1 FLAIR)"
-        return Weighting.T2, "FLAIR (long-TI inversion recovery) is reported as T2"
+            return Weighting.T1, T1_FLAIR.cite(te=te, te_max=T.t1_flair_max_te)
+        return Weighting.T2, FLAIR.cite()
     if inversion is Inversion.IR and technique is not Technique.BSSFP:
         if te is not None and te >= T.se_t2_min_te and technique in SPIN_ECHO:
-            return Weighting.T2, f"inversion-prepared spin echo with TE {fmt(te)} ms >= {T.se_t2_min_te:g} -> T2"
-        return Weighting.T1, (f"T1 inversion preparation (IR, {T.stir_max_ti:g}-{T.flair_min_ti:g} ms or IR-prepared "
-                              "GRE) -> T1")
+            return Weighting.T2, IR_SPIN_ECHO_T2.cite(te=te, te_min=T.se_t2_min_te)
+        return Weighting.T1, IR_T1.cite(ti_min=T.stir_max_ti, ti_max=T.flair_min_ti)
     if technique is Technique.IR_GRE:
-        return Weighting.T1, "magnetisation-prepared gradient echo (MPRAGE/TFE/BRAVO family) -> T1"
+        return Weighting.T1, PREPARED_GRE.cite()
     if technique is Technique.BSSFP:
-        return Weighting.T2, "balanced SSFP (T2/T1 contrast) is reported as T2"
+        return Weighting.T2, BSSFP.cite()
     if technique is Technique.EPI:
         if "GR" in f.scanning_sequence or re.search(r"epfid|fid|bold|fmri", f.names + " " + f.text):
-            return Weighting.T2STAR, "gradient-echo EPI without diffusion -> T2* (BOLD)"
-        return Weighting.T2, "spin-echo EPI without diffusion -> T2"
+            return Weighting.T2STAR, EPI_GRADIENT.cite()
+        return Weighting.T2, EPI_SPIN.cite()
     return None
 
 
@@ -181,43 +244,63 @@ def _named(f: StackFacts) -> Decision | None:
     declared = _ACQUISITION_CONTRAST.get(f.first.acquisition_contrast)
     if declared is not None:
         # The scanner's own label outranks series text.
-        return declared, f"enhanced AcquisitionContrast {f.first.acquisition_contrast} -> {declared.value}"
+        return declared, DECLARED.cite(declared=f.first.acquisition_contrast, weighting=declared.value)
     if not f.text:
         return None
     m = first_match(f.text, WEIGHT_TEXT)
     if m is None:
         return None
     label, matched = m
-    return Weighting(label), f"{f.text_source()} '{matched}' -> {label}"
+    return Weighting(label), NAMED.cite(source=f.text_source(), match=matched, weighting=label)
 
 
-def physics_se(f: StackFacts) -> tuple[Weighting | None, str]:
+def _spin_echo_3d(f: StackFacts, tr: float, te: float) -> Decision | None:
+    """3D variable-flip-angle TSE (SPACE/CUBE/VISTA): PD uses TR ~1000-1500 ms, T1 ~500-900 ms with short TE."""
+    tr_max = T.se3d_t1_max_tr
+    if te <= T.se3d_t1_max_te and tr <= tr_max:
+        return Weighting.T1, SE3D_T1.cite(tr=tr, tr_max=tr_max, te=te, te_max=T.se3d_t1_max_te)
+    if te < T.se_t2_border_te and tr > tr_max:
+        return Weighting.PD, SE3D_PD.cite(tr=tr, tr_min=tr_max, te=te, te_max=T.se_t2_border_te)
+    return None
+
+
+def _spin_echo_t1(f: StackFacts, tr: float, te: float, three_d: bool) -> Evidence | None:
+    """Short TE and TR up to the T1 cut-off (the 3D TSE one, else the field strength's) -> T1."""
+    if te > T.se_short_te:
+        return None
+    if three_d:
+        tr_max = T.se3d_t1_max_tr
+        return SE_T1_3D.cite(tr=tr, tr_max=tr_max, te=te, te_max=T.se_short_te) if tr <= tr_max else None
+    tr_max = se_t1_max_tr(f.field_t, T)
+    if tr > tr_max:
+        return None
+    if f.field_t:
+        return SE_T1_AT_FIELD.cite(tr=tr, tr_max=tr_max, field_t=f.field_t, te=te, te_max=T.se_short_te)
+    return SE_T1.cite(tr=tr, tr_max=tr_max, te=te, te_max=T.se_short_te)
+
+
+def physics_se(f: StackFacts) -> tuple[Weighting | None, Evidence]:
     """Spin-echo weighting from TR and TE (field-strength-aware T1 cut-off; 3D TSE has its own)."""
     tr, te = f.tr, f.te
     if te is None:
-        return None, "no TE"
-    t1_max = se_t1_max_tr(f.field_t, T)
-    field_note = f" at {f.field_t:g} T" if f.field_t else ""
-    if f.first.mr_acquisition_type == "3D" and tr is not None and te < T.se_t2_min_te:
-        # 3D variable-flip-angle TSE (SPACE/CUBE/VISTA): PD uses TR ~1000-1500 ms, T1 ~500-900 ms with TE <= 30.
-        t1_max, field_note = T.se3d_t1_max_tr, " (3D TSE)"
-        if te <= T.se3d_t1_max_te and tr <= t1_max:
-            return Weighting.T1, (f"3D TSE TR {fmt(tr)} ms <= {t1_max:g} and TE {fmt(te)} ms <= "
-                                  f"{T.se3d_t1_max_te:g} -> T1")
-        if te < T.se_t2_border_te and tr > t1_max:
-            return Weighting.PD, (f"3D TSE TR {fmt(tr)} ms > {t1_max:g} and TE {fmt(te)} ms < "
-                                  f"{T.se_t2_border_te:g} -> PD")
+        return None, NO_TE.cite()
+    three_d = f.first.mr_acquisition_type == "3D" and tr is not None and te < T.se_t2_min_te
+    if three_d and tr is not None:
+        decided = _spin_echo_3d(f, tr, te)
+        if decided is not None:
+            return decided
     if te >= T.se_t2_min_te:
-        return Weighting.T2, f"TE {fmt(te)} ms >= {T.se_t2_min_te:g} -> T2"
+        return Weighting.T2, SE_T2.cite(te=te, te_min=T.se_t2_min_te)
     if tr is None:
-        return None, f"TE {fmt(te)} ms but no TR"
+        return None, SE_NO_TR.cite(te=te)
     if te >= T.se_t2_border_te and tr >= T.se_long_tr:
-        return Weighting.T2, f"TR {fmt(tr)} ms >= {T.se_long_tr:g} and TE {fmt(te)} ms >= {T.se_t2_border_te:g} -> T2"
-    if te <= T.se_short_te and tr <= t1_max:
-        return Weighting.T1, f"TR {fmt(tr)} ms <= {t1_max:g}{field_note} and TE {fmt(te)} ms <= {T.se_short_te:g} -> T1"
+        return Weighting.T2, SE_T2_BORDER.cite(tr=tr, tr_min=T.se_long_tr, te=te, te_min=T.se_t2_border_te)
+    t1 = _spin_echo_t1(f, tr, te, three_d)
+    if t1 is not None:
+        return Weighting.T1, t1
     if te < T.se_t2_border_te and tr >= T.se_long_tr:
-        return Weighting.PD, f"TR {fmt(tr)} ms >= {T.se_long_tr:g} and TE {fmt(te)} ms < {T.se_t2_border_te:g} -> PD"
-    return None, f"TR {fmt(tr)} ms / TE {fmt(te)} ms between the T1, PD and T2 ranges"
+        return Weighting.PD, SE_PD.cite(tr=tr, tr_min=T.se_long_tr, te=te, te_max=T.se_t2_border_te)
+    return None, SE_BETWEEN.cite(tr=tr, te=te)
 
 
 def se_border(f: StackFacts, physics: Weighting, named: Weighting | None) -> str | None:
@@ -236,72 +319,70 @@ def se_border(f: StackFacts, physics: Weighting, named: Weighting | None) -> str
     return None
 
 
-def physics_gre(f: StackFacts) -> tuple[Weighting | None, str]:
+def physics_gre(f: StackFacts) -> tuple[Weighting | None, Evidence]:
     """Gradient-echo weighting from TE, flip angle, TR and the echo train."""
     tr, te, flip = f.tr, f.te, f.flip
     if te is None:
-        return None, "no TE"
+        return None, NO_TE.cite()
     low_flip = T.gre_t2star_max_flip
     if te >= T.gre_t2star_min_te and (flip is None or flip <= low_flip):
-        return Weighting.T2STAR, f"gradient echo TE {fmt(te)} ms >= {T.gre_t2star_min_te:g}, flip {fmt(flip)}° -> T2*"
+        return Weighting.T2STAR, GRE_T2STAR.cite(te=te, te_min=T.gre_t2star_min_te, flip=flip)
     etl = f.first.echo_train_length
     if (etl is not None and etl >= T.gre_multi_echo_min and tr is not None and tr >= T.gre_t2star_min_tr
             and flip is not None and flip <= low_flip and f.first.mr_acquisition_type != "3D"):
         # Multi-echo 2D GRE (MEDIC/MERGE/mFFE) combines its echoes; the header keeps the first echo's short TE.
-        return Weighting.T2STAR, (f"2D multi-echo gradient echo ({fmt(etl)} echoes) TR {fmt(tr)} ms >= "
-                                  f"{T.gre_t2star_min_tr:g}, flip {fmt(flip)}° <= {low_flip:g} -> T2* (echoes "
-                                  f"combined; first TE {fmt(te)} ms)")
+        return Weighting.T2STAR, GRE_MULTI_ECHO.cite(echoes=etl, tr=tr, tr_min=T.gre_t2star_min_tr, flip=flip,
+                                                     flip_max=low_flip, te=te)
     if te < T.gre_t1_max_te:
         if flip is not None and flip >= T.gre_t1_min_flip:
-            return Weighting.T1, (f"gradient echo TE {fmt(te)} ms, flip {fmt(flip)}° >= {T.gre_t1_min_flip:g} "
-                                  "-> T1 (spoiled)")
+            return Weighting.T1, GRE_T1_FLIP.cite(te=te, flip=flip, flip_min=T.gre_t1_min_flip)
         if tr is not None and tr < T.gre_fast_tr:
-            return Weighting.T1, f"gradient echo TR {fmt(tr)} ms < {T.gre_fast_tr:g}, TE {fmt(te)} ms -> T1 (spoiled)"
-    return None, f"gradient echo TR {fmt(tr)} / TE {fmt(te)} ms / flip {fmt(flip)}° not decisive"
+            return Weighting.T1, GRE_T1_FAST.cite(tr=tr, tr_max=T.gre_fast_tr, te=te)
+    return None, GRE_UNDECIDED.cite(tr=tr, te=te, flip=flip)
 
 
-def _spin_echo(f: StackFacts, named: Decision | None) -> tuple[Weighting | None, list[str]]:
+def _spin_echo(f: StackFacts, named: Decision | None) -> tuple[Weighting | None, list[Evidence]]:
     w, why = physics_se(f)
     if w is None:
         return None, [why]
     ev = [why]
     border = se_border(f, w, named[0] if named else None)
     if border is not None and named is not None:
-        return named[0], ev + [f"{named[1]} (parameters are at the {border} border, so the name decides)"]
+        return named[0], ev + [BORDER_NAMED.cite(named=named[1], border=border)]
     if named and named[0] is not w:
-        ev.append(f"{named[1]} (ignored: acquisition parameters decide)")
+        ev.append(NAME_IGNORED.cite(named=named[1]))
     return w, ev
 
 
-def _gradient_echo(f: StackFacts, named: Decision | None) -> tuple[Weighting | None, list[str]]:
+def _gradient_echo(f: StackFacts, named: Decision | None) -> tuple[Weighting | None, list[Evidence]]:
     if re.search(r"swi|swan|medic|merge|me2d|me3d|fsbb|t2ffe|mffe", f.names):
-        return Weighting.T2STAR, [f"sequence name '{f.names}' -> susceptibility/multi-echo GRE (T2*)"]
+        return Weighting.T2STAR, [GRE_SUSCEPTIBILITY.cite(names=f.names)]
     w, why = physics_gre(f)
     if w is None:
         return None, [why]
     ev = [why]
     if named and named[0] is not w:
-        ev.append(f"{named[1]} (ignored: acquisition parameters decide)")
+        ev.append(NAME_IGNORED.cite(named=named[1]))
     return w, ev
 
 
-def _no_sequence_type(f: StackFacts) -> tuple[Weighting | None, list[str]]:
+def _no_sequence_type(f: StackFacts) -> tuple[Weighting | None, list[Evidence]]:
     """No sequence type at all: only clear-cut parameter combinations."""
     tr, te = f.tr, f.te
     if tr is None or te is None:
-        return None, ["no sequence type and no TR/TE"]
+        return None, [UNTYPED_NO_TR_TE.cite()]
     if tr >= T.se_long_tr and te >= T.unnamed_t2_min_te:
-        return Weighting.T2, [f"no sequence type; TR {fmt(tr)} / TE {fmt(te)} ms (long/long) -> T2"]
+        return Weighting.T2, [UNTYPED_T2.cite(tr=tr, te=te, tr_min=T.se_long_tr, te_min=T.unnamed_t2_min_te)]
     if tr < T.gre_fast_tr and te < T.gre_t1_max_te:
-        return Weighting.T1, [f"no sequence type; TR {fmt(tr)} / TE {fmt(te)} ms (fast, short TE) -> T1"]
-    return None, [f"no sequence type; TR {fmt(tr)} / TE {fmt(te)} ms not decisive"]
+        return Weighting.T1, [UNTYPED_T1.cite(tr=tr, te=te, tr_max=T.gre_fast_tr, te_max=T.gre_t1_max_te)]
+    return None, [UNTYPED_UNDECIDED.cite(tr=tr, te=te)]
 
 
-def weighting(f: StackFacts, technique: Technique | None, inversion: Inversion | None, dwi_reason: str | None
-              ) -> tuple[Weighting, list[str]]:
+def weighting(f: StackFacts, technique: Technique | None, inversion: Inversion | None,
+              dwi_reason: Evidence | None) -> tuple[Weighting, list[Evidence]]:
     """The weighting and its evidence (the technique's evidence is prepended by the caller)."""
     if not f.is_mr:
-        return Weighting.OTHER, [f"Modality {f.modality or '?'} -> other (not MR)"]
+        return Weighting.OTHER, [NOT_MR.cite(modality=f.modality or "?")]
     kind = map_or_projection(f)
     if kind:
         return Weighting.OTHER, [kind]
@@ -321,4 +402,4 @@ def weighting(f: StackFacts, technique: Technique | None, inversion: Inversion |
         return w, ev
     if named is not None:
         return named[0], ev + [named[1]]
-    return Weighting.UNKNOWN, ev + ["no series text naming the weighting -> unknown"]
+    return Weighting.UNKNOWN, ev + [UNKNOWN.cite()]
