@@ -194,7 +194,7 @@ def test_sr_lands_in_orthanc_even_when_it_starts_late(tmp_path: Path) -> None:
             items = list(_content(ds))
             texts = [str(item.TextValue) for item in items if "TextValue" in item]
             assert "mr-lumbosacral-plexus-wwo" in texts and "fail" in texts and "fluid-fat-suppressed" in texts
-            assert any(t.startswith("Missing Fluid-sensitive fat-suppressed") for t in texts)
+            assert "missing-sequence" in texts and "error" in texts  # the finding's code and severity
             judged = {str(item.UID) for item in items if "UID" in item}
             assert set(first.series_uids) <= judged  # every series it judged is named
             evidence = ds.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence

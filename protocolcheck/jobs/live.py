@@ -53,6 +53,7 @@ from protocolcheck.dicom.study import group_studies
 
 LOG = logging.getLogger("protocolcheck.jobs.live")
 
+_HAS_ACTION = any(f.name == "action" for f in dataclasses.fields(Finding))  # structured findings (issue 12)
 DEFAULT_SERIES_IDLE = 2.0  # seconds without a new instance before a series counts as complete
 DEFAULT_SETTLE = 0.5  # seconds without a new instance before a series is judged (early, still "arriving")
 RECENT_EXAMS = 50  # finished exams kept in memory for the page
@@ -229,6 +230,17 @@ class ExamView:
         if include_patient:
             data["patient_name"] = self.patient_name
         return data
+
+
+def _not_received(uid: str, station: str, mpps_uid: str) -> Finding:
+    """``series-not-received`` for a series the MPPS lists as performed."""
+    summary = (f"The scanner reports series {uid} as performed (MPPS Performed Series Sequence) but it was "
+               "never received.")
+    action = f"Send series {uid} from {station} again (to this listener and the PACS) before the study is closed."
+    extra: dict[str, Any] = {"action": action} if _HAS_ACTION else {}
+    # the third field is the summary (the message, before findings were structured)
+    return Finding(FindingCode.SERIES_NOT_RECEIVED, Severity.ERROR, summary, series=(uid,),
+                   evidence={"series_instance_uid": uid, "mpps": mpps_uid}, **extra)
 
 
 def _contrast_given(result: AuditResult) -> bool:
@@ -545,13 +557,8 @@ class LiveMonitor:
             return []
         received = set(exam.series)
         missing = [uid for uid in exam.mpps.performed_series if uid not in received]
-        return [Finding(
-            code=FindingCode.SERIES_NOT_RECEIVED, severity=Severity.ERROR, series=(uid,),
-            summary=(f"The scanner reports series {uid} as performed (MPPS Performed Series Sequence) but it "
-                     "was never received."),
-            action="Send the missing series again from the scanner",
-            evidence={"series_instance_uid": uid, "mpps": exam.mpps.sop_instance_uid},
-        ) for uid in missing]
+        station = exam.mpps.station_aet or exam.mpps.station_name or "the scanner"
+        return [_not_received(uid, station, exam.mpps.sop_instance_uid) for uid in missing]
 
     def _view(self, exam: Exam) -> ExamView:
         result = exam.result

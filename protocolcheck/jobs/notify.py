@@ -44,8 +44,8 @@ def check_url(url: str) -> str:
 def alert_event(view: ExamView, alerts: list[dict[str, Any]]) -> dict[str, Any]:
     """The JSON event for ``alerts`` (finding dicts) of ``view``."""
     where = view.station or view.station_aet or "unknown station"
-    items = [f"{a.get('live')}: {a.get('requirement') or a.get('code')} \u2014 {a.get('action') or a.get('message')}"
-             for a in alerts]
+    items = [f"{a.get('live')}: {a.get('requirement_name') or a.get('requirement') or a.get('code')} \u2014 "
+             f"{a.get('action') or a.get('summary') or a.get('message')}" for a in alerts]
     return {
         "event": EVENT_TYPE,
         "study_instance_uid": view.study_instance_uid,
@@ -56,7 +56,7 @@ def alert_event(view: ExamView, alerts: list[dict[str, Any]]) -> dict[str, Any]:
         "provisional": view.provisional,
         "protocol": view.protocol,
         "codes": sorted({str(a.get("code")) for a in alerts}),
-        "actions": [a.get("action") or a.get("message") for a in alerts],
+        "actions": [a.get("action") or a.get("summary") or a.get("message") for a in alerts],
         "findings": alerts,
         "text": f"{where}, accession {view.accession_number or '-'}: " + "; ".join(items),
     }

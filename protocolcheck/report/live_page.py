@@ -178,6 +178,7 @@ table{border-collapse:collapse;width:100%;font-size:13px;margin-top:6px}
 td,th{text-align:left;padding:2px 6px;border-bottom:1px solid #e3e6ea}
 .req-met{color:#2e7d32} .req-missing{color:#b3261e} .req-open{color:#55606c}
 li.wrong,li.missing{color:#b3261e} li.still-missing{color:#55606c} li.note{color:#55606c}
+#banner li{color:#fff}
 .action{font-weight:600} section{padding:0 16px 16px} h3{font-size:15px;margin:12px 0 4px}
 </style></head>
 <body>
@@ -193,8 +194,10 @@ const q = token ? "?token=" + encodeURIComponent(token) : "";
 function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls;
   if (text !== undefined && text !== null) e.textContent = String(text); return e; }
 function station(x) { return x.station || x.station_aet || "unknown station"; }
-function problem(f) { const r = f.requirement ? f.requirement + ": " : "";
-  return r + (f.action || f.message || f.code); }
+function problem(f) { const r = f.requirement_name || f.requirement;
+  return (r ? r + ": " : "") + (f.summary || f.message || f.code); }
+function item(f) { const li = el("li", f.live); li.append(el("b", null, label(f.live) + ": "), problem(f));
+  if (f.action) { li.append(el("div", "action", "→ " + f.action)); } return li; }
 function label(kind) {
   return {"still-missing": "still missing", "missing": "missing", "wrong": "wrong", "note": "note"}[kind] || kind; }
 function card(x) {
@@ -221,10 +224,7 @@ function card(x) {
       [s.plane, s.weighting, s.inversion, s.fat_suppressed ? "FS" : "", s.post_contrast ? "+C" : "",
        s.localizer ? "localizer" : ""].filter(Boolean).join(" "))); }
   c.append(series);
-  if (x.findings.length) { const ul = el("ul");
-    for (const f of x.findings) { const li = el("li", f.live); li.append(el("b", null, label(f.live) + ": "),
-        el("span", "action", problem(f))); ul.append(li); }
-    c.append(ul); }
+  if (x.findings.length) { const ul = el("ul"); for (const f of x.findings) ul.append(item(f)); c.append(ul); }
   return c;
 }
 function render(exams) {
@@ -239,7 +239,7 @@ function render(exams) {
     for (const x of alerts) {
       banner.append(el("div", null, station(x) + " · accession " + (x.accession_number || "-") + ": " +
         x.alerts.length + " problem" + (x.alerts.length > 1 ? "s" : "") + " while the patient is on the table"));
-      const ul = el("ul"); for (const f of x.alerts) ul.append(el("li", null, label(f.live) + ": " + problem(f)));
+      const ul = el("ul"); for (const f of x.alerts) ul.append(item(f));
       banner.append(ul); } }
   else banner.className = "";
   const tb = document.querySelector("#recent tbody"); tb.replaceChildren();

@@ -4,8 +4,9 @@
 attributes, taken from a received instance), in its own series, with:
 
 - the verdict (protocol, status, how the exam ended, protocol choice reason);
-- one "Finding" container per finding: its code, severity, message, the action for the
-  technologist, the citations (as text) and the Series Instance UIDs concerned;
+- one "Finding" container per finding: its code, severity, requirement, summary (or message), what
+  was expected and found (structured findings), the action for the technologist as *Recommendation*,
+  the citations and the Series Instance UIDs concerned;
 - the series judged (number, description, classification, UID);
 - every received instance in the Current Requested Procedure Evidence Sequence.
 
@@ -51,6 +52,8 @@ _REQUIREMENT = hd.sr.CodedConcept("REQUIREMENT", SCHEME, "Requirement")
 _CITATION = hd.sr.CodedConcept("CITATION", SCHEME, "Citation")
 _SERIES_JUDGED = hd.sr.CodedConcept("SERIES", SCHEME, "Series judged")
 _SERIES = hd.sr.CodedConcept("SERIESITEM", SCHEME, "Series")
+_EXPECTED = hd.sr.CodedConcept("EXPECTED", SCHEME, "Expected")
+_FOUND = hd.sr.CodedConcept("FOUND", SCHEME, "Found")
 
 _CONTAINS = hd.sr.RelationshipTypeValues.CONTAINS
 
@@ -63,12 +66,24 @@ def _uid(value: str) -> hd.sr.UIDRefContentItem:
     return hd.sr.UIDRefContentItem(name=_SERIES_UID, value=value, relationship_type=_CONTAINS)
 
 
+def _considered(item: dict[str, Any]) -> str:
+    """A series considered for a requirement and why it did not count (structured findings)."""
+    head = f"{item.get('name', '')} ({item['classified']})" if item.get("classified") else str(item.get("name", ""))
+    why = "; ".join(str(w) for w in item.get("why") or ())
+    return f"{head}: {why}" if why else head
+
+
 def _finding(finding: dict[str, Any]) -> hd.sr.ContainerContentItem:
     item = hd.sr.ContainerContentItem(name=_FINDING, relationship_type=_CONTAINS)
     children: list[Dataset] = [_text(_CODE, finding.get("code")), _text(_SEVERITY, finding.get("severity"))]
     if finding.get("requirement"):
         children.append(_text(_REQUIREMENT, finding["requirement"]))
-    children.append(_text(_COMMENT, finding.get("message", "")))
+    children.append(_text(_COMMENT, finding.get("summary") or finding.get("message", "")))
+    if finding.get("expected"):
+        children.append(_text(_EXPECTED, finding["expected"]))
+    children += [_text(_FOUND, _considered(c)) for c in finding.get("found") or () if isinstance(c, dict)]
+    if finding.get("found_note"):
+        children.append(_text(_FOUND, finding["found_note"]))
     if finding.get("action"):
         children.append(_text(_RECOMMENDATION, finding["action"]))
     children += [_text(_CITATION, c) for c in finding.get("citations", ())]
