@@ -5,6 +5,12 @@ Modules: ``model`` (enums, :class:`SeriesClass`), ``thresholds`` (every cut-off,
 ``facts`` (what the rules read from a stack), one module per field (``technique``, ``weighting``,
 ``inversion``, ``fat``, ``contrast``, ``geometry``, ``flags``), ``study`` (study-level rules),
 ``engine`` (putting them together) and ``table`` (the decision table).
+
+Adding or changing a rule: put any number it compares against in ``thresholds.THRESHOLDS`` (with unit, reason
+and source; ``tests/test_classify_table.py`` rejects numbers compared anywhere else); declare its evidence as a
+module-level ``Rule(field, name, wording)`` beside the code and return ``RULE.cite(fact=value, ...)`` (the text is
+rendered from the facts; never build or read evidence strings); describe it in the module's ``RULES`` lines and
+run ``python tools/decision_table.py`` to regenerate the README tables.
 """
 
 from protocolcheck.classify.engine import classify_stack, classify_study, describe
