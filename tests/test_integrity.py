@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from rawdicom import UNDEFINED, base_elements, element, item, text, write
 
 from protocolcheck.cli import main
 from protocolcheck.dicom.lean import read_fast
 from protocolcheck.dicom.records import InstanceHeader
 from protocolcheck.dicom.scan import scan_file
-from rawdicom import UNDEFINED, base_elements, element, item, text, write
 
 REPO = Path(__file__).resolve().parent.parent
 STUDY = REPO / "sample_dicom" / "01_siemens_plexus_complete"

@@ -45,8 +45,8 @@ def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--force", is_flag=True, help="Audit every study again, even those unchanged since their "
                                                     "stored audit."),
         click.option("--lock", "lock_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-                     help="Job lock: exit 3 if another run holds it (default with --db: a lock beside the store, "
-                          "one per store and set of folders)."),
+                     help="Job lock: exit 3 if another run holds it (default: a lock beside the store, one per "
+                          "store and set of folders, by their real paths)."),
     ])
 
 
@@ -126,7 +126,6 @@ def _audit_with_store(opts: dict[str, Any], options: AuditOptions, files: list[s
     """Run ``audit`` through the results store (incremental, locked), or ``plain()`` with --no-db;
     returns the results and a note for the summary line. Store or lock problems exit 3."""
     import contextlib
-    import os
     import shlex
 
     from protocolcheck.clinical.library import library_path
@@ -136,10 +135,9 @@ def _audit_with_store(opts: dict[str, Any], options: AuditOptions, files: list[s
     quiet = opts["quiet"]
     if opts["no_db"] and not opts["lock_file"]:
         return plain(), ""
-    explicit = opts["db"] or os.environ.get("PROTOCOLCHECK_DB")
     target = opts["db"] or str(default_store_path())
     lock_path = opts["lock_file"]
-    if not lock_path and explicit and not opts["no_db"]:
+    if not lock_path and not opts["no_db"]:  # always, the default store too: one run of a job at a time
         lock_path = default_lock_path(target, opts["paths"])
     try:
         with contextlib.ExitStack() as stack:

@@ -29,6 +29,7 @@ from protocolcheck.jobs.store import (
     FileEntry,
     FileKind,
     Store,
+    describe_target,
     file_digest,
     fingerprint,
     instance_fingerprint,
@@ -112,12 +113,18 @@ class JobLock:
 
 
 def default_lock_path(db_target: str | os.PathLike[str], paths: Iterable[str | os.PathLike[str]]) -> Path:
-    """The lock of "this job": one per store and set of folders, beside a SQLite store (else in /tmp)."""
-    key = "\n".join([os.fspath(db_target)] + sorted(os.path.abspath(os.fspath(p)) for p in paths))
-    tag = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    """The lock of "this job": one per store and set of inputs, beside a SQLite store (else in /tmp).
+
+    Keyed on real paths (links and ``..`` resolved, relative names made absolute), so ``qa.db`` and
+    ``$PWD/qa.db``, or a folder and a link to it, are the same job; a store URL of another database
+    counts by its text (password hidden)."""
     db_file = sqlite_path(db_target)
+    store_key = os.path.realpath(db_file) if db_file is not None else describe_target(db_target)
+    key = "\n".join([store_key] + sorted(os.path.realpath(os.fspath(p)) for p in paths))
+    tag = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:10]
     if db_file is not None:
-        return db_file.with_name(f"{db_file.name}.audit-{tag}.lock")
+        real = Path(os.path.realpath(db_file))
+        return real.with_name(f"{real.name}.audit-{tag}.lock")
     return Path(tempfile.gettempdir()) / f"protocolcheck-audit-{tag}.lock"
 
 
