@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from protocolcheck.clinical.findings import Finding, FindingCode, Severity
 from protocolcheck.dicom.pixels import PIXEL_PROBLEM_PREFIX
+from protocolcheck.dicom.records import InstanceHeader
 from protocolcheck.dicom.study import Study
 
 NAMED_FILES = 5  # files named in a finding's message (all of them, up to EVIDENCE_FILES, in its evidence)
@@ -23,35 +24,34 @@ EVIDENCE_FILES = 100
 
 def integrity_findings(study: Study) -> list[Finding]:
     """One warning per (series, element, problem) found in the study's headers."""
-    groups: dict[tuple[str, str], dict[str, object]] = {}
+    first: dict[tuple[str, str], InstanceHeader] = {}
+    files: dict[tuple[str, str], dict[str, None]] = {}  # ordered sets (the frame groups of a file share it)
     for stack in study.stacks:
         for header in stack.instances:
             for problem in header.value_problems:
                 key = (header.series_instance_uid, problem)
-                group = groups.setdefault(key, {"header": header, "paths": {}})
-                group["paths"][header.path] = None  # type: ignore[index] - ordered set (frames share a file)
+                first.setdefault(key, header)
+                files.setdefault(key, {})[header.path] = None
     findings = []
-    for (series_uid, problem), group in groups.items():
-        header = group["header"]
-        paths = list(group["paths"])  # type: ignore[call-overload]
+    for (series_uid, problem), header in first.items():
+        paths = list(files[(series_uid, problem)])
         element, _sep, detail = problem.partition(":")
         pixel = problem.startswith(PIXEL_PROBLEM_PREFIX)
         code = FindingCode.TRUNCATED_PIXEL_DATA if pixel else FindingCode.VALUE_PROBLEM
-        series = f"#{header.series_number if header.series_number is not None else '?'} " \
-                 f"'{header.series_description or header.protocol_name or '-'}'"  # type: ignore[attr-defined]
-        files = ", ".join(paths[:NAMED_FILES]) + (f" and {len(paths) - NAMED_FILES} more" if len(paths) > NAMED_FILES
-                                                  else "")
+        number = header.series_number if header.series_number is not None else "?"
+        series = f"#{number} '{header.series_description or header.protocol_name or '-'}'"
+        more = f" and {len(paths) - NAMED_FILES} more" if len(paths) > NAMED_FILES else ""
+        named = ", ".join(paths[:NAMED_FILES]) + more
         count = f"{len(paths)} file{'s' if len(paths) != 1 else ''}"
         if pixel:
-            summary = (f"Pixel Data incomplete in {count} of series {series}: {detail.strip()} ({files}). "
-                       "The images are damaged")
-            action = "Send or export the series again from the scanner or PACS"
+            summary = f"Pixel Data incomplete in {count} of series {series}: {detail.strip()} ({named})."
+            action = "Send or export the series again from the scanner or the archive"
         else:
-            summary = (f"Malformed {element} in {count} of series {series}: {detail.strip()} ({files}). "
-                       "The value was ignored")
-            action = f"Check the series' {element} on the scanner and correct the header if it matters for this protocol"
+            summary = (f"Malformed {element} in {count} of series {series}: {detail.strip()} ({named}); "
+                       "the value was ignored.")
+            action = f"Check the series' {element} on the scanner and correct the header if it matters"
+        evidence = {"element": element, "problem": detail.strip(), "files": paths[:EVIDENCE_FILES],
+                    "file_count": len(paths)}
         findings.append(Finding(code=code, severity=Severity.WARNING, summary=summary, action=action,
-                                series=(series_uid,),
-                                evidence={"element": element, "problem": detail.strip(), "files": paths[:EVIDENCE_FILES],
-                                          "file_count": len(paths)}))
+                                series=(series_uid,), evidence=evidence))
     return findings

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 PIXEL_PROBLEM_PREFIX = "PixelData:"
 MAX_FRAGMENTS = 1_000_000  # items walked before the structure is called implausible (bounds the walk)
@@ -69,7 +70,7 @@ def pixel_data_problem(read_at: Callable[[int, int], bytes], file_size: int, val
 
 def _fragments_problem(read_at: Callable[[int, int], bytes], file_size: int, pos: int, frames: int,
                        little: bool) -> str | None:
-    order = "little" if little else "big"
+    order: Literal["little", "big"] = "little" if little else "big"
     items = 0
     while True:
         head = read_at(pos, 8) if pos + 8 <= file_size else b""
