@@ -34,7 +34,7 @@ class StrValueEnum(str, Enum):
 class Weighting(str, Enum):
     """The contrast an image shows; STIR and FLAIR are T2 with an inversion.
 
-    Mirrors Acquisition Contrast (0008,9209), PS3.3 C.8.13.1 (Enhanced MR Image module), defined terms
+    Mirrors Acquisition Contrast (0008,9209) of the Enhanced MR Image module (PS3.3 C.8.13), defined terms
     T1, T2, PROTON_DENSITY, T2_STAR, DIFFUSION, FLOW_ENCODED, PERFUSION, TOF, ...; ``other`` gathers the
     non-anatomical ones (angiography, maps, perfusion), ``unknown`` means the headers do not decide.
     """
@@ -52,8 +52,8 @@ class Inversion(str, Enum):
     """Inversion preparation by its inversion time: short TI (STIR), long TI (FLAIR), T1 preparation (IR).
 
     DICOM flags the pulse (Scanning Sequence (0018,0020) ``IR``, PS3.3 C.8.3.1; Inversion Recovery
-    (0018,9009), C.8.13.5.2) but has no value set for its purpose; Acquisition Contrast ``STIR`` and
-    ``FLUID_ATTENUATED`` name two of them.
+    (0018,9009) of the MR Pulse Sequence module, C.8.13) but has no value set for its purpose; Acquisition
+    Contrast ``STIR`` and ``FLUID_ATTENUATED`` name two of them. Issue 13's taxonomy: a T1-FLAIR is FLAIR.
     """
 
     STIR = "STIR"
@@ -63,9 +63,9 @@ class Inversion(str, Enum):
 
 class FatSuppression(str, Enum):
     """How fat signal was suppressed. DICOM has one Scan Options (0018,0022) token for every spectral
-    method (``FS``, PS3.3 C.8.3.1.1.4 lists it beside ``WE`` water excitation), and Spectrally Selected
-    Suppression (0018,9025, C.8.13.5.2) says only *what* was suppressed; ``UNSPECIFIED`` is therefore
-    "suppressed, method not named"."""
+    method (``FS``, PS3.3 C.8.3.1 lists it beside ``WE`` water excitation), and Spectrally Selected
+    Suppression (0018,9025, MR Pulse Sequence module, C.8.13) says only *what* was suppressed;
+    ``UNSPECIFIED`` is therefore "suppressed, method not named"."""
 
     STIR = "STIR"
     CHESS = "CHESS"
@@ -101,8 +101,8 @@ class Technique(StrValueEnum):
     """Sequence family the weighting rules reason about.
 
     From Scanning Sequence (0018,0020), PS3.3 C.8.3.1 (defined terms SE, IR, GR, EP, RM), Echo Pulse
-    Sequence (0018,9008) and Echo Planar Pulse Sequence (0018,9018), C.8.13.5.1, and vendor sequence
-    names. ``IR-GRE`` is a magnetisation-prepared gradient echo (MPRAGE/TFE/BRAVO); ``bSSFP`` a
+    Sequence (0018,9008) and Echo Planar Pulse Sequence (0018,9018) of the MR Pulse Sequence module
+    (C.8.13), and vendor sequence names. ``IR-GRE`` is a magnetisation-prepared gradient echo (MPRAGE/TFE/BRAVO); ``bSSFP`` a
     balanced steady-state free precession (TrueFISP/FIESTA/B-FFE).
     """
 
@@ -117,8 +117,8 @@ class Technique(StrValueEnum):
 class DixonLabel(StrValueEnum):
     """Which Dixon output an image is: water, fat, in phase, opposed phase.
 
-    Enhanced MR Image Type / Frame Type value 4 (PS3.3 C.8.13.1.1.1) has defined terms WATER, FAT,
-    IN_PHASE and OUT_PHASE; vendors also write W/F/IP/OP in classic Image Type value 3.
+    Enhanced MR Image Type / Frame Type value 4 (PS3.3 C.8.13, Enhanced MR Image module) has defined terms
+    WATER, FAT, IN_PHASE and OUT_PHASE; vendors also write W/F/IP/OP in classic Image Type value 3.
     """
 
     WATER = "W"

@@ -15,7 +15,11 @@ Vector = tuple[float, float, float]
 
 
 class Plane(str, Enum):
-    """Anatomical plane of a slice, named by the axis its normal is closest to."""
+    """Anatomical plane of a slice, named by the axis its normal is closest to.
+
+    From Image Orientation (Patient) (0020,0037), PS3.3 C.7.6.2 (Image Plane module); DICOM has no value set
+    for the plane itself.
+    """
 
     AXIAL = "axial"
     CORONAL = "coronal"
