@@ -102,8 +102,8 @@ class Technique(StrValueEnum):
 
     From Scanning Sequence (0018,0020), PS3.3 C.8.3.1 (defined terms SE, IR, GR, EP, RM), Echo Pulse
     Sequence (0018,9008) and Echo Planar Pulse Sequence (0018,9018) of the MR Pulse Sequence module
-    (C.8.13), and vendor sequence names. ``IR-GRE`` is a magnetisation-prepared gradient echo (MPRAGE/TFE/BRAVO); ``bSSFP`` a
-    balanced steady-state free precession (TrueFISP/FIESTA/B-FFE).
+    (C.8.13), and vendor sequence names. ``IR-GRE`` is a magnetisation-prepared gradient echo
+    (MPRAGE/TFE/BRAVO); ``bSSFP`` a balanced steady-state free precession (TrueFISP/FIESTA/B-FFE).
     """
 
     SE = "SE"
