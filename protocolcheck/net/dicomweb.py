@@ -15,6 +15,7 @@ becomes an :class:`~protocolcheck.dicom.records.Unreadable` record naming it, ne
 
 from __future__ import annotations
 
+import contextlib
 import http
 import logging
 import time
@@ -157,12 +158,13 @@ class DicomwebSource:
     def bytes_received(self) -> int:
         return self._adapter.received
 
-    def _call(self, what: str, call: Any, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
-        """One DICOMweb request as a list of JSON datasets; every failure a :class:`NetError`."""
+    @contextlib.contextmanager
+    def _request(self, what: str) -> Iterator[None]:
+        """Every failure of the request made inside as a :class:`NetError` naming ``what`` and the peer."""
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # InsecureRequestWarning with --insecure: asked for
-                reply = call(*args, **kwargs)
+                yield
         except requests.exceptions.SSLError as exc:
             raise NetError(NetErrorKind.TLS, f"{what}: TLS failed with {self.peer}: {_short(exc)}") from exc
         except requests.exceptions.ConnectionError as exc:
@@ -180,6 +182,11 @@ class DicomwebSource:
         except (ValueError, RecursionError) as exc:  # not JSON, or nested deeper than the parser goes
             raise NetError(NetErrorKind.FAILED, f"{what}: {self.peer} sent a reply that is not DICOM JSON "
                                                 f"({type(exc).__name__})") from exc
+
+    def _call(self, what: str, call: Any, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        """One DICOMweb request as a list of JSON datasets; every failure a :class:`NetError`."""
+        with self._request(what):
+            reply = call(*args, **kwargs)
         if not isinstance(reply, list) or not all(isinstance(item, dict) for item in reply):
             raise NetError(NetErrorKind.FAILED, f"{what}: {self.peer} sent a reply that is not a list of datasets")
         return reply
@@ -187,20 +194,8 @@ class DicomwebSource:
     def store(self, datasets: list[Dataset]) -> None:
         """STOW-RS: store ``datasets`` (e.g. an audit's Structured Report) in the archive; NetError
         unless every instance was accepted (the response's Failed SOP Sequence says which were not)."""
-        try:
+        with self._request("STOW-RS"):
             reply = self.client.store_instances(datasets)
-        except requests.exceptions.SSLError as exc:
-            raise NetError(NetErrorKind.TLS, f"STOW-RS: TLS failed with {self.peer}: {_short(exc)}") from exc
-        except requests.exceptions.ConnectionError as exc:
-            raise NetError(NetErrorKind.UNREACHABLE, f"STOW-RS: cannot reach {self.peer}: {_short(exc)}") from exc
-        except requests.exceptions.Timeout as exc:
-            raise NetError(NetErrorKind.TIMEOUT, f"STOW-RS: {self.peer} did not answer in time") from exc
-        except requests.exceptions.HTTPError as exc:
-            status = exc.response.status_code if exc.response is not None else 0
-            raise NetError(NetErrorKind.REJECTED if status in (401, 403) else NetErrorKind.FAILED,
-                           f"STOW-RS: {self.peer} answered HTTP {status}") from exc
-        except requests.exceptions.RequestException as exc:
-            raise NetError(NetErrorKind.FAILED, f"STOW-RS: {self.peer}: {_short(exc)}") from exc
         failed = reply.get("FailedSOPSequence") if reply is not None else None
         if failed:
             raise NetError(NetErrorKind.FAILED, f"STOW-RS: {self.peer} refused {len(failed)} of {len(datasets)} "
