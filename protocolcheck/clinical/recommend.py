@@ -32,7 +32,7 @@ from protocolcheck.clinical.decision import (
     recommend,
     select_protocol,
 )
-from protocolcheck.clinical.findings import Finding, FindingCode, Severity, Status, status_for
+from protocolcheck.clinical.findings import Finding, FindingCode, Quote, Severity, Status, status_for
 from protocolcheck.clinical.indication import extract_icd10
 from protocolcheck.clinical.orders import ParsedOrder, parse_order
 from protocolcheck.clinical.rules import (
@@ -46,21 +46,18 @@ from protocolcheck.clinical.rules import (
 from protocolcheck.clinical.scenario import CodeMatch, Scenario, ScenarioError, interpret
 
 ORDER_TEXT = "the order text"
-_FINDING_FIELDS = {f.name for f in dataclasses.fields(Finding)}
+def quotes(rules: Rules, ids: Sequence[str]) -> tuple[Quote, ...]:
+    """The first cited publication (site policy only when nothing else is cited), quoted with its source
+    named as a radiologist cites it (title, section, year)."""
+    published = [i for i in ids if rules.sources[i].origin != "site"] or list(ids)
+    return tuple(Quote(i, rules.sources[i].statement, rules.sources[i].title) for i in published[:1])
 
 
-def finding(code: FindingCode, severity: Severity, summary: str, *, action: str = "", expected: str = "",
-            note: str = "", **fields: Any) -> Finding:
-    """A finding with its action and expectation (kept in the message where the record has no field for them)."""
-    extra = {"action": action, "expected": expected, "note": note}
-    if "action" in _FINDING_FIELDS:
-        fields.update({k: v for k, v in extra.items() if v and k in _FINDING_FIELDS})
-        return Finding(code, severity, summary, **fields)
-    text = " ".join(p for p in (summary, note, f"Action: {action}" if action else "") if p)
-    evidence = dict(fields.pop("evidence", {}) or {})
-    if action:
-        evidence["action"] = action
-    return Finding(code, severity, text, evidence=evidence, **fields)
+def finding(code: FindingCode, severity: Severity, summary: str, *, rules: Rules, action: str = "",
+            expected: str = "", note: str = "", citations: Sequence[str] = (), **fields: Any) -> Finding:
+    """A clinical-core finding: what is wrong, what was expected, the action, and the statement behind it."""
+    return Finding(code, severity, summary, action=action, expected=expected, note=note,
+                   citations=tuple(citations), guideline=quotes(rules, citations), **fields)
 
 
 @dataclass(frozen=True)
@@ -111,7 +108,7 @@ def verdict_finding(verdict: Verdict, rules: Rules, subject: str, *, action_verb
         action = "Discuss the choice of imaging with a radiologist before the exam."
     else:
         action = f"{action_verb} {verdict.alternative} instead."
-    return finding(FindingCode.WRONG_PROTOCOL, severity, f"{subject} {verdict.message}" + cite(rules, verdict.citations),
+    return finding(FindingCode.WRONG_PROTOCOL, severity, f"{subject} {verdict.message}", rules=rules,
                    action=action, expected=verdict.alternative, note=note, requirement=requirement,
                    citations=verdict.citations, evidence=dict(evidence or {}))
 
@@ -128,7 +125,7 @@ def device_finding(rec: Recommendation, rules: Rules, exam: Exam, subject: str) 
     action += f"; if MRI is contraindicated, order {alternative.procedure} instead." if alternative else "."
     return finding(FindingCode.POSSIBLE_MRI_CONTRAINDICATION, Severity.WARNING,
                    f"{subject} an MRI, and {device.source} names a {device.label} (\u201c{device.words}\u201d) "
-                   "whose MR safety status is not recorded." + cite(rules, ("acr-mr-safety",)),
+                   "whose MR safety status is not recorded.", rules=rules,
                    action=action, expected="MRI only for a patient without an MR Unsafe device",
                    requirement="order:mri-safety", citations=("acr-mr-safety", "seed-ct-when-mri-contraindicated"),
                    evidence={"device": device.to_dict()})
@@ -142,7 +139,7 @@ def timing_findings(rec: Recommendation, rules: Rules, when: str, requirement_pr
         return [finding(
             FindingCode.TRAUMA_TOO_EARLY, Severity.ERROR,
             f"{when}, {days} days after the injury on {scenario.trauma_date}: too early, blood and soft-tissue edema "
-            "may not have resolved." + cite(rules, timing.citations),
+            "may not have resolved.", rules=rules,
             action=f"Reschedule on or after {timing.earliest_date.isoformat()}.",
             expected=f"imaging on or after {timing.earliest_date.isoformat()} (about 1 month after the injury)",
             requirement=f"{requirement_prefix}:min-days-after-trauma", citations=timing.citations,
@@ -153,7 +150,7 @@ def timing_findings(rec: Recommendation, rules: Rules, when: str, requirement_pr
             FindingCode.TRAUMA_DELAYED, Severity.WARNING,
             f"{when}, {days} days after the injury on {scenario.trauma_date}: later than "
             f"{timing.latest_date.isoformat()}, and appropriate imaging should not be delayed much beyond about "
-            "1 month." + cite(rules, timing.citations),
+            "1 month.", rules=rules,
             action="Book the exam at the earliest available slot.",
             expected=f"imaging by {timing.latest_date.isoformat()}",
             requirement=f"{requirement_prefix}:max-days-after-trauma", citations=timing.citations,
@@ -163,7 +160,7 @@ def timing_findings(rec: Recommendation, rules: Rules, when: str, requirement_pr
         return [finding(
             FindingCode.CONTEXT_MISSING, Severity.WARNING,
             "The indication names an injury but no trauma date was given, so the timing (about 1 month after the "
-            "injury) cannot be checked." + cite(rules, timing.citations),
+            "injury) cannot be checked.", rules=rules,
             action="Record the date of the injury (trauma date) with the order.",
             requirement=f"{requirement_prefix}:trauma-date", citations=timing.citations)]
     return []
