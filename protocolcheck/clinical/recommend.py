@@ -197,7 +197,7 @@ def check_order(procedure: str, context: ClinicalContext, procedure_code: str = 
             "the indication.",
             action=f"Write the modality, body part and contrast in the order (for this indication: {top_text}), "
                    "or give its procedure code.",
-            expected=top_text, requirement="order:procedure",
+            expected=top_text, requirement="order:procedure", rules=rules,
             evidence={**evidence, "modality": ordered.modality, "region": ordered.region}))
     else:
         key = ordered.key
@@ -207,7 +207,7 @@ def check_order(procedure: str, context: ClinicalContext, procedure_code: str = 
                     FindingCode.CONTEXT_MISSING, Severity.INFO,
                     f"The order \u201c{shown}\u201d does not state the contrast; the recommended exam is {top_text}.",
                     action=f"State the contrast in the order: {top_text}.", expected=top_text,
-                    requirement="order:contrast", evidence=dict(evidence)))
+                    requirement="order:contrast", rules=rules, evidence=dict(evidence)))
             else:  # judge the best-ranked exam the order could be
                 order_of = {k: i for i, k in enumerate([r.key for r in rec.recommendations]
                                                       + [e.key for e in rec.excluded])}
