@@ -665,8 +665,8 @@ def _semantic_problems(source: _Source, file_path: Path) -> None:
             for j, alt in enumerate(item.get("any_of") if isinstance(item.get("any_of"), list) else []):
                 check_match(path + ("any_of", j), alt)
             check_match(path + ("limits",), item.get("limits"))
-            if section == "limits":
-                check_match(path, {item.get("parameter"): {k: item[k] for k in ("min", "max") if k in item}})
+            if section == "limits" and isinstance(item.get("parameter"), str):  # the schema reports the rest
+                check_match(path, {item["parameter"]: {k: item[k] for k in ("min", "max") if k in item}})
     for index, note in _items(data.get("notes")):
         check_refs(("notes", index, "citations"), note.get("citations"))
     if isinstance(data.get("wrong_exam"), dict):
