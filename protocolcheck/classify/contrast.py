@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterable
 
 from protocolcheck.classify.facts import StackFacts
-from protocolcheck.classify.model import Evidence, Field, Rule, Vendor
+from protocolcheck.classify.model import Evidence, Field, Vendor
 from protocolcheck.classify.textmatch import B, E, first_match, rx
 
 CONTRAST_BRANDS = (
@@ -71,8 +71,7 @@ RULES: tuple[str, ...] = (
 )
 
 
-def _rule(name: str, says: str) -> Rule:
-    return Rule(Field.POST_CONTRAST, name, says)
+_rule = Field.POST_CONTRAST.rule
 
 
 AGENT = _rule("agent", "Contrast/Bolus Agent '{agent}' -> post-contrast")

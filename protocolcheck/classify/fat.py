@@ -76,8 +76,7 @@ RULES: tuple[str, ...] = (
 )
 
 
-def _rule(name: str, says: str) -> Rule:
-    return Rule(Field.FAT_SUPPRESSION, name, says)
+_rule = Field.FAT_SUPPRESSION.rule
 
 
 DIXON_IMAGE_TYPE = Rule(Field.DIXON, "image-type", "Image Type {value} -> Dixon {label}")

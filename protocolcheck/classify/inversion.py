@@ -12,7 +12,7 @@ import math
 import re
 
 from protocolcheck.classify.facts import StackFacts
-from protocolcheck.classify.model import Evidence, Field, Inversion, Rule, Technique, Vendor
+from protocolcheck.classify.model import Evidence, Field, Inversion, Technique, Vendor
 from protocolcheck.classify.technique import GRADIENT_ECHO
 from protocolcheck.classify.textmatch import B, E
 from protocolcheck.classify.thresholds import THRESHOLDS as T
@@ -44,8 +44,7 @@ RULES: tuple[str, ...] = (
 )
 
 
-def _rule(name: str, says: str) -> Rule:
-    return Rule(Field.INVERSION, name, says)
+_rule = Field.INVERSION.rule
 
 
 FLAG_SCANNING_SEQUENCE = _rule("flag-scanning-sequence", "Scanning Sequence IR")

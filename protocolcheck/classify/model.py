@@ -156,6 +156,10 @@ class Field(StrValueEnum):
     DERIVED = "derived"
     DIXON = "dixon"
 
+    def rule(self, name: str, says: str) -> Rule:
+        """A rule deciding this field (see :class:`Rule`)."""
+        return Rule(self, name, says)
+
 
 Fact = Union[str, float, int, None, tuple[Any, ...], "Evidence"]
 

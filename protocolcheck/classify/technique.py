@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 
 from protocolcheck.classify.facts import StackFacts
-from protocolcheck.classify.model import Evidence, Field, Rule, Technique, Vendor
+from protocolcheck.classify.model import Evidence, Field, Technique, Vendor
 from protocolcheck.classify.textmatch import B, E, rx
 from protocolcheck.classify.thresholds import THRESHOLDS as T
 
@@ -41,8 +41,7 @@ _NEUTRAL_GRE = re.compile(r"(?:^|[^a-z])(?:fe|ffe|gre|gr|ge|fl|flash|spgr|fspgr|
                           r"fe2d)(?:\d|[^a-z]|$)")
 
 
-def _rule(name: str, says: str) -> Rule:
-    return Rule(Field.TECHNIQUE, name, says)
+_rule = Field.TECHNIQUE.rule
 
 
 BSSFP_NAME = _rule("bssfp-name", "sequence name '{names}' -> balanced SSFP")

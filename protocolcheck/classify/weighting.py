@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from protocolcheck.classify.facts import StackFacts
-from protocolcheck.classify.model import Evidence, Field, Inversion, Rule, Technique, Weighting
+from protocolcheck.classify.model import Evidence, Field, Inversion, Technique, Weighting
 from protocolcheck.classify.technique import GRADIENT_ECHO, SPIN_ECHO
 from protocolcheck.classify.textmatch import B, E, first_match, rx
 from protocolcheck.classify.thresholds import THRESHOLDS as T
@@ -91,8 +91,7 @@ RULES: tuple[str, ...] = (
 )
 
 
-def _rule(name: str, says: str) -> Rule:
-    return Rule(Field.WEIGHTING, name, says)
+_rule = Field.WEIGHTING.rule
 
 
 NOT_MR = _rule("not-mr", "Modality {modality} -> other (not MR)")
