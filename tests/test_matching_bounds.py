@@ -29,7 +29,7 @@ def test_a_protocol_with_1200_requirements_is_refused_by_the_schema(tmp_path: Pa
 def test_matching_a_chain_deeper_than_the_recursion_limit(tmp_path: Path) -> None:
     """150 requirements each satisfied by any of 150 T2 series: requirement k re-routes k others (a chain
     k deep). The child process lowers the recursion limit to 100, below the chain's depth."""
-    code = f"""
+    code = """
 import sys
 from dataclasses import replace
 from protocolcheck.audit.validate import assign
@@ -37,7 +37,7 @@ from protocolcheck.classify import Acquisition, Plane, SeriesClass, Weighting
 from protocolcheck.clinical.library import load_library
 
 def sc(number):
-    return SeriesClass(study_instance_uid="1.2.3", series_instance_uid=f"1.2.3.{{number}}", stack=None,
+    return SeriesClass(study_instance_uid="1.2.3", series_instance_uid=f"1.2.3.{number}", stack=None,
                        series_number=number, series_description="ax T2", modality="MR", manufacturer="ACME",
                        instances=20, weighting=Weighting("T2"), inversion=None, fat_suppressed=False,
                        fat_suppression=None, post_contrast=False, plane=Plane("axial"), obliquity_deg=0.0,
@@ -46,7 +46,7 @@ def sc(number):
 library = load_library()
 protocol = library.get("mr-lumbosacral-plexus-wwo")
 t2 = next(r for r in protocol.requirements if r.id == "t2")
-requirements = [replace(t2, id=f"t2-{{i}}") for i in range(150)]
+requirements = [replace(t2, id=f"t2-{i}") for i in range(150)]
 series = [sc(i + 1) for i in range(150)]
 sys.setrecursionlimit(100)
 results = assign(requirements, series)

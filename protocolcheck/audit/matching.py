@@ -237,6 +237,34 @@ def _preference(s: SeriesClass, index: int) -> tuple[int, int]:
     return (1 if s.derived else 0, index)
 
 
+def _augment(root: str, candidates: dict[str, list[SeriesClass]], owner: dict[tuple[str, str | None], str]) -> bool:
+    """Kuhn's augmenting path from requirement ``root``, as a loop (a recursion as deep as the chain of
+    requirements ran out of stack at ~1,000): True if ``root`` got a series (``owner`` updated, other
+    requirements moved along the path)."""
+    visited: set[tuple[str, str | None]] = set()
+    stack = [(root, iter(candidates[root]))]
+    path: list[tuple[str, tuple[str, str | None]]] = []  # (requirement, series key it takes over)
+    while stack:
+        rid, remaining = stack[-1]
+        for s in remaining:
+            key = series_key(s)
+            if key in visited:
+                continue
+            visited.add(key)
+            if key not in owner:  # a free series: every requirement on the path moves one along
+                owner[key] = rid
+                owner.update({taken: earlier for earlier, taken in path})
+                return True
+            path.append((rid, key))  # taken: can its owner move to another series?
+            stack.append((owner[key], iter(candidates[owner[key]])))
+            break
+        else:
+            stack.pop()
+            if path:
+                path.pop()
+    return False
+
+
 def assign(requirements: Sequence[Requirement], series: Sequence[SeriesClass]) -> list[RequirementResult]:
     """Match series to requirements; each series satisfies at most one exclusive requirement."""
     verdicts = {r.id: [judge(r, s) for s in series] for r in requirements}
@@ -247,33 +275,6 @@ def assign(requirements: Sequence[Requirement], series: Sequence[SeriesClass]) -
     }
     owner: dict[tuple[str, str | None], str] = {}  # series key -> requirement id
 
-    def augment(root: str) -> bool:
-        """Kuhn's augmenting path from requirement ``root``, as a loop (a recursion as deep as the chain
-        of requirements ran out of stack at ~1,000): True if ``root`` got a series, others re-routed."""
-        visited: set[tuple[str, str | None]] = set()
-        stack = [(root, iter(candidates[root]))]
-        path: list[tuple[str, tuple[str, str | None]]] = []  # (requirement, series key it takes over)
-        while stack:
-            rid, remaining = stack[-1]
-            for s in remaining:
-                key = series_key(s)
-                if key in visited:
-                    continue
-                visited.add(key)
-                if key not in owner:  # a free series: every requirement on the path moves one along
-                    owner[key] = rid
-                    for earlier, taken in reversed(path):
-                        owner[taken] = earlier
-                    return True
-                path.append((rid, key))  # taken: can its owner move to another series?
-                stack.append((owner[key], iter(candidates[owner[key]])))
-                break
-            else:
-                stack.pop()
-                if path:
-                    path.pop()
-        return False
-
     # Required before recommended; within a level the most constrained requirement first, so that
     # when one series could serve two requirements the one that has no other choice gets it and the
     # finding names the more general requirement (e.g. "T2" rather than "fat-suppressed T2").
@@ -282,7 +283,7 @@ def assign(requirements: Sequence[Requirement], series: Sequence[SeriesClass]) -
     for level in (Level.REQUIRED, Level.RECOMMENDED):
         for r in sorted((r for r in exclusive if r.level is level),
                         key=lambda r: (len(candidates[r.id]), -specificity[r.id])):
-            augment(r.id)
+            _augment(r.id, candidates, owner)
     by_requirement = {rid: key for key, rid in owner.items()}
     roles = [(key, next(r.label for r in requirements if r.id == rid), True) for key, rid in owner.items()]
     roles += [(series_key(s), r.label, False) for r in requirements for s in candidates[r.id]
