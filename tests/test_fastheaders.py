@@ -21,6 +21,7 @@ from pathlib import Path
 import pydicom.data
 import pytest
 
+from protocolcheck import config
 from protocolcheck.dicom import lean as fastheaders
 from protocolcheck.dicom import scan as scanning
 from protocolcheck.dicom.lean import fallback_reason, read_fast
@@ -553,7 +554,7 @@ def test_environment_variable_forces_pydicom(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(fastheaders, "read_fast", counting)
     first = read_file(path)
     assert calls == [str(path)]
-    monkeypatch.setenv(scanning.READER_ENV, "pydicom")
+    monkeypatch.setenv(config.Env.READER.value, "pydicom")
     assert read_file(path) == first and calls == [str(path)]
     assert read_file(path, fast=False) == first and len(calls) == 1
 

@@ -251,31 +251,6 @@ def test_audit_default_store_and_no_db(corpus: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "x.db").exists()
 
 
-def test_audit_settings_cover_every_option(tmp_path: Path) -> None:
-    import datetime as dt
-
-    from protocolcheck.audit.engine import AuditOptions
-    from protocolcheck.clinical.context import ClinicalContext, load_context_csv
-    from protocolcheck.clinical.library import load_library
-    from protocolcheck.jobs.incremental import audit_settings
-
-    library = load_library(None)
-    base = AuditOptions(library=library)
-    variants = [
-        AuditOptions(library=library, protocol_id="mr-lumbosacral-plexus-wwo"),
-        AuditOptions(library=library, include_series=False),
-        AuditOptions(library=library, default_context=ClinicalContext(trauma_date=dt.date(2025, 1, 1))),
-    ]
-    csv = tmp_path / "ctx.csv"
-    csv.write_text("accession_number,trauma_date\nA1,2025-01-01\n")
-    variants.append(AuditOptions(library=library, contexts=load_context_csv(csv)))
-    texts = [audit_settings(base)] + [audit_settings(v) for v in variants]
-    assert len(set(texts)) == len(texts)
-    csv.write_text("accession_number,trauma_date\nA1,2025-01-02\n")
-    assert audit_settings(AuditOptions(library=library, contexts=load_context_csv(csv))) != texts[-1]
-    assert audit_settings(base) == audit_settings(AuditOptions(library=library))
-
-
 def test_batch_audit_and_a_listener_write_the_same_store_at_once(corpus: Path, tmp_path: Path) -> None:
     """A nightly `audit` process and a listener-like writer process share one SQLite store."""
     from test_store import WRITER
@@ -333,7 +308,7 @@ def test_folder_auditor_audits_and_stores_a_received_study(tmp_path: Path, store
     from protocolcheck.audit.engine import AuditOptions, audit_paths
     from protocolcheck.clinical.library import load_library
     from protocolcheck.jobs.incremental import FolderAuditor
-    from protocolcheck.jobs.store import instance_fingerprint
+    from protocolcheck.jobs.fingerprint import instance_fingerprint
 
     written = synth.write_study(synth.plexus_study(synth.Vendor.PHILIPS, "RECV-1", slices=2), tmp_path / "flat")
     folder = tmp_path / "received" / "study"

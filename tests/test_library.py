@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from protocolcheck import config
 from protocolcheck.clinical.library import (
-    ENV_VAR,
     Level,
     LibraryError,
     default_library_path,
@@ -152,7 +152,7 @@ def test_other_kinds_are_skipped_but_kindless_files_are_not(site_library: Path) 
 def test_a_site_adds_a_protocol_without_python(site_library: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     text = (site_library / "mr-pelvis.yaml").read_text().replace("id: mr-pelvis", "id: mr-hip-site")
     (site_library / "mr-hip-site.yaml").write_text(text.replace("status: active", "status: draft"))
-    monkeypatch.setenv(ENV_VAR, str(site_library))
+    monkeypatch.setenv(config.Env.LIBRARY.value, str(site_library))
     library = load_library()
     assert library.get("mr-hip-site").status == "draft"
     assert library.path == str(site_library)

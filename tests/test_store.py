@@ -33,9 +33,6 @@ from protocolcheck.jobs.store import (
     StoreError,
     StoreMissing,
     days_after_trauma,
-    fingerprint,
-    instance_fingerprint,
-    library_version,
     result_from_dict,
 )
 
@@ -243,27 +240,6 @@ def test_file_index_round_trip_and_prefix(store: Store, tmp_path: Path) -> None:
     assert store.file_index([a.path])[a.path].size == 11
     store.forget_files([a.path])
     assert store.file_index([str(tmp_path / "d")]).keys() == {b.path}
-
-
-def test_fingerprints() -> None:
-    parts = [("1.2.1", 100, 5), ("1.2.2", 120, 6)]
-    assert fingerprint(parts) == fingerprint(list(reversed(parts)))
-    assert fingerprint(parts) != fingerprint(parts[:1])
-    assert fingerprint(parts) != fingerprint([("1.2.1", 100, 5), ("1.2.2", 120, 7)])
-    assert fingerprint(parts, "trauma=2024-01-01") != fingerprint(parts, "trauma=2024-01-02")
-    assert instance_fingerprint(["b", "a", "a"]) == instance_fingerprint(["a", "b"])
-
-
-def test_library_version_follows_file_contents(tmp_path: Path) -> None:
-    lib = tmp_path / "lib"
-    lib.mkdir()
-    (lib / "a.yaml").write_text("id: a\n")
-    v1 = library_version(lib)
-    assert v1 == library_version(lib)
-    (lib / "a.yaml").write_text("id: a\nrequirements: []\n")
-    v2 = library_version(lib)
-    (lib / "notes.txt").write_text("ignored")
-    assert v1 != v2 == library_version(lib)
 
 
 def test_unwritable_store_is_a_clear_error(tmp_path: Path) -> None:

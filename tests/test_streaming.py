@@ -1,4 +1,5 @@
-"""Bounded-memory auditing gives exactly the pipeline's results, however small its buffer."""
+"""The audit engine works study by study in bounded memory: the same results however small its buffer;
+unreadable files go to the study whose folder holds them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from protocolcheck.audit.engine import AuditOptions, audit_records
-from protocolcheck.audit.streaming import StudyStream, audit_records_streaming
+from protocolcheck.audit.streaming import StudyStream, attach_unreadable
 from protocolcheck.clinical.library import default_library_path, load_library
 from protocolcheck.dicom.records import InstanceHeader
 from protocolcheck.dicom.scan import scan
@@ -35,14 +36,38 @@ def options() -> AuditOptions:
     return AuditOptions(library=load_library(default_library_path()))
 
 
-@pytest.mark.parametrize("max_in_memory", [1, 3, 17, 10_000])
-def test_same_results_as_the_pipeline(corpus: Path, options: AuditOptions, max_in_memory: int) -> None:
+@pytest.mark.parametrize("max_in_memory", [1, 3, 17])
+def test_same_results_however_small_the_buffer(corpus: Path, options: AuditOptions, max_in_memory: int) -> None:
     records = list(scan([corpus]))
-    expected = [r.to_dict() for r in audit_records(records, options)]
-    streamed = [r.to_dict() for r in audit_records_streaming(records, options, max_in_memory=max_in_memory)]
-    assert streamed == expected
-    assert [r["status"] for r in expected].count("error") >= 1  # the orphan unreadable files
-    assert len(expected) >= 6
+    in_memory = [r.to_dict() for r in audit_records(records, options, max_in_memory=1_000_000)]
+    spilled = [r.to_dict() for r in audit_records(records, options, max_in_memory=max_in_memory)]
+    assert spilled == in_memory
+    uids = [r["study_instance_uid"] for r in in_memory]
+    assert uids[:5] == sorted(uids[:5]) and all(uids[:5]) and uids[5:] == ["", ""]  # studies, then orphans
+
+
+def test_unreadable_files_go_to_the_study_in_their_folder(corpus: Path, options: AuditOptions) -> None:
+    results = list(audit_records(scan([corpus]), options))
+    paths = [[f.evidence["path"] for f in r.findings if f.code.value == "unreadable-file"] for r in results]
+    with_files = [(r, p) for r, p in zip(results, paths, strict=True) if p]
+    assert [(bool(r.study_instance_uid), r.status.value, p) for r, p in with_files] == [
+        (True, "warn", [str(corpus / "study0" / "broken.dcm")]),  # a warning on study 0 (its folder)
+        (False, "error", [str(corpus / "shared" / "broken.dcm")]),  # above two studies: nobody's
+        (False, "error", [str(corpus / "stray" / "junk.dcm")]),  # no study near
+    ]
+
+
+def test_attach_unreadable_needs_exactly_one_study_nearby(tmp_path: Path) -> None:
+    from protocolcheck.dicom.records import Unreadable
+
+    dirs = {"1.1": {str(tmp_path / "a" / "s1")}, "1.2": {str(tmp_path / "a" / "s2")}}
+    items = [Unreadable(str(tmp_path / "a" / "s1" / "x.dcm"), "bad"),  # its own folder: study 1.1
+             Unreadable(str(tmp_path / "a" / "s2" / "deep" / "y.dcm"), "bad"),  # one folder below 1.2's
+             Unreadable(str(tmp_path / "a" / "z.dcm"), "bad"),  # above both studies: nobody's
+             Unreadable(str(tmp_path / "b" / "w.dcm"), "bad")]  # no study near
+    attached = attach_unreadable(items, dirs)
+    assert attached.by_study == {"1.1": [items[0]], "1.2": [items[1]]}
+    assert attached.orphans == items[2:]
 
 
 def test_studies_come_out_like_group_studies_and_runs_are_removed(corpus: Path, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from protocolcheck.audit.integrity import integrity_findings
+from protocolcheck.audit.streaming import MAX_IN_MEMORY, StudyStream, attach_unreadable
 from protocolcheck.audit.validate import Choice, ChosenBy, StudyFacts, choose_protocol, evaluate, identify, study_facts
 from protocolcheck.classify import SeriesClass, classify_study
 from protocolcheck.clinical.context import ClinicalContext, ContextTable
@@ -27,11 +28,9 @@ from protocolcheck.clinical.library import Library
 from protocolcheck.clinical.orders import parse_order
 from protocolcheck.clinical.rules import Rules, default_rules_path, load_rules
 from protocolcheck.clinical.scenario import Scenario
-from protocolcheck.dicom.records import InstanceHeader, ScanRecord, Unreadable
+from protocolcheck.dicom.records import ScanRecord, Unreadable
 from protocolcheck.dicom.scan import scan
-from protocolcheck.dicom.study import Study, group_studies
-
-UNREADABLE_SEARCH_LEVELS = 2  # how many folders up an unreadable file looks for "its" study
+from protocolcheck.dicom.study import Study
 
 
 @dataclass(frozen=True)
@@ -185,48 +184,27 @@ def audit_study(study: Study, options: AuditOptions, unreadable: Sequence[Unread
     return _result(facts, choice, status, findings, series, evaluation.timing, options, evaluation.outcomes())
 
 
-def _owner_of(path: str, study_dirs: dict[str, set[str]]) -> str | None:
-    """The one study with files in the unreadable file's folder (or up to two folders above)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    for _ in range(UNREADABLE_SEARCH_LEVELS + 1):
-        prefix = folder.rstrip(os.sep) + os.sep
-        owners = [uid for uid, dirs in study_dirs.items() if any(d == folder or d.startswith(prefix) for d in dirs)]
-        if len(owners) == 1:
-            return owners[0]
-        if len(owners) > 1:
-            return None  # the folder holds several studies: the file is nobody's in particular
-        parent = os.path.dirname(folder)
-        if parent == folder:
-            break
-        folder = parent
-    return None
-
-
-def audit_records(records: Iterable[ScanRecord], options: AuditOptions) -> Iterator[AuditResult]:
-    """Group header records by study and audit each; unreadable files become findings or records.
+def audit_records(records: Iterable[ScanRecord], options: AuditOptions, *, max_in_memory: int = MAX_IN_MEMORY,
+                  tmpdir: str | None = None) -> Iterator[AuditResult]:
+    """Group header records by study and audit each, in bounded memory; unreadable files become findings
+    of their study or records of their own.
 
     Studies come out in Study Instance UID order, then one ``error`` record per folder of unreadable
-    files that belong to no study."""
-    headers: list[InstanceHeader] = []
-    bad: list[Unreadable] = []
-    for record in records:
-        if isinstance(record, InstanceHeader):
-            headers.append(record)
-        elif isinstance(record, Unreadable):
-            bad.append(record)
-    studies = list(group_studies(headers))
-    study_dirs = {s.study_instance_uid: {os.path.dirname(os.path.abspath(p)) for p in s.paths} for s in studies}
-    attached: dict[str, list[Unreadable]] = {}
-    orphans: dict[str, list[Unreadable]] = {}
-    for item in bad:
-        owner = _owner_of(item.path, study_dirs)
-        if owner is not None:
-            attached.setdefault(owner, []).append(item)
-        else:
-            orphans.setdefault(os.path.dirname(item.path) or ".", []).append(item)
-    for study in studies:
-        yield audit_study(study, options, attached.get(study.study_instance_uid, ()))
-    for folder, items in orphans.items():
+    files that belong to no study. Headers beyond ``max_in_memory`` are spilled to a temporary folder
+    (``tmpdir``, default the system's) and merged back one study at a time (:class:`~protocolcheck.audit.streaming.StudyStream`)."""
+    with StudyStream(records, max_in_memory=max_in_memory, tmpdir=tmpdir) as stream:
+        attached = attach_unreadable(stream.unreadable, stream.study_dirs)
+        for study in stream:
+            yield audit_study(study, options, attached.by_study.get(study.study_instance_uid, ()))
+    yield from orphan_results(attached.orphans, options)
+
+
+def orphan_results(orphans: Iterable[Unreadable], options: AuditOptions) -> Iterator[AuditResult]:
+    """One ``error`` record per folder of unreadable files that belong to no study."""
+    by_folder: dict[str, list[Unreadable]] = {}
+    for item in orphans:
+        by_folder.setdefault(os.path.dirname(item.path) or ".", []).append(item)
+    for folder, items in by_folder.items():
         findings = [_unreadable_finding(u, Severity.ERROR, "; it belongs to no study found.") for u in items]
         facts = StudyFacts(study_instance_uid="", study_description=f"unreadable files in {folder}")
         yield _result(facts, None, Status.ERROR, findings, (), None, options)

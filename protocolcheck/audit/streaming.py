@@ -1,15 +1,12 @@
-"""Study-by-study auditing in bounded memory, however many files a run reads.
+"""Studies out of a stream of scan records in bounded memory, and the one rule that gives unreadable
+files to a study.
 
-:func:`protocolcheck.pipeline.audit_records` keeps every header of the run in memory before it audits
-the first study, so its peak memory grows with the corpus (about 6 KB per image). Here the headers
-are grouped by an external sort instead: they are buffered up to ``max_in_memory``, and beyond that
-written to temporary runs sorted by Study Instance UID, then merged back one study at a time. Peak
-memory is then bounded by the buffer plus the largest study, not by the number of studies.
-
-The results are the same as the pipeline's, in the same order: studies come out in Study Instance UID
-order with their headers in reading order (the sort and the merge are stable), unreadable files are
-attached to the study whose folder holds them exactly as the pipeline does (only the folders of each
-study are kept for that, not its headers), and files that belong to no study come last.
+:class:`StudyStream` groups headers by an external sort: they are buffered up to ``max_in_memory``,
+and beyond that written to temporary runs sorted by Study Instance UID, then merged back one study at
+a time. Peak memory is bounded by the buffer plus the largest study, not by the number of studies
+(about 6 KB per image otherwise). Studies come out in Study Instance UID order with their headers in
+reading order (the sort and the merge are stable), as :func:`~protocolcheck.dicom.study.group_studies`
+gives them; only the folders of each study are kept besides, for :func:`attach_unreadable`.
 """
 
 from __future__ import annotations
@@ -19,18 +16,18 @@ import os
 import pickle
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from itertools import groupby
 from operator import attrgetter
 
-from protocolcheck.audit.engine import AuditOptions, _owner_of, audit_records, audit_study
-from protocolcheck.clinical.findings import AuditResult
 from protocolcheck.dicom.records import InstanceHeader, ScanRecord, Unreadable
 from protocolcheck.dicom.study import Study, group_studies
 
-__all__ = ["MAX_IN_MEMORY", "StudyStream", "audit_records_streaming"]
+__all__ = ["MAX_IN_MEMORY", "UNREADABLE_SEARCH_LEVELS", "Attached", "StudyStream", "attach_unreadable"]
 
 MAX_IN_MEMORY = 10_000  # headers held before spilling to disk (~60 MB)
+UNREADABLE_SEARCH_LEVELS = 2  # how many folders up an unreadable file looks for "its" study
 _RUN_CHUNK = 64  # headers per pickle record in a run: the merge holds one chunk per run
 
 _study_uid = attrgetter("study_instance_uid")
@@ -139,26 +136,40 @@ class StudyStream:
         self.close()
 
 
-def audit_records_streaming(records: Iterable[ScanRecord], options: AuditOptions, *,
-                            max_in_memory: int = MAX_IN_MEMORY, tmpdir: str | None = None) -> Iterator[AuditResult]:
-    """:func:`pipeline.audit_records` with bounded memory: the same results in the same order.
+def _owner_of(path: str, study_dirs: Mapping[str, Collection[str]]) -> str | None:
+    """The one study with files in the unreadable file's folder (or up to two folders above)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    for _ in range(UNREADABLE_SEARCH_LEVELS + 1):
+        prefix = folder.rstrip(os.sep) + os.sep
+        owners = [uid for uid, dirs in study_dirs.items() if any(d == folder or d.startswith(prefix) for d in dirs)]
+        if len(owners) == 1:
+            return owners[0]
+        if len(owners) > 1:
+            return None  # the folder holds several studies: the file is nobody's in particular
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return None
 
-    Headers beyond ``max_in_memory`` are spilled to a temporary folder (``tmpdir``, default the
-    system's) and studies are audited one at a time as they are merged back.
-    """
-    stream = StudyStream(records, max_in_memory=max_in_memory, tmpdir=tmpdir)
-    with stream:
-        attached: dict[str, list[Unreadable]] = {}
-        orphans: list[Unreadable] = []
-        for item in stream.unreadable:
-            owner = _owner_of(item.path, stream.study_dirs)
-            if owner is not None:
-                attached.setdefault(owner, []).append(item)
-            else:
-                orphans.append(item)
-        for study in stream:
-            yield audit_study(study, options, attached.get(study.study_instance_uid, ()))
-        if orphans:
-            # files of no study: the pipeline's own records for them (no headers -> all orphans)
-            yield from audit_records(orphans, options)
 
+@dataclass(frozen=True)
+class Attached:
+    """Unreadable files given to the study whose folder holds them, and those of no study (in order)."""
+
+    by_study: dict[str, list[Unreadable]] = field(default_factory=dict)
+    orphans: list[Unreadable] = field(default_factory=list)
+
+
+def attach_unreadable(unreadable: Iterable[Unreadable], study_dirs: Mapping[str, Collection[str]]) -> Attached:
+    """Give each unreadable file to the one study with files in its folder (or up to
+    :data:`UNREADABLE_SEARCH_LEVELS` folders above); ``study_dirs`` maps each Study UID to the absolute
+    folders of its files. A folder shared by several studies makes the file nobody's."""
+    attached = Attached()
+    for item in unreadable:
+        owner = _owner_of(item.path, study_dirs)
+        if owner is None:
+            attached.orphans.append(item)
+        else:
+            attached.by_study.setdefault(owner, []).append(item)
+    return attached

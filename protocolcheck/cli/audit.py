@@ -74,8 +74,7 @@ def audit(**opts: Any) -> None:
     Exit codes: 0 nothing at or above --fail-on; 1 such findings; 2 unusable input (bad protocol file,
     bad context file, unknown protocol, no DICOM found); 3 results store unwritable or job lock held.
     """
-    from protocolcheck.audit.engine import Summary, reaches, unmatched_context
-    from protocolcheck.audit.streaming import audit_records_streaming
+    from protocolcheck.audit.engine import Summary, audit_records, reaches, unmatched_context
 
     # context warnings are shown even with -q here (listen and query follow -q)
     options = audit_options_from(opts, warnings_quiet=False, count_problems=True)
@@ -100,7 +99,7 @@ def audit(**opts: Any) -> None:
             # study by study in bounded memory (audit/streaming.py)
             scanned = scan_files(files, workers=opts["workers"])
             records_in = progress(scanned, "Reading headers", opts["quiet"], len(files))
-            return list(progress(audit_records_streaming(records_in, options), "Auditing", opts["quiet"]))
+            return list(progress(audit_records(records_in, options), "Auditing", opts["quiet"]))
 
         # with a results store (the default): only new or changed studies are read and audited (jobs/incremental.py)
         results, stored_note = _audit_with_store(opts, options, files, plain)
@@ -129,8 +128,9 @@ def _audit_with_store(opts: dict[str, Any], options: AuditOptions, files: list[s
     import shlex
 
     from protocolcheck.clinical.library import library_path
-    from protocolcheck.jobs.incremental import JobLock, LockHeld, audit_settings, default_lock_path, run_audit_job
-    from protocolcheck.jobs.store import Store, StoreError, default_store_path, library_version
+    from protocolcheck.jobs.fingerprint import library_version, settings_fingerprint
+    from protocolcheck.jobs.incremental import JobLock, LockHeld, default_lock_path, run_audit_job
+    from protocolcheck.jobs.store import Store, StoreError, default_store_path
 
     quiet = opts["quiet"]
     if opts["no_db"] and not opts["lock_file"]:
@@ -150,7 +150,7 @@ def _audit_with_store(opts: dict[str, Any], options: AuditOptions, files: list[s
             outcome = run_audit_job(
                 opts["paths"], store, options, files=files, force=opts["force"], workers=opts.get("workers") or 1,
                 library_version=library_version(library_path(opts["library_dir"])),
-                settings=audit_settings(options, opts["context_file"]),
+                settings=settings_fingerprint(options, opts["context_file"]),
                 command=shlex.join(["audit", *sys.argv[2:]])[:2000],
                 progress=lambda items, label, n: progress(items, label, quiet, n), executor=executor)
     except LockHeld as exc:

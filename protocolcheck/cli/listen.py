@@ -57,10 +57,9 @@ def listen(**opts: Any) -> None:
     --notify posts alerts, --send-sr stores the final verdict in the PACS as a DICOM SR,
     --worklist looks the accession up on the modality worklist.
     """
-    import os
-    import threading
     from pathlib import Path
 
+    from protocolcheck.jobs.listen import JsonLines, ListenJob
     from protocolcheck.net.common import parse_networks, validate_aet
     from protocolcheck.net.scp import ListenConfig, StorageSCP, wait_for_signal
 
@@ -76,35 +75,17 @@ def listen(**opts: Any) -> None:
     tls = tls_options({**opts, "tls": bool(opts["tls_cert"] or opts["tls_key"])}, server=True)
     auditor = folder_auditor(opts, "listen")
     live = LiveLoop(opts, auditor.options, Path(opts["store_dir"]), aet)
-    lock = threading.Lock()
-    out = None
-    if opts["jsonl"]:
-        try:
-            out = open(opts["jsonl"], "a", encoding="utf-8")
-        except OSError as exc:
-            warn(f"error: cannot write {opts['jsonl']}: {exc.strerror or exc}")
-            sys.exit(Exit.CANNOT_RUN)
-    audited = [0]
-
-    def on_study(folder: Path) -> None:
-        live.on_study(folder.name)
-        results = auditor.audit(folder)
-        with lock:
-            for result in results:
-                line = render.json_line(result.to_dict(include_patient=opts["include_patient"]))
-                if out is not None:
-                    out.write(line + "\n")
-                    out.flush()
-                    os.fsync(out.fileno())
-                else:
-                    click.echo(line)
-                audited[0] += 1
-                warn("audited " + render.describe(result), opts["quiet"])
-        auditor.save(folder, results)  # after the output, so a store failure loses no record
-
+    try:
+        output = JsonLines(opts["jsonl"])
+    except OSError as exc:
+        warn(f"error: cannot write {opts['jsonl']}: {exc.strerror or exc}")
+        sys.exit(Exit.CANNOT_RUN)
+    job = ListenJob(auditor, output, lambda r: render.json_line(r.to_dict(include_patient=opts["include_patient"])),
+                    announce=lambda r: warn("audited " + render.describe(r), opts["quiet"]),
+                    before=lambda folder: live.on_study(folder.name))
     config = ListenConfig(store=Path(opts["store_dir"]), port=opts["port"], bind=opts["bind"], aet=aet,
                           allowed_aets=allowed, idle=opts["idle"], allowed_hosts=hosts, tls=tls)
-    scp = StorageSCP(config, on_study, on_instance=live.on_instance, services=live.services())
+    scp = StorageSCP(config, job.on_study, on_instance=live.on_instance, services=live.services())
     try:
         scp.store.prepare()
         live.start(scp.store)
@@ -124,11 +105,9 @@ def listen(**opts: Any) -> None:
          "auditing pending studies", opts["quiet"])
     scp.stop()
     live.stop()
-    auditor.close()
-    if out is not None:
-        out.close()
+    job.close()
     c = scp.counters
     warn(f"listen: {c.associations} associations, {c.stored} instances stored, {c.refused} refused, "
          f"{c.rejected_associations} associations rejected, {c.refused_connections} connections refused; "
-         f"{audited[0]} study audits", opts["quiet"])
+         f"{job.audited} study audits", opts["quiet"])
     sys.exit(Exit.OK)

@@ -139,23 +139,13 @@ def folder_auditor(opts: dict[str, Any], source: str) -> FolderAuditor:
     if opts["no_db"]:
         return FolderAuditor(options, source=source)
     from protocolcheck.clinical.library import library_path
-    from protocolcheck.jobs.store import (
-        Store,
-        StoreError,
-        default_store_path,
-        file_digest,
-        library_version,
-        settings_digest,
-    )
+    from protocolcheck.jobs.fingerprint import library_version, settings_fingerprint
+    from protocolcheck.jobs.store import Store, StoreError, default_store_path
 
     try:
         store = Store.open(opts["db"] or str(default_store_path()), keep_patient=opts.get("include_patient", False))
     except StoreError as exc:
         warn(f"error: {exc}")
         sys.exit(Exit.CANNOT_RUN)
-    settings = settings_digest(
-        protocol=opts["protocol_id"], trauma_date=opts["trauma_date"], indication=opts["indication"],
-        mri_contraindicated=opts["mri_contraindicated"], dermatomal=opts["dermatomal"],
-        gadolinium_contraindicated=opts["gadolinium_contraindicated"], context=file_digest(opts["context_file"]))
     return FolderAuditor(options, store, library_version=library_version(library_path(opts["library_dir"])),
-                         settings=settings, source=source)
+                         settings=settings_fingerprint(options, opts["context_file"]), source=source)

@@ -67,9 +67,9 @@ def query(**opts: Any) -> None:
     each study's headers are read with WADO-RS metadata (no pixels); the audit is the same.
     """
     from protocolcheck.audit.engine import unmatched_context
-    from protocolcheck.jobs.store import StoreError
+    from protocolcheck.jobs.query import audit_matches
     from protocolcheck.net.common import NetError
-    from protocolcheck.net.qr import RetrieveMethod, StudyQuery, default_move_bind, find_studies, pull_studies
+    from protocolcheck.net.qr import RetrieveMethod, StudyQuery, default_move_bind, find_studies
 
     net_logging(opts["quiet"], opts["verbose"])
     study_query = StudyQuery(date=opts["date"], modality=opts["modality"], accession=opts["accession"],
@@ -89,30 +89,19 @@ def query(**opts: Any) -> None:
     warn(f"{len(matches)} studies match on {peer}", opts["quiet"])
     results: list[AuditResult] = []
     failures: list[str] = []
-    pulled_studies = pull_studies(peer, matches, method=RetrieveMethod(opts["retrieve"]),
-                                  move_port=opts["move_port"], move_bind=move_bind,
-                                  workdir=opts["workdir"], timeouts=timeouts,
-                                  move_tls=peer.tls if opts["retrieve"] == "move" else None)
+    steps = audit_matches(peer, matches, auditor, method=RetrieveMethod(opts["retrieve"]), move_port=opts["move_port"],
+                          move_bind=move_bind, workdir=opts["workdir"], timeouts=timeouts,
+                          move_tls=peer.tls if opts["retrieve"] == "move" else None)
     try:
-        for pulled in progress(pulled_studies, "Auditing studies", opts["quiet"], length=len(matches)):
-            if pulled.error is not None or pulled.folder is None:
-                failures.append(str(pulled.error))
-                warn(f"error: {pulled.error}")
-                continue
-            for note in pulled.notes:
-                warn(f"note: {pulled.match.label()}: {note}", opts["quiet"])
-            audits = auditor.audit(pulled.folder)
-            results.extend(audits)
-            try:
-                auditor.save(pulled.folder, audits)
-            except StoreError as exc:
-                failures.append(str(exc))
-                warn(f"error: {exc}")
-    except NetError as exc:
-        failures.append(str(exc))
-        warn(f"error: {exc}")
+        for step in progress(steps, "Auditing studies", opts["quiet"], length=len(matches)):
+            for note in step.notes:
+                warn(f"note: {step.match.label() if step.match else peer}: {note}", opts["quiet"])
+            results.extend(step.results)
+            if step.error is not None:
+                failures.append(step.error)
+                warn(f"error: {step.error}")
     finally:
-        pulled_studies.close()  # deletes the temporary files even when interrupted
+        steps.close()  # deletes the retrieved files even when interrupted
         auditor.close()
     for message in unmatched_context(auditor.options):
         warn("note: " + message, opts["quiet"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
@@ -24,9 +24,6 @@ from protocolcheck.cli.options import (
     warn,
 )
 from protocolcheck.report import text as render
-
-if TYPE_CHECKING:
-    from protocolcheck.clinical.findings import Severity
 
 
 @click.command()
@@ -50,9 +47,10 @@ def worklist(**opts: Any) -> None:
     Comments; a date next to "trauma", "injury", "fall"... is the trauma date; a device or a contrast
     reaction written there counts too). Each item gets exactly the check-order record.
     """
-    from protocolcheck.clinical.recommend import check_order, default_rules_path
+    from protocolcheck.clinical.recommend import default_rules_path
+    from protocolcheck.jobs.worklist import check_worklist
     from protocolcheck.net.common import NetError
-    from protocolcheck.net.mwl import WorklistQuery, find_worklist, order_context
+    from protocolcheck.net.mwl import WorklistQuery, find_worklist
 
     net_logging(opts["quiet"], opts["verbose"])
     peer = peer_from(opts)
@@ -64,25 +62,15 @@ def worklist(**opts: Any) -> None:
     except NetError as exc:
         warn(f"error: {exc}")
         sys.exit(Exit.CANNOT_RUN)
-    records = []
-    severities: list[Severity] = []
-    for item in items:
-        context = order_context(item, table)
-        check = check_order(item.procedure, context, item.procedure_code, item.scheduled, rules=rules)
-        scenario = check.recommendation.scenario if check.recommendation else None
-        trauma = scenario.trauma_date if scenario else context.trauma_date  # given, or read from the item's text
-        record = {**item.to_dict(), "indication": context.indication,
-                  "trauma_date": trauma.isoformat() if trauma else None,
-                  "context_source": context.source, **check.to_dict(rules)}
-        record["scheduled_date"] = item.to_dict()["scheduled_date"]
-        records.append(record)
-        severities.extend(f.severity for f in check.findings)
-        for problem in check.problems:
-            warn(f"accession {item.accession_number or '-'}: {problem}", opts["quiet"])
+    steps = list(check_worklist(items, rules, table))
+    for step in steps:
+        for problem in step.check.problems:
+            warn(f"accession {step.item.accession_number or '-'}: {problem}", opts["quiet"])
+    records = [step.record for step in steps]
     form = resolve_format(opts["fmt"], opts["output"])
     emit(render.as_text(form.value, records, render.worklist_csv, render.worklist_table), opts["output"])
     if table is not None:
         for key in table.unused():
             warn(f"note: context row for {key} matched no worklist item", opts["quiet"])
     warn(f"{len(records)} scheduled procedure steps checked on {peer}", opts["quiet"])
-    sys.exit(findings_exit(severities, opts["fail_on"]))
+    sys.exit(findings_exit((f.severity for step in steps for f in step.check.findings), opts["fail_on"]))

@@ -27,6 +27,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from protocolcheck import config
 from protocolcheck.clinical import safeyaml
 from protocolcheck.clinical.findings import Severity
 from protocolcheck.clinical.rules import (
@@ -38,7 +39,6 @@ from protocolcheck.clinical.rules import (
 )
 from protocolcheck.dicom.safeio import read_text_regular
 
-ENV_VAR = "PROTOCOLCHECK_LIBRARY"
 NON_PROTOCOL_FILES = frozenset({"rules.yaml", "rules.yml"})
 MATCH_FIELDS = ("modality", "weighting", "inversion", "fat_suppressed", "fat_suppression", "post_contrast",
                 "plane", "acquisition", "dixon", "stack", "localizer", "derived")
@@ -350,12 +350,7 @@ def default_library_path() -> Path:
 
 def library_path(path: str | os.PathLike[str] | None = None) -> Path:
     """Explicit path, else ``$PROTOCOLCHECK_LIBRARY``, else the shipped library."""
-    if path:
-        return Path(path)
-    env = os.environ.get(ENV_VAR, "").strip()
-    if env:
-        return Path(env)
-    return default_library_path()
+    return config.library_dir(path)
 
 
 def _yaml_files(directory: Path) -> list[Path]:
@@ -850,7 +845,7 @@ def load_library(path: str | Path | None = None) -> Library:
     directory = library_path(path)
     if not directory.exists():
         raise LibraryError([f"{directory}: protocol library not found \u2014 fix: pass --library DIR "
-                            f"(a folder of protocol *.yaml files) or set {ENV_VAR}"])
+                            f"(a folder of protocol *.yaml files) or set {config.Env.LIBRARY.value}"])
     if not directory.is_dir():
         raise LibraryError([f"{directory}: the protocol library must be a folder of *.yaml files"])
     results = lint([directory])

@@ -8,7 +8,6 @@ the small condition language the file's ``when`` keys are written in.
 
 from __future__ import annotations
 
-import importlib.resources
 import json
 import os
 import re
@@ -21,13 +20,12 @@ from typing import Any
 import jsonschema
 import yaml
 
+from protocolcheck import config
 from protocolcheck.clinical import safeyaml
 from protocolcheck.dicom.safeio import read_text_regular
 
-RULES_FILENAME = "rules.yaml"
+RULES_FILENAME = config.RULES_FILENAME
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "rules.schema.json"
-LIBRARY_ENV = "PROTOCOLCHECK_LIBRARY"
-RULES_ENV = "PROTOCOLCHECK_RULES"
 
 class Appropriateness(str, Enum):
     """ACR Appropriateness Criteria rating categories, best first (ACR AC methodology: 7-9, 4-6, 1-3)."""
@@ -217,33 +215,13 @@ class Rules:
 
 
 def shipped_protocols_dir() -> Path:
-    """``protocols/`` of the checkout this code runs from, else the copy installed as ``protocolcheck.protocols``.
-
-    The checkout comes first so that a worktree (or an editable install run with ``PYTHONPATH``) reads the
-    rules and protocols that belong to its own code."""
-    checkout = Path(__file__).resolve().parents[2] / "protocols"
-    if (checkout / RULES_FILENAME).is_file():
-        return checkout
-    try:
-        packaged = Path(str(importlib.resources.files("protocolcheck.protocols")))
-        if packaged.is_dir():
-            return packaged
-    except (ModuleNotFoundError, TypeError):
-        pass
-    return checkout
+    """The protocol library and rules that come with this code (:func:`protocolcheck.config.shipped_protocols_dir`)."""
+    return config.shipped_protocols_dir()
 
 
 def default_rules_path(library_dir: str | os.PathLike[str] | None = None) -> Path:
     """rules.yaml from ``library_dir``, ``$PROTOCOLCHECK_RULES``, ``$PROTOCOLCHECK_LIBRARY``, or the package."""
-    if library_dir is not None:
-        return Path(library_dir) / RULES_FILENAME
-    if os.environ.get(RULES_ENV):
-        return Path(os.environ[RULES_ENV])
-    if os.environ.get(LIBRARY_ENV):
-        candidate = Path(os.environ[LIBRARY_ENV]) / RULES_FILENAME
-        if candidate.is_file():
-            return candidate
-    return shipped_protocols_dir() / RULES_FILENAME
+    return config.rules_file(library_dir)
 
 
 _CACHE: dict[tuple[str, float], Rules] = {}

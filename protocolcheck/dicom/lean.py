@@ -37,6 +37,7 @@ from typing import Any
 from pydicom._private_dict import private_dictionaries
 from pydicom.datadict import DicomDictionary, dictionary_VR, keyword_dict
 
+from protocolcheck import config
 from protocolcheck.dicom.pixels import ImageSize, pixel_data_problem
 from protocolcheck.dicom.records import (
     _FRAME_MACROS,
@@ -385,7 +386,7 @@ def _load_skimmer() -> tuple[Any, Any, Any, Any, Any]:
     ``PROTOCOLCHECK_PURE_PYTHON=1`` turns it off (tests compare both walks); it reads tags as native
     32-bit numbers, so it is used on little-endian machines only.
     """
-    if os.environ.get("PROTOCOLCHECK_PURE_PYTHON") or sys.byteorder != "little" or array("I").itemsize != 4:
+    if config.skimmer_disabled() or sys.byteorder != "little" or array("I").itemsize != 4:
         return None, None, None, None, None
     try:
         from protocolcheck.dicom import _skim  # type: ignore[attr-defined]

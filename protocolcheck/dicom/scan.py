@@ -19,6 +19,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from itertools import islice
 
+from protocolcheck import config
 from protocolcheck.dicom.reader import read_file_pydicom
 from protocolcheck.dicom.records import (
     FOLDER_NOT_LISTED,
@@ -30,8 +31,6 @@ from protocolcheck.dicom.records import (
 )
 from protocolcheck.dicom.safeio import open_regular
 
-READER_ENV = "PROTOCOLCHECK_READER"  # "pydicom" forces the reference reader (differential tests, debugging)
-
 
 def read_file(path: str | os.PathLike[str], *, fast: bool | None = None) -> list[InstanceHeader] | Skipped:
     """Read one file's header into one record (several for enhanced multi-frame objects).
@@ -41,7 +40,7 @@ def read_file(path: str | os.PathLike[str], *, fast: bool | None = None) -> list
     environment variable ``PROTOCOLCHECK_READER=pydicom`` forces pydicom.
     """
     if fast is None:
-        fast = os.environ.get(READER_ENV) != "pydicom"
+        fast = not config.pydicom_reader_forced()
     if fast:
         global _fastheaders
         if _fastheaders is None:

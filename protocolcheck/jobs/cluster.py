@@ -3,13 +3,13 @@
 The results, and their order, are those of the local run. Two ways, one per kind of local run:
 
 * Without a results store (:meth:`ClusterExecutor.audit_files`, :func:`audit_on_cluster`), like
-  :func:`.pipeline.audit_paths`: the client lists the files (:func:`.headers.iter_files`) and sends
+  :func:`~protocolcheck.audit.engine.audit_paths`: the client lists the files (:func:`~protocolcheck.dicom.scan.iter_files`) and sends
   them in chunks to the workers, which read the headers and keep them, grouped by study, in worker
   memory; only a summary per chunk (each study's folders, the unreadable files) comes back. The
-  client attaches unreadable files to studies exactly as :func:`.pipeline.audit_records` does, then
+  client attaches unreadable files to studies exactly as :func:`~protocolcheck.audit.engine.audit_records` does, then
   submits one audit task per study (Study UID order) to the workers holding its headers, and yields
   the results in that order, then the records of unreadable files that belong to no study.
-* With the results store (:func:`.jobs.run_audit_job` with this executor): the client plans the
+* With the results store (:func:`~protocolcheck.jobs.incremental.run_audit_job` with this executor): the client plans the
   incremental run as usual; :meth:`ClusterExecutor.read` reads the new files on the workers (records
   back in file order) and :meth:`ClusterExecutor.audit` audits the changed studies there, in order.
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -36,20 +35,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protocolcheck import __version__
-from protocolcheck.audit.engine import AuditOptions, _owner_of, audit_records, audit_study
+from protocolcheck import __version__, config
+from protocolcheck.audit.engine import AuditOptions, audit_study, orphan_results
+from protocolcheck.audit.streaming import attach_unreadable
 from protocolcheck.clinical.findings import AuditResult
 from protocolcheck.dicom.records import InstanceHeader, ScanRecord, Skipped, Unreadable
 from protocolcheck.dicom.scan import iter_files, scan_file
 from protocolcheck.dicom.study import Study, group_studies
+from protocolcheck.jobs.fingerprint import source_digest
 
 DEFAULT_CHUNK_SIZE = 256  # files per header-reading task (fewer when there are few files per worker thread)
 CHUNKS_PER_THREAD = 4  # aim for at least this many chunks per worker thread, for balance
 CONNECT_TIMEOUT = 5.0  # seconds to reach the scheduler
 WORKER_TIMEOUT = 30.0  # seconds to wait for a first worker
 GATHER_BATCH = 32  # study results fetched per round trip (in order)
-ENV_PREFIX = "PROTOCOLCHECK_"
-PATH_VARIABLES = ("PROTOCOLCHECK_LIBRARY", "PROTOCOLCHECK_RULES")  # made absolute for the workers
 
 
 class ClusterError(RuntimeError):
@@ -107,12 +106,7 @@ _ENV_LOCK = threading.Lock()
 def _apply_env(env: dict[str, str]) -> None:
     """Make this worker's ``PROTOCOLCHECK_*`` variables those of the client (no-op when they match)."""
     with _ENV_LOCK:
-        current = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}
-        if current == env:
-            return
-        for key in current.keys() - env.keys():
-            del os.environ[key]
-        os.environ.update(env)
+        config.apply_environment(env)
 
 
 def _as_given(record: ScanRecord, name: str, absolute: str) -> ScanRecord:
@@ -143,7 +137,7 @@ def read_chunk(files: Sequence[tuple[str, str]], env: dict[str, str]) -> ChunkRe
 
 
 def summarize_chunk(chunk: ChunkRecords) -> ChunkSummary:
-    """The planning summary of a chunk (folders as :func:`.pipeline.audit_records` computes them)."""
+    """The planning summary of a chunk (folders as :func:`~protocolcheck.audit.engine.audit_records` computes them)."""
     dirs = {uid: frozenset(os.path.dirname(os.path.abspath(h.path)) for h in headers)
             for uid, headers in chunk.by_study.items()}
     return ChunkSummary(dirs, chunk.unreadable, len(chunk.skipped))
@@ -183,15 +177,7 @@ def read_files(files: Sequence[tuple[str, str]], env: dict[str, str]) -> list[Sc
     return [_as_given(record, name, absolute) for name, absolute in files for record in scan_file(absolute)]
 
 
-def _digest_sources() -> str:
-    digest = hashlib.sha256()
-    package = Path(__file__).resolve().parents[1]
-    for source in sorted(package.rglob("*.py")):
-        digest.update(source.relative_to(package).as_posix().encode() + b"\0" + source.read_bytes() + b"\0")
-    return f"{__version__}+{digest.hexdigest()[:12]}"
-
-
-_FINGERPRINT = _digest_sources()  # at import, next to when the other modules were loaded
+_FINGERPRINT = f"{__version__}+{source_digest()[:12]}"  # at import, next to when the other modules were loaded
 
 
 def code_fingerprint() -> str:
@@ -208,11 +194,7 @@ def code_fingerprint() -> str:
 
 def _client_env() -> dict[str, str]:
     """The client's ``PROTOCOLCHECK_*`` variables, relative paths made absolute (workers have another cwd)."""
-    env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}
-    for key in PATH_VARIABLES:
-        if env.get(key, "").strip() and not os.path.isabs(env[key]):
-            env[key] = os.path.abspath(env[key])
-    return env
+    return config.protocolcheck_environment()
 
 
 def _for_workers(options: AuditOptions) -> AuditOptions:
@@ -312,7 +294,7 @@ class ClusterExecutor:
     """A connection to a Dask cluster that reads headers and audits studies, in the local order.
 
     :meth:`audit_files` is the whole audit with the headers kept on the workers; :meth:`read` and
-    :meth:`audit` are the two steps :func:`.jobs.run_audit_job` hands over (the results-store path,
+    :meth:`audit` are the two steps :func:`~protocolcheck.jobs.incremental.run_audit_job` hands over (the results-store path,
     where the client plans which studies changed). Use as a context manager (closes the client).
     """
 
@@ -368,7 +350,7 @@ class ClusterExecutor:
                 future.release()
 
     def read(self, paths: Sequence[str]) -> Iterator[ScanRecord]:
-        """:func:`.headers.scan` of these files on the workers: the same records, in the same order."""
+        """:func:`~protocolcheck.dicom.scan.scan` of these files on the workers: the same records, in the same order."""
         with self._lost():
             chunks = chunk_files(list(paths), self.workers()[1], self.chunk_size)
             futures = [self.client.submit(read_files, chunk, self.env, pure=False) for chunk in chunks]
@@ -376,7 +358,7 @@ class ClusterExecutor:
                 yield from records
 
     def audit(self, items: Sequence[tuple[Study, Sequence[Unreadable]]], options: AuditOptions) -> Iterator[AuditResult]:
-        """:func:`.pipeline.audit_study` of each (study, unreadable files) on the workers, in order."""
+        """:func:`~protocolcheck.audit.engine.audit_study` of each (study, unreadable files) on the workers, in order."""
         if not items:
             return
         with self._lost():
@@ -400,11 +382,11 @@ class ClusterExecutor:
 
     def audit_files(self, files: Sequence[str], options: AuditOptions,
                     stats: list[ClusterStats] | None = None) -> Iterator[AuditResult]:
-        """The whole audit of ``files`` (as listed by :func:`.headers.iter_files`); the results of
-        :func:`.pipeline.audit_records` over their scan, in the same order.
+        """The whole audit of ``files`` (as listed by :func:`~protocolcheck.dicom.scan.iter_files`); the results of
+        :func:`~protocolcheck.audit.engine.audit_records` over their scan, in the same order.
 
         The workers keep the headers, grouped by study, where they read them; the client gets the
-        folders of each study and the unreadable files, attaches those to studies as the pipeline
+        folders of each study and the unreadable files, attaches those to studies as the audit engine
         does, and sends one audit task per study to the workers that hold its headers."""
         with self._lost():
             nworkers, threads = self.workers()
@@ -422,31 +404,24 @@ class ClusterExecutor:
                 bad.extend(summary.unreadable)
                 skipped += summary.skipped
             del summaries
-            attached: dict[str, list[Unreadable]] = {}
-            orphans: list[Unreadable] = []
-            for item in bad:
-                owner = _owner_of(item.path, study_dirs)
-                if owner is not None:
-                    attached.setdefault(owner, []).append(item)
-                else:
-                    orphans.append(item)
+            attached = attach_unreadable(bad, study_dirs)
             if stats is not None:
                 stats.append(ClusterStats(len(files), len(study_dirs), len(bad), skipped, nworkers, threads))
             shared = self.client.scatter(_for_workers(options), hash=False, broadcast=True) if study_dirs else None
-            futures = [self.client.submit(audit_chunked_study, uid, shared, attached.get(uid, []), self.env,
+            futures = [self.client.submit(audit_chunked_study, uid, shared, attached.by_study.get(uid, []), self.env,
                                           *(records[i] for i in holders[uid]), pure=False)
                        for uid in sorted(study_dirs)]  # Study UID order, as group_studies
             del records  # each chunk is released once the studies that need it are audited
             yield from self._with_used(futures, options)
-        # Unreadable files of no study need no headers: audit_records makes their records as locally.
-        yield from audit_records(orphans, options)
+        # Unreadable files of no study need no headers: their records are made here, as locally.
+        yield from orphan_results(attached.orphans, options)
 
 
 def audit_on_cluster(paths: Iterable[str | os.PathLike[str]], options: AuditOptions, scheduler_address: str,
                      chunk_size: int = DEFAULT_CHUNK_SIZE, connect_timeout: float = CONNECT_TIMEOUT,
                      stats: list[ClusterStats] | None = None) -> Iterator[AuditResult]:
     """Audit every study under ``paths`` on the cluster; the same results, in the same order, as
-    :func:`.pipeline.audit_paths`.
+    :func:`~protocolcheck.audit.engine.audit_paths`.
 
     Raises FileNotFoundError for a missing path (before connecting), and :class:`DaskMissing`,
     :class:`BadAddress` and :class:`ClusterError` as :func:`connect`. Context rows used by the

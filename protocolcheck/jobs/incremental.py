@@ -9,7 +9,6 @@ headers; the others are read and handed back for auditing. ``force`` audits ever
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -19,26 +18,16 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
+from protocolcheck.audit.engine import AuditOptions, audit_paths, audit_study, orphan_results
+from protocolcheck.audit.streaming import MAX_IN_MEMORY, StudyStream, attach_unreadable
 from protocolcheck.clinical.findings import AuditResult
 from protocolcheck.dicom.records import InstanceHeader, Skipped, Unreadable
 from protocolcheck.dicom.scan import iter_files, scan_files, unlistable_folder
 from protocolcheck.dicom.study import group_studies
-from protocolcheck.jobs.store import (
-    FileEntry,
-    FileKind,
-    Store,
-    describe_target,
-    file_digest,
-    fingerprint,
-    instance_fingerprint,
-    settings_digest,
-    sqlite_path,
-)
-
-if TYPE_CHECKING:
-    from protocolcheck.audit.engine import AuditOptions
+from protocolcheck.jobs.fingerprint import fingerprint, instance_fingerprint
+from protocolcheck.jobs.store import FileEntry, FileKind, Store, describe_target, sqlite_path
 
 # progress(items, label, length) -> items: the CLI passes its progress bar; the default is silent.
 Progress = Callable[[Iterable[Any], str, int], Iterable[Any]]
@@ -258,15 +247,10 @@ class _Planner:
 
         # Unreadable files belong to the study in their folder (as the audit engine decides): part of
         # its fingerprint, so a new broken file in a study's folder re-audits that study.
-        from protocolcheck.audit.engine import _owner_of
-
         study_dirs = {uid: {os.path.dirname(e.path) for e in entries} for uid, entries in self.files_by_study.items()}
-        for item in plan.unreadable:
-            owner = _owner_of(item.path, study_dirs)
-            if owner is None:
-                plan.orphans.append(item)
-            else:
-                plan.unreadable_by_study.setdefault(owner, []).append(item)
+        attached = attach_unreadable(plan.unreadable, study_dirs)
+        plan.orphans.extend(attached.orphans)
+        plan.unreadable_by_study.update(attached.by_study)
         for uid in self.files_by_study:
             plan.fingerprints[uid] = self._fingerprint(uid)
         stored = {} if self.force else store.current(plan.fingerprints)
@@ -348,29 +332,6 @@ def plan_run(paths: Iterable[str | os.PathLike[str]], store: Store, *, library_v
 # -- an incremental audit run ------------------------------------------------------------------
 
 
-def audit_settings(options: AuditOptions, context_file: str | os.PathLike[str] | None = None) -> str:
-    """Every audit option that can change a result, as text for the study fingerprint.
-
-    All fields of :class:`AuditOptions` count (so options added later count too) except the library,
-    which :func:`store.library_version` covers. Context rows count by content: editing a trauma date
-    in the CSV re-audits (every study: cheap, and always right).
-    """
-    values: dict[str, Any] = {}
-    for item in dataclasses.fields(options):
-        value = getattr(options, item.name)
-        if item.name == "library":
-            continue
-        if item.name == "contexts" and value is not None:
-            value = {"by_accession": {k: dataclasses.asdict(v) for k, v in sorted(value.by_accession.items())},
-                     "by_study_uid": {k: dataclasses.asdict(v) for k, v in sorted(value.by_study_uid.items())}}
-        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-            value = dataclasses.asdict(value)
-        values[item.name] = value
-    if context_file:
-        values["context_file"] = file_digest(context_file)
-    return settings_digest(**values)
-
-
 @dataclass
 class JobOutcome:
     """What a run did: every study's result (audited now or stored before) and the counts."""
@@ -385,7 +346,7 @@ class JobOutcome:
 
 
 def _order(result: AuditResult) -> tuple[int, str, str]:
-    # as pipeline.audit_records: studies by Study Instance UID, then records of orphan unreadable files
+    # as audit.engine.audit_records: studies by Study Instance UID, then records of orphan unreadable files
     return (0 if result.study_instance_uid else 1, result.study_instance_uid, result.study_description)
 
 
@@ -395,16 +356,14 @@ def run_audit_job(paths: Iterable[str | os.PathLike[str]], store: Store, options
                   executor: Any = None, max_in_memory: int | None = None) -> JobOutcome:
     """Audit the studies under ``paths`` that changed since their stored audit; save each (one transaction).
 
-    ``executor`` (e.g. :class:`protocolcheck.cluster.ClusterExecutor`) reads headers and audits studies
+    ``executor`` (e.g. :class:`~protocolcheck.jobs.cluster.ClusterExecutor`) reads headers and audits studies
     elsewhere: ``read(paths)`` yields scan records in file order, ``audit(items, options)`` one result
     per (study, unreadable files) in order.
 
     Studies that did not change are not read: their stored results are returned instead, so the output
     of a re-run equals that of a full run. Without an executor, headers beyond ``max_in_memory`` are
-    spilled to disk (:class:`.streaming.StudyStream`). The run is recorded in ``audit_runs``.
+    spilled to disk (:class:`~protocolcheck.audit.streaming.StudyStream`). The run is recorded in ``audit_runs``.
     """
-    from protocolcheck.audit.engine import audit_records, audit_study
-
     started = time.monotonic()
     paths = list(paths)
     run_id = store.begin_run(command, library_version)
@@ -426,8 +385,6 @@ def run_audit_job(paths: Iterable[str | os.PathLike[str]], store: Store, options
         else:
             # Headers go through an external sort by study (streaming.py): bounded memory, one study
             # audited and saved at a time.
-            from protocolcheck.audit.streaming import MAX_IN_MEMORY, StudyStream
-
             planner = _Planner(paths, store, library_version=library_version, settings=settings, force=force,
                                progress=progress, files=files, workers=workers, executor=None)
             plan = planner.plan
@@ -447,7 +404,7 @@ def run_audit_job(paths: Iterable[str | os.PathLike[str]], store: Store, options
             if options.contexts is not None:  # mark its context row as used, as an audit would
                 options.contexts.lookup(result.accession_number, result.study_instance_uid)
             results.append(result)
-        results.extend(audit_records(plan.orphans, options))  # files that belong to no study: never stored
+        results.extend(orphan_results(plan.orphans, options))  # files that belong to no study: never stored
         results.sort(key=_order)
         outcome = "ok"
     finally:
@@ -476,9 +433,7 @@ class FolderAuditor:
         self.source = source
 
     def audit(self, folder: str | os.PathLike[str]) -> list[AuditResult]:
-        """Audit every study under ``folder`` with the same pipeline as ``audit``."""
-        from protocolcheck.audit.engine import audit_paths
-
+        """Audit every study under ``folder`` with the same engine as ``audit``."""
         return list(audit_paths([folder], self.options))
 
     def save(self, folder: str | os.PathLike[str], results: Iterable[AuditResult]) -> None:

@@ -3,7 +3,7 @@
 History is kept: every audit of a study is a new row, never an update, so re-auditing a study leaves
 both results. A per-file stat index (``files``) lets a re-run skip unchanged files without parsing
 them, and a per-study *fingerprint* plus the protocol-library version decide whether a study must be
-audited again (see :mod:`protocolcheck.jobs`).
+audited again (see :mod:`protocolcheck.jobs.incremental` and :mod:`protocolcheck.jobs.fingerprint`).
 
 Concurrency: a ``listen`` service and a nightly batch job may write at once. On SQLite the store uses
 WAL journaling, a generous busy timeout and ``BEGIN IMMEDIATE`` transactions that are short (one per
@@ -14,7 +14,6 @@ their own concurrency control.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import socket
@@ -51,8 +50,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from protocolcheck.clinical.findings import AuditResult, Finding, FindingCode, Severity, Status, json_default
-from protocolcheck.dicom.safeio import open_regular
+from protocolcheck import config
+from protocolcheck.clinical.findings import AuditResult, Finding, FindingCode, Severity, Status
+from protocolcheck.jobs.fingerprint import lenient_json_default
 
 if TYPE_CHECKING:  # pandas is imported where a frame is built (reports), not on every audit
     import pandas as pd
@@ -204,11 +204,7 @@ def _utcnow() -> dt.datetime:
 
 def default_store_path() -> Path:
     """``$PROTOCOLCHECK_DB``, else ``$XDG_DATA_HOME/protocolcheck/results.db``."""
-    env = os.environ.get("PROTOCOLCHECK_DB")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "protocolcheck" / "results.db"
+    return config.default_store_path()
 
 
 def is_url(target: str) -> bool:
@@ -552,14 +548,6 @@ def _value(v: Any) -> Any:
     return v.value if isinstance(v, Enum) else v
 
 
-def _json_default(value: Any) -> Any:
-    """As ``to_json`` (report.json_default), and anything else as its text: a stored record never fails."""
-    try:
-        return json_default(value)
-    except TypeError:
-        return str(value)
-
-
 def parse_dicom_date(text: str) -> dt.date | None:
     """YYYYMMDD (or ISO YYYY-MM-DD) to a date; None when empty or malformed."""
     text = (text or "").strip()
@@ -614,7 +602,7 @@ def audit_row(result: AuditResult) -> dict[str, Any]:
         "days_after_trauma": days_after_trauma(result.timing),
         "patient_name": result.patient_name or "",
         "patient_id": result.patient_id or "",
-        "result_json": json.dumps(data, default=_json_default, ensure_ascii=False),
+        "result_json": json.dumps(data, default=lenient_json_default, ensure_ascii=False),
     }
 
 
@@ -715,75 +703,6 @@ def apply_filters(df: pd.DataFrame, filters: Filters) -> pd.DataFrame:
     if filters.statuses:
         mask &= df["status"].isin(list(filters.statuses))
     return df[mask]
-
-
-# -- fingerprints and library version ----------------------------------------------------------
-
-
-def fingerprint(parts: Iterable[Sequence[Any]], settings: str = "") -> str:
-    """A stable digest of (instance, size, mtime)-like tuples plus a settings text (order-free)."""
-    digest = hashlib.sha256()
-    for line in sorted("\t".join(str(p) for p in part) for part in parts):
-        digest.update(line.encode("utf-8", "surrogateescape"))
-        digest.update(b"\n")
-    digest.update(b"\x00settings\x00")
-    digest.update(settings.encode("utf-8", "surrogateescape"))
-    return digest.hexdigest()
-
-
-def instance_fingerprint(sop_instance_uids: Iterable[str], settings: str = "") -> str:
-    """Fingerprint of a study known only by its instances (network roles: ``listen``, ``query``)."""
-    return fingerprint(((uid,) for uid in set(sop_instance_uids)), settings)
-
-
-def settings_digest(**settings: Any) -> str:
-    """A short text that changes whenever an audit option that changes results changes."""
-    return json.dumps(settings, sort_keys=True, default=_json_default)
-
-
-def file_digest(path: str | os.PathLike[str] | None) -> str:
-    """sha256 of a file's contents ('' for None) — e.g. the context CSV in the settings."""
-    if not path:
-        return ""
-    digest = hashlib.sha256()
-    with open_regular(path, "rb") as fh:  # a named pipe: refused, not waited on
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def engine_digest() -> str:
-    """Digest of the package's own code (not the network roles): a changed engine re-audits studies."""
-    global _ENGINE_DIGEST
-    if _ENGINE_DIGEST is None:
-        root = Path(__file__).resolve().parents[1]
-        digest = hashlib.sha256()
-        for stage in JUDGING_STAGES:
-            for path in sorted((root / stage).rglob("*.py")):
-                digest.update(path.relative_to(root).as_posix().encode())
-                digest.update(path.read_bytes())
-        _ENGINE_DIGEST = digest.hexdigest()
-    return _ENGINE_DIGEST
-
-
-_ENGINE_DIGEST: str | None = None
-JUDGING_STAGES = ("dicom", "classify", "clinical", "audit")  # the code whose change changes a verdict
-
-
-def library_version(folder: str | os.PathLike[str]) -> str:
-    """Digest of every protocol file (name and contents) under the library folder, and of the engine code.
-
-    Stored with each audit: a study is re-audited when the protocols or the code that judged it change.
-    """
-    root = Path(folder)
-    digest = hashlib.sha256(engine_digest().encode())
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in (".yaml", ".yml", ".json"))
-    for path in files:
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(b"\x00")
-        digest.update(path.read_bytes())
-        digest.update(b"\x00")
-    return digest.hexdigest()[:16]
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -378,7 +378,8 @@ _PEER_DOWN = (NetErrorKind.UNREACHABLE, NetErrorKind.TIMEOUT)
 
 def pull_studies(peer: Peer, matches: Sequence[StudyMatch], *, method: RetrieveMethod = RetrieveMethod.GET,
                  move_port: int | None = None, move_bind: str = "127.0.0.1", workdir: str | None = None,
-                 timeouts: Timeouts = Timeouts(), move_tls: TlsOptions | None = None) -> Iterator[PulledStudy]:
+                 timeouts: Timeouts = Timeouts(),
+                 move_tls: TlsOptions | None = None) -> Generator[PulledStudy, None, None]:
     """Retrieve each study in turn; yield it; delete its files before retrieving the next.
 
     Raises NetError only when the C-MOVE destination cannot be opened; per-study failures are

@@ -1,0 +1,126 @@
+"""Settings: every ``PROTOCOLCHECK_*`` environment variable and every default location, read here only.
+
+Each function reads the environment when it is called (a test, or a Dask worker taking the client's
+environment, may change it at run time). Command-line options win over these; these win over the
+defaults.
+
+=============================  ==========================================================================
+``PROTOCOLCHECK_LIBRARY``      protocol library folder (default: the one shipped with the package)
+``PROTOCOLCHECK_RULES``        the recommender's decision rules file (default: ``rules.yaml`` of the library)
+``PROTOCOLCHECK_DB``           results store: SQLite file or SQLAlchemy URL
+                               (default: ``$XDG_DATA_HOME/protocolcheck/results.db``)
+``PROTOCOLCHECK_READER``       ``pydicom`` forces the reference header reader (differential tests, debugging)
+``PROTOCOLCHECK_PURE_PYTHON``  any value: the lean reader does not use its compiled skimmer
+=============================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+from enum import Enum
+from pathlib import Path
+
+ENV_PREFIX = "PROTOCOLCHECK_"
+RULES_FILENAME = "rules.yaml"
+
+
+class Env(str, Enum):
+    """The environment variables protocolcheck reads."""
+
+    LIBRARY = "PROTOCOLCHECK_LIBRARY"
+    RULES = "PROTOCOLCHECK_RULES"
+    DB = "PROTOCOLCHECK_DB"
+    READER = "PROTOCOLCHECK_READER"
+    PURE_PYTHON = "PROTOCOLCHECK_PURE_PYTHON"
+
+
+PATH_VARIABLES = (Env.LIBRARY, Env.RULES)  # paths: made absolute before they are sent to other machines
+
+
+def _get(name: Env) -> str:
+    return os.environ.get(name.value, "").strip()
+
+
+def shipped_protocols_dir() -> Path:
+    """``protocols/`` of the checkout this code runs from, else the copy installed as ``protocolcheck.protocols``.
+
+    The checkout comes first so that a worktree (or an editable install run with ``PYTHONPATH``) reads the
+    rules and protocols that belong to its own code."""
+    checkout = Path(__file__).resolve().parent.parent / "protocols"
+    if (checkout / RULES_FILENAME).is_file():
+        return checkout
+    try:
+        packaged = Path(str(importlib.resources.files("protocolcheck.protocols")))
+        if packaged.is_dir():
+            return packaged
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return checkout
+
+
+def library_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The protocol library folder: ``explicit``, else ``$PROTOCOLCHECK_LIBRARY``, else the shipped one."""
+    if explicit:
+        return Path(explicit)
+    env = _get(Env.LIBRARY)
+    return Path(env) if env else shipped_protocols_dir()
+
+
+def rules_file(library: str | os.PathLike[str] | None = None) -> Path:
+    """The decision rules: ``rules.yaml`` of ``library``, else ``$PROTOCOLCHECK_RULES``, else ``rules.yaml``
+    of ``$PROTOCOLCHECK_LIBRARY`` when it has one, else the shipped rules."""
+    if library is not None:
+        return Path(library) / RULES_FILENAME
+    env = _get(Env.RULES)
+    if env:
+        return Path(env)
+    env_library = _get(Env.LIBRARY)
+    if env_library and (Path(env_library) / RULES_FILENAME).is_file():
+        return Path(env_library) / RULES_FILENAME
+    return shipped_protocols_dir() / RULES_FILENAME
+
+
+def store_target(explicit: str | None = None) -> str | None:
+    """The results store the user chose: ``explicit`` (``--db``), else ``$PROTOCOLCHECK_DB``; None: neither."""
+    return explicit or _get(Env.DB) or None
+
+
+def default_store_path() -> Path:
+    """``$PROTOCOLCHECK_DB``, else ``$XDG_DATA_HOME/protocolcheck/results.db`` (``~/.local/share`` by default)."""
+    env = _get(Env.DB)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "protocolcheck" / "results.db"
+
+
+def pydicom_reader_forced() -> bool:
+    """``PROTOCOLCHECK_READER=pydicom``: every header is read with pydicom (the reference reader)."""
+    return _get(Env.READER) == "pydicom"
+
+
+def skimmer_disabled() -> bool:
+    """``PROTOCOLCHECK_PURE_PYTHON`` set: the lean reader walks headers in Python only."""
+    return bool(os.environ.get(Env.PURE_PYTHON.value))
+
+
+def protocolcheck_environment() -> dict[str, str]:
+    """Every ``PROTOCOLCHECK_*`` variable as set now, the paths among them made absolute (for a Dask
+    worker, which runs in another folder)."""
+    env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}
+    for key in PATH_VARIABLES:
+        value = env.get(key.value, "").strip()
+        if value and not os.path.isabs(value):
+            env[key.value] = os.path.abspath(value)
+    return env
+
+
+def apply_environment(env: dict[str, str]) -> None:
+    """Make this process's ``PROTOCOLCHECK_*`` variables exactly ``env`` (no-op when they match)."""
+    current = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}
+    if current == env:
+        return
+    for key in current.keys() - env.keys():
+        del os.environ[key]
+    os.environ.update(env)
