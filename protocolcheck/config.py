@@ -81,18 +81,19 @@ def rules_file(library: str | os.PathLike[str] | None = None) -> Path:
     return shipped_protocols_dir() / RULES_FILENAME
 
 
-def store_target(explicit: str | None = None) -> str | None:
-    """The results store the user chose: ``explicit`` (``--db``), else ``$PROTOCOLCHECK_DB``; None: neither."""
-    return explicit or _get(Env.DB) or None
+def store_chosen(explicit: str | None = None) -> bool:
+    """Whether the user chose a results store: ``explicit`` (``--db``) or ``$PROTOCOLCHECK_DB``."""
+    return bool(explicit or _get(Env.DB))
 
 
-def default_store_path() -> Path:
-    """``$PROTOCOLCHECK_DB``, else ``$XDG_DATA_HOME/protocolcheck/results.db`` (``~/.local/share`` by default)."""
-    env = _get(Env.DB)
-    if env:
-        return Path(env)
+def store_target(explicit: str | None = None) -> str:
+    """The results store, a file path or a SQLAlchemy URL as given: ``explicit`` (``--db``), else
+    ``$PROTOCOLCHECK_DB``, else ``$XDG_DATA_HOME/protocolcheck/results.db`` (``~/.local/share`` by default)."""
+    chosen = explicit or _get(Env.DB)
+    if chosen:
+        return chosen
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "protocolcheck" / "results.db"
+    return str(Path(base) / "protocolcheck" / "results.db")
 
 
 def pydicom_reader_forced() -> bool:

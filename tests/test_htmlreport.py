@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_store import make_result
+from helpers import make_result
 
 from protocolcheck.clinical.findings import Finding, FindingCode, Severity, Status
 from protocolcheck.jobs.store import Filters, Store

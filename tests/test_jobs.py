@@ -154,10 +154,10 @@ def test_lock_released_when_holder_dies(tmp_path: Path) -> None:
     assert holder.stdout.readline().strip() == "locked"
     holder.kill()
     holder.wait(timeout=30)
-    with JobLock(lock_file) as lock:
-        with pytest.raises(LockHeld):
-            JobLock(lock_file).acquire()  # a second open in the same process is excluded too
-    assert lock._fh is None
+    with JobLock(lock_file), pytest.raises(LockHeld):
+        JobLock(lock_file).acquire()  # a second open in the same process is excluded too
+    with JobLock(lock_file):  # released on leaving the block: the next run gets it
+        assert lock_file.read_text().strip() == str(os.getpid())
 
 
 def test_default_lock_path(tmp_path: Path) -> None:
@@ -253,12 +253,12 @@ def test_audit_default_store_and_no_db(corpus: Path, tmp_path: Path) -> None:
 
 def test_batch_audit_and_a_listener_write_the_same_store_at_once(corpus: Path, tmp_path: Path) -> None:
     """A nightly `audit` process and a listener-like writer process share one SQLite store."""
-    from test_store import WRITER
+    from helpers import STORE_WRITER
 
     db = tmp_path / "shared.db"
     Store.open(db).close()
     script = tmp_path / "writer.py"
-    script.write_text(WRITER)
+    script.write_text(STORE_WRITER)
     go = tmp_path / "go"
     listener = subprocess.Popen([sys.executable, str(script), str(ROOT), str(db), "listen", "120", str(go)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -307,8 +307,8 @@ def test_folder_auditor_audits_and_stores_a_received_study(tmp_path: Path, store
 
     from protocolcheck.audit.engine import AuditOptions, audit_paths
     from protocolcheck.clinical.library import load_library
-    from protocolcheck.jobs.incremental import FolderAuditor
     from protocolcheck.jobs.fingerprint import instance_fingerprint
+    from protocolcheck.jobs.incremental import FolderAuditor
 
     written = synth.write_study(synth.plexus_study(synth.Vendor.PHILIPS, "RECV-1", slices=2), tmp_path / "flat")
     folder = tmp_path / "received" / "study"

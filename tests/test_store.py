@@ -8,21 +8,19 @@ import os
 import sqlite3
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import MISSING_STIR, STORE_WRITER, TOO_EARLY, make_result
 
 from protocolcheck.clinical.findings import (
-    AuditResult,
     Considered,
     Finding,
     FindingCode,
     Quote,
     Severity,
     Status,
-    status_for,
 )
 from protocolcheck.jobs.store import (
     SCHEMA_VERSION,
@@ -39,24 +37,6 @@ from protocolcheck.jobs.store import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_result(uid: str, *, status: Status | None = None, findings: tuple[Finding, ...] = (),
-                study_date: str = "20240115", station: str = "MR1", manufacturer: str = "SIEMENS",
-                institution: str = "General", protocol: str | None = "ls-plexus-mri",
-                timing: dict | None = None, accession: str | None = None,
-                description: str = "MR LS PLEXUS") -> AuditResult:
-    return AuditResult(
-        study_instance_uid=uid, accession_number=accession or f"A{uid[-4:]}", study_date=study_date,
-        modality="MR", study_description=description, protocol=protocol,
-        status=status or status_for(findings), findings=findings, timing=timing, station_name=station,
-        manufacturer=manufacturer, institution=institution, patient_name="Doe^Jane", patient_id="P1",
-        series=({"series_instance_uid": uid + ".1", "series_description": "T1 COR", "weighting": "T1"},),
-    )
-
-
-MISSING_STIR = Finding(FindingCode.MISSING_SEQUENCE, Severity.ERROR, "no fat-suppressed T2 or STIR",
-                       requirement="t2-fs-coronal", citations=("seed:plexus-sequences",))
-TOO_EARLY = Finding(FindingCode.TRAUMA_TOO_EARLY, Severity.WARNING, "10 days after injury; wait ~1 month",
-                    evidence={"days": 10})
 STRUCTURED = Finding(
     FindingCode.MISSING_SEQUENCE, Severity.INFO, "Required series missing: STIR", requirement="fluid-fat-suppressed",
     requirement_name="Fluid-sensitive fat-suppressed", expected="STIR or fat-saturated T2, before contrast",
@@ -209,12 +189,12 @@ def test_latest_is_chosen_before_filtering(store: Store) -> None:
 
 def test_days_after_trauma_is_a_column(store: Store) -> None:
     store.save(make_result("6.1", timing={"days_after_trauma": 12}))
-    store.save(make_result("6.2", timing={"trauma_date": "2024-01-01", "study_date": "20240215"}))
+    store.save(make_result("6.2", timing={"trauma_date": "2024-01-01", "study_date": None}))  # no study date
     store.save(make_result("6.3"))
     days = store.latest().set_index("study_instance_uid")["days_after_trauma"]
-    assert days["6.1"] == 12 and days["6.2"] == 45
-    assert days.isna()["6.3"]
-    assert days_after_trauma({"days_since_trauma": 3}) == 3
+    assert days["6.1"] == 12
+    assert days.isna()["6.2"] and days.isna()["6.3"]
+    assert days_after_trauma({"days_after_trauma": 3}) == 3.0
     assert days_after_trauma(None) is None
 
 
@@ -277,32 +257,11 @@ def test_sqlalchemy_url_is_accepted(tmp_path: Path) -> None:
         Store.open("nosuchdialect://user:secret@host/db")
 
 
-WRITER = textwrap.dedent("""
-    import sys, time, pathlib
-    sys.path.insert(0, sys.argv[1])
-    from protocolcheck.clinical.findings import AuditResult, Finding, FindingCode, Severity, Status
-    from protocolcheck.jobs.store import Store, FileEntry, FileKind
-    db, name, count, go = sys.argv[2], sys.argv[3], int(sys.argv[4]), pathlib.Path(sys.argv[5])
-    store = Store.open(db)
-    while not go.exists():
-        time.sleep(0.005)
-    run = store.begin_run("writer " + name)
-    for i in range(count):
-        uid = f"2.25.{name}.{i}"
-        f = Finding(FindingCode.MISSING_SEQUENCE, Severity.ERROR, "missing " + name, requirement="r" + str(i % 3))
-        result = AuditResult(uid, "ACC" + str(i), "20240101", "MR", "d", "p", Status.FAIL, (f,), station_name=name)
-        store.save(result, fingerprint="fp", library_version="L", run_id=run, source=name)
-        store.index_files([FileEntry(f"/data/{name}/{i}.dcm", i, i, FileKind.IMAGE, uid, uid + ".1")])
-    store.finish_run(run, audited=count, skipped=0)
-    print("done", name)
-""")
-
-
 def test_two_processes_write_at_once(tmp_path: Path) -> None:
     db = tmp_path / "shared.db"
     Store.open(db).close()
     script = tmp_path / "writer.py"
-    script.write_text(WRITER)
+    script.write_text(STORE_WRITER)
     go = tmp_path / "go"
     count = 150
     procs = [subprocess.Popen([sys.executable, str(script), str(ROOT), str(db), name, str(count), str(go)],

@@ -1,7 +1,8 @@
 """Command-line interface: each command parses its options, calls the library, renders, and exits.
 
-One module per command family; :mod:`protocolcheck.cli.options` holds what they share. This package
-is the only code that prints or exits.
+One module per command family; :mod:`protocolcheck.cli.options` holds what they share, among it the
+one mapping of :mod:`protocolcheck.errors` to exit codes (:class:`~protocolcheck.cli.options.Group`).
+This package is the only code that prints or exits.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from protocolcheck.cli.audit import audit
 from protocolcheck.cli.classify import classify
 from protocolcheck.cli.doctor import doctor
 from protocolcheck.cli.listen import listen
+from protocolcheck.cli.options import Group
 from protocolcheck.cli.protocols import protocols
 from protocolcheck.cli.query import query
 from protocolcheck.cli.recommend import check_order_command, recommend
@@ -22,7 +24,7 @@ from protocolcheck.cli.worklist import worklist
 __all__ = ["main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="protocolcheck")
 def main() -> None:
     """Recommend and validate imaging protocols for lumbosacral plexopathy from DICOM headers."""

@@ -77,16 +77,11 @@ def audit(**opts: Any) -> None:
     from protocolcheck.audit.engine import Summary, audit_records, reaches, unmatched_context
 
     # context warnings are shown even with -q here (listen and query follow -q)
-    options = audit_options_from(opts, warnings_quiet=False, count_problems=True)
+    options = audit_options_from(opts, warnings_quiet=False)
     if not opts["protocol_id"] and (options.contexts is not None or opts["indication"]):
         from protocolcheck.audit.engine import recommender_rules
-        from protocolcheck.clinical.recommend import RulesError
 
-        try:  # protocol choice from the indication uses the recommender's rules: check them up front
-            recommender_rules(options.library)
-        except RulesError as exc:
-            warn("error: the recommender rules cannot be used:\n  " + "\n  ".join(exc.problems))
-            sys.exit(Exit.USAGE)
+        recommender_rules(options.library)  # protocol choice from the indication uses them: checked up front
     try:
         files = list(iter_files(opts["paths"]))
     except FileNotFoundError as exc:
@@ -123,19 +118,20 @@ def _audit_with_store(opts: dict[str, Any], options: AuditOptions, files: list[s
                       plain: Callable[[], list[AuditResult]],
                       executor: ClusterExecutor | None = None) -> tuple[list[AuditResult], str]:
     """Run ``audit`` through the results store (incremental, locked), or ``plain()`` with --no-db;
-    returns the results and a note for the summary line. Store or lock problems exit 3."""
+    returns the results and a note for the summary line."""
     import contextlib
     import shlex
 
+    from protocolcheck import config
     from protocolcheck.clinical.library import library_path
     from protocolcheck.jobs.fingerprint import library_version, settings_fingerprint
-    from protocolcheck.jobs.incremental import JobLock, LockHeld, default_lock_path, run_audit_job
-    from protocolcheck.jobs.store import Store, StoreError, default_store_path
+    from protocolcheck.jobs.incremental import JobLock, default_lock_path, run_audit_job
+    from protocolcheck.jobs.store import Store, StoreError
 
     quiet = opts["quiet"]
     if opts["no_db"] and not opts["lock_file"]:
         return plain(), ""
-    target = opts["db"] or str(default_store_path())
+    target = config.store_target(opts["db"])
     lock_path = opts["lock_file"]
     if not lock_path and not opts["no_db"]:  # always, the default store too: one run of a job at a time
         lock_path = default_lock_path(target, opts["paths"])
@@ -153,12 +149,8 @@ def _audit_with_store(opts: dict[str, Any], options: AuditOptions, files: list[s
                 settings=settings_fingerprint(options, opts["context_file"]),
                 command=shlex.join(["audit", *sys.argv[2:]])[:2000],
                 progress=lambda items, label, n: progress(items, label, quiet, n), executor=executor)
-    except LockHeld as exc:
-        warn(f"error: {exc}")
-        sys.exit(Exit.CANNOT_RUN)
     except StoreError as exc:
-        warn(f"error: {exc} (choose another store with --db, or run without one with --no-db)")
-        sys.exit(Exit.CANNOT_RUN)
+        raise StoreError(f"{exc} (choose another store with --db, or run without one with --no-db)") from exc
     except OSError as exc:  # the lock file cannot be created
         warn(f"error: {exc}")
         sys.exit(Exit.CANNOT_RUN)
@@ -169,24 +161,17 @@ def _audit_with_store(opts: dict[str, Any], options: AuditOptions, files: list[s
 
 def _audit_on_cluster(opts: dict[str, Any], options: AuditOptions, files: list[str]) -> tuple[list[AuditResult], str]:
     """``audit --scheduler``: the same run (results store included) with headers read and studies audited
-    on a Dask cluster; exit 2 without dask or with a bad address, 3 when the cluster cannot run it."""
-    from protocolcheck.jobs.cluster import BadAddress, ClusterError, ClusterExecutor, ClusterStats, DaskMissing
+    on a Dask cluster (errors without dask, with a bad address, or when the cluster cannot run it)."""
+    from protocolcheck.jobs.cluster import ClusterExecutor, ClusterStats
 
     quiet = opts["quiet"]
     stats: list[ClusterStats] = []
-    try:
-        with ClusterExecutor.connect(opts["scheduler"]) as executor:
-            def plain() -> list[AuditResult]:
-                return list(progress(executor.audit_files(files, options, stats), "Auditing on the cluster", quiet))
+    with ClusterExecutor.connect(opts["scheduler"]) as executor:
+        def plain() -> list[AuditResult]:
+            return list(progress(executor.audit_files(files, options, stats), "Auditing on the cluster", quiet))
 
-            results, note = _audit_with_store(opts, options, files, plain, executor=executor)
-            workers, threads = executor.workers()
-    except (DaskMissing, BadAddress) as exc:
-        warn(f"error: {exc}")
-        sys.exit(Exit.USAGE)
-    except ClusterError as exc:
-        warn(f"error: {exc}")
-        sys.exit(Exit.CANNOT_RUN)
+        results, note = _audit_with_store(opts, options, files, plain, executor=executor)
+        workers, threads = executor.workers()
     line = f"cluster {opts['scheduler']}: {workers} workers ({threads} threads)"
     for s in stats:
         line += f" read {s.files} files ({s.unreadable} unreadable, {s.skipped} skipped), audited {s.studies} studies"

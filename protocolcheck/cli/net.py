@@ -10,13 +10,11 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from protocolcheck.cli.options import (
-    Exit,
     apply_options,
     audit_context_options,
     audit_options_from,
     library_option,
     series_output_options,
-    warn,
 )
 
 if TYPE_CHECKING:
@@ -131,21 +129,18 @@ def net_audit_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def folder_auditor(opts: dict[str, Any], source: str) -> FolderAuditor:
-    """``listen``'s and ``query``'s auditor from the net audit options; exit 2 when the audit options
-    are unusable, 3 when the results store is."""
+    """``listen``'s and ``query``'s auditor from the net audit options (errors when the audit options or
+    the results store cannot be used)."""
     from protocolcheck.jobs.incremental import FolderAuditor
 
     options = audit_options_from(opts, warnings_quiet=opts["quiet"])
     if opts["no_db"]:
         return FolderAuditor(options, source=source)
+    from protocolcheck import config
     from protocolcheck.clinical.library import library_path
     from protocolcheck.jobs.fingerprint import library_version, settings_fingerprint
-    from protocolcheck.jobs.store import Store, StoreError, default_store_path
+    from protocolcheck.jobs.store import Store
 
-    try:
-        store = Store.open(opts["db"] or str(default_store_path()), keep_patient=opts.get("include_patient", False))
-    except StoreError as exc:
-        warn(f"error: {exc}")
-        sys.exit(Exit.CANNOT_RUN)
+    store = Store.open(config.store_target(opts["db"]), keep_patient=opts.get("include_patient", False))
     return FolderAuditor(options, store, library_version=library_version(library_path(opts["library_dir"])),
                          settings=settings_fingerprint(options, opts["context_file"]), source=source)

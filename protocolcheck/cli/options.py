@@ -10,10 +10,11 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from enum import IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
+from protocolcheck.errors import InputError, ProtocolcheckError
 from protocolcheck.report.tabular import OutputFormat
 
 if TYPE_CHECKING:
@@ -189,16 +190,33 @@ def series_output_options(f: Callable[..., Any]) -> Callable[..., Any]:
     ])
 
 
-def library_or_exit(library_dir: str | None) -> Library:
-    """The protocol library; exit 2 listing every problem when it cannot be used."""
-    from protocolcheck.clinical.library import LibraryError, load_library
+def exit_code_for(error: ProtocolcheckError) -> Exit:
+    """THE mapping of errors to exit codes: unusable input 2, a run that cannot be done here and now 3."""
+    return Exit.USAGE if isinstance(error, InputError) else Exit.CANNOT_RUN
 
-    try:
-        return load_library(library_dir)
-    except LibraryError as exc:
-        warn(f"error: the protocol library cannot be used ({len(exc.problems)} problems):\n  "
-             + "\n  ".join(exc.problems))
-        sys.exit(Exit.USAGE)
+
+def fail(error: ProtocolcheckError) -> NoReturn:
+    """Say what went wrong (every problem) on stderr and exit with the error's code."""
+    warn("error: " + error.describe())
+    sys.exit(exit_code_for(error))
+
+
+class Group(click.Group):
+    """A click group whose commands let :class:`~protocolcheck.errors.ProtocolcheckError` propagate:
+    it is reported and mapped to its exit code here."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ProtocolcheckError as error:
+            fail(error)
+
+
+def load_library_option(library_dir: str | None) -> Library:
+    """The protocol library of ``--library`` (LibraryError when it cannot be used)."""
+    from protocolcheck.clinical.library import load_library
+
+    return load_library(library_dir)
 
 
 def protocol_or_exit(library: Library, protocol_id: str) -> Protocol:
@@ -210,44 +228,35 @@ def protocol_or_exit(library: Library, protocol_id: str) -> Protocol:
         sys.exit(Exit.USAGE)
 
 
-def rules_or_exit(path: str | Path | None) -> Rules:
-    """The recommender's decision rules; exit 2 listing every problem when they cannot be used."""
-    from protocolcheck.clinical.recommend import RulesError, load_rules
+def load_rules_option(path: str | Path | None) -> Rules:
+    """The recommender's decision rules (RulesError when they cannot be used)."""
+    from protocolcheck.clinical.recommend import load_rules
 
-    try:
-        return load_rules(path)
-    except RulesError as exc:
-        warn("error: the decision rules cannot be used:\n  " + "\n  ".join(exc.problems))
-        sys.exit(Exit.USAGE)
+    return load_rules(path)
 
 
-def context_table_or_exit(path: str, quiet: bool, *, count_problems: bool = False) -> ContextTable:
-    """The context CSV, its warnings on stderr; exit 2 listing every problem when it cannot be used."""
-    from protocolcheck.clinical.context import ContextError, load_context_csv
+def load_context_option(path: str, quiet: bool) -> ContextTable:
+    """The context CSV of ``--context`` (ContextError when it cannot be used); its warnings on stderr."""
+    from protocolcheck.clinical.context import load_context_csv
 
-    try:
-        table = load_context_csv(path)
-    except ContextError as exc:
-        what = f"the context file cannot be used ({len(exc.problems)} problems):\n  " if count_problems else ""
-        warn("error: " + what + "\n  ".join(exc.problems))
-        sys.exit(Exit.USAGE)
+    table = load_context_csv(path)
     for message in table.warnings:
         warn("warning: " + message, quiet)
     return table
 
 
-def audit_options_from(opts: dict[str, Any], *, warnings_quiet: bool, count_problems: bool = False) -> AuditOptions:
-    """The audit's options from the command's; exit 2 when the library, the protocol or the context
-    file cannot be used."""
+def audit_options_from(opts: dict[str, Any], *, warnings_quiet: bool) -> AuditOptions:
+    """The audit's options from the command's (errors when the library, the protocol or the context file
+    cannot be used)."""
     from protocolcheck.audit.engine import AuditOptions
     from protocolcheck.clinical.context import ClinicalContext
 
-    library = library_or_exit(opts["library_dir"])
+    library = load_library_option(opts["library_dir"])
     if opts["protocol_id"]:
         protocol_or_exit(library, opts["protocol_id"])
     contexts = None
     if opts["context_file"]:
-        contexts = context_table_or_exit(opts["context_file"], warnings_quiet, count_problems=count_problems)
+        contexts = load_context_option(opts["context_file"], warnings_quiet)
     default = ClinicalContext(
         indication=opts["indication"] or "", trauma_date=opts["trauma_date"],
         mri_contraindicated=opts["mri_contraindicated"] or None,

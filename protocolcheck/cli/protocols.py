@@ -8,10 +8,11 @@ import click
 
 from protocolcheck.cli.options import (
     Exit,
+    Group,
     emit,
     format_option,
     library_option,
-    library_or_exit,
+    load_library_option,
     output_option,
     protocol_or_exit,
     quiet_option,
@@ -22,7 +23,7 @@ from protocolcheck.report import text as render
 from protocolcheck.report.tabular import to_json
 
 
-@click.group()
+@click.group(cls=Group)
 def protocols() -> None:
     """Inspect and validate the protocol library (one YAML file per protocol)."""
 
@@ -33,7 +34,7 @@ def protocols() -> None:
 @output_option
 def protocols_list(library_dir: str | None, fmt: str | None, output: str | None) -> None:
     """The protocols in the library: id, title, modality, version, status."""
-    library = library_or_exit(library_dir)
+    library = load_library_option(library_dir)
     rows = render.protocol_rows(library)
     form = resolve_format(fmt, output)
     emit(render.as_text(form.value, rows, render.protocols_csv, lambda rs: render.protocols_table(rs, library.path)),
@@ -49,7 +50,7 @@ def protocols_list(library_dir: str | None, fmt: str | None, output: str | None)
 @output_option
 def protocols_show(protocol_id: str, library_dir: str | None, fmt: str, output: str | None) -> None:
     """Show one protocol: what it requires, its plane and timing rules, and the guideline statements cited."""
-    protocol = protocol_or_exit(library_or_exit(library_dir), protocol_id)
+    protocol = protocol_or_exit(load_library_option(library_dir), protocol_id)
     emit(to_json(protocol.to_dict()) if fmt == "json" else render.protocol_text(protocol), output)
     sys.exit(Exit.OK)
 

@@ -68,7 +68,6 @@ def query(**opts: Any) -> None:
     """
     from protocolcheck.audit.engine import unmatched_context
     from protocolcheck.jobs.query import audit_matches
-    from protocolcheck.net.common import NetError
     from protocolcheck.net.qr import RetrieveMethod, StudyQuery, default_move_bind, find_studies
 
     net_logging(opts["quiet"], opts["verbose"])
@@ -81,11 +80,7 @@ def query(**opts: Any) -> None:
     move_bind = opts["move_bind"] if opts["move_bind"] is not None else default_move_bind(peer.host)
     auditor = folder_auditor(opts, "query")
     timeouts = timeouts_for(opts["timeout"])
-    try:
-        matches = find_studies(peer, study_query, timeouts)
-    except NetError as exc:
-        warn(f"error: {exc}")
-        sys.exit(Exit.CANNOT_RUN)
+    matches = find_studies(peer, study_query, timeouts)
     warn(f"{len(matches)} studies match on {peer}", opts["quiet"])
     results: list[AuditResult] = []
     failures: list[str] = []

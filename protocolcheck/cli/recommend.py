@@ -12,16 +12,16 @@ from protocolcheck.cli.options import (
     RULES_LIBRARY_HELP,
     Exit,
     apply_options,
-    context_table_or_exit,
     day_option,
     emit,
     fail_on_option,
     findings_exit,
     library_option,
+    load_context_option,
+    load_rules_option,
     output_option,
     quiet_option,
     resolve_format,
-    rules_or_exit,
     warn,
 )
 from protocolcheck.report import text as render
@@ -62,11 +62,11 @@ def scenario_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _scenario(opts: dict[str, Any]) -> tuple[ClinicalContext, Rules]:
-    """(ClinicalContext, Rules) from the options; exits 2 with a clear message when they are unusable."""
+    """(ClinicalContext, Rules) from the options; exit 2 with a clear message when they are unusable."""
     from protocolcheck.clinical.context import ClinicalContext
     from protocolcheck.clinical.recommend import default_rules_path
 
-    rules = rules_or_exit(opts["rules_file"] or default_rules_path(opts["library_dir"]))
+    rules = load_rules_option(opts["rules_file"] or default_rules_path(opts["library_dir"]))
     given = ClinicalContext(
         indication=opts["indication"] or "", trauma_date=opts["trauma_date"],
         mri_contraindicated=opts["mri_contraindicated"] or None,
@@ -78,7 +78,7 @@ def _scenario(opts: dict[str, Any]) -> tuple[ClinicalContext, Rules]:
         warn("error: --context FILE and --accession N go together")
         sys.exit(Exit.USAGE)
     if opts["context_file"]:
-        table = context_table_or_exit(opts["context_file"], opts["quiet"])
+        table = load_context_option(opts["context_file"], opts["quiet"])
         row = table.lookup(accession_number=opts["accession"])
         if row is None:
             warn(f"error: accession {opts['accession']!r} is not in {opts['context_file']}")
@@ -92,15 +92,10 @@ def _scenario(opts: dict[str, Any]) -> tuple[ClinicalContext, Rules]:
 @click.option("--on", "on", callback=day_option, metavar="DATE", help="Date the exam would be done (default: today).")
 def recommend(**opts: Any) -> None:
     """Which exam and protocol to order for suspected lumbosacral plexopathy, when, and what goes with it."""
-    from protocolcheck.clinical.recommend import ScenarioError
     from protocolcheck.clinical.recommend import recommend as run_recommend
 
     context, rules = _scenario(opts)
-    try:
-        result = run_recommend(context, on=opts["on"], rules=rules)
-    except ScenarioError as exc:
-        warn("error: " + "\n  ".join(exc.problems))
-        sys.exit(Exit.USAGE)
+    result = run_recommend(context, on=opts["on"], rules=rules)
     form = resolve_format(opts["fmt"], opts["output"])
     emit(to_json(result.to_dict()) if form is OutputFormat.JSON else render.format_recommendation(result),
          opts["output"])

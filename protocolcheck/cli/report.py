@@ -59,7 +59,8 @@ def report(db: str | None, since: dt.date | None, until: dt.date | None, protoco
     """Write an HTML report (and CSV/Parquet exports) of the latest stored audit of each study."""
     import importlib.util
 
-    from protocolcheck.jobs.store import Filters, Store, StoreError, StoreMissing, default_store_path
+    from protocolcheck import config
+    from protocolcheck.jobs.store import Filters, Store
     from protocolcheck.report.html import export_frame, render_html
     from protocolcheck.report.tabular import csv_safe_frame
 
@@ -68,18 +69,11 @@ def report(db: str | None, since: dt.date | None, until: dt.date | None, protoco
         sys.exit(Exit.USAGE)
     filters = Filters(since=since, until=until, protocols=protocols, stations=stations, scanners=scanners,
                       institutions=institutions, statuses=statuses)
-    target = db or str(default_store_path())
-    try:
-        with Store.open(target, readonly=True) as store:
-            audits = store.latest(filters, include_patient=include_patient)
-            findings = store.findings(audits["id"])
-            source = store.target
-    except StoreMissing as exc:
-        warn(f"error: {exc}")
-        sys.exit(Exit.USAGE)
-    except StoreError as exc:
-        warn(f"error: {exc}")
-        sys.exit(Exit.CANNOT_RUN)
+    target = config.store_target(db)
+    with Store.open(target, readonly=True) as store:
+        audits = store.latest(filters, include_patient=include_patient)
+        findings = store.findings(audits["id"])
+        source = store.target
     written = []
     try:
         if csv_path or parquet_path:

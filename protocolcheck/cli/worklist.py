@@ -10,17 +10,16 @@ import click
 from protocolcheck.cli.net import date_range, net_logging, net_options, peer_from, timeouts_for
 from protocolcheck.cli.options import (
     RULES_LIBRARY_HELP,
-    Exit,
-    context_table_or_exit,
     emit,
     fail_on_option,
     findings_exit,
     format_option,
     library_option,
+    load_context_option,
+    load_rules_option,
     output_option,
     quiet_option,
     resolve_format,
-    rules_or_exit,
     warn,
 )
 from protocolcheck.report import text as render
@@ -49,19 +48,14 @@ def worklist(**opts: Any) -> None:
     """
     from protocolcheck.clinical.recommend import default_rules_path
     from protocolcheck.jobs.worklist import check_worklist
-    from protocolcheck.net.common import NetError
     from protocolcheck.net.mwl import WorklistQuery, find_worklist
 
     net_logging(opts["quiet"], opts["verbose"])
     peer = peer_from(opts)
-    rules = rules_or_exit(default_rules_path(opts["library_dir"]))
-    table = context_table_or_exit(opts["context_file"], opts["quiet"]) if opts["context_file"] else None
+    rules = load_rules_option(default_rules_path(opts["library_dir"]))
+    table = load_context_option(opts["context_file"], opts["quiet"]) if opts["context_file"] else None
     query = WorklistQuery(station_aet=opts["station_aet"], modality=opts["modality"], date=opts["date"])
-    try:
-        items = find_worklist(peer, query, timeouts_for(opts["timeout"]))
-    except NetError as exc:
-        warn(f"error: {exc}")
-        sys.exit(Exit.CANNOT_RUN)
+    items = find_worklist(peer, query, timeouts_for(opts["timeout"]))
     steps = list(check_worklist(items, rules, table))
     for step in steps:
         for problem in step.check.problems:

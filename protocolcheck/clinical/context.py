@@ -17,6 +17,7 @@ from pathlib import Path
 from protocolcheck.clinical.indication import icd10_codes
 from protocolcheck.clinical.rules import load_rules
 from protocolcheck.dicom.safeio import open_regular
+from protocolcheck.errors import InputError
 
 KEY_COLUMNS = ("accession_number", "study_instance_uid")
 BOOL_COLUMNS = ("mri_contraindicated", "gadolinium_contraindicated", "dermatomal", "known_malignancy", "prior_radiation",
@@ -27,12 +28,10 @@ _TRUE = {"yes", "y", "true", "1", "x"}
 _FALSE = {"no", "n", "false", "0", ""}
 
 
-class ContextError(ValueError):
+class ContextError(InputError, ValueError):
     """A context file or option that cannot be used; ``problems`` lists every one of them."""
 
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+    headline = "the context file cannot be used"
 
 
 @dataclass(frozen=True)

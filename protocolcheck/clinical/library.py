@@ -38,6 +38,7 @@ from protocolcheck.clinical.rules import (
     shipped_protocols_dir,
 )
 from protocolcheck.dicom.safeio import read_text_regular
+from protocolcheck.errors import InputError
 
 NON_PROTOCOL_FILES = frozenset({"rules.yaml", "rules.yml"})
 MATCH_FIELDS = ("modality", "weighting", "inversion", "fat_suppressed", "fat_suppression", "post_contrast",
@@ -45,12 +46,10 @@ MATCH_FIELDS = ("modality", "weighting", "inversion", "fat_suppressed", "fat_sup
 RANGE_FIELDS = ("obliquity_deg", "slice_thickness", "field_strength")
 
 
-class LibraryError(ValueError):
+class LibraryError(InputError, ValueError):
     """The library cannot be used; ``problems`` lists every problem (file, line, key, fix)."""
 
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+    headline = "the protocol library cannot be used"
 
 
 class Level(str, Enum):

@@ -23,6 +23,7 @@ import yaml
 from protocolcheck import config
 from protocolcheck.clinical import safeyaml
 from protocolcheck.dicom.safeio import read_text_regular
+from protocolcheck.errors import InputError
 
 RULES_FILENAME = config.RULES_FILENAME
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "rules.schema.json"
@@ -43,12 +44,10 @@ class Appropriateness(str, Enum):
         return self.value.replace("-", " ")
 
 
-class RulesError(ValueError):
+class RulesError(InputError, ValueError):
     """The rules file cannot be used; ``problems`` names the file and key of every problem."""
 
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+    headline = "the decision rules cannot be used"
 
 
 # ----------------------------------------------------------------------------------------------------

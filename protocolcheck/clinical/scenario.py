@@ -21,14 +21,14 @@ from typing import Any
 from protocolcheck.clinical.context import ClinicalContext, parse_date
 from protocolcheck.clinical.indication import extract_icd10
 from protocolcheck.clinical.rules import CodeRule, Rules, TextRule, evaluate
+from protocolcheck.errors import InputError
 
 
-class ScenarioError(ValueError):
+class ScenarioError(InputError, ValueError):
     """The clinical inputs cannot be used: malformed, contradictory, or outside these rules."""
 
     def __init__(self, problems: list[str], out_of_scope: bool = False) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+        super().__init__(problems)
         self.out_of_scope = out_of_scope
 
 

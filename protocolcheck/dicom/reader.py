@@ -374,8 +374,9 @@ class _BoundedReader(io.BufferedReader):
 _BIG_READ = 1 << 16
 
 
-def _deflate_bomb(fh: io.BufferedReader, size: int) -> str | None:
-    """Reason text if the dataset is deflated and would expand beyond :func:`.limits.inflate_limit`.
+def _check_deflated(fh: io.BufferedReader, size: int) -> None:
+    """Raise :class:`.limits.InflateLimitExceeded` if the dataset is deflated and would expand beyond
+    :func:`.limits.inflate_limit`.
 
     The transfer syntax is the one pydicom will read: its own preamble and file meta parsers are run
     here on the same handle (whatever the meta's length or padding), never a search of a byte window.
@@ -387,29 +388,25 @@ def _deflate_bomb(fh: io.BufferedReader, size: int) -> str | None:
         read_preamble(fh, True)
         meta = _read_file_meta_info(fh)
         syntax = str(meta.get("TransferSyntaxUID", "") or "").strip("\x00 ")
-        if syntax != DEFLATED_SYNTAX:
-            return None
-        start = fh.tell()
-        inflated_size(fh.read, inflate_limit(size - start))
-    except InflateLimitExceeded as exc:
-        return str(exc)
+        if syntax == DEFLATED_SYNTAX:
+            start = fh.tell()
+            inflated_size(fh.read, inflate_limit(size - start))
+    except InflateLimitExceeded:
+        raise
     except Exception:  # noqa: BLE001 - a meta or stream pydicom cannot read: its own read says why
-        return None
+        return
     finally:
         fh.seek(0)
-    return None
 
 
 def _open_at(path: str) -> tuple[Dataset, int]:
     """dcmread of the header through our own handle (also without preamble or file meta, as real
     archives need); returns the dataset and the offset where reading stopped (the Pixel Data tag when
     present), to check the pixel data length cheaply. Declared lengths are bounded by the file size
-    (:class:`_BoundedReader`) and deflated data by :func:`_deflate_bomb`, so no input makes the reader
+    (:class:`_BoundedReader`) and deflated data by :func:`_check_deflated`, so no input makes the reader
     allocate more than the file justifies."""
     with _BoundedReader(path) as fh:
-        bomb = _deflate_bomb(fh, fh._size)
-        if bomb:
-            raise ValueError(bomb)
+        _check_deflated(fh, fh._size)
         pd = _pydicom()
         try:
             ds = pd.dcmread(fh, stop_before_pixels=True)
@@ -542,9 +539,9 @@ def read_file_pydicom(path: str | os.PathLike[str]) -> list[InstanceHeader] | Sk
             raise ValueError("not a DICOM file (no 'DICM' marker and not a raw DICOM dataset)") from None
         except RecursionError:
             raise ValueError("malformed DICOM: sequences nested too deeply to read") from None
+        except InflateLimitExceeded:
+            raise  # its message is the reason
         except ValueError as exc:
-            if str(exc).startswith("deflated dataset"):
-                raise
             raise ValueError(f"malformed DICOM: {problem_text(exc)}") from exc
         except (EOFError, OSError) as exc:
             raise ValueError(f"truncated or unreadable DICOM: {problem_text(exc, with_type=False)}") from exc

@@ -42,6 +42,7 @@ from protocolcheck.clinical.findings import AuditResult
 from protocolcheck.dicom.records import InstanceHeader, ScanRecord, Skipped, Unreadable
 from protocolcheck.dicom.scan import iter_files, scan_file
 from protocolcheck.dicom.study import Study, group_studies
+from protocolcheck.errors import InputError, RunError
 from protocolcheck.jobs.fingerprint import source_digest
 
 DEFAULT_CHUNK_SIZE = 256  # files per header-reading task (fewer when there are few files per worker thread)
@@ -51,15 +52,15 @@ WORKER_TIMEOUT = 30.0  # seconds to wait for a first worker
 GATHER_BATCH = 32  # study results fetched per round trip (in order)
 
 
-class ClusterError(RuntimeError):
+class ClusterError(RunError, RuntimeError):
     """The cluster cannot run the audit (scheduler unreachable, no workers, workers unsuitable, lost)."""
 
 
-class BadAddress(ValueError):
+class BadAddress(InputError, ValueError):
     """The scheduler address is malformed (a usage error, unlike an unreachable scheduler)."""
 
 
-class DaskMissing(ImportError):
+class DaskMissing(InputError, ImportError):
     """dask.distributed is not installed (it is the optional extra ``protocolcheck[dask]``)."""
 
 

@@ -26,6 +26,7 @@ from protocolcheck.clinical.findings import AuditResult
 from protocolcheck.dicom.records import InstanceHeader, Skipped, Unreadable
 from protocolcheck.dicom.scan import iter_files, scan_files, unlistable_folder
 from protocolcheck.dicom.study import group_studies
+from protocolcheck.errors import RunError
 from protocolcheck.jobs.fingerprint import fingerprint, instance_fingerprint
 from protocolcheck.jobs.store import FileEntry, FileKind, Store, describe_target, sqlite_path
 
@@ -40,7 +41,7 @@ def _silent(items: Iterable[Any], _label: str, _length: int) -> Iterable[Any]:
 # -- job lock ------------------------------------------------------------------------------------
 
 
-class LockHeld(RuntimeError):
+class LockHeld(RunError, RuntimeError):
     """Another run holds the job lock (the CLI exits 3)."""
 
     def __init__(self, path: Path, pid: int | None) -> None:

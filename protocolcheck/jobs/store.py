@@ -50,8 +50,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from protocolcheck import config
 from protocolcheck.clinical.findings import AuditResult, Finding, FindingCode, Severity, Status
+from protocolcheck.errors import InputError, RunError
 from protocolcheck.jobs.fingerprint import lenient_json_default
 
 if TYPE_CHECKING:  # pandas is imported where a frame is built (reports), not on every audit
@@ -142,12 +142,12 @@ files_table = Table(
 )
 
 
-class StoreError(RuntimeError):
+class StoreError(RunError, RuntimeError):
     """The store cannot be opened, created or written (the CLI exits 3)."""
 
 
-class StoreMissing(StoreError):
-    """A read-only open found no store at the path."""
+class StoreMissing(StoreError, InputError):
+    """A read-only open found no store at the path (the CLI exits 2)."""
 
 
 class FileKind(str, Enum):
@@ -200,11 +200,6 @@ class Filters:
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
-
-
-def default_store_path() -> Path:
-    """``$PROTOCOLCHECK_DB``, else ``$XDG_DATA_HOME/protocolcheck/results.db``."""
-    return config.default_store_path()
 
 
 def is_url(target: str) -> bool:
@@ -560,25 +555,11 @@ def parse_dicom_date(text: str) -> dt.date | None:
 
 
 # Keys under which validate.py may record the days between injury and the study.
-_TRAUMA_DAY_KEYS = ("days_after_trauma", "days_since_trauma", "days_after_injury", "days_since_injury",
-                    "interval_days", "days")
-
-
 def days_after_trauma(timing: dict[str, Any] | None) -> float | None:
-    """Days from injury to study, from an audit's ``timing`` record (None when unknown)."""
-    if not isinstance(timing, dict):
-        return None
-    for key in _TRAUMA_DAY_KEYS:
-        value = timing.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    trauma = timing.get("trauma_date")
-    study = timing.get("study_date")
-    if trauma and study:
-        t, s = parse_dicom_date(str(trauma)), parse_dicom_date(str(study))
-        if t and s:
-            return float((s - t).days)
-    return None
+    """Days from injury to study: ``days_after_trauma`` of an audit's ``timing`` record (the audit sets it
+    whenever both dates are known; None otherwise)."""
+    value = (timing or {}).get("days_after_trauma")
+    return None if value is None else float(value)
 
 
 def audit_row(result: AuditResult) -> dict[str, Any]:

@@ -29,6 +29,8 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext, build_context
 
+from protocolcheck.errors import RunError
+
 LOG = logging.getLogger("protocolcheck.net")
 
 DEFAULT_AET = "PROTOCOLCHECK"
@@ -108,7 +110,7 @@ class NetErrorKind(str, Enum):
     TLS = "tls"  # the TLS handshake failed (certificate not trusted, peer not speaking TLS, ...)
 
 
-class NetError(Exception):
+class NetError(RunError):
     """A network operation failed; ``str()`` is a complete message naming the peer."""
 
     def __init__(self, kind: NetErrorKind, message: str) -> None:
