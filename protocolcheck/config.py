@@ -11,6 +11,8 @@ defaults.
                                (default: ``$XDG_DATA_HOME/protocolcheck/results.db``)
 ``PROTOCOLCHECK_READER``       ``pydicom`` forces the reference header reader (differential tests, debugging)
 ``PROTOCOLCHECK_PURE_PYTHON``  any value: the lean reader does not use its compiled skimmer
+``PROTOCOLCHECK_DICOMWEB_*``   ``PASSWORD``, ``TOKEN``: credentials of ``query --dicomweb`` (read by its
+                               click options, never typed on the command line)
 =============================  ==========================================================================
 """
 
@@ -33,6 +35,8 @@ class Env(str, Enum):
     DB = "PROTOCOLCHECK_DB"
     READER = "PROTOCOLCHECK_READER"
     PURE_PYTHON = "PROTOCOLCHECK_PURE_PYTHON"
+    DICOMWEB_PASSWORD = "PROTOCOLCHECK_DICOMWEB_PASSWORD"
+    DICOMWEB_TOKEN = "PROTOCOLCHECK_DICOMWEB_TOKEN"
 
 
 PATH_VARIABLES = (Env.LIBRARY, Env.RULES)  # paths: made absolute before they are sent to other machines

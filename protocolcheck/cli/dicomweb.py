@@ -7,7 +7,6 @@ Secrets never go on the command line: the basic-authentication password comes fr
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import click
 from click.core import ParameterSource
 
-from protocolcheck.cli.options import Exit, apply_options, progress, warn
+from protocolcheck import config
+from protocolcheck.cli.options import apply_options, progress, warn
 
 if TYPE_CHECKING:
     from protocolcheck.jobs.webquery import WebRun
@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from protocolcheck.net.dicomweb import WebPeer
     from protocolcheck.net.qr import StudyQuery
 
-PASSWORD_ENV = "PROTOCOLCHECK_DICOMWEB_PASSWORD"
-TOKEN_ENV = "PROTOCOLCHECK_DICOMWEB_TOKEN"
+PASSWORD_ENV = config.Env.DICOMWEB_PASSWORD.value
+TOKEN_ENV = config.Env.DICOMWEB_TOKEN.value
 
 
 def dicomweb_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -99,7 +99,7 @@ def web_peer_from(opts: dict[str, Any]) -> WebPeer:
 
 
 def run_dicomweb(opts: dict[str, Any], study_query: StudyQuery) -> WebRun:
-    """Search, fetch and audit; exit 3 when the search itself fails (server down, refused, too slow)."""
+    """Search, fetch and audit; NetError (exit 3) when the search itself fails (server down, refused, too slow)."""
     from protocolcheck.cli.net import folder_auditor
     from protocolcheck.jobs.webquery import audit_dicomweb
     from protocolcheck.net.common import NetError
@@ -110,10 +110,9 @@ def run_dicomweb(opts: dict[str, Any], study_query: StudyQuery) -> WebRun:
     source = DicomwebSource(peer)
     try:
         matches = source.find_studies(study_query)
-    except NetError as exc:
-        warn(f"error: {exc}")
+    except NetError:  # reported (exit 3) by the command group
         auditor.close()
-        sys.exit(Exit.CANNOT_RUN)
+        raise
     warn(f"{len(matches)} studies match on {peer}", opts["quiet"])
     try:
         run = audit_dicomweb(source, matches, auditor.options, store=auditor.store,

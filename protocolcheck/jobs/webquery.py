@@ -14,7 +14,8 @@ from typing import Any
 
 from protocolcheck.audit.engine import AuditOptions, audit_records
 from protocolcheck.clinical.findings import AuditResult
-from protocolcheck.jobs.store import Store, fingerprint
+from protocolcheck.jobs.fingerprint import fingerprint
+from protocolcheck.jobs.store import Store
 from protocolcheck.net.common import NetError
 from protocolcheck.net.dicomweb import DicomwebSource
 from protocolcheck.net.qr import StudyMatch
