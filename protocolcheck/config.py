@@ -13,6 +13,7 @@ defaults.
 ``PROTOCOLCHECK_PURE_PYTHON``  any value: the lean reader does not use its compiled skimmer
 ``PROTOCOLCHECK_DICOMWEB_*``   ``PASSWORD``, ``TOKEN``: credentials of ``query --dicomweb`` (read by its
                                click options, never typed on the command line)
+``PROTOCOLCHECK_WEB_TOKEN``    the access token of ``listen --web`` (default of ``--web-token``)
 =============================  ==========================================================================
 """
 
@@ -37,6 +38,7 @@ class Env(str, Enum):
     PURE_PYTHON = "PROTOCOLCHECK_PURE_PYTHON"
     DICOMWEB_PASSWORD = "PROTOCOLCHECK_DICOMWEB_PASSWORD"
     DICOMWEB_TOKEN = "PROTOCOLCHECK_DICOMWEB_TOKEN"
+    WEB_TOKEN = "PROTOCOLCHECK_WEB_TOKEN"
 
 
 PATH_VARIABLES = (Env.LIBRARY, Env.RULES)  # paths: made absolute before they are sent to other machines
@@ -108,6 +110,11 @@ def pydicom_reader_forced() -> bool:
 def skimmer_disabled() -> bool:
     """``PROTOCOLCHECK_PURE_PYTHON`` set: the lean reader walks headers in Python only."""
     return bool(os.environ.get(Env.PURE_PYTHON.value))
+
+
+def web_token() -> str:
+    """``$PROTOCOLCHECK_WEB_TOKEN``: the token the live page asks for ("" = none)."""
+    return _get(Env.WEB_TOKEN)
 
 
 def protocolcheck_environment() -> dict[str, str]:

@@ -191,7 +191,8 @@ def audit_records(records: Iterable[ScanRecord], options: AuditOptions, *, max_i
 
     Studies come out in Study Instance UID order, then one ``error`` record per folder of unreadable
     files that belong to no study. Headers beyond ``max_in_memory`` are spilled to a temporary folder
-    (``tmpdir``, default the system's) and merged back one study at a time (:class:`~protocolcheck.audit.streaming.StudyStream`)."""
+    (``tmpdir``, default the system's) and merged back one study at a time
+    (:class:`~protocolcheck.audit.streaming.StudyStream`)."""
     with StudyStream(records, max_in_memory=max_in_memory, tmpdir=tmpdir) as stream:
         attached = attach_unreadable(stream.unreadable, stream.study_dirs)
         for study in stream:

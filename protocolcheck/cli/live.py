@@ -10,13 +10,13 @@ stores in the PACS).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from protocolcheck import config
 from protocolcheck.cli.options import apply_options
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger("protocolcheck.live")
 
-TOKEN_ENV = "PROTOCOLCHECK_WEB_TOKEN"
+TOKEN_ENV = config.Env.WEB_TOKEN.value
 
 
 def live_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -142,7 +142,7 @@ class LiveLoop:
                 raise click.UsageError(str(exc)) from exc
             from protocolcheck.report.live_page import WebServer, create_app
 
-            token = opts.get("web_token") or os.environ.get(TOKEN_ENV, "")
+            token = opts.get("web_token") or config.web_token()
             self.web = WebServer(create_app(self.monitor, include_patient=self.include_patient, token=token),
                                  host, port)
 
