@@ -456,7 +456,10 @@ def test_select_protocol_never_raises(rules):
     # a study dated before the recorded trauma: the exam choice does not depend on dates
     assert select_protocol(ClinicalContext(indication="S34.4", trauma_date=TODAY), on=TODAY - 9 * DAY).protocol_id \
         == "mr-lumbosacral-plexus-wwo"
-    missing = select_protocol(ClinicalContext(indication="G54.1"), library={"mr-pelvis"})
+    from protocolcheck.clinical.library import Library, load_library
+
+    pelvis_only = Library(protocols={"mr-pelvis": load_library().get("mr-pelvis")})
+    missing = select_protocol(ClinicalContext(indication="G54.1"), library=pelvis_only)
     assert missing.protocol_id is None and "not in the protocol library" in missing.reason
     no_protocol = select_protocol(ClinicalContext(indication="G54.1", mri_contraindicated=True,
                                                   iodinated_contrast_contraindicated=True))
@@ -464,17 +467,18 @@ def test_select_protocol_never_raises(rules):
 
 
 def test_select_protocol_reads_the_rules_beside_a_custom_library(tmp_path):
-    class Folder:  # a library object as the audit passes it: membership and its folder
-        path = str(tmp_path)
+    import shutil
 
-        def __contains__(self, pid):
-            return True
+    from protocolcheck.clinical.library import default_library_path, load_library
 
+    shutil.copytree(default_library_path(), tmp_path, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     _write_rules(tmp_path, lambda d: d["variants"][4]["ratings"][0].update(appropriateness="may-be-appropriate"))
-    chosen = select_protocol(ClinicalContext(indication="G54.1"), Folder())
+    library = load_library(tmp_path)
+    chosen = select_protocol(ClinicalContext(indication="G54.1"), library)
     assert chosen.protocol_id == "mr-lumbosacral-plexus-wo"
     (tmp_path / "rules.yaml").write_text("kind: rules\n", encoding="utf-8")
-    broken = select_protocol(ClinicalContext(indication="G54.1"), Folder())
+    broken = select_protocol(ClinicalContext(indication="G54.1"), library)
     assert broken.protocol_id is None and "cannot be used" in broken.reason
 
 

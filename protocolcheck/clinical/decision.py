@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from protocolcheck.clinical.context import ClinicalContext
+from protocolcheck.clinical.library import Library
 from protocolcheck.clinical.rules import (
     RULES_FILENAME,
     Appropriateness,
@@ -384,14 +385,6 @@ class Selection:
     problems: tuple[str, ...] = ()
 
 
-def _library_has(library: Any, protocol_id: str) -> bool:
-    """Duck-typed membership test, so this module does not depend on the library's class."""
-    try:
-        return protocol_id in library
-    except TypeError:
-        return True
-
-
 def exam_of_protocol(protocol_id: str, rules: Rules, post_contrast: bool | None = None) -> Exam | None:
     """The procedure of the rules that a library protocol performs (between a with/without pair of one
     protocol, ``post_contrast`` decides)."""
@@ -404,14 +397,14 @@ def exam_of_protocol(protocol_id: str, rules: Rules, post_contrast: bool | None 
     return Exam.of(procs[0])
 
 
-def select_protocol(context: ClinicalContext, library: Any = None, on: dt.date | None = None,
+def select_protocol(context: ClinicalContext, library: Library | None = None, on: dt.date | None = None,
                     rules: Rules | None = None, performed: Exam | None = None) -> Selection:
     """The audit's protocol: the top allowable procedure's, or the performed exam's when :func:`judge` rates
     it as highly (an MRI plexus without contrast done where with-and-without was first: both usually
     appropriate).  Never raises for clinical inputs; date problems are ignored (they do not change the exam)."""
     try:
         if rules is None:  # the rules that live with this library, so audit and recommender read the same file
-            folder = getattr(library, "path", "") if library is not None else ""
+            folder = library.path if library is not None else ""
             beside = Path(folder) / RULES_FILENAME if folder else None
             rules = load_rules(beside if beside is not None and beside.is_file() else None)
         scenario, problems, out_of_scope = interpret(context, rules, on, check_dates=False)
@@ -437,7 +430,7 @@ def select_protocol(context: ClinicalContext, library: Any = None, on: dt.date |
     protocol = chosen.protocol
     if protocol is None:
         reason += "; no library protocol exists for this procedure"
-    elif library is not None and not _library_has(library, protocol):
+    elif library is not None and protocol not in library:
         reason += f"; its protocol ({protocol}) is not in the protocol library"
         protocol = None
     return Selection(protocol, chosen.procedure, reason, chosen.citations, scenario, rec, verdict)
