@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -47,7 +47,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, CursorResult, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from protocolcheck.clinical.findings import AuditResult, Finding, FindingCode, Severity, Status
@@ -335,7 +335,7 @@ class Store:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def _write(self) -> Any:
+    def _write(self) -> _WriteTransaction:
         """A short write transaction; database errors become :class:`StoreError`."""
         return _WriteTransaction(self)
 
@@ -347,7 +347,7 @@ class Store:
             result = conn.execute(insert(runs_table).values(
                 started=_utcnow(), command=command, library_version=library_version,
                 host=socket.gethostname(), pid=os.getpid(), audited=0, skipped=0, outcome="running"))
-            return int(result.inserted_primary_key[0])
+            return _inserted_id(result)
 
     def finish_run(self, run_id: int, *, audited: int, skipped: int, outcome: str = "ok") -> None:
         with self._write() as conn:
@@ -372,7 +372,7 @@ class Store:
         row.update(run_id=run_id, source=source, fingerprint=fingerprint, library_version=library_version,
                    audited_at=(audited_at or _utcnow()))
         with self._write() as conn:
-            audit_id = int(conn.execute(insert(audits_table).values(**row)).inserted_primary_key[0])
+            audit_id = _inserted_id(conn.execute(insert(audits_table).values(**row)))
             rows = [{"audit_id": audit_id, "code": _value(f.code), "severity": _value(f.severity),
                      "requirement": f.requirement, "message": f.message, "action": f.action or None,
                      "detail": f.render(action=False, guideline=False),
@@ -587,7 +587,20 @@ def audit_row(result: AuditResult) -> dict[str, Any]:
     }
 
 
-def _enum(kind: type[Enum], value: Any, fallback: Any) -> Any:
+def _inserted_id(result: CursorResult[Any]) -> int:
+    """The id the database gave the row just inserted."""
+    key = result.inserted_primary_key
+    if key is None:
+        raise StoreError("the database returned no id for the new row")
+    return int(key[0])
+
+
+E = TypeVar("E", bound=Enum)
+F = TypeVar("F")
+
+
+def _enum(kind: type[E], value: Any, fallback: F) -> E | F:
+    """``kind(value)``, or ``fallback`` for a value this version does not know."""
     try:
         return kind(value)
     except ValueError:
