@@ -112,6 +112,16 @@ def skimmer_disabled() -> bool:
     return bool(os.environ.get(Env.PURE_PYTHON.value))
 
 
+def dicomweb_password() -> str:
+    """``$PROTOCOLCHECK_DICOMWEB_PASSWORD`` ("" = none)."""
+    return _get(Env.DICOMWEB_PASSWORD)
+
+
+def dicomweb_token() -> str:
+    """``$PROTOCOLCHECK_DICOMWEB_TOKEN`` ("" = none)."""
+    return _get(Env.DICOMWEB_TOKEN)
+
+
 def web_token() -> str:
     """``$PROTOCOLCHECK_WEB_TOKEN``: the token the live page asks for ("" = none)."""
     return _get(Env.WEB_TOKEN)

@@ -132,7 +132,6 @@ def sr_destination(text: str, calling_aet: str) -> Peer | WebPeer:
     (STOW-RS; ``https://user@host/dicom-web`` for basic authentication with the password from
     ``$PROTOCOLCHECK_DICOMWEB_PASSWORD``, else a bearer token from ``$PROTOCOLCHECK_DICOMWEB_TOKEN``).
     ValueError naming what is wrong."""
-    import os
     from urllib.parse import urlsplit, urlunsplit
 
     from protocolcheck.net.dicomweb import WebPeer
@@ -144,10 +143,10 @@ def sr_destination(text: str, calling_aet: str) -> Peer | WebPeer:
     host = parts.hostname or ""
     bare = urlunsplit((parts.scheme, host + (f":{parts.port}" if parts.port else ""), parts.path, parts.query, ""))
     if parts.username:
-        password = os.environ.get(PASSWORD_ENV)
+        password = config.dicomweb_password()
         if not password:
             raise ValueError(f"{parts.username}@ in the URL needs the password in ${PASSWORD_ENV}")
         if parts.password:
             raise ValueError("put no password in the URL (other users can see it); set $" + PASSWORD_ENV)
         return WebPeer(bare, username=parts.username, password=password)
-    return WebPeer(bare, token=os.environ.get(TOKEN_ENV) or None)
+    return WebPeer(bare, token=config.dicomweb_token() or None)

@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from protocolcheck import config
 from protocolcheck.clinical.library import LibraryError, library_path, load_library
 from protocolcheck.clinical.rules import RulesError, default_rules_path, load_rules
-from protocolcheck.jobs.store import SCHEMA_VERSION, Store, StoreError, default_store_path
+from protocolcheck.jobs.store import SCHEMA_VERSION, Store, StoreError
 from protocolcheck.net.common import NetError, Peer, Timeouts, echo
 from protocolcheck.net.dicomweb import DicomwebSource, WebPeer
 
@@ -64,7 +65,7 @@ def check_library(folder: str | None) -> Check:
 
 
 def check_store(target: str | None) -> Check:
-    target = target or str(default_store_path())
+    target = config.store_target(target)
     try:
         store = Store.open(target)
     except StoreError as exc:
