@@ -54,7 +54,7 @@ def _run(*args: str) -> tuple[int, str, str]:
 
 
 def test_audit_csv_neutralises_formulas(hostile_study: Path) -> None:
-    code, out, err = _run("audit", str(hostile_study), "--no-db", "--format", "csv")
+    _code, out, _err = _run("audit", str(hostile_study), "--no-db", "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert rows
     for row in rows:
@@ -65,7 +65,7 @@ def test_audit_csv_neutralises_formulas(hostile_study: Path) -> None:
 
 
 def test_classify_csv_neutralises_formulas(hostile_study: Path) -> None:
-    code, out, err = _run("classify", str(hostile_study), "--format", "csv")
+    _code, out, _err = _run("classify", str(hostile_study), "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert rows and any(r["series_description"].startswith("'\x1b") is False for r in rows)
     for row in rows:
@@ -76,7 +76,7 @@ def test_classify_csv_neutralises_formulas(hostile_study: Path) -> None:
 @pytest.mark.parametrize("command", ["audit", "classify"])
 def test_tables_carry_no_control_characters(hostile_study: Path, command: str) -> None:
     args = [command, str(hostile_study), "--format", "table"] + (["--no-db"] if command == "audit" else [])
-    code, out, err = _run(*args)
+    _code, out, err = _run(*args)
     assert out
     for text in (out, err):
         assert not any(ch in text for ch in "\x1b\x07\x01\x0b\r"), repr(text[:400])
@@ -102,3 +102,21 @@ def test_report_csv_neutralises_formulas(hostile_study: Path, tmp_path: Path) ->
     for row in rows:
         for value in row.values():
             assert not value.startswith(("=", "+", "-", "@", "\t", "\r")), row
+
+
+def test_log_lines_and_messages_cannot_be_forged(capsys: pytest.CaptureFixture[str]) -> None:
+    """A newline in an accession or a refused SOP UID forged a log line; ESC/BEL reached the terminal."""
+    import logging
+
+    from protocolcheck.cli.net import net_logging
+    from protocolcheck.cli.options import warn
+
+    net_logging(quiet=False)
+    forged = "ACC1\n2026-12-07 00:00:00 INFO forged\x1b[2J"
+    logging.getLogger("protocolcheck.net.scp").info("stored accession %s", forged)
+    warn("error: cannot read /data/\x07bell\x1b]0;title\x07\n  second line of ours")
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 3 and "ACC1\\x0a2026-12-07 00:00:00 INFO forged\\x1b[2J" in lines[0]
+    assert lines[1] == "error: cannot read /data/\\x07bell\\x1b]0;title\\x07" and lines[2] == "  second line of ours"
+    logging.getLogger("protocolcheck").handlers[:] = []

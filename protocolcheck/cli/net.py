@@ -75,8 +75,17 @@ def net_logging(quiet: bool, verbose: bool = False) -> None:
     """Network progress and refusals as log lines on stderr (pynetdicom's own only with -v)."""
     import logging
 
+    from protocolcheck.report.tabular import printable
+
+    class OneLineFormatter(logging.Formatter):
+        """Every log record on one line: control characters from peers (a newline in an accession or a
+        SOP Instance UID, terminal escapes) are shown escaped, so no peer can forge or hide a log line."""
+
+        def format(self, record: logging.LogRecord) -> str:
+            return printable(super().format(record))
+
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     ours = logging.getLogger("protocolcheck")
     ours.handlers[:] = [handler]
     ours.setLevel(logging.WARNING if quiet else logging.INFO)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from protocolcheck.errors import InputError, ProtocolcheckError
-from protocolcheck.report.tabular import OutputFormat
+from protocolcheck.report.tabular import OutputFormat, printable
 
 if TYPE_CHECKING:
     from protocolcheck.audit.engine import AuditOptions
@@ -91,8 +91,10 @@ def write_file(path: str, text: str) -> None:
 
 
 def warn(message: str, quiet: bool = False) -> None:
+    """A message on stderr; control characters (from file names or headers) shown escaped, our line
+    breaks kept."""
     if not quiet:
-        click.echo(message, err=True)
+        click.echo(printable(message, keep_newlines=True), err=True)
 
 
 def progress(items: Iterable[T], label: str, quiet: bool, length: int | None = None) -> Iterator[T]:
