@@ -11,7 +11,9 @@ turn, in the same run:
 - ``protocolcheck listen`` as in production: fsync of every file and folder before success, the live
   loop on (every header read again, each exam re-audited as its series complete);
 - dcmtk ``storescp --fork -od DIR`` (one process per association; no fsync);
-- Orthanc 1.10 (its default storage; it acknowledges after writing the file and its SQLite index).
+- Orthanc 1.10 (its default storage; it acknowledges after writing the file and its SQLite index);
+- for reference, pynetdicom's bare SCP answering success without decoding or storing anything (the
+  ceiling of any pynetdicom receiver on this machine; ``--null-scp PORT`` runs it).
 
 Each (receiver, associations) pair is run ``--repeat`` times with a fresh store; the fastest run counts
 (the least disturbed, as ``timeit``). The table gives instances/s and protocolcheck's ratio to the others.
@@ -121,6 +123,9 @@ def receiver(kind: str, work: Path) -> Iterator[tuple[int, str, Path]]:
         aet = "PROTOCOLCHECK"
         argv = [sys.executable, "-m", "protocolcheck", "listen", "--port", str(port), "--store", str(store),
                 "--no-db", "--idle", "5", "--output", str(work / "audits.jsonl"), "-q"]
+    elif kind == "pynetdicom-null":
+        aet = "NULLSCP"
+        argv = [sys.executable, "-m", "benchmarks.live_ingest", "--null-scp", str(port)]
     elif kind == "storescp":
         aet = "STORESCP"
         argv = [_binary("storescp"), "--fork", "-aet", aet, "-od", str(store), str(port)]
@@ -156,6 +161,18 @@ def send(port: int, aet: str, folders: list[Path]) -> float:
     return elapsed
 
 
+def null_scp(port: int) -> None:
+    """pynetdicom storage SCP that answers success at once (no decoding, no storage); runs until killed."""
+    from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+    ae = AE("NULLSCP")
+    ae.add_supported_context("1.2.840.10008.1.1")
+    for cx in AllStoragePresentationContexts:
+        ae.add_supported_context(cx.abstract_syntax)
+    ae.maximum_associations = 64
+    ae.start_server(("127.0.0.1", port), evt_handlers=[(evt.EVT_C_STORE, lambda event: 0x0000)])
+
+
 def _stored(kind: str, store: Path) -> int:
     return sum(1 for p in store.rglob("*") if p.is_file() and not p.name.startswith(".")
                and (kind != "protocolcheck" or p.suffix == ".dcm"))
@@ -174,7 +191,8 @@ class IngestRow:
 
 
 def ingest(work: Path, studies: int, slices: int, repeat: int,
-           receivers: tuple[str, ...] = ("protocolcheck", "storescp", "orthanc")) -> list[IngestRow]:
+           receivers: tuple[str, ...] = ("protocolcheck", "storescp", "orthanc", "pynetdicom-null"),
+           ) -> list[IngestRow]:
     corpus = work / "corpus"
     folders, files, _ = make_corpus(corpus, 4, max(1, studies // 4), slices)
     total = sum(files.values())
@@ -187,7 +205,8 @@ def ingest(work: Path, studies: int, slices: int, repeat: int,
                 with receiver(kind, work / f"rx-{kind}") as (port, aet, store):
                     times.append(send(port, aet, senders))
                     stored = _stored(kind, store)
-                    if kind != "orthanc" and stored != total:  # Orthanc's storage layout holds more files
+                    # Orthanc's storage holds more files, the null SCP none
+                    if kind in ("protocolcheck", "storescp") and stored != total:
                         raise RuntimeError(f"{kind}: {stored} files stored of {total}")
             rows.append(IngestRow(kind, associations, total, times))
     return rows
@@ -280,18 +299,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=2, help="runs per receiver and association count")
     parser.add_argument("--exams", type=int, default=2, help="exams for the latency measurement")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--null-scp", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.null_scp:
+        null_scp(args.null_scp)
+        return 0
     with tempfile.TemporaryDirectory(prefix="live-ingest-") as tmp:
         rows = ingest(Path(tmp), args.studies, args.slices, args.repeat)
         print(f"ingest: {rows[0].instances} instances (16 x 16 images), fastest of {args.repeat} runs, same send")
-        print(f"{'receiver':<16}{'assoc':>6}{'inst/s':>10}{'vs storescp':>13}{'vs Orthanc':>12}")
+        print(f"{'receiver':<16}{'assoc':>6}{'inst/s':>10}{'vs storescp':>13}{'vs Orthanc':>12}"
+              f"{'vs null SCP':>13}")
         for associations in (1, 4):
             group = {r.receiver: r for r in rows if r.associations == associations}
             for row in group.values():
                 ours = row.receiver == "protocolcheck"
                 print(f"{row.receiver:<16}{associations:>6}{row.rate:>10.0f}"
                       f"{(row.rate / group['storescp'].rate) if ours else float('nan'):>13.2f}"
-                      f"{(row.rate / group['orthanc'].rate) if ours else float('nan'):>12.2f}")
+                      f"{(row.rate / group['orthanc'].rate) if ours else float('nan'):>12.2f}"
+                      f"{(row.rate / group['pynetdicom-null'].rate) if ours else float('nan'):>13.2f}")
         if not args.skip_latency:
             series_lat, sr_lat = latency(Path(tmp) / "latency", args.exams)
             print(f"series verdict after its last instance: median {statistics.median(series_lat):.2f} s, "
