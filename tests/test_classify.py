@@ -580,7 +580,9 @@ def test_no_contrast_anywhere_is_pre_contrast() -> None:
 def test_contrast_planned_in_the_study_text_leaves_it_open(study_description: str) -> None:
     a = images(series="3.1", time="100000", manufacturer=SIEMENS, scanning_sequence=("SE",), repetition_time=600.0,
                echo_time=10.0, series_description="t1_tse_tra", study_description=study_description)
-    assert all(r.post_contrast is None for r in study_of(a))
+    (r,) = study_of(a)
+    assert r.post_contrast is None
+    assert "(contrast planned)" in r.evidence["post_contrast"][-1] and r.evidence["post_contrast"][-1].endswith("unknown")
 
 
 def test_ge_series_contrast_flag() -> None:

@@ -46,6 +46,9 @@ SIGN_START_TIME = Rule(Field.POST_CONTRAST, "sign-start-time", "Contrast/Bolus S
 SIGN_ROUTE = Rule(Field.POST_CONTRAST, "sign-route", "Contrast/Bolus Route '{route}'")
 SIGN_GE_FLAG = Rule(Field.POST_CONTRAST, "sign-ge-flag", "GE (0019,1011) Series contrast {flag}")
 SIGN_PLANNED = Rule(Field.POST_CONTRAST, "sign-planned", "{element} '{match}' (contrast planned)")
+OPEN_CONTRAST = Rule(Field.POST_CONTRAST, "open", "the study names or shows contrast (series {series}: {sign}), but "
+                     "this series has no agent, flag or contrast word and there is no post-contrast acquisition or "
+                     "bolus start time to order it against -> unknown")
 ORDER_LOCALIZER = Rule(Field.POST_CONTRAST, "order-localizer", "localizer acquired after {first} ('{description}') "
                        "-> left unknown")
 ORDER_AFTER = Rule(Field.POST_CONTRAST, "order-after", "acquired after {first} ('{description}'), the first "
@@ -279,10 +282,27 @@ def no_contrast_in_study(results: list[SeriesClass], study: Study) -> list[Serie
             for r in results]
 
 
+def explain_open_contrast(results: list[SeriesClass], study: Study) -> list[SeriesClass]:
+    """Every MR stack still open says what was missing: the study names or shows contrast, nothing places this one."""
+    open_mr = [i for i, r in enumerate(results) if r.modality == "MR" and r.post_contrast is None
+               and not any(e.rule is ORDER_LOCALIZER for e in r.reasons.get(Field.POST_CONTRAST, ()))]
+    if not open_mr:
+        return results
+    found = next(((r, s) for r, stack in zip(results, study.stacks, strict=True)
+                  if r.modality == "MR" and (s := contrast_sign(stack, r))), None)
+    if found is None:
+        return results
+    r_sign, sign = found
+    out = list(results)
+    for i in open_mr:
+        out[i] = _with_reason(out[i], OPEN_CONTRAST.cite(series=r_sign.series_number, sign=sign.text()))
+    return out
+
+
 def apply_study_rules(results: list[SeriesClass], study: Study) -> list[SeriesClass]:
     """The study-level rules of the module docstring, in order, over the per-stack results."""
     results = exam_level_agent(results, study)
     results = fat_naming_convention(results)
     results = no_contrast_in_study(results, study)
     results = contrast_start_time(results, study)
-    return contrast_order(results)
+    return explain_open_contrast(contrast_order(results), study)
