@@ -206,6 +206,8 @@ def test_next_series_completes_the_previous_one(tmp_path: Path, library) -> None
     monitor.step([])
     (view,) = monitor.views()
     assert view.series_open == 0 and len({s["series_instance_uid"] for s in view.series}) == 2
+    assert "patient_name" not in view.to_dict() and "SAMPLE^" not in str(view.to_dict())  # no names by default
+    assert view.to_dict(include_patient=True)["patient_name"] == "SAMPLE^SIEMENS"
 
 
 def test_mpps_message_from_dataset() -> None:

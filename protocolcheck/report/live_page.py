@@ -5,8 +5,9 @@ A small Starlette app over a :class:`~protocolcheck.jobs.live.LiveMonitor`:
 - ``GET /`` the page (one HTML document, inline CSS and script, no external assets: works offline):
   one card per scanner (station name / AE title) with its exam in progress, an alert banner while an
   open exam has something missing or wrong, the recent exams below. It updates itself from
-- ``GET /events`` server-sent events (``text/event-stream``): the exams as JSON each time one changes,
-  checked every :data:`POLL_SECONDS`, with a comment line every :data:`KEEPALIVE_SECONDS`.
+- ``GET /events`` server-sent events (``text/event-stream``): the exams as JSON each time one changes
+  (without the evidence lists), checked every :data:`POLL_SECONDS`, with a comment line every
+  :data:`KEEPALIVE_SECONDS`.
 - ``GET /api/exams`` the exams as JSON (one object per exam, :meth:`ExamView.to_dict`).
 
 Patient names are left out unless ``include_patient``. With ``token`` every request must carry it:
@@ -41,8 +42,15 @@ POLL_SECONDS = 0.2  # how often an event stream looks for a new version of the e
 KEEPALIVE_SECONDS = 15.0
 
 
-def exams_json(monitor: LiveMonitor, include_patient: bool) -> list[dict[str, Any]]:
-    return [v.to_dict(include_patient=include_patient) for v in monitor.views()]
+def exams_json(monitor: LiveMonitor, include_patient: bool, *, compact: bool = False) -> list[dict[str, Any]]:
+    """The exams as ``/api/exams`` gives them; ``compact`` (the event stream) leaves out the per-series
+    and per-finding ``evidence``, which the page does not show (it is most of the bytes)."""
+    exams = [v.to_dict(include_patient=include_patient) for v in monitor.views()]
+    if compact:
+        for exam in exams:
+            for key in ("series", "findings", "alerts"):
+                exam[key] = [{k: v for k, v in item.items() if k != "evidence"} for item in exam[key]]
+    return exams
 
 
 def _authorized(request: Request, token: str) -> bool:
@@ -97,7 +105,8 @@ async def _event_stream(request: Request, monitor: LiveMonitor, include_patient:
         if version != seen:
             seen = version
             quiet_since = time.monotonic()
-            payload = json.dumps({"version": version, "exams": exams_json(monitor, include_patient)},
+            payload = json.dumps({"version": version,
+                                  "exams": exams_json(monitor, include_patient, compact=True)},
                                  separators=(",", ":"))
             yield f"id: {version}\nevent: exams\ndata: {payload}\n\n"
         elif time.monotonic() - quiet_since > KEEPALIVE_SECONDS:
