@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from protocolcheck.audit.collision import split_by_exam, with_collision
 from protocolcheck.audit.integrity import integrity_findings
 from protocolcheck.audit.streaming import MAX_IN_MEMORY, StudyStream, attach_unreadable
 from protocolcheck.audit.validate import Choice, ChosenBy, StudyFacts, choose_protocol, evaluate, identify, study_facts
@@ -149,8 +150,19 @@ def _unreadable_finding(item: Unreadable, severity: Severity, suffix: str) -> Fi
 
 def audit_study(study: Study, options: AuditOptions, unreadable: Sequence[Unreadable] = ()) -> AuditResult:
     """Audit one study: classify, choose the protocol, validate, and add unreadable-file findings.
+    A Study UID shared by several exams (accessions, patients) is audited exam by exam and reported as
+    ``study-uid-collision`` (:mod:`.collision`).
 
     Raises KeyError when ``options.protocol_id`` is not in the library (a usage error)."""
+    exams = split_by_exam(study)
+    if len(exams) == 1:
+        return _audit_exam(study, options, unreadable)
+    results = [_audit_exam(exam, options, unreadable if i == 0 else ()) for i, exam in enumerate(exams)]
+    return with_collision(results, exams)
+
+
+def _audit_exam(study: Study, options: AuditOptions, unreadable: Sequence[Unreadable] = ()) -> AuditResult:
+    """:func:`audit_study` of the series of one exam."""
     facts = study_facts(study)
     extra = [_unreadable_finding(u, Severity.WARNING, "; the study may be incomplete.") for u in unreadable]
     extra += integrity_findings(study)  # malformed values, incomplete pixel data

@@ -43,6 +43,7 @@ class FindingCode(str, Enum):
     UNREADABLE_FOLDER = "unreadable-folder"  # a folder that could not be listed: its files were not audited
     NO_PROTOCOL = "no-protocol"
     VALUE_PROBLEM = "malformed-value"  # a header value the readers could not use (or a trauma date after the study)
+    STUDY_UID_COLLISION = "study-uid-collision"  # one Study Instance UID holds several exams (accessions, patients)
     TRUNCATED_PIXEL_DATA = "truncated-pixel-data"  # Pixel Data cut short or shorter than the image it describes
     CONTEXT_UNMATCHED = "context-unmatched"
     CONTRAST_CONTRAINDICATED = "contrast-despite-contraindication"  # contrast given though recorded contraindicated
