@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from protocolcheck.cli.logsetup import log_event
 from protocolcheck.cli.options import (
     Exit,
     apply_options,
@@ -62,6 +63,9 @@ def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
               help="Read headers and audit on this Dask distributed scheduler (tcp://HOST:PORT, or its scheduler "
                    "file); same results. Needs protocolcheck[dask] here and on the workers, and the files at the "
                    "same paths.")
+@click.option("--allow-empty", is_flag=True,
+              help="A folder with no DICOM images is a normal run (exit 0, one summary line), not exit 2: "
+                   "for scheduled jobs on a drop folder that is sometimes empty.")
 @click.option("-j", "--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Read headers in this many processes (same results, same order).")
 @store_options
@@ -105,13 +109,22 @@ def audit(**opts: Any) -> None:
         write_file(opts["junit_path"], render.audit_junit(records))
     for message in unmatched_context(options):
         warn("warning: " + message)
-    warn(Summary.of(results).line() + stored_note, opts["quiet"])
+    summary = Summary.of(results)
+    warn(summary.line() + stored_note, opts["quiet"])
     if not any(r.study_instance_uid for r in results):
         bad = sum(len(r.findings) for r in results)
+        if opts["allow_empty"] and not bad:  # a quiet night: nothing arrived
+            warn("nothing to audit under " + ", ".join(opts["paths"]) + " (no DICOM images; --allow-empty)")
+            log_event("audit.finished", "nothing to audit", studies=0, exit_code=int(Exit.OK))
+            sys.exit(Exit.OK)
         warn("error: no readable DICOM images under " + ", ".join(opts["paths"])
-             + (f" ({bad} unreadable files)" if bad else ""))
+             + (f" ({bad} unreadable files)" if bad else "")
+             + ("" if bad else "; --allow-empty makes an empty folder a normal, successful run"))
         sys.exit(Exit.USAGE)
-    sys.exit(Exit.FINDINGS if reaches(results, fail_severity(opts["fail_on"])) else Exit.OK)
+    code = Exit.FINDINGS if reaches(results, fail_severity(opts["fail_on"])) else Exit.OK
+    log_event("audit.finished", summary.line() + stored_note, studies=summary.studies, **summary.counts,
+              exit_code=int(code))
+    sys.exit(code)
 
 
 def _audit_with_store(opts: dict[str, Any], options: AuditOptions, files: list[str],

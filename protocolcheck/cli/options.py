@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
+from protocolcheck.cli.logsetup import log_line
 from protocolcheck.errors import InputError, ProtocolcheckError
 from protocolcheck.report.tabular import OutputFormat, printable
 
@@ -91,8 +92,9 @@ def write_file(path: str, text: str) -> None:
 
 
 def warn(message: str, quiet: bool = False) -> None:
-    """A message on stderr; control characters (from file names or headers) shown escaped, our line
-    breaks kept."""
+    """A message on stderr (not with -q), control characters (from file names or headers) shown escaped,
+    our line breaks kept; and in the run log (always)."""
+    log_line(printable(message, keep_newlines=True))
     if not quiet:
         click.echo(printable(message, keep_newlines=True), err=True)
 
