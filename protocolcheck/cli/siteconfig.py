@@ -39,6 +39,8 @@ from typing import Any
 
 import click
 
+from protocolcheck.errors import InputError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -50,10 +52,10 @@ DEFAULTS_SECTION = "defaults"
 MAX_CONFIG_BYTES = 1 << 20  # a site configuration is a few hundred bytes; refuse anything absurd
 
 
-class ConfigError(click.ClickException):
-    """A configuration file that cannot be used: exit 2, with file, line, key and the fix."""
+class ConfigError(InputError):
+    """A configuration file that cannot be used (exit 2): each problem names the file, line, key and fix."""
 
-    exit_code = 2
+    headline = "the configuration file cannot be used"
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,7 @@ def load(path: Path, group: click.Group) -> SiteConfig:
             else:
                 settings.append(Setting(section, key, value, line))
     if problems:
-        raise ConfigError("configuration file problems:\n  " + "\n  ".join(problems))
+        raise ConfigError(problems)
     return SiteConfig(path, tuple(settings))
 
 
