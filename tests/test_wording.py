@@ -37,7 +37,8 @@ BANNED = [
     (r"\bseed\b", "the word 'seed'"), (r"(?<![\w-])--[a-z]", "an option name"), (r"\bre-run\b", "'re-run'"),
     (r"understood as", "'understood as'"), (r"\bis may\b", "'is may'"), (r"[{}]", "a placeholder"),
     (r"\bNone\b", "'None'"), (r"\s{2,}", "double spaces"), (r"\s[.,;:]", "space before punctuation"),
-    (r"(?<!\.)\.\.(?!\.)", "'..'"), (r"\b(\w+) \1\b", "a doubled word"), (r"\ba (MRI|[aeiou]\w)", "'a' before a vowel sound"),
+    (r"(?<!\.)\.\.(?!\.)", "'..'"), (r"\b(\w+) \1\b", "a doubled word"),
+    (r"\ba (MRI|[aeiou]\w)", "'a' before a vowel sound"),
     (r"\(\s|\s\)", "space inside parentheses"),
 ]
 

@@ -199,7 +199,8 @@ def decide(scenario: Scenario, rules: Rules) -> Recommendation:
 
     def pick(section: tuple[StatementRule, ...]) -> tuple[Statement, ...]:
         return tuple(Statement(s.text.format_map(values), s.citations) for s in section
-                     if (s.variants is None or variant.id in s.variants) and (s.when is None or evaluate(s.when, facts)))
+                     if (s.variants is None or variant.id in s.variants)
+                     and (s.when is None or evaluate(s.when, facts)))
 
     timing = trauma_timing(scenario, variant, rules)
     cautions = pick(rules.cautions)
@@ -255,10 +256,11 @@ def trauma_timing(scenario: Scenario, variant: Variant, rules: Rules) -> Timing:
     days = scenario.days_since_trauma
     base = (f"Trauma on {scenario.trauma_date.isoformat()}, {days} days before {scenario.on.isoformat()}. "
             f"Image about 1 month after the injury so blood and soft-tissue edema resolve: on or after "
-            f"{earliest.isoformat()} (trauma + {lo} days), and not much beyond {latest.isoformat()} (trauma + {hi} days).")
+            f"{earliest.isoformat()} (trauma + {lo} days), and not much beyond {latest.isoformat()} "
+            f"(trauma + {hi} days).")
     if scenario.on < earliest:
         return Timing(TimingStatus.TOO_EARLY, earliest, latest,
-                      base + f" {scenario.on.isoformat()} is too early: wait {(earliest - scenario.on).days} more days.",
+                      f"{base} {scenario.on.isoformat()} is too early: wait {(earliest - scenario.on).days} more days.",
                       rules.timing_citations)
     if scenario.on > latest:
         return Timing(TimingStatus.LATE, earliest, latest,

@@ -41,8 +41,8 @@ class ParsedOrder:
 
     def missing(self) -> list[str]:
         """What could not be read from the order ("the modality", "the body part")."""
-        return [label for label, value in (("modality (MRI, CT, radiographs, ultrasound, nuclear medicine)", self.modality),
-                                           ("body part", self.region)) if value is None]
+        modality = "modality (MRI, CT, radiographs, ultrasound, nuclear medicine)"
+        return [label for label, value in ((modality, self.modality), ("body part", self.region)) if value is None]
 
     def exam(self, rules: Rules) -> Exam:
         if self.key is not None:
@@ -66,7 +66,7 @@ def _label(rules: Rules, axis: str, value: str | None) -> str:
 
 
 def exam_name(rules: Rules, modality: str | None, region: str | None, contrast: str | None) -> str:
-    """A readable name for an exam the rules do not list: "Radiographs of the pelvis", "MR angiography of the pelvis"."""
+    """A readable name for an exam the rules do not list: "radiographs of the pelvis", "MR angiography of the hip"."""
     text = _label(rules, "modality", modality) or "An exam"
     if region:
         text += f" of the {_label(rules, 'region', region)}"
@@ -104,8 +104,7 @@ def parse_order(description: str, code: str = "", rules: Rules | None = None) ->
                            exam_name(rules, modality, region, contrast) if modality or region else "")
     candidates = tuple(p.key for p in rules.procedures.values()
                        if p.modality == modality and p.region == region
-                       and (contrast is None or p.contrast == contrast or (contrast == "without" and p.contrast == "none")
-                            or (p.contrast == "none" and contrast is None)))
+                       and (contrast in (None, p.contrast) or (contrast == "without" and p.contrast == "none")))
     key = candidates[0] if len(candidates) == 1 else None
     name = rules.procedures[key].name if key else exam_name(rules, modality, region, contrast)
     return ParsedOrder(text, code, modality, region, contrast, region_from_code, key, candidates, tuple(notes), side,

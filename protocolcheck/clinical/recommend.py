@@ -9,8 +9,8 @@ The names below are re-exported so that callers have one import for the clinical
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -26,7 +26,6 @@ from protocolcheck.clinical.decision import (
     TimingStatus,
     Verdict,
     VerdictKind,
-    cite,
     decide,
     judge,
     recommend,
@@ -184,55 +183,58 @@ def check_order(procedure: str, context: ClinicalContext, procedure_code: str = 
         status = Status.NO_PROTOCOL if exc.out_of_scope else Status.ERROR
         return OrderCheck(procedure, procedure_code, scheduled, status, (), None, None, None, tuple(exc.problems))
     ordered = parse_order(procedure, procedure_code, rules)
-    findings: list[Finding] = []
+    findings = order_findings(ordered, rec, rules, procedure or procedure_code)
+    findings.extend(timing_findings(rec, rules, f"Scheduled {scheduled.isoformat()}", "timing"))
+    return OrderCheck(procedure, procedure_code, scheduled, status_for(findings), tuple(findings), rec.top, ordered,
+                      rec, ())
+
+
+def order_findings(ordered: ParsedOrder, rec: Recommendation, rules: Rules, shown: str) -> list[Finding]:
+    """What is wrong with the ordered exam for the decision ``rec``: not understood, contrast not stated,
+    the verdict of :func:`~protocolcheck.clinical.decision.judge`, a possible MRI contraindication."""
     top = rec.top
     top_text = top.procedure if top else "no suitable procedure"
     evidence = {"ordered": ordered.key, "recommended": top.key if top else None, "variant": rec.variant.id}
-    shown = procedure or procedure_code
     if not ordered.understood:
         missing = " or ".join(ordered.missing())  # "modality (MRI, CT, ...)" and/or "body part"
-        findings.append(finding(
+        return [finding(
             FindingCode.ORDER_NOT_UNDERSTOOD, Severity.WARNING,
             f"The order \u201c{shown}\u201d does not name a recognisable {missing}, so it cannot be checked against "
             "the indication.",
             action=f"Write the modality, body part and contrast in the order (for this indication: {top_text}), "
                    "or give its procedure code.",
             expected=top_text, requirement="order:procedure", rules=rules,
-            evidence={**evidence, "modality": ordered.modality, "region": ordered.region}))
-    else:
-        key = ordered.key
-        if key is None and ordered.candidates:
-            if top and top.key in ordered.candidates:
-                findings.append(finding(
-                    FindingCode.CONTEXT_MISSING, Severity.INFO,
-                    f"The order \u201c{shown}\u201d does not state the contrast; the recommended exam is {top_text}.",
-                    action=f"State the contrast in the order: {top_text}.", expected=top_text,
-                    requirement="order:contrast", rules=rules, evidence=dict(evidence)))
-            else:  # judge the best-ranked exam the order could be
-                order_of = {k: i for i, k in enumerate([r.key for r in rec.recommendations]
-                                                      + [e.key for e in rec.excluded])}
-                key = min(ordered.candidates, key=lambda k: order_of.get(k, len(order_of)))
-        exam = Exam.of(rules.procedures[key]) if key is not None else (
-            ordered.exam(rules) if not ordered.candidates else None)
-        if exam is not None:
-            note = ""
-            if ordered.contrast == "with" and exam.modality == "MR":
-                note = ("\u201cWith contrast\u201d means post-contrast only (as in ACR and CPT terms); if pre-contrast "
-                        "sequences are intended, order \u201cwithout and with\u201d.")
-            soften = ordered.region_from_code and exam.region == "pelvis"
-            if soften:
-                note += (f" The body part comes only from code {ordered.code}, which is also used to bill dedicated "
-                         "plexus MRI: if this is the plexus protocol, say so in the description.")
-            name = exam.name if ordered.key or key is None else f"{exam.name} (contrast not stated)"
-            verdict = judge(rec, replace(exam, name=name), rules)
-            wrong = verdict_finding(verdict, rules, "Ordered", note=note.strip(), soften=soften, evidence=evidence)
-            if wrong is not None:
-                findings.append(wrong)
-            device = device_finding(rec, rules, exam, "Ordered")
-            if device is not None:
-                findings.append(device)
-    findings.extend(timing_findings(rec, rules, f"Scheduled {scheduled.isoformat()}", "timing"))
-    return OrderCheck(procedure, procedure_code, scheduled, status_for(findings), tuple(findings), top, ordered, rec, ())
+            evidence={**evidence, "modality": ordered.modality, "region": ordered.region})]
+    findings: list[Finding] = []
+    key = ordered.key
+    if key is None and ordered.candidates:
+        if top and top.key in ordered.candidates:
+            findings.append(finding(
+                FindingCode.CONTEXT_MISSING, Severity.INFO,
+                f"The order \u201c{shown}\u201d does not state the contrast; the recommended exam is {top_text}.",
+                action=f"State the contrast in the order: {top_text}.", expected=top_text,
+                requirement="order:contrast", rules=rules, evidence=dict(evidence)))
+        else:  # judge the best-ranked exam the order could be
+            keys = [r.key for r in rec.recommendations] + [e.key for e in rec.excluded]
+            order_of = {k: i for i, k in enumerate(keys)}
+            key = min(ordered.candidates, key=lambda k: order_of.get(k, len(order_of)))
+    exam = Exam.of(rules.procedures[key]) if key is not None else (
+        ordered.exam(rules) if not ordered.candidates else None)
+    if exam is None:
+        return findings
+    note = ""
+    if ordered.contrast == "with" and exam.modality == "MR":
+        note = ("\u201cWith contrast\u201d means post-contrast only (as in ACR and CPT terms); if pre-contrast "
+                "sequences are intended, order \u201cwithout and with\u201d.")
+    soften = ordered.region_from_code and exam.region == "pelvis"
+    if soften:
+        note += (f" The body part comes only from code {ordered.code}, which is also used to bill dedicated "
+                 "plexus MRI: if this is the plexus protocol, say so in the description.")
+    name = exam.name if ordered.key or key is None else f"{exam.name} (contrast not stated)"
+    verdict = judge(rec, replace(exam, name=name), rules)
+    wrong = verdict_finding(verdict, rules, "Ordered", note=note.strip(), soften=soften, evidence=evidence)
+    device = device_finding(rec, rules, exam, "Ordered")
+    return findings + [f for f in (wrong, device) if f is not None]
 
 
 __all__ = [

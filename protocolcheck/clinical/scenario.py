@@ -202,138 +202,186 @@ def _contraindications(context: ClinicalContext, rules: Rules) -> dict[str, Any]
     return found
 
 
+@dataclass
+class _Indication:
+    """What the indication text and its codes say (the first step of :func:`interpret`)."""
+
+    codes: list[CodeMatch] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    categories: dict[str, None] = field(default_factory=dict)  # ordered set
+    keywords: list[str] = field(default_factory=list)
+    negated: set[str] = field(default_factory=set)  # categories the text denies ("non-traumatic")
+    named: set[str] = field(default_factory=set)  # categories the text or codes name
+    problems: list[str] = field(default_factory=list)
+
+
+def _read_indication(text: str, rules: Rules) -> _Indication:
+    out = _Indication()
+    codes, malformed = extract_icd10(text)
+    out.problems.extend(f"indication: {token!r} is not an ICD-10-CM code; write codes as a letter, two digits and "
+                        "an optional dot part (e.g. G54.1, G57.01, M54.16, S34.4XXA)" for token in malformed)
+    for code in codes:
+        rule = _match_code(code, rules)
+        if rule is None:
+            out.unknown.append(code)
+        else:
+            out.codes.append(CodeMatch(code, rule.prefix, rule.label, rule.categories))
+            out.categories.update(dict.fromkeys(rule.categories))
+    free = text.lower()
+    for negation in rules.negations:
+        for hit in negation.finditer(free):
+            out.negated.update(c for kw in rules.keywords if kw.pattern.search(hit.group(0)) for c in kw.categories)
+        free = negation.sub(" ", free)
+    for kw in rules.keywords:
+        found = kw.pattern.search(free)
+        if found:
+            out.keywords.append(found.group(0).strip())
+            out.named.update(kw.categories)
+            out.categories.update(dict.fromkeys(kw.categories))
+    out.named.update(c for m in out.codes for c in m.categories)
+    return out
+
+
+def _trauma_date(context: ClinicalContext, rules: Rules, sources: dict[str, str]) -> dt.date | None:
+    """The trauma date given, else one written next to a trauma word in any text (with where it was read)."""
+    if context.trauma_date is not None:
+        sources["trauma_date"] = context.origin("trauma_date")
+        return context.trauma_date
+    for source, body in [*context.texts, (context.origin("indication") or "indication", context.indication)]:
+        written = trauma_date_in(body, rules) if body else None
+        if written is not None:
+            sources["trauma_date"] = source
+            return written
+    return None
+
+
+def _context_categories(context: ClinicalContext, reading: _Indication, rules: Rules,
+                        sources: dict[str, str]) -> None:
+    """Categories that context facts add (a trauma date: trauma), and facts that contradict the text."""
+    for fact, category in rules.context_categories.items():
+        value = getattr(context, fact, None)
+        where = sources.get(fact) or context.origin(fact)
+        at = f" ({where})" if where else ""
+        label = rules.categories[category].label
+        if value is True or (fact == "trauma_date" and value is not None):
+            reading.categories[category] = None
+            if category in reading.negated and category not in reading.named:
+                shown = value.isoformat() if isinstance(value, dt.date) else "yes"
+                reading.problems.append(f"{fact} is {shown}{at} but the indication denies {label}; correct one of them")
+        elif value is False and category in reading.named:
+            reading.problems.append(f"{fact} is 'no'{at} but the indication names {label}; correct one of them")
+
+
+def _values(context: ClinicalContext, trauma_date: dt.date | None, rules: Rules, on: dt.date, today: dt.date,
+            check_dates: bool) -> list[str]:
+    """Problems with the eGFR (outside the rules' range) and the trauma date (future, after the exam)."""
+    problems = []
+    low, high = rules.egfr_range
+    if context.egfr is not None and not low <= context.egfr <= high:
+        problems.append(f"egfr: {context.egfr:g} is outside {low:g}-{high:g} mL/min/1.73 m2; give the estimated "
+                        "GFR, e.g. 45")
+    if check_dates and trauma_date is not None:
+        if trauma_date > today:
+            problems.append(f"trauma_date: {trauma_date.isoformat()} is in the future (today is {today.isoformat()})")
+        elif trauma_date > on:
+            problems.append(f"trauma_date: {trauma_date.isoformat()} is after the exam date {on.isoformat()}")
+    return problems
+
+
+def _recorded(context: ClinicalContext, name: str, sources: dict[str, str]) -> str:
+    sources[name] = context.origin(name)
+    return f"recorded in {sources[name]}" if sources[name] else "recorded"
+
+
+def _mri(context: ClinicalContext, said: dict[str, Any], sources: dict[str, str]) -> dict[str, Any]:
+    """MRI: recorded yes/no, else "MRI contraindicated" written; a device named makes it only possible."""
+    out: dict[str, Any] = {"mri": context.mri_contraindicated, "mri_reason": ""}
+    if out["mri"]:
+        out["mri_reason"] = _recorded(context, "mri_contraindicated", sources)
+    elif out["mri"] is None and said["mri_contraindicated"] is not None:
+        stated = said["mri_contraindicated"]
+        out["mri"], sources["mri_contraindicated"] = True, stated.source
+        out["mri_reason"] = f"\u201c{stated.words}\u201d in {stated.source}" + (
+            f" ({said['mri_device'].label})" if said["mri_device"] is not None else "")
+    out["device"] = said["mri_device"] if out["mri"] is None else None
+    out["conditional"] = said["mr_conditional"] if out["mri"] is None else None
+    if out["device"] is not None:
+        sources["mri_device"] = out["device"].source
+    return out
+
+
+def _contra(context: ClinicalContext, rules: Rules, sources: dict[str, str]) -> dict[str, Any]:
+    """The effective contraindications: an explicit yes/no wins; else what the text says (with where)."""
+    said = _contraindications(context, rules)
+    out = _mri(context, said, sources)
+    out.update(gad=context.gadolinium_contraindicated, gad_reason="", icm=context.iodinated_contrast_contraindicated,
+               icm_reason="", pregnant=context.pregnant)
+    if out["pregnant"] is None and said["pregnancy"] is not None:
+        out["pregnant"], sources["pregnant"] = True, said["pregnancy"].source
+    elif out["pregnant"] is not None:
+        sources["pregnant"] = context.origin("pregnant")
+    if out["gad"]:
+        out["gad_reason"] = _recorded(context, "gadolinium_contraindicated", sources)
+    elif out["gad"] is None and said["gadolinium"] is not None:
+        out["gad"], out["gad_reason"] = True, f"{said['gadolinium'].label}, in {said['gadolinium'].source}"
+        sources["gadolinium_contraindicated"] = said["gadolinium"].source
+    elif out["gad"] is None and out["pregnant"] and rules.pregnancy_contraindicates_gadolinium:
+        out["gad"] = True
+        out["gad_reason"] = "pregnancy (site policy: gadolinium is avoided in pregnancy unless essential)"
+        sources["gadolinium_contraindicated"] = sources.get("pregnant", "")
+    if out["icm"]:
+        out["icm_reason"] = _recorded(context, "iodinated_contrast_contraindicated", sources)
+    elif out["icm"] is None and said["iodinated"] is not None:
+        out["icm"], out["icm_reason"] = True, f"{said['iodinated'].label}, in {said['iodinated'].source}"
+        sources["iodinated_contrast_contraindicated"] = said["iodinated"].source
+    return out
+
+
+def _scope(context: ClinicalContext, reading: _Indication, rules: Rules) -> tuple[list[str], list[str], bool]:
+    """(problems, notes, out_of_scope): no indication, only out-of-scope categories, or notes on the rest."""
+    text = context.indication or ""
+    out = [c for c in reading.categories if rules.categories[c].scope == "out"]
+    in_scope = [c for c in reading.categories if rules.categories[c].scope == "in"] or (
+        ["dermatomal"] if context.dermatomal and not out else [])
+    if not text.strip() and not context.dermatomal:
+        return (["indication: none given; give free text and/or ICD-10-CM codes (e.g. 'piriformis syndrome G57.01', "
+                 "'lumbosacral plexopathy G54.1', 'S34.4XXA')"], [], True)
+    if not in_scope:
+        if out:
+            return [f"indication: {rules.categories[c].label}: {rules.categories[c].message}" for c in out], [], True
+        detail = f" (ICD-10-CM codes not in the rules: {', '.join(reading.unknown)})" if reading.unknown else ""
+        return ([f"indication: {text!r} names no lumbosacral plexopathy, entrapment or radiculopathy term or code "
+                 f"known to the rules{detail}; known codes include G54.1, G57.0x, S34.4, M54.1x, M51.1x, G54.4"],
+                [], True)
+    notes = [f"{rules.categories[c].label} also named: {rules.categories[c].message}" for c in out]
+    notes += [f"ICD-10-CM code {code} is not in the rules and was not used" for code in reading.unknown]
+    return [], notes, False
+
+
 def interpret(context: ClinicalContext, rules: Rules, on: dt.date | None = None, today: dt.date | None = None,
               check_dates: bool = True) -> tuple[Scenario, list[str], bool]:
     """The :class:`Scenario` for ``context``, the input problems (each naming its field), and whether the
     indication is outside these rules.  Never raises for clinical inputs."""
     today = today or dt.date.today()
     on = on or today
-    problems: list[str] = []
-    notes: list[str] = []
-    sources: dict[str, str] = {}
     text = context.indication or ""
-    if text:
-        sources["indication"] = context.origin("indication")
-    codes, malformed = extract_icd10(text)
-    for token in malformed:
-        problems.append(f"indication: {token!r} is not an ICD-10-CM code; write codes as a letter, two digits and "
-                        "an optional dot part (e.g. G54.1, G57.01, M54.16, S34.4XXA)")
-    matched: list[CodeMatch] = []
-    unknown: list[str] = []
-    categories: dict[str, None] = {}
-    for code in codes:
-        rule = _match_code(code, rules)
-        if rule is None:
-            unknown.append(code)
-            continue
-        matched.append(CodeMatch(code, rule.prefix, rule.label, rule.categories))
-        categories.update(dict.fromkeys(rule.categories))
-    free = text.lower()
-    negated: set[str] = set()  # categories the text explicitly denies ("non-traumatic", "no history of cancer")
-    for negation in rules.negations:
-        for hit in negation.finditer(free):
-            negated.update(c for kw in rules.keywords if kw.pattern.search(hit.group(0)) for c in kw.categories)
-        free = negation.sub(" ", free)
-    text_categories: set[str] = set()
-    keywords: list[str] = []
-    for kw in rules.keywords:
-        found = kw.pattern.search(free)
-        if found:
-            keywords.append(found.group(0).strip())
-            text_categories.update(kw.categories)
-            categories.update(dict.fromkeys(kw.categories))
-    text_categories.update(c for m in matched for c in m.categories)
-
-    # the trauma date: explicit, else written next to a trauma word in any text
-    trauma_date = context.trauma_date
-    if trauma_date is not None:
-        sources["trauma_date"] = context.origin("trauma_date")
-    else:
-        for source, body in [*context.texts, (context.origin("indication") or "indication", text)]:
-            written = trauma_date_in(body, rules) if body else None
-            if written is not None:
-                trauma_date, sources["trauma_date"] = written, source
-                break
-    effective = replace(context, trauma_date=trauma_date)
-    for fact, category in rules.context_categories.items():
-        value = getattr(effective, fact, None)
-        if value is True or (fact == "trauma_date" and value is not None):
-            categories[category] = None
-            if category in negated and category not in text_categories:
-                shown = value.isoformat() if isinstance(value, dt.date) else "yes"
-                where = sources.get(fact) or context.origin(fact)
-                problems.append(f"{fact} is {shown}{f' ({where})' if where else ''} but the indication denies "
-                                f"{rules.categories[category].label}; correct one of them")
-        elif value is False and category in text_categories:
-            problems.append(f"{fact} is 'no'{f' ({context.origin(fact)})' if context.origin(fact) else ''} but the "
-                            f"indication names {rules.categories[category].label}; correct one of them")
-
-    egfr = context.egfr
-    low, high = rules.egfr_range
-    if egfr is not None:
-        sources["egfr"] = context.origin("egfr")
-        if not low <= egfr <= high:
-            problems.append(f"egfr: {egfr:g} is outside {low:g}-{high:g} mL/min/1.73 m2; give the estimated GFR, "
-                            "e.g. 45")
-    if check_dates and trauma_date is not None:
-        if trauma_date > today:
-            problems.append(f"trauma_date: {trauma_date.isoformat()} is in the future (today is {today.isoformat()})")
-        elif trauma_date > on:
-            problems.append(f"trauma_date: {trauma_date.isoformat()} is after the exam date {on.isoformat()}")
-
-    # contraindications: explicit yes/no wins; else what the text says
-    said = _contraindications(context, rules)
-    mri_ci = context.mri_contraindicated
-    mri_reason = ""
-    if mri_ci:
-        sources["mri_contraindicated"] = context.origin("mri_contraindicated")
-        mri_reason = f"recorded in {sources['mri_contraindicated']}" if sources["mri_contraindicated"] else "recorded"
-    elif mri_ci is None and said["mri_contraindicated"] is not None:
-        stated = said["mri_contraindicated"]
-        mri_ci, sources["mri_contraindicated"] = True, stated.source
-        mri_reason = f"\u201c{stated.words}\u201d in {stated.source}"
-        if said["mri_device"] is not None:
-            mri_reason += f" ({said['mri_device'].label})"
-    device: TextFact | None = said["mri_device"] if mri_ci is None else None
-    if device is not None:
-        sources["mri_device"] = device.source
-    gad_ci, gad_reason = context.gadolinium_contraindicated, ""
-    pregnant = context.pregnant
-    if pregnant is None and said["pregnancy"] is not None:
-        pregnant = True
-        sources["pregnant"] = said["pregnancy"].source
-    elif pregnant is not None:
-        sources["pregnant"] = context.origin("pregnant")
-    if gad_ci:
-        sources["gadolinium_contraindicated"] = context.origin("gadolinium_contraindicated")
-        gad_reason = (f"recorded in {sources['gadolinium_contraindicated']}" if sources["gadolinium_contraindicated"]
-                      else "recorded")
-    elif gad_ci is None:
-        if said["gadolinium"] is not None:
-            gad_ci, gad_reason = True, f"{said['gadolinium'].label}, in {said['gadolinium'].source}"
-            sources["gadolinium_contraindicated"] = said["gadolinium"].source
-        elif pregnant and rules.pregnancy_contraindicates_gadolinium:
-            gad_ci, gad_reason = True, "pregnancy (site policy: gadolinium is avoided in pregnancy unless essential)"
-            sources["gadolinium_contraindicated"] = sources.get("pregnant", "")
-    icm_ci, icm_reason = context.iodinated_contrast_contraindicated, ""
-    if icm_ci:
-        sources["iodinated_contrast_contraindicated"] = context.origin("iodinated_contrast_contraindicated")
-        icm_reason = (f"recorded in {sources['iodinated_contrast_contraindicated']}"
-                      if sources["iodinated_contrast_contraindicated"] else "recorded")
-    elif icm_ci is None and said["iodinated"] is not None:
-        icm_ci, icm_reason = True, f"{said['iodinated'].label}, in {said['iodinated'].source}"
-        sources["iodinated_contrast_contraindicated"] = said["iodinated"].source
-    if context.dermatomal is not None:
-        sources["dermatomal"] = context.origin("dermatomal")
-
+    sources: dict[str, str] = {"indication": context.origin("indication")} if text else {}
+    reading = _read_indication(text, rules)
+    trauma_date = _trauma_date(context, rules, sources)
+    _context_categories(replace(context, trauma_date=trauma_date), reading, rules, sources)
+    problems = reading.problems + _values(context, trauma_date, rules, on, today, check_dates)
+    for name in ("egfr", "dermatomal"):
+        if getattr(context, name) is not None:
+            sources[name] = context.origin(name)
+    contra = _contra(context, rules, sources)
     scenario = Scenario(
-        indication=text, codes=tuple(matched), unknown_codes=tuple(unknown), keywords=tuple(keywords),
-        categories=tuple(categories), on=on, trauma_date=trauma_date,
-        mri_contraindicated=mri_ci, gadolinium_contraindicated=gad_ci, iodinated_contrast_contraindicated=icm_ci,
-        egfr=egfr, dermatomal=context.dermatomal, known_malignancy=context.known_malignancy,
-        prior_radiation=context.prior_radiation, pregnant=pregnant, mri_device=device,
-        mr_conditional=said["mr_conditional"] if mri_ci is None else None,
-        gadolinium_reason=gad_reason, iodinated_reason=icm_reason, mri_reason=mri_reason,
+        indication=text, codes=tuple(reading.codes), unknown_codes=tuple(reading.unknown),
+        keywords=tuple(reading.keywords), categories=tuple(reading.categories), on=on, trauma_date=trauma_date,
+        mri_contraindicated=contra["mri"], gadolinium_contraindicated=contra["gad"],
+        iodinated_contrast_contraindicated=contra["icm"], egfr=context.egfr, dermatomal=context.dermatomal,
+        known_malignancy=context.known_malignancy, prior_radiation=context.prior_radiation,
+        pregnant=contra["pregnant"], mri_device=contra["device"], mr_conditional=contra["conditional"],
+        gadolinium_reason=contra["gad_reason"], iodinated_reason=contra["icm_reason"], mri_reason=contra["mri_reason"],
         sources={k: v for k, v in sources.items() if v},
     )
     facts = scenario_facts(scenario, None)
@@ -341,27 +389,8 @@ def interpret(context: ClinicalContext, rules: Rules, on: dt.date | None = None,
         if evaluate(conflict.when, facts):
             where = context.origin("dermatomal") if conflict.when.get("dermatomal") else ""
             problems.append(f"dermatomal{f' ({where})' if where else ''}: {conflict.message}")
-
-    out = [c for c in categories if rules.categories[c].scope == "out"]
-    in_scope = [c for c in categories if rules.categories[c].scope == "in"] or (
-        ["dermatomal"] if context.dermatomal and not out else [])
-    out_of_scope = False
-    if not text.strip() and not context.dermatomal:
-        problems.append("indication: none given; give free text and/or ICD-10-CM codes "
-                        "(e.g. 'piriformis syndrome G57.01', 'lumbosacral plexopathy G54.1', 'S34.4XXA')")
-        out_of_scope = True
-    elif not in_scope:
-        out_of_scope = True
-        if out:
-            problems.extend(f"indication: {rules.categories[c].label}: {rules.categories[c].message}" for c in out)
-        else:
-            detail = f" (ICD-10-CM codes not in the rules: {', '.join(unknown)})" if unknown else ""
-            problems.append(f"indication: {text!r} names no lumbosacral plexopathy, entrapment or radiculopathy term "
-                            f"or code known to the rules{detail}; known codes include G54.1, G57.0x, S34.4, M54.1x, "
-                            "M51.1x, G54.4")
-    else:
-        notes.extend(f"{rules.categories[c].label} also named: {rules.categories[c].message}" for c in out)
-        notes.extend(f"ICD-10-CM code {code} is not in the rules and was not used" for code in unknown)
+    scope_problems, notes, out_of_scope = _scope(context, reading, rules)
+    problems += scope_problems
     if scenario.mr_conditional is not None:
         notes.append(f"{scenario.mr_conditional.label} named as MR Conditional ({scenario.mr_conditional.source}): "
                      "scan under its labelled conditions")
