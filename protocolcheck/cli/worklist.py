@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import sys
 from typing import Any
 
 import click
 
-from protocolcheck.cli.net import date_range, net_logging, net_options, peer_from, timeouts_for
+from protocolcheck.cli.net import net_logging, net_options, peer_from, timeouts_for
 from protocolcheck.cli.options import (
     RULES_LIBRARY_HELP,
+    Exit,
     emit,
     fail_on_option,
     findings_exit,
@@ -25,14 +28,30 @@ from protocolcheck.cli.options import (
 from protocolcheck.report import text as render
 
 
+def relative_dates(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str:
+    """``--date``: a DICOM date or range, or today/tomorrow/yesterday/+Nd/-Nd and ranges of them (click callback)."""
+    from protocolcheck.jobs.scheduled import resolve_dates
+
+    if not value:
+        return ""
+    try:
+        return resolve_dates(value, dt.date.today())
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
 @click.command()
 @net_options
 @click.option("--station-aet", default="", metavar="AET", help="Scheduled Station AE Title to match.")
-@click.option("--date", "date", callback=date_range, metavar="RANGE",
-              help="Scheduled date or range: YYYYMMDD or YYYYMMDD-YYYYMMDD (default: any).")
+@click.option("--date", "date", callback=relative_dates, metavar="RANGE",
+              help="Scheduled date or range: YYYYMMDD[-YYYYMMDD], today, tomorrow, yesterday, +Nd, -Nd, or a "
+                   "range A-B / A..B of them, e.g. today..+7d (default: any).")
 @click.option("--modality", default="", metavar="MOD", help="Modality to match, e.g. MR.")
 @click.option("--context", "context_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Context CSV keyed by accession number; its values override the worklist's own fields.")
+@click.option("--db", "db", is_flag=False, flag_value="-", default=None, metavar="[PATH|URL]",
+              help="Keep each checked step in the results store (history; an unchanged step adds no row). "
+                   "--db alone: $PROTOCOLCHECK_DB, else ~/.local/share/protocolcheck/results.db.")
 @library_option(RULES_LIBRARY_HELP)
 @fail_on_option
 @format_option
@@ -62,9 +81,33 @@ def worklist(**opts: Any) -> None:
             warn(f"accession {step.item.accession_number or '-'}: {problem}", opts["quiet"])
     records = [step.record for step in steps]
     form = resolve_format(opts["fmt"], opts["output"])
+    replaced = bool(opts["output"]) and os.path.exists(opts["output"])
     emit(render.as_text(form.value, records, render.worklist_csv, render.worklist_table), opts["output"])
+    if replaced:  # written beside it and renamed over it: never half a file, but say so
+        warn(f"note: replaced the earlier {opts['output']}", opts["quiet"])
+    if opts["db"] is not None:
+        _save_history(steps, opts)
     if table is not None:
         for key in table.unused():
             warn(f"note: context row for {key} matched no worklist item", opts["quiet"])
     warn(f"{len(records)} scheduled procedure steps checked on {peer}", opts["quiet"])
     sys.exit(findings_exit((f.severity for step in steps for f in step.check.findings), opts["fail_on"]))
+
+
+def _save_history(steps: list[Any], opts: dict[str, Any]) -> None:
+    """``--db``: the checked steps into the results store's scheduled-exam history (exit 3 when it cannot)."""
+    from protocolcheck import config
+    from protocolcheck.clinical.library import library_path
+    from protocolcheck.jobs.fingerprint import library_version
+    from protocolcheck.jobs.scheduled import record_steps
+    from protocolcheck.jobs.store import Store, StoreError
+
+    target = config.store_target(None if opts["db"] == "-" else opts["db"])
+    try:
+        with Store.open(target) as store:
+            saved = record_steps(store, steps, library_version(library_path(opts["library_dir"])))
+            shown = store.target
+    except StoreError as exc:
+        warn(f"error: {exc}")
+        sys.exit(Exit.CANNOT_RUN)
+    warn(f"worklist history: {saved.summary()} -> {shown}", opts["quiet"])

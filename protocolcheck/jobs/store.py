@@ -142,6 +142,29 @@ files_table = Table(
 )
 
 
+# One row per check of a scheduled procedure step (``worklist --db``): a step is checked again, and a row
+# added, only when its worklist fields (``digest``) changed; rows are never updated (history).
+scheduled_table = Table(
+    "scheduled_checks", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("step_key", String(160), nullable=False),  # accession number and scheduled procedure step ID
+    Column("digest", String(64), nullable=False),
+    Column("accession_number", String(64), nullable=False, default=""),
+    Column("scheduled_date", String(16), nullable=False, default=""),
+    Column("scheduled_day", Date),
+    Column("station_aet", String(64), nullable=False, default=""),
+    Column("modality", String(16), nullable=False, default=""),
+    Column("procedure", Text, nullable=False, default=""),
+    Column("status", String(16), nullable=False),  # the order check's verdict: pass | warn | fail
+    Column("findings_json", Text, nullable=False, default="[]"),  # code, severity, message, action of each
+    Column("actions", Text, nullable=False, default=""),  # the findings' actions, one a line
+    Column("checked_at", DateTime, nullable=False),
+    Column("record_json", Text, nullable=False),  # the whole check-order record, as printed
+    Index("ix_scheduled_step_id", "step_key", "id"),
+    Index("ix_scheduled_day", "scheduled_day"),
+)
+
+
 class StoreError(RunError, RuntimeError):
     """The store cannot be opened, created or written (the CLI exits 3)."""
 
