@@ -182,3 +182,29 @@ def test_trauma_window_comes_from_the_rules_only() -> None:
         if protocol.trauma is not None:
             assert (protocol.trauma.min_days, protocol.trauma.max_days) == (rules.min_days_after_trauma,
                                                                             rules.max_days_after_trauma)
+
+
+def test_plexus_protocols_bound_slice_thickness_and_field_strength_by_site_policy() -> None:
+    library = load_library()
+    for pid in ("mr-lumbosacral-plexus-wwo", "mr-lumbosacral-plexus-wo"):
+        limits = {q.id: q for q in library.get(pid).limits}
+        thickness = limits["slice-thickness-2d"]
+        assert (thickness.parameter, thickness.range.max) == ("slice_thickness", 5)
+        assert (limits["field-strength"].parameter, limits["field-strength"].range.min) == ("field_strength", 1.5)
+        assert all(q.site_policy and not q.citations and q.action for q in limits.values())
+
+
+def test_a_limit_needs_a_source_a_bound_and_a_known_parameter(site_library: Path) -> None:
+    path = site_library / "mr-lumbosacral-plexus-wo.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["limits"] = [
+        {"id": "no-source", "label": "A", "level": "required", "parameter": "slice_thickness", "max": 5},
+        {"id": "no-bound", "label": "B", "level": "required", "parameter": "field_strength", "site_policy": "x"},
+        {"id": "swapped", "label": "C", "level": "required", "parameter": "slice_thickness", "min": 6, "max": 2,
+         "site_policy": "x"},
+        {"id": "unknown", "label": "D", "level": "required", "parameter": "echo_time", "max": 2, "site_policy": "x"},
+    ]
+    path.write_text(yaml.safe_dump(data))
+    joined = "\n".join(_problems(site_library))
+    assert "limits[0]" in joined and "limits[1]" in joined and "limits[3].parameter" in joined
+    assert "limits[2].slice_thickness: min 6 is greater than max 2" in joined

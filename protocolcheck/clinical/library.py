@@ -279,20 +279,21 @@ class Protocol:
             "requirements": [
                 {"id": r.id, "label": r.label, "level": r.level.value, "match": r.describe(),
                  "exclusive": r.exclusive, "defines_exam": r.defines_exam, "citations": list(r.citations),
-                 "note": r.note or None}
+                 "note": r.note or None, "action": r.action or None}
                 for r in self.requirements
             ],
             "planes": [
                 {"id": p.id, "label": p.label, "level": p.level.value, "rule": p.rule,
                  "tolerance_deg": p.tolerance_deg, "min_obliquity_deg": p.min_obliquity_deg,
                  "isotropic_3d_counts": p.isotropic_3d_counts, "isotropic_max_mm": p.isotropic_max_mm,
-                 "reformats_count": p.reformats_count, "citations": list(p.citations), "note": p.note or None}
+                 "reformats_count": p.reformats_count, "citations": list(p.citations), "note": p.note or None,
+                 "action": p.action or None}
                 for p in self.planes
             ],
             "limits": [
                 {"id": q.id, "label": q.label, "level": q.level.value, "parameter": q.parameter,
                  "min": q.range.min, "max": q.range.max, "series": q.series.describe(),
-                 "citations": list(q.citations), "site_policy": q.site_policy or None}
+                 "citations": list(q.citations), "site_policy": q.site_policy or None, "action": q.action or None}
                 for q in self.limits
             ],
             "timing": None if self.trauma is None else {

@@ -455,6 +455,8 @@ def protocol_text(p: Any) -> str:
             out += wrap_lines("; ".join(flags), "      ")
         if r.note:
             out += wrap_lines("note: " + r.note, "      ")
+        if r.action:
+            out += wrap_lines("when missing: " + r.action, "      ")
     if p.planes:
         out += ["", "Plane rules"]
         for rule in p.planes:
@@ -467,6 +469,18 @@ def protocol_text(p: Any) -> str:
             if rule.reformats_count:
                 text += "; reformats count as planes when the study has a 3D acquisition"
             out += wrap_lines(text, "      ")
+            if rule.action:
+                out += wrap_lines("when missing: " + rule.action, "      ")
+    if p.limits:
+        out += ["", "Quality limits (parameter-out-of-range; a site may tighten them)"]
+        units = {"slice_thickness": " mm", "field_strength": " T"}
+        for q in p.limits:
+            severity = "error" if q.level.value == "required" else "warning"
+            out.append(f"  {q.id:<32} {q.label} {q.range.describe()}{units.get(q.parameter, '')}  "
+                       f"[{q.level.value} \u2192 {severity}] {ref(q.citations)}".rstrip())
+            out += wrap_lines("series: " + q.series.describe(), "      ")
+            if q.site_policy:
+                out += wrap_lines("site policy: " + q.site_policy, "      ")
     if p.trauma is not None:
         t = p.trauma
         out += ["", "Timing after trauma",
