@@ -23,9 +23,10 @@ WITHOUT_OVERRIDE = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
                     "--bounding-set=-dac_override,-dac_read_search"]
 
 
-def _audit_json(*args: str, prefix: list[str] | None = None, timeout: int = 60) -> subprocess.CompletedProcess[str]:
+def _audit_json(*args: str, prefix: list[str] | None = None, timeout: int = 60,
+                store: tuple[str, ...] = ("--no-db",)) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([*(prefix or []), sys.executable, "-m", "protocolcheck", "audit", "--no-db",
+    return subprocess.run([*(prefix or []), sys.executable, "-m", "protocolcheck", "audit", *store,
                            "--format", "json", *args], capture_output=True, text=True, env=env, timeout=timeout,
                           cwd=REPO)
 
@@ -137,3 +138,18 @@ def test_named_pipes_never_block(tmp_path: Path) -> None:
     assert result.returncode == 2 and "not a regular file (a named pipe)" in result.stderr, result.stderr
     [record] = scan_file(str(STUDY / "0001_001.dcm"))
     assert isinstance(record, InstanceHeader)
+
+
+@pytest.mark.parametrize("store", [["--no-db"], ["--db", "STORE"]])
+def test_files_skipped_are_counted_and_named(tmp_path: Path, store: list[str]) -> None:
+    """A folder of notes and exports beside a study was skipped without a word."""
+    shutil.copytree(STUDY, tmp_path / "study")
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    for name in ("notes.txt", "export.csv", "summary.json"):
+        (exports / name).write_text("not an image\n")
+    args = tuple(a.replace("STORE", str(tmp_path / "qa.db")) for a in store)
+    for _run in range(2):  # the second run of a store reads nothing again: still counted
+        result = _audit_json(str(tmp_path), store=args)
+        assert "3 files skipped (not DICOM or not an image): " in result.stderr, result.stderr
+        assert str(exports / "export.csv") in result.stderr

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -27,6 +27,7 @@ from protocolcheck.cli.options import (
     warn,
     write_file,
 )
+from protocolcheck.dicom.records import ScanRecord, Skipped
 from protocolcheck.dicom.scan import iter_files, scan_files
 from protocolcheck.report import text as render
 
@@ -91,17 +92,18 @@ def audit(**opts: Any) -> None:
     except FileNotFoundError as exc:
         raise click.UsageError(str(exc)) from exc
     stored_note = ""
+    skipped: list[str] = []  # files seen and deliberately not audited (not DICOM, not an image): named below
     if opts.get("scheduler"):  # the same run, headers read and studies audited on a Dask cluster
         results, stored_note = _audit_on_cluster(opts, options, files)
     else:
         def plain() -> list[AuditResult]:
             # study by study in bounded memory (audit/streaming.py)
-            scanned = scan_files(files, workers=opts["workers"])
+            scanned = _noting_skipped(scan_files(files, workers=opts["workers"]), skipped)
             records_in = progress(scanned, "Reading headers", opts["quiet"], len(files))
             return list(progress(audit_records(records_in, options), "Auditing", opts["quiet"]))
 
         # with a results store (the default): only new or changed studies are read and audited (jobs/incremental.py)
-        results, stored_note = _audit_with_store(opts, options, files, plain)
+        results, stored_note = _audit_with_store(opts, options, files, plain, skipped=skipped)
     results.sort(key=lambda r: (not r.study_instance_uid, r.accession_number, r.study_date, r.study_instance_uid))
     records = [r.to_dict(include_patient=opts["include_patient"]) for r in results]
     emit(render.audit_text(records, resolve_format(opts["fmt"], opts["output"]).value), opts["output"])
@@ -110,7 +112,7 @@ def audit(**opts: Any) -> None:
     for message in unmatched_context(options):
         warn("warning: " + message)
     summary = Summary.of(results)
-    warn(summary.line() + stored_note, opts["quiet"])
+    warn(summary.line() + stored_note + _skipped_note(skipped), opts["quiet"])
     if not any(r.study_instance_uid for r in results):
         bad = sum(len(r.findings) for r in results)
         if opts["allow_empty"] and not bad:  # a quiet night: nothing arrived
@@ -129,7 +131,8 @@ def audit(**opts: Any) -> None:
 
 def _audit_with_store(opts: dict[str, Any], options: AuditOptions, files: list[str],
                       plain: Callable[[], list[AuditResult]],
-                      executor: ClusterExecutor | None = None) -> tuple[list[AuditResult], str]:
+                      executor: ClusterExecutor | None = None,
+                      skipped: list[str] | None = None) -> tuple[list[AuditResult], str]:
     """Run ``audit`` through the results store (incremental, locked), or ``plain()`` with --no-db;
     returns the results and a note for the summary line."""
     import contextlib
@@ -167,9 +170,28 @@ def _audit_with_store(opts: dict[str, Any], options: AuditOptions, files: list[s
     except OSError as exc:  # the lock file cannot be created
         warn(f"error: {exc}")
         sys.exit(Exit.CANNOT_RUN)
+    if skipped is not None:
+        skipped.extend(outcome.skipped_files)
     note = (f"; {outcome.audited} audited, {outcome.skipped} unchanged (skipped) in {outcome.seconds:.1f} s"
             f" -> {store.target}")
     return outcome.results, note
+
+
+def _noting_skipped(records: Iterable[ScanRecord], skipped: list[str]) -> Iterator[ScanRecord]:
+    """``records``, noting the path of each file deliberately skipped (not DICOM, not an image)."""
+    for record in records:
+        if isinstance(record, Skipped):
+            skipped.append(record.path)
+        yield record
+
+
+def _skipped_note(skipped: Sequence[str], named: int = 3) -> str:
+    """The summary's account of skipped files: how many, and the first few by name."""
+    if not skipped:
+        return ""
+    more = f", and {len(skipped) - named} more" if len(skipped) > named else ""
+    return f"; {len(skipped)} file{'s' if len(skipped) != 1 else ''} skipped (not DICOM or not an image): " \
+           + ", ".join(skipped[:named]) + more
 
 
 def _audit_on_cluster(opts: dict[str, Any], options: AuditOptions, files: list[str]) -> tuple[list[AuditResult], str]:

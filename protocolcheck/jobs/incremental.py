@@ -344,6 +344,7 @@ class JobOutcome:
     parsed: int
     seconds: float
     run_id: int
+    skipped_files: tuple[str, ...] = ()  # files seen and not audited (not DICOM, not an image)
 
 
 def _order(result: AuditResult) -> tuple[int, str, str]:
@@ -412,7 +413,7 @@ def run_audit_job(paths: Iterable[str | os.PathLike[str]], store: Store, options
         store.finish_run(run_id, audited=audited, skipped=len(plan.current) if outcome == "ok" else 0,
                          outcome=outcome)
     return JobOutcome(results, audited, len(plan.current), plan.files, plan.parsed,
-                      time.monotonic() - started, run_id)
+                      time.monotonic() - started, run_id, tuple(s.path for s in plan.skipped))
 
 
 # -- study folders received over the network ------------------------------------------------------
