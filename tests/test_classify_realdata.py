@@ -310,7 +310,7 @@ _ODD: dict[str, Any] = {"Manufacturer": "ACME MEDICAL", "RepetitionTime": "0", "
 
 
 def _damaged_copies(data: RealData, out: Path) -> list[Path]:
-    """One file of every labelled series written three ways: stripped, odd values, private blocks removed."""
+    """One file of every labelled series written two of three ways: stripped, odd values, private blocks removed."""
     import random
 
     import pydicom
@@ -320,8 +320,9 @@ def _damaged_copies(data: RealData, out: Path) -> list[Path]:
     firsts: dict[Path, Path] = {}
     for path in sorted(data.root.rglob("*.dcm")):
         firsts.setdefault(path.parent, path)
+    kinds = ("stripped", "odd", "no-private")
     for i, path in enumerate(firsts.values()):
-        for kind in ("stripped", "odd", "no-private"):
+        for kind in (kinds[i % 3], kinds[(i + 1) % 3]):  # two damages per series, every damage on every vendor
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             if kind == "stripped":
                 for keyword in rng.sample(_STRIPPED, 8):
