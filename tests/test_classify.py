@@ -1112,3 +1112,14 @@ def test_stitched_series_are_derived() -> None:
     c = classify(manufacturer=PHILIPS, scanning_sequence=("GR",), repetition_time=34.0, echo_time=3.3, flip_angle=45.0,
                  image_type=("ORIGINAL", "PRIMARY", "M_FFE", "M", "FFE"), series_description="MobiView SURVEY_SAG")
     assert c.derived and "mobiview" in c.evidence["derived"][0].lower()
+
+
+def test_dual_echo_series_is_classified_per_echo() -> None:
+    """A dual-echo TSE (PD at TE 15 ms, T2 at TE 90 ms in one series) is two stacks, each weighted by its echo."""
+    common = dict(manufacturer=SIEMENS, sequence_name="*tse2d2_5", scanning_sequence=("SE",), sequence_variant=("SK",),
+                  repetition_time=3500.0, series="6.1", series_description="pd_t2_tse_tra")
+    first = images(3, echo_time=15.0, **common)
+    second = [InstanceHeader(**{**h.__dict__, "sop_instance_uid": h.sop_instance_uid + ".2", "echo_time": 90.0})
+              for h in images(3, echo_time=15.0, **common)]
+    results = study_of(first + second)
+    assert sorted((r.echo_time, r.weighting) for r in results) == [(15.0, Weighting.PD), (90.0, Weighting.T2)]
