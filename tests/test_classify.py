@@ -1038,7 +1038,8 @@ def test_philips_water_excitation_default_is_not_evidence() -> None:
                   echo_time=100.0, spectrally_selected_excitation="WATER")
     plain = classify(scan_options=("OTHER",), spectrally_selected_suppression="NONE", series_description="T2W_TSE",
                      **common)
-    spair = classify(scan_options=("FS",), spectrally_selected_suppression="FAT", series_description="T2W_SPAIR", **common)
+    spair = classify(scan_options=("FS",), spectrally_selected_suppression="FAT", series_description="T2W_SPAIR",
+                     **common)
     assert plain.fat_suppressed is False and "Philips writes it on every series" in plain.evidence["fat_suppression"][0]
     assert spair.fat_suppressed is True and spair.fat_suppression is FatSuppression.SPAIR
 
@@ -1077,8 +1078,8 @@ def test_philips_inversion_prepulse_makes_tfe_ir() -> None:
                                                      ("ASL", ("DERIVED", "PRIMARY", "ASL", "PERFUSION_ASL"))])
 def test_a_ti_that_is_not_an_inversion(description: str, image_type: tuple[str, ...]) -> None:
     """QISS writes its quiescent interval and ASL its post-labelling delay as Inversion Time: not an IR."""
-    c = classify(manufacturer=SIEMENS, scanning_sequence=("GR",), repetition_time=4500.0, echo_time=2.0, flip_angle=90.0,
-                 inversion_time=1525.0, image_type=image_type, series_description=description)
+    c = classify(manufacturer=SIEMENS, scanning_sequence=("GR",), repetition_time=4500.0, echo_time=2.0,
+                 flip_angle=90.0, inversion_time=1525.0, image_type=image_type, series_description=description)
     assert c.inversion is None and c.weighting is Weighting.OTHER
     assert "not an inversion" in c.evidence["inversion"][-1]
 
@@ -1099,8 +1100,8 @@ def test_maps_and_projections_are_other() -> None:
 def test_projections_in_three_planes_are_not_localizers_but_planning_scans_are() -> None:
     common = dict(manufacturer=PHILIPS, scanning_sequence=("GR",), repetition_time=23.0, echo_time=6.9,
                   flip_angle=20.0, image_type=("ORIGINAL", "PRIMARY", "PROJECTION IMAGE", "M", "FFE"))
-    mips = [c for plane in (Plane.AXIAL, Plane.CORONAL, Plane.SAGITTAL) for c in [images(
-        1, series="5.1", orientation=orientation_from_angles(plane, 0.0), series_description="MIP - s3DI_MC", **common)]]
+    mips = [images(1, series="5.1", orientation=orientation_from_angles(plane, 0.0), series_description="MIP - s3DI_MC",
+                   **common) for plane in (Plane.AXIAL, Plane.CORONAL, Plane.SAGITTAL)]
     results = study_of(*mips)
     assert len(results) == 3 and not any(r.localizer for r in results)
     smart = classify(manufacturer=PHILIPS, vendor_sequence="T1TFE", scanning_sequence=("GR",), repetition_time=3.8,
