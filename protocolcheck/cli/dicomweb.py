@@ -8,7 +8,6 @@ Secrets never go on the command line: the basic-authentication password comes fr
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -16,6 +15,7 @@ from click.core import ParameterSource
 
 from protocolcheck import config
 from protocolcheck.cli.options import apply_options, progress, warn
+from protocolcheck.dicom.safeio import read_text_regular
 
 if TYPE_CHECKING:
     from protocolcheck.jobs.webquery import WebRun
@@ -59,7 +59,7 @@ def dicomweb_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def _first_line(path: str, what: str) -> str:
     try:
-        text = Path(path).read_text(encoding="utf-8").splitlines()
+        text = read_text_regular(path).splitlines()  # a named pipe: refused, not waited on
     except (OSError, UnicodeDecodeError) as exc:
         raise click.UsageError(f"{what} {path}: cannot read it ({exc})") from exc
     if not text or not text[0].strip():
