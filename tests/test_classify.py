@@ -847,7 +847,7 @@ def test_synthetic_vendor_studies(vendor: synth.Vendor, field: float, tmp_path: 
                    for i, k in enumerate(_ALL_KINDS))
     spec = synth.StudySpec(vendor=vendor, accession=f"T-{vendor.value}-{field}", series=series, field_strength=field)
     synth.write_study(spec, tmp_path)
-    plan = {p.uid: p.spec for p in synth._plan(spec)}
+    plan = {p.uid: p.spec for p in synth.series_plans(spec)}
     headers = [r for r in scan([tmp_path]) if isinstance(r, InstanceHeader)]
     problems = []
     for study in group_studies(headers):

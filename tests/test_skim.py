@@ -59,7 +59,7 @@ def vendor_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
             enrich(ds, vendor, i)
             for syntax in (synth.Syntax.EXPLICIT_LE, synth.Syntax.IMPLICIT_LE):
                 path = out / f"{i}_{syntax.value}_{name}"
-                synth._write(ds, path, syntax, True)
+                synth.write_dataset(ds, path, syntax, True)
                 paths.append(path)
     return paths
 
