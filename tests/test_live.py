@@ -224,3 +224,31 @@ def test_mpps_message_from_dataset() -> None:
     message = MppsMessage.from_dataset("9.9", ds)
     assert (message.state, message.study_instance_uid, message.accession_number, message.scheduled_procedure,
             message.performed_series) == (ExamState.COMPLETED, "1.2.3", "A9", "MR PELVIS", ("1.2.3.4",))
+
+
+def test_a_series_judged_before_stays_while_more_of_it_arrives(tmp_path: Path, library) -> None:
+    """Late instances of a judged series must not make it read as missing until it settles again."""
+    import pydicom
+
+    folder = _study(tmp_path / "src", accession="LIVE5")
+    now = [100.0]
+    monitor = LiveMonitor(AuditOptions(library=library), series_idle=2, clock=lambda: now[0])
+    files = sorted(folder.glob("*.dcm"))
+    late = [p for p in files if p.name.startswith("0002_")][-1:]  # the T1's last image, sent at the end
+
+    def send(paths: list[Path]) -> None:
+        for path in paths:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            monitor.instance(ds.StudyInstanceUID, ds.SeriesInstanceUID, path)
+        inbox, monitor._inbox = monitor._inbox, []  # noqa: SLF001 - drive the thread's body by hand
+        monitor.step(inbox)
+
+    send([p for p in files if p not in late])
+    now[0] += 3
+    monitor.step([])
+    (before,) = monitor.views()
+    assert "t1" not in _kinds(before)
+    send(late)  # the T1 reopens; an MPPS message has the exam judged again meanwhile
+    monitor.step([("mpps", MppsMessage("9.9", "IN PROGRESS", study_instance_uid=before.study_instance_uid))])
+    (during,) = monitor.views()
+    assert "t1" not in _kinds(during) and during.series_open == 1

@@ -9,7 +9,8 @@ far through the one audit engine (:func:`protocolcheck.audit.engine.audit_study`
 (PS3.4 Annex F), or the study idle as ``listen`` decides today (:meth:`LiveMonitor.study_idle`).
 A series quiet for ``settle`` seconds (0.5) is judged already, so that its verdict shows well within
 ``series_idle`` of its last instance; it counts as complete (no longer "arriving") after ``series_idle``.
-A series still receiving is never judged on its first images.
+A series still receiving is never judged on its first images; one judged before stays in the verdict
+while more of it arrives.
 
 Every finding is sorted into one of three live kinds (:class:`LiveKind`): ``still-missing`` (a
 required series not acquired *yet*: no alarm while it can still be done), ``missing`` (the exam is
@@ -522,7 +523,8 @@ class LiveMonitor:
     def _evaluate(self, exam: Exam) -> None:
         exam.dirty = False
         now = self.clock()
-        settled = [s for s in exam.series.values() if s.complete or now - s.last >= self.settle]
+        # a series judged before stays in the verdict while more of it arrives (it would read as missing)
+        settled = [s for s in exam.series.values() if s.complete or s.judged or now - s.last >= self.settle]
         for series in settled:
             series.judged = len(series.headers)
         headers = [h for s in settled for h in s.headers]
