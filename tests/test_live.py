@@ -194,12 +194,10 @@ def test_next_series_completes_the_previous_one(tmp_path: Path, library) -> None
 
     for path in files[:3]:  # the localizer (3 images)
         send(path)
-    monitor.step(monitor._inbox)
-    monitor._inbox = []
+    monitor.step(monitor.drain())  # drive the thread's body by hand
     assert monitor.views() == []  # nothing complete yet
     send(files[3])  # the first image of series 2
-    inbox, monitor._inbox = monitor._inbox, []
-    monitor.step(inbox)
+    monitor.step(monitor.drain())
     (view,) = monitor.views()
     assert view.series_received == 2 and view.series_open == 1 and view.series[0]["localizer"]
     now[0] += 31
@@ -240,8 +238,7 @@ def test_a_series_judged_before_stays_while_more_of_it_arrives(tmp_path: Path, l
         for path in paths:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             monitor.instance(ds.StudyInstanceUID, ds.SeriesInstanceUID, path)
-        inbox, monitor._inbox = monitor._inbox, []  # noqa: SLF001 - drive the thread's body by hand
-        monitor.step(inbox)
+        monitor.step(monitor.drain())  # drive the thread's body by hand
 
     send([p for p in files if p not in late])
     now[0] += 3

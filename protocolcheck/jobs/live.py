@@ -327,6 +327,12 @@ class LiveMonitor:
             self._inbox.append((kind, item))
             self._cond.notify_all()
 
+    def drain(self) -> list[tuple[str, Any]]:
+        """The queued events, taken (for driving :meth:`step` by hand when the thread is not started)."""
+        with self._cond:
+            inbox, self._inbox = self._inbox, []
+        return inbox
+
     # -- output ------------------------------------------------------------------------------
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener(view)`` (on the monitor's thread) for every new view of an exam."""
