@@ -461,6 +461,47 @@ def silent_server() -> Iterator[int]:
         listener.close()
 
 
+def association_rq(called: str = "PROTOCOLCHECK", calling: str = "RAWPEER",
+                   abstract: str = "1.2.840.10008.1.1") -> bytes:
+    """The bytes of an A-ASSOCIATE-RQ PDU proposing ``abstract`` (default: verification) in Explicit
+    VR Little Endian, for raw-socket peers that then misbehave."""
+    from pynetdicom.pdu import A_ASSOCIATE_RQ
+    from pynetdicom.pdu_primitives import A_ASSOCIATE, ImplementationClassUIDNotification, MaximumLengthNotification
+    from pynetdicom.presentation import build_context
+
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
+    primitive.calling_ae_title = calling
+    primitive.called_ae_title = called
+    context = build_context(abstract, ExplicitVRLittleEndian)
+    context.context_id = 1
+    primitive.presentation_context_definition_list = [context]
+    length = MaximumLengthNotification()
+    length.maximum_length_received = 16382
+    implementation = ImplementationClassUIDNotification()
+    implementation.implementation_class_uid = "1.2.826.0.1.3680043.9.3811.1"
+    primitive.user_information = [length, implementation]
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(primitive)
+    return bytes(pdu.encode())
+
+
+def closed_within(sock: socket.socket, seconds: float) -> float | None:
+    """Seconds until the peer closed ``sock`` (EOF or reset), reading and dropping what it sends; None
+    when it was still open after ``seconds``."""
+    started = time.monotonic()
+    while (left := started + seconds - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            if not sock.recv(65536):
+                return time.monotonic() - started
+        except TimeoutError:
+            return None
+        except OSError:
+            return time.monotonic() - started
+    return None
+
+
 # ----------------------------------------------------------------------------------------------
 # A throw-away PKI for DICOM TLS
 

@@ -283,9 +283,10 @@ def test_compressed_transfer_syntaxes_are_accepted(tmp_path: Path, scp_factory) 
         assert result.returncode == 0 and "Store Failed" not in result.stderr, (name, result.stderr)
         sent += 1
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-        target = scp.store.root / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
-        assert pydicom.dcmread(target, stop_before_pixels=True).file_meta.TransferSyntaxUID == \
-            ds.file_meta.TransferSyntaxUID
+        # test files share SOP Instance UIDs: a second one with other bytes is kept beside the first
+        targets = (scp.store.root / ds.StudyInstanceUID / ds.SeriesInstanceUID).glob(f"{ds.SOPInstanceUID}*.dcm")
+        assert ds.file_meta.TransferSyntaxUID in \
+            {pydicom.dcmread(target, stop_before_pixels=True).file_meta.TransferSyntaxUID for target in targets}
     assert sent >= 3
 
 
@@ -319,8 +320,11 @@ def test_store_put_is_atomic_and_a_failed_write_is_refused(tmp_path: Path) -> No
     store.prepare()
     key = InstanceKey("1.2.3", "1.2.3.4", "1.2.3.4.5")
     path = store.put(key, b"first")
-    store.put(key, b"second")
-    assert path.read_bytes() == b"second" and len(list(path.parent.iterdir())) == 1
+    assert store.put(key, b"first") == path  # the same bytes again: nothing new
+    beside = store.put(key, b"second")  # other bytes under the same UID: kept beside, never overwritten
+    assert path.read_bytes() == b"first" and beside.read_bytes() == b"second"
+    assert beside.parent == path.parent and beside.name.startswith("1.2.3.4.5+")
+    assert store.put(key, b"second") == beside and len(list(path.parent.iterdir())) == 2
     (store.root / "9.9").write_text("a file where the study folder should be")  # fails even for root
     with pytest.raises(InstanceRefused) as err:
         store.put(InstanceKey("9.9", "9.9.1", "9.9.1.1"), b"x")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from protocolcheck.audit.collision import split_by_exam, with_collision
+from protocolcheck.audit.duplicates import duplicate_findings
 from protocolcheck.audit.integrity import integrity_findings
 from protocolcheck.audit.streaming import MAX_IN_MEMORY, StudyStream, attach_unreadable
 from protocolcheck.audit.validate import Choice, ChosenBy, StudyFacts, choose_protocol, evaluate, identify, study_facts
@@ -166,6 +167,7 @@ def _audit_exam(study: Study, options: AuditOptions, unreadable: Sequence[Unread
     facts = study_facts(study)
     extra = [_unreadable_finding(u, Severity.WARNING, "; the study may be incomplete.") for u in unreadable]
     extra += integrity_findings(study)  # malformed values, incomplete pixel data
+    extra += duplicate_findings(h for stack in study.stacks for h in stack.instances)
     try:
         series = classify_study(study)
     except Exception as exc:  # noqa: BLE001 - a header the classifier cannot handle must not stop a batch

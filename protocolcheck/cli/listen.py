@@ -35,6 +35,8 @@ from protocolcheck.report import text as render
               help="Folder for received instances: DIR/<study>/<series>/<instance>.dcm.")
 @click.option("--idle", type=click.FloatRange(0, 86400), default=30.0, show_default=True, metavar="SECONDS",
               help="A study is audited when no instance of it has arrived for this long (again if more arrive).")
+@click.option("--max-per-host", type=click.IntRange(0, 1024), default=None, metavar="N",
+              help="Open connections one peer address may hold; more are closed unread (default: 16; 0: no limit).")
 @click.option("--output", "jsonl", type=click.Path(dir_okay=False), default=None, metavar="FILE.jsonl",
               help="Append one audit record per completed study to this JSON-lines file (default: stdout).")
 @net_audit_options
@@ -84,7 +86,8 @@ def listen(**opts: Any) -> None:
                     announce=lambda r: warn("audited " + render.describe(r), opts["quiet"]),
                     before=lambda folder: live.on_study(folder.name))
     config = ListenConfig(store=Path(opts["store_dir"]), port=opts["port"], bind=opts["bind"], aet=aet,
-                          allowed_aets=allowed, idle=opts["idle"], allowed_hosts=hosts, tls=tls)
+                          allowed_aets=allowed, idle=opts["idle"], allowed_hosts=hosts, tls=tls,
+                          **({"per_host": opts["max_per_host"]} if opts["max_per_host"] is not None else {}))
     scp = StorageSCP(config, job.on_study, on_instance=live.on_instance, services=live.services())
     try:
         scp.store.prepare()

@@ -40,7 +40,7 @@ def _peer_options(required: bool) -> list[Callable[..., Any]]:
         click.option("--calling-aet", default="PROTOCOLCHECK", show_default=True, metavar="AET",
                      help="Our AE title (must be configured on the peer)."),
         click.option("--timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True, metavar="SECONDS",
-                     help="Network, association and reply timeout."),
+                     help="Network, association and reply timeout; a whole C-FIND ends within 5 times this."),
         click.option("--tls", is_flag=True, help="Use DICOM TLS (implied by the other --tls-* options)."),
         click.option("--tls-ca", type=click.Path(dir_okay=False), default=None, metavar="FILE",
                      help="PEM file of the CA certificates trusted for the peer's certificate "
@@ -108,10 +108,10 @@ def peer_from(opts: dict[str, Any]) -> Peer:
 
 
 def timeouts_for(seconds: float) -> Timeouts:
-    """Every network timeout from ``--timeout`` (connecting: at most 10 s)."""
+    """Every network timeout from ``--timeout`` (:meth:`Timeouts.from_option`)."""
     from protocolcheck.net.common import Timeouts
 
-    return Timeouts(connect=min(seconds, 10.0), acse=seconds, dimse=seconds, network=seconds)
+    return Timeouts.from_option(seconds)
 
 
 def date_range(_ctx: click.Context, param: click.Parameter, value: str | None) -> str:

@@ -47,6 +47,7 @@ class FindingCode(str, Enum):
     TRUNCATED_PIXEL_DATA = "truncated-pixel-data"  # Pixel Data cut short or shorter than the image it describes
     CONTEXT_UNMATCHED = "context-unmatched"
     CONTRAST_CONTRAINDICATED = "contrast-despite-contraindication"  # contrast given though recorded contraindicated
+    DUPLICATE_INSTANCE = "duplicate-instance"  # one SOP Instance UID, files with different content (both kept)
     SERIES_NOT_RECEIVED = "series-not-received"  # MPPS lists a performed series that never arrived (live loop)
     POSSIBLE_MRI_CONTRAINDICATION = "possible-mri-contraindication"  # an MRI for a patient with a device
     ORDER_NOT_UNDERSTOOD = "order-not-understood"  # the order text names no modality or no body part

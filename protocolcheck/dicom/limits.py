@@ -26,14 +26,19 @@ class InflateLimitExceeded(ValueError):
         self.limit = limit
 
 
+class InflateTruncated(ValueError):
+    """A deflate stream that stops before its end marker (the dataset was cut short)."""
+
+
 def inflate_limit(compressed_size: int) -> int:
     """How many bytes a deflated dataset of ``compressed_size`` bytes may inflate to."""
     return max(MIN_INFLATE_LIMIT, INFLATE_RATIO_LIMIT * max(0, compressed_size))
 
 
-def _inflate(read: Callable[[int], bytes], limit: int, keep: bool) -> tuple[int, bytes]:
+def _inflate(read: Callable[[int], bytes], limit: int, keep: bool, complete: bool = False) -> tuple[int, bytes]:  # noqa: C901
     """Inflate the raw deflate stream ``read`` yields, counting (and, with ``keep``, keeping) the output;
-    raises :class:`InflateLimitExceeded` past ``limit``. A corrupt stream raises ``zlib.error``."""
+    raises :class:`InflateLimitExceeded` past ``limit`` and, with ``complete``, :class:`InflateTruncated`
+    when the stream stops before its end. A corrupt stream raises ``zlib.error``."""
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     total = 0
     parts: list[bytes] = []
@@ -57,6 +62,8 @@ def _inflate(read: Callable[[int], bytes], limit: int, keep: bool) -> tuple[int,
             raise InflateLimitExceeded(limit)
         if keep:
             parts.append(out)
+    if complete and not inflater.eof:
+        raise InflateTruncated(f"deflated dataset cut short: the deflate stream stops after {total} inflated bytes")
     return total, b"".join(parts)
 
 
@@ -66,9 +73,10 @@ def inflated_size(read: Callable[[int], bytes], limit: int) -> int:
     return _inflate(read, limit, keep=False)[0]
 
 
-def inflate(data: bytes, limit: int | None = None) -> bytes:
+def inflate(data: bytes, limit: int | None = None, *, complete: bool = False) -> bytes:
     """``data`` (a raw deflate stream, as in a deflated dataset) inflated, at most ``limit`` bytes
-    (default :func:`inflate_limit` of ``len(data)``); raises :class:`InflateLimitExceeded` beyond it."""
+    (default :func:`inflate_limit` of ``len(data)``); raises :class:`InflateLimitExceeded` beyond it and,
+    with ``complete``, :class:`InflateTruncated` when the stream stops before its end."""
     view = memoryview(data)
     pos = 0
 
@@ -78,4 +86,4 @@ def inflate(data: bytes, limit: int | None = None) -> bytes:
         pos += len(chunk)
         return chunk
 
-    return _inflate(read, inflate_limit(len(data)) if limit is None else limit, keep=True)[1]
+    return _inflate(read, inflate_limit(len(data)) if limit is None else limit, keep=True, complete=complete)[1]

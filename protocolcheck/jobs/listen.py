@@ -12,19 +12,20 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
 from protocolcheck.clinical.findings import AuditResult
 from protocolcheck.jobs.incremental import FolderAuditor
+from protocolcheck.net.common import LineLog
 
 
 class JsonLines:
-    """Where the audit lines go: a file opened for appending (each line flushed and synced to disk), or
-    standard output when no path is given. Opening raises OSError."""
+    """Where the audit lines go: a file appended to in whole lines only (:class:`~protocolcheck.net.common.LineLog`:
+    each line synced to disk; a line that cannot be written completely, disk full, is cut off again, so
+    it never merges with the next), or standard output when no path is given. Opening raises OSError."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = path
-        self._file: IO[str] | None = open(path, "a", encoding="utf-8") if path else None  # noqa: SIM115 - kept open for the service's life
+        self._file: LineLog | None = LineLog(path) if path else None
 
     def write(self, line: str) -> None:
         """Append one line (durably, to a file)."""
@@ -32,9 +33,7 @@ class JsonLines:
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
             return
-        self._file.write(line + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        self._file.append(line)
 
     def close(self) -> None:
         if self._file is not None:

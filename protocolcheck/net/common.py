@@ -10,13 +10,16 @@ is configured with :class:`TlsOptions` and turned into :mod:`ssl` contexts here.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import ipaddress
 import logging
+import os
 import re
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +31,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom.transport import AssociationSocket
 
 from protocolcheck.errors import RunError
 
@@ -81,6 +85,10 @@ RETRIEVE_IMAGE_CLASSES: tuple[str, ...] = (
     "1.2.840.10008.5.1.4.1.1.7",
 )
 UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2")
+# Contexts whose datasets pynetdicom decodes itself (C-FIND identifiers, C-GET/C-MOVE replies, MPPS):
+# never Deflated (pynetdicom's default list has it), since pynetdicom would inflate those whole.
+# Storage contexts take every syntax: their datasets are decoded by scp.decode_received, under the cap.
+NOT_DEFLATED = UNCOMPRESSED
 COMPRESSED = (
     "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
     "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
@@ -118,14 +126,28 @@ class NetError(RunError):
         self.kind = kind
 
 
+FIND_TOTAL_FACTOR = 5  # a whole C-FIND may take this many reply timeouts (--timeout 60: 5 minutes)
+
+
 @dataclass(frozen=True)
 class Timeouts:
-    """Seconds to wait for a TCP connection, association negotiation, a DIMSE reply, silence."""
+    """Seconds to wait for a TCP connection, association negotiation, a DIMSE reply, silence, for one
+    PDU to arrive whole once its first byte has (or for a peer to take what we send), and for a whole
+    C-FIND exchange."""
 
     connect: float = 10.0
     acse: float = 30.0
     dimse: float = 120.0
     network: float = 120.0
+    pdu: float = 30.0
+    total: float = 600.0  # one whole C-FIND, however its replies are spread out
+
+    @classmethod
+    def from_option(cls, seconds: float) -> Timeouts:
+        """Every timeout from one ``--timeout``: connecting at most 10 s, a PDU at most 30 s, a whole
+        C-FIND :data:`FIND_TOTAL_FACTOR` times as long."""
+        return cls(connect=min(seconds, 10.0), acse=seconds, dimse=seconds, network=seconds,
+                   pdu=min(seconds, 30.0), total=FIND_TOTAL_FACTOR * seconds)
 
 
 @dataclass(frozen=True)
@@ -228,6 +250,59 @@ def server_ssl_context(tls: TlsOptions) -> ssl.SSLContext:
     return context
 
 
+class LineLog:
+    """A file that whole lines are appended to (JSON lines): a line is there entirely or not at all.
+
+    Each line goes out in ``write()`` calls on an ``O_APPEND`` descriptor; when one fails part-way
+    (disk full, file size limit), the file is cut back to its size before the line, so a partial
+    record never merges with the next one. A file that already ends mid-line (a crash of an older
+    writer) gets a newline first. ``fsync`` makes each appended line durable before ``append`` returns.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = True) -> None:
+        self.path = str(path)
+        self.fsync = fsync
+        self._lock = threading.Lock()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            size = os.fstat(self._fd).st_size
+            if size:
+                with open(self.path, "rb") as fh:
+                    fh.seek(size - 1)
+                    if fh.read(1) != b"\n":
+                        self._write(b"\n")
+        except OSError:
+            os.close(self._fd)
+            raise
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+
+    def append(self, line: str) -> None:
+        """Append ``line`` and a newline; OSError (nothing of the line left in the file) on failure."""
+        data = (line.rstrip("\n") + "\n").encode("utf-8")
+        with self._lock:
+            size = os.fstat(self._fd).st_size
+            try:
+                self._write(data)
+                if self.fsync:
+                    os.fsync(self._fd)
+            except OSError:
+                try:
+                    os.ftruncate(self._fd, size)
+                except OSError as exc:
+                    LOG.error("cannot cut the partial line off %s: %s", self.path, exc.strerror or exc)
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -304,13 +379,120 @@ def retrieve_contexts() -> list[PresentationContext]:
     return contexts
 
 
-def new_ae(aet: str, timeouts: Timeouts = Timeouts()) -> AE:
-    """A pynetdicom AE with our timeouts and no limit on concurrent associations."""
-    ae = AE(ae_title=validate_aet(aet))
+# The longest PDU read from a peer. P-DATA PDUs are bounded by the maximum length we negotiate
+# (pynetdicom: 16 KB); an A-ASSOCIATE-RQ with 128 presentation contexts and many transfer
+# syntaxes each stays well below 1 MB. A 4 GB length field is refused before a byte of it is read.
+MAX_PDU_BYTES = 4 << 20
+
+
+class DeadlineSocket(AssociationSocket):
+    """pynetdicom's association socket with a deadline for each PDU read and each send.
+
+    Instances are made by :func:`arm_deadlines` from the socket pynetdicom created (the class of a
+    live object is switched, so pynetdicom's connection events and state stay as they are).
+    """
+
+    pdu_seconds: float = 30.0
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        """Read ``nr_bytes`` within :attr:`pdu_seconds` of the call (fewer when the peer closes);
+        TimeoutError past the deadline, OSError for a length beyond :data:`MAX_PDU_BYTES`."""
+        sock = self.socket
+        if sock is None:
+            return bytearray()
+        if nr_bytes > MAX_PDU_BYTES:
+            self._closing(f"it announced a PDU of {nr_bytes} bytes (at most {MAX_PDU_BYTES} accepted)")
+            self._no_request()
+            raise OSError(f"PDU of {nr_bytes} bytes refused")
+        deadline = time.monotonic() + self.pdu_seconds
+        data = bytearray()
+        while len(data) < nr_bytes:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._closing(f"a PDU did not arrive whole within {self.pdu_seconds:g} s "
+                              f"({len(data)} of {nr_bytes} bytes)")
+                self._no_request()
+                raise TimeoutError("PDU read deadline passed")
+            sock.settimeout(remaining)
+            try:
+                chunk = sock.recv(min(1 << 16, nr_bytes - len(data)))
+            except TimeoutError:
+                continue  # the loop reports it (the deadline has passed)
+            if not chunk:
+                self._no_request()
+                break  # the peer closed: pynetdicom sees a short read
+            data.extend(chunk)
+        return data
+
+    def _no_request(self) -> None:
+        """The connection ends before an association request arrived: wake the acceptor thread that
+        waits for it (pynetdicom would keep it, and its place in the association count, for the whole
+        ACSE timeout)."""
+        assoc = self.assoc
+        if assoc.is_acceptor and assoc.requestor.primitive is None and not assoc.is_established:
+            assoc.dul.to_user_queue.put(None)  # None: what receive_pdu returns on a timeout
+
+    def send(self, bytestream: bytes) -> None:
+        """Send, waiting at most :attr:`pdu_seconds` for a peer that does not read."""
+        if self.socket is not None:
+            with contextlib.suppress(OSError):
+                self.socket.settimeout(self.pdu_seconds)
+        super().send(bytestream)
+
+    def _closing(self, why: str) -> None:
+        try:
+            peer = self.assoc.acceptor if self.assoc.is_requestor else self.assoc.requestor
+            who = f"{peer.address}:{peer.port}"
+        except Exception:  # noqa: BLE001 - best effort for the log line
+            who = "?"
+        LOG.warning("closing the connection with %s: %s", who, why)
+
+
+def arm_deadlines(event: evt.Event, pdu_seconds: float) -> None:
+    """EVT_CONN_OPEN handler: make the association's socket a :class:`DeadlineSocket`."""
+    sock = event.assoc.dul.socket
+    if isinstance(sock, AssociationSocket):
+        if not isinstance(sock, DeadlineSocket):
+            sock.__class__ = DeadlineSocket
+        sock.pdu_seconds = pdu_seconds  # type: ignore[attr-defined]
+
+
+def deadline_handler(pdu_seconds: float) -> tuple[Any, Any, list[Any]]:
+    """The ``(EVT_CONN_OPEN, arm_deadlines, [pdu_seconds])`` handler every association gets."""
+    return (evt.EVT_CONN_OPEN, arm_deadlines, [pdu_seconds])
+
+
+def shut(sock: socket.socket | None) -> None:
+    """Shut a socket down both ways (wakes a thread blocked in ``recv``/``send`` on it); never raises."""
+    if sock is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def association_socket(assoc: Any) -> socket.socket | None:
+    """The OS socket under a pynetdicom association (None once closed)."""
+    try:
+        sock = assoc.dul.socket.socket
+    except AttributeError:
+        return None
+    return sock if isinstance(sock, socket.socket) else None
+
+
+class NetAE(AE):
+    """A pynetdicom AE that also carries the PDU deadline (:attr:`Timeouts.pdu`) of its associations."""
+
+    pdu_seconds: float = Timeouts.pdu
+
+
+def new_ae(aet: str, timeouts: Timeouts = Timeouts()) -> NetAE:
+    """A pynetdicom AE with our timeouts (every read and send deadline included)."""
+    ae = NetAE(ae_title=validate_aet(aet))
     ae.connection_timeout = timeouts.connect
     ae.acse_timeout = timeouts.acse
     ae.dimse_timeout = timeouts.dimse
     ae.network_timeout = timeouts.network
+    ae.pdu_seconds = timeouts.pdu
     ae.maximum_associations = 64
     return ae
 
@@ -329,7 +511,9 @@ def associate(ae: AE, peer: Peer, ext_neg: list[Any] | None = None,
             tls_args = (client_ssl_context(peer.tls), peer.host)
         except ValueError as exc:
             raise NetError(NetErrorKind.TLS, f"cannot connect to {peer}: {exc}") from exc
-    handlers = [(evt.EVT_ACSE_RECV, on_acse_recv)] + list(evt_handlers or [])
+    pdu_seconds = getattr(ae, "pdu_seconds", Timeouts.pdu)
+    handlers: list[Any] = [(evt.EVT_ACSE_RECV, on_acse_recv), deadline_handler(pdu_seconds)]
+    handlers += list(evt_handlers or [])
     started = time.monotonic()
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.called_aet, ext_neg=ext_neg,
                          evt_handlers=handlers, tls_args=tls_args)
@@ -447,31 +631,72 @@ class FindEnd(str, Enum):
     SILENT = "silent"  # no reply within the DIMSE timeout
 
 
-def find(peer: Peer, sop_class: Any, identifier: Dataset, timeouts: Timeouts,
-         what: str = "C-FIND") -> tuple[list[Dataset], FindEnd]:
+MAX_FIND_REPLIES = 10_000  # C-FIND matches kept (about 4 KB each in memory); more: narrow the query
+
+
+def find(peer: Peer, sop_class: Any, identifier: Dataset, timeouts: Timeouts, what: str = "C-FIND",
+         max_replies: int = MAX_FIND_REPLIES) -> tuple[list[Dataset], FindEnd]:
     """One C-FIND: the identifiers of the pending replies and how the exchange ended (the caller words
-    the abort and silence errors); NetError when the peer cannot be reached or answers a failure."""
+    the abort and silence errors); NetError when the peer cannot be reached or answers a failure, sends
+    more than ``max_replies`` matches, or the whole exchange outlasts ``timeouts.total`` (a peer that
+    drips replies just inside the per-reply timeout): the association is then aborted."""
     ae = new_ae(peer.calling_aet, timeouts)
-    ae.add_requested_context(sop_class)
+    ae.add_requested_context(sop_class, list(NOT_DEFLATED))
     assoc = associate(ae, peer)
     replies: list[Dataset] = []
     end = FindEnd.DONE
-    started = time.monotonic()
-    try:
+    with Deadline(assoc, timeouts.total) as deadline:
+        started = time.monotonic()
         for status, ds in assoc.send_c_find(identifier, sop_class):
             code = getattr(status, "Status", None)
+            if deadline.expired.is_set():
+                break
             if code is None:
                 end = FindEnd.ABORTED if peer_aborted(started, timeouts) else FindEnd.SILENT
                 break
             started = time.monotonic()  # the DIMSE timeout applies to each reply
-            if code in PENDING:
-                if ds is not None:
-                    replies.append(ds)
-            elif code != 0x0000:
+            if code in PENDING and ds is not None:
+                if len(replies) >= max_replies:
+                    deadline.abort = True
+                    break
+                replies.append(ds)
+            elif code not in PENDING and code != 0x0000:
                 raise NetError(NetErrorKind.FAILED, f"{what} on {peer} failed: status {status_text(status)}")
-    finally:
-        release(assoc)
+    if deadline.expired.is_set():
+        raise NetError(NetErrorKind.TIMEOUT, f"{what} on {peer}: no complete answer within {timeouts.total:g} s "
+                       f"({len(replies)} matches had arrived, each within the reply timeout); aborted")
+    if deadline.abort:
+        raise NetError(NetErrorKind.FAILED, f"{what} on {peer}: more than {max_replies} matches; narrow the query "
+                       "(a shorter date range, a modality)")
     return replies, end
+
+
+class Deadline:
+    """``with Deadline(assoc, seconds)``: past ``seconds`` the association's socket is shut (every wait on
+    it ends at once) and ``expired`` is set; on exit the association is aborted when it expired or
+    ``abort`` was set, else released."""
+
+    def __init__(self, assoc: Association, seconds: float) -> None:
+        self.assoc = assoc
+        self.expired = threading.Event()
+        self.abort = False
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def _expire(self) -> None:
+        self.expired.set()
+        shut(association_socket(self.assoc))
+
+    def __enter__(self) -> Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        if self.abort or self.expired.is_set():
+            self.assoc.abort()
+        else:
+            release(self.assoc)
 
 
 def echo(peer: Peer, timeouts: Timeouts = Timeouts()) -> None:

@@ -22,7 +22,15 @@ from pydicom.dataset import Dataset
 from pynetdicom.sop_class import ModalityWorklistInformationFind
 
 from protocolcheck.clinical.context import ClinicalContext, ContextTable, parse_date
-from protocolcheck.net.common import FindEnd, NetError, NetErrorKind, Peer, Timeouts, find, validate_date_range
+from protocolcheck.net.common import (
+    FindEnd,
+    NetError,
+    NetErrorKind,
+    Peer,
+    Timeouts,
+    find,
+    validate_date_range,
+)
 
 LOG = logging.getLogger("protocolcheck.net.mwl")
 

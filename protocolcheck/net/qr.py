@@ -40,6 +40,7 @@ from pynetdicom.sop_class import (
 )
 
 from protocolcheck.net.common import (
+    NOT_DEFLATED,
     PENDING,
     STORAGE_SOP_CLASSES,
     FindEnd,
@@ -60,6 +61,7 @@ from protocolcheck.net.common import (
     validate_date_range,
 )
 from protocolcheck.net.scp import Counters, InstanceKey, InstanceStore, handle_store
+from protocolcheck.net.transport import start_guarded_server, stop_server
 
 LOG = logging.getLogger("protocolcheck.net.qr")
 
@@ -237,14 +239,16 @@ class _MoveDestination:
             ae.add_supported_context(cx.abstract_syntax, cx.transfer_syntax)
         ae.add_supported_context("1.2.840.10008.1.1")
         try:
-            self.server = ae.start_server((bind, port), block=False, ssl_context=ssl_context,
-                                          evt_handlers=[(evt.EVT_C_STORE, _store_handler, [target, counters])])
+            self.server = start_guarded_server(
+                ae, (bind, port), ssl_context=ssl_context, pdu_seconds=timeouts.pdu,
+                handshake_timeout=timeouts.acse,
+                evt_handlers=[(evt.EVT_C_STORE, _store_handler, [target, counters])])
         except OSError as exc:
             raise NetError(NetErrorKind.FAILED,
                            f"cannot listen on {bind}:{port} for C-MOVE: {exc.strerror or exc}") from exc
 
     def close(self) -> None:
-        self.server.shutdown()
+        stop_server(self.server, grace=1.0)
 
 
 def _final_counts(status: Dataset | None) -> tuple[int, int, int]:
@@ -298,7 +302,7 @@ def retrieve_study(peer: Peer, match: StudyMatch, folder: Path, method: Retrieve
         ext_neg: list[Any] = []
         handlers: list[Any] = []
         if method is RetrieveMethod.GET:
-            ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet, list(NOT_DEFLATED))
             for cx in retrieve_contexts():
                 ae.add_requested_context(cx.abstract_syntax, cx.transfer_syntax)
             for uid in STORAGE_SOP_CLASSES:
@@ -309,7 +313,7 @@ def retrieve_study(peer: Peer, match: StudyMatch, folder: Path, method: Retrieve
                 ext_neg.append(role)
             handlers.append((evt.EVT_C_STORE, _store_handler, [target, counters]))
         else:
-            ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+            ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove, list(NOT_DEFLATED))
         op = f"C-{method.value.upper()}"
         assoc = associate(ae, peer, ext_neg=ext_neg or None, evt_handlers=handlers)
         last_reply = [time.monotonic()]

@@ -13,10 +13,9 @@ Three small parts, each usable alone:
   in every transfer syntax, calling AE titles and peer addresses optionally restricted, optionally
   over DICOM TLS, several associations at once. :meth:`StorageSCP.stop` stops accepting, lets
   running associations finish, then hands over every pending study.
-- :class:`GuardedServer` is the TCP side: a connection from an address outside the allow-list is
-  closed before any byte of it is read, and the TLS handshake runs on the connection's own thread
-  with a timeout (pynetdicom's server does it on the accepting thread, where one silent client
-  would stop every other one from connecting).
+- The TCP side is :mod:`.transport`'s :class:`~.transport.GuardedServer`: address allow-list,
+  connections per address, TLS handshake off the accepting thread, a deadline on every read, and
+  every connection closed on stop.
 
 On start, studies whose ``.pending`` marker survived a crash or a kill are handed over again.
 What to do with a complete study (audit it) is the caller's callback, so this module knows
@@ -26,39 +25,47 @@ nothing about auditing.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
 import signal
-import socket
-import ssl
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
-from pynetdicom.dsutils import encode_file_meta
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom.dsutils import decode, encode_file_meta
 
+from protocolcheck.dicom.limits import InflateLimitExceeded, InflateTruncated, inflate
+from protocolcheck.dicom.pixels import ImageSize, pixel_data_problem
 from protocolcheck.net.common import (
     DEFAULT_AET,
+    NOT_DEFLATED,
     VERIFICATION,
-    Network,
+    LineLog,
     Timeouts,
     TlsOptions,
-    address_allowed,
     new_ae,
     parse_networks,
     safe_uid,
     server_ssl_context,
     storage_contexts,
     validate_aet,
+)
+from protocolcheck.net.transport import (
+    DEFAULT_PER_HOST,
+    GuardedServer,
+    start_guarded_server,
+    stop_server,
 )
 
 LOG = logging.getLogger("protocolcheck.net.scp")
@@ -114,6 +121,59 @@ def check_complete(ds: Dataset, size: int) -> None:
                                             f"ends at byte {end} but {size} bytes were received")
 
 
+def decode_received(encoded: bytes, syntax: Any) -> Dataset:
+    """Decode the dataset bytes a peer sent in transfer syntax ``syntax`` (a pydicom UID), refusing
+    (:class:`InstanceRefused`) what could not be stored without loss or report:
+
+    - a deflated dataset is inflated incrementally under the one cap every reader shares
+      (:func:`~protocolcheck.dicom.limits.inflate_limit` of what was sent: 0xA700 past it, before
+      pydicom or pynetdicom inflate anything), and must end with its deflate end marker (0xC210);
+    - the decoded elements must end exactly where the bytes end (:func:`check_complete`, 0xC210);
+    - Pixel Data must be whole (:mod:`~protocolcheck.dicom.pixels`, the readers' check): native as long as
+      Rows x Columns x Bits Allocated x Samples x Frames say, encapsulated with its offset table, a fragment
+      per frame and its delimiter (0xA900: the dataset does not match its image attributes).
+    """
+    data = encoded
+    if syntax.is_deflated:
+        try:
+            data = inflate(encoded, complete=True)
+        except InflateLimitExceeded as exc:
+            raise InstanceRefused(OUT_OF_RESOURCES, f"{exc} ({len(encoded)} bytes sent)") from exc
+        except (InflateTruncated, zlib.error) as exc:
+            raise InstanceRefused(CANNOT_UNDERSTAND, f"deflated dataset unusable: {exc}") from exc
+    try:
+        ds = decode(BytesIO(data), syntax.is_implicit_VR, syntax.is_little_endian)
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types
+        raise InstanceRefused(CANNOT_UNDERSTAND, f"cannot decode dataset: {type(exc).__name__}: {exc}") from exc
+    check_complete(ds, len(data))
+    try:
+        short = _pixel_problem(ds, data, syntax.is_little_endian)
+    except Exception as exc:  # noqa: BLE001 - image attributes that cannot be decoded
+        raise InstanceRefused(CANNOT_UNDERSTAND,
+                              f"cannot decode image attributes: {type(exc).__name__}: {exc}") from exc
+    if short:
+        raise InstanceRefused(DATASET_DOES_NOT_MATCH, short)
+    return ds
+
+
+def _pixel_problem(ds: Dataset, data: bytes, little: bool) -> str | None:
+    """:func:`~protocolcheck.dicom.pixels.pixel_data_problem` (the readers' check) on the received bytes."""
+    pixels = ds.get_item(0x7FE00010)
+    length, offset = getattr(pixels, "length", None), getattr(pixels, "value_tell", None)
+    if length is None or offset is None:
+        return None
+
+    def number(keyword: str) -> int | None:
+        try:
+            return int(ds.get(keyword))
+        except (TypeError, ValueError):
+            return None
+
+    size = ImageSize(number("Rows"), number("Columns"), number("BitsAllocated"), number("SamplesPerPixel"),
+                     number("NumberOfFrames"))
+    return pixel_data_problem(lambda at, n: data[at:at + n], len(data), offset, length, size, little=little)
+
+
 def instance_key(ds: Dataset, fallback_sop: str = "") -> InstanceKey:
     """Read and check the placing UIDs of a received dataset; InstanceRefused when unusable."""
     try:
@@ -136,6 +196,7 @@ class InstanceStore:
         self.root = Path(root)
         self.fsync = fsync
         self._log_lock = threading.Lock()
+        self._rejected: LineLog | None = None
 
     def prepare(self) -> None:
         """Create the folder (OSError if it cannot be written) and drop temp files left by a crash."""
@@ -154,24 +215,29 @@ class InstanceStore:
 
     def put(self, key: InstanceKey, data: bytes | Sequence[bytes]) -> Path:
         """Write ``data`` (bytes, or pieces written in turn) as the instance's file, atomically and
-        durably; InstanceRefused on failure."""
+        durably; the path written (or found); InstanceRefused on failure.
+
+        An instance is never overwritten: the same bytes again are taken as stored (a resend), other
+        bytes under the same SOP Instance UID are kept beside the first as ``<SOP>+<digest>.dcm`` (the
+        audit reports both as ``duplicate-instance``)."""
         pieces = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
         target = self.path_for(key)
         try:
             created = not target.parent.is_dir()
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, temp = tempfile.mkstemp(dir=target.parent, prefix=_TEMP_PREFIX)
+            digest = hashlib.sha256()
             try:
                 with os.fdopen(fd, "wb") as fh:
                     for piece in pieces:
                         fh.write(piece)
+                        digest.update(piece)
                     fh.flush()
                     if self.fsync:
                         os.fsync(fh.fileno())
-                os.replace(temp, target)
-            except BaseException:
+                placed = self._place(Path(temp), target, digest.hexdigest())
+            finally:
                 Path(temp).unlink(missing_ok=True)
-                raise
             if self.fsync:
                 _fsync_dir(target.parent)
                 if created:
@@ -179,7 +245,24 @@ class InstanceStore:
                     _fsync_dir(self.root)
         except OSError as exc:
             raise InstanceRefused(OUT_OF_RESOURCES, f"cannot write {target}: {exc.strerror or exc}") from exc
-        return target
+        return placed
+
+    def _place(self, temp: Path, target: Path, digest: str) -> Path:
+        """Link the written temp file to ``target`` unless that exists (``link`` never replaces): then
+        the existing file with the same digest, else the duplicate's own name beside it."""
+        for candidate in (target, target.with_name(f"{target.name[:-4]}+{digest[:16]}.dcm")):
+            try:
+                os.link(temp, candidate)
+            except FileExistsError:
+                if _digest(candidate) == digest:
+                    return candidate  # the same bytes again (a resend): stored already
+                continue
+            if candidate != target:
+                LOG.warning("SOP Instance UID %s arrived again with different content; kept beside the first as %s "
+                            "(duplicate-instance)", target.name[:-4], candidate.name)
+            return candidate
+        raise OSError(f"{target.name} and its duplicate name hold other content")
+
 
     # -- pending markers: a study with a marker has instances that were not yet handed over
     def mark_pending(self, study_uid: str) -> None:
@@ -203,14 +286,16 @@ class InstanceStore:
         return sorted(p.parent.name for p in self.root.glob(f"*/{PENDING_MARKER}"))
 
     def log_rejection(self, record: dict[str, Any]) -> None:
-        """Append one refused instance (time, peer, UIDs, status, reason) to ``.rejected.jsonl``."""
+        """Append one refused instance (time, peer, UIDs, status, reason) to ``.rejected.jsonl`` (whole
+        lines only, see :class:`~.common.LineLog`)."""
         line = json.dumps({"time": _now(), **record}, ensure_ascii=False)
         with self._log_lock:
             try:
-                with open(self.root / REJECTED_LOG, "a", encoding="utf-8") as fh:
-                    fh.write(line + "\n")
+                if self._rejected is None:
+                    self._rejected = LineLog(self.root / REJECTED_LOG, fsync=False)
+                self._rejected.append(line)
             except OSError as exc:
-                LOG.error("cannot append to %s: %s", self.root / REJECTED_LOG, exc)
+                LOG.error("cannot append to %s: %s", self.root / REJECTED_LOG, exc.strerror or exc)
 
     def rejections(self) -> list[dict[str, Any]]:
         path = self.root / REJECTED_LOG
@@ -221,6 +306,14 @@ class InstanceStore:
 
     def instances(self, study_uid: str) -> Iterator[Path]:
         yield from sorted(self.study_dir(study_uid).glob("*/*.dcm"))
+
+
+def _digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            sha.update(block)
+    return sha.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -240,6 +333,12 @@ class _StudyState:
     seq: int = 0
     last: float = 0.0
     running: bool = False
+    failures: int = 0  # hand-overs that failed in a row (disk full for the output, store down ...)
+    retry: float = 0.0  # not handed over again before this time (after a failure)
+
+
+RETRY_FIRST = 10.0  # seconds before a failed hand-over is tried again; doubled each time ...
+RETRY_MAX = 300.0  # ... up to this
 
 
 class StudyTracker:
@@ -306,12 +405,13 @@ class StudyTracker:
         for uid, state in sorted(self._studies.items(), key=lambda item: item[1].last):
             if state.running:
                 continue
-            if self._flush or now - state.last >= self.idle:
+            if self._flush or (now - state.last >= self.idle and now >= state.retry):
                 return uid, state.seq
         return None
 
     def _next_wait(self, now: float) -> float | None:
-        waits = [state.last + self.idle - now for state in self._studies.values() if not state.running]
+        waits = [max(state.last + self.idle, state.retry) - now for state in self._studies.values()
+                 if not state.running]
         return max(0.0, min(waits)) if waits else None
 
     def _run(self) -> None:
@@ -327,22 +427,33 @@ class StudyTracker:
                     self._cond.wait(self._next_wait(now))
                 uid, seq = due
                 self._studies[uid].running = True
-            failed = False
+            failed: Exception | None = None
             try:
                 self.on_complete(uid)
             except Exception as exc:  # noqa: BLE001 - a failing hand-over must not stop the receiver
-                LOG.error("handling completed study %s failed (%s: %s); it stays marked pending and is "
-                          "handled again at the next start", uid, type(exc).__name__, exc)
-                LOG.debug("traceback", exc_info=True)
-                failed = True
+                failed = exc
             with self._cond:
                 state = self._studies[uid]
                 state.running = False
                 self.completed += 1
-                if failed or state.seq == seq:
+                if failed is not None and not self._flush:
+                    state.failures += 1
+                    delay = min(RETRY_MAX, RETRY_FIRST * 2 ** (state.failures - 1))
+                    state.retry = self.clock() + delay
+                    LOG.error("handling completed study %s failed (%s: %s); it stays marked pending and is tried "
+                              "again in %g s", uid, type(failed).__name__, failed, delay)
+                    LOG.debug("traceback", exc_info=failed)
+                elif failed is not None:
                     del self._studies[uid]
-                    if not failed and self.on_settled:
+                    LOG.error("handling completed study %s failed (%s: %s); it stays marked pending and is "
+                              "handled again at the next start", uid, type(failed).__name__, failed)
+                    LOG.debug("traceback", exc_info=failed)
+                elif state.seq == seq:
+                    del self._studies[uid]
+                    if self.on_settled:
                         self.on_settled(uid)
+                else:
+                    state.failures, state.retry = 0, 0.0
 
 
 @dataclass(frozen=True)
@@ -359,6 +470,8 @@ class ListenConfig:
     fsync: bool = True
     allowed_hosts: tuple[str, ...] = ()  # IP addresses or networks (CIDR); empty: any address
     tls: TlsOptions | None = None  # DICOM TLS (certificate and key required)
+    per_host: int = DEFAULT_PER_HOST  # open connections one peer address may hold (0: no limit)
+    stop_grace: float = 3.0  # seconds running associations get to end on stop before they are closed
 
 
 @dataclass
@@ -391,13 +504,8 @@ def handle_store(event: evt.Event, store: InstanceStore, counters: Counters,
     sop_fallback = str(getattr(request, "AffectedSOPInstanceUID", "") or "")
     key: InstanceKey | None = None
     try:
-        try:
-            ds = event.dataset
-        except Exception as exc:  # noqa: BLE001
-            raise InstanceRefused(CANNOT_UNDERSTAND, f"cannot decode dataset: {type(exc).__name__}: {exc}") from exc
         encoded = event.encoded_dataset(include_meta=False)  # the bytes as the peer sent them
-        if not event.context.transfer_syntax.is_deflated:
-            check_complete(ds, len(encoded))
+        ds = decode_received(encoded, event.context.transfer_syntax)  # never event.dataset: it inflates unbounded
         key = instance_key(ds, sop_fallback)
         if accept is not None:
             reason = accept(key)
@@ -459,67 +567,6 @@ def _on_rejected(event: evt.Event, counters: Counters, config: ListenConfig) -> 
     LOG.warning("rejected association from %s: %s", _peer_text(event), why)
 
 
-class GuardedServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server with a peer-address allow-list and TLS off the accepting thread.
-
-    ``allowed``: networks a peer address must belong to (empty: any). ``handshake_timeout``:
-    seconds a client has to complete the TLS handshake. ``on_refused(address, reason)`` is called
-    for every connection closed here.
-    """
-
-    def __init__(self, *args: Any, allowed: Sequence[Network] = (), handshake_timeout: float = 30.0,
-                 on_refused: Callable[[str, str], None] | None = None, **kwargs: Any) -> None:
-        self.allowed = tuple(allowed)
-        self.handshake_timeout = handshake_timeout
-        self.on_refused = on_refused
-        super().__init__(*args, **kwargs)
-
-    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        """Accept only: no TLS handshake here (it would block every other client while it lasts)."""
-        assert self.socket is not None
-        client, address = self.socket.accept()
-        return client, address
-
-    def verify_request(self, request: Any, client_address: Any) -> bool:
-        if not self.allowed or address_allowed(str(client_address[0]), self.allowed):
-            return True
-        self._refused(client_address, "address not in the allowed hosts ("
-                      + ", ".join(str(n) for n in self.allowed) + ")")
-        return False  # socketserver closes the connection without reading from it
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        if self.ssl_context is not None:
-            try:
-                request.settimeout(self.handshake_timeout)
-                request = self.ssl_context.wrap_socket(request, server_side=True)
-                request.settimeout(None)
-            except (OSError, ValueError) as exc:
-                reason = str(getattr(exc, "verify_message", "") or "") or str(exc) or type(exc).__name__
-                if "WRONG_VERSION_NUMBER" in reason or "HTTP_REQUEST" in reason:
-                    reason = "the client does not speak TLS: plain DICOM on a TLS port? " + reason
-                self._refused(client_address, f"TLS handshake failed ({reason})")
-                self.shutdown_request(request)
-                return
-        super().process_request_thread(request, client_address)
-
-    def _refused(self, client_address: Any, reason: str) -> None:
-        address = f"{client_address[0]}:{client_address[1]}"
-        if self.on_refused is not None:
-            self.on_refused(address, reason)
-
-
-def start_guarded_server(ae: Any, address: tuple[str, int], *, ssl_context: ssl.SSLContext | None,
-                         evt_handlers: list[Any], allowed: Sequence[Network] = (), handshake_timeout: float = 30.0,
-                         on_refused: Callable[[str, str], None] | None = None) -> GuardedServer:
-    """Start a :class:`GuardedServer` for ``ae`` on its own thread (as ``AE.start_server(block=False)`` does)."""
-    server = ae.make_server(address, ssl_context=ssl_context, evt_handlers=evt_handlers, server_class=GuardedServer,
-                            allowed=allowed, handshake_timeout=handshake_timeout, on_refused=on_refused)
-    thread = threading.Thread(target=server.serve_forever, name="protocolcheck-scp-acceptor", daemon=True)
-    thread.start()
-    ae._servers.append(server)  # pynetdicom's server.shutdown() removes it from this list
-    return server
-
-
 class StorageSCP:
     """A storage SCP that stores every instance durably and reports each completed study.
 
@@ -544,6 +591,8 @@ class StorageSCP:
         self.tracker = StudyTracker(config.idle, self._complete, on_pending=self.store.mark_pending,
                                     on_settled=self.store.clear_pending)
         self._server: GuardedServer | None = None
+        self._busy = 0  # C-STORE handlers running (stop() lets them finish writing)
+        self._busy_lock = threading.Lock()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -571,24 +620,34 @@ class StorageSCP:
         for cx in storage_contexts():
             ae.add_supported_context(cx.abstract_syntax, cx.transfer_syntax)
         handlers = [
-            (evt.EVT_C_STORE, handle_store, [self.store, self.counters, self._stored]),
+            (evt.EVT_C_STORE, self._handle_store),
             (evt.EVT_C_ECHO, handle_echo),
             (evt.EVT_ESTABLISHED, _on_established, [self.counters]),
             (evt.EVT_REJECTED, _on_rejected, [self.counters, self.config]),
         ]
         for sop_classes, service_handlers in self.services:
             for sop_class in sop_classes:
-                ae.add_supported_context(sop_class)
+                ae.add_supported_context(sop_class, list(NOT_DEFLATED))  # pynetdicom decodes these whole
             handlers.extend(service_handlers)
         try:
             self._server = start_guarded_server(
                 ae, (self.config.bind, self.config.port), ssl_context=self.ssl_context, evt_handlers=handlers,
-                allowed=self.allowed_hosts, handshake_timeout=self.config.timeouts.acse,
+                pdu_seconds=self.config.timeouts.pdu, allowed=self.allowed_hosts,
+                handshake_timeout=self.config.timeouts.acse, per_host=self.config.per_host,
                 on_refused=self._refused_connection)
         except BaseException:
             self.tracker.stop(flush=False)
             raise
         LOG.debug("listening as %s on %s:%d, storing in %s", self.config.aet, *self.address, self.config.store)
+
+    def _handle_store(self, event: evt.Event) -> int:
+        with self._busy_lock:
+            self._busy += 1
+        try:
+            return handle_store(event, self.store, self.counters, self._stored)
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
 
     def _stored(self, key: InstanceKey) -> None:
         try:
@@ -610,17 +669,15 @@ class StorageSCP:
         self.counters.add("studies_completed")
         self.on_study_complete(self.store.study_dir(study_uid))
 
-    def stop(self, grace: float = 60.0) -> None:
-        """Stop accepting; let running associations finish (up to ``grace`` s); hand over what is pending."""
+    def stop(self, grace: float | None = None) -> None:
+        """Stop accepting; close connections that carry no association at once; give running associations
+        ``grace`` s (default ``config.stop_grace``) to end, then close them; let C-STORE handlers finish
+        writing; hand over what is pending. Whatever peers do, this returns within about 2 x ``grace``
+        plus the hand-over: an instance whose reply could not be sent is stored, and resent by its peer."""
+        grace = self.config.stop_grace if grace is None else grace
         server = self._server
         if server is not None:
-            server.shutdown()
-            deadline = time.monotonic() + grace
-            for assoc in list(server.active_associations):
-                assoc.join(max(0.0, deadline - time.monotonic()))
-                if assoc.is_alive():
-                    LOG.warning("aborting association still running after %g s: %s", grace, assoc)
-                    assoc.abort()
+            stop_server(server, grace, busy=lambda: self._busy > 0)
             self._server = None
         self.tracker.stop(flush=True)
 
