@@ -217,8 +217,8 @@ def test_control_characters_from_peers_cannot_forge_log_lines(tmp_path: Path, li
     lines = listener.text().splitlines()
     assert not [line for line in lines if line.startswith(("FORGED", "2026-01-01"))], listener.text()
     assert "\x1b" not in listener.text()
-    assert any("\\n2026-01-01 00:00:00 WARNING FORGED refusal\\x1b[2J" in line for line in lines), listener.text()
-    assert any("A1\\nFORGED" in line or "A1\\x0aFORGED" in line for line in lines if "audited" in line), listener.text()
+    assert any("\\x0a2026-01-01 00:00:00 WARNING FORGED refusal\\x1b[2J" in line for line in lines), listener.text()
+    assert any("A1\\x0aFORGED" in line for line in lines if "audited" in line), listener.text()
 
 
 def test_jsonl_output_keeps_whole_lines_when_the_disk_is_full(tmp_path: Path) -> None:
