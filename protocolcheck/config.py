@@ -87,6 +87,13 @@ def rules_file(library: str | os.PathLike[str] | None = None) -> Path:
     return shipped_protocols_dir() / RULES_FILENAME
 
 
+def rules_for(library: str | os.PathLike[str] | None) -> Path:
+    """The decision rules that go with a protocol library folder: its own ``rules.yaml`` when it has one,
+    else :func:`rules_file` (so the audit, the recommender and the library read the same file)."""
+    beside = Path(library) / RULES_FILENAME if library else None
+    return beside if beside is not None and beside.is_file() else rules_file()
+
+
 def store_chosen(explicit: str | None = None) -> bool:
     """Whether the user chose a results store: ``explicit`` (``--db``) or ``$PROTOCOLCHECK_DB``."""
     return bool(explicit or _get(Env.DB))

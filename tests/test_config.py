@@ -53,3 +53,11 @@ def test_environment_for_workers_has_absolute_paths(tmp_path: Path, monkeypatch:
     config.apply_environment(env)  # what a worker does with the client's environment
     assert config.Env.PURE_PYTHON.value not in config.protocolcheck_environment()
     assert config.protocolcheck_environment() == env
+
+
+def test_rules_go_with_their_library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in config.Env:
+        monkeypatch.delenv(name.value, raising=False)
+    assert config.rules_for(tmp_path) == config.rules_file() == config.rules_for(None)  # no rules.yaml there
+    (tmp_path / config.RULES_FILENAME).write_text("x")
+    assert config.rules_for(tmp_path) == tmp_path / config.RULES_FILENAME

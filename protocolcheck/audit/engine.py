@@ -14,9 +14,9 @@ import datetime as dt
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
+from protocolcheck import config
 from protocolcheck.audit.collision import split_by_exam, with_collision
 from protocolcheck.audit.duplicates import duplicate_findings
 from protocolcheck.audit.integrity import integrity_findings
@@ -28,7 +28,7 @@ from protocolcheck.clinical.decision import Exam, Verdict, exam_of_protocol, sel
 from protocolcheck.clinical.findings import AuditResult, Finding, FindingCode, Severity, Status, status_for
 from protocolcheck.clinical.library import Library
 from protocolcheck.clinical.orders import parse_order
-from protocolcheck.clinical.rules import Rules, default_rules_path, load_rules
+from protocolcheck.clinical.rules import Rules, load_rules
 from protocolcheck.clinical.scenario import Scenario
 from protocolcheck.dicom.records import ScanRecord, Unreadable
 from protocolcheck.dicom.scan import scan
@@ -102,8 +102,7 @@ def recommender_rules(library: Library) -> Rules:
     """The decision rules: ``rules.yaml`` beside the library's protocols when there is one, else the
     default (``$PROTOCOLCHECK_RULES``, ``$PROTOCOLCHECK_LIBRARY``, shipped). Raises ``RulesError``
     (with every problem) when they cannot be used."""
-    beside = Path(library.path) / "rules.yaml" if library.path else None
-    return load_rules(beside if beside is not None and beside.is_file() else default_rules_path())
+    return load_rules(config.rules_for(library.path))
 
 
 def _result(facts: StudyFacts, choice: Choice | None, status: Status, findings: Sequence[Finding],

@@ -15,13 +15,12 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
+from protocolcheck import config
 from protocolcheck.clinical.context import ClinicalContext
 from protocolcheck.clinical.library import Library
 from protocolcheck.clinical.rules import (
-    RULES_FILENAME,
     Appropriateness,
     Format,
     Procedure,
@@ -406,9 +405,7 @@ def select_protocol(context: ClinicalContext, library: Library | None = None, on
     appropriate).  Never raises for clinical inputs; date problems are ignored (they do not change the exam)."""
     try:
         if rules is None:  # the rules that live with this library, so audit and recommender read the same file
-            folder = library.path if library is not None else ""
-            beside = Path(folder) / RULES_FILENAME if folder else None
-            rules = load_rules(beside if beside is not None and beside.is_file() else None)
+            rules = load_rules(config.rules_for(library.path if library is not None else None))
         scenario, problems, out_of_scope = interpret(context, rules, on, check_dates=False)
         if problems:
             raise ScenarioError(problems, out_of_scope)

@@ -31,9 +31,7 @@ from protocolcheck import config
 from protocolcheck.clinical import safeyaml
 from protocolcheck.clinical.findings import Severity
 from protocolcheck.clinical.rules import (
-    RULES_FILENAME,
     RulesError,
-    default_rules_path,
     load_rules,
     shipped_protocols_dir,
 )
@@ -734,7 +732,7 @@ def _build(data: dict[str, Any], path: Path) -> Protocol:
     trauma = None
     trauma_data = (data.get("timing") or {}).get("trauma")
     if trauma_data is not None:
-        rules = load_rules(default_rules_path(path.parent) if (path.parent / RULES_FILENAME).is_file() else None)
+        rules = load_rules(config.rules_for(path.parent))
         trauma = TraumaTiming(
             min_days=rules.min_days_after_trauma, max_days=rules.max_days_after_trauma,
             citations=tuple(trauma_data.get("citations") or ()),
