@@ -13,7 +13,7 @@ defaults.
 ``PROTOCOLCHECK_PURE_PYTHON``  any value: the lean reader does not use its compiled skimmer
 ``PROTOCOLCHECK_DICOMWEB_*``   ``PASSWORD``, ``TOKEN``: credentials of ``query --dicomweb`` (read by its
                                click options, never typed on the command line)
-``PROTOCOLCHECK_WEB_TOKEN``    the access token of ``listen --web`` (default of ``--web-token``)
+``PROTOCOLCHECK_WEB_TOKEN``    the access token of ``listen --web`` (unless ``--web-token-file``)
 =============================  ==========================================================================
 """
 

@@ -120,7 +120,9 @@ def test_page_shows_the_banner_while_the_exam_runs(tmp_path: Path) -> None:
 
 def test_page_token(tmp_path: Path) -> None:
     web = free_port()
-    listener = Listener(tmp_path, *FAST, "--web", str(web), "--web-token", "s3cret")
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    listener = Listener(tmp_path, *FAST, "--web", str(web), "--web-token-file", str(token))
     try:
         with pytest.raises(urllib.error.HTTPError) as refused:
             _exams(web)

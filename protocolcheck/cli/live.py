@@ -46,9 +46,9 @@ def live_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--web", "web", default=None, metavar="[HOST:]PORT",
                      help="Serve the live page (one card per scanner, alert banner, recent exams) and "
                           "GET /api/exams here; the host defaults to 127.0.0.1."),
-        click.option("--web-token", default=None, metavar="TOKEN",
-                     help=f"Require this token for the page (Bearer, basic-auth password or ?token=); "
-                          f"default ${TOKEN_ENV}."),
+        click.option("--web-token-file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+                     help=f"Require the token in FILE (its first line) for the page: Bearer, basic-auth password "
+                          f"or ?token= (default ${TOKEN_ENV}; never typed on the command line, where ps shows it)."),
         click.option("--notify", "notify_url", default=None, metavar="URL",
                      help="POST a JSON event here when an open exam gets an error-level problem "
                           "(retried; bounded queue)."),
@@ -62,6 +62,18 @@ def live_options(f: Callable[..., Any]) -> Callable[..., Any]:
                           "series)."),
         click.option("--worklist-aet", default=None, metavar="AET", help="The worklist server's AE title."),
     ])
+
+
+def read_token(path: str) -> str:
+    """The first line of ``path``; usage error when it cannot be read or is empty."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            token = fh.readline().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.UsageError(f"--web-token-file {path}: cannot be read ({exc})") from exc
+    if not token:
+        raise click.UsageError(f"--web-token-file {path}: the first line is empty")
+    return token
 
 
 def web_address(text: str) -> tuple[str, int]:
@@ -142,7 +154,7 @@ class LiveLoop:
                 raise click.UsageError(str(exc)) from exc
             from protocolcheck.report.live_page import WebServer, create_app
 
-            token = opts.get("web_token") or config.web_token()
+            token = read_token(opts["web_token_file"]) if opts.get("web_token_file") else config.web_token()
             self.web = WebServer(create_app(self.monitor, include_patient=self.include_patient, token=token),
                                  host, port)
 
