@@ -21,6 +21,7 @@ from rawdicom import UNDEFINED, base_elements, element, item, sequence, text, wr
 
 from benchmarks.run import enrich
 from protocolcheck.dicom import lean as fastheaders
+from protocolcheck.dicom import lean_tables
 from protocolcheck.dicom.reader import read_file_pydicom
 from protocolcheck.testing import synth
 
@@ -151,7 +152,7 @@ def test_configure_rejects_malformed_tables_and_keeps_working(vendor_files: list
         pytest.skip("protocolcheck._skim is not built")
     from protocolcheck.dicom import _skim  # type: ignore[attr-defined]
 
-    tables = list(fastheaders._skim_tables())
+    tables = list(lean_tables._skim_tables())
     for index, bad in ((0, b"\x00" * 10), (2, b"\x00" * 5), (3, b"\x00" * 33), (4, b"\x00" * 6)):
         broken = list(tables)
         broken[index] = bad

@@ -29,7 +29,7 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 from requests.adapters import HTTPAdapter
 
-from protocolcheck.dicom.lean import read_tags
+from protocolcheck.dicom.lean_tables import read_tags
 from protocolcheck.dicom.reader import records_from_dataset
 from protocolcheck.dicom.records import ScanRecord, Skipped, Unreadable, problem_text, uid_for_message
 from protocolcheck.net.common import NetError, NetErrorKind
