@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from protocolcheck.cli.options import Exit, emit, quiet_option, warn, write_file
+
+if TYPE_CHECKING:
+    from protocolcheck.clinical.library import Library
+    from protocolcheck.jobs.store import Filters
 
 
 def db_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -49,19 +54,24 @@ def _iso_day(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None, help="Also export the table as CSV.")
 @click.option("--parquet", "parquet_path", type=click.Path(dir_okay=False), default=None,
               help="Also export the table as Parquet (needs pyarrow).")
+@click.option("--upcoming-csv", "upcoming_csv", type=click.Path(dir_okay=False), default=None,
+              help="Also export the upcoming scheduled exams (worklist --db), problems first, as CSV.")
 @click.option("--include-patient", is_flag=True, help="Show patient names and IDs (hidden by default).")
 @click.option("--title", default="Protocol compliance report", show_default=True, help="Report title.")
 @quiet_option
 def report(db: str | None, since: dt.date | None, until: dt.date | None, protocols: tuple[str, ...],
            stations: tuple[str, ...], scanners: tuple[str, ...], institutions: tuple[str, ...],
            statuses: tuple[str, ...], output: str | None,
-           csv_path: str | None, parquet_path: str | None, include_patient: bool, title: str, quiet: bool) -> None:
+           csv_path: str | None, parquet_path: str | None, upcoming_csv: str | None, include_patient: bool, title: str,
+           quiet: bool) -> None:
     """Write an HTML report (and CSV/Parquet exports) of the latest stored audit of each study."""
     import importlib.util
 
     from protocolcheck import config
+    from protocolcheck.jobs.scheduled import upcoming
     from protocolcheck.jobs.store import Filters, Store
     from protocolcheck.report.html import export_frame, render_html
+    from protocolcheck.report.sections import upcoming_frame, upcoming_lines
     from protocolcheck.report.tabular import csv_safe_frame
 
     if parquet_path and importlib.util.find_spec("pyarrow") is None:
@@ -73,6 +83,8 @@ def report(db: str | None, since: dt.date | None, until: dt.date | None, protoco
     with Store.open(target, readonly=True) as store:
         audits = store.latest(filters, include_patient=include_patient)
         findings = store.findings(audits["id"])
+        unreadable = store.orphan_unreadable() if _orphans_wanted(filters) else []
+        ahead = upcoming(store)
         source = store.target
     written = []
     try:
@@ -84,15 +96,40 @@ def report(db: str | None, since: dt.date | None, until: dt.date | None, protoco
             if parquet_path:
                 table.to_parquet(parquet_path, index=False)
                 written.append(parquet_path)
-        if output or not (csv_path or parquet_path):
+        if upcoming_csv:
+            write_file(upcoming_csv, csv_safe_frame(upcoming_frame(ahead)).to_csv(index=False))
+            written.append(upcoming_csv)
+        if output or not (csv_path or parquet_path or upcoming_csv):
             page = render_html(audits, findings, title=title, source=source, filters=filters.describe(),
-                               include_patient=include_patient)
+                               include_patient=include_patient, upcoming=ahead, unreadable=unreadable,
+                               library=_library())
             emit(page, output)
             written.append(output or "stdout")
     except OSError as exc:
         warn(f"error: cannot write {exc.filename or 'output'}: {exc.strerror or exc}")
         sys.exit(Exit.CANNOT_RUN)
-    counts = audits["status"].value_counts()
-    detail = ", ".join(f"{int(counts[s])} {s}" for s in ("pass", "warn", "fail", "no-protocol", "error") if s in counts)
-    warn(f"report: {len(audits)} studies" + (f" ({detail})" if detail else "") + " -> " + ", ".join(written), quiet)
+    found: list[str] = list(audits["status"]) + ["error"] * len({os.path.dirname(p) for p, _r, _s in unreadable})
+    detail = ", ".join(f"{found.count(s)} {s}" for s in ("pass", "warn", "fail", "no-protocol", "error")
+                       if s in found)
+    warn(f"report: {len(found)} studies" + (f" ({detail})" if detail else "") + " -> " + ", ".join(written), quiet)
+    for line in upcoming_lines(ahead):
+        warn(line, quiet)
     sys.exit(Exit.OK)
+
+
+def _orphans_wanted(filters: Filters) -> bool:
+    """Unreadable files that belong to no study have no station, protocol or date: they are shown (as the
+    audit's ``error`` records) unless the filters select by something they lack."""
+    return not (filters.protocols or filters.stations or filters.scanners or filters.institutions
+                or filters.since or filters.until) and (not filters.statuses or "error" in filters.statuses)
+
+
+def _library() -> Library | None:
+    """The installed protocol library (requirement names for the report); None when it cannot be read."""
+    from protocolcheck.clinical.library import LibraryError, load_library
+
+    try:
+        return load_library()
+    except (LibraryError, OSError) as exc:
+        warn(f"note: requirement ids shown, the protocol library cannot be read: {exc}")
+        return None

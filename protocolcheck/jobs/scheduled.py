@@ -105,7 +105,8 @@ class Saved:
 def _row(step: CheckedStep, key: str, digest: str, now: dt.datetime) -> dict[str, Any]:
     item, check = step.item, step.check
     findings = [{"code": getattr(f.code, "value", f.code), "severity": getattr(f.severity, "value", f.severity),
-                 "message": f.message, "action": f.action or ""} for f in check.findings]
+                 "message": f.render(action=False, guideline=False), "action": f.action or ""}
+                for f in check.findings]
     return {
         "step_key": key, "digest": digest, "accession_number": item.accession_number,
         "scheduled_date": item.scheduled_date, "scheduled_day": item.scheduled, "station_aet": item.station_aet,

@@ -524,6 +524,15 @@ class Store:
                 conn.execute(delete(files_table).where(files_table.c.path.in_([r["path"] for r in chunk])))
                 conn.execute(insert(files_table), chunk)
 
+    def orphan_unreadable(self) -> list[tuple[str, str, dt.datetime]]:
+        """Indexed unreadable files that belong to no study (path, reason, when seen): the audit reports
+        them as ``error`` records that are never stored as audits, so the report adds them back."""
+        c = files_table.c
+        query = select(c.path, c.reason, c.seen_at).where((c.kind == FileKind.UNREADABLE.value)
+                                                         & c.study_instance_uid.is_(None)).order_by(c.path)
+        with self.engine.connect() as conn:
+            return [(str(p), str(r or ""), s) for p, r, s in conn.execute(query)]
+
     def forget_files(self, paths: Iterable[str]) -> None:
         """Drop index entries of files that no longer exist."""
         items = list(paths)

@@ -17,7 +17,21 @@ from typing import Any
 
 import pandas as pd
 
+from protocolcheck.clinical.library import Library
 from protocolcheck.clinical.rules import load_rules
+from protocolcheck.report.sections import (
+    concat,
+    count_problems,
+    modality_group,
+    requirement_labels,
+    requirement_name,
+    short_uid,
+    trend_table,
+    unreadable_rows,
+    upcoming_table,
+    vendor_name,
+)
+
 
 def trauma_days() -> tuple[int, int]:
     """The trauma window (earliest, latest days after the injury): ``timing`` of rules.yaml, the one place for it."""
@@ -147,14 +161,20 @@ def by_group(audits: pd.DataFrame, column: str, limit: int = 12) -> tuple[list[s
     return labels, stacks
 
 
-def missing_requirements(audits: pd.DataFrame, findings: pd.DataFrame, limit: int = 12) -> list[tuple[str, int, str]]:
-    """(requirement, number of studies missing it, an example message), most frequent first."""
+def missing_requirements(audits: pd.DataFrame, findings: pd.DataFrame, limit: int = 12,
+                         labels: dict[tuple[str, str], str] | None = None) -> list[tuple[str, int, str]]:
+    """(requirement name, number of studies missing it, an example message), most frequent first; the
+    name is the protocol library's (``labels``, see :func:`.sections.requirement_labels`), else the id."""
     if findings.empty or audits.empty:
         return []
     rows = findings[findings["code"].isin(MISSING_CODES) & findings["audit_id"].isin(audits["id"])].copy()
     if rows.empty:
         return []
     rows["requirement"] = rows["requirement"].fillna(rows["code"]).astype(str)
+    if labels:
+        protocol_of = dict(zip(audits["id"].astype(int), audits["protocol"], strict=False))
+        rows["requirement"] = [requirement_name(labels, protocol_of.get(int(a)), r)
+                               for a, r in zip(rows["audit_id"], rows["requirement"], strict=False)]
     counts = rows.drop_duplicates(["audit_id", "requirement"]).groupby("requirement")["audit_id"].nunique()
     counts = counts.sort_values(ascending=False, kind="stable")
     example = rows.drop_duplicates("requirement").set_index("requirement")["message"]
@@ -173,9 +193,7 @@ def trauma_histogram(days: pd.Series, width: int = 7, cap_weeks: int = 26) -> tu
         return [], [], before
     top = min(int(values.max() // width) + 1, cap_weeks + 1)
     min_days, max_days = trauma_days()
-    top = max(top, min_days // width + 2)  # always show the earliest-day line with room after it
-    if values.max() >= max_days:
-        top = max(top, max_days // width + 2)
+    top = max(top, min_days // width + 2, max_days // width + 2)  # both limits always drawn, room after each
     idx = (values // width).clip(upper=top - 1).astype(int)
     counts = [int((idx == i).sum()) for i in range(top)]
     return [i * width for i in range(top)], counts, before
@@ -297,7 +315,7 @@ def svg_hbars(items: Sequence[tuple[str, int, str]], *, total: int, width: int =
     for i, (label, count, example) in enumerate(items):
         y = top + i * row_h
         w = plot_w * count / vmax
-        short = label if len(label) <= 36 else label[:35] + "…"
+        short = label if len(label) <= 40 else label[:39] + "…"
         share = f" ({_share(count, total)} of studies)" if total else ""
         out.append(f'<text x="{left - 10}" y="{y + 18}" font-size="12.5" text-anchor="end" fill="#223">'
                    f'<title>{esc(label)}</title>{esc(short)}</text>'
@@ -403,7 +421,7 @@ td { border-bottom:1px solid var(--line); padding:7px 8px; vertical-align:top; }
 tr:nth-child(even) td { background:#fafbfd; }
 td.nowrap { white-space:nowrap; }
 small.uid { color:var(--muted); font-size:10.5px; }
-td.mono { font-family:ui-monospace,"DejaVu Sans Mono",monospace; font-size:12px; word-break:break-all; }
+td.mono { font-family:ui-monospace,"DejaVu Sans Mono",monospace; font-size:12px; overflow-wrap:anywhere; }
 .badge { display:inline-block; border-radius:9px; padding:0 8px; font-size:11.5px; font-weight:600; color:#fff; white-space:nowrap; }
 td.finding details { display:inline; color:var(--muted); font-size:12px; }
 td.finding details summary { display:inline; cursor:pointer; color:#3d6fb6; margin-left:4px; }
@@ -419,7 +437,30 @@ ul.findings code { background:#eef2f7; border-radius:4px; padding:0 4px; font-si
 .empty { color:var(--muted); font-style:italic; padding:8px 0; }
 details.all > summary { cursor:pointer; color:#3d6fb6; margin:2px 0 10px; }
 footer { color:var(--muted); font-size:12px; text-align:center; padding:6px 0 24px; }
-@media print { body { background:#fff } section, .card { break-inside:avoid } }
+span.req { color:#334; font-weight:600; }
+span.uid { cursor:help; border-bottom:1px dotted #a0aab4; }
+h3.modality { font-size:14.5px; margin:14px 0 2px; color:#17324d; border-bottom:1px solid var(--line); }
+.scroll { max-width:100%; overflow-x:auto; }
+table.trend td.trend { text-align:center; font-size:12px; white-space:nowrap; padding:5px 4px; }
+table.trend td.none { color:#a0aab4; }
+table.trend th.scanner { text-transform:none; letter-spacing:0; color:var(--ink); font-weight:600; white-space:nowrap; }
+tr.upcoming.fail td:first-child { border-left:4px solid #d64545; }
+tr.upcoming.warn td:first-child { border-left:4px solid #e3a21a; }
+@media print {
+  @page { size: A4 landscape; margin: 12mm; }
+  body { background:#fff; font-size:11px; }
+  header { background:#fff; color:#000; border-bottom:2px solid #17324d; padding:6px 0; }
+  header .meta, header .filters span { color:#333; background:none; }
+  main { max-width:none; padding:0; }
+  section, .card, tr { break-inside:avoid; }
+  section { border:none; padding:6px 0; }
+  details > summary { display:none; }
+  details.all { display:none; }
+  details:not(.all) > *:not(summary) { display:inline; }
+  .scroll { overflow:visible; }
+  td, th { padding:3px 5px; }
+  * { -webkit-print-color-adjust:exact; print-color-adjust:exact; }
+}
 """
 
 
@@ -436,7 +477,7 @@ def _legend_html() -> str:
         f'<span><i style="background:{STATUS_COLORS[s]}"></i>{esc(STATUS_LABELS[s])}</span>' for s in STATUS_ORDER) + "</div>"
 
 
-def _summary(audits: pd.DataFrame) -> str:
+def _summary(audits: pd.DataFrame, upcoming_problems: int | None = None) -> str:
     counts = _status_counts(audits["status"]) if len(audits) else {s: 0 for s in STATUS_ORDER}
     rate = compliance(audits["status"]) if len(audits) else None
     days = audits["days_after_trauma"].dropna() if len(audits) else pd.Series(dtype=float)
@@ -447,19 +488,24 @@ def _summary(audits: pd.DataFrame) -> str:
         early = int(((days >= 0) & (days < min_days)).sum())
         cards.append(_card(f"{days.median():.0f}", "median days after injury"))
         cards.append(_card(str(early), f"imaged before day {min_days}", "warn" if early else ""))
+    if upcoming_problems is not None:
+        cards.append(_card(str(upcoming_problems), "upcoming exams with problems", "fail" if upcoming_problems else ""))
     return '<div class="cards">' + "".join(cards) + "</div>"
 
 
 def _study_cells(row: Any, include_patient: bool) -> list[str]:
     """The cells that name a study in both tables: date, accession/UID, patient (opt-in), station, protocol."""
     when = row["when"].strftime("%Y-%m-%d") if pd.notna(row["when"]) else ""
+    uid = f'<br><small>{short_uid(row["study_instance_uid"])}</small>' if _present(row["study_instance_uid"]) else ""
     cells = [f'<td class="nowrap">{esc(when)}</td>',
-             f'<td class="mono"><b>{esc(row["accession_number"]) or "–"}</b><br>'
-             f'<small class="uid">{esc(row["study_instance_uid"])}</small></td>']
+             f'<td class="mono"><b>{esc(row["accession_number"]) or "–"}</b>{uid}</td>']
     if include_patient:
         cells.append(f"<td>{esc(row.get('patient_name', ''))}<br><small>{esc(row.get('patient_id', ''))}</small></td>")
-    return cells + [f"<td>{esc(row['station_name']) or '–'}<br><small>{esc(row['scanner'])}</small></td>",
-                    f"<td>{esc(row['protocol']) or '–'}<br><small>{esc(row['study_description'])}</small></td>"]
+    vendor = (f"<br><small title=\"{esc(row['manufacturer'])}\">{esc(row['scanner'])}</small>"
+              if _present(row["scanner"]) else "")
+    described = f"<br><small>{esc(row['study_description'])}</small>" if _present(row["study_description"]) else ""
+    return cells + [f"<td>{esc(row['station_name']) or '–'}{vendor}</td>",
+                    f"<td>{esc(row['protocol']) or '–'}{described}</td>"]
 
 
 def _present(value: object) -> bool:
@@ -467,7 +513,8 @@ def _present(value: object) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
-def _failing_table(audits: pd.DataFrame, findings: pd.DataFrame, include_patient: bool) -> str:
+def _failing_table(audits: pd.DataFrame, findings: pd.DataFrame, include_patient: bool,
+                   labels: dict[tuple[str, str], str] | None = None) -> str:
     """Failing studies, newest first: one row per finding (the study's cells span them), with what
     was found and, in a column of its own, the action to take."""
     failing = audits[audits["status"].isin(FAILING)]
@@ -484,7 +531,9 @@ def _failing_table(audits: pd.DataFrame, findings: pd.DataFrame, include_patient
             order = {"error": 0, "warning": 1, "info": 2}
             group = group.assign(_o=group["severity"].map(order).fillna(3)).sort_values("_o", kind="stable")
             for _, f in group.iterrows():
-                req = f" <code>{esc(f['requirement'])}</code>" if _present(f.get("requirement")) else ""
+                name = requirement_name(labels or {}, row["protocol"], f.get("requirement")) \
+                    if _present(f.get("requirement")) else ""
+                req = f' <span class="req">{esc(name)}:</span>' if name else ""
                 detail = f.get("detail")
                 text = str(detail) if _present(detail) else str(f["message"] or "")  # a version 1 store: no detail
                 cited = str(f["guideline"]) if _present(f.get("guideline")) else ""
@@ -523,12 +572,76 @@ def _all_studies_table(audits: pd.DataFrame, include_patient: bool) -> str:
             + "".join(rows) + "</tbody></table>" + more)
 
 
+def _prepare(audits: pd.DataFrame, findings: pd.DataFrame,
+             unreadable: Sequence[tuple[str, str, dt.datetime]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The audit's records of unreadable files that belong to no study added (never stored as audits,
+    yet counted by the audit as errors), and ``scanner`` as a vendor name ("SIEMENS" and "Siemens
+    Healthineers" are one)."""
+    if unreadable:
+        rows, extra = unreadable_rows(unreadable, start_id=-1)
+        audits = concat([audits, rows.reindex(columns=audits.columns)])
+        findings = concat([findings, extra.reindex(columns=findings.columns)])
+    audits = audits.copy()
+    audits["scanner"] = audits["manufacturer"].map(vendor_name) if len(audits) else pd.Series(dtype=str)
+    return audits, findings
+
+
+def _groups_section(audits: pd.DataFrame) -> str:
+    """Status by vendor, station and institution, MR and CT (each modality) apart."""
+    studies = audits[audits["study_instance_uid"].fillna("").astype(str) != ""]
+    blocks = []
+    modalities = studies["modality"].map(modality_group)
+    for modality in modalities.value_counts().index:
+        part = studies[modalities == modality]
+        groups = []
+        for column, heading in (("scanner", "By vendor"), ("station_name", "By station"),
+                                ("institution", "By institution")):
+            g_labels, g_stacks = by_group(part, column)
+            groups.append(f"<div><h3>{esc(heading)}</h3>{svg_hstacked(g_labels, g_stacks)}</div>")
+        blocks.append(f'<h3 class="modality">{esc(modality)} ({len(part)} studies)</h3>'
+                      f'<div class="grid3">{"".join(groups)}</div>')
+    return ('<section><h2>By scanner, station and institution</h2><p class="note">Share of studies per status, '
+            "each modality apart; n = studies, % = compliance rate. Manufacturer names are read as one vendor "
+            "(SIEMENS and Siemens Healthineers are Siemens).</p>" + _legend_html() + "".join(blocks) + "</section>")
+
+
+def _timing_section(audits: pd.DataFrame) -> str:
+    starts, counts, before = trauma_histogram(audits["days_after_trauma"])
+    known = int(audits["days_after_trauma"].notna().sum())
+    if starts:
+        min_days, max_days = trauma_days()
+        note = (f"{known} of {len(audits)} studies have a known injury date. The guideline advises waiting about "
+                f"one month ({min_days} days) after trauma so blood and edema resolve, but not much longer "
+                f"(the protocol library flags studies after {max_days} days as delayed).")
+        if before:
+            note += f" {before} studies are dated before the injury (check the context data)."
+        body = svg_histogram(starts, counts)
+    else:
+        note = "No study in this selection has a known injury date (give one with --context or --trauma-date)."
+        body = ""
+    return f'<section><h2>Timing after injury</h2><p class="note">{esc(note)}</p>{body}</section>'
+
+
+def _upcoming_section(upcoming: pd.DataFrame | None) -> str:
+    badges = {s: _badge(STATUS_LABELS.get(s, s), STATUS_COLORS.get(s, "#667")) for s in ("pass", "warn", "fail")}
+    n = 0 if upcoming is None else len(upcoming)
+    return (f'<section id="upcoming"><h2>Upcoming scheduled exams ({count_problems(upcoming)} with problems)</h2>'
+            f'<p class="note">The latest check of each of the {n} scheduled procedure steps from today on '
+            "(<code>worklist --db</code>), problems first: fix these orders before the patient comes.</p>"
+            + upcoming_table(upcoming, badges) + "</section>")
+
+
 def render_html(audits: pd.DataFrame, findings: pd.DataFrame, *, title: str = "Protocol compliance report",
                 source: str = "", filters: dict[str, str] | None = None, generated: dt.datetime | None = None,
-                include_patient: bool = False) -> str:
-    """The whole report page for the latest audits (``Store.latest``) and their findings."""
+                include_patient: bool = False, upcoming: pd.DataFrame | None = None,
+                unreadable: Sequence[tuple[str, str, dt.datetime]] = (), library: Library | None = None) -> str:
+    """The whole report page for the latest audits (``Store.latest``) and their findings, plus the
+    upcoming scheduled exams (:func:`protocolcheck.jobs.scheduled.upcoming`) and the unreadable files
+    that belong to no study (``Store.orphan_unreadable``); requirement names from ``library``."""
     generated = generated or dt.datetime.now().replace(microsecond=0)
     filters = filters or {}
+    audits, findings = _prepare(audits, findings, unreadable)
+    labels = requirement_labels(library)
     filt = "".join(f"<span>{esc(k)}: {esc(v)}</span>" for k, v in filters.items()) or "<span>all studies</span>"
     first = audits["when"].min() if len(audits) else None
     last = audits["when"].max() if len(audits) else None
@@ -540,49 +653,34 @@ def render_html(audits: pd.DataFrame, findings: pd.DataFrame, *, title: str = "P
         f'<header><h1>{esc(title)}</h1><div class="meta">Generated {esc(generated.strftime("%Y-%m-%d %H:%M"))}'
         f' · {esc(span)} · latest audit of each study' + (f" · store {esc(source)}" if source else "")
         + f'</div><div class="meta filters">{filt}</div></header><main>',
-        _summary(audits),
+        _summary(audits, count_problems(upcoming) if upcoming is not None else None),
     ]
+    if upcoming is not None:
+        parts.append(_upcoming_section(upcoming))
     if audits.empty:
         parts.append('<section><h2>No audits</h2><p class="empty">No stored audits match these filters. '
                      "Run <code>protocolcheck audit --db …</code> first, or widen the filters.</p></section>")
     else:
-        period, labels, stacks = over_time(audits)
+        period, p_labels, stacks = over_time(audits)
         parts.append(f'<section><h2>Compliance over time</h2><p class="note">Studies per {period.name} by audit '
                      "status; the figure above each column is the compliance rate (studies without errors among "
                      "those audited against a protocol).</p>"
-                     + svg_columns(labels, stacks, caption=f"by study date, per {period.name}") + "</section>")
-        groups = []
-        for column, heading in (("scanner", "By scanner (manufacturer)"), ("station_name", "By station"),
-                                ("institution", "By institution")):
-            g_labels, g_stacks = by_group(audits, column)
-            groups.append(f"<div><h3>{esc(heading)}</h3>{svg_hstacked(g_labels, g_stacks)}</div>")
-        parts.append('<section><h2>By scanner, station and institution</h2><p class="note">Share of studies per '
-                     "status; n = studies, % = compliance rate.</p>" + _legend_html()
-                     + '<div class="grid3">' + "".join(groups) + "</div></section>")
-        missing = missing_requirements(audits, findings)
+                     + svg_columns(p_labels, stacks, caption=f"by study date, per {period.name}") + "</section>")
+        parts.append('<section><h2>Compliance per scanner, week by week</h2><p class="note">Compliant studies '
+                     "among those audited against a protocol, per scanner and week (the last 12 weeks of the "
+                     "selection); hover a cell for the counts.</p>" + trend_table(audits) + "</section>")
+        parts.append(_groups_section(audits))
+        missing = missing_requirements(audits, findings, labels=labels)
         body = svg_hbars(missing, total=len(audits)) if missing else \
             '<p class="empty">No missing-sequence or plane findings in this selection.</p>'
         parts.append('<section><h2>Most often missing requirements</h2><p class="note">Studies with a '
                      "<code>missing-sequence</code> or <code>plane</code> finding, per protocol requirement.</p>"
                      + body + "</section>")
-        starts, counts, before = trauma_histogram(audits["days_after_trauma"])
-        known = int(audits["days_after_trauma"].notna().sum())
-        if starts:
-            min_days, max_days = trauma_days()
-            note = (f"{known} of {len(audits)} studies have a known injury date. The guideline advises waiting about "
-                    f"one month ({min_days} days) after trauma so blood and edema resolve, but not much longer "
-                    f"(the protocol library flags studies after {max_days} days as delayed).")
-            if before:
-                note += f" {before} studies are dated before the injury (check the context data)."
-            body = svg_histogram(starts, counts)
-        else:
-            note = "No study in this selection has a known injury date (give one with --context or --trauma-date)."
-            body = ""
-        parts.append(f'<section><h2>Timing after injury</h2><p class="note">{esc(note)}</p>{body}</section>')
+        parts.append(_timing_section(audits))
         n_failing = int(audits["status"].isin(FAILING).sum())
         parts.append(f'<section><h2>Failing studies ({n_failing})</h2><p class="note">Status fail or error, '
-                     "newest first, with every finding.</p>"
-                     + _failing_table(audits, findings, include_patient) + "</section>")
+                     "newest first, with every finding and the action to take.</p>"
+                     + _failing_table(audits, findings, include_patient, labels) + "</section>")
         parts.append(f'<section><h2>All studies ({len(audits)})</h2><details class="all"><summary>Show every study '
                      "in this selection, newest first (the CSV export has the same rows)</summary>"
                      + _all_studies_table(audits, include_patient) + "</details></section>")
