@@ -214,6 +214,10 @@ def test_control_characters_from_peers_cannot_forge_log_lines(tmp_path: Path, li
     path = write_file(tmp_path / "bad_accession.dcm", accepted, ExplicitVRLittleEndian, encoded(accepted))
     assert send(listener.port, path, ExplicitVRLittleEndian) == 0x0000
     listener.wait_records(1)
+    deadline = time.monotonic() + 20
+    while "audited" not in listener.text():  # logged just after the record is written
+        assert time.monotonic() < deadline, listener.text()
+        time.sleep(0.1)
     lines = listener.text().splitlines()
     assert not [line for line in lines if line.startswith(("FORGED", "2026-01-01"))], listener.text()
     assert "\x1b" not in listener.text()
