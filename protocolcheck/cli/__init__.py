@@ -23,6 +23,7 @@ from protocolcheck.cli.query import query
 from protocolcheck.cli.recommend import check_order_command, recommend
 from protocolcheck.cli.report import report
 from protocolcheck.cli.siteconfig import SiteConfig, config_path, load
+from protocolcheck.cli.store import store_group
 from protocolcheck.cli.worklist import worklist
 
 __all__ = ["main"]
@@ -56,5 +57,5 @@ def main(ctx: click.Context, config_file: str | None, log_file: str | None, log_
 
 
 for _command in (audit, classify, protocols, recommend, check_order_command, worklist, listen, query, report,
-                 doctor, config_group):
+                 doctor, config_group, store_group):
     main.add_command(_command)

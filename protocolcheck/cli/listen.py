@@ -39,6 +39,11 @@ from protocolcheck.report import text as render
               help="Open connections one peer address may hold; more are closed unread (default: 16; 0: no limit).")
 @click.option("--output", "jsonl", type=click.Path(dir_okay=False), default=None, metavar="FILE.jsonl",
               help="Append one audit record per completed study to this JSON-lines file (default: stdout).")
+@click.option("--retain-days", type=click.FloatRange(0, None), default=None, metavar="N",
+              help="Remove received studies N days after their last instance once audited (at start, then "
+                   "hourly); the results stay in the results store (see 'protocolcheck store prune').")
+@click.option("--prune-every", type=click.FloatRange(1, None), default=3600.0, hidden=True, metavar="SECONDS",
+              help="Seconds between two prunes of --retain-days (tests shorten it).")
 @net_audit_options
 @live_options
 @click.option("-v", "--verbose", is_flag=True, help="Also log pynetdicom's messages.")
@@ -98,6 +103,7 @@ def listen(**opts: Any) -> None:
         warn(f"error: cannot listen on {opts['bind']}:{opts['port']} or use {opts['store_dir']}: "
              f"{exc.strerror or exc}")
         sys.exit(Exit.CANNOT_RUN)
+    pruner = _pruner(opts, scp)
     host, port = scp.address
     warn(f"listening as {aet} on {host}:{port}{' with TLS' if tls else ''}; storing in {opts['store_dir']}; "
          f"a study is audited after {opts['idle']:g} s without new instances"
@@ -106,6 +112,8 @@ def listen(**opts: Any) -> None:
     signum = wait_for_signal()
     warn(f"stopping ({'signal ' + str(signum) if signum else 'requested'}): finishing associations, "
          "auditing pending studies", opts["quiet"])
+    if pruner is not None:
+        pruner.stop()
     scp.stop()
     live.stop()
     job.close()
@@ -114,3 +122,19 @@ def listen(**opts: Any) -> None:
          f"{c.rejected_associations} associations rejected, {c.refused_connections} connections refused; "
          f"{job.audited} study audits", opts["quiet"])
     sys.exit(Exit.OK)
+
+
+def _pruner(opts: dict[str, Any], scp: Any) -> Any:
+    """``--retain-days``: the store folder pruned now and then every ``--prune-every`` s (None without it)."""
+    if opts["retain_days"] is None:
+        return None
+    from pathlib import Path
+
+    from protocolcheck import config
+    from protocolcheck.jobs.retention import Pruner
+
+    target = None if opts["no_db"] else config.store_target(opts["db"])
+    pruner = Pruner(Path(opts["store_dir"]), opts["retain_days"], target, skip=scp.tracker.pending,
+                    interval=opts["prune_every"], report=lambda line: warn(line, opts["quiet"]))
+    pruner.start()
+    return pruner
