@@ -329,11 +329,8 @@ def _ranked(recommendations: Sequence[Any], numbers: dict[str, int]) -> list[str
     return lines if recommendations else []
 
 
-def format_recommendation(rec: Recommendation) -> str:
-    """A readable report: variant, ranked procedures, timing, companion tests, follow-up, cautions, sources."""
-    numbers: dict[str, int] = {}
-    sc = rec.scenario
-    lines = [f"Scenario: {sc.indication or '(no indication text)'}"]
+def _scenario_facts(sc: Any) -> list[str]:
+    """The scenario as understood, in short phrases (what was read from text says where)."""
     facts = [f"categories {', '.join(sc.categories) or '-'}"]
     if sc.codes:
         facts.append("codes " + ", ".join(f"{c.code} ({c.label})" for c in sc.codes))
@@ -347,6 +344,22 @@ def format_recommendation(rec: Recommendation) -> str:
                          ("prior radiation", sc.prior_radiation)):
         if value:
             facts.append(label)
+    if sc.pregnant:
+        facts.append("pregnant")
+    if sc.mri_device is not None:
+        facts.append(f"{sc.mri_device.label} named in {sc.mri_device.source} (MR safety not recorded)")
+    reasons = [r for r in (sc.mri_reason, sc.gadolinium_reason, sc.iodinated_reason)
+               if r and not r.startswith("recorded")]
+    facts += [f"from the text: {r}" for r in reasons]
+    return facts
+
+
+def format_recommendation(rec: Recommendation) -> str:
+    """A readable report: variant, ranked procedures, timing, companion tests, follow-up, cautions, sources."""
+    numbers: dict[str, int] = {}
+    sc = rec.scenario
+    lines = [f"Scenario: {sc.indication or '(no indication text)'}"]
+    facts = _scenario_facts(sc)
     lines.append(_wrap("; ".join(facts), indent="  "))
     lines += [f"  note: {n}" for n in sc.notes]
     lines.append(textwrap.fill(f"Variant: {rec.variant.title} {_refs(rec.variant.citations, numbers)}",
