@@ -21,7 +21,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -31,6 +31,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext, build_context
+from pynetdicom.sop_class import uid_to_sop_class
 from pynetdicom.transport import AssociationSocket
 
 from protocolcheck.errors import RunError
@@ -95,10 +96,12 @@ COMPRESSED = (
     "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.1.99",
 )
 
-VERIFICATION = "1.2.840.10008.1.1"
-STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
-STUDY_ROOT_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"
-STUDY_ROOT_GET = "1.2.840.10008.5.1.4.1.2.2.3"
+# pynetdicom creates its named SOP classes at import time, out of mypy's sight: look them up by UID (PS3.4).
+VERIFICATION = uid_to_sop_class("1.2.840.10008.1.1")
+STUDY_ROOT_FIND = uid_to_sop_class("1.2.840.10008.5.1.4.1.2.2.1")
+STUDY_ROOT_MOVE = uid_to_sop_class("1.2.840.10008.5.1.4.1.2.2.2")
+STUDY_ROOT_GET = uid_to_sop_class("1.2.840.10008.5.1.4.1.2.2.3")
+WORKLIST_FIND = uid_to_sop_class("1.2.840.10008.5.1.4.31")
 MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 
 _AET_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII except backslash
@@ -149,6 +152,8 @@ class Timeouts:
         return cls(connect=min(seconds, 10.0), acse=seconds, dimse=seconds, network=seconds,
                    pdu=min(seconds, 30.0), total=FIND_TOTAL_FACTOR * seconds)
 
+
+DEFAULT_TIMEOUTS = Timeouts()  # the defaults of every network call that takes timeouts
 
 @dataclass(frozen=True)
 class TlsOptions:
@@ -367,6 +372,25 @@ def storage_contexts(sop_classes: Sequence[str] = STORAGE_SOP_CLASSES) -> list[P
     return [build_context(uid, ALL_TRANSFER_SYNTAXES) for uid in sop_classes]
 
 
+def support_contexts(ae: AE, contexts: Iterable[PresentationContext]) -> None:
+    """Accept ``contexts`` (as built by :func:`storage_contexts`) when a peer proposes them."""
+    for cx in contexts:
+        ae.add_supported_context(_abstract_syntax(cx), cx.transfer_syntax)
+
+
+def request_contexts(ae: AE, contexts: Iterable[PresentationContext]) -> None:
+    """Propose ``contexts`` (as built by :func:`retrieve_contexts`) when we open an association."""
+    for cx in contexts:
+        ae.add_requested_context(_abstract_syntax(cx), cx.transfer_syntax)
+
+
+def _abstract_syntax(cx: PresentationContext) -> str:
+    """The SOP class of a context we built (pynetdicom types it optional: a context being negotiated may lack it)."""
+    if cx.abstract_syntax is None:
+        raise ValueError(f"presentation context {cx.context_id} has no abstract syntax")
+    return cx.abstract_syntax
+
+
 def retrieve_contexts() -> list[PresentationContext]:
     """Storage contexts for a C-GET requestor (at most 128 in all, with the query/retrieve one).
 
@@ -485,7 +509,7 @@ class NetAE(AE):
     pdu_seconds: float = Timeouts.pdu
 
 
-def new_ae(aet: str, timeouts: Timeouts = Timeouts()) -> NetAE:
+def new_ae(aet: str, timeouts: Timeouts = DEFAULT_TIMEOUTS) -> NetAE:
     """A pynetdicom AE with our timeouts (every read and send deadline included)."""
     ae = NetAE(ae_title=validate_aet(aet))
     ae.connection_timeout = timeouts.connect
@@ -503,7 +527,9 @@ def associate(ae: AE, peer: Peer, ext_neg: list[Any] | None = None,
     replies: list[Any] = []
 
     def on_acse_recv(event: evt.Event) -> None:
-        replies.append(event.primitive)
+        # pynetdicom sets a notification event's own attributes (here the ACSE primitive) at run time;
+        # its Event class declares only the attributes every event has.
+        replies.append(event.primitive)  # type: ignore[attr-defined]
 
     tls_args = None
     if peer.tls is not None:
@@ -521,37 +547,47 @@ def associate(ae: AE, peer: Peer, ext_neg: list[Any] | None = None,
     if assoc.is_established:
         return assoc
     if assoc.is_rejected:
-        detail = ""
-        for reply in replies:
-            if hasattr(reply, "reason_str"):
-                try:
-                    detail = f" ({reply.result_str}; {reply.source_str}: {reply.reason_str})"
-                except Exception:  # noqa: BLE001 - unusual reply codes
-                    detail = ""
         raise NetError(NetErrorKind.REJECTED,
-                       f"{peer} rejected the association from {peer.calling_aet}{detail}; "
+                       f"{peer} rejected the association from {peer.calling_aet}{_rejection_detail(replies)}; "
                        f"check the called AE title and that {peer.calling_aet!r} is configured on the peer")
     if any(hasattr(r, "presentation_context_definition_results_list") for r in replies):
         raise NetError(NetErrorKind.REJECTED,
                        f"{peer} accepted the association but none of the proposed services "
                        f"({', '.join(sorted({str(cx.abstract_syntax) for cx in ae.requested_contexts}))[:200]})")
+    raise _unanswered(ae, peer, tls_args[0] if tls_args is not None else None, bool(replies), elapsed)
+
+
+def _rejection_detail(replies: list[Any]) -> str:
+    """' (result; source: reason)' from the A-ASSOCIATE-RJ among ``replies``, or ''."""
+    detail = ""
+    for reply in replies:
+        if hasattr(reply, "reason_str"):
+            try:
+                detail = f" ({reply.result_str}; {reply.source_str}: {reply.reason_str})"
+            except Exception:  # noqa: BLE001 - unusual reply codes
+                detail = ""
+    return detail
+
+
+def _unanswered(ae: AE, peer: Peer, tls: ssl.SSLContext | None, answered: bool, elapsed: float) -> NetError:
+    """Why an association request was neither accepted nor rejected: unreachable, TLS, silence or abort."""
     connect = ae.connection_timeout or 10.0
     reason = probe(peer.host, peer.port, connect)
     if reason:
-        raise NetError(NetErrorKind.UNREACHABLE, f"{peer} is unreachable: {reason}")
-    if tls_args is not None:
-        reason = probe_tls(peer.host, peer.port, connect, tls_args[0])
+        return NetError(NetErrorKind.UNREACHABLE, f"{peer} is unreachable: {reason}")
+    if tls is not None:
+        reason = probe_tls(peer.host, peer.port, connect, tls)
         if reason:
-            raise NetError(NetErrorKind.TLS, f"TLS with {peer} failed: {reason}")
+            return NetError(NetErrorKind.TLS, f"TLS with {peer} failed: {reason}")
     acse = ae.acse_timeout or 30.0
-    if not replies and elapsed >= 0.9 * acse:
-        raise NetError(NetErrorKind.TIMEOUT,
-                       f"{peer} accepted the TCP connection but did not answer the association request "
-                       f"within {acse:g} s (hung or overloaded, or not a DICOM service)")
-    raise NetError(NetErrorKind.ABORTED,
-                   f"{peer} accepted the TCP connection but did not complete the association "
-                   "(aborted or timed out); is it a DICOM service"
-                   + (" speaking TLS?" if tls_args is not None else " (or does it expect TLS)?"))
+    if not answered and elapsed >= 0.9 * acse:
+        return NetError(NetErrorKind.TIMEOUT,
+                        f"{peer} accepted the TCP connection but did not answer the association request "
+                        f"within {acse:g} s (hung or overloaded, or not a DICOM service)")
+    return NetError(NetErrorKind.ABORTED,
+                    f"{peer} accepted the TCP connection but did not complete the association "
+                    "(aborted or timed out); is it a DICOM service"
+                    + (" speaking TLS?" if tls is not None else " (or does it expect TLS)?"))
 
 
 def probe(host: str, port: int, timeout: float) -> str:
@@ -572,35 +608,41 @@ def probe(host: str, port: int, timeout: float) -> str:
 def probe_tls(host: str, port: int, timeout: float, context: ssl.SSLContext) -> str:
     """'' when a TLS handshake with host:port succeeds, else a short human reason."""
     try:
-        with socket.create_connection((host, port), timeout=timeout) as raw:
-            with context.wrap_socket(raw, server_hostname=host) as tls:
-                # With TLS 1.3 the server judges our certificate after the handshake: read briefly
-                # to catch its alert (a healthy DICOM server sends nothing before our request).
-                tls.settimeout(min(timeout, 2.0))
-                try:
-                    if tls.recv(1) == b"":
-                        return "the peer closed the connection right after the handshake (does it accept our certificate?)"
-                except TimeoutError:
-                    pass
-                return ""
+        with socket.create_connection((host, port), timeout=timeout) as raw, \
+                context.wrap_socket(raw, server_hostname=host) as tls:
+            # With TLS 1.3 the server judges our certificate after the handshake: read briefly
+            # to catch its alert (a healthy DICOM server sends nothing before our request).
+            tls.settimeout(min(timeout, 2.0))
+            try:
+                if tls.recv(1) == b"":
+                    return ("the peer closed the connection right after the handshake "
+                            "(does it accept our certificate?)")
+            except TimeoutError:
+                pass
+            return ""
     except ssl.SSLCertVerificationError as exc:
         return (f"the peer's certificate is not trusted ({_ssl_reason(exc)}); pass the CA that signed it "
                 "with --tls-ca")
     except ssl.SSLError as exc:
-        text = _ssl_reason(exc)
-        if "WRONG_VERSION_NUMBER" in text.upper() or "wrong version number" in text:
-            return f"the peer does not speak TLS on this port ({text})"
-        if "CERTIFICATE_REQUIRED" in text.upper() or "certificate required" in text:
-            return f"the peer requires a client certificate ({text}); pass --tls-cert and --tls-key"
-        if any(word in text.upper() for word in ("UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE_UNKNOWN")):
-            return f"the peer does not accept our certificate ({text}); it must be signed by a CA the peer trusts"
-        return f"handshake failed ({text})"
+        return _handshake_failure(_ssl_reason(exc))
     except TimeoutError:
         return f"no TLS handshake within {timeout:g} s"
     except OSError as exc:
         if isinstance(exc, ConnectionResetError) or exc.errno in (errno.ECONNRESET, errno.EPIPE):
-            return "the peer closed the connection during the handshake (does it speak TLS, and accept our certificate?)"
+            return ("the peer closed the connection during the handshake "
+                    "(does it speak TLS, and accept our certificate?)")
         return exc.strerror or str(exc)
+
+
+def _handshake_failure(text: str) -> str:
+    """What an OpenSSL handshake error ``text`` means for the user, and what to pass."""
+    if "WRONG_VERSION_NUMBER" in text.upper() or "wrong version number" in text:
+        return f"the peer does not speak TLS on this port ({text})"
+    if "CERTIFICATE_REQUIRED" in text.upper() or "certificate required" in text:
+        return f"the peer requires a client certificate ({text}); pass --tls-cert and --tls-key"
+    if any(word in text.upper() for word in ("UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE_UNKNOWN")):
+        return f"the peer does not accept our certificate ({text}); it must be signed by a CA the peer trusts"
+    return f"handshake failed ({text})"
 
 
 def status_text(status: Any) -> str:
@@ -699,7 +741,7 @@ class Deadline:
             release(self.assoc)
 
 
-def echo(peer: Peer, timeouts: Timeouts = Timeouts()) -> None:
+def echo(peer: Peer, timeouts: Timeouts = DEFAULT_TIMEOUTS) -> None:
     """C-ECHO the peer; NetError when it does not answer with success."""
     ae = new_ae(peer.calling_aet, timeouts)
     ae.add_requested_context(VERIFICATION)

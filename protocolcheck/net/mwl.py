@@ -19,10 +19,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom.sop_class import ModalityWorklistInformationFind
 
 from protocolcheck.clinical.context import ClinicalContext, ContextTable, parse_date
 from protocolcheck.net.common import (
+    DEFAULT_TIMEOUTS,
+    WORKLIST_FIND,
     FindEnd,
     NetError,
     NetErrorKind,
@@ -163,12 +164,12 @@ def item_from(ds: Dataset) -> list[WorklistItem]:
     return [i if i.procedure else replace(i, procedure=i.step_description) for i in items]
 
 
-def find_worklist(peer: Peer, query: WorklistQuery, timeouts: Timeouts = Timeouts()) -> list[WorklistItem]:
+def find_worklist(peer: Peer, query: WorklistQuery, timeouts: Timeouts = DEFAULT_TIMEOUTS) -> list[WorklistItem]:
     """MWL C-FIND; NetError when the worklist server cannot be reached or the query fails.
 
     Items are sorted by scheduled date and time, then accession number.
     """
-    replies, end = find(peer, ModalityWorklistInformationFind, query.identifier(), timeouts, "worklist C-FIND")
+    replies, end = find(peer, WORKLIST_FIND, query.identifier(), timeouts, "worklist C-FIND")
     items = [item for ds in replies for item in item_from(ds)]
     if end is FindEnd.ABORTED:
         raise NetError(NetErrorKind.ABORTED,

@@ -31,18 +31,18 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import evt
+from pynetdicom import AE, evt
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
-from pynetdicom.sop_class import (
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-)
 
 from protocolcheck.net.common import (
+    DEFAULT_TIMEOUTS,
     NOT_DEFLATED,
     PENDING,
     STORAGE_SOP_CLASSES,
+    STUDY_ROOT_FIND,
+    STUDY_ROOT_GET,
+    STUDY_ROOT_MOVE,
+    VERIFICATION,
     FindEnd,
     NetError,
     NetErrorKind,
@@ -54,10 +54,12 @@ from protocolcheck.net.common import (
     new_ae,
     peer_aborted,
     release,
+    request_contexts,
     retrieve_contexts,
     server_ssl_context,
     status_text,
     storage_contexts,
+    support_contexts,
     validate_date_range,
 )
 from protocolcheck.net.scp import Counters, InstanceKey, InstanceStore, handle_store
@@ -157,12 +159,12 @@ def _count(ds: Dataset, keyword: str) -> int | None:
         return None
 
 
-def find_studies(peer: Peer, query: StudyQuery, timeouts: Timeouts = Timeouts()) -> list[StudyMatch]:
+def find_studies(peer: Peer, query: StudyQuery, timeouts: Timeouts = DEFAULT_TIMEOUTS) -> list[StudyMatch]:
     """Study Root C-FIND; NetError when the peer cannot be reached, stops answering or the query fails.
 
     Matches on another modality are dropped here too, for archives that ignore ModalitiesInStudy.
     """
-    replies, end = find(peer, StudyRootQueryRetrieveInformationModelFind, query.identifier(), timeouts)
+    replies, end = find(peer, STUDY_ROOT_FIND, query.identifier(), timeouts)
     matches = [match for match in map(match_from, replies) if match is not None]
     if end is FindEnd.ABORTED:
         raise NetError(NetErrorKind.ABORTED, f"C-FIND on {peer}: {_ABORT_HINT.format(aet=peer.calling_aet)}"
@@ -235,9 +237,8 @@ class _MoveDestination:
             raise NetError(NetErrorKind.TLS, f"cannot receive C-MOVE over TLS: {exc}") from exc
         ae = new_ae(aet, timeouts)
         ae.require_called_aet = True
-        for cx in storage_contexts():
-            ae.add_supported_context(cx.abstract_syntax, cx.transfer_syntax)
-        ae.add_supported_context("1.2.840.10008.1.1")
+        support_contexts(ae, storage_contexts())
+        ae.add_supported_context(VERIFICATION)
         try:
             self.server = start_guarded_server(
                 ae, (bind, port), ssl_context=ssl_context, pdu_seconds=timeouts.pdu,
@@ -275,9 +276,9 @@ def _run_retrieve(assoc: Any, method: RetrieveMethod, study_uid: str, move_aet: 
     """
     identifier = _retrieve_identifier(study_uid)
     if method is RetrieveMethod.GET:
-        responses = assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet)
+        responses = assoc.send_c_get(identifier, STUDY_ROOT_GET)
     else:
-        responses = assoc.send_c_move(identifier, move_aet, StudyRootQueryRetrieveInformationModelMove)
+        responses = assoc.send_c_move(identifier, move_aet, STUDY_ROOT_MOVE)
     final = None
     for status, _identifier in responses:
         code = getattr(status, "Status", None)
@@ -299,21 +300,7 @@ def retrieve_study(peer: Peer, match: StudyMatch, folder: Path, method: Retrieve
     pulled = PulledStudy(match, None)
     try:
         ae = new_ae(peer.calling_aet, timeouts)
-        ext_neg: list[Any] = []
-        handlers: list[Any] = []
-        if method is RetrieveMethod.GET:
-            ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet, list(NOT_DEFLATED))
-            for cx in retrieve_contexts():
-                ae.add_requested_context(cx.abstract_syntax, cx.transfer_syntax)
-            for uid in STORAGE_SOP_CLASSES:
-                role = SCP_SCU_RoleSelectionNegotiation()
-                role.sop_class_uid = uid
-                role.scu_role = False
-                role.scp_role = True
-                ext_neg.append(role)
-            handlers.append((evt.EVT_C_STORE, _store_handler, [target, counters]))
-        else:
-            ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove, list(NOT_DEFLATED))
+        ext_neg, handlers = _propose_retrieve(ae, method, target, counters)
         op = f"C-{method.value.upper()}"
         assoc = associate(ae, peer, ext_neg=ext_neg or None, evt_handlers=handlers)
         last_reply = [time.monotonic()]
@@ -332,22 +319,7 @@ def retrieve_study(peer: Peer, match: StudyMatch, folder: Path, method: Retrieve
             why = _ABORT_HINT.format(aet=peer.calling_aet) if not target.received else \
                 f"the association broke off after {pulled.received} instances (none audited)"
             raise NetError(NetErrorKind.ABORTED, f"{op} of {match.label()} from {peer}: {why}")
-        code = int(final.Status)
-        completed, failed, warning = _final_counts(final)
-        if code == _MOVE_DESTINATION_UNKNOWN:
-            raise NetError(NetErrorKind.FAILED,
-                           f"{op} of {match.label()}: {peer.called_aet} does not know the move destination "
-                           f"{peer.calling_aet!r}; configure it on the PACS (AE title, this host, --move-port)")
-        if code not in (0x0000, 0xB000) or failed:
-            hint = ""
-            if method is RetrieveMethod.MOVE and code & 0xF000 == 0xC000 and not (completed or failed or pulled.received):
-                hint = (f"; the PACS may not know the move destination {peer.calling_aet!r}: configure it there "
-                        "(AE title, this host, --move-port), or use --retrieve get")
-            raise NetError(NetErrorKind.FAILED,
-                           f"{op} of {match.label()} from {peer} failed: status {status_text(final)}; "
-                           f"{failed} failed, {completed} completed, {pulled.received} received{hint}")
-        if code == 0xB000 or warning:
-            pulled.notes.append(f"{op} finished with warnings ({warning} sub-operations)")
+        _judge_final_status(final, op, peer, method, pulled)
         if pulled.refused:
             raise NetError(NetErrorKind.FAILED,
                            f"{op} of {match.label()}: {pulled.refused} instance(s) could not be stored "
@@ -366,6 +338,49 @@ def retrieve_study(peer: Peer, match: StudyMatch, folder: Path, method: Retrieve
         target.set("", None)
 
 
+def _propose_retrieve(ae: AE, method: RetrieveMethod, target: _Target,
+                      counters: Counters) -> tuple[list[Any], list[Any]]:
+    """Add the presentation contexts of a C-GET or C-MOVE to ``ae``; the extended negotiation and event
+    handlers the association needs (a C-GET receives the instances on it, as the SCP of each storage class)."""
+    ext_neg: list[Any] = []
+    handlers: list[Any] = []
+    if method is RetrieveMethod.GET:
+        ae.add_requested_context(STUDY_ROOT_GET, list(NOT_DEFLATED))
+        request_contexts(ae, retrieve_contexts())
+        for uid in STORAGE_SOP_CLASSES:
+            role = SCP_SCU_RoleSelectionNegotiation()
+            role.sop_class_uid = uid
+            role.scu_role = False
+            role.scp_role = True
+            ext_neg.append(role)
+        handlers.append((evt.EVT_C_STORE, _store_handler, [target, counters]))
+    else:
+        ae.add_requested_context(STUDY_ROOT_MOVE, list(NOT_DEFLATED))
+    return ext_neg, handlers
+
+
+def _judge_final_status(final: Dataset, op: str, peer: Peer, method: RetrieveMethod, pulled: PulledStudy) -> None:
+    """Raise NetError when the final C-GET/C-MOVE status says the retrieve failed; note its warnings."""
+    match = pulled.match
+    code = int(final.Status)
+    completed, failed, warning = _final_counts(final)
+    if code == _MOVE_DESTINATION_UNKNOWN:
+        raise NetError(NetErrorKind.FAILED,
+                       f"{op} of {match.label()}: {peer.called_aet} does not know the move destination "
+                       f"{peer.calling_aet!r}; configure it on the PACS (AE title, this host, --move-port)")
+    if code not in (0x0000, 0xB000) or failed:
+        hint = ""
+        nothing_moved = not (completed or failed or pulled.received)
+        if method is RetrieveMethod.MOVE and code & 0xF000 == 0xC000 and nothing_moved:
+            hint = (f"; the PACS may not know the move destination {peer.calling_aet!r}: configure it there "
+                    "(AE title, this host, --move-port), or use --retrieve get")
+        raise NetError(NetErrorKind.FAILED,
+                       f"{op} of {match.label()} from {peer} failed: status {status_text(final)}; "
+                       f"{failed} failed, {completed} completed, {pulled.received} received{hint}")
+    if code == 0xB000 or warning:
+        pulled.notes.append(f"{op} finished with warnings ({warning} sub-operations)")
+
+
 def default_move_bind(host: str) -> str:
     """Where our C-MOVE destination listens by default: loopback for a PACS on this machine, else
     every interface (the PACS must be able to connect back)."""
@@ -382,7 +397,7 @@ _PEER_DOWN = (NetErrorKind.UNREACHABLE, NetErrorKind.TIMEOUT)
 
 def pull_studies(peer: Peer, matches: Sequence[StudyMatch], *, method: RetrieveMethod = RetrieveMethod.GET,
                  move_port: int | None = None, move_bind: str = "127.0.0.1", workdir: str | None = None,
-                 timeouts: Timeouts = Timeouts(),
+                 timeouts: Timeouts = DEFAULT_TIMEOUTS,
                  move_tls: TlsOptions | None = None) -> Generator[PulledStudy, None, None]:
     """Retrieve each study in turn; yield it; delete its files before retrieving the next.
 

@@ -49,6 +49,7 @@ from protocolcheck.dicom.limits import InflateLimitExceeded, InflateTruncated, i
 from protocolcheck.dicom.pixels import ImageSize, pixel_data_problem
 from protocolcheck.net.common import (
     DEFAULT_AET,
+    DEFAULT_TIMEOUTS,
     NOT_DEFLATED,
     VERIFICATION,
     LineLog,
@@ -59,6 +60,7 @@ from protocolcheck.net.common import (
     safe_uid,
     server_ssl_context,
     storage_contexts,
+    support_contexts,
     validate_aet,
 )
 from protocolcheck.net.transport import (
@@ -143,12 +145,12 @@ def decode_received(encoded: bytes, syntax: Any) -> Dataset:
             raise InstanceRefused(CANNOT_UNDERSTAND, f"deflated dataset unusable: {exc}") from exc
     try:
         ds = decode(BytesIO(data), syntax.is_implicit_VR, syntax.is_little_endian)
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types
+    except Exception as exc:  # pydicom raises many types
         raise InstanceRefused(CANNOT_UNDERSTAND, f"cannot decode dataset: {type(exc).__name__}: {exc}") from exc
     check_complete(ds, len(data))
     try:
         short = _pixel_problem(ds, data, syntax.is_little_endian)
-    except Exception as exc:  # noqa: BLE001 - image attributes that cannot be decoded
+    except Exception as exc:  # image attributes that cannot be decoded
         raise InstanceRefused(CANNOT_UNDERSTAND,
                               f"cannot decode image attributes: {type(exc).__name__}: {exc}") from exc
     if short:
@@ -180,7 +182,7 @@ def instance_key(ds: Dataset, fallback_sop: str = "") -> InstanceKey:
         study = ds.get("StudyInstanceUID", "")
         series = ds.get("SeriesInstanceUID", "")
         sop = ds.get("SOPInstanceUID", "") or fallback_sop
-    except Exception as exc:  # noqa: BLE001 - pydicom decodes lazily and raises many types
+    except Exception as exc:  # pydicom decodes lazily and raises many types
         raise InstanceRefused(CANNOT_UNDERSTAND, f"cannot decode dataset: {type(exc).__name__}: {exc}") from exc
     try:
         return InstanceKey(safe_uid(study, "Study Instance UID"), safe_uid(series, "Series Instance UID"),
@@ -201,8 +203,8 @@ class InstanceStore:
     def prepare(self) -> None:
         """Create the folder (OSError if it cannot be written) and drop temp files left by a crash."""
         self.root.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=self.root, prefix=_TEMP_PREFIX, delete=True)
-        probe.close()
+        with tempfile.NamedTemporaryFile(dir=self.root, prefix=_TEMP_PREFIX, delete=True):
+            pass
         for path in self.root.glob(f"*/*/{_TEMP_PREFIX}*"):
             LOG.info("removing incomplete file left by an earlier run: %s", path)
             path.unlink(missing_ok=True)
@@ -466,7 +468,7 @@ class ListenConfig:
     aet: str = DEFAULT_AET
     allowed_aets: tuple[str, ...] = ()  # empty: any calling AE title
     idle: float = 30.0
-    timeouts: Timeouts = Timeouts()
+    timeouts: Timeouts = DEFAULT_TIMEOUTS
     fsync: bool = True
     allowed_hosts: tuple[str, ...] = ()  # IP addresses or networks (CIDR); empty: any address
     tls: TlsOptions | None = None  # DICOM TLS (certificate and key required)
@@ -525,7 +527,7 @@ def handle_store(event: evt.Event, store: InstanceStore, counters: Counters,
             "status": f"0x{exc.status:04X}", "reason": exc.reason,
         })
         return exc.status
-    except Exception as exc:  # noqa: BLE001 - never let a handler bug abort the association
+    except Exception as exc:  # never let a handler bug abort the association
         counters.add("refused")
         LOG.exception("refused instance %s from %s: unexpected error", sop_fallback, peer)
         store.log_rejection({"peer": peer, "sop_instance_uid": sop_fallback, "status": f"0x{PROCESSING_FAILURE:04X}",
@@ -617,8 +619,7 @@ class StorageSCP:
         if self.allowed:
             ae.require_calling_aet = list(self.allowed)
         ae.add_supported_context(VERIFICATION)
-        for cx in storage_contexts():
-            ae.add_supported_context(cx.abstract_syntax, cx.transfer_syntax)
+        support_contexts(ae, storage_contexts())
         handlers = [
             (evt.EVT_C_STORE, self._handle_store),
             (evt.EVT_C_ECHO, handle_echo),
