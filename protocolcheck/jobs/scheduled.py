@@ -26,10 +26,11 @@ from sqlalchemy import func, insert, inspect, select
 
 from protocolcheck.jobs.fingerprint import lenient_json_default
 from protocolcheck.jobs.store import Store, _utcnow, parse_dicom_date, scheduled_table
-from protocolcheck.jobs.worklist import CheckedStep
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (``report`` reads the history without importing the network layer)
     import pandas as pd
+
+    from protocolcheck.jobs.worklist import CheckedStep
 
 # Verdict order of the upcoming list: problems first (the order check's statuses).
 PROBLEMS_FIRST = {"fail": 0, "error": 0, "warn": 1, "pass": 2}
