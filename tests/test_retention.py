@@ -124,3 +124,12 @@ def test_listen_retain_days_prunes_while_running(synth_corpus: Any, tmp_path: Pa
     finally:
         assert listener.terminate() == 0, listener.text()
     assert "prune (" in listener.text()
+
+
+def test_store_prune_reads_the_store_of_the_site_configuration(tmp_path: Path) -> None:
+    (tmp_path / "s").mkdir()
+    conf = tmp_path / "config.toml"
+    conf.write_text(f'[defaults]\ndb = "{tmp_path / "site.db"}"\n')
+    result = CliRunner().invoke(main, ["--config", str(conf), "store", "prune", "--store", str(tmp_path / "s"),
+                                       "--older-than", "30", "--dry-run"])
+    assert result.exit_code == 2 and f"no results store at {tmp_path / 'site.db'}" in result.stderr, result.output

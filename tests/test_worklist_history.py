@@ -146,3 +146,16 @@ def test_db_without_a_value_uses_the_default_store(wlm: WlmPeer, tmp_path: Path,
     with sqlite3.connect(db) as conn:
         assert conn.execute("select accession_number, status from scheduled_checks").fetchall() == [
             ("WL-TOMORROW", "fail")]
+
+
+def test_the_site_configuration_names_the_store(wlm: WlmPeer, tmp_path: Path) -> None:
+    db = tmp_path / "site.db"
+    conf = tmp_path / "config.toml"
+    conf.write_text(f'[defaults]\ndb = "{db}"\n')
+    result = CliRunner().invoke(main, ["--config", str(conf), "worklist", HOST, str(wlm.port), "--called-aet", wlm.aet,
+                                       "--format", "json", "--date", "tomorrow"])
+    assert result.exit_code == 1, result.output  # configured: kept without typing --db
+    assert f"worklist history: 1 new, 0 changed, 0 unchanged -> {db}" in result.stderr
+    again = CliRunner().invoke(main, ["--config", str(conf), "worklist", HOST, str(wlm.port), "--called-aet", wlm.aet,
+                                      "--format", "json", "--date", "tomorrow", "--db"])
+    assert f"worklist history: 0 new, 0 changed, 1 unchanged -> {db}" in again.stderr, again.output

@@ -9,6 +9,17 @@ import click
 from protocolcheck.cli.options import Exit, quiet_option, warn
 
 
+def configured_db() -> str | None:
+    """The ``db`` of the site configuration's ``[defaults]`` (a subcommand of a group gets no default_map)."""
+    from protocolcheck.cli.siteconfig import DEFAULTS_SECTION, SiteConfig
+
+    root = click.get_current_context().find_root().obj
+    if not isinstance(root, SiteConfig):
+        return None
+    found = [s.value for s in root.settings if s.command == DEFAULTS_SECTION and s.key == "db"]
+    return str(found[-1]) if found else None
+
+
 @click.group("store")
 def store_group() -> None:
     """The listen store folder: retention."""
@@ -41,7 +52,7 @@ def prune_command(store_dir: str, days: float, db: str | None, no_db: bool, dry_
     store = None
     if not no_db:
         try:
-            store = Store.open(config.store_target(db), readonly=dry_run)
+            store = Store.open(config.store_target(db or configured_db()), readonly=dry_run)
         except StoreError as exc:
             warn(f"error: {exc}")
             sys.exit(Exit.USAGE if "no results store" in str(exc) else Exit.CANNOT_RUN)

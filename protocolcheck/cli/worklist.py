@@ -52,6 +52,7 @@ def relative_dates(_ctx: click.Context, _param: click.Parameter, value: str | No
 @click.option("--db", "db", is_flag=False, flag_value="-", default=None, metavar="[PATH|URL]",
               help="Keep each checked step in the results store (history; an unchanged step adds no row). "
                    "--db alone: $PROTOCOLCHECK_DB, else ~/.local/share/protocolcheck/results.db.")
+@click.option("--no-db", is_flag=True, help="Keep no history, even when the site configuration names a store.")
 @library_option(RULES_LIBRARY_HELP)
 @fail_on_option
 @format_option
@@ -85,7 +86,7 @@ def worklist(**opts: Any) -> None:
     emit(render.as_text(form.value, records, render.worklist_csv, render.worklist_table), opts["output"])
     if replaced:  # written beside it and renamed over it: never half a file, but say so
         warn(f"note: replaced the earlier {opts['output']}", opts["quiet"])
-    if opts["db"] is not None:
+    if opts["db"] is not None and not opts["no_db"]:
         _save_history(steps, opts)
     if table is not None:
         for key in table.unused():
@@ -102,7 +103,8 @@ def _save_history(steps: list[Any], opts: dict[str, Any]) -> None:
     from protocolcheck.jobs.scheduled import record_steps
     from protocolcheck.jobs.store import Store, StoreError
 
-    target = config.store_target(None if opts["db"] == "-" else opts["db"])
+    configured = (click.get_current_context().default_map or {}).get("db")  # the site configuration's
+    target = config.store_target(configured if opts["db"] == "-" else opts["db"])
     try:
         with Store.open(target) as store:
             saved = record_steps(store, steps, library_version(library_path(opts["library_dir"])))
