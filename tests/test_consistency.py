@@ -177,3 +177,13 @@ def test_a_pacemaker_in_any_text_is_heard_on_every_path() -> None:
                                        today=STUDY_DATE).findings if f.code.value == "possible-mri-contraindication"]
     denied = ClinicalContext(indication="G54.1, no pacemaker", source="test")
     assert recommend(denied, on=STUDY_DATE, today=STUDY_DATE).scenario.mri_device is None
+
+
+def test_the_side_of_the_order_is_checked_against_the_indication() -> None:
+    left = ClinicalContext(indication="left lumbosacral plexopathy G54.1", source="test")
+    wrong_side = check_order("MRI right lumbosacral plexus without and with contrast", left, scheduled=STUDY_DATE,
+                             today=STUDY_DATE)
+    assert [(f.code.value, f.severity.value) for f in wrong_side.findings] == [("laterality-mismatch", "warning")]
+    assert "left" in wrong_side.findings[0].action
+    for text in ("MRI left lumbosacral plexus w/wo", "MRI bilateral lumbosacral plexus w/wo", "MRI LS plexus w/wo"):
+        assert not check_order(text, left, scheduled=STUDY_DATE, today=STUDY_DATE).findings, text

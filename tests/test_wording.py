@@ -24,14 +24,16 @@ DAY = dt.timedelta(days=1)
 INDICATIONS = ("lumbosacral plexopathy G54.1", "piriformis syndrome G57.01", "S34.4XXA plexus injury",
                "L5 radiculopathy M54.16", "lumbosacral plexopathy, known prostate cancer", "diabetic amyotrophy E11.44",
                "plexopathy after fall; pacemaker", "G54.1, MR-conditional pacemaker", "G54.1 gadolinium allergy",
-               "G54.1, 20 weeks pregnant", "G54.1 iodine contrast allergy", "G54.1 no pacemaker")
+               "G54.1, 20 weeks pregnant", "G54.1 iodine contrast allergy", "G54.1 no pacemaker",
+               "left lumbosacral plexopathy G54.1")
 FACTS = ({}, {"mri_contraindicated": True}, {"gadolinium_contraindicated": True}, {"egfr": 22.0},
          {"mri_contraindicated": True, "iodinated_contrast_contraindicated": True}, {"dermatomal": True},
          {"trauma_date": TODAY - 10 * DAY}, {"trauma_date": TODAY - 200 * DAY})
 ORDERS = ("MRI lumbosacral plexus without and with contrast", "MRI lumbosacral plexus without contrast",
           "MRI LS plexus", "MRI pelvis w/o", "MRI pelvis with contrast", "CT abdomen pelvis with contrast",
           "CT abd/pelvis without contrast", "XR pelvis", "MRA pelvis", "pelvis", "IRM du plexus lombo-sacré",
-          "PET/CT skull base to mid-thigh", "MRI lumbar spine without contrast")
+          "PET/CT skull base to mid-thigh", "MRI lumbar spine without contrast",
+          "MRI right lumbosacral plexus w/wo")
 
 BANNED = [
     (r"\bseed\b", "the word 'seed'"), (r"(?<![\w-])--[a-z]", "an option name"), (r"\bre-run\b", "'re-run'"),

@@ -51,6 +51,7 @@ class FindingCode(str, Enum):
     SERIES_NOT_RECEIVED = "series-not-received"  # MPPS lists a performed series that never arrived (live loop)
     POSSIBLE_MRI_CONTRAINDICATION = "possible-mri-contraindication"  # an MRI for a patient with a device
     ORDER_NOT_UNDERSTOOD = "order-not-understood"  # the order text names no modality or no body part
+    LATERALITY_MISMATCH = "laterality-mismatch"  # the order names the other side than the indication
 
 
 # Findings a recorded clinical reason may downgrade to info by default (an ``exception`` without a

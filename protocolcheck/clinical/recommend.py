@@ -234,7 +234,20 @@ def order_findings(ordered: ParsedOrder, rec: Recommendation, rules: Rules, show
     verdict = judge(rec, replace(exam, name=name), rules)
     wrong = verdict_finding(verdict, rules, "Ordered", note=note.strip(), soften=soften, evidence=evidence)
     device = device_finding(rec, rules, exam, "Ordered")
-    return findings + [f for f in (wrong, device) if f is not None]
+    side = side_finding(ordered, rec, rules)
+    return findings + [f for f in (wrong, device, side) if f is not None]
+
+
+def side_finding(ordered: ParsedOrder, rec: Recommendation, rules: Rules) -> Finding | None:
+    """``laterality-mismatch`` when the order names one side and the indication the other."""
+    wanted, written = rec.scenario.laterality, ordered.laterality
+    if not wanted or not written or wanted == written or "bilateral" in (wanted, written):
+        return None
+    return finding(FindingCode.LATERALITY_MISMATCH, Severity.WARNING,
+                   f"The order names the {written} side, but the indication names the {wanted} side.",
+                   action=f"Confirm the side with the referrer and correct the order (the indication says {wanted}).",
+                   expected=f"the {wanted} side", requirement="order:laterality", rules=rules,
+                   evidence={"order": written, "indication": wanted})
 
 
 __all__ = [

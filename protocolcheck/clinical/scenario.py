@@ -90,6 +90,7 @@ class Scenario:
     iodinated_reason: str = ""
     mri_reason: str = ""
     sources: Mapping[str, str] = field(default_factory=dict)  # fact -> where it was read from
+    laterality: str | None = None  # the side the indication names: "left", "right", "bilateral"
 
     @property
     def days_since_trauma(self) -> int | None:
@@ -125,6 +126,7 @@ class Scenario:
             "mri_device": self.mri_device.to_dict() if self.mri_device else None,
             "mr_conditional": self.mr_conditional.to_dict() if self.mr_conditional else None,
             "sources": dict(self.sources),
+            "laterality": self.laterality,
             "notes": list(self.notes),
         }
 
@@ -288,6 +290,12 @@ def _values(context: ClinicalContext, trauma_date: dt.date | None, rules: Rules,
     return problems
 
 
+def _side(text: str, rules: Rules) -> str | None:
+    """The side the indication names (the order vocabulary's laterality words); None when none or both."""
+    sides = {v.value for v in rules.order_parsing["laterality"] if v.pattern.search(text)}
+    return sides.pop() if len(sides) == 1 else ("bilateral" if "bilateral" in sides else None)
+
+
 def _recorded(context: ClinicalContext, name: str, sources: dict[str, str]) -> str:
     sources[name] = context.origin(name)
     return f"recorded in {sources[name]}" if sources[name] else "recorded"
@@ -383,6 +391,7 @@ def interpret(context: ClinicalContext, rules: Rules, on: dt.date | None = None,
         pregnant=contra["pregnant"], mri_device=contra["device"], mr_conditional=contra["conditional"],
         gadolinium_reason=contra["gad_reason"], iodinated_reason=contra["icm_reason"], mri_reason=contra["mri_reason"],
         sources={k: v for k, v in sources.items() if v},
+        laterality=_side(text, rules),
     )
     facts = scenario_facts(scenario, None)
     for conflict in rules.conflicts:
