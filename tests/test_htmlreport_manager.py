@@ -159,3 +159,18 @@ def test_page_in_headless_chromium(report: tuple[Path, str], audited: tuple[Path
     assert page["actionHead"] >= 2 and any(a.strip() not in ("", "–") for a in page["actions"])
     assert page["trend"] >= 2
     assert printed["header"] in ("rgb(255, 255, 255)", "rgba(0, 0, 0, 0)") and printed["all"] == "none"
+
+
+def test_csv_export_has_the_audit_records_too(audited: tuple[Path, list[dict]], tmp_path: Path) -> None:
+    import csv
+
+    db, records = audited
+    out, ahead = tmp_path / "qa.csv", tmp_path / "upcoming.csv"
+    result = CliRunner().invoke(main, ["report", "--db", str(db), "--csv", str(out), "--upcoming-csv", str(ahead)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == len(records)
+    assert Counter(r["status"] for r in rows) == Counter(r["status"] for r in records)
+    upcoming = list(csv.DictReader(ahead.open()))
+    assert [(u["accession_number"], u["status"]) for u in upcoming] == [("WL-WRONG", "fail"), ("WL-RIGHT", "pass")]
+    assert "instead" in upcoming[0]["actions"] and upcoming[0]["finding_codes"] == "wrong-protocol"

@@ -70,7 +70,7 @@ def report(db: str | None, since: dt.date | None, until: dt.date | None, protoco
     from protocolcheck import config
     from protocolcheck.jobs.scheduled import upcoming
     from protocolcheck.jobs.store import Filters, Store
-    from protocolcheck.report.html import export_frame, render_html
+    from protocolcheck.report.html import export_frame, render_html, with_unreadable
     from protocolcheck.report.sections import upcoming_frame, upcoming_lines
     from protocolcheck.report.tabular import csv_safe_frame
 
@@ -89,7 +89,7 @@ def report(db: str | None, since: dt.date | None, until: dt.date | None, protoco
     written = []
     try:
         if csv_path or parquet_path:
-            table = export_frame(audits, findings, include_patient=include_patient)
+            table = export_frame(*with_unreadable(audits, findings, unreadable), include_patient=include_patient)
             if csv_path:  # cells a spreadsheet would run as formulas are neutralised
                 write_file(csv_path, csv_safe_frame(table).to_csv(index=False))
                 written.append(csv_path)

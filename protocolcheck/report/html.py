@@ -580,7 +580,7 @@ def _all_studies_table(audits: pd.DataFrame, include_patient: bool) -> str:
             + "".join(rows) + "</tbody></table>" + more)
 
 
-def _prepare(audits: pd.DataFrame, findings: pd.DataFrame,
+def with_unreadable(audits: pd.DataFrame, findings: pd.DataFrame,
              unreadable: Sequence[tuple[str, str, dt.datetime]]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The audit's records of unreadable files that belong to no study added (never stored as audits,
     yet counted by the audit as errors), and ``scanner`` as a vendor name ("SIEMENS" and "Siemens
@@ -648,7 +648,7 @@ def render_html(audits: pd.DataFrame, findings: pd.DataFrame, *, title: str = "P
     that belong to no study (``Store.orphan_unreadable``); requirement names from ``library``."""
     generated = generated or dt.datetime.now().replace(microsecond=0)
     filters = filters or {}
-    audits, findings = _prepare(audits, findings, unreadable)
+    audits, findings = with_unreadable(audits, findings, unreadable)
     labels = requirement_labels(library)
     filt = "".join(f"<span>{esc(k)}: {esc(v)}</span>" for k, v in filters.items()) or "<span>all studies</span>"
     first = audits["when"].min() if len(audits) else None
