@@ -10,13 +10,13 @@ import yaml
 
 from protocolcheck import config
 from protocolcheck.clinical.library import (
-    Level,
     LibraryError,
     default_library_path,
     lint,
     load_library,
     load_protocol_file,
 )
+from protocolcheck.clinical.protocol import Level
 
 SHIPPED_IDS = {
     "mr-lumbosacral-plexus-wwo",
@@ -49,7 +49,7 @@ def test_shipped_schemas_are_valid_against_their_metaschemas() -> None:
 
     import jsonschema
 
-    from protocolcheck.clinical.library import schema
+    from protocolcheck.clinical.protocol_schema import schema
 
     for document in (schema(), json.loads((Path(__file__).resolve().parent.parent / "protocolcheck" / "clinical" / "schemas"
                                            / "rules.schema.json").read_text(encoding="utf-8"))):

@@ -21,7 +21,7 @@ from typing import Any
 
 from protocolcheck.classify import SeriesClass, describe
 from protocolcheck.clinical.findings import Considered, Finding, FindingCode, Quote
-from protocolcheck.clinical.library import Level, Match, Protocol, Range, Requirement
+from protocolcheck.clinical.protocol import NULL_IS_NONE, Level, Match, Protocol, Range, Requirement
 
 FIELD_LABELS = {
     "weighting": "weighting", "inversion": "inversion", "fat_suppressed": "fat-suppressed",
@@ -31,7 +31,6 @@ FIELD_LABELS = {
     "field_strength": "field strength",
 }
 UNITS = {"obliquity_deg": "\u00b0", "slice_thickness": " mm", "field_strength": " T"}
-NULL_IS_NONE = ("inversion", "fat_suppression", "stack", "dixon")
 
 
 # --------------------------------------------------------------------------------------------------

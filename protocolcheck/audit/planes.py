@@ -9,7 +9,7 @@ from typing import Any
 from protocolcheck.audit.matching import considered, match_failures, quotes, series_name, series_summary
 from protocolcheck.classify import SeriesClass
 from protocolcheck.clinical.findings import Finding, FindingCode
-from protocolcheck.clinical.library import PlaneRule, Protocol
+from protocolcheck.clinical.protocol import PlaneRule, Protocol
 from protocolcheck.dicom.geometry import angle_between
 
 MAX_LISTED = 4  # series named in an explanation

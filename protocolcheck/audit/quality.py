@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from protocolcheck.audit.matching import FIELD_LABELS, UNITS, considered, match_failures, quotes, series_name
 from protocolcheck.classify import SeriesClass
 from protocolcheck.clinical.findings import Finding, FindingCode
-from protocolcheck.clinical.library import Protocol, QualityLimit
+from protocolcheck.clinical.protocol import Protocol, QualityLimit
 
 
 def _limit_text(limit: QualityLimit) -> str:

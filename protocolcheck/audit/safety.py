@@ -14,7 +14,7 @@ from protocolcheck.audit.matching import considered, quotes
 from protocolcheck.classify import SeriesClass
 from protocolcheck.clinical.context import ClinicalContext
 from protocolcheck.clinical.findings import Finding, FindingCode, Severity
-from protocolcheck.clinical.library import Protocol
+from protocolcheck.clinical.protocol import Protocol
 
 # statements that make the contrast-free exam the appropriate one, where the protocol cites them
 CONTRAST_FREE_CITATIONS = ("acr-plexus-wo-appropriate", "acr-plexopathy-2021")

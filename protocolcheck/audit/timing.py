@@ -10,7 +10,7 @@ from protocolcheck.audit.matching import quotes
 from protocolcheck.clinical.context import ClinicalContext
 from protocolcheck.clinical.decision import timing_applies
 from protocolcheck.clinical.findings import Finding, FindingCode, Severity
-from protocolcheck.clinical.library import Protocol
+from protocolcheck.clinical.protocol import Protocol
 from protocolcheck.clinical.rules import Rules, load_rules
 from protocolcheck.clinical.scenario import Scenario, interpret
 

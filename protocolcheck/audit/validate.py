@@ -35,7 +35,8 @@ from protocolcheck.clinical.context import ClinicalContext
 from protocolcheck.clinical.decision import Verdict as ExamVerdict
 from protocolcheck.clinical.decision import decide
 from protocolcheck.clinical.findings import Deviation, Finding, FindingCode, Severity
-from protocolcheck.clinical.library import Level, Library, Protocol
+from protocolcheck.clinical.library import Library
+from protocolcheck.clinical.protocol import Level, Protocol
 from protocolcheck.clinical.recommend import timing_findings, verdict_finding
 from protocolcheck.clinical.rules import Rules
 from protocolcheck.clinical.scenario import Scenario, contrast_contraindications

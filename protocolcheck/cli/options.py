@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from protocolcheck.audit.engine import AuditOptions
     from protocolcheck.clinical.context import ContextTable
     from protocolcheck.clinical.findings import Severity
-    from protocolcheck.clinical.library import Library, Protocol
+    from protocolcheck.clinical.library import Library
+    from protocolcheck.clinical.protocol import Protocol
     from protocolcheck.clinical.recommend import Rules
 
 T = TypeVar("T")
