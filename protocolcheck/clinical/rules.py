@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -292,6 +293,22 @@ def _build_rules(name: str, d: dict[str, Any]) -> Rules:
                 problems.append(f"{name}: {where}: citation {cid!r} is not defined under sources")
         return tuple(ids)
 
+    def check_template(text: str, where: str) -> str:
+        """A text filled with ``str.format_map`` at decision time: every ``{...}`` must be a plain name
+        (fuzz: an unmatched brace raised ValueError in ``recommend``; ``{x.attr}`` or ``{x[0]}`` would
+        fail or reach into objects)."""
+        try:
+            fields = [(field, spec, conversion) for _lit, field, spec, conversion in string.Formatter().parse(text)
+                      if field is not None]
+        except ValueError as exc:
+            problems.append(f"{name}: {where}: not a valid text template ({exc}); write {{{{ and }}}} for braces")
+            return text
+        for field_name, spec, conversion in fields:
+            if not field_name.isidentifier() or spec or conversion:
+                problems.append(f"{name}: {where}: placeholder {{{field_name}}} must be a plain name such as "
+                                "{egfr}; write {{{{ and }}}} for braces")
+        return text
+
     def check_cats(ids: Iterable[str], where: str) -> tuple[str, ...]:
         ids = tuple(ids)
         for cat in ids:
@@ -353,14 +370,15 @@ def _build_rules(name: str, d: dict[str, Any]) -> Rules:
             if not any(getattr(p, key) == value for p in procedures.values()):
                 problems.append(f"{name}: exclusions[{i}].applies_to.{key}: no procedure has {key} {value!r}")
         exclusions.append(Exclusion(e["id"], check_condition(e["when"], f"exclusions[{i}].when"), dict(e["applies_to"]),
-                                    e["reason"], check_cites(e["citations"], f"exclusions[{i}]")))
+                                    check_template(e["reason"], f"exclusions[{i}].reason"),
+                                    check_cites(e["citations"], f"exclusions[{i}]")))
 
     def statements(section: str) -> tuple[StatementRule, ...]:
         out = []
         for i, s in enumerate(d[section]):
             where = f"{section}[{i}]"
             out.append(StatementRule(
-                s["text"], check_cites(s["citations"], where),
+                check_template(s["text"], f"{where}.text"), check_cites(s["citations"], where),
                 check_variants(s["variants"], where) if "variants" in s else None,
                 check_condition(s["when"], f"{where}.when") if "when" in s else None))
         return tuple(out)
