@@ -79,7 +79,7 @@ def angle_between(n1: Vector | None, n2: Vector | None) -> float | None:
     """Angle in degrees (0..90) between two slice planes, from their normals."""
     if n1 is None or n2 is None:
         return None
-    dot = abs(sum(a * b for a, b in zip(n1, n2)))
+    dot = abs(sum(a * b for a, b in zip(n1, n2, strict=True)))
     return math.degrees(math.acos(min(1.0, dot)))
 
 

@@ -128,7 +128,7 @@ def _load_skimmer() -> tuple[Any, Any, Any, Any, Any]:
     if config.skimmer_disabled() or sys.byteorder != "little" or array("I").itemsize != 4:
         return None, None, None, None, None
     try:
-        from protocolcheck.dicom import _skim  # type: ignore[attr-defined]
+        from protocolcheck.dicom import _skim  # type: ignore[attr-defined]  # noqa: PLC0415 - optional C extension
     except ImportError:  # built without a C compiler: the Python walk alone gives the same results
         return None, None, None, None, None
     _skim.configure(*_skim_tables())

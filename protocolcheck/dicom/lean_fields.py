@@ -108,27 +108,31 @@ def _numbers(element: Any) -> list[float] | None:
     vr, raw = element
     if not raw:
         return None
+    values = _number_values(vr, raw)
+    if not all(math.isfinite(v) for v in values):
+        raise _Fallback("not finite")
+    return values
+
+
+def _number_values(vr: str, raw: bytes) -> list[float]:
+    """The values of a non-empty numeric element as floats; _Fallback if malformed or not a number VR."""
     if vr == "DS":
         parts = raw.decode("latin-1").strip().rstrip(" \x00").split("\\")
         if not all(_DS_RE.fullmatch(p) for p in parts):
             raise _Fallback("malformed DS")
-        values = [float(p) for p in parts]
-    elif vr == "IS":
+        return [float(p) for p in parts]
+    if vr == "IS":
         parts = raw.decode("latin-1").rstrip(" \x00").split("\\")
         if not all(_IS_RE.fullmatch(p) for p in parts):
             raise _Fallback("malformed IS")
-        values = [float(int(p)) for p in parts]
-    elif vr == "US" and len(raw) % 2 == 0:
-        values = [float(_U16(raw, i)[0]) for i in range(0, len(raw), 2)]
-    elif vr == "FD" and len(raw) % 8 == 0:
-        values = [_F64(raw, i)[0] for i in range(0, len(raw), 8)]
-    elif vr == "FL" and len(raw) % 4 == 0:
-        values = [_F32(raw, i)[0] for i in range(0, len(raw), 4)]
-    else:
-        raise _Fallback(f"number in VR {vr}")
-    if not all(math.isfinite(v) for v in values):
-        raise _Fallback("not finite")
-    return values
+        return [float(int(p)) for p in parts]
+    if vr == "US" and len(raw) % 2 == 0:
+        return [float(_U16(raw, i)[0]) for i in range(0, len(raw), 2)]
+    if vr == "FD" and len(raw) % 8 == 0:
+        return [_F64(raw, i)[0] for i in range(0, len(raw), 8)]
+    if vr == "FL" and len(raw) % 4 == 0:
+        return [_F32(raw, i)[0] for i in range(0, len(raw), 4)]
+    raise _Fallback(f"number in VR {vr}")
 
 
 def _number(element: Any) -> float | None:
@@ -214,7 +218,7 @@ _FIELD_SPECS: dict[str, dict[str, tuple[str, int, dict[tuple[str, bytes], Any]]]
 
 def _decode(how: int, vr: str, raw: bytes, enc: str) -> Any:
     """One field's value from its non-empty raw element, as headers.py computes it through pydicom."""
-    if how == _TEXT or how == _UPPER:
+    if how in (_TEXT, _UPPER):
         if vr in _PLAIN_VRS:
             text = raw.decode("latin-1").rstrip(" \x00").strip()
         elif vr in _MULTI_TEXT_VRS and b"\\" not in raw and b"\x1b" not in raw:
@@ -286,19 +290,25 @@ def _apply_macros(group: dict[Any, Any] | None, fields: dict[str, Any], enc: str
         item = _first(group, macro)
         if item is None:
             continue
-        for keyword, name, how in entries:
-            element = item.get(keyword)
-            if element is None:
-                continue
-            vr, raw = element
-            if not raw:
-                continue  # empty: None, "" or () in headers.py, which leaves the field alone
-            value = _decode(how, vr, raw, enc)
-            if value not in (None, "", ()):
-                fields[name] = value
-        if macro == "ContrastBolusUsageSequence" and not fields.get("contrast_agent"):
-            if _text(item.get("ContrastBolusAgentAdministered"), enc).upper() == "YES":
-                fields["contrast_agent"] = "ADMINISTERED"
+        _copy_macro_fields(item, entries, fields, enc)
+        if macro == "ContrastBolusUsageSequence" and not fields.get("contrast_agent") \
+                and _text(item.get("ContrastBolusAgentAdministered"), enc).upper() == "YES":
+            fields["contrast_agent"] = "ADMINISTERED"
+
+
+def _copy_macro_fields(item: dict[Any, Any], entries: tuple[tuple[str, str, int], ...], fields: dict[str, Any],
+                       enc: str) -> None:
+    """The macro item's non-empty fields onto ``fields`` (``entries``: keyword, field name, decoding)."""
+    for keyword, name, how in entries:
+        element = item.get(keyword)
+        if element is None:
+            continue
+        vr, raw = element
+        if not raw:
+            continue  # empty: None, "" or () in headers.py, which leaves the field alone
+        value = _decode(how, vr, raw, enc)
+        if value not in (None, "", ()):
+            fields[name] = value
 
 
 def _enhanced(base: dict[str, Any], top: dict[Any, Any], enc: str) -> list[dict[str, Any]]:

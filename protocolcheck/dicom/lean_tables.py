@@ -242,7 +242,8 @@ _MACRO_LEVELS: dict[int, tuple[str, _Level]] = {
                                 **{_tag(k): k for k in _MACRO_EXTRA.get(macro, ())}}))
     for macro, entries in _FRAME_MACROS.items()
 }
-_XA_LEVEL = _Level(dict(_CHARSET_TAG), private_offsets={SIEMENS_XA_SCAN_OPTIONS[1]: frozenset({SIEMENS_XA_SCAN_OPTIONS[2]})})
+_XA_LEVEL = _Level(dict(_CHARSET_TAG),
+                    private_offsets={SIEMENS_XA_SCAN_OPTIONS[1]: frozenset({SIEMENS_XA_SCAN_OPTIONS[2]})})
 _XA_SERIES_OFFSET = 0xFE  # (0021,xxFE): Siemens XA series private sequence in the shared group
 _GROUP_LEVEL = _Level(dict(_CHARSET_TAG), _MACRO_LEVELS,
                       private_sequences={SIEMENS_XA_SCAN_OPTIONS[1]: {_XA_SERIES_OFFSET: _XA_LEVEL}})

@@ -71,11 +71,11 @@ class _Reader:
 
     def raw(self, ds: Dataset, keyword: str) -> Any:
         try:
-            elem = ds[keyword] if keyword in ds else None
+            if keyword not in ds:
+                return None
+            elem = ds[keyword]
         except Exception as exc:  # noqa: BLE001 - pydicom raises many types on bad bytes
             self.problems.append(f"{keyword}: {exc}")
-            return None
-        if elem is None:
             return None
         try:
             return elem.value
@@ -305,25 +305,29 @@ def _apply_macros(reader: _Reader, group: Dataset | None, fields: dict[str, Any]
         for keyword, name, kind in entries:
             if keyword not in item:
                 continue
-            if kind == "num":
-                value: Any = reader.number(item, keyword)
-            elif kind == "vec6":
-                value = reader.vector(item, keyword, 6)
-            elif kind == "vec3":
-                value = reader.vector(item, keyword, 3)
-            elif kind == "vec2":
-                value = reader.vector(item, keyword, 2)
-            elif kind == "texts":
-                value = reader.texts(item, keyword)
-            elif kind == "upper":
-                value = reader.text(item, keyword).upper()
-            else:
-                value = reader.text(item, keyword)
+            value = _macro_value(reader, item, keyword, kind)
             if value not in (None, "", ()):
                 fields[name] = value
-        if macro == "ContrastBolusUsageSequence" and not fields.get("contrast_agent"):
-            if reader.text(item, "ContrastBolusAgentAdministered").upper() == "YES":
-                fields["contrast_agent"] = "ADMINISTERED"
+        if macro == "ContrastBolusUsageSequence" and not fields.get("contrast_agent") \
+                and reader.text(item, "ContrastBolusAgentAdministered").upper() == "YES":
+            fields["contrast_agent"] = "ADMINISTERED"
+
+
+def _macro_value(reader: _Reader, item: Dataset, keyword: str, kind: str) -> Any:
+    """One macro field's value, read as its ``kind`` in :data:`_FRAME_MACROS` says."""
+    if kind == "num":
+        return reader.number(item, keyword)
+    if kind == "vec6":
+        return reader.vector(item, keyword, 6)
+    if kind == "vec3":
+        return reader.vector(item, keyword, 3)
+    if kind == "vec2":
+        return reader.vector(item, keyword, 2)
+    if kind == "texts":
+        return reader.texts(item, keyword)
+    if kind == "upper":
+        return reader.text(item, keyword).upper()
+    return reader.text(item, keyword)
 
 
 def _enhanced_records(reader: _Reader, ds: Dataset, base: dict[str, Any]) -> list[dict[str, Any]]:
@@ -438,9 +442,9 @@ def _truncated_element(ds: Dataset) -> str | None:
     if not tags:
         return None
     raw = ds.get_item(tags[-1])
-    if isinstance(raw, _pydicom().RawDataElement) and isinstance(raw.value, bytes) and raw.length != 0xFFFFFFFF:
-        if len(raw.value) < raw.length:
-            return f"file ends inside element {_pydicom().Tag(raw.tag)}: {len(raw.value)} of {raw.length} bytes"
+    if isinstance(raw, _pydicom().RawDataElement) and isinstance(raw.value, bytes) and raw.length != 0xFFFFFFFF \
+            and len(raw.value) < raw.length:
+        return f"file ends inside element {_pydicom().Tag(raw.tag)}: {len(raw.value)} of {raw.length} bytes"
     return None
 
 
@@ -468,22 +472,29 @@ def _pixel_data_problem(path: str, ds: Dataset, offset: int, size: int) -> str |
                 fh.seek(position)
                 return fh.read(n)
 
-            if len(head) < 8:
+            element = _pixel_data_header(head, bool(implicit), order)
+            if element is None:
                 return None
-            group, element = int.from_bytes(head[0:2], order), int.from_bytes(head[2:4], order)
-            if (group, element) != (0x7FE0, 0x0010):
-                return None
-            if implicit:
-                length, header = int.from_bytes(head[4:8], order), 8
-            elif head[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"UN", b"UT", b"SQ", b"OV", b"UC", b"UR"):
-                if len(head) < 12:
-                    return None
-                length, header = int.from_bytes(head[8:12], order), 12
-            else:
-                length, header = int.from_bytes(head[6:8], order), 8
+            length, header = element
             return pixel_data_problem(read_at, size, offset + header, length, _image_size(ds), little=bool(little))
     except OSError:
         return None
+
+
+def _pixel_data_header(head: bytes, implicit: bool, order: Literal["little", "big"]) -> tuple[int, int] | None:
+    """(declared length, header size) when ``head`` starts the Pixel Data element, else None."""
+    if len(head) < 8:
+        return None
+    group, element = int.from_bytes(head[0:2], order), int.from_bytes(head[2:4], order)
+    if (group, element) != (0x7FE0, 0x0010):
+        return None
+    if implicit:
+        return int.from_bytes(head[4:8], order), 8
+    if head[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"UN", b"UT", b"SQ", b"OV", b"UC", b"UR"):
+        if len(head) < 12:
+            return None
+        return int.from_bytes(head[8:12], order), 12
+    return int.from_bytes(head[6:8], order), 8
 
 
 def _image_size(ds: Dataset) -> ImageSize:
@@ -516,45 +527,59 @@ def read_file_pydicom(path: str | os.PathLike[str]) -> list[InstanceHeader] | Sk
     Raises :class:`ValueError` with a human reason for files that cannot be used.
     """
     name = os.fspath(path)
-    try:
-        status = os.stat(name)
-    except OSError as exc:
-        if "\\x" in name and not os.path.lexists(name):  # a name escaped by _text_path
-            raise ValueError("file name is not valid UTF-8 (shown with \\x escapes); rename the file to read it") from exc
-        raise ValueError(f"cannot open: {exc.strerror or exc}") from exc
-    if not stat.S_ISREG(status.st_mode):  # opening a named pipe would wait forever for a writer
-        raise ValueError("not a regular file (a named pipe, socket or device); not read")
-    size = status.st_size
-    if size == 0:
-        raise ValueError("empty file (0 bytes)")
+    size = _regular_file_size(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        truncated: str | None = None
-        try:
-            ds, stopped_at = _open_at(name)
-            truncated = _truncated_element(ds)
-            if not truncated:
-                _force_read(ds)
-        except _pydicom().InvalidDicomError:
-            raise ValueError("not a DICOM file (no 'DICM' marker and not a raw DICOM dataset)") from None
-        except RecursionError:
-            raise ValueError("malformed DICOM: sequences nested too deeply to read") from None
-        except InflateLimitExceeded:
-            raise  # its message is the reason
-        except ValueError as exc:
-            raise ValueError(f"malformed DICOM: {problem_text(exc)}") from exc
-        except (EOFError, OSError) as exc:
-            raise ValueError(f"truncated or unreadable DICOM: {problem_text(exc, with_type=False)}") from exc
-        except Exception as exc:  # noqa: BLE001 - pydicom raises many types on malformed files
-            raise ValueError(f"malformed DICOM: {problem_text(exc)}") from exc
-        if truncated:
-            raise ValueError(f"truncated DICOM: {truncated}")
+        ds, stopped_at = _parse_header(name)
         try:
             return _records(name, ds, _pixel_data_problem(name, ds, stopped_at, size))
         except ValueError:
             raise
-        except Exception as exc:  # noqa: BLE001 - never let a strange header escape as a traceback
+        except Exception as exc:  # never let a strange header escape as a traceback
             raise ValueError(f"malformed DICOM header: {problem_text(exc)}") from exc
+
+
+def _regular_file_size(name: str) -> int:
+    """The size of the regular, non-empty file ``name``; ValueError saying why it cannot be read."""
+    try:
+        status = os.stat(name)
+    except OSError as exc:
+        if "\\x" in name and not os.path.lexists(name):  # a name escaped by _text_path
+            raise ValueError("file name is not valid UTF-8 (shown with \\x escapes); rename the file to read it") \
+                from exc
+        raise ValueError(f"cannot open: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(status.st_mode):  # opening a named pipe would wait forever for a writer
+        raise ValueError("not a regular file (a named pipe, socket or device); not read")
+    if status.st_size == 0:
+        raise ValueError("empty file (0 bytes)")
+    return status.st_size
+
+
+def _parse_header(name: str) -> tuple[Dataset, int]:
+    """The file's header, read whole (see :func:`_open_at`); ValueError with a human reason if it cannot be.
+
+    Call with pydicom's warnings silenced."""
+    truncated: str | None = None
+    try:
+        ds, stopped_at = _open_at(name)
+        truncated = _truncated_element(ds)
+        if not truncated:
+            _force_read(ds)
+    except _pydicom().InvalidDicomError:
+        raise ValueError("not a DICOM file (no 'DICM' marker and not a raw DICOM dataset)") from None
+    except RecursionError:
+        raise ValueError("malformed DICOM: sequences nested too deeply to read") from None
+    except InflateLimitExceeded:
+        raise  # its message is the reason
+    except ValueError as exc:
+        raise ValueError(f"malformed DICOM: {problem_text(exc)}") from exc
+    except (EOFError, OSError) as exc:
+        raise ValueError(f"truncated or unreadable DICOM: {problem_text(exc, with_type=False)}") from exc
+    except Exception as exc:  # pydicom raises many types on malformed files
+        raise ValueError(f"malformed DICOM: {problem_text(exc)}") from exc
+    if truncated:
+        raise ValueError(f"truncated DICOM: {truncated}")
+    return ds, stopped_at
 
 
 def _records(name: str, ds: Dataset, pixel_problem: str | None) -> list[InstanceHeader] | Skipped:
@@ -580,7 +605,7 @@ def _records(name: str, ds: Dataset, pixel_problem: str | None) -> list[Instance
     if enhanced:
         try:
             field_sets = _enhanced_records(reader, ds, base)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # pydicom raises many types on malformed sequences
             raise ValueError(f"malformed functional groups: {problem_text(exc)}") from exc
         for fields in field_sets:
             fields["enhanced"] = True

@@ -152,7 +152,7 @@ class InstanceHeader:
 def _instance_header(values: tuple[Any, ...]) -> InstanceHeader:
     """Unpickle an :class:`InstanceHeader` (see its ``__reduce__``): the fields as they were pickled."""
     record = object.__new__(InstanceHeader)
-    record.__dict__.update(zip(_HEADER_FIELDS, values))
+    record.__dict__.update(zip(_HEADER_FIELDS, values, strict=True))
     return record
 
 

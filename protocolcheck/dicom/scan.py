@@ -221,10 +221,14 @@ def scan_parallel(names: Iterable[str], workers: int, chunk: int = CHUNK_FILES) 
             pending.append((batch, pool.submit(_scan_chunk, batch)))
         return bool(batch)
 
-    try:
+    def fill() -> None:
+        """Up to ``2 * workers`` chunks in flight."""
         for _ in range(2 * workers):
             if not submit():
                 break
+
+    try:
+        fill()
         while pending:
             batch, future = pending.popleft()
             try:
@@ -238,9 +242,7 @@ def scan_parallel(names: Iterable[str], workers: int, chunk: int = CHUNK_FILES) 
                     for name in lost:
                         records, pool = _isolated(pool, name, workers)
                         yield from records
-                for _ in range(2 * workers):
-                    if not submit():
-                        break
+                fill()
                 continue
             submit()
             yield from records

@@ -107,23 +107,7 @@ def _sort_key(h: InstanceHeader) -> tuple:
 def split_series(headers: list[InstanceHeader]) -> list[Stack]:
     """Split one series into stacks by image type, echo time and orientation."""
     headers = sorted(headers, key=_sort_key)
-    by_type: dict[tuple[str, ...], list[InstanceHeader]] = {}
-    for h in headers:
-        by_type.setdefault(h.image_type, []).append(h)
-    parts: list[tuple[list[str], list[InstanceHeader]]] = []
-    for image_type, members in by_type.items():
-        echoes: dict[float | None, list[InstanceHeader]] = {}
-        for h in members:
-            echoes.setdefault(None if h.echo_time is None else round(h.echo_time, 1), []).append(h)
-        # Diffusion and multi-echo GRE readouts keep one stack when only TE varies slightly.
-        for te, echo_members in echoes.items():
-            for cluster in _orientation_clusters(echo_members):
-                labels: list[str] = []
-                if len(by_type) > 1:
-                    labels.append(_dixon_label(image_type) or "/".join(image_type[2:4]) or "?")
-                if len(echoes) > 1:
-                    labels.append(f"TE{te:g}" if te is not None else "TE?")
-                parts.append((labels, cluster))
+    parts = _split_parts(headers)
     orientation_counts = len(_orientation_clusters(headers))
     stacks: list[Stack] = []
     plane_labels_needed = len(parts) > 1
@@ -152,10 +136,34 @@ def split_series(headers: list[InstanceHeader]) -> list[Stack]:
     return stacks
 
 
+def _split_parts(headers: list[InstanceHeader]) -> list[tuple[list[str], list[InstanceHeader]]]:
+    """The series' instances by image type, then echo time, then orientation; each part with its labels
+    (the Dixon output or image type when the types differ, the TE when the echoes do)."""
+    by_type: dict[tuple[str, ...], list[InstanceHeader]] = {}
+    for h in headers:
+        by_type.setdefault(h.image_type, []).append(h)
+    parts: list[tuple[list[str], list[InstanceHeader]]] = []
+    for image_type, members in by_type.items():
+        echoes: dict[float | None, list[InstanceHeader]] = {}
+        for h in members:
+            echoes.setdefault(None if h.echo_time is None else round(h.echo_time, 1), []).append(h)
+        # Diffusion and multi-echo GRE readouts keep one stack when only TE varies slightly.
+        for te, echo_members in echoes.items():
+            for cluster in _orientation_clusters(echo_members):
+                labels: list[str] = []
+                if len(by_type) > 1:
+                    labels.append(_dixon_label(image_type) or "/".join(image_type[2:4]) or "?")
+                if len(echoes) > 1:
+                    labels.append(f"TE{te:g}" if te is not None else "TE?")
+                parts.append((labels, cluster))
+    return parts
+
+
 def _series_order_key(stack: Stack) -> tuple:
     h = stack.first
     times = [t for t in (h.series_date + h.series_time, h.acquisition_date + h.acquisition_time) if t.strip()]
-    return (times[0] if times else "~", h.series_number if h.series_number is not None else 1 << 30, h.series_instance_uid, stack.label or "")
+    number = h.series_number if h.series_number is not None else 1 << 30
+    return (times[0] if times else "~", number, h.series_instance_uid, stack.label or "")
 
 
 def group_studies(headers: Iterable[InstanceHeader]) -> Iterator[Study]:
