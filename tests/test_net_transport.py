@@ -171,6 +171,7 @@ def test_listen_stops_within_seconds_whatever_peers_do(tmp_path: Path) -> None:
             sock.close()
         if listener.process.alive():
             listener.kill()
+    print(f"\nlisten stopped {took:.1f} s after SIGTERM (5 peers stalled mid-PDU, 1 idle association)")
     assert code == 0, listener.text()
     assert took < 10, f"listen took {took:.1f} s to stop:\n{listener.text()}"
 
