@@ -303,9 +303,11 @@ def test_deflate_bomb_over_c_get_is_refused_with_bounded_memory(tmp_path: Path) 
                              evt_handlers=[(evt.EVT_C_FIND, on_find), (evt.EVT_C_GET, on_get)])
     try:
         port = int(server.server_address[1])
-        probe = ("import resource, runpy, sys; sys.argv = ['protocolcheck', *sys.argv[1:]]\n"
+        # VmHWM, not ru_maxrss: Linux carries the forking parent's high-water mark (pytest's) across exec
+        probe = ("import runpy, sys; sys.argv = ['protocolcheck', *sys.argv[1:]]\n"
                  "try:\n    runpy.run_module('protocolcheck', run_name='__main__')\n"
-                 "finally:\n    print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n")
+                 "finally:\n    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
+                 "    print('maxrss', hwm.split()[1], file=sys.stderr)\n")
         run = subprocess.run([sys.executable, "-c", probe, "query", HOST, str(port), "--called-aet", "BOMBPACS",
                               "--no-db", "--timeout", "60", "--workdir", str(tmp_path)],
                              capture_output=True, text=True, timeout=300, env={**os.environ, **repo_env()})
