@@ -3,14 +3,15 @@
 The results, and their order, are those of the local run. Two ways, one per kind of local run:
 
 * Without a results store (:meth:`ClusterExecutor.audit_files`, :func:`audit_on_cluster`), like
-  :func:`~protocolcheck.audit.engine.audit_paths`: the client lists the files (:func:`~protocolcheck.dicom.scan.iter_files`) and sends
-  them in chunks to the workers, which read the headers and keep them, grouped by study, in worker
-  memory; only a summary per chunk (each study's folders, the unreadable files) comes back. The
-  client attaches unreadable files to studies exactly as :func:`~protocolcheck.audit.engine.audit_records` does, then
-  submits one audit task per study (Study UID order) to the workers holding its headers, and yields
-  the results in that order, then the records of unreadable files that belong to no study.
-* With the results store (:func:`~protocolcheck.jobs.incremental.run_audit_job` with this executor): the client plans the
-  incremental run as usual; :meth:`ClusterExecutor.read` reads the new files on the workers (records
+  :func:`~protocolcheck.audit.engine.audit_paths`: the client lists the files
+  (:func:`~protocolcheck.dicom.scan.iter_files`) and sends them in chunks to the workers, which read the
+  headers and keep them, grouped by study, in worker memory; only a summary per chunk (each study's
+  folders, the unreadable files) comes back. The client attaches unreadable files to studies exactly as
+  :func:`~protocolcheck.audit.engine.audit_records` does, then submits one audit task per study (Study UID
+  order) to the workers holding its headers, and yields the results in that order, then the records of
+  unreadable files that belong to no study.
+* With the results store (:func:`~protocolcheck.jobs.incremental.run_audit_job` with this executor): the
+  client plans the incremental run as usual; :meth:`ClusterExecutor.read` reads the new files on the workers (records
   back in file order) and :meth:`ClusterExecutor.audit` audits the changed studies there, in order.
 
 Workers must run the same protocolcheck code (checked before a run) and see the files at the same
@@ -206,7 +207,8 @@ def _for_workers(options: AuditOptions) -> AuditOptions:
     return options
 
 
-def chunk_files(files: Sequence[str], threads: int, chunk_size: int = DEFAULT_CHUNK_SIZE) -> list[list[tuple[str, str]]]:
+def chunk_files(files: Sequence[str], threads: int,
+                chunk_size: int = DEFAULT_CHUNK_SIZE) -> list[list[tuple[str, str]]]:
     """Split the file list (in order) into chunks of (name, absolute path), at most ``chunk_size`` each."""
     if not files:
         return []
@@ -256,7 +258,7 @@ def connect(address: str, connect_timeout: float = CONNECT_TIMEOUT, worker_timeo
     try:
         try:
             on_scheduler = client.run_on_scheduler(code_fingerprint)
-        except Exception as exc:  # noqa: BLE001 - any failure here means the scheduler cannot take our tasks
+        except Exception as exc:  # any failure here means the scheduler cannot take our tasks
             raise ClusterError(f"the Dask scheduler at {address} cannot load protocolcheck ({type(exc).__name__}: "
                                f"{exc}); install protocolcheck where the scheduler runs too (it unpickles the "
                                "tasks) and restart it") from exc
@@ -269,7 +271,7 @@ def connect(address: str, connect_timeout: float = CONNECT_TIMEOUT, worker_timeo
             raise ClusterError(f"no Dask worker joined the scheduler at {address} within {worker_timeout:g} s") from exc
         try:
             versions = client.run(code_fingerprint)
-        except Exception as exc:  # noqa: BLE001 - any failure here means the workers cannot run our tasks
+        except Exception as exc:  # any failure here means the workers cannot run our tasks
             raise ClusterError(f"the Dask workers cannot run protocolcheck ({type(exc).__name__}: {exc}); "
                                "install protocolcheck on every worker") from exc
         wrong = sorted(f"{addr} has {v}" for addr, v in versions.items() if v != mine)
@@ -295,8 +297,8 @@ class ClusterExecutor:
     """A connection to a Dask cluster that reads headers and audits studies, in the local order.
 
     :meth:`audit_files` is the whole audit with the headers kept on the workers; :meth:`read` and
-    :meth:`audit` are the two steps :func:`~protocolcheck.jobs.incremental.run_audit_job` hands over (the results-store path,
-    where the client plans which studies changed). Use as a context manager (closes the client).
+    :meth:`audit` are the two steps :func:`~protocolcheck.jobs.incremental.run_audit_job` hands over (the
+    results-store path, where the client plans which studies changed). Use as a context manager (closes the client).
     """
 
     def __init__(self, client: Any, address: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
@@ -358,8 +360,10 @@ class ClusterExecutor:
             for records in self._in_order(futures):
                 yield from records
 
-    def audit(self, items: Sequence[tuple[Study, Sequence[Unreadable]]], options: AuditOptions) -> Iterator[AuditResult]:
-        """:func:`~protocolcheck.audit.engine.audit_study` of each (study, unreadable files) on the workers, in order."""
+    def audit(self, items: Sequence[tuple[Study, Sequence[Unreadable]]],
+              options: AuditOptions) -> Iterator[AuditResult]:
+        """:func:`~protocolcheck.audit.engine.audit_study` of each (study, unreadable files) on the workers,
+        in order."""
         if not items:
             return
         with self._lost():

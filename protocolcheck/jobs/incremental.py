@@ -65,7 +65,7 @@ class JobLock:
     def acquire(self) -> JobLock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fh = open(self.path, "a+", encoding="utf-8")
+            fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held open while the lock is held
         except OSError as exc:
             raise OSError(f"cannot create lock file {self.path}: {exc.strerror or exc}") from exc
         try:

@@ -50,7 +50,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, CursorResult, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from protocolcheck.clinical.findings import AuditResult, Finding, FindingCode, Severity, Status
+from protocolcheck.clinical.findings import AuditResult, Finding, Status
 from protocolcheck.errors import InputError, RunError
 from protocolcheck.jobs.fingerprint import lenient_json_default
 
@@ -305,7 +305,8 @@ class Store:
                 try:
                     db_file.parent.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
-                    raise StoreError(f"cannot create the folder of results store {db_file}: {exc.strerror or exc}") from exc
+                    raise StoreError(f"cannot create the folder of results store {db_file}: "
+                                     f"{exc.strerror or exc}") from exc
                 if db_file.is_dir():
                     raise StoreError(f"results store {db_file} is a folder, not a database file")
             url = f"sqlite:///{db_file}" if not is_url(text) else text
@@ -378,7 +379,7 @@ class Store:
                 finished=_utcnow(), audited=audited, skipped=skipped, outcome=outcome))
 
     def runs(self) -> pd.DataFrame:
-        import pandas as pd
+        import pandas as pd  # noqa: PLC0415 - loaded when a frame is built, not on every audit
 
         with self.engine.connect() as conn:
             return pd.read_sql(select(runs_table).order_by(runs_table.c.id), conn)
@@ -439,7 +440,7 @@ class Store:
 
     def history(self, study_uid: str) -> pd.DataFrame:
         """Every audit of one study, oldest first (one row per audit, without the JSON)."""
-        import pandas as pd
+        import pandas as pd  # noqa: PLC0415 - loaded when a frame is built, not on every audit
 
         columns = [c for c in audits_table.c if c.name not in ("result_json",)]
         with self.engine.connect() as conn:
@@ -453,7 +454,7 @@ class Store:
         up with an older passing one. Columns are those of ``audits`` (no JSON; patient columns only
         with ``include_patient``).
         """
-        import pandas as pd
+        import pandas as pd  # noqa: PLC0415 - loaded when a frame is built, not on every audit
 
         skip = {"result_json"} if include_patient else {"result_json", "patient_name", "patient_id"}
         columns = [c for c in audits_table.c if c.name not in skip]
@@ -469,16 +470,16 @@ class Store:
     def findings(self, audit_ids: Iterable[int]) -> pd.DataFrame:
         """The findings of these audits (audit_id, code, severity, requirement, message, action, detail,
         guideline, deviation; the last four are empty for a store of version 1 opened read-only)."""
-        import pandas as pd
+        import pandas as pd  # noqa: PLC0415 - loaded when a frame is built, not on every audit
 
         ids = list(dict.fromkeys(int(i) for i in audit_ids))
-        frames = []
+        frames: list[pd.DataFrame] = []
         with self.engine.connect() as conn:
             present = {c["name"] for c in inspect(conn).get_columns("findings")}
             cols = [c if c.name in present else null().label(c.name) for c in findings_table.c if c.name != "id"]
-            for chunk in _chunks(ids, 500):
-                frames.append(pd.read_sql(select(*cols).where(findings_table.c.audit_id.in_(chunk))
-                                          .order_by(findings_table.c.audit_id, findings_table.c.id), conn))
+            frames.extend(pd.read_sql(select(*cols).where(findings_table.c.audit_id.in_(chunk))
+                                      .order_by(findings_table.c.audit_id, findings_table.c.id), conn)
+                          for chunk in _chunks(ids, 500))
         if not frames:
             return pd.DataFrame(columns=[c.name for c in cols])
         return pd.concat(frames, ignore_index=True)
@@ -505,7 +506,8 @@ class Store:
                 c = files_table.c
                 query = select(c.path, c.size, c.mtime_ns, c.kind, c.study_instance_uid, c.sop_instance_uid, c.reason)
                 # (rows unpacked as tuples: a re-run over a large archive reads every row of the index)
-                for path, size, mtime_ns, kind, study, sop, reason in conn.execute(query.where((c.path == root) | under)):
+                rows = conn.execute(query.where((c.path == root) | under))
+                for path, size, mtime_ns, kind, study, sop, reason in rows:
                     if path != root and not path.startswith(prefix):
                         continue
                     entry_kind = _FILE_KINDS.get(kind) or FileKind(kind)  # (an unknown kind: ValueError, as before)
@@ -686,7 +688,7 @@ def result_from_dict(data: dict[str, Any], *, patient_name: str = "", patient_id
 
 def _normalise(df: pd.DataFrame) -> pd.DataFrame:
     """Typed columns plus ``when`` (study day, else audit day) and ``scanner`` for grouping."""
-    import pandas as pd
+    import pandas as pd  # noqa: PLC0415 - loaded when a frame is built, not on every audit
 
     df = df.copy()
     df["audited_at"] = pd.to_datetime(df["audited_at"])
@@ -700,7 +702,7 @@ def _normalise(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _matches(series: pd.Series, wanted: tuple[str, ...]) -> pd.Series:
-    import pandas as pd
+    import pandas as pd  # noqa: PLC0415 - loaded when a frame is built, not on every audit
 
     lowered = series.fillna("").astype(str).str.lower()
     mask = pd.Series(False, index=series.index)
@@ -711,7 +713,7 @@ def _matches(series: pd.Series, wanted: tuple[str, ...]) -> pd.Series:
 
 def apply_filters(df: pd.DataFrame, filters: Filters) -> pd.DataFrame:
     """Keep the rows that match every given filter (text filters: any of the values, substring)."""
-    import pandas as pd
+    import pandas as pd  # noqa: PLC0415 - loaded when a frame is built, not on every audit
 
     mask = pd.Series(True, index=df.index)
     if filters.since:
