@@ -185,12 +185,12 @@ def _audit_exam(study: Study, options: AuditOptions, unreadable: Sequence[Unread
                              verdict=indicated.verdict, rules=indicated.rules)
     evaluation = evaluate(choice, facts, series, context, gadolinium_egfr_below=_gadolinium_egfr(context, options))
     findings = [*evaluation.findings, *extra]
-    for problem in indicated.problems:  # a contradictory or malformed context: named, never a traceback
-        findings.append(Finding(code=FindingCode.CONTEXT_MISSING, severity=Severity.WARNING,
-                                summary=f"The clinical context cannot be used as given ({problem}); the protocol "
-                                        "was chosen without it",
-                                action="Correct the clinical context and audit the study again",
-                                evidence={"context": context.source if context else "", "problem": problem}))
+    findings.extend(  # a contradictory or malformed context: named, never a traceback
+        Finding(code=FindingCode.CONTEXT_MISSING, severity=Severity.WARNING,
+                summary=f"The clinical context cannot be used as given ({problem}); the protocol was chosen without it",
+                action="Correct the clinical context and audit the study again",
+                evidence={"context": context.source if context else "", "problem": problem})
+        for problem in indicated.problems)
     findings.sort(key=lambda f: -f.severity.rank)  # stable: missing items first within a severity
     judged = any(f.code is FindingCode.WRONG_PROTOCOL for f in findings)  # the exam done is known to be wrong
     status = Status.NO_PROTOCOL if choice.chosen_by is ChosenBy.NONE and not judged else status_for(findings)

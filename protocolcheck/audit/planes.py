@@ -27,6 +27,23 @@ class PlaneResult:
 def check_plane_rule(rule: PlaneRule, series: Sequence[SeriesClass]) -> PlaneResult:
     """``orthogonal-pair``: two counted series perpendicular within tolerance, each oblique enough;
     or (``isotropic_3d_counts``) one 3D acquisition with slices no thicker than ``isotropic_max_mm``."""
+    counted = _counted(rule, series)
+    if rule.isotropic_3d_counts:
+        isotropic = _isotropic_3d(rule, counted)
+        if isotropic is not None:
+            return isotropic
+    oriented = [s for s in counted if s.normal is not None]
+    met, best = _oblique_pair(rule, oriented)
+    if met is not None:
+        return met
+    return PlaneResult(rule, False, _why_unmet(rule, counted, oriented, best), tuple(oriented),
+                       {"planes": [{"series": s.series_instance_uid, "series_number": s.series_number,
+                                    "plane": s.plane, "obliquity_deg": None if s.obliquity_deg is None
+                                    else round(s.obliquity_deg, 1)} for s in oriented]})
+
+
+def _counted(rule: PlaneRule, series: Sequence[SeriesClass]) -> list[SeriesClass]:
+    """The series the rule counts: its ``series`` match, no localizer, reformats only of a 3D acquisition."""
     has_3d = any(s.acquisition is not None and s.acquisition.value == "3D" and not s.derived and not s.localizer
                  for s in series)
     counted: list[SeriesClass] = []
@@ -36,14 +53,24 @@ def check_plane_rule(rule: PlaneRule, series: Sequence[SeriesClass]) -> PlaneRes
         if s.derived and not (rule.reformats_count and has_3d):
             continue
         counted.append(s)
-    if rule.isotropic_3d_counts:
-        for s in counted:
-            if (s.acquisition is not None and s.acquisition.value == "3D" and not s.derived
-                    and s.slice_thickness is not None and s.slice_thickness <= rule.isotropic_max_mm):
-                return PlaneResult(rule, True, f"3D isotropic acquisition {series_summary(s)} with "
-                                   f"{s.slice_thickness:g} mm slices: orthogonal oblique views are reformatted from it",
-                                   (s,), {"isotropic_3d": s.series_instance_uid})
-    oriented = [s for s in counted if s.normal is not None]
+    return counted
+
+
+def _isotropic_3d(rule: PlaneRule, counted: Sequence[SeriesClass]) -> PlaneResult | None:
+    """The rule met by a 3D acquisition thin enough to reformat the oblique views from, if one was counted."""
+    for s in counted:
+        if (s.acquisition is not None and s.acquisition.value == "3D" and not s.derived
+                and s.slice_thickness is not None and s.slice_thickness <= rule.isotropic_max_mm):
+            return PlaneResult(rule, True, f"3D isotropic acquisition {series_summary(s)} with "
+                               f"{s.slice_thickness:g} mm slices: orthogonal oblique views are reformatted from it",
+                               (s,), {"isotropic_3d": s.series_instance_uid})
+    return None
+
+
+def _oblique_pair(rule: PlaneRule, oriented: Sequence[SeriesClass],
+                  ) -> tuple[PlaneResult | None, tuple[float, SeriesClass, SeriesClass] | None]:
+    """The rule met by the first perpendicular pair that is oblique enough; else the most oblique
+    perpendicular pair (obliquity, series, series), if any."""
     best: tuple[float, SeriesClass, SeriesClass] | None = None
     for i, a in enumerate(oriented):
         for b in oriented[i + 1:]:
@@ -55,9 +82,15 @@ def check_plane_rule(rule: PlaneRule, series: Sequence[SeriesClass]) -> PlaneRes
                 return PlaneResult(rule, True, f"{series_summary(a)} and {series_summary(b)} are {angle:.0f}\u00b0 "
                                    "apart and both oblique", (a, b),
                                    {"pair": [a.series_instance_uid, b.series_instance_uid],
-                                    "angle_deg": round(angle, 1)})
+                                    "angle_deg": round(angle, 1)}), None
             if best is None or oblique > best[0]:
                 best = (oblique, a, b)
+    return None, best
+
+
+def _why_unmet(rule: PlaneRule, counted: Sequence[SeriesClass], oriented: Sequence[SeriesClass],
+               best: tuple[float, SeriesClass, SeriesClass] | None) -> str:
+    """Why no pair met the rule: only straight pairs, too few oriented series, or none perpendicular."""
     planes = ", ".join(
         f"{series_name(s)} {s.plane or 'unknown plane'} {s.obliquity_deg or 0:.0f}\u00b0 off axis" for s in oriented[:8]
     ) or "none"
@@ -72,10 +105,7 @@ def check_plane_rule(rule: PlaneRule, series: Sequence[SeriesClass]) -> PlaneRes
     unknown = [series_name(s) for s in counted if s.normal is None]
     if unknown:
         why += f"; orientation unknown for {', '.join(unknown[:MAX_LISTED])}"
-    return PlaneResult(rule, False, why, tuple(oriented),
-                       {"planes": [{"series": s.series_instance_uid, "series_number": s.series_number,
-                                    "plane": s.plane, "obliquity_deg": None if s.obliquity_deg is None
-                                    else round(s.obliquity_deg, 1)} for s in oriented]})
+    return why
 
 
 def check_plane_rules(protocol: Protocol, series: Sequence[SeriesClass]) -> list[PlaneResult]:

@@ -212,12 +212,12 @@ class Evaluation:
                          "kind": "series", "met": r.met, "series": [s.series_instance_uid for s in chosen],
                          "stacks": [s.stack for s in chosen], "names": [series_name(s) for s in chosen],
                          "alternative": verdict.alternative if verdict else None})
-        for p in self.planes:
-            rows.append({"id": p.rule.id, "label": p.rule.label, "level": p.rule.level.value, "kind": "planes",
-                         "met": p.met, "series": [s.series_instance_uid for s in p.series] if p.met else [],
-                         "stacks": [s.stack for s in p.series] if p.met else [],
-                         "names": [series_name(s) for s in p.series] if p.met else [],
-                         "alternative": p.explanation if p.met else None})
+        rows.extend({"id": p.rule.id, "label": p.rule.label, "level": p.rule.level.value, "kind": "planes",
+                     "met": p.met, "series": [s.series_instance_uid for s in p.series] if p.met else [],
+                     "stacks": [s.stack for s in p.series] if p.met else [],
+                     "names": [series_name(s) for s in p.series] if p.met else [],
+                     "alternative": p.explanation if p.met else None}
+                    for p in self.planes)
         return tuple(rows)
 
 

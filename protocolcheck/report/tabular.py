@@ -81,7 +81,7 @@ def xml_safe(text: str) -> str:
 
 def frame(records: Sequence[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
     """A DataFrame of the chosen columns (lists flattened to '|'-joined text)."""
-    import pandas as pd
+    import pandas as pd  # noqa: PLC0415 - loaded only when a frame is built (start-up time of every command)
 
     rows = [{c: _cell(r.get(c)) for c in columns} for r in records]
     return pd.DataFrame(rows, columns=list(columns))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -168,24 +169,9 @@ def audit_table(records: list[dict[str, Any]]) -> str:
         lines.extend(wrap_lines(f"Status: {r['status'].upper()}   Protocol: {r['protocol'] or '-'}", "  "))
         if r.get("protocol_reason"):
             lines.extend(wrap_lines(f"why this protocol: {r['protocol_reason']}", "  "))
-        timing = r.get("timing") or {}
-        if timing.get("trauma_date"):
-            days = timing.get("days_after_trauma")
-            lines.extend(wrap_lines(
-                f"Timing: injury {timing['trauma_date']}, study {timing.get('study_date') or '?'} "
-                f"(from {timing.get('date_source') or '?'})"
-                + (f" = {days} days (expected {timing.get('min_days')}-{timing.get('max_days')})"
-                   if days is not None else ""), "  "))
+        lines.extend(_timing_lines(r.get("timing") or {}))
         for f in r["findings"]:
-            sev = SEVERITY_LABEL.get(f["severity"], f["severity"])
-            what = f["code"] + (f" {f['requirement']}" if f.get("requirement") else "")
-            finding = Finding.from_dict(f)
-            lines.extend(wrap_lines(f"{sev:<5} {what}: {finding.render(action=False, guideline=False)}", "  "))
-            if finding.action:
-                lines.extend(wrap_lines(f"action: {sentence(finding.action)}", "        "))
-            sources = list(dict.fromkeys(q.source for q in finding.guideline))
-            if sources:  # the sources by name (the statements and their ids are in the JSON and the HTML report)
-                lines.extend(wrap_lines(f"source: {'; '.join(sources)}", "        "))
+            lines.extend(_finding_lines(f))
         met = [q for q in r.get("requirements") or () if q.get("met")]
         if met:
             lines.append("  Met:")
@@ -197,6 +183,32 @@ def audit_table(records: list[dict[str, Any]]) -> str:
     return printable("\n".join(lines), keep_newlines=True)
 
 
+def _timing_lines(timing: dict[str, Any]) -> list[str]:
+    """The injury date, the study date and the days between, against the expected window."""
+    if not timing.get("trauma_date"):
+        return []
+    days = timing.get("days_after_trauma")
+    return wrap_lines(
+        f"Timing: injury {timing['trauma_date']}, study {timing.get('study_date') or '?'} "
+        f"(from {timing.get('date_source') or '?'})"
+        + (f" = {days} days (expected {timing.get('min_days')}-{timing.get('max_days')})"
+           if days is not None else ""), "  ")
+
+
+def _finding_lines(f: dict[str, Any]) -> list[str]:
+    """One finding: severity, code, requirement and text; the action and the sources cited below it."""
+    sev = SEVERITY_LABEL.get(f["severity"], f["severity"])
+    what = f["code"] + (f" {f['requirement']}" if f.get("requirement") else "")
+    finding = Finding.from_dict(f)
+    lines = wrap_lines(f"{sev:<5} {what}: {finding.render(action=False, guideline=False)}", "  ")
+    if finding.action:
+        lines.extend(wrap_lines(f"action: {sentence(finding.action)}", "        "))
+    sources = list(dict.fromkeys(q.source for q in finding.guideline))
+    if sources:  # the sources by name (the statements and their ids are in the JSON and the HTML report)
+        lines.extend(wrap_lines(f"source: {'; '.join(sources)}", "        "))
+    return lines
+
+
 def audit_csv(records: list[dict[str, Any]]) -> str:
     """One row per finding (a study without findings: one row with the finding columns empty)."""
     rows = []
@@ -205,17 +217,15 @@ def audit_csv(records: list[dict[str, Any]]) -> str:
         if not r["findings"]:
             rows.append({**base, "severity": None, "code": None, "requirement": None, "series": None, "action": None,
                          "message": None})
-        for f in r["findings"]:
-            rows.append({**base, "severity": f["severity"], "code": f["code"], "requirement": f["requirement"],
-                         "series": f["series"], "action": f.get("action"), "message": f["message"]})
+        rows.extend({**base, "severity": f["severity"], "code": f["code"], "requirement": f["requirement"],
+                     "series": f["series"], "action": f.get("action"), "message": f["message"]}
+                    for f in r["findings"])
     return to_csv(rows, AUDIT_CSV_COLUMNS)
 
 
 def audit_junit(records: list[dict[str, Any]]) -> str:
     """JUnit XML: one test suite, one test case per study (failures = error findings, warnings in system-out).
     Characters XML cannot hold are dropped (:func:`.tabular.xml_safe`)."""
-    import xml.etree.ElementTree as ET
-
     failures = sum(1 for r in records if r["status"] in ("fail", "error"))
     suite = ET.Element("testsuite", name="protocolcheck audit", tests=str(len(records)), failures=str(failures),
                        errors="0", skipped=str(sum(1 for r in records if r["status"] == "no-protocol")))
@@ -279,7 +289,8 @@ def _worklist_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def worklist_csv(records: list[dict[str, Any]]) -> str:
-    return to_csv(_worklist_rows(records), WORKLIST_COLUMNS + ("indication", "trauma_date", "procedure_code", "modality"))
+    return to_csv(_worklist_rows(records),
+                  WORKLIST_COLUMNS + ("indication", "trauma_date", "procedure_code", "modality"))
 
 
 def worklist_table(records: list[dict[str, Any]]) -> str:
@@ -368,8 +379,8 @@ def format_recommendation(rec: Recommendation) -> str:
     lines += _ranked(rec.recommendations, numbers) or ["  (no suitable procedure)"]
     if rec.top:
         lines.append(_wrap(f"Why rank 1: {rec.top.rationale}", indent="  "))
-    for e in rec.excluded:
-        lines.append(_wrap(f"not for this patient: {e.procedure} - {e.reason} {_refs(e.citations, numbers)}", indent="  "))
+    lines.extend(_wrap(f"not for this patient: {e.procedure} - {e.reason} {_refs(e.citations, numbers)}", indent="  ")
+                 for e in rec.excluded)
     lines.append("")
     date = rec.timing.earliest_date.isoformat() if rec.timing.earliest_date else "-"
     lines.append(f"Earliest date: {date}  ({rec.timing.status.value})")
@@ -392,13 +403,11 @@ def format_order_check(check: OrderCheck) -> str:
     if check.ordered and check.ordered.understood:
         side = f", {check.ordered.laterality}" if check.ordered.laterality else ""
         lines.append(f"  read as: {check.ordered.name}{side}")
-    for note in (check.ordered.notes if check.ordered else ()):
-        lines.append(f"  note: {note}")
+    lines.extend(f"  note: {note}" for note in (check.ordered.notes if check.ordered else ()))
     if check.recommendation:
         lines.append(f"Variant: {check.recommendation.variant.title}")
     lines.append(f"Status: {check.status.value}")
-    for p in check.problems:
-        lines.append(_wrap(f"problem: {p}", indent="  "))
+    lines.extend(_wrap(f"problem: {p}", indent="  ") for p in check.problems)
     for f in check.findings:
         lines.append(_wrap(f"{f.severity.value.upper()} {f.code.value}: {f.render(action=False)}", indent="  "))
         if f.action:
@@ -441,6 +450,21 @@ def protocol_text(p: Any) -> str:
             marks.append(f"[{numbers[cid]}]")
         return " ".join(marks)
 
+    out = _protocol_head(p)
+    out += _requirement_lines(p.requirements, ref)  # citations are numbered in the order they are shown
+    out += _plane_lines(p.planes, ref)
+    out += _limit_lines(p.limits, ref)
+    out += _timing_and_note_lines(p, ref)
+    out += ["", "References"]
+    for cid, n in numbers.items():
+        c = p.citations[cid]
+        out += wrap_lines(f"[{n}] {cid}: \u201c{c.statement}\u201d \u2014 {c.source}"
+                          + (f" doi:{c.doi}" if c.doi else "") + (f" {c.url}" if c.url else ""), "  ")
+    return printable("\n".join(out), keep_newlines=True) + "\n"
+
+
+def _protocol_head(p: Any) -> list[str]:
+    """Title, version, file, description, and how a study is recognised as this exam."""
     out = [f"{p.id} \u2014 {p.title}",
            f"  modality {p.modality} \u00b7 version {p.version} \u00b7 status {p.status}"
            + (f" \u00b7 family {p.family}" if p.family else ""),
@@ -452,12 +476,22 @@ def protocol_text(p: Any) -> str:
     out += wrap_lines("descriptions matching: " + (" | ".join(a.descriptions) or "-"), "  ")
     if a.exclude_descriptions:
         out += wrap_lines("unless matching: " + " | ".join(a.exclude_descriptions), "  ")
-    out.append(f"  procedure codes: {', '.join(a.procedure_codes) or '-'}   body parts: {', '.join(a.body_parts) or '-'}")
-    out += ["", "Required series (a series satisfies one requirement; localizers and derived images do not count "
-                "unless stated)"]
-    for r in p.requirements:
-        severity = "error" if r.level.value == "required" else "warning"
-        out.append(f"  {r.id:<32} {r.label}  [{r.level.value} \u2192 {severity}] {ref(r.citations)}")
+    out.append(f"  procedure codes: {', '.join(a.procedure_codes) or '-'}   "
+               f"body parts: {', '.join(a.body_parts) or '-'}")
+    return out
+
+
+def _rule_head(rule: Any, ref: Callable[[Iterable[str]], str]) -> str:
+    """A rule's id, label, level and the severity it gives, and its citations."""
+    severity = "error" if rule.level.value == "required" else "warning"
+    return f"  {rule.id:<32} {rule.label}  [{rule.level.value} \u2192 {severity}] {ref(rule.citations)}"
+
+
+def _requirement_lines(requirements: Iterable[Any], ref: Callable[[Iterable[str]], str]) -> list[str]:
+    out = ["", "Required series (a series satisfies one requirement; localizers and derived images do not count "
+               "unless stated)"]
+    for r in requirements:
+        out.append(_rule_head(r, ref))
         out += wrap_lines("match: " + r.describe(), "      ")
         flags = []
         if not r.exclusive:
@@ -470,30 +504,45 @@ def protocol_text(p: Any) -> str:
             out += wrap_lines("note: " + r.note, "      ")
         if r.action:
             out += wrap_lines("when missing: " + r.action, "      ")
-    if p.planes:
-        out += ["", "Plane rules"]
-        for rule in p.planes:
-            severity = "error" if rule.level.value == "required" else "warning"
-            out.append(f"  {rule.id:<32} {rule.label}  [{rule.level.value} \u2192 {severity}] {ref(rule.citations)}")
-            text = (f"two acquired series perpendicular within {rule.tolerance_deg:g}\u00b0, each at least "
-                    f"{rule.min_obliquity_deg:g}\u00b0 off the scanner axes")
-            if rule.isotropic_3d_counts:
-                text += f"; or one 3D acquisition with slices \u2264 {rule.isotropic_max_mm:g} mm (isotropic)"
-            if rule.reformats_count:
-                text += "; reformats count as planes when the study has a 3D acquisition"
-            out += wrap_lines(text, "      ")
-            if rule.action:
-                out += wrap_lines("when missing: " + rule.action, "      ")
-    if p.limits:
-        out += ["", "Quality limits (parameter-out-of-range; a site may tighten them)"]
-        units = {"slice_thickness": " mm", "field_strength": " T"}
-        for q in p.limits:
-            severity = "error" if q.level.value == "required" else "warning"
-            out.append(f"  {q.id:<32} {q.label} {q.range.describe()}{units.get(q.parameter, '')}  "
-                       f"[{q.level.value} \u2192 {severity}] {ref(q.citations)}".rstrip())
-            out += wrap_lines("series: " + q.series.describe(), "      ")
-            if q.site_policy:
-                out += wrap_lines("site policy: " + q.site_policy, "      ")
+    return out
+
+
+def _plane_lines(planes: Sequence[Any], ref: Callable[[Iterable[str]], str]) -> list[str]:
+    if not planes:
+        return []
+    out = ["", "Plane rules"]
+    for rule in planes:
+        out.append(_rule_head(rule, ref))
+        text = (f"two acquired series perpendicular within {rule.tolerance_deg:g}\u00b0, each at least "
+                f"{rule.min_obliquity_deg:g}\u00b0 off the scanner axes")
+        if rule.isotropic_3d_counts:
+            text += f"; or one 3D acquisition with slices \u2264 {rule.isotropic_max_mm:g} mm (isotropic)"
+        if rule.reformats_count:
+            text += "; reformats count as planes when the study has a 3D acquisition"
+        out += wrap_lines(text, "      ")
+        if rule.action:
+            out += wrap_lines("when missing: " + rule.action, "      ")
+    return out
+
+
+def _limit_lines(limits: Sequence[Any], ref: Callable[[Iterable[str]], str]) -> list[str]:
+    if not limits:
+        return []
+    out = ["", "Quality limits (parameter-out-of-range; a site may tighten them)"]
+    units = {"slice_thickness": " mm", "field_strength": " T"}
+    for q in limits:
+        severity = "error" if q.level.value == "required" else "warning"
+        out.append(f"  {q.id:<32} {q.label} {q.range.describe()}{units.get(q.parameter, '')}  "
+                   f"[{q.level.value} \u2192 {severity}] {ref(q.citations)}".rstrip())
+        out += wrap_lines("series: " + q.series.describe(), "      ")
+        if q.site_policy:
+            out += wrap_lines("site policy: " + q.site_policy, "      ")
+    return out
+
+
+def _timing_and_note_lines(p: Any, ref: Callable[[Iterable[str]], str]) -> list[str]:
+    """The trauma timing rule, what to say when this exam was the wrong one, and the notes."""
+    out: list[str] = []
     if p.trauma is not None:
         t = p.trauma
         out += ["", "Timing after trauma",
@@ -507,9 +556,4 @@ def protocol_text(p: Any) -> str:
         out += ["", "Notes"]
         for note in p.notes:
             out += wrap_lines(f"- {note.text} {ref(note.citations)}", "  ")
-    out += ["", "References"]
-    for cid, n in numbers.items():
-        c = p.citations[cid]
-        out += wrap_lines(f"[{n}] {cid}: \u201c{c.statement}\u201d \u2014 {c.source}"
-                          + (f" doi:{c.doi}" if c.doi else "") + (f" {c.url}" if c.url else ""), "  ")
-    return printable("\n".join(out), keep_newlines=True) + "\n"
+    return out
