@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import IO, Any
 
 from protocolcheck.clinical.indication import icd10_codes
 from protocolcheck.clinical.rules import load_rules
@@ -20,8 +21,9 @@ from protocolcheck.dicom.safeio import open_regular
 from protocolcheck.errors import InputError
 
 KEY_COLUMNS = ("accession_number", "study_instance_uid")
-BOOL_COLUMNS = ("mri_contraindicated", "gadolinium_contraindicated", "dermatomal", "known_malignancy", "prior_radiation",
-                "iodinated_contrast_contraindicated", "pregnant")
+# (each is a ClinicalContext field of the same name; _parse_row passes them by name)
+BOOL_COLUMNS = ("mri_contraindicated", "gadolinium_contraindicated", "dermatomal", "known_malignancy",
+                "prior_radiation", "iodinated_contrast_contraindicated", "pregnant")
 KNOWN_COLUMNS = KEY_COLUMNS + ("trauma_date", "indication", "egfr", "exception") + BOOL_COLUMNS
 
 _TRUE = {"yes", "y", "true", "1", "x"}
@@ -146,39 +148,53 @@ def load_context_csv(path: str | Path, egfr_range: tuple[float, float] | None = 
     except OSError as exc:
         raise ContextError([f"{name}: cannot open ({exc.strerror or exc})"]) from exc
     table = ContextTable(path=name)
-    problems: list[str] = []
     with handle:
-        try:
-            sample = handle.read(4096)
-            handle.seek(0)
-            dialect = csv.Sniffer().sniff(sample, delimiters=",;\t") if sample.strip() else csv.excel
-        except csv.Error:
-            dialect = csv.excel
-        except UnicodeDecodeError as exc:
-            raise ContextError([_not_utf8(name, exc)]) from exc
-        reader = csv.DictReader(handle, dialect=dialect)
-        try:
-            header = [c.strip().lower() for c in (reader.fieldnames or [])]
-        except UnicodeDecodeError as exc:
-            raise ContextError([_not_utf8(name, exc)]) from exc
-        except csv.Error as exc:
-            raise ContextError([f"{name} line 1: {exc}"]) from exc
-        if not header:
-            raise ContextError([f"{name}: empty file; the first line must name the columns, e.g. accession_number,trauma_date,indication"])
-        reader.fieldnames = header
-        if not any(k in header for k in KEY_COLUMNS):
-            raise ContextError([f"{name} line 1: no key column; add 'accession_number' (or 'study_instance_uid')"])
-        for column in header:
-            if column not in KNOWN_COLUMNS:
-                table.warnings.append(
-                    f"{name} line 1: unknown column {column!r} ignored (known: {', '.join(KNOWN_COLUMNS)})"
-                )
-        try:
-            rows = list(_rows(reader))
-        except csv.Error as exc:
-            raise ContextError([f"{name} line {reader.line_num}: {exc}"]) from exc
-        except UnicodeDecodeError as exc:
-            raise ContextError([_not_utf8(name, exc)]) from exc
+        rows = _read_rows(handle, name, table)
+    problems = _index_rows(rows, name, table, egfr_range)
+    if problems:
+        raise ContextError(problems)
+    return table
+
+
+def _read_rows(handle: IO[Any], name: str, table: ContextTable) -> list[tuple[int, dict[str, str]]]:
+    """The non-blank rows with their line numbers, keyed by the lower-cased header; unknown columns are
+    warned about in ``table``; ContextError when the file has no usable header or is not UTF-8 CSV."""
+    try:
+        sample = handle.read(4096)
+        handle.seek(0)
+        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t") if sample.strip() else csv.excel
+    except csv.Error:
+        dialect = csv.excel
+    except UnicodeDecodeError as exc:
+        raise ContextError([_not_utf8(name, exc)]) from exc
+    reader = csv.DictReader(handle, dialect=dialect)
+    try:
+        header = [c.strip().lower() for c in (reader.fieldnames or [])]
+    except UnicodeDecodeError as exc:
+        raise ContextError([_not_utf8(name, exc)]) from exc
+    except csv.Error as exc:
+        raise ContextError([f"{name} line 1: {exc}"]) from exc
+    if not header:
+        raise ContextError([f"{name}: empty file; the first line must name the columns, "
+                            "e.g. accession_number,trauma_date,indication"])
+    reader.fieldnames = header
+    if not any(k in header for k in KEY_COLUMNS):
+        raise ContextError([f"{name} line 1: no key column; add 'accession_number' (or 'study_instance_uid')"])
+    table.warnings.extend(f"{name} line 1: unknown column {column!r} ignored (known: {', '.join(KNOWN_COLUMNS)})"
+                          for column in header if column not in KNOWN_COLUMNS)
+    try:
+        return list(_rows(reader))
+    except csv.Error as exc:
+        raise ContextError([f"{name} line {reader.line_num}: {exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ContextError([_not_utf8(name, exc)]) from exc
+
+
+def _index_rows(rows: list[tuple[int, dict[str, str]]], name: str, table: ContextTable,
+                egfr_range: tuple[float, float]) -> list[str]:
+    """Parse each row into ``table`` by accession and Study UID; the problems (a bad value, no key, a key
+    given twice)."""
+    problems: list[str] = []
     for line, row in rows:
         context, row_problems = _parse_row(row, f"{name} line {line}", egfr_range)
         problems.extend(row_problems)
@@ -187,19 +203,19 @@ def load_context_csv(path: str | Path, egfr_range: tuple[float, float] | None = 
         accession = (row.get("accession_number") or "").strip()
         study_uid = (row.get("study_instance_uid") or "").strip()
         if not accession and not study_uid:
-            problems.append(f"{name} line {line}: no accession_number or study_instance_uid; fill one in or delete the row")
+            problems.append(f"{name} line {line}: no accession_number or study_instance_uid; "
+                            "fill one in or delete the row")
             continue
         for key, index, label in ((accession, table.by_accession, "accession_number"),
                                   (study_uid, table.by_study_uid, "study_instance_uid")):
             if not key:
                 continue
             if key in index:
-                problems.append(f"{name} line {line}: {label} {key!r} already given on {index[key].source}; keep one row per study")
+                problems.append(f"{name} line {line}: {label} {key!r} already given on {index[key].source}; "
+                                "keep one row per study")
             else:
                 index[key] = context
-    if problems:
-        raise ContextError(problems)
-    return table
+    return problems
 
 
 def _not_utf8(name: str, exc: UnicodeDecodeError) -> str:
@@ -217,35 +233,56 @@ def _rows(reader: csv.DictReader) -> Iterable[tuple[int, dict[str, str]]]:
 
 
 def _parse_row(row: dict[str, str], where: str, egfr_range: tuple[float, float]) -> tuple[ClinicalContext, list[str]]:
+    """One CSV row as a context (``where`` names it in messages), or the problems of its values."""
     problems: list[str] = []
     if row.get("__extra__"):
         problems.append(f"{where}: more cells than columns ({row['__extra__']!r}); quote values containing commas")
-    values: dict[str, object] = {"indication": (row.get("indication") or "").strip(), "source": where,
-                                 "exception": " ".join((row.get("exception") or "").split())}
-    trauma = (row.get("trauma_date") or "").strip()
-    if trauma:
-        try:
-            values["trauma_date"] = parse_date(trauma)
-        except ValueError as exc:
-            problems.append(f"{where}, column trauma_date: {exc}")
-    egfr = (row.get("egfr") or "").strip()
-    if egfr:
-        try:
-            number = float(egfr)
-            if not math.isfinite(number) or not egfr_range[0] <= number <= egfr_range[1]:
-                raise ValueError
-            values["egfr"] = number
-        except ValueError:
-            problems.append(f"{where}, column egfr: {egfr!r} is not an eGFR in mL/min/1.73 m2 (a number "
-                            f"{egfr_range[0]:g}-{egfr_range[1]:g}, e.g. 45)")
+    trauma_date = _parse_trauma_date(row, where, problems)
+    egfr = _parse_egfr(row, where, egfr_range, problems)
+    flags: dict[str, bool | None] = {}
     for column in BOOL_COLUMNS:
         text = row.get(column)
         if text is None:
             continue
         try:
-            values[column] = parse_bool(text)
+            flags[column] = parse_bool(text)
         except ValueError as exc:
             problems.append(f"{where}, column {column}: {exc}")
     if problems:
         return ClinicalContext(), problems
-    return ClinicalContext(**values), []  # type: ignore[arg-type]
+    return ClinicalContext(
+        indication=(row.get("indication") or "").strip(), source=where,
+        exception=" ".join((row.get("exception") or "").split()), trauma_date=trauma_date, egfr=egfr,
+        mri_contraindicated=flags.get("mri_contraindicated"),
+        gadolinium_contraindicated=flags.get("gadolinium_contraindicated"),
+        dermatomal=flags.get("dermatomal"), known_malignancy=flags.get("known_malignancy"),
+        prior_radiation=flags.get("prior_radiation"),
+        iodinated_contrast_contraindicated=flags.get("iodinated_contrast_contraindicated"),
+        pregnant=flags.get("pregnant"),
+    ), []
+
+
+def _parse_trauma_date(row: dict[str, str], where: str, problems: list[str]) -> dt.date | None:
+    trauma = (row.get("trauma_date") or "").strip()
+    if not trauma:
+        return None
+    try:
+        return parse_date(trauma)
+    except ValueError as exc:
+        problems.append(f"{where}, column trauma_date: {exc}")
+        return None
+
+
+def _parse_egfr(row: dict[str, str], where: str, egfr_range: tuple[float, float], problems: list[str]) -> float | None:
+    egfr = (row.get("egfr") or "").strip()
+    if not egfr:
+        return None
+    try:
+        number = float(egfr)
+        if not math.isfinite(number) or not egfr_range[0] <= number <= egfr_range[1]:
+            raise ValueError
+        return number
+    except ValueError:
+        problems.append(f"{where}, column egfr: {egfr!r} is not an eGFR in mL/min/1.73 m2 (a number "
+                        f"{egfr_range[0]:g}-{egfr_range[1]:g}, e.g. 45)")
+        return None

@@ -269,31 +269,48 @@ def _key_path(parts: Iterable[Any]) -> str:
 
 
 def _build_rules(name: str, d: dict[str, Any]) -> Rules:
-    problems: list[str] = []
+    """The typed rules of a schema-valid document; RulesError listing every cross-reference problem."""
+    return _RulesBuilder(name, d).build()
 
-    def compile_re(pattern: str, where: str) -> re.Pattern[str]:
+
+class _RulesBuilder:
+    """Builds :class:`Rules` from a schema-valid ``rules.yaml`` document, collecting every problem the schema
+    cannot see (undefined citations, categories, variants and procedures; bad regular expressions and
+    templates; inverted ranges) in document order."""
+
+    def __init__(self, name: str, d: dict[str, Any]) -> None:
+        self.name = name
+        self.d = d
+        self.problems: list[str] = []
+        self.sources = {k: Source(k, v["origin"], v["title"], v["statement"], v.get("url", ""))
+                        for k, v in d["sources"].items()}
+        self.categories = {k: Category(k, v["scope"], v["label"], v.get("message", ""))
+                           for k, v in d["categories"].items()}
+        self.procedures = {
+            k: Procedure(k, v["name"], v["protocol"], v["modality"], v["region"], v["contrast"], v.get("agent"),
+                         tuple(v.get("codes", ())))
+            for k, v in d["procedures"].items()
+        }
+        self.variant_ids = [v["id"] for v in d["variants"]]
+
+    def problem(self, where: str, text: str) -> None:
+        self.problems.append(f"{self.name}: {where}: {text}")
+
+    # -- the checks -----------------------------------------------------------------------------------
+
+    def compile_re(self, pattern: str, where: str) -> re.Pattern[str]:
         try:
             return re.compile(pattern, re.IGNORECASE)
         except re.error as exc:
-            problems.append(f"{name}: {where}: bad regular expression {pattern!r}: {exc}")
+            self.problem(where, f"bad regular expression {pattern!r}: {exc}")
             return re.compile(r"(?!x)x")
 
-    sources = {k: Source(k, v["origin"], v["title"], v["statement"], v.get("url", "")) for k, v in d["sources"].items()}
-    categories = {k: Category(k, v["scope"], v["label"], v.get("message", "")) for k, v in d["categories"].items()}
-    procedures = {
-        k: Procedure(k, v["name"], v["protocol"], v["modality"], v["region"], v["contrast"], v.get("agent"),
-                     tuple(v.get("codes", ())))
-        for k, v in d["procedures"].items()
-    }
-    variant_ids = [v["id"] for v in d["variants"]]
-
-    def check_cites(ids: Sequence[str], where: str) -> tuple[str, ...]:
-        for cid in ids:
-            if cid not in sources:
-                problems.append(f"{name}: {where}: citation {cid!r} is not defined under sources")
+    def check_cites(self, ids: Sequence[str], where: str) -> tuple[str, ...]:
+        self.problems.extend(f"{self.name}: {where}: citation {cid!r} is not defined under sources"
+                             for cid in ids if cid not in self.sources)
         return tuple(ids)
 
-    def check_template(text: str, where: str) -> str:
+    def check_template(self, text: str, where: str) -> str:
         """A text filled with ``str.format_map`` at decision time: every ``{...}`` must be a plain name
         (fuzz: an unmatched brace raised ValueError in ``recommend``; ``{x.attr}`` or ``{x[0]}`` would
         fail or reach into objects)."""
@@ -301,174 +318,202 @@ def _build_rules(name: str, d: dict[str, Any]) -> Rules:
             fields = [(field, spec, conversion) for _lit, field, spec, conversion in string.Formatter().parse(text)
                       if field is not None]
         except ValueError as exc:
-            problems.append(f"{name}: {where}: not a valid text template ({exc}); write {{{{ and }}}} for braces")
+            self.problem(where, f"not a valid text template ({exc}); write {{{{ and }}}} for braces")
             return text
         for field_name, spec, conversion in fields:
             if not field_name.isidentifier() or spec or conversion:
-                problems.append(f"{name}: {where}: placeholder {{{field_name}}} must be a plain name such as "
-                                "{egfr}; write {{{{ and }}}} for braces")
+                self.problem(where, f"placeholder {{{field_name}}} must be a plain name such as "
+                                    "{egfr}; write {{{{ and }}}} for braces")
         return text
 
-    def check_cats(ids: Iterable[str], where: str) -> tuple[str, ...]:
+    def check_cats(self, ids: Iterable[str], where: str) -> tuple[str, ...]:
         ids = tuple(ids)
-        for cat in ids:
-            if cat not in categories:
-                problems.append(f"{name}: {where}: category {cat!r} is not defined under categories")
+        self.problems.extend(f"{self.name}: {where}: category {cat!r} is not defined under categories"
+                             for cat in ids if cat not in self.categories)
         return ids
 
-    def check_variants(ids: Iterable[str], where: str) -> tuple[str, ...]:
+    def check_variants(self, ids: Iterable[str], where: str) -> tuple[str, ...]:
         ids = tuple(ids)
-        for vid in ids:
-            if vid not in variant_ids:
-                problems.append(f"{name}: {where}: variant {vid!r} is not defined under variants")
+        self.problems.extend(f"{self.name}: {where}: variant {vid!r} is not defined under variants"
+                             for vid in ids if vid not in self.variant_ids)
         return ids
 
-    def check_condition(cond: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    def check_condition(self, cond: Mapping[str, Any], where: str) -> Mapping[str, Any]:
         for key, value in cond.items():
             if key in ("any", "all"):
                 for i, sub in enumerate(value):
-                    check_condition(sub, f"{where}.{key}[{i}]")
+                    self.check_condition(sub, f"{where}.{key}[{i}]")
             elif key == "not":
-                check_condition(value, f"{where}.not")
+                self.check_condition(value, f"{where}.not")
             elif key.startswith("categories_"):
-                check_cats(value, f"{where}.{key}")
+                self.check_cats(value, f"{where}.{key}")
             elif key == "variants":
-                check_variants(value, f"{where}.variants")
+                self.check_variants(value, f"{where}.variants")
         return cond
 
-    if len(set(variant_ids)) != len(variant_ids):
-        problems.append(f"{name}: variants: duplicate variant ids {variant_ids}")
-    variants = []
-    for i, v in enumerate(d["variants"]):
-        where = f"variants[{i}] ({v['id']})"
-        ratings = []
-        seen: set[str] = set()
-        for j, r in enumerate(v["ratings"]):
-            if r["procedure"] not in procedures:
-                problems.append(f"{name}: {where}.ratings[{j}]: procedure {r['procedure']!r} is not defined under procedures")
-            if r["procedure"] in seen:
-                problems.append(f"{name}: {where}.ratings[{j}]: procedure {r['procedure']!r} is rated twice")
-            seen.add(r["procedure"])
-            ratings.append(Rating(r["procedure"], Appropriateness(r["appropriateness"]),
-                                  check_cites(r["citations"], f"{where}.ratings[{j}]"), r["rationale"], r.get("note", "")))
-        variants.append(Variant(v["id"], v["title"], v["label"], check_condition(v["when"], f"{where}.when"),
-                                check_cites(v["citations"], where), tuple(ratings)))
+    # -- the sections ---------------------------------------------------------------------------------
 
-    codes = tuple(CodeRule(c["prefix"], check_cats(c["categories"], f"codes[{i}]"), c["label"])
-                  for i, c in enumerate(d["codes"]))
-    keywords = tuple(KeywordRule(compile_re(k["pattern"], f"keywords[{i}]"), check_cats(k["categories"], f"keywords[{i}]"))
-                     for i, k in enumerate(d["keywords"]))
-    negations = tuple(compile_re(p, f"negations[{i}]") for i, p in enumerate(d.get("negations", ())))
-    context_categories = dict(d.get("context_categories", {}))
-    check_cats(context_categories.values(), "context_categories")
-    conflicts = tuple(Conflict(c["id"], check_condition(c["when"], f"conflicts[{i}].when"), c["message"],
-                               check_cites(c["citations"], f"conflicts[{i}]"))
-                      for i, c in enumerate(d.get("conflicts", ())))
-    exclusions = []
-    for i, e in enumerate(d["exclusions"]):
-        for key, value in e["applies_to"].items():
-            if not any(getattr(p, key) == value for p in procedures.values()):
-                problems.append(f"{name}: exclusions[{i}].applies_to.{key}: no procedure has {key} {value!r}")
-        exclusions.append(Exclusion(e["id"], check_condition(e["when"], f"exclusions[{i}].when"), dict(e["applies_to"]),
-                                    check_template(e["reason"], f"exclusions[{i}].reason"),
-                                    check_cites(e["citations"], f"exclusions[{i}]")))
+    def variants(self) -> tuple[Variant, ...]:
+        if len(set(self.variant_ids)) != len(self.variant_ids):
+            self.problem("variants", f"duplicate variant ids {self.variant_ids}")
+        variants = []
+        for i, v in enumerate(self.d["variants"]):
+            where = f"variants[{i}] ({v['id']})"
+            ratings = self.ratings(v["ratings"], where)
+            variants.append(Variant(v["id"], v["title"], v["label"], self.check_condition(v["when"], f"{where}.when"),
+                                    self.check_cites(v["citations"], where), ratings))
+        return tuple(variants)
 
-    def statements(section: str) -> tuple[StatementRule, ...]:
+    def ratings(self, ratings: Sequence[dict[str, Any]], where: str) -> tuple[Rating, ...]:
         out = []
-        for i, s in enumerate(d[section]):
-            where = f"{section}[{i}]"
-            out.append(StatementRule(
-                check_template(s["text"], f"{where}.text"), check_cites(s["citations"], where),
-                check_variants(s["variants"], where) if "variants" in s else None,
-                check_condition(s["when"], f"{where}.when") if "when" in s else None))
+        seen: set[str] = set()
+        for j, r in enumerate(ratings):
+            procedure = r["procedure"]
+            if procedure not in self.procedures:
+                self.problem(f"{where}.ratings[{j}]", f"procedure {procedure!r} is not defined under procedures")
+            if procedure in seen:
+                self.problem(f"{where}.ratings[{j}]", f"procedure {procedure!r} is rated twice")
+            seen.add(procedure)
+            out.append(Rating(procedure, Appropriateness(r["appropriateness"]),
+                              self.check_cites(r["citations"], f"{where}.ratings[{j}]"), r["rationale"],
+                              r.get("note", "")))
         return tuple(out)
 
-    order_parsing: dict[str, tuple[Vocabulary, ...]] = {}
-    fixed = {"contrast": {"without", "with", "without-and-with"}, "laterality": {"left", "right", "bilateral"}}
-    for axis, entries in d["order_parsing"].items():
-        parsed = []
-        for i, entry in enumerate(entries):
-            if axis in fixed and entry["value"] not in fixed[axis]:
-                problems.append(f"{name}: order_parsing.{axis}[{i}]: value {entry['value']!r} is not one of "
-                                f"{', '.join(sorted(fixed[axis]))}")
-            if axis in ("modality", "region") and "label" not in entry:
-                problems.append(f"{name}: order_parsing.{axis}[{i}]: a {axis} needs a label (how messages name it)")
-            parsed.append(Vocabulary(entry["value"], compile_re(entry["pattern"], f"order_parsing.{axis}[{i}]"),
-                                     entry.get("label", entry["value"])))
-        order_parsing[axis] = tuple(parsed)
-    for axis in ("modality", "region"):
-        named = {v.value for v in order_parsing[axis]}
-        for p in procedures.values():
-            if getattr(p, axis) not in named:
-                problems.append(f"{name}: procedures.{p.key}.{axis}: {getattr(p, axis)!r} is not named under "
-                                f"order_parsing.{axis}, so no order text can name this procedure")
-    ct = d["contraindication_text"]
+    def exclusions(self) -> tuple[Exclusion, ...]:
+        exclusions = []
+        for i, e in enumerate(self.d["exclusions"]):
+            for key, value in e["applies_to"].items():
+                if not any(getattr(p, key) == value for p in self.procedures.values()):
+                    self.problem(f"exclusions[{i}].applies_to.{key}", f"no procedure has {key} {value!r}")
+            exclusions.append(Exclusion(e["id"], self.check_condition(e["when"], f"exclusions[{i}].when"),
+                                        dict(e["applies_to"]),
+                                        self.check_template(e["reason"], f"exclusions[{i}].reason"),
+                                        self.check_cites(e["citations"], f"exclusions[{i}]")))
+        return tuple(exclusions)
 
-    def text_rules(key: str) -> tuple[TextRule, ...]:
-        return tuple(TextRule(e["label"], compile_re(e["pattern"], f"contraindication_text.{key}[{i}]"))
-                     for i, e in enumerate(ct[key]))
+    def statements(self, section: str) -> tuple[StatementRule, ...]:
+        out = []
+        for i, s in enumerate(self.d[section]):
+            where = f"{section}[{i}]"
+            out.append(StatementRule(
+                self.check_template(s["text"], f"{where}.text"), self.check_cites(s["citations"], where),
+                self.check_variants(s["variants"], where) if "variants" in s else None,
+                self.check_condition(s["when"], f"{where}.when") if "when" in s else None))
+        return tuple(out)
 
-    contraindication_text = ContraindicationText(
-        mri_devices=text_rules("mri_devices"),
-        mri_contraindicated=compile_re(ct["mri_contraindicated"], "contraindication_text.mri_contraindicated"),
-        mr_conditional=compile_re(ct["mr_conditional"], "contraindication_text.mr_conditional"),
-        gadolinium=text_rules("gadolinium"), iodinated=text_rules("iodinated"),
-        pregnancy=compile_re(ct["pregnancy"], "contraindication_text.pregnancy"),
-        negations=tuple(compile_re(n, f"contraindication_text.negations[{i}]") for i, n in enumerate(ct["negations"])))
+    def order_parsing(self) -> dict[str, tuple[Vocabulary, ...]]:
+        order_parsing: dict[str, tuple[Vocabulary, ...]] = {}
+        fixed = {"contrast": {"without", "with", "without-and-with"}, "laterality": {"left", "right", "bilateral"}}
+        for axis, entries in self.d["order_parsing"].items():
+            parsed = []
+            for i, entry in enumerate(entries):
+                if axis in fixed and entry["value"] not in fixed[axis]:
+                    self.problem(f"order_parsing.{axis}[{i}]", f"value {entry['value']!r} is not one of "
+                                                               f"{', '.join(sorted(fixed[axis]))}")
+                if axis in ("modality", "region") and "label" not in entry:
+                    self.problem(f"order_parsing.{axis}[{i}]", f"a {axis} needs a label (how messages name it)")
+                pattern = self.compile_re(entry["pattern"], f"order_parsing.{axis}[{i}]")
+                parsed.append(Vocabulary(entry["value"], pattern, entry.get("label", entry["value"])))
+            order_parsing[axis] = tuple(parsed)
+        for axis in ("modality", "region"):
+            named = {v.value for v in order_parsing[axis]}
+            self.problems.extend(f"{self.name}: procedures.{p.key}.{axis}: {getattr(p, axis)!r} is not named under "
+                                 f"order_parsing.{axis}, so no order text can name this procedure"
+                                 for p in self.procedures.values() if getattr(p, axis) not in named)
+        return order_parsing
 
-    timing = d["timing"]
-    if timing["min_days_after_trauma"] >= timing["max_days_after_trauma"]:
-        problems.append(f"{name}: timing: min_days_after_trauma must be below max_days_after_trauma")
-    low, high = d["egfr_range"]
-    if low >= high:
-        problems.append(f"{name}: egfr_range: the low end must be below the high end")
-    rules = Rules(
-        path=name, version=d["version"], sources=sources,
-        min_days_after_trauma=timing["min_days_after_trauma"], max_days_after_trauma=timing["max_days_after_trauma"],
-        timing_variants=check_variants(timing["variants"], "timing.variants"),
-        timing_citations=check_cites(timing["citations"], "timing.citations"),
-        max_timing_citations=check_cites(timing.get("max_citations", timing["citations"]), "timing.max_citations"),
-        gadolinium_avoid_below_egfr=float(d["contrast_policy"]["gadolinium_avoid_below_egfr"]),
-        iodinated_caution_below_egfr=float(d["contrast_policy"]["iodinated_caution_below_egfr"]),
-        egfr_range=(float(low), float(high)), categories=categories, context_categories=context_categories,
-        codes=codes, keywords=keywords, negations=negations, conflicts=conflicts, procedures=procedures,
-        order_parsing=order_parsing,
-        trauma_date_words=compile_re(timing["date_words"], "timing.date_words"),
-        trauma_date_window=int(timing["date_window_chars"]),
-        pregnancy_contraindicates_gadolinium=bool(d["contrast_policy"]["pregnancy_contraindicates_gadolinium"]),
-        contraindication_text=contraindication_text, variants=tuple(variants), exclusions=tuple(exclusions),
-        companion=statements("companion"), follow_up=statements("follow_up"), cautions=statements("cautions"),
-    )
-    if problems:
-        raise RulesError(problems)
-    return rules
+    def contraindication_text(self) -> ContraindicationText:
+        ct = self.d["contraindication_text"]
 
+        def text_rules(key: str) -> tuple[TextRule, ...]:
+            return tuple(TextRule(e["label"], self.compile_re(e["pattern"], f"contraindication_text.{key}[{i}]"))
+                         for i, e in enumerate(ct[key]))
+
+        return ContraindicationText(
+            mri_devices=text_rules("mri_devices"),
+            mri_contraindicated=self.compile_re(ct["mri_contraindicated"], "contraindication_text.mri_contraindicated"),
+            mr_conditional=self.compile_re(ct["mr_conditional"], "contraindication_text.mr_conditional"),
+            gadolinium=text_rules("gadolinium"), iodinated=text_rules("iodinated"),
+            pregnancy=self.compile_re(ct["pregnancy"], "contraindication_text.pregnancy"),
+            negations=tuple(self.compile_re(n, f"contraindication_text.negations[{i}]")
+                            for i, n in enumerate(ct["negations"])))
+
+    # -- the whole ------------------------------------------------------------------------------------
+
+    def build(self) -> Rules:
+        """The rules, every section checked in document order; RulesError listing all problems."""
+        d = self.d
+        variants = self.variants()
+        codes = tuple(CodeRule(c["prefix"], self.check_cats(c["categories"], f"codes[{i}]"), c["label"])
+                      for i, c in enumerate(d["codes"]))
+        keywords = tuple(KeywordRule(self.compile_re(k["pattern"], f"keywords[{i}]"),
+                                     self.check_cats(k["categories"], f"keywords[{i}]"))
+                         for i, k in enumerate(d["keywords"]))
+        negations = tuple(self.compile_re(p, f"negations[{i}]") for i, p in enumerate(d.get("negations", ())))
+        context_categories = dict(d.get("context_categories", {}))
+        self.check_cats(context_categories.values(), "context_categories")
+        conflicts = tuple(Conflict(c["id"], self.check_condition(c["when"], f"conflicts[{i}].when"), c["message"],
+                                   self.check_cites(c["citations"], f"conflicts[{i}]"))
+                          for i, c in enumerate(d.get("conflicts", ())))
+        exclusions = self.exclusions()
+        order_parsing = self.order_parsing()
+        contraindication_text = self.contraindication_text()
+        timing = d["timing"]
+        if timing["min_days_after_trauma"] >= timing["max_days_after_trauma"]:
+            self.problem("timing", "min_days_after_trauma must be below max_days_after_trauma")
+        low, high = d["egfr_range"]
+        if low >= high:
+            self.problem("egfr_range", "the low end must be below the high end")
+        policy = d["contrast_policy"]
+        rules = Rules(
+            path=self.name, version=d["version"], sources=self.sources,
+            min_days_after_trauma=timing["min_days_after_trauma"],
+            max_days_after_trauma=timing["max_days_after_trauma"],
+            timing_variants=self.check_variants(timing["variants"], "timing.variants"),
+            timing_citations=self.check_cites(timing["citations"], "timing.citations"),
+            max_timing_citations=self.check_cites(timing.get("max_citations", timing["citations"]),
+                                                  "timing.max_citations"),
+            gadolinium_avoid_below_egfr=float(policy["gadolinium_avoid_below_egfr"]),
+            iodinated_caution_below_egfr=float(policy["iodinated_caution_below_egfr"]),
+            egfr_range=(float(low), float(high)), categories=self.categories, context_categories=context_categories,
+            codes=codes, keywords=keywords, negations=negations, conflicts=conflicts, procedures=self.procedures,
+            order_parsing=order_parsing,
+            trauma_date_words=self.compile_re(timing["date_words"], "timing.date_words"),
+            trauma_date_window=int(timing["date_window_chars"]),
+            pregnancy_contraindicates_gadolinium=bool(policy["pregnancy_contraindicates_gadolinium"]),
+            contraindication_text=contraindication_text, variants=variants, exclusions=exclusions,
+            companion=self.statements("companion"), follow_up=self.statements("follow_up"),
+            cautions=self.statements("cautions"),
+        )
+        if self.problems:
+            raise RulesError(self.problems)
+        return rules
 
 
 def evaluate(condition: Mapping[str, Any], facts: Mapping[str, Any]) -> bool:
     """True when every key of ``condition`` holds for ``facts`` (the condition language of rules.yaml)."""
-    for key, value in condition.items():
-        if key == "any":
-            ok = any(evaluate(c, facts) for c in value)
-        elif key == "all":
-            ok = all(evaluate(c, facts) for c in value)
-        elif key == "not":
-            ok = not evaluate(value, facts)
-        elif key == "egfr_below":
-            ok = facts["egfr"] is not None and facts["egfr"] < value
-        elif key == "categories_any":
-            ok = bool(facts["categories"] & set(value))
-        elif key == "categories_all":
-            ok = set(value) <= facts["categories"]
-        elif key == "categories_none":
-            ok = not facts["categories"] & set(value)
-        elif key == "variants":
-            ok = facts["variant"] in value
-        else:
-            ok = bool(facts[key]) == value
-        if not ok:
-            return False
-    return True
+    return all(_holds(key, value, facts) for key, value in condition.items())
+
+
+def _holds(key: str, value: Any, facts: Mapping[str, Any]) -> bool:
+    """One key of a condition: a combination (any, all, not), an eGFR bound, categories, variants, or a flag."""
+    if key == "any":
+        return any(evaluate(c, facts) for c in value)
+    if key == "all":
+        return all(evaluate(c, facts) for c in value)
+    if key == "not":
+        return not evaluate(value, facts)
+    if key == "egfr_below":
+        return facts["egfr"] is not None and facts["egfr"] < value
+    if key == "categories_any":
+        return bool(facts["categories"] & set(value))
+    if key == "categories_all":
+        return set(value) <= facts["categories"]
+    if key == "categories_none":
+        return not facts["categories"] & set(value)
+    if key == "variants":
+        return facts["variant"] in value
+    return bool(facts[key]) == value
 
 
 class Format(dict[str, Any]):
