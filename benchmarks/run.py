@@ -300,7 +300,7 @@ def _measure(kind: str, corpus: str, workers: int, cold: bool) -> dict[str, Any]
     from protocolcheck.audit.engine import AuditOptions, audit_records
     from protocolcheck.audit.streaming import MAX_IN_MEMORY
     from protocolcheck.clinical.library import default_library_path, load_library
-    from protocolcheck.dicom import lean as fastheaders  # noqa: F401 - imported before the clock, as at start-up
+    from protocolcheck.dicom import lean as fastheaders  # imported before the clock, as at start-up
     from protocolcheck.dicom.scan import iter_files, scan_files
     from protocolcheck.report.tabular import to_json
 

@@ -89,7 +89,7 @@ def execute(target: Target, case: Case, workdir: Path, timeout: float, slow: flo
     except RecursionError as exc:
         return Outcome("crash", f"{target.name}:crash:RecursionError:{_location(exc)}",
                        "".join(traceback.format_exception(exc))[-4000:], time.perf_counter() - start)
-    except Exception as exc:  # noqa: BLE001 - every escaping exception is the finding
+    except Exception as exc:  # every escaping exception is the finding
         sig = f"{target.name}:crash:{type(exc).__name__}:{_location(exc)}"
         return Outcome("crash", sig, "".join(traceback.format_exception(exc)), time.perf_counter() - start)
     finally:

@@ -84,7 +84,7 @@ def _synth_studies(cache: Path) -> list[tuple[str, dict[str, bytes]]]:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     synth.write_study(replace(spec, syntax=syntax, file_meta=meta), folder)
-            except Exception:  # noqa: BLE001 - a synth option that does not exist just gives fewer seeds
+            except Exception:  # a synth option that does not exist just gives fewer seeds
                 continue
         files = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
         if files:
@@ -140,7 +140,7 @@ def _patient_names(files: list[tuple[str, bytes]]) -> set[str]:
                 ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True,
                                      specific_tags=["PatientName", "SpecificCharacterSet"])
             name = str(ds.get("PatientName", "") or "")
-        except Exception:  # noqa: BLE001 - a seed that cannot be read has no name to look for
+        except Exception:  # a seed that cannot be read has no name to look for
             continue
         if len(name) >= 5:
             names.add(name)

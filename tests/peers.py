@@ -358,7 +358,7 @@ def postgres() -> Iterator[str]:
     Missing binaries or driver: fail under CI, skip locally."""
     bindir = postgres_bin()
     try:
-        import psycopg  # noqa: F401 - the driver the URL names
+        import psycopg  # the driver the URL names
     except ImportError:
         psycopg = None
     if bindir is None or psycopg is None:

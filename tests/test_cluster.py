@@ -42,7 +42,7 @@ _PR_SET_PDEATHSIG = 1
 
 def _require_dask() -> None:
     try:
-        import distributed  # noqa: F401, PLC0415
+        import distributed  # noqa: F401 - only whether it imports
     except ImportError:
         reason = "dask.distributed is not installed (pip install '.[test,dask]')"
         if os.environ.get("CI"):
@@ -79,7 +79,7 @@ def local_cluster(home: Path, workers: int, scheduler_path: Path = REPO_ROOT
                   ) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
     """A scheduler on 127.0.0.1 with ``workers`` single-threaded worker processes (all stopped on exit);
     ``scheduler_path`` comes first on the scheduler's Python path."""
-    from distributed import Client  # noqa: PLC0415
+    from distributed import Client
 
     info = home / "scheduler.json"
     procs: list[subprocess.Popen[bytes]] = []
@@ -180,7 +180,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     apart, a truncated file beside a study (attached to it), a garbage file in a folder of its own
     (a record of its own), a text file (skipped) and an enhanced MR object.
     """
-    from tests.conftest import corpus_specs  # noqa: PLC0415
+    from tests.conftest import corpus_specs
 
     root = tmp_path_factory.mktemp("cluster_corpus")
     for copy in ("a", "b"):
@@ -197,7 +197,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "junk").mkdir()
     (root / "junk" / "garbage.dcm").write_bytes(b"\x00not dicom at all" * 20)
     (root / "notes.txt").write_text("not DICOM\n")
-    from pydicom.data import get_testdata_file  # noqa: PLC0415
+    from pydicom.data import get_testdata_file
 
     enhanced = get_testdata_file("emri_small.dcm", download=False)
     if enhanced:

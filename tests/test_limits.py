@@ -11,11 +11,11 @@ import zlib
 from pathlib import Path
 
 import pytest
+from rawdicom import base_elements, element, text
 
 from protocolcheck.dicom.limits import InflateLimitExceeded, inflate, inflate_limit, inflated_size
 from protocolcheck.dicom.records import InstanceHeader, Unreadable
 from protocolcheck.dicom.scan import scan_file
-from rawdicom import base_elements, element, text
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
 

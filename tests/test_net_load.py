@@ -18,7 +18,7 @@ from peers import REPO, require_binaries
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.listen_load import run_load  # noqa: E402
+from benchmarks.listen_load import run_load
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 

@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from peers import HOST, free_port, orthanc, today_dicom, wlmscpfs, write_worklist_item
 
 from protocolcheck.cli import main
-from protocolcheck.net.common import Peer
 from protocolcheck.clinical.rules import load_rules
 from protocolcheck.clinical.scenario import interpret, trauma_date_in
+from protocolcheck.net.common import Peer
 from protocolcheck.net.mwl import WorklistItem, WorklistQuery, find_worklist, item_context
 
 pytestmark = pytest.mark.network

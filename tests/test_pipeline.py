@@ -19,9 +19,9 @@ import pytest
 from click.testing import CliRunner
 
 from protocolcheck.audit.engine import AuditOptions, Summary, audit_paths, audit_records, reaches, unmatched_context
-from protocolcheck.clinical.findings import AuditResult, Severity, Status
 from protocolcheck.cli import main
 from protocolcheck.clinical.context import ClinicalContext, load_context_csv
+from protocolcheck.clinical.findings import AuditResult, Severity, Status
 from protocolcheck.clinical.library import default_library_path, load_library
 from protocolcheck.dicom.geometry import Plane
 from protocolcheck.dicom.records import Unreadable
@@ -34,7 +34,7 @@ PLEXOPATHY = "lumbosacral plexopathy G54.1"
 
 
 @pytest.fixture(scope="module")
-def library():  # noqa: ANN201
+def library():
     return load_library()
 
 

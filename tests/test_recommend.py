@@ -11,9 +11,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from protocolcheck.clinical.findings import Status
 from protocolcheck.cli import main
 from protocolcheck.clinical.context import ClinicalContext
+from protocolcheck.clinical.findings import Status
 from protocolcheck.clinical.recommend import (
     Appropriateness,
     RulesError,

@@ -102,7 +102,7 @@ def audit(library: Library, series: list[SeriesClass], *, protocol: str | None =
     return [(x.code.value, x.requirement) for x in evaluation.findings]
 
 
-def findings(library: Library, series: list[SeriesClass], **kw: Any):  # noqa: ANN201
+def findings(library: Library, series: list[SeriesClass], **kw: Any):
     f = kw.pop("study", None) or facts()
     choice = choose_protocol(f, series, library, protocol_id=kw.pop("protocol", None),
                              indicated_id=kw.pop("indicated", None))
