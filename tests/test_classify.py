@@ -54,7 +54,8 @@ UIH = "UIH"
 _counter = iter(range(1, 10**9))
 
 
-def images(n: int = 3, *, series: str | None = None, study: str = "1.2.826.0.1.1", orientation: Sequence[float] | None = AXIAL,
+def images(n: int = 3, *, series: str | None = None, study: str = "1.2.826.0.1.1",
+           orientation: Sequence[float] | None = AXIAL,
            time: str = "100000", number: int = 1, **fields: Any) -> list[InstanceHeader]:
     """``n`` images of one series with the given header fields (defaults: 3 T MR, axial)."""
     series = series or f"1.2.826.0.1.1.{next(_counter)}"
@@ -64,15 +65,12 @@ def images(n: int = 3, *, series: str | None = None, study: str = "1.2.826.0.1.1
     }
     defaults.update(fields)
     sop = defaults.pop("sop_class_uid", MR)
-    out = []
-    for i in range(n):
-        out.append(InstanceHeader(
-            path=f"/x/{series}/{i}", sop_class_uid=sop, sop_instance_uid=f"{series}.{i + 1}",
-            study_instance_uid=study, series_instance_uid=series, instance_number=i + 1,
-            image_orientation=tuple(orientation) if orientation is not None else None,
-            image_position=(0.0, 0.0, 5.0 * i), **defaults,
-        ))
-    return out
+    return [InstanceHeader(
+        path=f"/x/{series}/{i}", sop_class_uid=sop, sop_instance_uid=f"{series}.{i + 1}",
+        study_instance_uid=study, series_instance_uid=series, instance_number=i + 1,
+        image_orientation=tuple(orientation) if orientation is not None else None,
+        image_position=(0.0, 0.0, 5.0 * i), **defaults,
+    ) for i in range(n)]
 
 
 def classify(n: int = 3, **fields: Any) -> SeriesClass:
@@ -96,7 +94,8 @@ def by_description(results: list[SeriesClass]) -> dict[str, SeriesClass]:
 @pytest.mark.parametrize("manufacturer, vendor", [
     ("SIEMENS", Vendor.SIEMENS), ("Siemens Healthineers", Vendor.SIEMENS), ("GE MEDICAL SYSTEMS", Vendor.GE),
     ("GE Healthcare", Vendor.GE), ("Philips Medical Systems", Vendor.PHILIPS), ("Philips", Vendor.PHILIPS),
-    ("TOSHIBA_MEC", Vendor.CANON), ("Canon Medical Systems", Vendor.CANON), ("Hitachi Medical Corporation", Vendor.HITACHI),
+    ("TOSHIBA_MEC", Vendor.CANON), ("Canon Medical Systems", Vendor.CANON),
+    ("Hitachi Medical Corporation", Vendor.HITACHI),
     ("FUJIFILM Healthcare Corporation", Vendor.HITACHI), ("UIH", Vendor.UIH), ("United Imaging Healthcare", Vendor.UIH),
     ("ACME Imaging", Vendor.OTHER), ("", Vendor.UNKNOWN), ("GEMINI scanners", Vendor.OTHER),
 ])
@@ -163,7 +162,8 @@ def test_siemens_tirm_short_ti_is_stir(field: float, ti: float) -> None:
 
 
 def test_siemens_tirm_dark_fluid_is_flair_not_stir() -> None:
-    c = classify(manufacturer=SIEMENS, sequence_name="*tir2d1_16", scanning_sequence=("SE", "IR"), sequence_variant=("SK",),
+    c = classify(manufacturer=SIEMENS, sequence_name="*tir2d1_16", scanning_sequence=("SE", "IR"),
+                 sequence_variant=("SK",),
                  scan_options=("IR",), repetition_time=9000.0, echo_time=85.0, inversion_time=2500.0,
                  series_description="t2_tirm_tra_dark-fluid")
     assert (c.weighting, c.inversion) == (Weighting.T2, Inversion.FLAIR)
@@ -173,7 +173,8 @@ def test_siemens_tirm_dark_fluid_is_flair_not_stir() -> None:
 def test_t1_dark_fluid_is_t1_with_inversion_flair() -> None:
     """A T1 dark-fluid TSE (TI 860 ms at TR 2000 ms: the CSF null point, 876 ms) is T1-FLAIR: weighting T1,
     inversion FLAIR (issue 13's taxonomy), decided by the physics, not the name."""
-    c = classify(manufacturer=SIEMENS, sequence_name="*tir2d1_7", scanning_sequence=("SE", "IR"), sequence_variant=("SK",),
+    c = classify(manufacturer=SIEMENS, sequence_name="*tir2d1_7", scanning_sequence=("SE", "IR"),
+                 sequence_variant=("SK",),
                  scan_options=("IR",), repetition_time=2000.0, echo_time=9.0, inversion_time=860.0,
                  series_description="t1_tirm_tra")
     assert (c.weighting, c.inversion) == (Weighting.T1, Inversion.FLAIR)
@@ -182,7 +183,8 @@ def test_t1_dark_fluid_is_t1_with_inversion_flair() -> None:
 
 def test_t1_inversion_far_from_the_fluid_null_point_is_ir() -> None:
     """TI 450 ms at TR 4000 ms nulls nothing fluid (null ~1520 ms): a T1 IR, not a T1-FLAIR."""
-    c = classify(manufacturer=SIEMENS, sequence_name="*tir2d1_7", scanning_sequence=("SE", "IR"), sequence_variant=("SK",),
+    c = classify(manufacturer=SIEMENS, sequence_name="*tir2d1_7", scanning_sequence=("SE", "IR"),
+                 sequence_variant=("SK",),
                  scan_options=("IR",), repetition_time=4000.0, echo_time=12.0, inversion_time=450.0,
                  series_description="t1_ir_tra")
     assert (c.weighting, c.inversion) == (Weighting.T1, Inversion.IR)
@@ -190,7 +192,8 @@ def test_t1_inversion_far_from_the_fluid_null_point_is_ir() -> None:
 
 @pytest.mark.parametrize("field, tr", [(1.5, 2000.0), (3.0, 2300.0)])
 def test_siemens_mprage_long_tr_is_t1(field: float, tr: float) -> None:
-    c = classify(manufacturer=SIEMENS, field_strength=field, sequence_name="*tfl3d1_16ns", scanning_sequence=("GR", "IR"),
+    c = classify(manufacturer=SIEMENS, field_strength=field, sequence_name="*tfl3d1_16ns",
+                 scanning_sequence=("GR", "IR"),
                  sequence_variant=("SK", "SP", "MP"), scan_options=("IR",), mr_acquisition_type="3D",
                  repetition_time=tr, echo_time=2.3, inversion_time=900.0, flip_angle=8.0,
                  series_description="t1_mprage_sag_p2_iso")
@@ -199,9 +202,10 @@ def test_siemens_mprage_long_tr_is_t1(field: float, tr: float) -> None:
 
 
 def test_siemens_vibe_fs_post_contrast() -> None:
-    c = classify(manufacturer=SIEMENS, sequence_name="*fl3d1", scanning_sequence=("GR",), sequence_variant=("SP", "OSP"),
-                 scan_options=("PFP", "FS"), mr_acquisition_type="3D", repetition_time=4.1, echo_time=1.5, flip_angle=10.0,
-                 series_description="t1_vibe_fs_tra_post")
+    c = classify(manufacturer=SIEMENS, sequence_name="*fl3d1", scanning_sequence=("GR",),
+                 sequence_variant=("SP", "OSP"),
+                 scan_options=("PFP", "FS"), mr_acquisition_type="3D", repetition_time=4.1, echo_time=1.5,
+                 flip_angle=10.0, series_description="t1_vibe_fs_tra_post")
     assert (c.weighting, c.fat_suppression, c.post_contrast) == (Weighting.T1, FatSuppression.UNSPECIFIED, True)
 
 
@@ -218,12 +222,13 @@ def test_siemens_spair_named_in_text() -> None:
 
 
 def test_siemens_diffusion_and_adc() -> None:
-    hs = images(2, manufacturer=SIEMENS, sequence_name="*ep_b0", scanning_sequence=("EP",), sequence_variant=("SK", "SP"),
-                scan_options=("PFP", "FS"), repetition_time=5000.0, echo_time=70.0,
+    hs = images(2, manufacturer=SIEMENS, sequence_name="*ep_b0", scanning_sequence=("EP",),
+                sequence_variant=("SK", "SP"), scan_options=("PFP", "FS"), repetition_time=5000.0, echo_time=70.0,
                 image_type=("ORIGINAL", "PRIMARY", "DIFFUSION", "NONE", "ND"), series_description="ep2d_diff_tra")
     hs += [h.__class__(**{**h.__dict__, "sop_instance_uid": h.sop_instance_uid + ".9", "sequence_name": "*ep_b1000t"})
            for h in hs]
-    adc = images(2, manufacturer=SIEMENS, sequence_name="*ep_b0_1000", scanning_sequence=("EP",), scan_options=("PFP", "FS"),
+    adc = images(2, manufacturer=SIEMENS, sequence_name="*ep_b0_1000", scanning_sequence=("EP",),
+                 scan_options=("PFP", "FS"),
                  repetition_time=5000.0, echo_time=70.0, image_type=("DERIVED", "PRIMARY", "DIFFUSION", "ADC", "ND"),
                  series_description="ep2d_diff_tra_ADC", time="100500")
     dwi, adc_c = study_of(hs, adc)
@@ -237,10 +242,13 @@ def test_siemens_diffusion_and_adc() -> None:
 def test_siemens_dixon_outputs() -> None:
     common = dict(manufacturer=SIEMENS, sequence_name="*tse2d2_13", scanning_sequence=("SE",), sequence_variant=("SK",),
                   repetition_time=4500.0, echo_time=95.0, scan_options=("PFP",))
-    water = classify(image_type=("DERIVED", "PRIMARY", "DIXON", "WATER"), series_description="t2_tse_dixon_cor_W", **common)
+    water = classify(image_type=("DERIVED", "PRIMARY", "DIXON", "WATER"), series_description="t2_tse_dixon_cor_W",
+                     **common)
     fat = classify(image_type=("DERIVED", "PRIMARY", "DIXON", "FAT"), series_description="t2_tse_dixon_cor_F", **common)
-    opp = classify(image_type=("ORIGINAL", "PRIMARY", "DIXON", "OPP_PHASE"), series_description="t2_tse_dixon_cor_opp", **common)
-    assert (water.fat_suppressed, water.fat_suppression, water.dixon, water.derived) == (True, FatSuppression.DIXON, "W", True)
+    opp = classify(image_type=("ORIGINAL", "PRIMARY", "DIXON", "OPP_PHASE"), series_description="t2_tse_dixon_cor_opp",
+                   **common)
+    assert (water.fat_suppressed, water.fat_suppression, water.dixon, water.derived) == (True, FatSuppression.DIXON,
+                                                                                         "W", True)
     assert (fat.fat_suppressed, fat.dixon) == (False, "F")
     assert (opp.fat_suppressed, opp.dixon) == (False, "OP")
     assert water.weighting is Weighting.T2
@@ -249,7 +257,8 @@ def test_siemens_dixon_outputs() -> None:
 def test_siemens_three_plane_localizer() -> None:
     hs = []
     for orientation in (SAGITTAL, CORONAL, AXIAL):
-        hs += images(3, series="1.2.826.0.1.1.777", manufacturer=SIEMENS, sequence_name="*fl2d1", scanning_sequence=("GR",),
+        hs += images(3, series="1.2.826.0.1.1.777", manufacturer=SIEMENS, sequence_name="*fl2d1",
+                     scanning_sequence=("GR",),
                      sequence_variant=("SP", "OSP"), repetition_time=8.6, echo_time=4.0, flip_angle=20.0,
                      slice_thickness=7.0, orientation=orientation, series_description="localizer")
     hs = [h.__class__(**{**h.__dict__, "sop_instance_uid": f"{h.sop_instance_uid}.{i}", "instance_number": i})
@@ -292,8 +301,9 @@ def test_multi_angle_axial_blocks_are_not_a_localizer() -> None:
     for k, tilt in enumerate((-15.0, 0.0, 15.0)):
         hs += [h.__class__(**{**h.__dict__, "sop_instance_uid": f"8.8.{k}.{i}"})
                for i, h in enumerate(images(3, series="1.2.826.0.1.1.779", manufacturer=SIEMENS,
-                                              sequence_name="*tse2d1_15", scanning_sequence=("SE",), scan_options=("PFP",),
-                                              repetition_time=4000.0, echo_time=90.0, series_description="t2_tse_tra_discs",
+                                              sequence_name="*tse2d1_15", scanning_sequence=("SE",),
+                                              scan_options=("PFP",), repetition_time=4000.0, echo_time=90.0,
+                                              series_description="t2_tse_tra_discs",
                                               orientation=orientation_from_angles(Plane.AXIAL, tilt)))]
     results = study_of(hs)
     assert len(results) == 3
@@ -328,13 +338,15 @@ def test_siemens_xa_enhanced_without_any_fat_flag_stays_unknown() -> None:
 
 def test_enhanced_spectrally_selected_suppression_none_means_no_fat_sat() -> None:
     c = classify(1, manufacturer=PHILIPS, sop_class_uid=ENH_MR, enhanced=True, frames=20, echo_pulse_sequence="SPIN",
-                 spectrally_selected_suppression="NONE", repetition_time=600.0, echo_time=10.0, acquisition_contrast="T1")
+                 spectrally_selected_suppression="NONE", repetition_time=600.0, echo_time=10.0,
+                 acquisition_contrast="T1")
     assert (c.weighting, c.fat_suppressed) == (Weighting.T1, False)
 
 
 def test_enhanced_acquisition_contrast_decides_when_physics_cannot() -> None:
     c = classify(1, manufacturer=PHILIPS, sop_class_uid=ENH_MR, enhanced=True, frames=20, echo_pulse_sequence="SPIN",
-                 repetition_time=1400.0, echo_time=20.0, acquisition_contrast="PROTON_DENSITY", series_description="scan 3")
+                 repetition_time=1400.0, echo_time=20.0, acquisition_contrast="PROTON_DENSITY",
+                 series_description="scan 3")
     assert c.weighting is Weighting.PD
     assert "AcquisitionContrast" in c.evidence["weighting"][-1]
 
@@ -344,8 +356,8 @@ def test_enhanced_acquisition_contrast_decides_when_physics_cannot() -> None:
 @pytest.mark.parametrize("field", [1.5, 3.0])
 def test_ge_readout_tokens_are_not_fat_saturation(field: float) -> None:
     c = classify(manufacturer=GE, field_strength=field, scanning_sequence=("SE",), sequence_variant=("SK", "OSP"),
-                 scan_options=("FAST_GEMS", "EDR_GEMS", "FSA_GEMS", "SAT_GEMS", "FILTERED_GEMS"), vendor_sequence="fse-xl",
-                 repetition_time=650.0, echo_time=10.0, series_description="AX T1 FSE")
+                 scan_options=("FAST_GEMS", "EDR_GEMS", "FSA_GEMS", "SAT_GEMS", "FILTERED_GEMS"),
+                 vendor_sequence="fse-xl", repetition_time=650.0, echo_time=10.0, series_description="AX T1 FSE")
     assert c.weighting is Weighting.T1
     assert c.fat_suppressed is False
     fat_evidence = " ".join(c.evidence["fat_suppression"])
@@ -387,7 +399,8 @@ def test_ge_flair_token_without_ti() -> None:
 def test_ge_bravo_short_tr_is_t1() -> None:
     c = classify(manufacturer=GE, scanning_sequence=("GR",), sequence_variant=("SS", "SK"),
                  scan_options=("FAST_GEMS", "EDR_GEMS", "ACC_GEMS", "IR_GEMS"), mr_acquisition_type="3D",
-                 repetition_time=8.2, echo_time=3.2, inversion_time=450.0, flip_angle=12.0, series_description="SAG 3D BRAVO")
+                 repetition_time=8.2, echo_time=3.2, inversion_time=450.0, flip_angle=12.0,
+                 series_description="SAG 3D BRAVO")
     assert (c.weighting, c.inversion, c.acquisition) == (Weighting.T1, Inversion.IR, Acquisition.THREE_D)
 
 
@@ -420,7 +433,8 @@ def test_ge_diffusion() -> None:
 
 
 def test_ge_lava_without_fs_token_is_not_declared_unsuppressed() -> None:
-    c = classify(manufacturer=GE, scanning_sequence=("GR",), scan_options=("FAST_GEMS", "EDR_GEMS"), repetition_time=4.0,
+    c = classify(manufacturer=GE, scanning_sequence=("GR",), scan_options=("FAST_GEMS", "EDR_GEMS"),
+                 repetition_time=4.0,
                  echo_time=1.8, flip_angle=12.0, mr_acquisition_type="3D", series_description="AX LAVA")
     assert c.fat_suppressed is None
 
@@ -449,15 +463,17 @@ def test_philips_spair_from_text() -> None:
 
 def test_philips_3d_t1_tfe_is_t1() -> None:
     c = classify(manufacturer=PHILIPS, vendor_sequence="T1TFE", scanning_sequence=("GR",), sequence_variant=("MP",),
-                 mr_acquisition_type="3D", repetition_time=8.1, echo_time=3.7, flip_angle=8.0, series_description="T1W_3D_TFE")
+                 mr_acquisition_type="3D", repetition_time=8.1, echo_time=3.7, flip_angle=8.0,
+                 series_description="T1W_3D_TFE")
     assert (c.weighting, c.technique) == (Weighting.T1, "IR-GRE")
 
 
 def test_philips_mdixon_split_into_outputs_in_one_series() -> None:
     hs = []
-    for label, te in (("W", 2.3), ("F", 2.3), ("IP", 2.3), ("OP", 1.15)):
-        hs += images(2, series="1.2.826.0.1.1.900", manufacturer=PHILIPS, vendor_sequence="TSE", scanning_sequence=("SE",),
-                     repetition_time=600.0, echo_time=10.0, image_type=("ORIGINAL", "PRIMARY", label, label, "DERIVED"),
+    for label in ("W", "F", "IP", "OP"):  # one echo time: the outputs are told apart by their image type
+        hs += images(2, series="1.2.826.0.1.1.900", manufacturer=PHILIPS, vendor_sequence="TSE",
+                     scanning_sequence=("SE",), repetition_time=600.0, echo_time=10.0,
+                     image_type=("ORIGINAL", "PRIMARY", label, label, "DERIVED"),
                      series_description="T1W_mDIXON_TSE_COR")
     hs = [h.__class__(**{**h.__dict__, "sop_instance_uid": f"6.6.{i}", "instance_number": i}) for i, h in enumerate(hs)]
     results = {r.stack: r for r in study_of(hs)}
@@ -552,7 +568,8 @@ def test_contrast_agent_element(agent: str, expected: bool | None) -> None:
 
 
 def test_contrast_order_within_study() -> None:
-    common = dict(manufacturer=GE, scanning_sequence=("SE",), scan_options=("FAST_GEMS",), repetition_time=600.0, echo_time=10.0)
+    common = dict(manufacturer=GE, scanning_sequence=("SE",), scan_options=("FAST_GEMS",), repetition_time=600.0,
+                  echo_time=10.0)
     before = images(series="2.1", time="100000", number=3, series_description="AX T1", **common)
     post = images(series="2.2", time="101000", number=4, series_description="AX T1 FS +C",
                   **{**common, "scan_options": ("FAST_GEMS", "FS")})
@@ -582,7 +599,8 @@ def test_contrast_planned_in_the_study_text_leaves_it_open(study_description: st
                echo_time=10.0, series_description="t1_tse_tra", study_description=study_description)
     (r,) = study_of(a)
     assert r.post_contrast is None
-    assert "(contrast planned)" in r.evidence["post_contrast"][-1] and r.evidence["post_contrast"][-1].endswith("unknown")
+    last = r.evidence["post_contrast"][-1]
+    assert "(contrast planned)" in last and last.endswith("unknown")
 
 
 def test_ge_series_contrast_flag() -> None:
@@ -590,9 +608,11 @@ def test_ge_series_contrast_flag() -> None:
     common = dict(manufacturer=GE, scanning_sequence=("SE",), scan_options=("FAST_GEMS",), repetition_time=600.0,
                   echo_time=10.0)
     pre = images(series="4.1", time="100000", series_description="AX T1", ge_series_contrast="0", **common)
-    post = images(series="4.2", time="101000", number=4, series_description="AX T1 FS", ge_series_contrast="1", **common)
+    post = images(series="4.2", time="101000", number=4, series_description="AX T1 FS", ge_series_contrast="1",
+                  **common)
     results = by_description(study_of(pre, post))
-    assert results["AX T1 FS"].post_contrast is True and "(0019,1011)" in results["AX T1 FS"].evidence["post_contrast"][0]
+    assert results["AX T1 FS"].post_contrast is True
+    assert "(0019,1011)" in results["AX T1 FS"].evidence["post_contrast"][0]
     assert results["AX T1"].post_contrast is False
     (alone,) = study_of(images(series="4.3", series_description="AX T1", ge_series_contrast="0", **common))
     assert alone.post_contrast is False and "Series contrast 0" in alone.evidence["post_contrast"][-1]
@@ -607,12 +627,12 @@ def test_bare_gd_on_epi_is_a_slice_timing_label_not_gadolinium() -> None:
 
 
 def test_spiral_is_not_spir_and_fs_must_be_a_word() -> None:
-    spiral = classify(manufacturer="ACME", scanning_sequence=("GR",), repetition_time=30.0, echo_time=4.0, flip_angle=30.0,
-                      series_description="t1 spiral tra")
+    spiral = classify(manufacturer="ACME", scanning_sequence=("GR",), repetition_time=30.0, echo_time=4.0,
+                      flip_angle=30.0, series_description="t1 spiral tra")
     fse = classify(manufacturer="ACME", scanning_sequence=("SE",), repetition_time=4000.0, echo_time=90.0,
                    series_description="T2 FSE AX")
-    inspir = classify(manufacturer="ACME", scanning_sequence=("GR",), repetition_time=4.0, echo_time=1.5, flip_angle=10.0,
-                      series_description="t1 vibe inspiration")
+    inspir = classify(manufacturer="ACME", scanning_sequence=("GR",), repetition_time=4.0, echo_time=1.5,
+                      flip_angle=10.0, series_description="t1 vibe inspiration")
     assert spiral.fat_suppressed is None
     assert fse.fat_suppressed is None
     assert inspir.fat_suppressed is None
@@ -687,7 +707,8 @@ def test_degenerate_orientation_is_unknown_plane() -> None:
 
 def test_oblique_coronal_plane_obliquity_and_describe() -> None:
     c = classify(manufacturer=SIEMENS, field_strength=1.5, sequence_name="*tir2d1_11", scanning_sequence=("SE", "IR"),
-                 scan_options=("IR",), repetition_time=4500.0, echo_time=50.0, inversion_time=160.0, mr_acquisition_type="2D",
+                 scan_options=("IR",), repetition_time=4500.0, echo_time=50.0, inversion_time=160.0,
+                 mr_acquisition_type="2D",
                  orientation=orientation_from_angles(Plane.CORONAL, 28.0), series_description="t2_tirm_cor_obl")
     assert c.plane == "coronal"
     assert c.obliquity_deg == pytest.approx(28.0, abs=0.01)
@@ -712,7 +733,8 @@ def test_describe_other_shapes() -> None:
     (("ORIGINAL", "PRIMARY", "M", "MOCO"), True), (("DERIVED", "PRIMARY", "DIFFUSION", "TRACEW"), True),
 ])
 def test_derived_by_image_type(image_type: tuple[str, ...], derived: bool) -> None:
-    c = classify(manufacturer=SIEMENS, scanning_sequence=("SE",), repetition_time=600.0, echo_time=10.0, image_type=image_type)
+    c = classify(manufacturer=SIEMENS, scanning_sequence=("SE",), repetition_time=600.0, echo_time=10.0,
+                 image_type=image_type)
     assert c.derived is derived
 
 
@@ -728,11 +750,12 @@ def test_ct_series() -> None:
                  series_description="Abdomen 3.0 Venous", image_type=("ORIGINAL", "PRIMARY", "AXIAL"))
     assert (c.weighting, c.inversion, c.fat_suppressed, c.acquisition) == (Weighting.OTHER, None, None, None)
     assert c.post_contrast is True
-    topo = classify(1, modality="CT", sop_class_uid=CT, manufacturer="SIEMENS", image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"),
-                    series_description="Topogram 0.6 T20s")
+    topo = classify(1, modality="CT", sop_class_uid=CT, manufacturer="SIEMENS",
+                    image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"), series_description="Topogram 0.6 T20s")
     assert topo.localizer
     reformat = classify(modality="CT", sop_class_uid=CT, manufacturer="GE MEDICAL SYSTEMS", orientation=CORONAL,
-                        image_type=("DERIVED", "SECONDARY", "REFORMATTED"), series_description="COR 3mm", contrast_route="IV")
+                        image_type=("DERIVED", "SECONDARY", "REFORMATTED"), series_description="COR 3mm",
+                        contrast_route="IV")
     assert reformat.derived and reformat.plane == "coronal" and reformat.post_contrast is True
     plain = classify(modality="CT", sop_class_uid=CT, manufacturer="GE MEDICAL SYSTEMS", series_description="Abd W/O")
     assert plain.post_contrast is False
@@ -745,11 +768,13 @@ def test_to_dict_is_json_and_has_the_contract_fields() -> None:
                  repetition_time=4000.0, echo_time=90.0, series_description="t2_tse_fs_cor", orientation=CORONAL)
     d = json.loads(json.dumps(c.to_dict()))
     for key in ("study_instance_uid", "series_instance_uid", "stack", "series_number", "series_description", "modality",
-                "manufacturer", "instances", "weighting", "inversion", "fat_suppressed", "fat_suppression", "post_contrast",
+                "manufacturer", "instances", "weighting", "inversion", "fat_suppressed", "fat_suppression",
+                "post_contrast",
                 "plane", "obliquity_deg", "normal", "acquisition", "localizer", "derived", "evidence", "dixon"):
         assert key in d
     assert d["weighting"] == "T2" and d["fat_suppression"] == "UNSPECIFIED" and d["plane"] == "coronal"
-    for field in ("weighting", "inversion", "fat_suppression", "post_contrast", "plane", "acquisition", "localizer", "derived"):
+    for field in ("weighting", "inversion", "fat_suppression", "post_contrast", "plane", "acquisition", "localizer",
+                  "derived"):
         assert d["evidence"][field] and all(isinstance(e, str) and e for e in d["evidence"][field])
 
 
@@ -769,7 +794,8 @@ def test_pydicom_mr_small_end_to_end() -> None:
     (study,) = list(group_studies(headers))
     (c,) = classify_study(study)
     # Toshiba SE, TR 4000 / TE 240, DERIVED\SECONDARY, 3D, axial
-    assert (c.weighting, c.acquisition, c.plane, c.derived, c.vendor) == (Weighting.T2, Acquisition.THREE_D, "axial", True, "canon")
+    assert (c.weighting, c.acquisition, c.plane, c.derived, c.vendor) == (Weighting.T2, Acquisition.THREE_D, "axial",
+                                                                          True, "canon")
     assert c.post_contrast is False and c.fat_suppressed is None  # nothing in the one-file study shows contrast
 
 
@@ -795,9 +821,10 @@ def _write_mr(path: Path, **values: Any) -> None:
 
 def test_written_files_stir_and_enhanced_flags(tmp_path: Path) -> None:
     _write_mr(tmp_path / "stir.dcm", Manufacturer="SIEMENS", SequenceName="*tir2d1_11", ScanningSequence=["SE", "IR"],
-              ScanOptions=["IR"], InversionTime="160", RepetitionTime="4500", EchoTime="50", MagneticFieldStrength="1.5",
-              ImageType=["ORIGINAL", "PRIMARY", "M", "ND"], SeriesDescription="t2_tirm_cor_stir", MRAcquisitionType="2D",
-              ImageOrientationPatient=[1, 0, 0, 0, 0, -1])
+              ScanOptions=["IR"], InversionTime="160", RepetitionTime="4500", EchoTime="50",
+              MagneticFieldStrength="1.5",
+              ImageType=["ORIGINAL", "PRIMARY", "M", "ND"], SeriesDescription="t2_tirm_cor_stir",
+              MRAcquisitionType="2D", ImageOrientationPatient=[1, 0, 0, 0, 0, -1])
     (study,) = list(group_studies(r for r in scan([tmp_path]) if isinstance(r, InstanceHeader)))
     (c,) = classify_study(study)
     assert (c.weighting, c.inversion, c.fat_suppression, c.plane, c.derived) == (
@@ -817,12 +844,14 @@ def test_cli_classify_json(tmp_path: Path) -> None:
     from protocolcheck.cli import main
 
     _write_mr(tmp_path / "a.dcm", Manufacturer="SIEMENS", ScanningSequence="SE", ScanOptions=["PFP", "FS"],
-              RepetitionTime="4000", EchoTime="90", SeriesDescription="t2_tse_fs_tra", ImageType=["ORIGINAL", "PRIMARY", "M"])
+              RepetitionTime="4000", EchoTime="90", SeriesDescription="t2_tse_fs_tra",
+              ImageType=["ORIGINAL", "PRIMARY", "M"])
     result = CliRunner().invoke(main, ["classify", "--format", "json", "-q", str(tmp_path)])
     assert result.exit_code == 0, result.output
     (record,) = json.loads(result.output)
     assert (record["weighting"], record["fat_suppression"], record["plane"]) == ("T2", "UNSPECIFIED", "axial")
-    assert record["evidence"]["fat_suppression"] == ["Scan Options token 'FS' -> fat suppressed (the token does not say CHESS, SPAIR or SPIR)"]
+    assert record["evidence"]["fat_suppression"] == [
+        "Scan Options token 'FS' -> fat suppressed (the token does not say CHESS, SPAIR or SPIR)"]
 
 
 # -------------------------------------------------------------------------------- synthetic studies
@@ -835,7 +864,8 @@ _EXPECTED_WEIGHTING = {
 }
 _EXPECTED_INVERSION = {synth.Kind.STIR: "STIR", synth.Kind.SPACE_STIR_3D: "STIR", synth.Kind.FLAIR: "FLAIR",
                        synth.Kind.MPRAGE_3D: "IR"}
-_ALL_KINDS = (synth.Kind.LOCALIZER, synth.Kind.T1_TSE, synth.Kind.T2_TSE, synth.Kind.T2_FS, synth.Kind.PD, synth.Kind.STIR,
+_ALL_KINDS = (synth.Kind.LOCALIZER, synth.Kind.T1_TSE, synth.Kind.T2_TSE, synth.Kind.T2_FS, synth.Kind.PD,
+              synth.Kind.STIR,
               synth.Kind.DIXON, synth.Kind.MPRAGE_3D, synth.Kind.SPACE_3D, synth.Kind.SPACE_STIR_3D, synth.Kind.DWI,
               synth.Kind.FLAIR, synth.Kind.GRE_T2STAR, synth.Kind.T1_FS_POST)
 
@@ -865,7 +895,8 @@ def test_synthetic_vendor_studies(vendor: synth.Vendor, field: float, tmp_path: 
                 if k is synth.Kind.DIXON:
                     got["fat"], want["fat"] = c.fat_suppressed, c.dixon == "W"
                 elif k is not synth.Kind.DWI:
-                    got["fat"], want["fat"] = c.fat_suppressed, s.is_fat_sat or k in (synth.Kind.STIR, synth.Kind.SPACE_STIR_3D)
+                    got["fat"], want["fat"] = c.fat_suppressed, s.is_fat_sat or k in (synth.Kind.STIR,
+                                                                                      synth.Kind.SPACE_STIR_3D)
             if got != want:
                 problems.append(f"{c.series_description}: got {got}, want {want}")
     assert not problems, "\n".join(problems)
@@ -902,7 +933,8 @@ def test_contrast_start_time_dates_the_injection_when_names_say_nothing() -> Non
 @pytest.mark.parametrize("tr, te, expected", [(700.0, 14.0, Weighting.T1), (1200.0, 32.0, Weighting.PD),
                                                (1500.0, 28.0, Weighting.PD), (3200.0, 400.0, Weighting.T2)])
 def test_3d_tse_weighting(tr: float, te: float, expected: Weighting) -> None:
-    c = classify(manufacturer=SIEMENS, sequence_name="*spc3d1_80", scanning_sequence=("SE",), sequence_variant=("SK", "SP"),
+    c = classify(manufacturer=SIEMENS, sequence_name="*spc3d1_80", scanning_sequence=("SE",),
+                 sequence_variant=("SK", "SP"),
                  scan_options=("PFP",), mr_acquisition_type="3D", repetition_time=tr, echo_time=te)
     assert c.weighting is expected
 
@@ -922,12 +954,14 @@ def test_fat_sat_words_do_not_read_as_contrast_negatives() -> None:
 
 
 def test_tof_and_phase_contrast_names_are_other() -> None:
-    tof = classify(manufacturer=SIEMENS, sequence_name="*fl3d1r_t70", scanning_sequence=("GR",), mr_acquisition_type="3D",
+    tof = classify(manufacturer=SIEMENS, sequence_name="*fl3d1r_t70", scanning_sequence=("GR",),
+                   mr_acquisition_type="3D",
                    repetition_time=22.0, echo_time=3.6, flip_angle=18.0, series_description="tof_3d_multi-slab")
     pc = classify(manufacturer=SIEMENS, sequence_name="*fl2d1_v200in", scanning_sequence=("GR",), repetition_time=40.0,
                   echo_time=5.0, flip_angle=20.0, series_description="flow")
     vibe = classify(manufacturer=SIEMENS, sequence_name="*fl3d1", scanning_sequence=("GR",), mr_acquisition_type="3D",
-                    scan_options=("FS",), repetition_time=4.0, echo_time=1.5, flip_angle=10.0, series_description="t1_vibe")
+                    scan_options=("FS",), repetition_time=4.0, echo_time=1.5, flip_angle=10.0,
+                    series_description="t1_vibe")
     assert tof.weighting is Weighting.OTHER and pc.weighting is Weighting.OTHER
     assert vibe.weighting is Weighting.T1
 
@@ -964,20 +998,22 @@ def test_arbitrary_header_combinations_never_crash() -> None:
         "inversion_time": [None, 0.0, 150.0, 900.0, 2500.0],
         "flip_angle": [None, 0.0, 10.0, 90.0, 180.0],
         "series_description": ["", "T1 +C", "t2 pre post", "W/O", "fs", "spiral", "Dixon W", "WATER:", "b1000", "é ü"],
-        "image_type": [(), ("DERIVED",), ("ORIGINAL", "PRIMARY", "W"), ("ORIGINAL", "PRIMARY", "LOCALIZER"), ("X", "Y", "P")],
+        "image_type": [(), ("DERIVED",), ("ORIGINAL", "PRIMARY", "W"), ("ORIGINAL", "PRIMARY", "LOCALIZER"),
+                       ("X", "Y", "P")],
         "contrast_agent": ["", "NONE", "Gd"],
         "field_strength": [None, 0.0, 1.5, 3.0, 15000.0],
         "mr_acquisition_type": ["", "2D", "3D", "XD"],
         "diffusion_b_value": [None, 0.0, 1000.0],
-        "orientation": [None, AXIAL, (0.0,) * 6, (1.0, 0.0, 0.0, 1.0, 0.0, 0.0), orientation_from_angles(Plane.SAGITTAL, 44.0)],
+        "orientation": [None, AXIAL, (0.0,) * 6, (1.0, 0.0, 0.0, 1.0, 0.0, 0.0),
+                        orientation_from_angles(Plane.SAGITTAL, 44.0)],
     }
     for _ in range(300):
         fields = {k: rng.choice(v) for k, v in choices.items()}
         c = classify(rng.choice([1, 2, 8]), **fields)
         d = json.loads(json.dumps(c.to_dict()))
         assert d["weighting"] in {w.value for w in Weighting}
-        assert set(d["evidence"]) >= {"weighting", "inversion", "fat_suppression", "post_contrast", "plane", "acquisition",
-                                      "localizer", "derived"}
+        assert set(d["evidence"]) >= {"weighting", "inversion", "fat_suppression", "post_contrast", "plane",
+                                      "acquisition", "localizer", "derived"}
         assert isinstance(describe(c), str) and describe(c)
 
 
@@ -1011,8 +1047,8 @@ def test_series_agent_after_a_clean_start_is_trusted() -> None:
     common = dict(manufacturer=GE, scanning_sequence=("SE",), scan_options=("FAST_GEMS",))
     pre = images(series="6.5", time="091000", number=2, repetition_time=600.0, echo_time=10.0,
                  series_description="AX T1", **common)
-    post = images(series="6.6", time="093000", number=3, repetition_time=600.0, echo_time=10.0, contrast_agent="GADAVIST",
-                  series_description="AX T1 FS", **common)
+    post = images(series="6.6", time="093000", number=3, repetition_time=600.0, echo_time=10.0,
+                  contrast_agent="GADAVIST", series_description="AX T1 FS", **common)
     results = by_description(study_of(pre, post))
     assert results["AX T1 FS"].post_contrast is True
     assert results["AX T1"].post_contrast is False
