@@ -135,7 +135,8 @@ def enrich(ds: Any, vendor: str, index: int) -> None:
         _private_block(ds, 0x0043, "GEMS_PARM_01", _numbered(50, 0x01, ("SS", "DS", "SL", "OB", "US", "LO"), seed))
     elif vendor == "philips":
         _private_block(ds, 0x2001, "Philips Imaging DD 001", _numbered(40, 0x01, ("CS", "FL", "IS", "SS", "LO"), seed))
-        _private_block(ds, 0x2005, "Philips MR Imaging DD 001", _numbered(80, 0x01, ("FL", "CS", "SL", "LO", "SS"), seed))
+        _private_block(ds, 0x2005, "Philips MR Imaging DD 001",
+                       _numbered(80, 0x01, ("FL", "CS", "SL", "LO", "SS"), seed))
         if 0x2005140F not in ds:
             item = Dataset()
             for keyword, value in (("RepetitionTime", ds.get("RepetitionTime", "500")), ("EchoTime", "15"),
@@ -145,7 +146,8 @@ def enrich(ds: Any, vendor: str, index: int) -> None:
             creator = ds.private_block(0x2005, "Philips MR Imaging DD 001", create=True)
             creator.add_new(0x0F, "SQ", Sequence([item]))
     else:
-        _private_block(ds, 0x0029, f"{vendor.upper()} PRIVATE 01", _numbered(30, 0x01, ("LO", "DS", "SS", "US", "OB"), seed))
+        _private_block(ds, 0x0029, f"{vendor.upper()} PRIVATE 01",
+                       _numbered(30, 0x01, ("LO", "DS", "SS", "US", "OB"), seed))
 
 
 def _write_template(spec: Any, folder: Path, matrix: int) -> list[tuple[Path, int]]:
@@ -423,10 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         measure("warm", corpus)  # warm the page cache once
     plan: list[tuple[str, str, int]] = [("read 8 KB of each file", "read8k", 1),
                                         ("pydicom dcmread(stop_before_pixels)", "pydicom", 1)]
-    for w in sorted({1, max(1, args.workers)}):
-        plan.append(("scan (lean reader + fallback)", "scan", w))
-    for w in sorted({1, max(1, args.workers)}):
-        plan.append(("audit end to end", "audit", w))
+    plan.extend(("scan (lean reader + fallback)", "scan", w) for w in sorted({1, max(1, args.workers)}))
+    plan.extend(("audit end to end", "audit", w) for w in sorted({1, max(1, args.workers)}))
     rows = []
     baseline: dict[str, Any] | None = None
     for label, kind, workers in plan:
@@ -477,7 +477,8 @@ def main(argv: list[str] | None = None) -> int:
                 results["runs"].append({"label": f"memory {mode}", **result})
                 growth = result["rss_main_mb"] - result["rss_start_mb"]
                 memory[(mode, corpus_dir)] = growth
-                label = "streaming (protocolcheck audit)" if mode == "audit" else "in memory (a buffer that never spills)"
+                label = ("streaming (protocolcheck audit)" if mode == "audit"
+                         else "in memory (a buffer that never spills)")
                 print(f"{label:<36} {result['files']:>7} {studies:>7} {result['seconds']:>8.2f} "
                       f"{result['files'] / result['seconds']:>10,.0f} {result['rss_main_mb']:>7.0f} {growth:>+7.0f}")
         for mode, label in (("audit", "streaming"), ("audit-in-memory", "in memory")):

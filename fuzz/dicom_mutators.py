@@ -153,7 +153,8 @@ def swap_vr(rng: random.Random, data: bytes, layout: Layout, _donors: Sequence[b
     vr = rng.choice(VRS + ODD_VRS)
     if rng.random() < 0.5 and vr in VRS and element.length != UNDEFINED:
         value = data[element.value_offset:element.end]
-        return data[:element.offset] + encode_element(element.tag, vr, value, False, element.little) + data[element.end:]
+        encoded = encode_element(element.tag, vr, value, False, element.little)
+        return data[:element.offset] + encoded + data[element.end:]
     return data[:element.offset + 4] + vr + data[element.offset + 6:]
 
 
@@ -287,7 +288,8 @@ def splice(rng: random.Random, data: bytes, layout: Layout, donors: Sequence[byt
     element = _pick(rng, donor_layout)
     if element is None or element.length == UNDEFINED:
         return data
-    run = [e for e in donor_layout.elements if e.depth == element.depth and e.offset >= element.offset][:rng.choice((1, 1, 3, 10))]
+    run = [e for e in donor_layout.elements
+           if e.depth == element.depth and e.offset >= element.offset][:rng.choice((1, 1, 3, 10))]
     end = run[-1].end if run[-1].length != UNDEFINED else element.end
     chunk = donor[element.offset:end]
     target = _pick(rng, layout)
@@ -349,7 +351,8 @@ MUTATORS: tuple[tuple[Mutator, int], ...] = (
 )
 
 
-def mutate(rng: random.Random, data: bytes, donors: Sequence[bytes], rounds: int | None = None) -> tuple[bytes, list[str]]:
+def mutate(rng: random.Random, data: bytes, donors: Sequence[bytes],
+           rounds: int | None = None) -> tuple[bytes, list[str]]:
     """``data`` after 1-4 mutators (re-indexed between rounds); returns the bytes and the mutators used."""
     functions = [m for m, _w in MUTATORS]
     weights = [w for _m, w in MUTATORS]

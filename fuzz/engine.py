@@ -170,5 +170,6 @@ def replay(target_name: str, case: Case, timeout: float = 60.0) -> Outcome:
 
 
 def _env_workdir(base: str | None = None) -> Path:
-    root = Path(base) if base else (Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(os.environ.get("TMPDIR", "/tmp")))
+    scratch = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(os.environ.get("TMPDIR", "/tmp"))
+    root = Path(base) if base else scratch
     return root

@@ -78,7 +78,8 @@ def minimize(finding: Path, out: Path, budget: float = 120.0) -> dict[str, int]:
             if time.time() > deadline:
                 break
             trial = {k: v for k, v in files.items() if k != name}
-            if trial and (target_name not in ("library", "rules") or name != case.extra.get("mutated")) and fails(trial):
+            keeps_mutation = target_name not in ("library", "rules") or name != case.extra.get("mutated")
+            if trial and keeps_mutation and fails(trial):
                 files = trial
     text = target_name in ("library", "rules", "context")
     for name in sorted(files):

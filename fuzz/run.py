@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=10.0, help="per-input alarm, seconds")
     parser.add_argument("--hard-timeout", type=float, default=60.0, help="kill a worker stuck this long, seconds")
     parser.add_argument("--slow", type=float, default=0.0,
-                        help="record inputs slower than this, seconds (default per target: 1 s headers/context, 5 s others)")
+                        help="record inputs slower than this, seconds "
+                             "(default per target: 1 s headers/context, 5 s others)")
     parser.add_argument("--memory-mb", type=int, default=1536, help="address-space limit of a worker")
     parser.add_argument("--engine", choices=("builtin", "atheris"), default="builtin")
     parser.add_argument("--replay", nargs="+", default=None, help="run saved finding folder(s)/file(s) once")
@@ -187,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     for s in summaries:
-        print(f"{s['target']:9} {s['executed']:8d} inputs in {s['seconds']:5d} s, {len(s['findings'])} distinct findings")
+        print(f"{s['target']:9} {s['executed']:8d} inputs in {s['seconds']:5d} s, "
+              f"{len(s['findings'])} distinct findings")
         for sig, n in sorted(s["findings"].items()):
             print(f"    {n:6d} x {sig}")
     print(f"total {report['executed']} inputs, {report['distinct_findings']} distinct findings; details in {out}")

@@ -88,7 +88,8 @@ def check_header(h: Any) -> None:
             raise Violation("contract", f"{name} = {value!r} (must be a finite float or None)")
     for name, size in _VECTOR_FIELDS:
         value = getattr(h, name)
-        if value is not None and (len(value) != size or not all(isinstance(v, float) and math.isfinite(v) for v in value)):
+        finite = value is not None and all(isinstance(v, float) and math.isfinite(v) for v in value)
+        if value is not None and (len(value) != size or not finite):
             raise Violation("contract", f"{name} = {value!r:.120} (must be {size} finite floats or None)")
     for name in ("study_instance_uid", "series_instance_uid"):
         if not isinstance(getattr(h, name), str) or not getattr(h, name):
@@ -144,7 +145,7 @@ def _differential(path: str) -> None:
     if isinstance(fast, list) and isinstance(reference, list):
         if len(fast) != len(reference):
             raise Violation("divergence", f"{len(fast)} records from read_fast, {len(reference)} from pydicom")
-        for a, b in zip(fast, reference):
+        for a, b in zip(fast, reference, strict=True):
             for f in dataclasses.fields(a):
                 va, vb = getattr(a, f.name), getattr(b, f.name)
                 if va != vb:
@@ -244,7 +245,8 @@ class ClassifyTarget(Target):
                 out[name], u = mutate(rng, files[name], donors)
                 used += u
         if rng.random() < 0.1:  # a stray non-DICOM or empty file in the folder
-            out[rng.choice(("notes.txt", "empty.dcm", "DICOMDIR", "x.csv"))] = rng.choice((b"", b"hello", b"\x00" * 200))
+            content = rng.choice((b"", b"hello", b"\x00" * 200))  # drawn first, as before: same cases per seed
+            out[rng.choice(("notes.txt", "empty.dcm", "DICOMDIR", "x.csv"))] = content
         return Case(out, study_name, used)
 
     def execute(self, case: Case, workdir: Path) -> None:
@@ -276,7 +278,8 @@ class ClassifyTarget(Target):
         default = _CONTEXTS[1] if self.count % 2 else None
         results = list(audit_records(records, AuditOptions(library=self.library, default_context=default)))
         dicts = [r.to_dict() for r in results]
-        check_private([strict_json(dicts), render.audit_table(dicts), render.audit_csv(dicts), render.audit_junit(dicts),
+        check_private([strict_json(dicts), render.audit_table(dicts), render.audit_csv(dicts),
+                       render.audit_junit(dicts),
                        *(u.reason for u in bad)], names, "audit output")
         studies = {h.study_instance_uid for h in headers}
         audited = {r.study_instance_uid for r in results if r.study_instance_uid}
@@ -464,7 +467,8 @@ def _contexts() -> list[Any]:
         ClinicalContext(indication="S34.4XXA plexus injury", trauma_date=dt.date(2026, 2, 20)),
         ClinicalContext(indication="piriformis G57.01", mri_contraindicated=True, gadolinium_contraindicated=True),
         ClinicalContext(indication="", dermatomal=True, egfr=15.0),
-        ClinicalContext(indication="plexopathy", trauma_date=dt.date(2027, 1, 1), iodinated_contrast_contraindicated=True),
+        ClinicalContext(indication="plexopathy", trauma_date=dt.date(2027, 1, 1),
+                        iodinated_contrast_contraindicated=True),
     ]
 
 

@@ -97,7 +97,8 @@ def yaml_key(rng: random.Random, data: bytes, _donors: Sequence[bytes]) -> bytes
     key, _sep, rest = lines[i].partition(b":")
     indent = key[:len(key) - len(key.lstrip())]
     new_key = rng.choice((b"1", b"[a, b]", b"{x: 1}", b"null", b"''", b"id", b"kind", b"requirements", b"match",
-                          b"? [x]", b"&anchor id", b"<<", key.strip() + b"_x", key.strip().upper(), b"- " + key.strip()))
+                          b"? [x]", b"&anchor id", b"<<", key.strip() + b"_x", key.strip().upper(),
+                          b"- " + key.strip()))
     lines[i] = indent + new_key + b":" + rest
     return b"\n".join(lines)
 
@@ -113,7 +114,8 @@ def yaml_bomb(rng: random.Random, data: bytes, _donors: Sequence[bytes]) -> byte
     elif kind == 2:
         bomb = b"a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
         for n in range(1, 9):
-            bomb += b"%s: &%s [" % (bytes([97 + n]), bytes([97 + n])) + b", ".join([b"*" + bytes([96 + n])] * 9) + b"]\n"
+            anchor, previous = bytes([97 + n]), bytes([96 + n])
+            bomb += b"%s: &%s [" % (anchor, anchor) + b", ".join([b"*" + previous] * 9) + b"]\n"
     elif kind == 3:
         bomb = b"\n".join(b"  " * i + b"k%d:" % i for i in range(min(depth, 3000)))
     else:

@@ -84,8 +84,8 @@ def samples() -> list[Sample]:
         Sample("01_siemens_plexus_complete", siemens, "lumbosacral plexopathy G54.1", "pass", "none",
                "Siemens Skyra 3 T (syngo MR E11), MRI lumbosacral plexus wo+w: localizer; oblique coronal "
                "T1 TSE (*tse2d1_3); oblique coronal STIR (*tir2d1_15, TI 220 ms); oblique axial T2 TSE; "
-               "oblique axial T2 TSE FS (Scan Options FS); oblique axial DWI (b 0/800); post-contrast oblique coronal and "
-               "oblique axial T1 TSE FS (Contrast/Bolus Agent empty, as Siemens often leaves it; the "
+               "oblique axial T2 TSE FS (Scan Options FS); oblique axial DWI (b 0/800); post-contrast oblique "
+               "coronal and oblique axial T1 TSE FS (Contrast/Bolus Agent empty, as Siemens often leaves it; the "
                "descriptions say _post). Oblique coronal tilted +30 deg, oblique axial -30 deg: orthogonal."),
         Sample("02_ge_plexus_no_fluid_fs", ge, "lumbosacral plexopathy G54.1", "fail",
                "missing-sequence (fluid-fat-suppressed)",
