@@ -3,7 +3,8 @@
 Three small parts, each usable alone:
 
 - :class:`InstanceStore` writes ``STORE/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm`` atomically
-  (temp file, fsync, ``os.replace``, fsync of the folder) from the bytes the peer sent, keeps a
+  (temp file, fdatasync, link, fsync of the folder in a round shared by concurrent writers:
+  :class:`~.commit.FolderSync`) from the bytes the peer sent, before success is answered; keeps a
   ``.pending`` marker in each study folder until the study has been handed over, and appends every
   refused instance with its reason to ``STORE/.rejected.jsonl``.
 - :class:`StudyTracker` decides when a study is complete: no instance for ``idle`` seconds. It calls
@@ -47,6 +48,7 @@ from pynetdicom.dsutils import decode, encode_file_meta
 
 from protocolcheck.dicom.limits import InflateLimitExceeded, InflateTruncated, inflate
 from protocolcheck.dicom.pixels import ImageSize, pixel_data_problem
+from protocolcheck.net.commit import FolderSync, brisk_reactors, busy
 from protocolcheck.net.common import (
     DEFAULT_AET,
     DEFAULT_TIMEOUTS,
@@ -199,6 +201,7 @@ class InstanceStore:
         self.fsync = fsync
         self._log_lock = threading.Lock()
         self._rejected: LineLog | None = None
+        self.folders = FolderSync()  # group commit of the folder fsyncs of concurrent puts
 
     def prepare(self) -> None:
         """Create the folder (OSError if it cannot be written) and drop temp files left by a crash."""
@@ -236,15 +239,12 @@ class InstanceStore:
                         digest.update(piece)
                     fh.flush()
                     if self.fsync:
-                        os.fsync(fh.fileno())
+                        os.fdatasync(fh.fileno())  # the data and the size; the name comes next
                 placed = self._place(Path(temp), target, digest.hexdigest())
             finally:
                 Path(temp).unlink(missing_ok=True)
-            if self.fsync:
-                _fsync_dir(target.parent)
-                if created:
-                    _fsync_dir(target.parent.parent)
-                    _fsync_dir(self.root)
+            if self.fsync:  # the new entry (and any new folder's) durable, in a round shared with other writers
+                self.folders.sync([target.parent, *((target.parent.parent, self.root) if created else ())])
         except OSError as exc:
             raise InstanceRefused(OUT_OF_RESOURCES, f"cannot write {target}: {exc.strerror or exc}") from exc
         return placed
@@ -614,6 +614,7 @@ class StorageSCP:
             LOG.info("study %s was received earlier but not audited; it will be audited", uid)
             self.tracker.recover(uid)
         self.tracker.start()
+        brisk_reactors()
         ae = new_ae(self.config.aet, self.config.timeouts)
         ae.require_called_aet = True
         if self.allowed:
@@ -644,6 +645,7 @@ class StorageSCP:
     def _handle_store(self, event: evt.Event) -> int:
         with self._busy_lock:
             self._busy += 1
+        busy()
         try:
             return handle_store(event, self.store, self.counters, self._stored)
         finally:
