@@ -215,8 +215,8 @@ def table() -> tuple[dict[str, dict[str, int]], dict[tuple[str, str], dict[str, 
     misses: list[Outcome] = []
     for _series, _c, rows in outcomes():
         for o in rows:
-            for bucket in (per_field[o.field], per_vendor.setdefault((o.vendor, o.field),
-                                                                     {"known": 0, "correct": 0, "unknown": 0, "wrong": 0})):
+            empty = {"known": 0, "correct": 0, "unknown": 0, "wrong": 0}
+            for bucket in (per_field[o.field], per_vendor.setdefault((o.vendor, o.field), empty)):
                 bucket["known"] += 1
                 bucket["correct"] += o.correct
                 bucket["unknown"] += o.unknown

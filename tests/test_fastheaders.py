@@ -371,7 +371,8 @@ def test_group_lengths_and_elements_after_pixel_data(tmp_path: Path) -> None:
     elements = base_elements()
     elements[0x00080000] = element(0x00080000, "UL", struct.pack("<L", 0))
     elements[0x00180000] = element(0x00180000, "UL", struct.pack("<L", 0))
-    path = write(tmp_path / "a.dcm", elements, extra=b"", pixels=element(0x7FE00010, "OW", b"\x00\x01" * 16) + element(0xFFFAFFFA, "SQ", b""))
+    path = write(tmp_path / "a.dcm", elements, extra=b"",
+                 pixels=element(0x7FE00010, "OW", b"\x00\x01" * 16) + element(0xFFFAFFFA, "SQ", b""))
     assert_fast_agrees(path)
 
 

@@ -65,7 +65,8 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     ds = pydicom.dcmread(files[-1], stop_before_pixels=True)
     assert ds.StudyDescription == SCRIPT and SCRIPT in ds.SeriesDescription and ds.InstitutionName == IMG
     db = base / "results.db"
-    audit = run("audit", "--db", str(db), "--format", "json", "--include-patient", str(base / "study"))  # stores the name
+    audit = run("audit", "--db", str(db), "--format", "json", "--include-patient",
+                str(base / "study"))  # stores the name
     assert audit.returncode in (0, 1), audit.stderr
     assert SCRIPT in audit.stdout  # the JSON keeps the text as it is (escaping is the HTML's job)
     out = base / "report.html"

@@ -246,7 +246,8 @@ def test_audit_default_store_and_no_db(corpus: Path, tmp_path: Path) -> None:
     assert run_cli("audit", str(corpus), "-q", "--format", "json", env=env).exit_code in (0, 1)
     with Store.open(env_db) as store:
         assert store.count_audits() == 2
-    none = run_cli("audit", str(corpus), "--no-db", "--format", "json", env={"PROTOCOLCHECK_DB": str(tmp_path / "x.db")})
+    none = run_cli("audit", str(corpus), "--no-db", "--format", "json",
+                   env={"PROTOCOLCHECK_DB": str(tmp_path / "x.db")})
     assert none.exit_code in (0, 1) and "audited" not in none.stderr
     assert not (tmp_path / "x.db").exists()
 

@@ -51,7 +51,8 @@ def test_shipped_schemas_are_valid_against_their_metaschemas() -> None:
 
     from protocolcheck.clinical.protocol_schema import schema
 
-    for document in (schema(), json.loads((Path(__file__).resolve().parent.parent / "protocolcheck" / "clinical" / "schemas"
+    for document in (schema(),
+                     json.loads((Path(__file__).resolve().parent.parent / "protocolcheck" / "clinical" / "schemas"
                                            / "rules.schema.json").read_text(encoding="utf-8"))):
         jsonschema.validators.validator_for(document).check_schema(document)
 

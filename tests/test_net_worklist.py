@@ -31,7 +31,8 @@ def _iso(offset: int) -> str:
 
 ITEMS = [
     # a plexus MRI scheduled 18 days after a fall: too early
-    dict(accession="WL-EARLY", station_aet="MR1", scheduled_date=today_dicom(3), procedure="MRI LUMBOSACRAL PLEXUS WO+W",
+    dict(accession="WL-EARLY", station_aet="MR1", scheduled_date=today_dicom(3),
+         procedure="MRI LUMBOSACRAL PLEXUS WO+W",
          procedure_code="72197", reason=f"lumbosacral plexopathy after fall {_iso(-15)}"),
     # a standard pelvis MRI for plexopathy: the wrong exam
     dict(accession="WL-PELVIS", station_aet="MR1", scheduled_date=today_dicom(10), procedure="MRI PELVIS WO",

@@ -76,7 +76,8 @@ def _3d_with_reformats(vendor: Vendor, accession: str) -> synth.StudySpec:
 
 
 # scenario -> (spec factory, context, expected status, expected findings)
-SCENARIOS: dict[str, tuple[Callable[[Vendor, str], synth.StudySpec], dict[str, Any], str, list[tuple[str, str | None]]]] = {
+SCENARIOS: dict[str,
+                tuple[Callable[[Vendor, str], synth.StudySpec], dict[str, Any], str, list[tuple[str, str | None]]]] = {
     "complete": (lambda v, a: synth.plexus_study(v, a, slices=2), {"indication": PLEXOPATHY}, "pass", []),
     "no-fluid-fs": (lambda v, a: synth.plexus_study(v, a, slices=2, fluid_fat_suppressed=False),
                     {"indication": PLEXOPATHY}, "fail", [("missing-sequence", "fluid-fat-suppressed")]),
@@ -91,7 +92,8 @@ SCENARIOS: dict[str, tuple[Callable[[Vendor, str], synth.StudySpec], dict[str, A
                             {"indication": PLEXOPATHY}, "pass", []),
     "3d-with-reformats": (_3d_with_reformats, {"indication": PLEXOPATHY}, "pass", []),
     "too-early": (lambda v, a: synth.plexus_study(v, a, slices=2),
-                  {"indication": "S34.4XXA lumbosacral plexus injury", "trauma_date": STUDY_DATE - dt.timedelta(days=10)},
+                  {"indication": "S34.4XXA lumbosacral plexus injury",
+                   "trauma_date": STUDY_DATE - dt.timedelta(days=10)},
                   "fail", [("trauma-too-early", None)]),
     "delayed": (lambda v, a: synth.plexus_study(v, a, slices=2),
                 {"indication": "traumatic plexopathy", "trauma_date": STUDY_DATE - dt.timedelta(days=120)},
@@ -231,7 +233,8 @@ def _readme_expectations(sample_dir: Path) -> dict[str, tuple[str, list[str]]]:
         if len(cells) != 6 or not cells[0].startswith("`"):
             continue
         folder, accession, _scanner, _desc, status, findings = cells
-        expected = [] if findings.startswith("none") else re.findall(r"([a-z]+(?:-[a-z]+)+)(?: \(([a-z0-9-]+)\))?", findings)
+        expected = [] if findings.startswith("none") else re.findall(r"([a-z]+(?:-[a-z]+)+)(?: \(([a-z0-9-]+)\))?",
+                                                                     findings)
         rows[accession if accession != "-" else folder.strip("`")] = (status, expected)
     return rows
 

@@ -150,7 +150,8 @@ def test_gadolinium_allergy_gives_plexus_mri_without_contrast(rules):
     assert r.top.protocol == "mr-lumbosacral-plexus-wo"
     assert r.top.appropriateness is Appropriateness.USUALLY
     assert "mr-plexus-wwo" in {e.key for e in r.excluded}
-    assert order(rules, "MRI LS plexus without contrast", indication="G54.1", gadolinium_contraindicated=True).findings == ()
+    assert order(rules, "MRI LS plexus without contrast", indication="G54.1",
+                 gadolinium_contraindicated=True).findings == ()
     wwo = order(rules, "MRI LS plexus with and without contrast", indication="G54.1", gadolinium_contraindicated=True)
     assert codes_of(wwo) == [("wrong-protocol", "error")]
     assert wwo.recommended.protocol == "mr-lumbosacral-plexus-wo"
@@ -436,7 +437,8 @@ def test_every_statement_cites_a_defined_source(rules):
 
 
 @pytest.mark.parametrize("fields", [
-    {"indication": "G54.1"}, {"indication": "piriformis syndrome"}, {"indication": "G54.1", "mri_contraindicated": True},
+    {"indication": "G54.1"}, {"indication": "piriformis syndrome"},
+    {"indication": "G54.1", "mri_contraindicated": True},
     {"indication": "G54.1", "gadolinium_contraindicated": True}, {"indication": "M54.16"},
     {"indication": "S34.4", "trauma_date": TODAY - 10 * DAY},
 ])
@@ -552,10 +554,12 @@ def test_cli_recommend_json_and_errors():
     ok = runner.invoke(main, ["recommend", "--indication", "piriformis syndrome G57.01", "--format", "json"])
     assert ok.exit_code == 0, ok.output
     assert json.loads(ok.stdout)["recommendations"][0]["protocol"] == "mr-lumbosacral-plexus-wwo"
-    gad = runner.invoke(main, ["recommend", "--indication", "G54.1", "--gadolinium-contraindicated", "--format", "json"])
+    gad = runner.invoke(main,
+                        ["recommend", "--indication", "G54.1", "--gadolinium-contraindicated", "--format", "json"])
     assert json.loads(gad.stdout)["recommendations"][0]["protocol"] == "mr-lumbosacral-plexus-wo"
     for args in (["--indication", "S34.4", "--dermatomal"], ["--indication", "G54.1", "--egfr", "-2"],
-                 ["--indication", "G54.1", "--trauma-date", "2999-01-01"], ["--indication", "G54.1", "--on", "01/02/2026"],
+                 ["--indication", "G54.1", "--trauma-date", "2999-01-01"],
+                 ["--indication", "G54.1", "--on", "01/02/2026"],
                  ["--indication", "G5-41"], ["--indication", "brachial plexopathy"]):
         result = runner.invoke(main, ["recommend", *args, "--format", "json"])
         assert result.exit_code == 2, (args, result.output)
@@ -570,7 +574,8 @@ def test_cli_check_order_exit_codes():
     data = json.loads(wrong.stdout)
     assert data["status"] == "fail" and data["findings"][0]["code"] == "wrong-protocol"
     assert data["recommended"]["protocol"] == "mr-lumbosacral-plexus-wwo"
-    assert runner.invoke(main, base + ["--procedure", "MRI pelvis without contrast", "--fail-on", "never"]).exit_code == 0
+    assert runner.invoke(main,
+                         base + ["--procedure", "MRI pelvis without contrast", "--fail-on", "never"]).exit_code == 0
     assert runner.invoke(main, base + ["--procedure", "MRI LS plexus w/wo"]).exit_code == 0
     ct = base + ["--procedure", "CT abdomen pelvis with contrast"]
     assert runner.invoke(main, ct).exit_code == 0

@@ -159,7 +159,8 @@ def test_worklist_table_fits_100_columns_and_keeps_every_value():
                 "recommended": {"procedure": "MRI lumbosacral plexus without and with IV contrast"},
                 "findings": [{"severity": "error", "code": "wrong-protocol"},
                              {"severity": "warning", "code": "trauma-too-early"}]},
-               {"accession_number": "A2", "scheduled_date": "2026-11-26", "station_aet": "MR1", "procedure": "MRI LS PLEXUS",
+               {"accession_number": "A2", "scheduled_date": "2026-11-26", "station_aet": "MR1",
+                "procedure": "MRI LS PLEXUS",
                 "status": "pass", "earliest_date": None, "recommended": None, "findings": []}]
     text = render.worklist_table(records)
     assert max(len(line) for line in text.splitlines()) <= 100

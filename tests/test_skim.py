@@ -215,7 +215,8 @@ SEQUENCE_CASES: dict[str, tuple[bytes, bool]] = {
     "not an item": (element(REFERENCED_IMAGES, "SQ", element(REFERENCED_SOP, "UI", text("1.2", pad=b"\x00"))), False),
     "implicit VR item": (sequence(REFERENCED_IMAGES, [item(element(REFERENCED_SOP, "UI", text("1.2", pad=b"\x00"),
                                                                    explicit=False))]), False),
-    "character set in an item": (sequence(REFERENCED_IMAGES, [_ref_item(element(0x00080005, "CS", text("ISO_IR 100")))]),
+    "character set in an item": (sequence(REFERENCED_IMAGES,
+                                          [_ref_item(element(0x00080005, "CS", text("ISO_IR 100")))]),
                                  False),
     "character set of a long VR in an item": (sequence(REFERENCED_IMAGES, [_ref_item(
         element(0x00080005, "UT", text("ISO_IR 100")))]), False),
@@ -295,7 +296,8 @@ KEPT_CASES: dict[str, tuple[bytes, bool]] = {
     "undefined lengths": (sequence(PROCEDURE_CODES, [_code(undefined=True)], undefined=True), True),
     "empty item": (sequence(PROCEDURE_CODES, [item(b""), _code()]), True),
     "long VR value kept": (sequence(PROCEDURE_CODES, [item(element(CODE_VALUE, "UC", text("MRPLEX"))
-                                                           + element(CODE_MEANING, "UT", text("plexus " * 20)))]), True),
+                                                           + element(CODE_MEANING, "UT", text("plexus " * 20)))]),
+                           True),
     "nested sequence skipped": (sequence(PROCEDURE_CODES, [_code(extra=_nested(3))]), True),
     "private element skipped": (sequence(PROCEDURE_CODES, [_code(extra=element(0x00091001, "LO", text("x")))]), True),
     "private creator in the item": (sequence(PROCEDURE_CODES, [_code(extra=element(0x00090010, "LO", text("ACME")))]),
@@ -304,7 +306,8 @@ KEPT_CASES: dict[str, tuple[bytes, bool]] = {
                                                                   + element(CODE_VALUE, "SH", text("X")))]), False),
     "kept value as UN": (sequence(PROCEDURE_CODES, [item(element(CODE_VALUE, "UN", text("MRPLEX")))]), False),
     "kept value as a sequence": (sequence(PROCEDURE_CODES, [item(sequence(CODE_VALUE, [_code()]))]), False),
-    "kept IS that pydicom cannot convert": (sequence(PROCEDURE_CODES, [_code(extra=element(0x00200013, "IS", b"1e99"))]),
+    "kept IS that pydicom cannot convert": (sequence(PROCEDURE_CODES,
+                                                     [_code(extra=element(0x00200013, "IS", b"1e99"))]),
                                             False),
     "item overruns the sequence": (element(PROCEDURE_CODES, "SQ", _code(), length=len(_code()) - 4), False),
 }

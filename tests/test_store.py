@@ -43,7 +43,8 @@ STRUCTURED = Finding(
     found=(Considered("1.2.3.5", "#5 'COR STIR'", "oblique coronal T2 FLAIR 2D", ("inversion FLAIR, TI 2500 ms",),
                       None, 5),),
     action="Add an oblique coronal STIR (or fat-saturated T2) before contrast", note="A STIR belongs before contrast.",
-    citations=("seed-plexus-sequences",), guideline=(Quote("seed-plexus-sequences", "MRI should include ...", "Summary"),),
+    citations=("seed-plexus-sequences",),
+    guideline=(Quote("seed-plexus-sequences", "MRI should include ...", "Summary"),),
     deviation="suspected hematoma, imaging needed now", deviated_from=Severity.ERROR, series=("1.2.3.5",))
 
 

@@ -85,7 +85,8 @@ def test_three_plane_localizer_splits_by_orientation() -> None:
 
 
 def test_small_orientation_jitter_stays_one_stack() -> None:
-    headers = [header("1.1", "1.1.1", i, image_orientation=orientation_from_angles(Plane.CORONAL, 0.5 * i)) for i in range(5)]
+    headers = [header("1.1", "1.1.1", i,
+                      image_orientation=orientation_from_angles(Plane.CORONAL, 0.5 * i)) for i in range(5)]
     (stack,) = split_series(headers)
     assert stack.label is None and len(stack.instances) == 5
 

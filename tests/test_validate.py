@@ -191,7 +191,8 @@ def test_straight_planes_fail_the_orthogonal_oblique_rule(library: Library) -> N
 
 
 def test_oblique_but_not_orthogonal_fails(library: Library) -> None:
-    series = [replace(s, normal=_normal("coronal", 30), plane=Plane.CORONAL, obliquity_deg=30.0) for s in complete_plexus()]
+    series = [replace(s, normal=_normal("coronal", 30), plane=Plane.CORONAL,
+                      obliquity_deg=30.0) for s in complete_plexus()]
     rule = library.get("mr-lumbosacral-plexus-wwo").planes[0]
     outcome = check_plane_rule(rule, series)
     assert not outcome.met and "no two acquired series are perpendicular" in outcome.explanation
@@ -231,7 +232,8 @@ def test_ct_thick_axial_is_a_parameter_problem(library: Library) -> None:
 
 
 def test_non_contrast_ct_for_plexopathy_is_the_wrong_exam(library: Library) -> None:
-    series = [ct(p, post_contrast=False, slice_thickness=1.0, derived=p != "axial") for p in ("axial", "coronal", "sagittal")]
+    series = [ct(p, post_contrast=False, slice_thickness=1.0, derived=p != "axial")
+              for p in ("axial", "coronal", "sagittal")]
     f = facts("CT ABDOMEN PELVIS WO CONTRAST", "CT")
     result = findings(library, series, study=f, indicated="ct-abdomen-pelvis-with-contrast")
     assert [(x.code, x.severity) for x in result] == [(FindingCode.WRONG_PROTOCOL, Severity.ERROR)]
