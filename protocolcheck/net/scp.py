@@ -82,6 +82,9 @@ CANNOT_UNDERSTAND = 0xC210
 PROCESSING_FAILURE = 0x0110
 
 PENDING_MARKER = ".pending"
+# The largest PDU we announce (pynetdicom's default: 16,382 bytes). A 256 x 256 MR image then arrives in one
+# PDU instead of 8, each of which costs a pass of pynetdicom's reactor; well below common.MAX_PDU_BYTES.
+RECEIVE_PDU = 1 << 20
 REJECTED_LOG = ".rejected.jsonl"
 _TEMP_PREFIX = ".incoming-"
 
@@ -617,6 +620,7 @@ class StorageSCP:
         brisk_reactors()
         ae = new_ae(self.config.aet, self.config.timeouts)
         ae.require_called_aet = True
+        ae.maximum_pdu_size = RECEIVE_PDU
         if self.allowed:
             ae.require_calling_aet = list(self.allowed)
         ae.add_supported_context(VERIFICATION)
