@@ -138,13 +138,10 @@ def start_process(name: str, argv: Sequence[str], log: Path, cwd: Path | None = 
             os.setuid(user[0])
         _child_setup()  # after the uid change, which clears the parent-death signal
 
-    handle = open(log, "ab")
-    try:
+    with open(log, "ab") as handle:  # the child has its own copy
         popen = subprocess.Popen(list(argv), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  cwd=cwd, env={**tool_env(), **(env or {})}, start_new_session=True,
                                  preexec_fn=setup)
-    finally:
-        handle.close()
     return Process(name, popen, log)
 
 

@@ -245,7 +245,8 @@ def report() -> str:
     lines.append("")
     for o in misses:
         kind = "unknown" if o.unknown else "WRONG"
-        lines.append(f"{kind:7} {o.field:15} truth={o.truth!s:10} got={o.answer!s:10} {o.vendor:8} {o.where} {o.description!r}")
+        lines.append(f"{kind:7} {o.field:15} truth={o.truth!s:10} got={o.answer!s:10} {o.vendor:8} {o.where} "
+                     f"{o.description!r}")
     return "\n".join(lines)
 
 

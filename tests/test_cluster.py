@@ -93,10 +93,10 @@ def local_cluster(home: Path, workers: int, scheduler_path: Path = REPO_ROOT
                 pytest.fail("the dask scheduler did not start:\n" + (home / "scheduler.log").read_text())
             time.sleep(0.1)
         address = json.loads(info.read_text())["address"]
-        for i in range(workers):
-            procs.append(_start(["distributed.cli.dask_worker", "--scheduler-file", str(info), "--nworkers", "1",
-                                 "--nthreads", "1", "--no-dashboard", "--host", HOST, "--death-timeout", "60",
-                                 "--local-directory", str(home / f"w{i}")], home, home / f"worker{i}.log"))
+        procs.extend(_start(["distributed.cli.dask_worker", "--scheduler-file", str(info), "--nworkers", "1",
+                             "--nthreads", "1", "--no-dashboard", "--host", HOST, "--death-timeout", "60",
+                             "--local-directory", str(home / f"w{i}")], home, home / f"worker{i}.log")
+                     for i in range(workers))
         if workers:
             with Client(address, timeout=30, set_as_default=False) as client:
                 try:

@@ -1,11 +1,11 @@
 """The lean header reader against pydicom: same records for every file, fallback for the rest.
 
 Every test runs twice: with the compiled skimmer that steps over unneeded elements (``_skim.c``)
-and with the Python walk alone. The differential tests read each file twice, with :func:`read_fast` and with the pydicom reference
-(:func:`read_file_pydicom`), and require equal records field by field whenever the lean reader
-answers. Other tests make sure it really answers for the common shapes (so agreement is not reached
-by always falling back), that it falls back for what it must not handle, and that scanning in
-several processes gives the same records in the same order.
+and with the Python walk alone. The differential tests read each file twice, with :func:`read_fast` and
+with the pydicom reference (:func:`read_file_pydicom`), and require equal records field by field whenever
+the lean reader answers. Other tests make sure it really answers for the common shapes (so agreement is
+not reached by always falling back), that it falls back for what it must not handle, and that scanning
+in several processes gives the same records in the same order.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pydicom.data
 import pytest
+from rawdicom import EXPLICIT, UNDEFINED, base_elements, element, item, meta, sequence, text, write
 
 from protocolcheck import config
 from protocolcheck.dicom import lean as fastheaders
@@ -32,8 +33,6 @@ from protocolcheck.dicom.scan import iter_files, read_file, scan, scan_parallel
 from protocolcheck.testing import synth
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-from rawdicom import EXPLICIT, UNDEFINED, base_elements, element, item, meta, sequence, text, write
 
 # ------------------------------------------------------------------------------------ helpers
 
@@ -68,7 +67,7 @@ def field_differences(fast: object, ref: object) -> dict[str, tuple[object, obje
     if not (isinstance(fast, list) and isinstance(ref, list) and len(fast) == len(ref)):
         return f"{fast!r} != {ref!r}"
     out = {}
-    for a, b in zip(fast, ref):
+    for a, b in zip(fast, ref, strict=True):
         da, db = dataclasses.asdict(a), dataclasses.asdict(b)
         out.update({k: (da[k], db[k]) for k in da if da[k] != db[k]})
     return out
@@ -139,7 +138,7 @@ def test_agrees_with_pydicom_on_synth_corpus_in_every_syntax(tmp_path: Path) -> 
                 variant = dataclasses.replace(spec, syntax=syntax, file_meta=file_meta)
                 paths += synth.write_study(variant, tmp_path / f"{i}_{syntax.value}_{file_meta}")
     paths += synth.write_study(synth.ct_study(synth.Vendor.GE, "CT1"), tmp_path / "ct")
-    handled, fallback, problems = compare_all(paths)
+    handled, _fallback, problems = compare_all(paths)
     assert not problems, "\n".join(problems)
     # every classic (non-enhanced) LE file with file meta is read by the fast path itself
     for path in paths:

@@ -106,12 +106,12 @@ def test_charts_carry_the_store_numbers(filled: Store) -> None:
     names, per_station = by_group(audits, "station_name")
     assert names[0] == "MR1" and sum(per_station[0].values()) == 4
     assert missing_requirements(audits, findings)[0][:2] == ("stir-cor", 2)
-    starts, hist, before = trauma_histogram(audits["days_after_trauma"])
+    _starts, hist, before = trauma_histogram(audits["days_after_trauma"])
     assert sum(hist) == 5 and before == 0
     assert hist[1] == 1 and hist[-1] == 1  # 10 days; 200 days folds into the last bin
 
     charts = svgs(render_html(audits, findings))
-    over, scanner, station, institution, missing_svg, timing = charts
+    over, _scanner, station, _institution, missing_svg, timing = charts
     assert sum(counts(over)) == 7
     assert sum(counts(station)) == 7
     assert counts(missing_svg) == [2, 1, 1]

@@ -77,7 +77,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 def test_report_shows_header_markup_as_text(report: tuple[Path, str]) -> None:
-    path, text = report
+    _path, text = report
     assert html.escape(SCRIPT) in text  # "&lt;script&gt;alert(1)&lt;/script&gt;" is shown
     assert "<script" not in text.lower()  # the report has no script of its own, and none injected
     for name, value in HEADER_VALUES.items():

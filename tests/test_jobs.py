@@ -267,7 +267,7 @@ def test_batch_audit_and_a_listener_write_the_same_store_at_once(corpus: Path, t
                               "--format", "json", "-o", str(tmp_path / "out.json")],
                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     go.write_text("go")
-    out, err = listener.communicate(timeout=300)
+    _out, err = listener.communicate(timeout=300)
     assert listener.returncode == 0, err
     _, batch_err = batch.communicate(timeout=300)
     assert batch.returncode in (0, 1), batch_err

@@ -93,7 +93,7 @@ def test_unknown_key_names_file_line_path_and_close_match(site_library: Path) ->
     problems = _problems(site_library)
     assert len(problems) == 1
     text = problems[0]
-    line = next(i for i, l in enumerate(path.read_text().splitlines(), 1) if "weigthing" in l)
+    line = next(i for i, text_line in enumerate(path.read_text().splitlines(), 1) if "weigthing" in text_line)
     assert text.startswith(f"{path}:{line}: requirements[0].match.weigthing: unknown key 'weigthing'")
     assert "did you mean 'weighting'" in text
 

@@ -297,7 +297,7 @@ def test_query_dicomweb_gives_the_folder_audits_and_exit_code(archive: Archive) 
 def test_query_dicomweb_is_incremental_with_a_store(archive: Archive, tmp_path: Path) -> None:
     db = str(tmp_path / "results.db")
     args = ("--dicomweb", archive.url, "--user", "alice", "--date", CORPUS_DATES, "--db", db)
-    code1, first, err1 = cli(*args)
+    code1, first, _err1 = cli(*args)
     code2, second, err2 = cli(*args)
     assert code1 == code2 and first == second
     assert f"0 audited, {len(archive.expected)} unchanged" in err2, err2

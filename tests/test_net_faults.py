@@ -142,7 +142,7 @@ def test_association_aborted_mid_study(tmp_path: Path, scp: tuple[StorageSCP, Ha
 
 def test_pdu_cut_short_stores_nothing_and_the_scp_goes_on(tmp_path: Path, scp: tuple[StorageSCP, Handovers]) -> None:
     """A peer that dies in the middle of a P-DATA PDU: the half-received instance leaves no trace."""
-    server, handovers = scp
+    server, _handovers = scp
     files = big_study("F-CUT", tmp_path / "src", slices=2)
     ae = AE(ae_title="CUTTER")
     ae.add_requested_context(MR_IMAGE, "1.2.840.10008.1.2.1")
@@ -179,7 +179,7 @@ def test_sender_killed_mid_study(tmp_path: Path, scp: tuple[StorageSCP, Handover
             sender.kill()
             sender.wait(10)
     wait_until(lambda: not server._server.active_associations, 10, "the broken association to end")  # type: ignore[union-attr]
-    ok, failed = acknowledged(log.read_text())
+    ok, _failed = acknowledged(log.read_text())
     assert ok and len(ok) < len(files), "storescu was not killed mid-study"
     stored = store_files(server.store.root)
     assert {stored_path(server.store.root, p) for p in ok} <= set(stored)
@@ -372,11 +372,10 @@ def test_disk_full_answers_out_of_resources_and_loses_nothing(tmp_path: Path) ->
             listener = Listener(tmp_path, "--no-db", "--idle", "0.5", store=store, wait=False)
             listener.process.stop()
             argv = listener.process.popen.args
-            log = open(listener.log, "ab")
-            listener.process.popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                                      env={**tool_env(), **repo_env()}, start_new_session=True,
-                                                      preexec_fn=_limit_file_size)
-            log.close()
+            with open(listener.log, "ab") as log:
+                listener.process.popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                                          env={**tool_env(), **repo_env()}, start_new_session=True,
+                                                          preexec_fn=_limit_file_size)
             listener.wait_started()
         else:
             listener = Listener(tmp_path, "--no-db", "--idle", "0.5", store=store)

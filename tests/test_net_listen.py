@@ -258,7 +258,7 @@ def test_stop_hands_over_pending_and_restart_recovers_marked_studies(tmp_path: P
     (store / uid / PENDING_MARKER).write_text("left by a killed run\n")
     (store / uid / "x").mkdir()
     (store / uid / "x" / ".incoming-abc").write_bytes(b"partial")
-    scp2, handovers2 = scp_factory(store=store, idle=0.2)
+    _scp2, handovers2 = scp_factory(store=store, idle=0.2)
     assert handovers2.wait(1) == [(uid, n)]
     assert not list(store.rglob(".incoming-*"))
 

@@ -339,7 +339,8 @@ def test_cli_usage_errors_exit_2(two_studies: Path, tmp_path: Path) -> None:
     broken.write_text(broken.read_text().replace("level: recommended", "levle: recommended"))
     result = _run("audit", str(two_studies), "--library", str(library))
     assert result.exit_code == 2
-    assert f"{broken}:" in result.stderr and "unknown key 'levle'" in result.stderr and "did you mean 'level'" in result.stderr
+    assert f"{broken}:" in result.stderr
+    assert "unknown key 'levle'" in result.stderr and "did you mean 'level'" in result.stderr
 
 
 def test_cli_broken_recommender_rules_beside_the_library_exit_2(two_studies: Path, tmp_path: Path) -> None:

@@ -363,7 +363,8 @@ def test_check_order_turns_input_problems_into_status(rules):
 
 def test_every_code_rule_maps_to_its_categories(rules):
     for rule in rules.codes:
-        code = rule.prefix if "." in rule.prefix else (rule.prefix + "0.0" if len(rule.prefix) == 1 else rule.prefix + ".9")
+        code = rule.prefix if "." in rule.prefix else \
+            (rule.prefix + "0.0" if len(rule.prefix) == 1 else rule.prefix + ".9")
         from protocolcheck.clinical.scenario import _match_code
         assert _match_code(code, rules).prefix == rule.prefix, code
 
@@ -597,7 +598,8 @@ def test_cli_takes_the_scenario_from_a_context_csv(tmp_path):
     one = runner.invoke(main, ["recommend", "--context", str(csv), "--accession", "A2", "--format", "json"])
     assert one.exit_code == 0, one.output
     data = json.loads(one.stdout)
-    assert data["scenario"]["egfr"] == 25 and data["recommendations"][0]["protocol"] == "ct-abdomen-pelvis-with-contrast"
+    assert data["scenario"]["egfr"] == 25
+    assert data["recommendations"][0]["protocol"] == "ct-abdomen-pelvis-with-contrast"
     override = runner.invoke(main, ["recommend", "--context", str(csv), "--accession", "A1", "--dermatomal",
                                     "--format", "json"])
     assert json.loads(override.stdout)["variant"]["id"] == "radiculopathy"

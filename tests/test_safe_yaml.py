@@ -88,13 +88,12 @@ def test_the_code_uses_only_safe_yaml() -> None:
     for path in files:
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "yaml":
-                if node.attr in UNSAFE_CALLS or node.attr in UNSAFE_NAMES:
-                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: yaml.{node.attr}")
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "yaml" \
+                    and (node.attr in UNSAFE_CALLS or node.attr in UNSAFE_NAMES):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: yaml.{node.attr}")
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("yaml"):
-                for alias in node.names:
-                    if alias.name in UNSAFE_CALLS or alias.name in UNSAFE_NAMES:
-                        offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: from yaml import {alias.name}")
+                offenders.extend(f"{path.relative_to(REPO)}:{node.lineno}: from yaml import {alias.name}"
+                                 for alias in node.names if alias.name in UNSAFE_CALLS or alias.name in UNSAFE_NAMES)
     assert offenders == []
 
 

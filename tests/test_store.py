@@ -270,7 +270,7 @@ def test_two_processes_write_at_once(tmp_path: Path) -> None:
              for name in ("listen", "nightly")]
     go.write_text("go")
     outputs = [p.communicate(timeout=180) for p in procs]
-    for proc, (out, err) in zip(procs, outputs):
+    for proc, (out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
         assert out.startswith("done")
     with Store.open(db) as s:

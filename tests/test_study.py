@@ -23,7 +23,8 @@ def header(study: str, series: str, number: int, **fields: Any) -> InstanceHeade
                               "image_type": ("ORIGINAL", "PRIMARY", "M")}
     values.update(fields)
     return InstanceHeader(path=f"/x/{series}/{number}", sop_class_uid="1.2.840.10008.5.1.4.1.1.4",
-                          sop_instance_uid=f"{series}.{number}.{values.get('echo_time')}.{hash(values['image_type']) & 0xffff}",
+                          sop_instance_uid=f"{series}.{number}.{values.get('echo_time')}."
+                                           f"{hash(values['image_type']) & 0xffff}",
                           study_instance_uid=study, series_instance_uid=series, instance_number=number, **values)
 
 

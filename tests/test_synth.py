@@ -60,7 +60,7 @@ def test_same_spec_gives_byte_identical_files(vendor: Vendor, tmp_path: Path) ->
     first = synth.write_study(spec, tmp_path / "a")
     second = synth.write_study(spec, tmp_path / "b")
     assert [p.name for p in first] == [p.name for p in second]
-    assert all(filecmp.cmp(a, b, shallow=False) for a, b in zip(first, second))
+    assert all(filecmp.cmp(a, b, shallow=False) for a, b in zip(first, second, strict=True))
 
 
 def test_uids_are_stable_unique_and_grouped(tmp_path: Path) -> None:
@@ -152,7 +152,7 @@ def test_plexus_planes_are_oblique_and_mutually_orthogonal(tmp_path: Path) -> No
     assert geometry.angle_between(n_cor, n_ax) == pytest.approx(90.0, abs=0.01)
     # positions step along the normal by Spacing Between Slices
     p0, p1 = (pydicom.multival.MultiValue(float, s.ImagePositionPatient) for s in cor[:2])
-    step = sum((b - a) * n for a, b, n in zip(p0, p1, n_cor))
+    step = sum((b - a) * n for a, b, n in zip(p0, p1, n_cor, strict=True))
     assert step == pytest.approx(float(cor[0].SpacingBetweenSlices), abs=1e-3)
     assert float(cor[0].SpacingBetweenSlices) >= float(cor[0].SliceThickness)
 
@@ -298,7 +298,7 @@ def test_canon_hitachi_uih_headers(tmp_path: Path) -> None:
         assert {ds.Manufacturer for ds in datasets} == {manufacturer}
         if vendor is Vendor.CANON:
             assert all("SequenceName" not in ds for ds in datasets)
-        stir = [ds for ds in datasets if "STIR" in str(ds.SeriesDescription).upper()][0]
+        stir = next(ds for ds in datasets if "STIR" in str(ds.SeriesDescription).upper())
         assert "IR" in _tokens(stir.ScanOptions) and 180 <= float(stir.InversionTime) <= 230
         post = [ds for ds in datasets if ds.ContrastBolusAgent]
         assert post and all("FS" in _tokens(ds.ScanOptions) for ds in post)
