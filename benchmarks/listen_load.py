@@ -173,16 +173,18 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _storescu() -> str:
-    for folder in os.environ.get("PATH", "").split(os.pathsep) + ["/usr/bin"]:
-        path = os.path.join(folder, "storescu")
+def installed_binary(name: str, package: str) -> str:
+    """The path of the executable ``name`` (a real ELF binary, not a wrapper script) on PATH or in
+    /usr/bin, /usr/sbin; RuntimeError naming the Debian ``package`` to install otherwise."""
+    for folder in [*os.environ.get("PATH", "").split(os.pathsep), "/usr/bin", "/usr/sbin"]:
+        path = os.path.join(folder, name)
         try:
             with open(os.path.realpath(path), "rb") as fh:
                 if fh.read(4) == b"\x7fELF":
                     return path
         except OSError:
             continue
-    raise RuntimeError("dcmtk's storescu is not installed (apt-get install dcmtk)")
+    raise RuntimeError(f"{name} is not installed (apt-get install {package})")
 
 
 def _rss_kb(pid: int) -> int:
@@ -238,7 +240,7 @@ def run_load(workdir: Path, *, senders: int = 4, studies_per_sender: int = 8, sl
             if listen.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("listen did not start:\n" + log.read_text(errors="replace"))
             time.sleep(0.05)
-        binary = _storescu()
+        binary = installed_binary("storescu", "dcmtk")
         warm_kb = 0
         started = time.monotonic()
         procs = [subprocess.Popen([binary, "-aet", f"LOAD{i}", "-aec", "PROTOCOLCHECK", "-to", "30", "-ta", "30",

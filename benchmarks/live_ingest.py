@@ -49,7 +49,7 @@ for extra in (REPO, REPO / "tests"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from benchmarks.listen_load import make_corpus  # noqa: E402
+from benchmarks.listen_load import installed_binary, make_corpus  # noqa: E402
 
 ENV = dict(os.environ, TCP_NODELAY="1",
            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])))
@@ -62,15 +62,7 @@ def _free_port() -> int:
 
 
 def _binary(name: str) -> str:
-    for folder in ["/usr/bin", "/usr/sbin", *os.environ.get("PATH", "").split(os.pathsep)]:
-        path = os.path.join(folder, name)
-        try:
-            with open(os.path.realpath(path), "rb") as fh:
-                if fh.read(4) == b"\x7fELF":
-                    return path
-        except OSError:
-            continue
-    raise RuntimeError(f"{name} is not installed (apt-get install dcmtk orthanc)")
+    return installed_binary(name, "dcmtk orthanc")
 
 
 def _echo_ready(port: int, aet: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:

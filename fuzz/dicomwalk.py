@@ -126,14 +126,7 @@ def _walk(data: bytes, pos: int, end: int, implicit: bool, little: bool, depth: 
         out.append(element)
         if element.tag in (0xFFFEE00D, 0xFFFEE0DD):
             return element.value_offset
-        if element.tag == 0xFFFEE000:  # item: a nested dataset
-            if element.length == UNDEFINED:
-                pos = _walk(data, element.value_offset, len(data), implicit, little, depth + 1, out)
-            else:
-                _walk(data, element.value_offset, element.end, implicit, little, depth + 1, out)
-                pos = element.end
-            continue
-        if _is_sequence(element.tag, element.vr, element.length):
+        if element.tag == 0xFFFEE000 or _is_sequence(element.tag, element.vr, element.length):  # item or sequence
             if element.length == UNDEFINED:
                 pos = _walk(data, element.value_offset, len(data), implicit, little, depth + 1, out)
             else:

@@ -43,6 +43,13 @@ class Violation(AssertionError):
         self.key = key  # groups findings of one kind (e.g. the field that differs); default: the message
 
 
+def check_problems(exc: Exception, what: str) -> None:
+    """Violation unless the refusal ``exc`` lists its problems, each a non-empty text (the error contract)."""
+    problems = getattr(exc, "problems", None)
+    if not problems or not all(isinstance(p, str) and p for p in problems):
+        raise Violation("contract", f"{what} without problems") from exc
+
+
 @dataclass
 class Case:
     """One generated input: files to write (relative name -> bytes) and how it was made."""
@@ -365,8 +372,7 @@ class LibraryTarget(Target):
         try:
             library = load_library(folder)
         except LibraryError as exc:
-            if not exc.problems or not all(isinstance(p, str) and p for p in exc.problems):
-                raise Violation("contract", "LibraryError without problems") from exc
+            check_problems(exc, "LibraryError")
             return
         self.audit_with(library, workdir)
 
@@ -410,8 +416,7 @@ class RulesTarget(LibraryTarget):
         try:
             rules = load_rules(folder / "rules.yaml")
         except RulesError as exc:
-            if not exc.problems or not all(isinstance(p, str) and p for p in exc.problems):
-                raise Violation("contract", "RulesError without problems") from exc
+            check_problems(exc, "RulesError")
             rules = None
         if rules is not None:
             today = dt.date(2026, 3, 1)
@@ -449,8 +454,7 @@ class ContextTarget(LibraryTarget):
         try:
             table = load_context_csv(folder / "context.csv")
         except ContextError as exc:
-            if not exc.problems or not all(isinstance(p, str) and p for p in exc.problems):
-                raise Violation("contract", "ContextError without problems") from exc
+            check_problems(exc, "ContextError")
             return
         if getattr(self, "_shipped", None) is None:
             self._shipped = load_library(None)

@@ -26,6 +26,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from pynetdicom import evt
 
+from protocolcheck.net.commit import fsync_folder
 from protocolcheck.net.common import safe_uid
 
 LOG = logging.getLogger("protocolcheck.net.mpps")
@@ -53,14 +54,6 @@ class MppsRefused(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class MppsStore:
@@ -136,7 +129,7 @@ class MppsStore:
             created = not self.root.is_dir()
             self.root.mkdir(parents=True, exist_ok=True)
             if created and self.fsync:
-                _fsync_dir(self.root.parent)
+                fsync_folder(self.root.parent)
             out = _copy(ds)
             meta = FileMetaDataset()
             meta.MediaStorageSOPClassUID = UID(MPPS_SOP_CLASS)
@@ -155,7 +148,7 @@ class MppsStore:
                 Path(temp).unlink(missing_ok=True)
                 raise
             if self.fsync:
-                _fsync_dir(self.root)
+                fsync_folder(self.root)
         except OSError as exc:
             raise MppsRefused(OUT_OF_RESOURCES, f"cannot write {target}: {exc.strerror or exc}") from exc
         self._counts[uid] = n

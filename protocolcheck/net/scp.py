@@ -48,7 +48,7 @@ from pynetdicom.dsutils import decode, encode_file_meta
 
 from protocolcheck.dicom.limits import InflateLimitExceeded, InflateTruncated, inflate
 from protocolcheck.dicom.pixels import ImageSize, pixel_data_problem
-from protocolcheck.net.commit import FolderSync, brisk_reactors, busy
+from protocolcheck.net.commit import FolderSync, brisk_reactors, busy, fsync_folder
 from protocolcheck.net.common import (
     DEFAULT_AET,
     DEFAULT_TIMEOUTS,
@@ -281,7 +281,7 @@ class InstanceStore:
                     fh.flush()
                     os.fsync(fh.fileno())
             if self.fsync:
-                _fsync_dir(folder)
+                fsync_folder(folder)
 
     def clear_pending(self, study_uid: str) -> None:
         (self.study_dir(study_uid) / PENDING_MARKER).unlink(missing_ok=True)
@@ -319,14 +319,6 @@ def _digest(path: Path) -> str:
         while block := fh.read(1 << 20):
             sha.update(block)
     return sha.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _now() -> str:
