@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pydicom
@@ -27,7 +27,9 @@ from protocolcheck.testing.synth.vendors import (
     _VENDOR_INFO,
     _description,
     _is_inversion,
+    _Physics,
     _physics,
+    _Profile,
     _profile,
     _weighting,
 )
@@ -263,17 +265,36 @@ def _localizer_orientations() -> list[tuple[float, ...]]:
     return [orientation_from_angles(p) for p in (Plane.SAGITTAL, Plane.CORONAL, Plane.AXIAL)]
 
 
-def _mr_series_images(study: StudySpec, plan: _SeriesPlan, uids: dict[str, str]) -> list[_Image]:
-    """Classic MR Image Storage files (one per slice; one series per plan)."""
+class _MrBasics(NamedTuple):
+    """What an MR series' files are written from: the vendor, the series spec, the field strength, the
+    physics and the vendor's sequence profile, the matrix, slice thickness and step, the description."""
+
+    vendor: Vendor
+    spec: SeriesSpec
+    fs: float
+    ph: _Physics
+    prof: _Profile
+    matrix: int
+    thickness: float
+    step: float
+    description: str
+
+
+def _mr_basics(study: StudySpec, plan: _SeriesPlan, default_matrix: int) -> _MrBasics:
     vendor = study.vendor_
     spec = plan.spec
     fs = spec.field_strength or study.field_strength
     ph = _physics(spec, vendor, fs)
     prof = _profile(vendor, spec, ph)
-    matrix = spec.matrix or 32
     thickness = spec.slice_thickness or ph.thickness
-    step = thickness + ph.gap
     description = spec.description if spec.description is not None else _description(vendor, spec)
+    return _MrBasics(vendor, spec, fs, ph, prof, spec.matrix or default_matrix, thickness, thickness + ph.gap,
+                     description)
+
+
+def _mr_series_images(study: StudySpec, plan: _SeriesPlan, uids: dict[str, str]) -> list[_Image]:
+    """Classic MR Image Storage files (one per slice; one series per plan)."""
+    vendor, spec, fs, ph, prof, matrix, thickness, step, description = _mr_basics(study, plan, default_matrix=32)
     outputs: list[str | None] = [plan.output]
     stacks: list[tuple[tuple[float, ...], str | None]]
     if spec.kind_ is Kind.DIXON and vendor is Vendor.PHILIPS:
@@ -398,15 +419,7 @@ def _item(**kwargs: Any) -> Dataset:
 
 def _enhanced_series_image(study: StudySpec, plan: _SeriesPlan, uids: dict[str, str]) -> list[_Image]:
     """Siemens XA: one Enhanced MR Image Storage object per series, frames in functional groups."""
-    vendor = study.vendor_
-    spec = plan.spec
-    fs = spec.field_strength or study.field_strength
-    ph = _physics(spec, vendor, fs)
-    prof = _profile(vendor, spec, ph)
-    matrix = spec.matrix or 16
-    thickness = spec.slice_thickness or ph.thickness
-    step = thickness + ph.gap
-    description = spec.description if spec.description is not None else _description(vendor, spec)
+    vendor, spec, fs, ph, prof, matrix, thickness, step, description = _mr_basics(study, plan, default_matrix=16)
     if plan.output is not None and spec.description is None:
         description = _dixon_description(vendor, description, plan.output)
     k = spec.kind_
