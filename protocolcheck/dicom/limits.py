@@ -35,21 +35,33 @@ def inflate_limit(compressed_size: int) -> int:
     return max(MIN_INFLATE_LIMIT, INFLATE_RATIO_LIMIT * max(0, compressed_size))
 
 
-def _inflate(read: Callable[[int], bytes], limit: int, keep: bool, complete: bool = False) -> tuple[int, bytes]:  # noqa: C901
+class _Inflated:
+    """Inflated output counted against ``limit`` (and kept, with ``keep``)."""
+
+    def __init__(self, limit: int, keep: bool) -> None:
+        self.limit = limit
+        self.keep = keep
+        self.total = 0
+        self.parts: list[bytes] = []
+
+    def add(self, out: bytes) -> None:
+        self.total += len(out)
+        if self.total > self.limit:
+            raise InflateLimitExceeded(self.limit)
+        if self.keep:
+            self.parts.append(out)
+
+
+def _inflate(read: Callable[[int], bytes], limit: int, keep: bool, complete: bool = False) -> tuple[int, bytes]:
     """Inflate the raw deflate stream ``read`` yields, counting (and, with ``keep``, keeping) the output;
     raises :class:`InflateLimitExceeded` past ``limit`` and, with ``complete``, :class:`InflateTruncated`
     when the stream stops before its end. A corrupt stream raises ``zlib.error``."""
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    total = 0
-    parts: list[bytes] = []
+    output = _Inflated(limit, keep)
     while not inflater.eof and (chunk := read(1 << 16)):
         while chunk and not inflater.eof:
             out = inflater.decompress(chunk, _STEP)
-            total += len(out)
-            if total > limit:
-                raise InflateLimitExceeded(limit)
-            if keep:
-                parts.append(out)
+            output.add(out)
             if not out and len(inflater.unconsumed_tail) >= len(chunk):
                 break  # no progress (zlib wants more input): read the next block
             chunk = inflater.unconsumed_tail
@@ -57,14 +69,11 @@ def _inflate(read: Callable[[int], bytes], limit: int, keep: bool, complete: boo
         out = inflater.decompress(b"", _STEP)
         if not out:
             break
-        total += len(out)
-        if total > limit:
-            raise InflateLimitExceeded(limit)
-        if keep:
-            parts.append(out)
+        output.add(out)
     if complete and not inflater.eof:
-        raise InflateTruncated(f"deflated dataset cut short: the deflate stream stops after {total} inflated bytes")
-    return total, b"".join(parts)
+        raise InflateTruncated(f"deflated dataset cut short: the deflate stream stops after {output.total} inflated "
+                               "bytes")
+    return output.total, b"".join(output.parts)
 
 
 def inflated_size(read: Callable[[int], bytes], limit: int) -> int:

@@ -37,12 +37,12 @@ class ImageSize:
 
     def expected_bytes(self) -> int | None:
         """Bytes of native Pixel Data the header calls for, or None when a factor is missing or absurd."""
-        factors = (self.rows, self.columns, self.bits_allocated)
-        if any(f is None or f <= 0 for f in factors):
+        rows, columns, bits_allocated = self.rows, self.columns, self.bits_allocated
+        if rows is None or columns is None or bits_allocated is None or min(rows, columns, bits_allocated) <= 0:
             return None
         samples = self.samples_per_pixel if self.samples_per_pixel and self.samples_per_pixel > 0 else 1
         frames = self.frames if self.frames and self.frames > 0 else 1
-        bits = int(self.rows) * int(self.columns) * int(self.bits_allocated) * samples * frames  # type: ignore[arg-type]
+        bits = int(rows) * int(columns) * int(bits_allocated) * samples * frames
         return (bits + 7) // 8
 
     def describe(self) -> str:

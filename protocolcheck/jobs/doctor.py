@@ -12,6 +12,7 @@ import shutil
 import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from protocolcheck import config
@@ -129,16 +130,14 @@ def check_space(folder: str, minimum: int) -> Check:
 
 def run_checks(settings: DoctorSettings) -> Iterator[Check]:
     """Every configured check, in a fixed order (library, store, peers, TLS files, disk space)."""
-    steps: list[Callable[[], Check]] = [lambda: check_library(settings.library), lambda: check_store(settings.store)]
+    steps: list[Callable[[], Check]] = [partial(check_library, settings.library), partial(check_store, settings.store)]
     for name, peer in (("pacs", settings.pacs), ("worklist", settings.worklist)):
         if peer is not None:
-            steps.append(lambda name=name, peer=peer: check_peer(name, peer, settings.timeout))  # type: ignore[misc]
+            steps.append(partial(check_peer, name, peer, settings.timeout))
     if settings.dicomweb is not None:
-        steps.append(lambda: check_dicomweb(settings.dicomweb))  # type: ignore[arg-type]
-    steps.extend(lambda role=role, path=path: check_tls(role, path)  # type: ignore[misc]
-                 for role, path in settings.tls_files.items())
-    steps.extend(lambda folder=folder: check_space(folder, settings.min_free_bytes)  # type: ignore[misc]
-                 for folder in settings.folders)
+        steps.append(partial(check_dicomweb, settings.dicomweb))
+    steps.extend(partial(check_tls, role, path) for role, path in settings.tls_files.items())
+    steps.extend(partial(check_space, folder, settings.min_free_bytes) for folder in settings.folders)
     for step in steps:
         try:
             yield step()

@@ -66,10 +66,13 @@ class PushCounters:
             setattr(self, name, getattr(self, name) + 1)
 
 
+PUSH_TIMEOUTS = Timeouts(connect=5, acse=10, dimse=30, network=30)  # a background push: shorter than the defaults
+
+
 class StoreQueue:
     """C-STORE datasets to ``peer`` in the background (see the module docstring)."""
 
-    def __init__(self, peer: Peer | WebPeer, *, timeouts: Timeouts = Timeouts(connect=5, acse=10, dimse=30, network=30),  # noqa: B008
+    def __init__(self, peer: Peer | WebPeer, *, timeouts: Timeouts = PUSH_TIMEOUTS,
                  max_queue: int = 200, first_delay: float = 1.0, max_delay: float = 30.0,
                  give_up: float = 3600.0) -> None:
         self.peer = peer
