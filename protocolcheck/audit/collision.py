@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from protocolcheck.clinical.findings import AuditResult, Finding, FindingCode, Severity, Status, status_for
+from protocolcheck.dicom.records import InstanceHeader
 from protocolcheck.dicom.study import Stack, Study
 
 ExamKey = tuple[str, str]  # (accession number, patient ID)
@@ -29,11 +30,11 @@ def split_by_exam(study: Study) -> list[Study]:
     element (the study itself) when every file names the same exam."""
     stacks: dict[ExamKey, list[Stack]] = {}
     for stack in study.stacks:
-        by_exam: dict[ExamKey, list[object]] = {}
+        by_exam: dict[ExamKey, list[InstanceHeader]] = {}
         for header in stack.instances:
             by_exam.setdefault((header.accession_number or "", header.patient_id or ""), []).append(header)
         for key, instances in by_exam.items():
-            part = stack if len(by_exam) == 1 else dataclasses.replace(stack, instances=tuple(instances))  # type: ignore[arg-type]
+            part = stack if len(by_exam) == 1 else dataclasses.replace(stack, instances=tuple(instances))
             stacks.setdefault(key, []).append(part)
     if len(stacks) <= 1:
         return [study]

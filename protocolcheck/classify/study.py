@@ -94,11 +94,11 @@ def stamp_seconds(stamp: str) -> float | None:
         return None
 
 
-def _with_reason(r: SeriesClass, why: Evidence, **changes: bool | None) -> SeriesClass:
-    """``r`` with a study-level reason appended to its field's evidence (and the given fields changed)."""
+def _with_reason(r: SeriesClass, why: Evidence) -> SeriesClass:
+    """``r`` with a study-level reason appended to its field's evidence (callers change the field itself)."""
     reasons = dict(r.reasons)
     reasons[why.field] = (*r.reasons.get(why.field, ()), why)
-    return replace(r, reasons=reasons, **changes)  # type: ignore[arg-type]
+    return replace(r, reasons=reasons)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -162,7 +162,7 @@ def fat_naming_convention(results: list[SeriesClass]) -> list[SeriesClass]:
                 and not _INHERENT_FAT_SUPPRESSION.search(r.series_description.lower())):
             why = NAMING_CONVENTION.cite(series=example.series_number, description=example.series_description,
                                          word=word)
-            out.append(_with_reason(r, why, fat_suppressed=False, fat_suppression=None))
+            out.append(replace(_with_reason(r, why), fat_suppressed=False, fat_suppression=None))
         else:
             out.append(r)
     return out
@@ -193,7 +193,7 @@ def contrast_start_time(results: list[SeriesClass], study: Study) -> list[Series
         value = t > start
         why = START_TIME.cite(time=r.acquisition_time, order="after" if value else "before", start=stamp,
                               phase="post" if value else "pre")
-        out[i] = _with_reason(r, why, post_contrast=value)
+        out[i] = replace(_with_reason(r, why), post_contrast=value)
     return out
 
 
@@ -219,9 +219,9 @@ def contrast_order(results: list[SeriesClass]) -> list[SeriesClass]:
         if t > first_t and r.localizer:
             out.append(_with_reason(r, ORDER_LOCALIZER.cite(**facts)))
         elif t > first_t:
-            out.append(_with_reason(r, ORDER_AFTER.cite(**facts), post_contrast=True))
+            out.append(replace(_with_reason(r, ORDER_AFTER.cite(**facts)), post_contrast=True))
         elif t < first_t:
-            out.append(_with_reason(r, ORDER_BEFORE.cite(**facts), post_contrast=False))
+            out.append(replace(_with_reason(r, ORDER_BEFORE.cite(**facts)), post_contrast=False))
         else:
             out.append(r)
     return out
@@ -278,7 +278,7 @@ def no_contrast_in_study(results: list[SeriesClass], study: Study) -> list[Serie
     zero = sum(1 for _r, stack in mr if stack.first.ge_series_contrast.strip() == "0")
     series = len({r.series_instance_uid for r, _s in mr})
     why = NO_CONTRAST_GE_ZERO.cite(series=series, zero=zero) if zero else NO_CONTRAST.cite(series=series)
-    return [_with_reason(r, why, post_contrast=False) if r.modality == "MR" and r.post_contrast is None else r
+    return [replace(_with_reason(r, why), post_contrast=False) if r.modality == "MR" and r.post_contrast is None else r
             for r in results]
 
 

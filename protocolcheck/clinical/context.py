@@ -69,7 +69,7 @@ class ClinicalContext:
 
     def merged(self, override: ClinicalContext) -> ClinicalContext:
         """This context with every field that ``override`` sets replacing ours."""
-        changes: dict[str, object] = {
+        changes: dict[str, Any] = {  # each value of its field's type (read from override)
             name: getattr(override, name)
             for name in FACT_FIELDS
             if getattr(override, name) not in (None, "")
@@ -80,7 +80,7 @@ class ClinicalContext:
         origins = {name: self.origin(name) for name in FACT_FIELDS if getattr(self, name) not in (None, "")}
         origins.update({name: override.origin(name) for name in changes})
         source = ", ".join(dict.fromkeys(s for s in (self.source, override.source) if s))
-        return replace(self, **changes, texts=texts, source=source,  # type: ignore[arg-type]
+        return replace(self, **changes, texts=texts, source=source,
                        origins=tuple(sorted(origins.items())))
 
 
