@@ -283,7 +283,8 @@ def problem_text(exc: BaseException, *, with_type: bool = True, limit: int = 300
 def uid_for_message(uid: str) -> str:
     """A UID as messages show it: its leading UID characters only (at most 64), so that a corrupt value
     never carries the bytes after it (a patient name among them) into logs and reports."""
-    shown = _UID_PREFIX.match(uid).group()  # type: ignore[union-attr]  # the pattern matches ""
+    prefix = _UID_PREFIX.match(uid)  # always matches (the pattern matches "")
+    shown = prefix.group() if prefix else ""
     return shown if shown == uid else f"{shown}\u2026 (malformed)"
 
 

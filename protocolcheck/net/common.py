@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
@@ -478,7 +478,7 @@ def arm_deadlines(event: evt.Event, pdu_seconds: float) -> None:
     if isinstance(sock, AssociationSocket):
         if not isinstance(sock, DeadlineSocket):
             sock.__class__ = DeadlineSocket
-        sock.pdu_seconds = pdu_seconds  # type: ignore[attr-defined]
+        cast(DeadlineSocket, sock).pdu_seconds = pdu_seconds  # its class was just changed
 
 
 def deadline_handler(pdu_seconds: float) -> tuple[Any, Any, list[Any]]:
