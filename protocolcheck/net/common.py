@@ -438,6 +438,8 @@ class DeadlineSocket(AssociationSocket):
                 self._no_request()
                 raise TimeoutError("PDU read deadline passed")
             sock.settimeout(remaining)
+            with contextlib.suppress(OSError):  # ack at once: a sender's Nagle waits for it (40 ms delayed ACK)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
             try:
                 chunk = sock.recv(min(1 << 16, nr_bytes - len(data)))
             except TimeoutError:
