@@ -50,11 +50,11 @@ def _pydicom() -> Any:
     global _PYDICOM
     if _PYDICOM is None:
         import pydicom  # noqa: PLC0415 - deferred on purpose (see the docstring)
-        from pydicom.dataelem import RawDataElement  # noqa: PLC0415
-        from pydicom.dataset import Dataset  # noqa: PLC0415
-        from pydicom.errors import InvalidDicomError  # noqa: PLC0415
-        from pydicom.multival import MultiValue  # noqa: PLC0415
-        from pydicom.tag import Tag  # noqa: PLC0415
+        from pydicom.dataelem import RawDataElement  # noqa: PLC0415 - deferred with pydicom
+        from pydicom.dataset import Dataset  # noqa: PLC0415 - deferred with pydicom
+        from pydicom.errors import InvalidDicomError  # noqa: PLC0415 - deferred with pydicom
+        from pydicom.multival import MultiValue  # noqa: PLC0415 - deferred with pydicom
+        from pydicom.tag import Tag  # noqa: PLC0415 - deferred with pydicom
 
         _PYDICOM = SimpleNamespace(dcmread=pydicom.dcmread, RawDataElement=RawDataElement, Dataset=Dataset,
                                    InvalidDicomError=InvalidDicomError, Tag=Tag, multiple=(list, tuple, MultiValue))
@@ -79,7 +79,7 @@ class _Reader:
             return None
         try:
             return elem.value
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - pydicom converts lazily and raises many types on bad values
             self.problems.append(f"{keyword}: unreadable value ({exc})")
             return None
 
@@ -147,7 +147,7 @@ class _Reader:
             elem = block[offset]
         except (KeyError, ValueError):
             return ""
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a malformed private block is a value problem, not a crash
             self.problems.append(f"({group:04X},{creator}) private: {exc}")
             return ""
         value = elem.value
@@ -163,7 +163,7 @@ class _Reader:
             return None
         try:
             return value[0] if len(value) else None
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - a sequence pydicom cannot decode has no first item
             return None
 
 

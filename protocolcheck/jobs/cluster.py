@@ -32,6 +32,7 @@ import math
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -286,9 +287,7 @@ def connect(address: str, connect_timeout: float = CONNECT_TIMEOUT, worker_timeo
 
 def _cluster_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean the cluster went away during a run (not a task's own exception)."""
-    from concurrent.futures import CancelledError  # noqa: PLC0415
-
-    from distributed.comm.core import CommClosedError  # noqa: PLC0415
+    from distributed.comm.core import CommClosedError  # noqa: PLC0415 - optional dependency, imported only when used
 
     return (CancelledError, CommClosedError)
 

@@ -128,7 +128,7 @@ def _first(ds: Dataset, keyword: str) -> Dataset | None:
     try:
         items = ds.get(keyword, None)
         return items[0] if items else None
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - pydicom raises many types on a malformed sequence: no item
         return None
 
 
@@ -147,7 +147,7 @@ def item_from(ds: Dataset) -> list[WorklistItem]:
     }
     try:
         steps = list(ds.get("ScheduledProcedureStepSequence", None) or [])
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - pydicom raises many types on a malformed sequence: no steps
         steps = []
     items = []
     for step in steps or [None]:

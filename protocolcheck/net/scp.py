@@ -541,7 +541,7 @@ def _peer_text(event: evt.Event) -> str:
     try:
         requestor = event.assoc.requestor
         return f"{requestor.ae_title.strip()}@{requestor.address}:{requestor.port}"
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - only for a log line: an association without a requestor is "?"
         return "?"
 
 
