@@ -187,3 +187,18 @@ def test_documented_systemd_units(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_summary_accounts_for_every_file_in_json(tmp_path: Path) -> None:
+    """``audit --summary``: studies by status, files seen, every skipped (non-DICOM) file named, the exit code."""
+    folder = tmp_path / "drop"
+    shutil.copytree(SAMPLE, folder / "study")
+    (folder / "notes.txt").write_text("not DICOM\n")
+    (folder / "export.csv").write_text("a,b\n")
+    summary = tmp_path / "summary.json"
+    code, _out, _err = run("audit", str(folder), "--no-db", "-q", "--format", "json", "--summary", str(summary))
+    data = json.loads(summary.read_text())
+    assert data["exit_code"] == code and data["studies"] == 1
+    assert data["files_seen"] == len(list(folder.rglob("*.*")))
+    assert sorted(Path(p).name for p in data["skipped_files"]) == ["export.csv", "notes.txt"]
+    assert data["files_skipped"] == 2

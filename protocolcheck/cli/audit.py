@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -64,6 +65,9 @@ def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
               help="Read headers and audit on this Dask distributed scheduler (tcp://HOST:PORT, or its scheduler "
                    "file); same results. Needs protocolcheck[dask] here and on the workers, and the files at the "
                    "same paths.")
+@click.option("--summary", "summary_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.json",
+              help="Also write the run's accounting as JSON: studies by status, files seen, files skipped "
+                   "(named) and the exit code.")
 @click.option("--allow-empty", is_flag=True,
               help="A folder with no DICOM images is a normal run (exit 0, one summary line), not exit 2: "
                    "for scheduled jobs on a drop folder that is sometimes empty.")
@@ -79,7 +83,7 @@ def audit(**opts: Any) -> None:
     Exit codes: 0 nothing at or above --fail-on; 1 such findings; 2 unusable input (bad protocol file,
     bad context file, unknown protocol, no DICOM found); 3 results store unwritable or job lock held.
     """
-    from protocolcheck.audit.engine import Summary, audit_records, reaches, unmatched_context
+    from protocolcheck.audit.engine import Summary, audit_records, unmatched_context
 
     # context warnings are shown even with -q here (listen and query follow -q)
     options = audit_options_from(opts, warnings_quiet=False)
@@ -113,20 +117,29 @@ def audit(**opts: Any) -> None:
         warn("warning: " + message)
     summary = Summary.of(results)
     warn(summary.line() + stored_note + _skipped_note(skipped), opts["quiet"])
-    if not any(r.study_instance_uid for r in results):
-        bad = sum(len(r.findings) for r in results)
-        if opts["allow_empty"] and not bad:  # a quiet night: nothing arrived
-            warn("nothing to audit under " + ", ".join(opts["paths"]) + " (no DICOM images; --allow-empty)")
-            log_event("audit.finished", "nothing to audit", studies=0, exit_code=int(Exit.OK))
-            sys.exit(Exit.OK)
-        warn("error: no readable DICOM images under " + ", ".join(opts["paths"])
-             + (f" ({bad} unreadable files)" if bad else "")
-             + ("" if bad else "; --allow-empty makes an empty folder a normal, successful run"))
-        sys.exit(Exit.USAGE)
-    code = Exit.FINDINGS if reaches(results, fail_severity(opts["fail_on"])) else Exit.OK
-    log_event("audit.finished", summary.line() + stored_note, studies=summary.studies, **summary.counts,
-              exit_code=int(code))
+    code = _exit_code(opts, results)
+    counts = {"studies": summary.studies, **summary.counts, "files_seen": len(files), "files_skipped": len(skipped)}
+    log_event("audit.finished", summary.line() + stored_note, **counts, exit_code=int(code))
+    if opts["summary_path"]:  # every file seen accounted for, in JSON: audited, skipped (named), exit code
+        write_file(opts["summary_path"], json.dumps({**counts, "skipped_files": skipped, "exit_code": int(code),
+                                                     "paths": list(opts["paths"])}, indent=2) + "\n")
     sys.exit(code)
+
+
+def _exit_code(opts: dict[str, Any], results: list[AuditResult]) -> Exit:
+    """0/1 by --fail-on; 2 when nothing readable was found (0 with --allow-empty and nothing unreadable)."""
+    from protocolcheck.audit.engine import reaches
+
+    if any(r.study_instance_uid for r in results):
+        return Exit.FINDINGS if reaches(results, fail_severity(opts["fail_on"])) else Exit.OK
+    bad = sum(len(r.findings) for r in results)
+    if opts["allow_empty"] and not bad:  # a quiet night: nothing arrived
+        warn("nothing to audit under " + ", ".join(opts["paths"]) + " (no DICOM images; --allow-empty)")
+        return Exit.OK
+    warn("error: no readable DICOM images under " + ", ".join(opts["paths"])
+         + (f" ({bad} unreadable files)" if bad else "")
+         + ("" if bad else "; --allow-empty makes an empty folder a normal, successful run"))
+    return Exit.USAGE
 
 
 def _audit_with_store(opts: dict[str, Any], options: AuditOptions, files: list[str],
