@@ -456,7 +456,8 @@ class DeadlineSocket(AssociationSocket):
         ACSE timeout)."""
         assoc = self.assoc
         if assoc.is_acceptor and assoc.requestor.primitive is None and not assoc.is_established:
-            assoc.dul.to_user_queue.put(None)  # None: what receive_pdu returns on a timeout
+            # None is what receive_pdu returns on a timeout; pynetdicom types the queue without it
+            assoc.dul.to_user_queue.put(None)  # type: ignore[arg-type]
 
     def send(self, bytestream: bytes) -> None:
         """Send, waiting at most :attr:`pdu_seconds` for a peer that does not read."""
