@@ -49,6 +49,7 @@ from protocolcheck.dicom.lean_fields import (
     _integer,
     _item_element,
     _items,
+    _pixel_problem,
     _private,
     _record,
     _text,
@@ -101,7 +102,6 @@ from protocolcheck.dicom.lean_tables import (
     _special,
     _std_kind_slow,
 )
-from protocolcheck.dicom.pixels import ImageSize, pixel_data_problem
 from protocolcheck.dicom.records import (
     ENHANCED_SOP_CLASSES,
     GE_PULSE_SEQUENCE_NAME,
@@ -791,10 +791,3 @@ def _read(path: str) -> list[InstanceHeader] | Skipped:
             for name in _EXTRA_FIELDS:
                 record_fields.pop(name, None)
     return [_record(record_fields) for record_fields in fields]
-
-
-def _pixel_problem(fd: int, size: int, pixels: tuple[int, int], top: dict[Any, Any]) -> str | None:
-    """:func:`.pixels.pixel_data_problem` on the Pixel Data the walk stopped at (as the pydicom reader)."""
-    image = ImageSize(_integer(top.get("Rows")), _integer(top.get("Columns")), _integer(top.get("BitsAllocated")),
-                      _integer(top.get("SamplesPerPixel")), _integer(top.get("NumberOfFrames")))
-    return pixel_data_problem(lambda position, n: os.pread(fd, n, position), size, pixels[0], pixels[1], image)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from collections.abc import Iterator
 from struct import Struct
@@ -27,6 +28,7 @@ from protocolcheck.dicom.lean_tables import (
     _Fallback,
     _private_vr,
 )
+from protocolcheck.dicom.pixels import ImageSize, pixel_data_problem
 from protocolcheck.dicom.records import (
     _FRAME_MACROS,
     SIEMENS_XA_SCAN_OPTIONS,
@@ -381,3 +383,19 @@ _BYPASS_INIT = (
     and not hasattr(InstanceHeader, "__slots__")
     and all(f.default_factory is dataclasses.MISSING and f.init for f in dataclasses.fields(InstanceHeader))
 )
+
+
+def _pixel_problem(fd: int, size: int, pixels: tuple[int, int], top: dict[Any, Any]) -> str | None:
+    """:func:`.pixels.pixel_data_problem` on the Pixel Data the walk stopped at (as the pydicom reader)."""
+    key = tuple(top.get(keyword) for keyword in _IMAGE_KEYS)
+    try:
+        image = _IMAGE_SIZES[key]  # the few image sizes of an archive, each decoded once
+    except (KeyError, TypeError):  # new, or a value captured as a sequence (unhashable): decode it
+        image = ImageSize(*map(_integer, key))
+        if len(_IMAGE_SIZES) < _DECODED_LIMIT and all(e is None or isinstance(e, tuple) for e in key):
+            _IMAGE_SIZES[key] = image
+    return pixel_data_problem(lambda position, n: os.pread(fd, n, position), size, pixels[0], pixels[1], image)
+
+
+_IMAGE_KEYS = ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel", "NumberOfFrames")
+_IMAGE_SIZES: dict[tuple[Any, ...], ImageSize] = {}  # decoded image sizes by their raw elements
