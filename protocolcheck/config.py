@@ -14,7 +14,12 @@ defaults.
 ``PROTOCOLCHECK_DICOMWEB_*``   ``PASSWORD``, ``TOKEN``: credentials of ``query --dicomweb`` (read by its
                                click options, never typed on the command line)
 ``PROTOCOLCHECK_WEB_TOKEN``    the access token of ``listen --web`` (unless ``--web-token-file``)
+``PROTOCOLCHECK_OUTBOX_*``     ``MAX_ITEMS``, ``MAX_BYTES``: how many reports (and bytes) ``listen --send-sr``
+                               may hold in ``STORE/.outbox`` for a PACS that is down (default 1000, 256 MiB)
 =============================  ==========================================================================
+
+The live loop's tunables with their defaults (``listen --exam-timeout`` overrides the first):
+:data:`EXAM_TIMEOUT`, :data:`OUTBOX_MAX_ITEMS`, :data:`OUTBOX_MAX_BYTES`.
 """
 
 from __future__ import annotations
@@ -39,7 +44,13 @@ class Env(str, Enum):
     DICOMWEB_PASSWORD = "PROTOCOLCHECK_DICOMWEB_PASSWORD"
     DICOMWEB_TOKEN = "PROTOCOLCHECK_DICOMWEB_TOKEN"
     WEB_TOKEN = "PROTOCOLCHECK_WEB_TOKEN"
+    OUTBOX_MAX_ITEMS = "PROTOCOLCHECK_OUTBOX_MAX_ITEMS"
+    OUTBOX_MAX_BYTES = "PROTOCOLCHECK_OUTBOX_MAX_BYTES"
 
+
+EXAM_TIMEOUT = 4 * 3600.0  # s: an open exam with no instance and no MPPS message for this long ends ("timeout")
+OUTBOX_MAX_ITEMS = 1000  # reports waiting for the PACS in STORE/.outbox (about a week of a busy scanner's exams)
+OUTBOX_MAX_BYTES = 256 * 1024 * 1024  # their bytes (a report of a 500-image exam is about 100 kB)
 
 PATH_VARIABLES = (Env.LIBRARY, Env.RULES)  # paths: made absolute before they are sent to other machines
 
@@ -132,6 +143,25 @@ def dicomweb_token() -> str:
 def web_token() -> str:
     """``$PROTOCOLCHECK_WEB_TOKEN``: the token the live page asks for ("" = none)."""
     return _get(Env.WEB_TOKEN)
+
+
+def _positive_int(name: Env, default: int) -> int:
+    text = _get(name)
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"${name.value} must be a whole number, not {text!r}") from None
+    if value < 1:
+        raise ValueError(f"${name.value} must be at least 1, not {value}")
+    return value
+
+
+def outbox_limits() -> tuple[int, int]:
+    """(reports, bytes) the SR outbox may hold: ``$PROTOCOLCHECK_OUTBOX_MAX_ITEMS`` / ``_BYTES``, else
+    :data:`OUTBOX_MAX_ITEMS` / :data:`OUTBOX_MAX_BYTES`; ValueError naming a malformed variable."""
+    return _positive_int(Env.OUTBOX_MAX_ITEMS, OUTBOX_MAX_ITEMS), _positive_int(Env.OUTBOX_MAX_BYTES, OUTBOX_MAX_BYTES)
 
 
 def protocolcheck_environment() -> dict[str, str]:

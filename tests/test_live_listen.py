@@ -225,6 +225,40 @@ def test_sr_lands_in_orthanc_even_when_it_starts_late(tmp_path: Path) -> None:
     print(f"SR in Orthanc {latency:.2f} s after MPPS COMPLETED")
 
 
+def test_sr_queued_while_the_pacs_is_down_survives_kill9(tmp_path: Path) -> None:
+    """The PACS is down when the exam ends: the SR waits in STORE/.outbox; listen is killed (-9) after the
+    study was audited (nothing left to replay it from); the next listen sends it once Orthanc is up, and
+    the outbox is empty after."""
+    pacs_port, rest = free_port(), free_port()
+    store = tmp_path / "store"
+    outbox = store / ".outbox"
+    send = ("--send-sr", f"ORTHANC@127.0.0.1:{pacs_port}", "--idle", "3")
+    listener = Listener(tmp_path, *FAST, *send, store=store, name="first")
+    modality = Modality(listener.port, _no_stir(tmp_path / "src", "LIVEDUR"))
+    assert modality.mpps_create() == 0
+    for index in range(len(modality.series)):
+        modality.send_series(index)
+    assert modality.mpps_set("COMPLETED") == 0
+    (queued,) = _wait(lambda: list(outbox.glob("*.dcm")), what="the SR in the outbox")
+    _wait(lambda: "retrying" in listener.text() and listener.records(), what="a retry and the idle audit")
+    listener.kill()
+    assert [p.name for p in outbox.glob("*.dcm")] == [queued.name]
+    assert pydicom.dcmread(queued).StudyInstanceUID == modality.study_uid
+    with orthanc(tmp_path / "orthanc", port=pacs_port, worklist=False,
+                 extra={"HttpServerEnabled": True, "HttpPort": rest}):
+        again = Listener(tmp_path, *FAST, *send, store=store, port=listener.port, name="second")
+        try:
+            (sr,) = _wait(lambda: _orthanc_sr(rest, modality.study_uid), timeout=30, what="the SR in Orthanc")
+            assert sr["MainDicomTags"]["SOPInstanceUID"] == queued.stem
+            _wait(lambda: not list(outbox.glob("*.dcm")), what="the outbox emptied")
+        finally:
+            again.terminate()
+        assert "left by an earlier run" in again.text() and f"stored {queued.name} in" in again.text()
+        assert "0 study audits" in again.text()  # sent from the outbox: the study was not judged again
+        assert not list((outbox / "failed").iterdir())
+        assert len(_orthanc_sr(rest, modality.study_uid)) == 1
+
+
 class _Hook(http.server.BaseHTTPRequestHandler):
     """Records POSTed JSON; answers 503 to the first one (to be retried)."""
 

@@ -140,10 +140,14 @@ class LiveLoop:
             self.monitor.subscribe(self.notifier)
         if opts.get("send_sr"):
             from protocolcheck.cli.dicomweb import sr_destination
+            from protocolcheck.net.outbox import Outbox
             from protocolcheck.net.push import StoreQueue
+            from protocolcheck.report import sr  # noqa: F401 - highdicom loaded now, not at the first verdict
 
             try:
-                self.sender = StoreQueue(sr_destination(opts["send_sr"], aet))
+                max_items, max_bytes = config.outbox_limits()
+                outbox = Outbox(store_root, max_items=max_items, max_bytes=max_bytes)
+                self.sender = StoreQueue(sr_destination(opts["send_sr"], aet), outbox)
             except ValueError as exc:
                 raise click.UsageError(f"--send-sr: {exc}") from exc
             self.monitor.subscribe(self._send_sr)
@@ -193,6 +197,10 @@ class LiveLoop:
         OSError when the MPPS folder cannot be used or the page's port cannot be bound."""
         from protocolcheck.jobs.live import MppsMessage
 
+        if self.sender is not None:
+            self.sender.prepare()  # before the replay below can make a final verdict
+        else:
+            _outbox_left(self.store_root)
         pending = set(store.pending_studies())
         for study in sorted(pending):
             for path in store.instances(study):
@@ -228,6 +236,10 @@ class LiveLoop:
         self.monitor.stop()
         if self.sender is not None:
             self.sender.stop()
+            c = self.sender.counters
+            LOG.info("reports to %s: %d stored, %d refused for good (in %s), %d not queued (outbox full or "
+                     "unwritable)", self.sender.peer, c.sent, c.refused, self.sender.outbox.failed_folder,
+                     c.full + c.unwritten)
         if self.notifier is not None:
             self.notifier.stop()
         if self.web is not None:
@@ -236,22 +248,32 @@ class LiveLoop:
     # -- the report back to the PACS ------------------------------------------------------------
     def _send_sr(self, view: ExamView) -> None:
         from protocolcheck.jobs.live import ExamState
-        from protocolcheck.report.sr import content_digest
+        from protocolcheck.report.sr import build_audit_sr, content_digest
 
         if view.state is ExamState.IN_PROGRESS or not view.status or self.sender is None:
             return
         key = (view.study_instance_uid, content_digest(view))
         if key in self._sr_sent:
             return
-        self._sr_sent.add(key)
-        study_dir = self.store_root / view.study_instance_uid
+        label = f"audit report of accession {view.accession_number or view.study_instance_uid}"
+        try:  # built here (tens of ms) so that it is in the outbox, fsynced, before the next event is judged
+            ds = build_audit_sr(view, self.store_root / view.study_instance_uid)
+        except Exception:  # a report that cannot be built must not stop judging
+            LOG.exception("cannot build the %s", label)
+            return
+        if self.sender.outbox.refused_before(str(ds.SOPInstanceUID)):
+            LOG.warning("not sending the %s again: %s refused it for good before", label, self.sender.peer)
+        elif self.sender.put(ds, label):
+            self._sr_sent.add(key)
 
-        def build() -> Dataset:
-            from protocolcheck.report.sr import build_audit_sr
 
-            return build_audit_sr(view, study_dir)
+def _outbox_left(store_root: Path) -> None:
+    """Warn when reports of an earlier run with --send-sr wait in the outbox (they wait for --send-sr)."""
+    from protocolcheck.net.outbox import OUTBOX_FOLDER
 
-        self.sender.put(build, f"audit report of accession {view.accession_number or view.study_instance_uid}")
+    waiting = sum(1 for _ in (store_root / OUTBOX_FOLDER).glob("*.dcm"))
+    if waiting:
+        LOG.warning("%d reports in %s wait for --send-sr (not sent without it)", waiting, store_root / OUTBOX_FOLDER)
 
 
 def _log_view(view: ExamView) -> None:

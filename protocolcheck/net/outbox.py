@@ -1,0 +1,162 @@
+"""A durable outbox: datasets waiting for a PACS survive a crash, a kill -9 and a power cut.
+
+``listen --send-sr`` puts each final verdict's Structured Report here before it counts as queued:
+``STORE/.outbox/<SOP Instance UID>.dcm`` (DICOM file format), written into a temporary file that is
+fsynced, renamed into place, and made durable with an fsync of the folder. A file leaves the outbox
+only when the PACS has acknowledged it (:meth:`Outbox.remove`) or refused it for good
+(:meth:`Outbox.fail` moves it to ``STORE/.outbox/failed/`` with the reason beside it in
+``<UID>.reason.txt``; move it back into ``.outbox/`` to send it again). On start everything in the
+folder is queued again (:meth:`Outbox.pending`); the UID of a report is derived from its content, so
+storing it twice gives the PACS the same instance.
+
+The outbox is bounded (count and bytes, :func:`protocolcheck.config.outbox_limits`): when it is full
+:meth:`Outbox.add` raises :class:`OutboxFull` at once (the caller logs and counts it; receiving never
+waits). Nothing here touches the network (:class:`protocolcheck.net.push.StoreQueue` sends).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from protocolcheck.net.commit import fsync_folder
+from protocolcheck.net.common import safe_uid
+
+LOG = logging.getLogger("protocolcheck.net.outbox")
+
+OUTBOX_FOLDER = ".outbox"
+FAILED_FOLDER = "failed"
+_TEMP_PREFIX = ".incoming-"
+
+
+class OutboxFull(Exception):
+    """The outbox holds its maximum of reports or bytes; ``str()`` says which."""
+
+
+class Outbox:
+    """Datasets waiting to be sent, one file each, in ``root/.outbox`` (see the module docstring).
+
+    Thread-safe: :meth:`add` runs on the thread that makes reports, :meth:`remove` and :meth:`fail` on
+    the sender's.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, max_items: int, max_bytes: int, fsync: bool = True) -> None:
+        if max_items < 1 or max_bytes < 1:
+            raise ValueError("the outbox must hold at least one report and one byte")
+        self.folder = Path(root) / OUTBOX_FOLDER
+        self.failed_folder = self.folder / FAILED_FOLDER
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.fsync = fsync
+        self._lock = threading.Lock()
+        self._sizes: dict[str, int] = {}  # file name -> bytes, of what is waiting
+        self._prepared = False
+
+    # -- set-up ------------------------------------------------------------------------------
+    def prepare(self) -> int:
+        """Create the folders, remove half-written temporary files, count what waits; the count.
+        OSError when the folder cannot be made."""
+        with self._lock:
+            for folder in (self.folder, self.failed_folder):
+                if not folder.is_dir():
+                    folder.mkdir(parents=True, exist_ok=True)
+                    self._sync(folder.parent)
+            for temp in self.folder.glob(_TEMP_PREFIX + "*"):
+                temp.unlink(missing_ok=True)
+            self._sizes = {p.name: p.stat().st_size for p in self.folder.glob("*.dcm") if p.is_file()}
+            self._prepared = True
+            return len(self._sizes)
+
+    # -- the report-maker's side -------------------------------------------------------------
+    def add(self, ds: Dataset) -> Path:
+        """Write ``ds`` durably as ``<SOPInstanceUID>.dcm``; its path. A dataset already waiting is not
+        written again. OutboxFull when the limits would be passed; ValueError when it has no usable
+        SOP Instance UID; OSError when it cannot be written (nothing is left behind)."""
+        name = safe_uid(ds.get("SOPInstanceUID"), "SOP Instance UID") + ".dcm"
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        data = buffer.getvalue()
+        with self._lock:
+            if not self._prepared:
+                raise RuntimeError("Outbox.prepare() was not called")
+            target = self.folder / name
+            if name in self._sizes:
+                return target
+            items, size = len(self._sizes), sum(self._sizes.values())
+            if items + 1 > self.max_items:
+                raise OutboxFull(f"{self.folder} holds {items} reports (the maximum)")
+            if size + len(data) > self.max_bytes:
+                raise OutboxFull(f"{self.folder} holds {size} bytes; {len(data)} more would pass the "
+                                 f"maximum of {self.max_bytes}")
+            fd, temp = tempfile.mkstemp(dir=self.folder, prefix=_TEMP_PREFIX)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    if self.fsync:
+                        os.fsync(fh.fileno())
+                os.replace(temp, target)
+            except BaseException:
+                Path(temp).unlink(missing_ok=True)
+                raise
+            self._sync(self.folder)
+            self._sizes[name] = len(data)
+            return target
+
+    def refused_before(self, sop_instance_uid: str) -> bool:
+        """Whether the PACS refused this instance for good already (it is in ``failed/``)."""
+        return (self.failed_folder / f"{sop_instance_uid}.dcm").is_file()
+
+    # -- the sender's side -------------------------------------------------------------------
+    def pending(self) -> list[Path]:
+        """What waits, oldest first."""
+        with self._lock:
+            paths = [self.folder / name for name in self._sizes]
+
+        def age(path: Path) -> tuple[float, str]:
+            try:
+                return path.stat().st_mtime, path.name
+            except OSError:
+                return 0.0, path.name
+
+        return sorted(paths, key=age)
+
+    def read(self, path: Path) -> Dataset:
+        """The dataset in ``path`` (any error reading it is the caller's to handle)."""
+        return dcmread(path)
+
+    def remove(self, path: Path) -> None:
+        """The PACS acknowledged ``path``: delete it (durably)."""
+        with self._lock:
+            path.unlink(missing_ok=True)
+            self._sync(self.folder)
+            self._sizes.pop(path.name, None)
+
+    def fail(self, path: Path, reason: str) -> Path:
+        """The PACS refused ``path`` for good: move it to ``failed/`` with ``<UID>.reason.txt``; the new path."""
+        target = self.failed_folder / path.name
+        with self._lock:
+            with contextlib.suppress(OSError):
+                (self.failed_folder / f"{path.stem}.reason.txt").write_text(reason.rstrip() + "\n", encoding="utf-8")
+            os.replace(path, target)
+            self._sync(self.failed_folder)
+            self._sync(self.folder)
+            self._sizes.pop(path.name, None)
+        return target
+
+    def usage(self) -> tuple[int, int]:
+        """(reports, bytes) waiting."""
+        with self._lock:
+            return len(self._sizes), sum(self._sizes.values())
+
+    def _sync(self, folder: Path) -> None:
+        if self.fsync:
+            fsync_folder(folder)
