@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from protocolcheck.audit.engine import AuditOptions
 from protocolcheck.clinical.library import load_library
 from protocolcheck.jobs.live import (
+    ExamEnd,
     ExamState,
     ExamView,
     LiveKind,
@@ -246,6 +247,48 @@ def test_a_series_judged_before_stays_while_more_of_it_arrives(tmp_path: Path, l
     (before,) = monitor.views()
     assert "t1" not in _kinds(before)
     send(late)  # the T1 reopens; an MPPS message has the exam judged again meanwhile
-    monitor.step([("mpps", MppsMessage("9.9", "IN PROGRESS", study_instance_uid=before.study_instance_uid))])
+    monitor.step([("mpps", (MppsMessage("9.9", "IN PROGRESS", study_instance_uid=before.study_instance_uid), now[0]))])
     (during,) = monitor.views()
     assert "t1" not in _kinds(during) and during.series_open == 1
+
+
+def test_an_exam_that_never_ends_times_out(tmp_path: Path, library) -> None:
+    """An MPPS left IN PROGRESS with no images ends after the exam timeout (state idle, ended by the
+    timeout, final); an instance reopens it; a step replayed at start keeps its age; MPPS COMPLETED
+    later ends it by MPPS."""
+    import pydicom
+
+    now = [1000.0]
+    monitor = LiveMonitor(AuditOptions(library=library), series_idle=2, exam_timeout=60, clock=lambda: now[0])
+    monitor.mpps(MppsMessage("9.1", "IN PROGRESS", study_instance_uid="1.2.3.1", accession_number="TO1"))
+    monitor.mpps(MppsMessage("9.2", "IN PROGRESS", study_instance_uid="1.2.3.2", accession_number="TO2"), age=3600)
+    monitor.step(monitor.drain())
+    views = {v.accession_number: v for v in monitor.views()}
+    assert (views["TO1"].state, views["TO1"].provisional, views["TO1"].ended_by) == (ExamState.IN_PROGRESS, True, None)
+    assert views["TO2"].ended_by is ExamEnd.TIMEOUT and not views["TO2"].provisional  # replayed, an hour old
+    now[0] += 59
+    monitor.step([])
+    assert monitor.view("1.2.3.1").state is ExamState.IN_PROGRESS
+    assert 0 < monitor._next_wait() <= 1.01  # the thread wakes up for the deadline
+    now[0] += 1
+    monitor.step([])
+    view = monitor.view("1.2.3.1")
+    assert (view.state, view.provisional, view.verdict) == (ExamState.IDLE, False, "no-images")
+    assert view.to_dict()["ended_by"] == "timeout" and view.to_dict()["state"] == "idle"
+    monitor.mpps(MppsMessage("9.1", "COMPLETED", study_instance_uid="1.2.3.1", accession_number="TO1"))
+    monitor.step(monitor.drain())
+    assert monitor.view("1.2.3.1").to_dict()["ended_by"] == "mpps"
+    folder = _study(tmp_path / "src", accession="TO3")
+    path = sorted(folder.glob("*.dcm"))[0]
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    monitor.instance(ds.StudyInstanceUID, ds.SeriesInstanceUID, path)
+    now[0] += 61
+    monitor.step(monitor.drain())  # an exam with images, no MPPS, no idle hand-over: the timeout ends it too
+    view = monitor.view(ds.StudyInstanceUID)
+    assert (view.ended_by, view.series_open, view.status != "") == (ExamEnd.TIMEOUT, 0, True)
+    monitor.instance(ds.StudyInstanceUID, ds.SeriesInstanceUID, path)  # more arrives: open again
+    monitor.step(monitor.drain())
+    now[0] += 3  # judged again once the series is quiet
+    monitor.step([])
+    view = monitor.view(ds.StudyInstanceUID)
+    assert (view.state, view.ended_by) == (ExamState.IN_PROGRESS, None)

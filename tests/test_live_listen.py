@@ -27,6 +27,7 @@ from peers import (
     free_port,
     orthanc,
     require_binaries,
+    storescu,
     today_dicom,
     wlmscpfs,
     write_worklist_item,
@@ -257,6 +258,53 @@ def test_sr_queued_while_the_pacs_is_down_survives_kill9(tmp_path: Path) -> None
         assert "0 study audits" in again.text()  # sent from the outbox: the study was not judged again
         assert not list((outbox / "failed").iterdir())
         assert len(_orthanc_sr(rest, modality.study_uid)) == 1
+
+
+def test_an_exam_that_never_ends_times_out(tmp_path: Path) -> None:
+    """--exam-timeout 2: an MPPS left IN PROGRESS with no images becomes final (state idle, ended_by
+    timeout) 2 s after its last message; an exam whose MPPS never completes does too, and its final
+    verdict goes the way of every final verdict (its SR lands in Orthanc); a late MPPS COMPLETED then
+    ends the first one by MPPS."""
+    pacs_port, rest, web = free_port(), free_port(), free_port()
+
+    def exam(accession: str) -> dict[str, Any] | None:
+        return next((x for x in _exams(web) if x["accession_number"] == accession), None)
+
+    with orthanc(tmp_path / "orthanc", port=pacs_port, worklist=False,
+                 extra={"HttpServerEnabled": True, "HttpPort": rest}):
+        listener = Listener(tmp_path, *FAST, "--exam-timeout", "2", "--idle", "120", "--web", str(web),
+                            "--send-sr", f"ORTHANC@127.0.0.1:{pacs_port}")
+        try:
+            empty = Modality(listener.port, _no_stir(tmp_path / "src1", "LIVETO1"), aet="MR2",
+                             station_name="MR-ROOM-2")
+            assert empty.mpps_create() == 0
+            created = time.monotonic()
+            first = _wait(lambda: exam("LIVETO1"), what="the exam's card")
+            assert (first["state"], first["provisional"], first["ended_by"]) == ("in-progress", True, None)
+            ended = _wait(lambda: (x := exam("LIVETO1")) and not x["provisional"] and x, what="the timeout")
+            waited = time.monotonic() - created
+            assert (ended["state"], ended["ended_by"], ended["verdict"]) == ("idle", "timeout", "no-images")
+            assert 1.9 <= waited <= 5.0, waited
+
+            scanner = Modality(listener.port, _no_stir(tmp_path / "src2", "LIVETO2"))
+            assert scanner.mpps_create() == 0
+            sent = storescu(listener.port, [p for files in scanner.series[:3] for p in files], aet=scanner.aet)
+            assert sent.returncode == 0, sent.stderr
+            final = _wait(lambda: (x := exam("LIVETO2")) and x["ended_by"] == "timeout" and x, what="timeout 2")
+            assert (final["state"], final["provisional"], final["series_received"]) == ("idle", False, 3)
+            assert final["verdict"] == "fail" and not final["alerts"]  # final: no banner
+            (sr,) = _wait(lambda: _orthanc_sr(rest, scanner.study_uid), timeout=15, what="the SR")
+            with urllib.request.urlopen(f"http://127.0.0.1:{rest}/instances/{sr['ID']}/file", timeout=5) as r:
+                (tmp_path / "sr.dcm").write_bytes(r.read())
+            texts = [str(i.TextValue) for i in _content(pydicom.dcmread(tmp_path / "sr.dcm")) if "TextValue" in i]
+            assert "idle" in texts and any(t.startswith("timeout: ") for t in texts), texts
+
+            assert empty.mpps_set("COMPLETED", performed=[]) == 0
+            done = _wait(lambda: (x := exam("LIVETO1")) and x["state"] == "completed" and x, what="COMPLETED")
+            assert (done["ended_by"], done["provisional"]) == ("mpps", False)
+        finally:
+            listener.terminate()
+    assert "ending it (no MPPS COMPLETED or DISCONTINUED arrived)" in listener.text()
 
 
 class _Hook(http.server.BaseHTTPRequestHandler):

@@ -10,6 +10,7 @@ stores in the PACS).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,10 @@ def live_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      metavar="SECONDS",
                      help="A series is judged when no instance of it has arrived for this long, or the next "
                           "series of the exam starts; the exam so far is then re-audited (provisional verdict)."),
+        click.option("--exam-timeout", type=click.FloatRange(1, 30 * 86400), default=config.EXAM_TIMEOUT,
+                     show_default=True, metavar="SECONDS",
+                     help="An open exam with no new instance and no MPPS message for this long ends: final "
+                          "verdict, state idle, ended_by timeout (an MPPS left IN PROGRESS does not stay open)."),
         click.option("--web", "web", default=None, metavar="[HOST:]PORT",
                      help="Serve the live page (one card per scanner, alert banner, recent exams) and "
                           "GET /api/exams here; the host defaults to 127.0.0.1."),
@@ -123,7 +128,8 @@ class LiveLoop:
         expect = None
         if opts.get("worklist"):
             expect = worklist_lookup(self._worklist_peer(opts, aet), opts.get("context_file"))
-        self.monitor: LiveMonitor = LiveMonitor(options, series_idle=opts["series_idle"], expect=expect)
+        self.monitor: LiveMonitor = LiveMonitor(options, series_idle=opts["series_idle"],
+                                                exam_timeout=opts["exam_timeout"], expect=expect)
         self.mpps: MppsStore = MppsStore(store_root)
         self.notifier: AlertNotifier | None = None
         self.sender: StoreQueue | None = None
@@ -208,7 +214,7 @@ class LiveLoop:
         for uid, step in self.mpps.load().items():
             message = MppsMessage.from_dataset(uid, step)
             if message.status.strip().upper() == "IN PROGRESS" or message.study_instance_uid in pending:
-                self.monitor.mpps(message)
+                self.monitor.mpps(message, age=self._mpps_age(uid))
         self.monitor.start()
         if self.notifier is not None:
             self.notifier.start()
@@ -217,8 +223,14 @@ class LiveLoop:
         if self.web is not None:
             self.web.start()
 
+    def _mpps_age(self, uid: str) -> float:
+        """Seconds since the last stored message of MPPS step ``uid`` (0 when unknown)."""
+        times = [p.stat().st_mtime for p in self.mpps.root.glob(f"{uid}_*.dcm")]
+        return max(0.0, time.time() - max(times)) if times else 0.0
+
     def describe(self) -> str:
-        parts = [f"series judged after {self.opts['series_idle']:g} s without new instances", "MPPS accepted"]
+        parts = [f"series judged after {self.opts['series_idle']:g} s without new instances", "MPPS accepted",
+                 f"an exam ends after {self.opts['exam_timeout']:g} s without instances or MPPS messages"]
         if self.web is not None:
             host, port = self.web.address
             parts.append(f"live page on http://{host}:{port}/")

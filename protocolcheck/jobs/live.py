@@ -6,7 +6,10 @@ own thread reads their headers, decides when a series is complete (no new instan
 ``series_idle`` seconds, or the next series of the exam has started) and then re-audits the exam so
 far through the one audit engine (:func:`protocolcheck.audit.engine.audit_study`). Verdicts are
 *provisional* while the exam is open and *final* once it ends: MPPS COMPLETED or DISCONTINUED
-(PS3.4 Annex F), or the study idle as ``listen`` decides today (:meth:`LiveMonitor.study_idle`).
+(PS3.4 Annex F), or the study idle as ``listen`` decides today (:meth:`LiveMonitor.study_idle`), or
+nothing at all (no instance and no MPPS message) for ``exam_timeout`` seconds: an MPPS left IN
+PROGRESS with no images, or a step never completed, does not stay open for ever. How it ended is
+:class:`ExamEnd` (``ended_by`` in ``/api/exams``).
 A series quiet for ``settle`` seconds (0.5) is judged already, so that its verdict shows well within
 ``series_idle`` of its last instance; it counts as complete (no longer "arriving") after ``series_idle``.
 A series still receiving is never judged on its first images; one judged before stays in the verdict
@@ -38,6 +41,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from protocolcheck import config
 from protocolcheck.audit.engine import AuditOptions, audit_study
 from protocolcheck.clinical.context import ClinicalContext
 from protocolcheck.clinical.findings import (
@@ -67,6 +71,14 @@ class ExamState(str, Enum):
     COMPLETED = "completed"
     DISCONTINUED = "discontinued"
     IDLE = "idle"  # no MPPS ended it: no new instance for listen's --idle seconds
+
+
+class ExamEnd(str, Enum):
+    """What ended an exam (``ended_by``; an open exam has none)."""
+
+    MPPS = "mpps"  # MPPS COMPLETED or DISCONTINUED (PS3.4 F.7)
+    IDLE = "idle"  # listen's idle hand-over: no new instance for --idle seconds (state idle)
+    TIMEOUT = "timeout"  # no instance and no MPPS message for --exam-timeout seconds (state idle)
 
 
 class LiveKind(str, Enum):
@@ -148,6 +160,7 @@ class Expectation:
 @dataclass
 class _Series:
     headers: list[InstanceHeader] = field(default_factory=list)
+    uids: set[str] = field(default_factory=set)  # SOP Instance UIDs of headers
     last: float = 0.0
     complete: bool = False
     judged: int = 0  # instances it had when the exam was last judged
@@ -170,6 +183,8 @@ class Exam:
     version: int = 0
     updated: float = field(default_factory=time.time)
     unreadable: int = 0
+    last_activity: float = 0.0  # the monitor's clock at the last instance or MPPS message
+    ended_by: ExamEnd | None = None
 
     @property
     def final(self) -> bool:
@@ -202,6 +217,7 @@ class ExamView:
     protocol_reason: str = ""
     expectation_source: str = ""
     patient_name: str = ""
+    ended_by: ExamEnd | None = None
     result: AuditResult | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self, *, include_patient: bool = False) -> dict[str, Any]:
@@ -225,6 +241,7 @@ class ExamView:
             "series_received": self.series_received,
             "series_open": self.series_open,
             "performed_series": list(self.performed_series),
+            "ended_by": self.ended_by.value if self.ended_by is not None else None,
             "updated": dt.datetime.fromtimestamp(self.updated, dt.timezone.utc).isoformat(timespec="milliseconds"),
             "version": self.version,
         }
@@ -286,11 +303,14 @@ class LiveMonitor:
     """
 
     def __init__(self, options: AuditOptions, *, series_idle: float = DEFAULT_SERIES_IDLE,
-                 settle: float = DEFAULT_SETTLE,
+                 settle: float = DEFAULT_SETTLE, exam_timeout: float = config.EXAM_TIMEOUT,
                  expect: Callable[[str], Expectation | None] | None = None,
                  clock: Callable[[], float] = time.monotonic, recent: int = RECENT_EXAMS) -> None:
         if series_idle < 0:
             raise ValueError("series idle time must be >= 0 seconds")
+        if exam_timeout <= 0:
+            raise ValueError("exam timeout must be > 0 seconds")
+        self.exam_timeout = exam_timeout
         self.options = options
         self.series_idle = series_idle
         self.settle = min(settle, series_idle)
@@ -314,9 +334,10 @@ class LiveMonitor:
         """An instance was stored (call after it is on disk); returns at once."""
         self._post("instance", (study_uid, series_uid, str(path), self.clock()))
 
-    def mpps(self, message: MppsMessage) -> None:
-        """An MPPS N-CREATE or N-SET (already stored durably)."""
-        self._post("mpps", message)
+    def mpps(self, message: MppsMessage, age: float = 0.0) -> None:
+        """An MPPS N-CREATE or N-SET (already stored durably); ``age``: seconds since it was received
+        (a step replayed at start keeps its age towards the exam timeout)."""
+        self._post("mpps", (message, self.clock() - max(0.0, age)))
 
     def study_idle(self, study_uid: str) -> None:
         """``listen`` handed the study over (no instance for ``--idle`` s): final unless MPPS ended it."""
@@ -402,18 +423,21 @@ class LiveMonitor:
         now = self.clock()
         waits = [s.last + (self.settle if len(s.headers) != s.judged else self.series_idle) - now
                  for e in self._exams.values() for s in e.series.values() if not s.complete]
+        waits += [e.last_activity + self.exam_timeout - now for e in self._exams.values() if not e.final]
         return max(0.0, min(waits)) + 0.005 if waits else None
 
     def step(self, inbox: Iterable[tuple[str, Any]]) -> None:
         """Apply queued events, complete idle series, re-evaluate changed exams (the thread's body;
         callable directly in tests)."""
         handlers: dict[str, Callable[[Any], None]] = {
-            "instance": lambda item: self._add_instance(*item), "mpps": self._apply_mpps,
+            "instance": lambda item: self._add_instance(*item), "mpps": lambda item: self._apply_mpps(*item),
             "idle": self._idle, "expect": lambda item: self._expected(*item)}
         for kind, item in inbox:
             handlers[kind](item)
         now = self.clock()
         for exam in self._exams.values():
+            if not exam.final and now - exam.last_activity >= self.exam_timeout:
+                self._timed_out(exam)
             for series in exam.series.values():
                 if series.complete:
                     continue
@@ -457,6 +481,20 @@ class LiveMonitor:
             exam.accession_number = accession
         if not headers:
             exam.unreadable += 1
+        series = self._series(exam, series_uid)
+        for header in headers:
+            if header.sop_instance_uid not in series.uids or header.frames > 1:
+                series.headers.append(header)
+                series.uids.add(header.sop_instance_uid)
+        series.last = max(series.last, when)
+        exam.last_activity = max(exam.last_activity, when)
+        if series.complete:  # more of a series already judged: judge it again when it settles
+            series.complete = False
+        if exam.state is ExamState.IDLE:
+            exam.state = ExamState.IN_PROGRESS  # more arrived after the idle hand-over (or the timeout)
+            exam.ended_by = None
+
+    def _series(self, exam: Exam, series_uid: str) -> _Series:
         series = exam.series.get(series_uid)
         if series is None:
             self._order += 1
@@ -465,15 +503,9 @@ class LiveMonitor:
                 if other is not series and not other.complete:
                     other.complete = True
                     exam.dirty = True
-        known = {h.sop_instance_uid for h in series.headers}
-        series.headers.extend(h for h in headers if h.sop_instance_uid not in known or h.frames > 1)
-        series.last = max(series.last, when)
-        if series.complete:  # more of a series already judged: judge it again when it settles
-            series.complete = False
-        if exam.state is ExamState.IDLE:
-            exam.state = ExamState.IN_PROGRESS  # more arrived after the idle hand-over
+        return series
 
-    def _apply_mpps(self, message: MppsMessage) -> None:
+    def _apply_mpps(self, message: MppsMessage, when: float) -> None:
         key = message.study_instance_uid or f"mpps:{message.sop_instance_uid}"
         exam = next((e for e in self._exams.values() if e.mpps and e.mpps.sop_instance_uid == message.sop_instance_uid),
                     None)
@@ -482,9 +514,11 @@ class LiveMonitor:
         exam.mpps = message
         if message.accession_number and not exam.accession_number:
             exam.accession_number = message.accession_number
+        exam.last_activity = max(exam.last_activity, when)
         state = message.state
         if state is not None:
             exam.state = state
+            exam.ended_by = ExamEnd.MPPS if state in (ExamState.COMPLETED, ExamState.DISCONTINUED) else None
         exam.dirty = True
         if state in (ExamState.COMPLETED, ExamState.DISCONTINUED):
             for series in exam.series.values():  # the scanner says it is over: judge what arrived
@@ -498,6 +532,17 @@ class LiveMonitor:
             series.complete = True
         if exam.state is ExamState.IN_PROGRESS:
             exam.state = ExamState.IDLE
+            exam.ended_by = ExamEnd.IDLE
+        exam.dirty = True
+
+    def _timed_out(self, exam: Exam) -> None:
+        """Nothing for ``exam_timeout`` s on an open exam: final, state idle, ended by the timeout."""
+        LOG.warning("exam %s: no instance and no MPPS message for %g s; ending it (no MPPS COMPLETED or "
+                    "DISCONTINUED arrived)", exam.accession_number or exam.study_instance_uid, self.exam_timeout)
+        for series in exam.series.values():
+            series.complete = True
+        exam.state = ExamState.IDLE
+        exam.ended_by = ExamEnd.TIMEOUT
         exam.dirty = True
 
     def _look_up(self, exam: Exam) -> None:
@@ -621,6 +666,7 @@ class LiveMonitor:
             updated=exam.updated,
             version=exam.version,
             patient_name=(result.patient_name if result is not None else "") or (mpps.patient_name if mpps else ""),
+            ended_by=exam.ended_by if exam.final else None,
             result=result,
         )
 

@@ -214,7 +214,8 @@ function card(x) {
   c.append(el("h2", null, station(x) + (x.station_aet && x.station ? " (" + x.station_aet + ")" : "")));
   const head = el("div", "meta");
   head.append(el("span", "verdict " + x.verdict, x.verdict), " ",
-    "accession " + (x.accession_number || "-") + " · " + x.state + (x.provisional ? " (provisional)" : " (final)"));
+    "accession " + (x.accession_number || "-") + " · " + x.state + (x.provisional ? " (provisional)" : " (final)") +
+    (x.ended_by === "timeout" ? " · ended by the exam timeout: no images or MPPS for too long" : ""));
   c.append(head);
   if (x.scheduled_procedure) c.append(el("div", "meta", "scheduled: " + x.scheduled_procedure));
   c.append(el("div", "meta", "protocol: " + (x.protocol || "not determined yet") + " · " + x.series_received +
@@ -254,7 +255,8 @@ function render(exams) {
   const tb = document.querySelector("#recent tbody"); tb.replaceChildren();
   for (const x of exams) { const tr = el("tr");
     tr.append(el("td", null, x.updated.replace("T", " ").slice(0, 19)), el("td", null, station(x)),
-      el("td", null, x.accession_number), el("td", null, x.protocol || "-"), el("td", null, x.state),
+      el("td", null, x.accession_number), el("td", null, x.protocol || "-"),
+      el("td", null, x.state + (x.ended_by === "timeout" ? " (timeout)" : "")),
       el("td", null, x.verdict),
       el("td", null, x.findings.filter(f => f.live !== "note").map(f => f.requirement || f.code).join(", ")));
     tb.append(tr); }

@@ -46,6 +46,12 @@ _PROTOCOL = hd.sr.CodedConcept("PROTOCOL", SCHEME, "Protocol")
 _STATUS = hd.sr.CodedConcept("STATUS", SCHEME, "Compliance status")
 _EXAM_STATE = hd.sr.CodedConcept("EXAMSTATE", SCHEME, "Exam state")
 _REASON = hd.sr.CodedConcept("REASON", SCHEME, "Protocol chosen because")
+_ENDED_BY = hd.sr.CodedConcept("ENDEDBY", SCHEME, "Exam ended by")
+_ENDED_TEXT = {  # ExamEnd values
+    "mpps": "mpps: the scanner's MPPS COMPLETED or DISCONTINUED",
+    "idle": "idle: no new image for listen's --idle time",
+    "timeout": "timeout: no image and no MPPS message for listen's --exam-timeout; the MPPS never ended",
+}
 _CODE = hd.sr.CodedConcept("CODE", SCHEME, "Finding code")
 _SEVERITY = hd.sr.CodedConcept("SEVERITY", SCHEME, "Severity")
 _REQUIREMENT = hd.sr.CodedConcept("REQUIREMENT", SCHEME, "Requirement")
@@ -131,7 +137,8 @@ def _evidence(study_dir: Path) -> list[Dataset]:
 
 def content_digest(view: ExamView) -> str:
     """A digest of what the report says (the SOP Instance UID is derived from it)."""
-    data = {"state": view.state.value, "protocol": view.protocol, "status": view.status,
+    data = {"state": view.state.value, "ended_by": view.ended_by.value if view.ended_by else None,
+            "protocol": view.protocol, "status": view.status,
             "findings": [(f.get("code"), f.get("requirement"), f.get("message"), tuple(f.get("series", ())))
                          for f in view.findings],
             "series": sorted({str(s.get("series_instance_uid")) for s in view.series})}
@@ -158,6 +165,8 @@ def build_audit_sr(view: ExamView, study_dir: Path, *, manufacturer: str = "prot
         _text(_STATUS, view.status or "-"),
         _text(_EXAM_STATE, view.state.value),
     ]
+    if view.ended_by is not None:
+        children.append(_text(_ENDED_BY, _ENDED_TEXT.get(view.ended_by.value, view.ended_by.value)))
     if view.protocol_reason:
         children = [*children, _text(_REASON, view.protocol_reason)]
     root.ContentSequence = DicomSequence([*children, findings, judged])
