@@ -71,6 +71,7 @@ from protocolcheck.net.transport import (
     start_guarded_server,
     stop_server,
 )
+from protocolcheck.net.wal import SEGMENT_BYTES, RecordTooLarge, WriteAheadLog
 
 LOG = logging.getLogger("protocolcheck.net.scp")
 
@@ -197,23 +198,66 @@ def instance_key(ds: Dataset, fallback_sop: str = "") -> InstanceKey:
 
 
 class InstanceStore:
-    """A folder of received instances, written so that an acknowledged instance is never lost."""
+    """A folder of received instances, written so that an acknowledged instance is never lost.
 
-    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True) -> None:
+    With ``fsync`` (``listen``), an instance is durable through the store's write-ahead log
+    (:mod:`.wal`): its record is flushed before :meth:`put` returns, then its file is written without a
+    flush of its own; at :meth:`prepare` the log's records are placed again. An instance too large for a
+    log segment, or a store where the log cannot be created, is written the direct way: temp file,
+    fdatasync, rename, folder fsync (:class:`~.commit.FolderSync`)."""
+
+    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True,
+                 wal_segment_bytes: int = SEGMENT_BYTES) -> None:
         self.root = Path(root)
         self.fsync = fsync
+        self.wal_segment_bytes = wal_segment_bytes
+        self.wal: WriteAheadLog | None = None
         self._log_lock = threading.Lock()
         self._rejected: LineLog | None = None
-        self.folders = FolderSync()  # group commit of the folder fsyncs of concurrent puts
+        self.folders = FolderSync()  # group commit of the folder fsyncs of direct puts
+        self._names = threading.Condition()  # claims: a file being written has one writer
+        self._claimed: set[Path] = set()
 
     def prepare(self) -> None:
-        """Create the folder (OSError if it cannot be written) and drop temp files left by a crash."""
+        """Create the folder (OSError if it cannot be written), drop temp files left by a crash, open the
+        write-ahead log and place its records again (their studies are marked pending)."""
         self.root.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=self.root, prefix=_TEMP_PREFIX, delete=True):
             pass
         for path in self.root.glob(f"*/*/{_TEMP_PREFIX}*"):
             LOG.info("removing incomplete file left by an earlier run: %s", path)
             path.unlink(missing_ok=True)
+        if self.fsync and self.wal is None:
+            self._open_log()
+
+    def _open_log(self) -> None:
+        wal = WriteAheadLog(self.root, self.wal_segment_bytes)
+        try:
+            records = wal.open()
+        except OSError as exc:
+            if "in use by another process" in str(exc):
+                raise
+            LOG.warning("no write-ahead log in %s (%s): each instance is flushed on its own (slower)",
+                        self.root, exc.strerror or exc)
+            return
+        replayed = 0
+        for record in records:
+            path = self.root / record.name
+            if not _holds(path, record.payload):
+                self._write(path, record.payload, sync=False, replace=True)
+                replayed += 1
+            self.mark_pending(record.name.split("/", 1)[0])
+        if records:
+            LOG.info("write-ahead log: %d instance(s) logged before the last stop, %d placed again",
+                     len(records), replayed)
+        wal.checkpoint()
+        self.wal = wal
+
+    def close(self) -> None:
+        """Checkpoint and close the write-ahead log (the next start has nothing to place again)."""
+        if self.wal is not None:
+            self.wal.close()
+            self.wal = None
 
     def study_dir(self, study_uid: str) -> Path:
         return self.root / safe_uid(study_uid, "Study Instance UID")
@@ -222,52 +266,89 @@ class InstanceStore:
         return self.root / key.study / key.series / f"{key.sop}.dcm"
 
     def put(self, key: InstanceKey, data: bytes | Sequence[bytes]) -> Path:
-        """Write ``data`` (bytes, or pieces written in turn) as the instance's file, atomically and
-        durably; the path written (or found); InstanceRefused on failure.
+        """Store ``data`` (bytes, or pieces) as the instance's file, atomically and durably; the path
+        written (or found); InstanceRefused on failure.
 
         An instance is never overwritten: the same bytes again are taken as stored (a resend), other
         bytes under the same SOP Instance UID are kept beside the first as ``<SOP>+<digest>.dcm`` (the
         audit reports both as ``duplicate-instance``)."""
-        pieces = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
+        payload = data if isinstance(data, bytes) else b"".join(
+            [bytes(data)] if isinstance(data, (bytearray, memoryview)) else data)
         target = self.path_for(key)
         try:
-            created = not target.parent.is_dir()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, temp = tempfile.mkstemp(dir=target.parent, prefix=_TEMP_PREFIX)
-            digest = hashlib.sha256()
+            final, stored = self._claim(target, payload)
+            if stored:
+                return final
             try:
-                with os.fdopen(fd, "wb") as fh:
-                    for piece in pieces:
-                        fh.write(piece)
-                        digest.update(piece)
-                    fh.flush()
-                    if self.fsync:
-                        os.fdatasync(fh.fileno())  # the data and the size; the name comes next
-                placed = self._place(Path(temp), target, digest.hexdigest())
+                self._persist(final, payload)
             finally:
-                Path(temp).unlink(missing_ok=True)
-            if self.fsync:  # the new entry (and any new folder's) durable, in a round shared with other writers
-                self.folders.sync([target.parent, *((target.parent.parent, self.root) if created else ())])
+                with self._names:
+                    self._claimed.discard(final)
+                    self._names.notify_all()
         except OSError as exc:
             raise InstanceRefused(OUT_OF_RESOURCES, f"cannot write {target}: {exc.strerror or exc}") from exc
-        return placed
+        return final
 
-    def _place(self, temp: Path, target: Path, digest: str) -> Path:
-        """Link the written temp file to ``target`` unless that exists (``link`` never replaces): then
-        the existing file with the same digest, else the duplicate's own name beside it."""
-        for candidate in (target, target.with_name(f"{target.name[:-4]}+{digest[:16]}.dcm")):
+    def _claim(self, target: Path, payload: bytes) -> tuple[Path, bool]:
+        """The file name for ``payload``, claimed for this writer; (path, True) when it is stored already.
+        ``target`` unless it holds other bytes, then the duplicate's own name beside it."""
+        with self._names:
+            candidate = target
+            while True:
+                if candidate in self._claimed:
+                    self._names.wait()  # the same name being written by another association: its outcome first
+                    continue
+                if not candidate.exists():
+                    self._claimed.add(candidate)
+                    if candidate != target:
+                        LOG.warning("SOP Instance UID %s arrived again with different content; kept beside the "
+                                    "first as %s (duplicate-instance)", target.name[:-4], candidate.name)
+                    return candidate, False
+                if _holds(candidate, payload):
+                    return candidate, True  # the same bytes again (a resend): stored already
+                if candidate != target:
+                    raise OSError(f"{target.name} and its duplicate name hold other content")
+                candidate = target.with_name(f"{target.name[:-4]}+{hashlib.sha256(payload).hexdigest()[:16]}.dcm")
+
+    def _persist(self, final: Path, payload: bytes) -> None:
+        """Make ``payload`` durable as ``final``: logged then written, or written the direct way."""
+        if self.wal is not None:
             try:
-                os.link(temp, candidate)
-            except FileExistsError:
-                if _digest(candidate) == digest:
-                    return candidate  # the same bytes again (a resend): stored already
-                continue
-            if candidate != target:
-                LOG.warning("SOP Instance UID %s arrived again with different content; kept beside the first as %s "
-                            "(duplicate-instance)", target.name[:-4], candidate.name)
-            return candidate
-        raise OSError(f"{target.name} and its duplicate name hold other content")
+                segment = self.wal.append(final.relative_to(self.root).as_posix(), payload)
+            except RecordTooLarge:
+                pass
+            else:
+                try:
+                    self._write(final, payload, sync=False)
+                finally:
+                    self.wal.placed(segment)
+                return
+        self._write(final, payload, sync=self.fsync)
 
+    def _write(self, final: Path, payload: bytes, *, sync: bool, replace: bool = False) -> None:
+        """Write ``final`` through a temp file beside it; with ``sync`` the data, then the name, flushed.
+        ``link`` never replaces a file (another process's, even); ``replace`` (placing the log again) does."""
+        created = not final.parent.is_dir()
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temp = final.with_name(f"{_TEMP_PREFIX}{final.name}.{threading.get_ident()}")
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(payload)
+                while view:
+                    view = view[os.write(fd, view):]
+                if sync:
+                    os.fdatasync(fd)  # the data and the size; the name comes next
+            finally:
+                os.close(fd)
+            if replace:
+                os.replace(temp, final)
+            else:
+                os.link(temp, final)
+        finally:
+            temp.unlink(missing_ok=True)
+        if sync:  # the new entry (and any new folder's) durable, in a round shared with other writers
+            self.folders.sync([final.parent, *((final.parent.parent, self.root) if created else ())])
 
     # -- pending markers: a study with a marker has instances that were not yet handed over
     def mark_pending(self, study_uid: str) -> None:
@@ -313,12 +394,14 @@ class InstanceStore:
         yield from sorted(self.study_dir(study_uid).glob("*/*.dcm"))
 
 
-def _digest(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            sha.update(block)
-    return sha.hexdigest()
+def _holds(path: Path, payload: bytes) -> bool:
+    """Whether the file at ``path`` holds exactly ``payload`` (False when it is missing)."""
+    try:
+        if path.stat().st_size != len(payload):
+            return False
+        return path.read_bytes() == payload
+    except FileNotFoundError:
+        return False
 
 
 def _now() -> str:
@@ -377,7 +460,8 @@ class StudyTracker:
                 state = self._studies[study_uid] = _StudyState()
             state.seq += 1
             state.last = self.clock()
-            self._cond.notify_all()
+            if new:  # a known study's deadline only moves later: the worker's current wait stays right
+                self._cond.notify_all()
             if new and self.on_pending:
                 self.on_pending(study_uid)  # may raise (disk full): the study is still handed over
 
@@ -679,6 +763,10 @@ class StorageSCP:
             stop_server(server, grace, busy=lambda: self._busy > 0)
             self._server = None
         self.tracker.stop(flush=True)
+        try:
+            self.store.close()
+        except OSError as exc:  # the log's records stay: they are placed again at the next start
+            LOG.error("cannot checkpoint the write-ahead log of %s: %s", self.store.root, exc.strerror or exc)
 
 
 def wait_for_signal(stop: threading.Event | None = None) -> int:
