@@ -62,6 +62,8 @@ _HAS_ACTION = any(f.name == "action" for f in dataclasses.fields(Finding))  # st
 DEFAULT_SERIES_IDLE = 2.0  # seconds without a new instance before a series counts as complete
 DEFAULT_SETTLE = 0.5  # seconds without a new instance before a series is judged (early, still "arriving")
 RECENT_EXAMS = 50  # finished exams kept in memory for the page
+BATCH_SECONDS = 0.05  # the monitor takes instances in batches this far apart (one wake-up per batch, not per
+#                       instance: the receiving threads and the monitor then rarely contend for the GIL)
 
 
 class ExamState(str, Enum):
@@ -346,7 +348,8 @@ class LiveMonitor:
     def _post(self, kind: str, item: Any) -> None:
         with self._cond:
             self._inbox.append((kind, item))
-            self._cond.notify_all()
+            if len(self._inbox) == 1:  # otherwise the monitor was woken already and takes this one too
+                self._cond.notify_all()
 
     def drain(self) -> list[tuple[str, Any]]:
         """The queued events, taken (for driving :meth:`step` by hand when the thread is not started)."""
@@ -413,6 +416,8 @@ class LiveMonitor:
                     self._cond.wait(self._next_wait())
                 if self._stopping and not self._inbox:
                     return
+                if self._inbox and self._inbox[-1][0] == "instance" and not self._stopping:
+                    self._cond.wait(BATCH_SECONDS)  # instances flowing: let a batch gather
                 inbox, self._inbox = self._inbox, []
             try:
                 self.step(inbox)

@@ -212,6 +212,7 @@ class InstanceStore:
         self.fsync = fsync
         self.wal_segment_bytes = wal_segment_bytes
         self.wal: WriteAheadLog | None = None
+        self._log_tried = False
         self._log_lock = threading.Lock()
         self._rejected: LineLog | None = None
         self.folders = FolderSync()  # group commit of the folder fsyncs of direct puts
@@ -227,7 +228,8 @@ class InstanceStore:
         for path in self.root.glob(f"*/*/{_TEMP_PREFIX}*"):
             LOG.info("removing incomplete file left by an earlier run: %s", path)
             path.unlink(missing_ok=True)
-        if self.fsync and self.wal is None:
+        if self.fsync and not self._log_tried:
+            self._log_tried = True
             self._open_log()
 
     def _open_log(self) -> None:
@@ -282,33 +284,42 @@ class InstanceStore:
             try:
                 self._persist(final, payload)
             finally:
-                with self._names:
-                    self._claimed.discard(final)
-                    self._names.notify_all()
+                self._release(final)
         except OSError as exc:
             raise InstanceRefused(OUT_OF_RESOURCES, f"cannot write {target}: {exc.strerror or exc}") from exc
         return final
 
     def _claim(self, target: Path, payload: bytes) -> tuple[Path, bool]:
         """The file name for ``payload``, claimed for this writer; (path, True) when it is stored already.
-        ``target`` unless it holds other bytes, then the duplicate's own name beside it."""
-        with self._names:
-            candidate = target
-            while True:
-                if candidate in self._claimed:
-                    self._names.wait()  # the same name being written by another association: its outcome first
-                    continue
+        ``target`` unless it holds other bytes, then the duplicate's own name beside it. The lock guards
+        only the claims; the file system is looked at outside it."""
+        candidate = target
+        while True:
+            with self._names:
+                while candidate in self._claimed:  # the same name being written by another association
+                    self._names.wait()
+                self._claimed.add(candidate)
+            try:
                 if not candidate.exists():
-                    self._claimed.add(candidate)
                     if candidate != target:
                         LOG.warning("SOP Instance UID %s arrived again with different content; kept beside the "
                                     "first as %s (duplicate-instance)", target.name[:-4], candidate.name)
-                    return candidate, False
-                if _holds(candidate, payload):
-                    return candidate, True  # the same bytes again (a resend): stored already
-                if candidate != target:
-                    raise OSError(f"{target.name} and its duplicate name hold other content")
-                candidate = target.with_name(f"{target.name[:-4]}+{hashlib.sha256(payload).hexdigest()[:16]}.dcm")
+                    return candidate, False  # claimed: the caller writes it and releases the claim
+                stored = _holds(candidate, payload)
+            except BaseException:
+                self._release(candidate)
+                raise
+            self._release(candidate)
+            if stored:
+                return candidate, True  # the same bytes again (a resend): stored already
+            if candidate != target:
+                raise OSError(f"{target.name} and its duplicate name hold other content")
+            candidate = target.with_name(f"{target.name[:-4]}+{hashlib.sha256(payload).hexdigest()[:16]}.dcm")
+
+    def _release(self, claimed: Path) -> None:
+        with self._names:
+            self._claimed.discard(claimed)
+            self._names.notify_all()
 
     def _persist(self, final: Path, payload: bytes) -> None:
         """Make ``payload`` durable as ``final``: logged then written, or written the direct way."""

@@ -27,6 +27,7 @@ then :meth:`WriteAheadLog.checkpoint` empties the log.
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import logging
 import os
@@ -87,8 +88,8 @@ def _syncfs(fd: int) -> None:
         os.sync()
         return
     if syncfs(fd) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
 
 
 class WriteAheadLog:
@@ -111,9 +112,19 @@ class WriteAheadLog:
     # -- start and stop -------------------------------------------------------------------------
     def open(self) -> list[Record]:
         """Create the segments (written with zeros, flushed) or open them; the records to place again,
-        oldest first. OSError when the folder or a segment cannot be written."""
+        oldest first. OSError when the folder or a segment cannot be written (nothing is left open)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock()
+        try:
+            found = self._open_segments()
+        except BaseException:
+            self.close_without_checkpoint()
+            raise
+        found.sort(key=lambda r: r.sequence)
+        self._sequence = found[-1].sequence if found else 0
+        return found
+
+    def _open_segments(self) -> list[Record]:
         found: list[Record] = []
         for k in range(SEGMENTS):
             path = self.folder / f"segment-{k}.log"
@@ -130,8 +141,6 @@ class WriteAheadLog:
             self._segments.append(segment)
             self._by_path[path] = segment
         fsync_folder(self.folder)
-        found.sort(key=lambda r: r.sequence)
-        self._sequence = found[-1].sequence if found else 0
         return found
 
     def _prepare(self, fd: int, path: Path) -> int:
@@ -141,12 +150,19 @@ class WriteAheadLog:
             magic, generation, crc = _SEGMENT_HEAD.unpack(head)
             if magic == _SEGMENT_MAGIC and crc == zlib.crc32(head[:16]):
                 return int(generation)
+        space = os.statvfs(self.folder)
+        if space.f_bavail * space.f_frsize < 4 * self.segment_bytes:  # the log must not fill the disk
+            raise OSError(errno.ENOSPC, f"less than {4 * self.segment_bytes} bytes free for the write-ahead log")
         LOG.info("creating write-ahead log segment %s (%d bytes)", path, self.segment_bytes)
-        written = 0
-        while written < self.segment_bytes:
-            written += os.pwrite(fd, _ZEROS[:min(len(_ZEROS), self.segment_bytes - written)], written)
-        self._write_head(fd, 1)
-        os.fsync(fd)
+        try:
+            written = 0
+            while written < self.segment_bytes:
+                written += os.pwrite(fd, _ZEROS[:min(len(_ZEROS), self.segment_bytes - written)], written)
+            self._write_head(fd, 1)
+            os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, 0)  # give the space back
+            raise
         return 1
 
     def _lock(self) -> None:
@@ -193,12 +209,17 @@ class WriteAheadLog:
             if self._segments:
                 self.checkpoint()
         finally:
-            for segment in self._segments:
-                os.close(segment.fd)
-            self._segments = []
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)  # releases the lock
-                self._lock_fd = None
+            self.close_without_checkpoint()
+
+    def close_without_checkpoint(self) -> None:
+        """Close the segments and release the lock (the records stay, for the next start)."""
+        for segment in self._segments:
+            os.close(segment.fd)
+        self._segments = []
+        self._by_path = {}
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # -- writing --------------------------------------------------------------------------------
     def append(self, name: str, payload: bytes) -> _Segment:
