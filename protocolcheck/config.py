@@ -19,7 +19,7 @@ defaults.
 =============================  ==========================================================================
 
 The live loop's tunables with their defaults (``listen --exam-timeout`` overrides the first):
-:data:`EXAM_TIMEOUT`, :data:`OUTBOX_MAX_ITEMS`, :data:`OUTBOX_MAX_BYTES`.
+:data:`EXAM_TIMEOUT`, :data:`LIVE_HANDOVER_WAIT`, :data:`OUTBOX_MAX_ITEMS`, :data:`OUTBOX_MAX_BYTES`.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class Env(str, Enum):
 
 
 EXAM_TIMEOUT = 4 * 3600.0  # s: an open exam with no instance and no MPPS message for this long ends ("timeout")
+LIVE_HANDOVER_WAIT = 10.0  # s listen's idle hand-over waits for the live verdict (its SR in the outbox)
 OUTBOX_MAX_ITEMS = 1000  # reports waiting for the PACS in STORE/.outbox (about a week of a busy scanner's exams)
 OUTBOX_MAX_BYTES = 256 * 1024 * 1024  # their bytes (a report of a 500-image exam is about 100 kB)
 

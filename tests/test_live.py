@@ -292,3 +292,29 @@ def test_an_exam_that_never_ends_times_out(tmp_path: Path, library) -> None:
     monitor.step([])
     view = monitor.view(ds.StudyInstanceUID)
     assert (view.state, view.ended_by) == (ExamState.IN_PROGRESS, None)
+
+
+def test_the_idle_hand_over_waits_for_the_listeners(tmp_path: Path, library) -> None:
+    """study_idle(wait=...) returns once the final verdict went through every listener (listen keeps the
+    study's pending marker until then, so the SR is in the outbox before the marker goes)."""
+    import pydicom
+
+    folder = _study(tmp_path / "src", accession="LIVE6")
+    monitor = LiveMonitor(AuditOptions(library=library), series_idle=30)
+    seen: list[ExamView] = []
+
+    def slow_listener(view: ExamView) -> None:
+        time.sleep(0.3)  # e.g. building the SR and writing it to the outbox
+        seen.append(view)
+
+    monitor.subscribe(slow_listener)
+    monitor.start()
+    try:
+        for path in sorted(folder.glob("*.dcm"))[:4]:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            monitor.instance(ds.StudyInstanceUID, ds.SeriesInstanceUID, path)
+        assert monitor.study_idle(str(ds.StudyInstanceUID), wait=20)
+        assert seen and seen[-1].state is ExamState.IDLE and not seen[-1].provisional
+        assert monitor.study_idle("1.2.3.404", wait=5)  # an exam the monitor never saw: at once
+    finally:
+        monitor.stop()

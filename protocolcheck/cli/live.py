@@ -190,7 +190,12 @@ class LiveLoop:
         self.monitor.instance(key.study, key.series, path)
 
     def on_study(self, study_uid: str) -> None:
-        self.monitor.study_idle(study_uid)
+        """The idle hand-over (before the audit; the study stays marked pending until this returns): wait
+        until the live verdict went through the listeners, so that a kill -9 cannot fall between the
+        marker's removal and the report's arrival in the outbox."""
+        if not self.monitor.study_idle(study_uid, wait=config.LIVE_HANDOVER_WAIT):
+            LOG.warning("the live verdict of study %s is late (over %g s); handing it over anyway", study_uid,
+                        config.LIVE_HANDOVER_WAIT)
 
     def _mpps_message(self, uid: str, step: Dataset) -> None:
         from protocolcheck.jobs.live import MppsMessage

@@ -341,9 +341,14 @@ class LiveMonitor:
         (a step replayed at start keeps its age towards the exam timeout)."""
         self._post("mpps", (message, self.clock() - max(0.0, age)))
 
-    def study_idle(self, study_uid: str) -> None:
-        """``listen`` handed the study over (no instance for ``--idle`` s): final unless MPPS ended it."""
-        self._post("idle", study_uid)
+    def study_idle(self, study_uid: str, wait: float = 0.0) -> bool:
+        """``listen`` handed the study over (no instance for ``--idle`` s): final unless MPPS ended it.
+        With ``wait``, block up to that many seconds until the exam's verdict has been through every
+        listener (so that ``listen`` keeps the study's pending marker until its report is in the outbox);
+        whether it has."""
+        done = threading.Event()
+        self._post("idle", (study_uid, done))
+        return done.wait(wait) if wait > 0 else True
 
     def _post(self, kind: str, item: Any) -> None:
         with self._cond:
@@ -436,26 +441,35 @@ class LiveMonitor:
         callable directly in tests)."""
         handlers: dict[str, Callable[[Any], None]] = {
             "instance": lambda item: self._add_instance(*item), "mpps": lambda item: self._apply_mpps(*item),
-            "idle": self._idle, "expect": lambda item: self._expected(*item)}
+            "idle": lambda item: self._idle(item[0]), "expect": lambda item: self._expected(*item)}
+        handed_over: list[threading.Event] = []
         for kind, item in inbox:
             handlers[kind](item)
+            if kind == "idle":
+                handed_over.append(item[1])
         now = self.clock()
         for exam in self._exams.values():
             if not exam.final and now - exam.last_activity >= self.exam_timeout:
                 self._timed_out(exam)
-            for series in exam.series.values():
-                if series.complete:
-                    continue
-                if now - series.last >= self.series_idle:
-                    series.complete = True
-                    exam.dirty = True
-                elif now - series.last >= self.settle and len(series.headers) != series.judged:
-                    exam.dirty = True  # quiet for a moment: judge it now, confirm it complete later
+            self._settle(exam, now)
         for exam in list(self._exams.values()):
             self._look_up(exam)
             if exam.dirty:
                 self._evaluate(exam)
         self._forget_old()
+        for done in handed_over:  # their exams were judged and every listener has run
+            done.set()
+
+    def _settle(self, exam: Exam, now: float) -> None:
+        """Complete the series quiet for ``series_idle``; mark the exam for judging when one is quiet for ``settle``."""
+        for series in exam.series.values():
+            if series.complete:
+                continue
+            if now - series.last >= self.series_idle:
+                series.complete = True
+                exam.dirty = True
+            elif now - series.last >= self.settle and len(series.headers) != series.judged:
+                exam.dirty = True  # quiet for a moment: judge it now, confirm it complete later
 
     # -- events ------------------------------------------------------------------------------
     def _exam(self, study_uid: str, accession: str = "") -> Exam:
