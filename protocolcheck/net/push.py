@@ -111,6 +111,8 @@ class StoreQueue:
         """Get the outbox ready (before the first :meth:`put`); how many datasets an earlier run left
         waiting (they are sent first). OSError when its folder cannot be used."""
         waiting = self.outbox.prepare()
+        for path in self.outbox.pending():
+            self._labels[path.name] = f"{path.name} (left by an earlier run)"
         if waiting:
             LOG.warning("%d reports left by an earlier run wait in %s: sending them to %s", waiting,
                         self.outbox.folder, self.peer)
@@ -130,7 +132,7 @@ class StoreQueue:
             self.counters.add("unwritten")
             LOG.error("not queued for %s: %s (cannot write it to %s: %s)", self.peer, label, self.outbox.folder, exc)
             return False
-        self._labels[path.name] = label
+        self._labels.setdefault(path.name, label)  # the same report queued again keeps its first label
         self._wake.set()
         return True
 
