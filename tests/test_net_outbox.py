@@ -1,23 +1,27 @@
 """The durable SR outbox (`protocolcheck.net.outbox`) and its sender (`protocolcheck.net.push.StoreQueue`).
 
 Real peers on 127.0.0.1: a pynetdicom storage SCP that answers each C-STORE with the next status of a
-script (Out of Resources for a while, then success; or Cannot Understand), and a port where nothing
-listens (the PACS down). Orthanc 1.10 cannot be made to refuse with a status (its Lua filter drops an
-instance but answers success; a modality without AllowStore gets its association aborted), so the
-refusing PACS here is pynetdicom's.
+script (Out of Resources for a while, then success; or Cannot Understand), a port where nothing
+listens (the PACS down), and Orthanc answering Out of Resources (0xA700, what Orthanc 1.10 answers to
+any failure while storing; here its Lua filter fails) until it is allowed to store. Orthanc 1.10 cannot
+be made to refuse *for good* with a status (a Lua filter returning false drops the instance and answers
+success; a modality without AllowStore gets its association aborted, no status), so the PACS that
+refuses for good is pynetdicom's.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import highdicom as hd
 import pydicom
 import pytest
-from peers import free_port
+from peers import free_port, orthanc
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
@@ -201,3 +205,35 @@ def test_a_full_outbox_refuses_at_once_and_counts(tmp_path: Path, image: Dataset
     with pytest.raises(OutboxFull, match="bytes"):
         small.add(reports[1])
     assert small.usage() == (1, size)
+
+
+def test_orthanc_out_of_resources_is_retried_until_it_stores(tmp_path: Path, image: Dataset,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """A real Orthanc answers 0xA700 while its storage filter fails; the report stays in the outbox and
+    lands once Orthanc stores again."""
+    flag = tmp_path / "refusing"
+    flag.touch()
+    lua = tmp_path / "filter.lua"
+    lua.write_text("function ReceivedInstanceFilter(dicom, origin, info)\n"
+                   f"  local f = io.open({json.dumps(str(flag))}, 'r')\n"
+                   "  if f ~= nil then f:close(); error('storage unavailable') end\n"
+                   "  return true\nend\n")
+    rest = free_port()
+    with orthanc(tmp_path / "orthanc", aet="PACS", worklist=False,
+                 extra={"LuaScripts": [str(lua)], "HttpServerEnabled": True, "HttpPort": rest}) as pacs:
+        queue = _queue(tmp_path / "store", pacs.port)
+        report = _report(image)
+        queue.put(report)
+        queue.start()
+        try:
+            _wait(lambda: queue.counters.retried >= 2)
+            assert _waiting(tmp_path / "store") == [f"{report.SOPInstanceUID}.dcm"]
+            assert any("0xA700" in r.getMessage() and "retrying" in r.getMessage() for r in caplog.records)
+            flag.unlink()
+            _wait(lambda: not _waiting(tmp_path / "store"))
+        finally:
+            queue.stop()
+        with urllib.request.urlopen(f"http://127.0.0.1:{rest}/instances?expand", timeout=5) as response:
+            stored = json.load(response)
+    assert [i["MainDicomTags"]["SOPInstanceUID"] for i in stored] == [report.SOPInstanceUID]
+    assert (queue.counters.sent, queue.counters.refused) == (1, 0)
