@@ -95,14 +95,14 @@ class LoadResult:
 _UID = re.compile(rb"2\.25\.\d{20,}")
 
 
-def _templates(count: int, slices: int) -> list[list[tuple[str, bytes]]]:
-    """``count`` synth plexus studies with 16 x 16 images, as (file name, bytes) lists."""
+def _templates(count: int, slices: int, matrix: int = 16) -> list[list[tuple[str, bytes]]]:
+    """``count`` synth plexus studies with ``matrix`` x ``matrix`` images, as (file name, bytes) lists."""
     from protocolcheck.testing import synth
 
     out = []
     with tempfile.TemporaryDirectory(prefix="listen-load-template-") as tmp:
         for i, spec in enumerate(synth.varied_studies(count, seed=7, slices=slices)):
-            spec = dataclasses.replace(spec, series=tuple(dataclasses.replace(s, matrix=16) for s in spec.series))
+            spec = dataclasses.replace(spec, series=tuple(dataclasses.replace(s, matrix=matrix) for s in spec.series))
             folder = Path(tmp) / str(i)
             paths = synth.write_study(spec, folder)
             out.append([(p.name, p.read_bytes()) for p in paths])
@@ -142,10 +142,10 @@ def _audited_instances(folder: Path) -> int:
     return sum(int(s["instances"]) for s in result.to_dict()["series"])
 
 
-def make_corpus(root: Path, senders: int, studies_per_sender: int,
-                slices: int) -> tuple[list[Path], dict[str, int], dict[str, int]]:
+def make_corpus(root: Path, senders: int, studies_per_sender: int, slices: int,
+                matrix: int = 16) -> tuple[list[Path], dict[str, int], dict[str, int]]:
     """One folder per sender holding its studies; study UID -> files, and -> instances its audit counts."""
-    templates = _templates(min(4, senders * studies_per_sender), slices)
+    templates = _templates(min(4, senders * studies_per_sender), slices, matrix)
     folders = []
     files: dict[str, int] = {}
     audited: dict[str, int] = {}

@@ -1,19 +1,20 @@
 """Ingest and live-loop latency: ``protocolcheck listen`` against dcmtk ``storescp`` and Orthanc, same send.
 
-    python -m benchmarks.live_ingest                       # 8 studies, ~750 instances, 1 and 4 associations
-    python -m benchmarks.live_ingest --studies 16 --slices 30 --repeat 3
+    python -m benchmarks.live_ingest                       # 8 studies, ~390 instances each of 16 x 16 and 256 x 256
+    python -m benchmarks.live_ingest --studies 16 --slices 30 --repeat 3 --matrix 512
 
-Ingest: the same corpus (clones of synth plexus studies with 16 x 16 images, from
-:mod:`benchmarks.listen_load`) is pushed by dcmtk ``storescu`` over 1 association (one sender with
-every study) and over 4 associations (4 concurrent senders, a quarter each) into each receiver in
-turn, in the same run:
+Ingest: the same corpus (clones of synth plexus studies, from :mod:`benchmarks.listen_load`), once with
+16 x 16 images (2 KB instances: the per-instance cost) and once with 256 x 256 x 16-bit images (128 KB, a
+real MR image), is pushed by dcmtk ``storescu`` over 1 association (one sender with every study) and over 4
+associations (4 concurrent senders, a quarter each) into each receiver in turn, in the same run:
 
-- ``protocolcheck listen`` as in production: fsync of every file and folder before success, the live
-  loop on (every header read again, each exam re-audited as its series complete);
+- ``protocolcheck listen`` as in production: every instance durable before success (its write-ahead log
+  record flushed), the live loop on (every header read again, each exam re-audited as its series complete);
 - dcmtk ``storescp --fork -od DIR`` (one process per association; no fsync);
-- Orthanc 1.10 (its default storage; it acknowledges after writing the file and its SQLite index);
-- for reference, pynetdicom's bare SCP answering success without decoding or storing anything (the
-  ceiling of any pynetdicom receiver on this machine; ``--null-scp PORT`` runs it).
+- Orthanc (its default storage; it acknowledges after writing the file and its SQLite index);
+- for reference, pynetdicom's bare SCP answering success without decoding or storing anything, at
+  ``listen``'s reactor pace and maximum PDU (the ceiling of any pynetdicom receiver on this machine;
+  ``--null-scp PORT`` runs it).
 
 Each (receiver, associations) pair is run ``--repeat`` times with a fresh store; the fastest run counts
 (the least disturbed, as ``timeit``). The table gives instances/s and protocolcheck's ratio to the others.
@@ -154,15 +155,26 @@ def send(port: int, aet: str, folders: list[Path]) -> float:
 
 
 def null_scp(port: int) -> None:
-    """pynetdicom storage SCP that answers success at once (no decoding, no storage); runs until killed."""
+    """pynetdicom storage SCP that answers success at once (no decoding, no storage), its reactors at
+    ``listen``'s pace (:func:`~protocolcheck.net.commit.brisk_reactors`) and with its maximum PDU: the
+    ceiling of any pynetdicom receiver here. Runs until killed."""
     from pynetdicom import AE, AllStoragePresentationContexts, evt
 
+    from protocolcheck.net.commit import brisk_reactors, busy
+    from protocolcheck.net.scp import RECEIVE_PDU
+
+    def answer(event: evt.Event) -> int:
+        busy()
+        return 0x0000
+
+    brisk_reactors()
     ae = AE("NULLSCP")
+    ae.maximum_pdu_size = RECEIVE_PDU
     ae.add_supported_context("1.2.840.10008.1.1")
     for cx in AllStoragePresentationContexts:
         ae.add_supported_context(cx.abstract_syntax)
     ae.maximum_associations = 64
-    ae.start_server(("127.0.0.1", port), evt_handlers=[(evt.EVT_C_STORE, lambda event: 0x0000)])
+    ae.start_server(("127.0.0.1", port), evt_handlers=[(evt.EVT_C_STORE, answer)])
 
 
 def _stored(kind: str, store: Path) -> int:
@@ -176,18 +188,24 @@ class IngestRow:
     associations: int
     instances: int
     seconds: list[float]
+    megabytes: float = 0.0
 
     @property
     def rate(self) -> float:
         return self.instances / min(self.seconds)
 
+    @property
+    def megabytes_per_second(self) -> float:
+        return self.megabytes / min(self.seconds)
+
 
 def ingest(work: Path, studies: int, slices: int, repeat: int,
            receivers: tuple[str, ...] = ("protocolcheck", "storescp", "orthanc", "pynetdicom-null"),
-           ) -> list[IngestRow]:
-    corpus = work / "corpus"
-    folders, files, _ = make_corpus(corpus, 4, max(1, studies // 4), slices)
+           matrix: int = 16) -> list[IngestRow]:
+    corpus = work / f"corpus-{matrix}"
+    folders, files, _ = make_corpus(corpus, 4, max(1, studies // 4), slices, matrix)
     total = sum(files.values())
+    size = sum(p.stat().st_size for p in corpus.rglob("*.dcm"))
     rows = []
     for associations in (1, 4):
         senders = [corpus] if associations == 1 else folders
@@ -200,7 +218,7 @@ def ingest(work: Path, studies: int, slices: int, repeat: int,
                     # Orthanc's storage holds more files, the null SCP none
                     if kind in ("protocolcheck", "storescp") and stored != total:
                         raise RuntimeError(f"{kind}: {stored} files stored of {total}")
-            rows.append(IngestRow(kind, associations, total, times))
+            rows.append(IngestRow(kind, associations, total, times, size / 1e6))
     return rows
 
 
@@ -284,12 +302,29 @@ def latency(work: Path, exams: int = 2, series_idle: float = 2.0) -> tuple[list[
     return series_lat, sr_lat
 
 
+def _table(rows: list[IngestRow], title: str) -> None:
+    print(title)
+    print(f"{'receiver':<16}{'assoc':>6}{'inst/s':>10}{'MB/s':>8}{'vs storescp':>13}{'vs Orthanc':>12}"
+          f"{'vs null SCP':>13}")
+    for associations in (1, 4):
+        group = {r.receiver: r for r in rows if r.associations == associations}
+        for row in group.values():
+            ours = row.receiver == "protocolcheck"
+            print(f"{row.receiver:<16}{associations:>6}{row.rate:>10.0f}{row.megabytes_per_second:>8.1f}"
+                  f"{(row.rate / group['storescp'].rate) if ours else float('nan'):>13.2f}"
+                  f"{(row.rate / group['orthanc'].rate) if ours else float('nan'):>12.2f}"
+                  f"{(row.rate / group['pynetdicom-null'].rate) if ours else float('nan'):>13.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--studies", type=int, default=8, help="studies in the corpus (default 8)")
     parser.add_argument("--slices", type=int, default=15, help="slices per series (default 15)")
     parser.add_argument("--repeat", type=int, default=2, help="runs per receiver and association count")
     parser.add_argument("--exams", type=int, default=2, help="exams for the latency measurement")
+    parser.add_argument("--matrix", type=int, nargs="+", default=[16, 256], metavar="N",
+                        help="image sizes (N x N, 16 bit; default 16 for the per-instance cost and 256, an MR "
+                             "image of 128 KB)")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--null-scp", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -297,18 +332,10 @@ def main(argv: list[str] | None = None) -> int:
         null_scp(args.null_scp)
         return 0
     with tempfile.TemporaryDirectory(prefix="live-ingest-") as tmp:
-        rows = ingest(Path(tmp), args.studies, args.slices, args.repeat)
-        print(f"ingest: {rows[0].instances} instances (16 x 16 images), fastest of {args.repeat} runs, same send")
-        print(f"{'receiver':<16}{'assoc':>6}{'inst/s':>10}{'vs storescp':>13}{'vs Orthanc':>12}"
-              f"{'vs null SCP':>13}")
-        for associations in (1, 4):
-            group = {r.receiver: r for r in rows if r.associations == associations}
-            for row in group.values():
-                ours = row.receiver == "protocolcheck"
-                print(f"{row.receiver:<16}{associations:>6}{row.rate:>10.0f}"
-                      f"{(row.rate / group['storescp'].rate) if ours else float('nan'):>13.2f}"
-                      f"{(row.rate / group['orthanc'].rate) if ours else float('nan'):>12.2f}"
-                      f"{(row.rate / group['pynetdicom-null'].rate) if ours else float('nan'):>13.2f}")
+        for matrix in args.matrix:
+            rows = ingest(Path(tmp), args.studies, args.slices, args.repeat, matrix=matrix)
+            _table(rows, f"ingest: {rows[0].instances} instances ({matrix} x {matrix} images), fastest of "
+                         f"{args.repeat} runs, same send")
         if not args.skip_latency:
             series_lat, sr_lat = latency(Path(tmp) / "latency", args.exams)
             print(f"series verdict after its last instance: median {statistics.median(series_lat):.2f} s, "
