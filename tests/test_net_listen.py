@@ -300,6 +300,27 @@ def test_safe_uid_refuses_paths() -> None:
             safe_uid(bad)
 
 
+def test_file_meta_is_what_pynetdicom_encodes() -> None:
+    """The received instance's File Meta Information, built without pydicom, equals pynetdicom's own
+    ``encode_file_meta(create_file_meta(...))`` for every storage SOP class and transfer syntax we accept,
+    with instance UIDs of odd and even lengths."""
+    from pynetdicom import ALL_TRANSFER_SYNTAXES as TRANSFER_SYNTAXES
+    from pynetdicom.dsutils import create_file_meta, encode_file_meta
+
+    from protocolcheck.net.common import STORAGE_SOP_CLASSES
+    from protocolcheck.net.scp import file_meta
+
+    checked = 0
+    for n, sop_class in enumerate(STORAGE_SOP_CLASSES):
+        for syntax in TRANSFER_SYNTAXES:
+            instance = generate_uid()[: 40 + n % 2]
+            expected = encode_file_meta(create_file_meta(sop_class_uid=sop_class, sop_instance_uid=instance,
+                                                         transfer_syntax=syntax))
+            assert file_meta(sop_class, instance, syntax) == expected, (sop_class, syntax, instance)
+            checked += 1
+    assert checked > 100
+
+
 def test_check_complete_detects_cut_datasets() -> None:
     from io import BytesIO
 

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import signal
+import struct
 import tempfile
 import threading
 import time
@@ -43,8 +44,8 @@ from types import FrameType
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pynetdicom import evt
-from pynetdicom.dsutils import decode, encode_file_meta
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, evt
+from pynetdicom.dsutils import decode
 
 from protocolcheck.dicom.limits import InflateLimitExceeded, InflateTruncated, inflate
 from protocolcheck.dicom.pixels import ImageSize, pixel_data_problem
@@ -180,6 +181,33 @@ def _pixel_problem(ds: Dataset, data: bytes, little: bool) -> str | None:
     size = ImageSize(number("Rows"), number("Columns"), number("BitsAllocated"), number("SamplesPerPixel"),
                      number("NumberOfFrames"))
     return pixel_data_problem(lambda at, n: data[at:at + n], len(data), offset, length, size, little=little)
+
+
+def _meta_element(elem: int, vr: bytes, value: bytes) -> bytes:
+    if vr == b"OB":  # explicit VR little endian; OB has a 4-byte length after 2 reserved bytes
+        return struct.pack("<HH2s2xI", 0x0002, elem, vr, len(value)) + value
+    return struct.pack("<HH2sH", 0x0002, elem, vr, len(value)) + value
+
+
+def _padded(text: str, pad: bytes) -> bytes:
+    raw = text.encode("latin-1", "replace")
+    return raw + pad if len(raw) % 2 else raw
+
+
+def file_meta(sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
+    """The File Meta Information group (PS3.10 section 7.1) of a received instance: byte for byte what
+    ``encode_file_meta(event.file_meta)`` gives (``tests/test_net_listen.py`` proves it over every storage SOP
+    class and transfer syntax), without building and writing a pydicom dataset for it, which took 0.33 ms of
+    every C-STORE (a quarter of the handler)."""
+    body = b"".join((
+        _meta_element(0x0001, b"OB", b"\x00\x01"),
+        _meta_element(0x0002, b"UI", _padded(sop_class, b"\x00")),
+        _meta_element(0x0003, b"UI", _padded(sop_instance, b"\x00")),
+        _meta_element(0x0010, b"UI", _padded(transfer_syntax, b"\x00")),
+        _meta_element(0x0012, b"UI", _padded(PYNETDICOM_IMPLEMENTATION_UID, b"\x00")),
+        _meta_element(0x0013, b"SH", _padded(PYNETDICOM_IMPLEMENTATION_VERSION, b" ")),
+    ))
+    return _meta_element(0x0000, b"UL", struct.pack("<I", len(body))) + body
 
 
 def instance_key(ds: Dataset, fallback_sop: str = "") -> InstanceKey:
@@ -330,11 +358,27 @@ class InstanceStore:
                 pass
             else:
                 try:
-                    self._write(final, payload, sync=False)
+                    self._write_in_place(final, payload)
                 finally:
                     self.wal.placed(segment)
                 return
         self._write(final, payload, sync=self.fsync)
+
+    def _write_in_place(self, final: Path, payload: bytes) -> None:
+        """Write a logged instance straight under its name (no temp file, no link: half the file system
+        operations): its record is durable already, so a crash mid-write leaves a file the next start
+        rewrites from the log; the name is this writer's by its claim, and the store is locked to this process."""
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view):]
+        except BaseException:
+            os.close(fd)
+            final.unlink(missing_ok=True)
+            raise
+        os.close(fd)
 
     def _write(self, final: Path, payload: bytes, *, sync: bool, replace: bool = False) -> None:
         """Write ``final`` through a temp file beside it; with ``sync`` the data, then the name, flushed.
@@ -603,7 +647,9 @@ def handle_store(event: evt.Event, store: InstanceStore, counters: Counters,
             reason = accept(key)
             if reason:
                 raise InstanceRefused(DATASET_DOES_NOT_MATCH, reason)
-        store.put(key, (b"\x00" * 128, b"DICM", encode_file_meta(event.file_meta), encoded))
+        meta = file_meta(str(getattr(request, "AffectedSOPClassUID", "") or ""), sop_fallback,
+                         str(event.context.transfer_syntax))
+        store.put(key, (b"\x00" * 128, b"DICM", meta, encoded))
         if on_stored is not None:
             on_stored(key)
     except InstanceRefused as exc:
