@@ -249,7 +249,8 @@ class InstanceStore:
 
     def prepare(self) -> None:
         """Create the folder (OSError if it cannot be written), drop temp files left by a crash, open the
-        write-ahead log and place its records again (their studies are marked pending)."""
+        write-ahead log and place its records again (the studies of files it had to rewrite are marked
+        pending; an intact file's study keeps the state its marker says)."""
         self.root.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=self.root, prefix=_TEMP_PREFIX, delete=True):
             pass
@@ -273,10 +274,10 @@ class InstanceStore:
         replayed = 0
         for record in records:
             path = self.root / record.name
-            if not _holds(path, record.payload):
+            if not _holds(path, record.payload):  # lost with the file system's cache: audit its study again
                 self._write(path, record.payload, sync=False, replace=True)
+                self.mark_pending(record.name.split("/", 1)[0])
                 replayed += 1
-            self.mark_pending(record.name.split("/", 1)[0])
         if records:
             LOG.info("write-ahead log: %d instance(s) logged before the last stop, %d placed again",
                      len(records), replayed)
