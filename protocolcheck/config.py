@@ -19,7 +19,8 @@ defaults.
 =============================  ==========================================================================
 
 The live loop's tunables with their defaults (``listen --exam-timeout`` overrides the first):
-:data:`EXAM_TIMEOUT`, :data:`LIVE_HANDOVER_WAIT`, :data:`OUTBOX_MAX_ITEMS`, :data:`OUTBOX_MAX_BYTES`.
+:data:`EXAM_TIMEOUT`, :data:`LIVE_HANDOVER_WAIT`, :data:`LIVE_REPLAY_ENDED`, :data:`OUTBOX_MAX_ITEMS`,
+:data:`OUTBOX_MAX_BYTES`, :data:`OUTBOX_SENT_KEEP`.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class Env(str, Enum):
 
 
 EXAM_TIMEOUT = 4 * 3600.0  # s: an open exam with no instance and no MPPS message for this long ends ("timeout")
+LIVE_REPLAY_ENDED = 4 * 3600.0  # s: with --send-sr, exams an MPPS ended this recently are judged again at start
+OUTBOX_SENT_KEEP = 7 * 86400.0  # s an acknowledged report's marker is kept (the same report is not sent twice)
 LIVE_HANDOVER_WAIT = 10.0  # s listen's idle hand-over waits for the live verdict (its SR in the outbox)
 OUTBOX_MAX_ITEMS = 1000  # reports waiting for the PACS in STORE/.outbox (about a week of a busy scanner's exams)
 OUTBOX_MAX_BYTES = 256 * 1024 * 1024  # their bytes (a report of a 500-image exam is about 100 kB)

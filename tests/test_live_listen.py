@@ -260,6 +260,50 @@ def test_sr_queued_while_the_pacs_is_down_survives_kill9(tmp_path: Path) -> None
         assert len(_orthanc_sr(rest, modality.study_uid)) == 1
 
 
+def test_an_sr_not_yet_in_the_outbox_at_a_kill_is_made_at_restart_and_sent_once(tmp_path: Path) -> None:
+    """A kill -9 between MPPS COMPLETED (on disk) and the SR reaching the outbox, after the study was
+    audited (here: the outbox file removed after the kill stands for that moment): the next listen judges
+    the recently ended exam again and sends its SR; the one after knows the PACS has it and sends nothing
+    (and without that knowledge, its replay of the ended exam would have sent it)."""
+    pacs_port, rest = free_port(), free_port()
+    store = tmp_path / "store"
+    outbox = store / ".outbox"
+    send = ("--send-sr", f"ORTHANC@127.0.0.1:{pacs_port}", "--idle", "3")
+    listener = Listener(tmp_path, *FAST, *send, store=store, name="first")
+    modality = Modality(listener.port, _no_stir(tmp_path / "src", "LIVEWIN"))
+    assert modality.mpps_create() == 0
+    for index in range(len(modality.series)):
+        modality.send_series(index)
+    assert modality.mpps_set("COMPLETED") == 0
+    (queued,) = _wait(lambda: list(outbox.glob("*.dcm")), what="the SR in the outbox")
+    _wait(lambda: listener.records() and not (store / modality.study_uid / ".pending").exists(),
+          what="the idle audit done")
+    listener.kill()
+    queued.unlink()
+    with orthanc(tmp_path / "orthanc", port=pacs_port, worklist=False,
+                 extra={"HttpServerEnabled": True, "HttpPort": rest}):
+        second = Listener(tmp_path, *FAST, *send, store=store, port=listener.port, name="second")
+        try:
+            (sr,) = _wait(lambda: _orthanc_sr(rest, modality.study_uid), timeout=30, what="the SR in Orthanc")
+            assert sr["MainDicomTags"]["SOPInstanceUID"] == queued.stem  # the same verdict, the same instance
+            _wait(lambda: not list(outbox.glob("*.dcm")), what="the outbox emptied")
+        finally:
+            second.terminate()
+        third = Listener(tmp_path, *FAST, *send, store=store, port=listener.port, name="third")
+        try:
+            _wait(lambda: "(sent by an earlier run)" in third.text(), what="the exam judged again")
+        finally:
+            third.terminate()
+        assert "INFO stored" not in third.text() and "0 study audits" in third.text()
+        (outbox / "sent" / queued.stem).unlink()  # without the marker, the exam judged again at start is sent
+        fourth = Listener(tmp_path, *FAST, *send, store=store, port=listener.port, name="fourth")
+        try:
+            _wait(lambda: "stored audit report of accession LIVEWIN" in fourth.text(), what="the SR sent again")
+        finally:
+            fourth.terminate()
+        assert len(_orthanc_sr(rest, modality.study_uid)) == 1  # the same instance
+
+
 def test_an_exam_that_never_ends_times_out(tmp_path: Path) -> None:
     """--exam-timeout 2: an MPPS left IN PROGRESS with no images becomes final (state idle, ended_by
     timeout) 2 s after its last message; an exam whose MPPS never completes does too, and its final

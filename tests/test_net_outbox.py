@@ -134,6 +134,8 @@ def test_on_disk_before_put_returns_and_kept_until_acknowledged(tmp_path: Path, 
                        (0x0000, report.SOPInstanceUID)]
     assert (queue.counters.sent, queue.counters.retried, queue.counters.refused) == (1, 2, 0)
     assert not list((tmp_path / ".outbox" / "failed").iterdir())
+    assert queue.outbox.known(report.SOPInstanceUID) == "sent"  # its marker: not sent twice after a restart
+    assert [p.name for p in (tmp_path / ".outbox" / "sent").iterdir()] == [report.SOPInstanceUID]
 
 
 def test_refused_for_good_goes_to_failed_and_is_not_retried(tmp_path: Path, image: Dataset, pacs,
@@ -160,7 +162,7 @@ def test_refused_for_good_goes_to_failed_and_is_not_retried(tmp_path: Path, imag
     assert "0xC000" in (failed / f"{bad.SOPInstanceUID}.reason.txt").read_text()
     assert (queue.counters.sent, queue.counters.refused, queue.counters.retried) == (1, 1, 0)
     assert any("refused the bad report for good" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
-    assert queue.outbox.refused_before(bad.SOPInstanceUID)
+    assert queue.outbox.known(bad.SOPInstanceUID) == "refused"
     assert permanent_status(0xA900) and permanent_status(0x0122) and not permanent_status(0xA7FF)
 
 
@@ -178,6 +180,7 @@ def test_a_later_run_sends_what_an_earlier_one_left(tmp_path: Path, image: Datas
     server = pacs([0x0000])
     second = _queue(tmp_path, server.port)
     assert second.outbox.usage()[0] == 1
+    assert second.outbox.known(report.SOPInstanceUID) == "waiting"
     assert second.put(report)  # the same verdict made again at restart: the same file, not a second one
     assert _waiting(tmp_path) == [f"{report.SOPInstanceUID}.dcm"]
     second.start()

@@ -152,7 +152,7 @@ class LiveLoop:
 
             try:
                 max_items, max_bytes = config.outbox_limits()
-                outbox = Outbox(store_root, max_items=max_items, max_bytes=max_bytes)
+                outbox = Outbox(store_root, max_items=max_items, max_bytes=max_bytes, sent_keep=config.OUTBOX_SENT_KEEP)
                 self.sender = StoreQueue(sr_destination(opts["send_sr"], aet), outbox)
             except ValueError as exc:
                 raise click.UsageError(f"--send-sr: {exc}") from exc
@@ -204,22 +204,17 @@ class LiveLoop:
 
     # -- start, recover, stop -------------------------------------------------------------------
     def start(self, store: InstanceStore) -> None:
-        """Replay what an earlier run received (pending studies, open MPPS steps), then start the parts.
+        """Replay what an earlier run received (pending studies, open MPPS steps, see :meth:`_replay_mpps`),
+        then start the parts.
         OSError when the MPPS folder cannot be used or the page's port cannot be bound."""
-        from protocolcheck.jobs.live import MppsMessage
-
         if self.sender is not None:
             self.sender.prepare()  # before the replay below can make a final verdict
         else:
             _outbox_left(self.store_root)
         pending = set(store.pending_studies())
         for study in sorted(pending):
-            for path in store.instances(study):
-                self.monitor.instance(study, path.parent.name, path)
-        for uid, step in self.mpps.load().items():
-            message = MppsMessage.from_dataset(uid, step)
-            if message.status.strip().upper() == "IN PROGRESS" or message.study_instance_uid in pending:
-                self.monitor.mpps(message, age=self._mpps_age(uid))
+            self._replay_instances(store, study)
+        self._replay_mpps(store, pending)
         self.monitor.start()
         if self.notifier is not None:
             self.notifier.start()
@@ -227,6 +222,30 @@ class LiveLoop:
             self.sender.start()
         if self.web is not None:
             self.web.start()
+
+    def _replay_instances(self, store: InstanceStore, study: str) -> None:
+        for path in store.instances(study):
+            self.monitor.instance(study, path.parent.name, path)
+
+    def _replay_mpps(self, store: InstanceStore, pending: set[str]) -> None:
+        """MPPS steps still in progress, or of a pending study; with --send-sr also the exams an MPPS ended
+        within ``config.LIVE_REPLAY_ENDED`` (judged again: their report reaches the outbox even if a kill
+        came between the N-SET and the report; one the PACS has already is not sent again)."""
+        from protocolcheck.jobs.live import ExamState, MppsMessage
+
+        window = config.LIVE_REPLAY_ENDED if self.sender is not None else -1.0
+        for uid, step in self.mpps.load().items():
+            message = MppsMessage.from_dataset(uid, step)
+            age = self._mpps_age(uid)
+            study = message.study_instance_uid
+            ended = message.state in (ExamState.COMPLETED, ExamState.DISCONTINUED) and age <= window
+            if ended and study and study not in pending:
+                try:
+                    self._replay_instances(store, study)
+                except ValueError as exc:  # a Study Instance UID unusable as a folder name
+                    LOG.warning("MPPS %s: %s", uid, exc)
+            if message.state is ExamState.IN_PROGRESS or study in pending or ended:
+                self.monitor.mpps(message, age=age)
 
     def _mpps_age(self, uid: str) -> float:
         """Seconds since the last stored message of MPPS step ``uid`` (0 when unknown)."""
@@ -278,8 +297,12 @@ class LiveLoop:
         except Exception:  # a report that cannot be built must not stop judging
             LOG.exception("cannot build the %s", label)
             return
-        if self.sender.outbox.refused_before(str(ds.SOPInstanceUID)):
+        known = self.sender.outbox.known(str(ds.SOPInstanceUID))
+        if known == "refused":
             LOG.warning("not sending the %s again: %s refused it for good before", label, self.sender.peer)
+        elif known == "sent":
+            LOG.info("the %s is in %s already (sent by an earlier run)", label, self.sender.peer)
+            self._sr_sent.add(key)
         elif self.sender.put(ds, label):
             self._sr_sent.add(key)
 

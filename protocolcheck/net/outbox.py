@@ -5,9 +5,11 @@
 fsynced, renamed into place, and made durable with an fsync of the folder. A file leaves the outbox
 only when the PACS has acknowledged it (:meth:`Outbox.remove`) or refused it for good
 (:meth:`Outbox.fail` moves it to ``STORE/.outbox/failed/`` with the reason beside it in
-``<UID>.reason.txt``; move it back into ``.outbox/`` to send it again). On start everything in the
-folder is queued again (:meth:`Outbox.pending`); the UID of a report is derived from its content, so
-storing it twice gives the PACS the same instance.
+``<UID>.reason.txt``; move it back into ``.outbox/`` to send it again). An acknowledged report leaves an
+empty marker ``STORE/.outbox/sent/<UID>`` (kept ``sent_keep`` seconds), so that the same verdict judged
+again after a restart is not sent twice (:meth:`Outbox.known`). On start everything in the folder is
+queued again (:meth:`Outbox.pending`); the UID of a report is derived from its content, so storing it
+twice gives the PACS the same instance.
 
 The outbox is bounded (count and bytes, :func:`protocolcheck.config.outbox_limits`): when it is full
 :meth:`Outbox.add` raises :class:`OutboxFull` at once (the caller logs and counts it; receiving never
@@ -22,6 +24,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from pydicom import dcmread
@@ -34,6 +37,7 @@ LOG = logging.getLogger("protocolcheck.net.outbox")
 
 OUTBOX_FOLDER = ".outbox"
 FAILED_FOLDER = "failed"
+SENT_FOLDER = "sent"
 _TEMP_PREFIX = ".incoming-"
 
 
@@ -48,11 +52,14 @@ class Outbox:
     the sender's.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, max_items: int, max_bytes: int, fsync: bool = True) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, max_items: int, max_bytes: int, sent_keep: float = 7 * 86400.0,
+                 fsync: bool = True) -> None:
         if max_items < 1 or max_bytes < 1:
             raise ValueError("the outbox must hold at least one report and one byte")
         self.folder = Path(root) / OUTBOX_FOLDER
         self.failed_folder = self.folder / FAILED_FOLDER
+        self.sent_folder = self.folder / SENT_FOLDER
+        self.sent_keep = sent_keep
         self.max_items = max_items
         self.max_bytes = max_bytes
         self.fsync = fsync
@@ -65,12 +72,17 @@ class Outbox:
         """Create the folders, remove half-written temporary files, count what waits; the count.
         OSError when the folder cannot be made."""
         with self._lock:
-            for folder in (self.folder, self.failed_folder):
+            for folder in (self.folder, self.failed_folder, self.sent_folder):
                 if not folder.is_dir():
                     folder.mkdir(parents=True, exist_ok=True)
                     self._sync(folder.parent)
             for temp in self.folder.glob(_TEMP_PREFIX + "*"):
                 temp.unlink(missing_ok=True)
+            old = time.time() - self.sent_keep
+            for marker in self.sent_folder.iterdir():
+                with contextlib.suppress(OSError):
+                    if marker.stat().st_mtime < old:
+                        marker.unlink()
             self._sizes = {p.name: p.stat().st_size for p in self.folder.glob("*.dcm") if p.is_file()}
             self._prepared = True
             return len(self._sizes)
@@ -111,9 +123,16 @@ class Outbox:
             self._sizes[name] = len(data)
             return target
 
-    def refused_before(self, sop_instance_uid: str) -> bool:
-        """Whether the PACS refused this instance for good already (it is in ``failed/``)."""
-        return (self.failed_folder / f"{sop_instance_uid}.dcm").is_file()
+    def known(self, sop_instance_uid: str) -> str | None:
+        """``"waiting"``, ``"sent"`` (acknowledged within ``sent_keep``), ``"refused"`` (in ``failed/``), or None."""
+        with self._lock:
+            if f"{sop_instance_uid}.dcm" in self._sizes:
+                return "waiting"
+        if (self.sent_folder / sop_instance_uid).exists():
+            return "sent"
+        if (self.failed_folder / f"{sop_instance_uid}.dcm").is_file():
+            return "refused"
+        return None
 
     # -- the sender's side -------------------------------------------------------------------
     def pending(self) -> list[Path]:
@@ -134,8 +153,11 @@ class Outbox:
         return dcmread(path)
 
     def remove(self, path: Path) -> None:
-        """The PACS acknowledged ``path``: delete it (durably)."""
+        """The PACS acknowledged ``path``: leave its ``sent/`` marker, delete it (durably)."""
         with self._lock:
+            with contextlib.suppress(OSError):  # the marker only saves sending the same report again
+                (self.sent_folder / path.stem).touch()
+                self._sync(self.sent_folder)
             path.unlink(missing_ok=True)
             self._sync(self.folder)
             self._sizes.pop(path.name, None)
