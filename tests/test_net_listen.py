@@ -293,6 +293,32 @@ def test_compressed_transfer_syntaxes_are_accepted(tmp_path: Path, scp_factory) 
 # -------------------------------------------------------------------------------- unit-level pieces
 
 
+def test_the_instance_hook_gets_the_file_written_even_for_a_duplicate(tmp_path: Path) -> None:
+    """Other bytes under a SOP Instance UID already stored are kept beside it; the live loop's hook is told
+    that file (the duplicate's own name), not the first copy's."""
+    told: list[Path] = []
+    scp = StorageSCP(ListenConfig(store=tmp_path / "store", port=0), Handovers(),
+                     on_instance=lambda key, path: told.append(path))
+    scp.start()
+    try:
+        first = pydicom.dcmread(get_testdata_file("MR_small.dcm", download=False))
+        second = pydicom.dcmread(get_testdata_file("MR_small.dcm", download=False))
+        second.SeriesDescription = "another content, the same SOP Instance UID"
+        ae = AE("STORESCU")
+        ae.add_requested_context(first.SOPClassUID, first.file_meta.TransferSyntaxUID)
+        assoc = ae.associate(HOST, scp.address[1], ae_title="PROTOCOLCHECK")
+        assert assoc.is_established
+        statuses = [assoc.send_c_store(ds).Status for ds in (first, second, second)]
+        assoc.release()
+    finally:
+        scp.stop(grace=5)
+    assert statuses == [0, 0, 0]
+    assert [p.name for p in told[:2]] == [f"{first.SOPInstanceUID}.dcm",
+                                          next(p.name for p in told if "+" in p.name)]
+    assert told[2] == told[1]  # the resend of the duplicate: the same file
+    assert pydicom.dcmread(told[1]).SeriesDescription == second.SeriesDescription
+
+
 def test_safe_uid_refuses_paths() -> None:
     assert safe_uid("1.2.840.10008 \x00") == "1.2.840.10008"
     for bad in ("", "..", "1.2/3", "../1.2", "1.2.", "abc", "1..2", "1" * 200):

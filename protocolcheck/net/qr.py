@@ -214,7 +214,7 @@ class _Target:
             return f"not part of the study being retrieved ({self.study_uid or 'none'})"
         return ""
 
-    def stored(self, key: InstanceKey) -> None:
+    def stored(self, key: InstanceKey, path: Path) -> None:
         with self.lock:
             self.received += 1
 

@@ -72,7 +72,7 @@ from protocolcheck.net.transport import (
     start_guarded_server,
     stop_server,
 )
-from protocolcheck.net.wal import SEGMENT_BYTES, RecordTooLarge, WriteAheadLog
+from protocolcheck.net.wal import SEGMENT_BYTES, WriteAheadLog
 
 LOG = logging.getLogger("protocolcheck.net.scp")
 
@@ -274,8 +274,8 @@ class InstanceStore:
         replayed = 0
         for record in records:
             path = self.root / record.name
-            if not _holds(path, record.payload):  # lost with the file system's cache: audit its study again
-                self._write(path, record.payload, sync=False, replace=True)
+            if not _holds(path, (record.payload,)):  # lost with the file system's cache: audit its study again
+                self._write(path, (record.payload,), sync=False, replace=True)
                 self.mark_pending(record.name.split("/", 1)[0])
                 replayed += 1
         if records:
@@ -303,23 +303,23 @@ class InstanceStore:
         An instance is never overwritten: the same bytes again are taken as stored (a resend), other
         bytes under the same SOP Instance UID are kept beside the first as ``<SOP>+<digest>.dcm`` (the
         audit reports both as ``duplicate-instance``)."""
-        payload = data if isinstance(data, bytes) else b"".join(
-            [bytes(data)] if isinstance(data, (bytearray, memoryview)) else data)
+        pieces: tuple[bytes | bytearray | memoryview, ...] = (
+            (data,) if isinstance(data, (bytes, bytearray, memoryview)) else tuple(data))
         target = self.path_for(key)
         try:
-            final, stored = self._claim(target, payload)
+            final, stored = self._claim(target, pieces)
             if stored:
                 return final
             try:
-                self._persist(final, payload)
+                self._persist(final, pieces)
             finally:
                 self._release(final)
         except OSError as exc:
             raise InstanceRefused(OUT_OF_RESOURCES, f"cannot write {target}: {exc.strerror or exc}") from exc
         return final
 
-    def _claim(self, target: Path, payload: bytes) -> tuple[Path, bool]:
-        """The file name for ``payload``, claimed for this writer; (path, True) when it is stored already.
+    def _claim(self, target: Path, pieces: Pieces) -> tuple[Path, bool]:
+        """The file name for the bytes of ``pieces``, claimed for this writer; (path, True) when it is stored already.
         ``target`` unless it holds other bytes, then the duplicate's own name beside it. The lock guards
         only the claims; the file system is looked at outside it."""
         candidate = target
@@ -334,7 +334,7 @@ class InstanceStore:
                         LOG.warning("SOP Instance UID %s arrived again with different content; kept beside the "
                                     "first as %s (duplicate-instance)", target.name[:-4], candidate.name)
                     return candidate, False  # claimed: the caller writes it and releases the claim
-                stored = _holds(candidate, payload)
+                stored = _holds(candidate, pieces)
             except BaseException:
                 self._release(candidate)
                 raise
@@ -343,45 +343,41 @@ class InstanceStore:
                 return candidate, True  # the same bytes again (a resend): stored already
             if candidate != target:
                 raise OSError(f"{target.name} and its duplicate name hold other content")
-            candidate = target.with_name(f"{target.name[:-4]}+{hashlib.sha256(payload).hexdigest()[:16]}.dcm")
+            candidate = target.with_name(f"{target.name[:-4]}+{_digest(pieces)[:16]}.dcm")
 
     def _release(self, claimed: Path) -> None:
         with self._names:
             self._claimed.discard(claimed)
             self._names.notify_all()
 
-    def _persist(self, final: Path, payload: bytes) -> None:
-        """Make ``payload`` durable as ``final``: logged then written, or written the direct way."""
-        if self.wal is not None:
+    def _persist(self, final: Path, pieces: Pieces) -> None:
+        """Make the bytes durable as ``final``: logged then written, or (too large for the log, or no log)
+        written the direct way from the pieces, never joined (a large instance is not copied once more)."""
+        if self.wal is not None and sum(len(p) for p in pieces) <= self.wal.largest_payload:
+            payload = b"".join(pieces)
+            segment = self.wal.append(final.relative_to(self.root).as_posix(), payload)
             try:
-                segment = self.wal.append(final.relative_to(self.root).as_posix(), payload)
-            except RecordTooLarge:
-                pass
-            else:
-                try:
-                    self._write_in_place(final, payload)
-                finally:
-                    self.wal.placed(segment)
-                return
-        self._write(final, payload, sync=self.fsync)
+                self._write_in_place(final, (payload,))
+            finally:
+                self.wal.placed(segment)
+            return
+        self._write(final, pieces, sync=self.fsync)
 
-    def _write_in_place(self, final: Path, payload: bytes) -> None:
+    def _write_in_place(self, final: Path, pieces: Pieces) -> None:
         """Write a logged instance straight under its name (no temp file, no link: half the file system
         operations): its record is durable already, so a crash mid-write leaves a file the next start
         rewrites from the log; the name is this writer's by its claim, and the store is locked to this process."""
         final.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view):]
+            _write_all(fd, pieces)
         except BaseException:
             os.close(fd)
             final.unlink(missing_ok=True)
             raise
         os.close(fd)
 
-    def _write(self, final: Path, payload: bytes, *, sync: bool, replace: bool = False) -> None:
+    def _write(self, final: Path, pieces: Pieces, *, sync: bool, replace: bool = False) -> None:
         """Write ``final`` through a temp file beside it; with ``sync`` the data, then the name, flushed.
         ``link`` never replaces a file (another process's, even); ``replace`` (placing the log again) does."""
         created = not final.parent.is_dir()
@@ -390,9 +386,7 @@ class InstanceStore:
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                view = memoryview(payload)
-                while view:
-                    view = view[os.write(fd, view):]
+                _write_all(fd, pieces)
                 if sync:
                     os.fdatasync(fd)  # the data and the size; the name comes next
             finally:
@@ -450,12 +444,31 @@ class InstanceStore:
         yield from sorted(self.study_dir(study_uid).glob("*/*.dcm"))
 
 
-def _holds(path: Path, payload: bytes) -> bool:
-    """Whether the file at ``path`` holds exactly ``payload`` (False when it is missing)."""
+Pieces = Sequence[bytes | bytearray | memoryview]  # an instance's bytes, in the pieces they arrived in
+
+
+def _write_all(fd: int, pieces: Pieces) -> None:
+    for piece in pieces:
+        view = memoryview(piece)
+        while view:
+            view = view[os.write(fd, view):]
+
+
+def _digest(pieces: Pieces) -> str:
+    sha = hashlib.sha256()
+    for piece in pieces:
+        sha.update(piece)
+    return sha.hexdigest()
+
+
+def _holds(path: Path, pieces: Pieces) -> bool:
+    """Whether the file at ``path`` holds exactly the bytes of ``pieces`` (False when it is missing);
+    read piece by piece, so a large instance is never held twice."""
     try:
-        if path.stat().st_size != len(payload):
+        if path.stat().st_size != sum(len(p) for p in pieces):
             return False
-        return path.read_bytes() == payload
+        with open(path, "rb") as fh:
+            return all(fh.read(len(piece)) == piece for piece in pieces)
     except FileNotFoundError:
         return False
 
@@ -629,7 +642,7 @@ class Counters:
 
 
 def handle_store(event: evt.Event, store: InstanceStore, counters: Counters,
-                 on_stored: Callable[[InstanceKey], None] | None = None,
+                 on_stored: Callable[[InstanceKey, Path], None] | None = None,
                  accept: Callable[[InstanceKey], str] | None = None) -> int:
     """EVT_C_STORE handler: decode just enough to place the instance, store it, then ``on_stored``.
 
@@ -650,9 +663,9 @@ def handle_store(event: evt.Event, store: InstanceStore, counters: Counters,
                 raise InstanceRefused(DATASET_DOES_NOT_MATCH, reason)
         meta = file_meta(str(getattr(request, "AffectedSOPClassUID", "") or ""), sop_fallback,
                          str(event.context.transfer_syntax))
-        store.put(key, (b"\x00" * 128, b"DICM", meta, encoded))
+        path = store.put(key, (b"\x00" * 128, b"DICM", meta, encoded))
         if on_stored is not None:
-            on_stored(key)
+            on_stored(key, path)
     except InstanceRefused as exc:
         counters.add("refused")
         LOG.warning("refused instance %s from %s: %s (status 0x%04X)", key.sop if key else sop_fallback or "?",
@@ -790,7 +803,7 @@ class StorageSCP:
             with self._busy_lock:
                 self._busy -= 1
 
-    def _stored(self, key: InstanceKey) -> None:
+    def _stored(self, key: InstanceKey, path: Path) -> None:
         try:
             self.tracker.arrived(key.study)
         except OSError as exc:  # the study's marker could not be written (disk full): do not acknowledge
@@ -798,7 +811,7 @@ class StorageSCP:
                                   f"{exc.strerror or exc}") from exc
         if self.on_instance is not None:
             try:
-                self.on_instance(key, self.store.path_for(key))
+                self.on_instance(key, path)  # the file written (a duplicate's own name) or found
             except Exception:  # stored and marked: the instance is acknowledged regardless
                 LOG.exception("instance hook failed for %s", key.sop)
 

@@ -222,6 +222,12 @@ class WriteAheadLog:
             self._lock_fd = None
 
     # -- writing --------------------------------------------------------------------------------
+    @property
+    def largest_payload(self) -> int:
+        """The largest payload a record can hold (with a name of up to 255 bytes)."""
+        return min(s.size for s in self._segments) - _SEGMENT_HEAD.size - _RECORD_HEAD.size - 255 \
+            if self._segments else 0
+
     def append(self, name: str, payload: bytes) -> _Segment:
         """Log ``payload`` as the file ``name``; returns once the record is durable (its segment, for
         :meth:`placed`). RecordTooLarge if it cannot fit in a segment; OSError if it cannot be written."""
