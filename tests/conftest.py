@@ -12,7 +12,7 @@ Fixtures (use them from any test module):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,3 +94,20 @@ def _private_results_store(tmp_path_factory: pytest.TempPathFactory) -> None:
 
     if "PROTOCOLCHECK_DB" not in os.environ:
         os.environ["PROTOCOLCHECK_DB"] = str(tmp_path_factory.mktemp("store") / "results.db")
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """Commands run in-process (click's CliRunner) set up the ``protocolcheck`` and ``pynetdicom`` loggers for a
+    terminal (their own handler, ``propagate`` off); put them back after each test, so a later test's
+    ``caplog`` still sees their records."""
+    import logging
+
+    saved = {name: (list(logger.handlers), logger.level, logger.propagate)
+             for name in ("protocolcheck", "pynetdicom") for logger in (logging.getLogger(name),)}
+    yield
+    for name, (handlers, level, propagate) in saved.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
