@@ -12,6 +12,7 @@ refuses for good is pynetdicom's.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import urllib.request
@@ -81,6 +82,18 @@ def pacs() -> Iterator[Callable[[Sequence[int]], ScriptedPacs]]:
         server.stop()
 
 
+@pytest.fixture
+def push_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """caplog seeing the sender's records even when an in-process CLI test stopped `protocolcheck` propagating."""
+    logger = logging.getLogger("protocolcheck.net.push")
+    caplog.set_level(logging.INFO, logger=logger.name)
+    logger.addHandler(caplog.handler)
+    try:
+        yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)
+
+
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
     folder = tmp_path_factory.mktemp("study")
@@ -139,7 +152,7 @@ def test_on_disk_before_put_returns_and_kept_until_acknowledged(tmp_path: Path, 
 
 
 def test_refused_for_good_goes_to_failed_and_is_not_retried(tmp_path: Path, image: Dataset, pacs,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
+                                                            push_log: pytest.LogCaptureFixture) -> None:
     """Cannot Understand (0xC000) will not change by sending the same bytes again: moved to failed/ with
     the reason, logged, counted, not tried again; the next report is still sent."""
     server = pacs([CANNOT_UNDERSTAND, 0x0000])
@@ -161,7 +174,7 @@ def test_refused_for_good_goes_to_failed_and_is_not_retried(tmp_path: Path, imag
     assert sorted(p.name for p in failed.iterdir()) == [f"{bad.SOPInstanceUID}.dcm", f"{bad.SOPInstanceUID}.reason.txt"]
     assert "0xC000" in (failed / f"{bad.SOPInstanceUID}.reason.txt").read_text()
     assert (queue.counters.sent, queue.counters.refused, queue.counters.retried) == (1, 1, 0)
-    assert any("refused the bad report for good" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+    assert any("refused the bad report for good" in r.getMessage() and r.levelname == "ERROR" for r in push_log.records)
     assert queue.outbox.known(bad.SOPInstanceUID) == "refused"
     assert permanent_status(0xA900) and permanent_status(0x0122) and not permanent_status(0xA7FF)
 
@@ -193,14 +206,14 @@ def test_a_later_run_sends_what_an_earlier_one_left(tmp_path: Path, image: Datas
 
 
 def test_a_full_outbox_refuses_at_once_and_counts(tmp_path: Path, image: Dataset,
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+                                                  push_log: pytest.LogCaptureFixture) -> None:
     queue = _queue(tmp_path, free_port(), max_items=2)
     reports = [_report(image) for _ in range(3)]
     started = time.monotonic()
     assert [queue.put(r) for r in reports] == [True, True, False]
     assert time.monotonic() - started < 2.0  # never waits on the PACS
     assert queue.counters.full == 1 and len(_waiting(tmp_path)) == 2
-    assert any("outbox full" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+    assert any("outbox full" in r.getMessage() and r.levelname == "ERROR" for r in push_log.records)
     size = (tmp_path / ".outbox" / _waiting(tmp_path)[0]).stat().st_size
     small = Outbox(tmp_path / "other", max_items=10, max_bytes=size + size // 2)
     small.prepare()
@@ -211,7 +224,7 @@ def test_a_full_outbox_refuses_at_once_and_counts(tmp_path: Path, image: Dataset
 
 
 def test_orthanc_out_of_resources_is_retried_until_it_stores(tmp_path: Path, image: Dataset,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
+                                                              push_log: pytest.LogCaptureFixture) -> None:
     """A real Orthanc answers 0xA700 while its storage filter fails; the report stays in the outbox and
     lands once Orthanc stores again."""
     flag = tmp_path / "refusing"
@@ -231,7 +244,7 @@ def test_orthanc_out_of_resources_is_retried_until_it_stores(tmp_path: Path, ima
         try:
             _wait(lambda: queue.counters.retried >= 2)
             assert _waiting(tmp_path / "store") == [f"{report.SOPInstanceUID}.dcm"]
-            assert any("0xA700" in r.getMessage() and "retrying" in r.getMessage() for r in caplog.records)
+            assert any("0xA700" in r.getMessage() and "retrying" in r.getMessage() for r in push_log.records)
             flag.unlink()
             _wait(lambda: not _waiting(tmp_path / "store"))
         finally:
