@@ -184,41 +184,46 @@ def handle_n_create(event: evt.Event, store: MppsStore, on_message: MessageCallb
     if str(getattr(request, "AffectedSOPClassUID", "")) != MPPS_SOP_CLASS:
         return PROCESSING_FAILURE, None
     uid = str(getattr(request, "AffectedSOPInstanceUID", "") or "")
-    try:
+
+    def create() -> tuple[Dataset, Dataset]:
         if not uid:
             raise MppsRefused(MISSING_ATTRIBUTE, "the N-CREATE names no Affected SOP Instance UID")
         attributes = event.attribute_list
-        step = store.create(uid, attributes)
-    except MppsRefused as exc:
-        LOG.warning("refused MPPS N-CREATE %s: %s (status 0x%04X)", uid or "?", exc.reason, exc.status)
-        return exc.status, None
-    except Exception:
-        LOG.exception("refused MPPS N-CREATE %s: unexpected error", uid)
-        return PROCESSING_FAILURE, None
-    LOG.info("MPPS %s created (IN PROGRESS)", uid)
-    _deliver(on_message, uid, step)
-    return SUCCESS, attributes
+        return attributes, store.create(uid, attributes)
+
+    return _serve("N-CREATE", uid, create, on_message)
 
 
 def handle_n_set(event: evt.Event, store: MppsStore, on_message: MessageCallback | None = None
                  ) -> tuple[int, Dataset | None]:
     """EVT_N_SET handler for the MPPS SOP class: store, then ``on_message``; (status, modifications)."""
     request = event.request
-    uid = str(getattr(request, "RequestedSOPInstanceUID", "") or "")
     if str(getattr(request, "RequestedSOPClassUID", "")) != MPPS_SOP_CLASS:
         return PROCESSING_FAILURE, None
-    try:
+    uid = str(getattr(request, "RequestedSOPInstanceUID", "") or "")
+
+    def update() -> tuple[Dataset, Dataset]:
         modifications = event.attribute_list
-        step = store.update(uid, modifications)
+        return modifications, store.update(uid, modifications)
+
+    return _serve("N-SET", uid, update, on_message)
+
+
+def _serve(message: str, uid: str, change: Callable[[], tuple[Dataset, Dataset]],
+           on_message: MessageCallback | None) -> tuple[int, Dataset | None]:
+    """Apply an N-CREATE or N-SET (``change`` stores it durably and gives (the attributes to answer with, the
+    step now)); refusals answered with their status and logged; then ``on_message``."""
+    try:
+        attributes, step = change()
     except MppsRefused as exc:
-        LOG.warning("refused MPPS N-SET %s: %s (status 0x%04X)", uid or "?", exc.reason, exc.status)
+        LOG.warning("refused MPPS %s %s: %s (status 0x%04X)", message, uid or "?", exc.reason, exc.status)
         return exc.status, None
     except Exception:
-        LOG.exception("refused MPPS N-SET %s: unexpected error", uid)
+        LOG.exception("refused MPPS %s %s: unexpected error", message, uid or "?")
         return PROCESSING_FAILURE, None
-    LOG.info("MPPS %s set (%s)", uid, step.get("PerformedProcedureStepStatus", ""))
+    LOG.info("MPPS %s %s: %s", uid, message, step.get("PerformedProcedureStepStatus", ""))
     _deliver(on_message, uid, step)
-    return SUCCESS, modifications
+    return SUCCESS, attributes
 
 
 def _deliver(on_message: MessageCallback | None, uid: str, step: Dataset) -> None:
