@@ -20,9 +20,36 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 
-from protocolcheck.net.commit import FolderSync, fsync_folder
+from protocolcheck.net.commit import FolderSync, accepted, fsync_folder
 
 pytestmark = [pytest.mark.filterwarnings("ignore:Invalid value for VR UI")]
+
+
+def test_only_accepted_associations_are_paced_briskly(tmp_path: Path) -> None:
+    """The brisk poll applies to the threads of associations we accept, never to those we request (where
+    pynetdicom's reactor racing for a response is made likelier by a faster poll)."""
+    from pynetdicom.association import Association
+    from pynetdicom.dul import DULServiceProvider
+
+    from protocolcheck.net.scp import ListenConfig, StorageSCP
+
+    scp = StorageSCP(ListenConfig(store=tmp_path / "store", port=0), lambda folder: None)
+    scp.start()
+    try:
+        ae = AE("PACETEST")
+        ae.add_requested_context("1.2.840.10008.1.1")
+        assoc = ae.associate(HOST, scp.address[1], ae_title="PROTOCOLCHECK")
+        assert assoc.is_established
+        try:
+            threads = {t: t if isinstance(t, Association) else t.assoc for t in threading.enumerate()
+                       if isinstance(t, (Association, DULServiceProvider))}
+            sides = {(a.is_acceptor, accepted(t)) for t, a in threads.items()}
+        finally:
+            assoc.release()
+    finally:
+        scp.stop(grace=2)
+    assert sides == {(True, True), (False, False)}, sides
+    assert len(threads) == 4  # both sides' reactor and reader
 
 
 def test_each_writer_waits_for_a_round_started_after_its_call(tmp_path: Path) -> None:

@@ -10,10 +10,13 @@ parallel (concurrent fsyncs share journal commits; one thread syncing them in tu
 each). A failed fsync fails every writer of that round (they answer "out of resources"; nothing is
 acknowledged).
 
-:func:`brisk_reactors` makes pynetdicom's two polling loops per association (the DUL reader and the
-association's reactor, each sleeping 1 ms whenever it finds nothing to do; three such sleeps lie on
+:func:`brisk_reactors` makes pynetdicom's two polling loops per accepted association (the DUL reader and
+the association's reactor, each sleeping 1 ms whenever it finds nothing to do; three such sleeps lie on
 the path of every C-STORE and its answer) sleep :data:`BRISK_SLEEP` instead while a C-STORE arrived
-within :data:`BRISK_WINDOW` seconds (:func:`busy`); idle associations keep pynetdicom's 1 ms pace.
+within :data:`BRISK_WINDOW` seconds (:func:`busy`); idle associations keep pynetdicom's 1 ms pace, and so
+do the associations we request (SR push, retrieve, worklist): pynetdicom's reactor can take a response
+meant for a requestor sending requests back to back, and a faster poll made that more likely (measured:
+7 of 44 runs of 340 back-to-back C-ECHOs at 0.2 ms, 2 of 64 at pynetdicom's pace).
 """
 
 from __future__ import annotations
@@ -113,8 +116,15 @@ def busy() -> None:
     _last_store = time.monotonic()
 
 
+def accepted(thread: threading.Thread) -> bool:
+    """Whether ``thread`` runs an association we accepted (its reactor, or its DUL reader)."""
+    assoc = thread if isinstance(thread, pynetdicom.association.Association) else getattr(thread, "assoc", None)
+    return bool(getattr(assoc, "is_acceptor", False))
+
+
 def _paced_sleep(seconds: float) -> None:
-    if BRISK_SLEEP < seconds <= 0.001 and time.monotonic() - _last_store < BRISK_WINDOW:  # the poll sleeps only
+    if BRISK_SLEEP < seconds <= 0.001 and time.monotonic() - _last_store < BRISK_WINDOW \
+            and accepted(threading.current_thread()):  # the poll sleeps of accepted associations only
         seconds = BRISK_SLEEP
     time.sleep(seconds)
 
