@@ -12,6 +12,8 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pydicom
@@ -58,6 +60,12 @@ def _crashing_writer(root: Path, count: int, threads: int = 1, size: int = SMALL
     subprocess.run([sys.executable, "-c", _CHILD, str(root), str(count), str(threads), str(size)], check=True,
                    timeout=120)
     return [tuple(json.loads(line)) for line in (root / "acked.jsonl").read_text().splitlines()]
+
+
+def _generation(segment: Path) -> int:
+    """A segment's generation, from its header (magic, generation, CRC): it grows with each checkpoint."""
+    with open(segment, "rb") as fh:
+        return int.from_bytes(fh.read(16)[8:16], "little")
 
 
 def _payload(name: str, size: int) -> bytes:
@@ -186,6 +194,52 @@ def test_listen_places_the_log_again_after_kill_9_and_an_os_crash(tmp_path: Path
         path = listener.store / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
         assert path.read_bytes() == source.read_bytes() or pydicom.dcmread(path) == ds
     assert sum(int(s["instances"]) for s in records[-1]["series"]) == len(files)
+    assert again.terminate() == 0
+
+
+@pytest.mark.network
+def test_listen_rotates_its_log_under_four_associations_and_a_crash_loses_nothing(tmp_path: Path) -> None:
+    """About 20 MB of 256 x 256 MR images over 4 associations at once fill the first 16 MiB segment: it is
+    checkpointed while the senders go on. After kill -9, what the log still holds is what was not yet made
+    durable by a checkpoint; those files are deleted (an OS crash may lose them) and the next start restores
+    them, while the checkpointed ones were flushed and are untouched."""
+    sources: list[Path] = []
+    folders = []
+    for k in range(4):
+        spec = synth.plexus_study(synth.Vendor.SIEMENS, f"WAL-R{k}", slices=6)
+        spec = replace(spec, series=tuple(replace(s, matrix=256) for s in spec.series))
+        folders.append(tmp_path / f"src{k}")
+        sources += synth.write_study(spec, folders[-1])
+    assert sum(p.stat().st_size for p in sources) > 18 << 20
+    listener = Listener(tmp_path, "--no-db", "--idle", "3600")
+    senders = [threading.Thread(target=lambda f=f: results.append(storescu(listener.port, [f], extra=["-v"])))
+               for f in folders]
+    results: list[subprocess.CompletedProcess[str]] = []
+    for t in senders:
+        t.start()
+    for t in senders:
+        t.join(120)
+    acked = [p for r in results for p in acknowledged(r.stdout + r.stderr)[0]]
+    assert len(acked) == len(sources), [r.stderr[-300:] for r in results]
+    deadline = time.monotonic() + 60  # the first segment's checkpoint runs in the background: let it end
+    while _generation(listener.store / WAL_FOLDER / "segment-0.log") < 2:
+        assert time.monotonic() < deadline, "the first segment was never checkpointed"
+        time.sleep(0.05)
+    listener.kill()
+    log = WriteAheadLog(listener.store, 16 << 20)
+    logged = {r.name for r in log.open()}
+    log.close_without_checkpoint()
+    stored = {p.relative_to(listener.store).as_posix() for p in listener.store.glob("*/*/*.dcm")}
+    assert len(stored) == len(sources)
+    assert logged and logged < stored, "the first segment should have been checkpointed, the rest logged"
+    for name in logged:
+        (listener.store / name).unlink()
+    again = Listener(tmp_path, "--no-db", "--idle", "0.5", store=listener.store, name="listen-2")
+    assert f"{len(logged)} placed again" in again.text()
+    for source in sources:
+        ds = pydicom.dcmread(source, stop_before_pixels=True)
+        path = listener.store / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
+        assert pydicom.dcmread(path).PixelData == pydicom.dcmread(source).PixelData
     assert again.terminate() == 0
 
 
