@@ -16,17 +16,24 @@ defaults.
 ``PROTOCOLCHECK_WEB_TOKEN``    the access token of ``listen --web`` (unless ``--web-token-file``)
 ``PROTOCOLCHECK_OUTBOX_*``     ``MAX_ITEMS``, ``MAX_BYTES``: how many reports (and bytes) ``listen --send-sr``
                                may hold in ``STORE/.outbox`` for a PACS that is down (default 1000, 256 MiB)
+``PROTOCOLCHECK_MAX_DATASET``  the largest DIMSE message (its data set) an association we accept may send
+                               (``listen``, ``query``'s C-MOVE destination and C-GET; ``listen --max-dataset``;
+                               a size: ``4GiB``, ``512MiB``, bytes; default :data:`MAX_DATASET_BYTES`)
+``PROTOCOLCHECK_MAX_RECEIVING`` the data set bytes all associations of the process may hold at once while
+                               receiving (``listen --max-receiving``; default :func:`default_max_receiving`)
 =============================  ==========================================================================
 
 The live loop's tunables with their defaults (``listen --exam-timeout`` overrides the first):
 :data:`EXAM_TIMEOUT`, :data:`LIVE_HANDOVER_WAIT`, :data:`LIVE_REPLAY_ENDED`, :data:`OUTBOX_MAX_ITEMS`,
-:data:`OUTBOX_MAX_BYTES`, :data:`OUTBOX_SENT_KEEP`.
+:data:`OUTBOX_MAX_BYTES`, :data:`OUTBOX_SENT_KEEP`. The bounds on received DIMSE messages:
+:data:`MAX_DATASET_BYTES`, :data:`MAX_RECEIVING_BYTES` (:func:`receive_limits`).
 """
 
 from __future__ import annotations
 
 import importlib.resources
 import os
+import re
 from enum import Enum
 from pathlib import Path
 
@@ -47,6 +54,8 @@ class Env(str, Enum):
     WEB_TOKEN = "PROTOCOLCHECK_WEB_TOKEN"
     OUTBOX_MAX_ITEMS = "PROTOCOLCHECK_OUTBOX_MAX_ITEMS"
     OUTBOX_MAX_BYTES = "PROTOCOLCHECK_OUTBOX_MAX_BYTES"
+    MAX_DATASET = "PROTOCOLCHECK_MAX_DATASET"
+    MAX_RECEIVING = "PROTOCOLCHECK_MAX_RECEIVING"
 
 
 EXAM_TIMEOUT = 4 * 3600.0  # s: an open exam with no instance and no MPPS message for this long ends ("timeout")
@@ -55,6 +64,14 @@ OUTBOX_SENT_KEEP = 7 * 86400.0  # s an acknowledged report's marker is kept (the
 LIVE_HANDOVER_WAIT = 10.0  # s listen's idle hand-over waits for the live verdict (its SR in the outbox)
 OUTBOX_MAX_ITEMS = 1000  # reports waiting for the PACS in STORE/.outbox (about a week of a busy scanner's exams)
 OUTBOX_MAX_BYTES = 256 * 1024 * 1024  # their bytes (a report of a 500-image exam is about 100 kB)
+# Received DIMSE messages (net/receiving.py). One message: 4 GiB is the most one native Pixel Data element can
+# hold (a 32-bit length), twice the largest objects departments send (enhanced multi-frame MR/CT, breast
+# tomosynthesis: 1-2 GB). All associations at once: 8 GiB (two such objects, or 64 associations of 128 MiB),
+# at most a quarter of the machine's memory: pynetdicom and the C-STORE handler hold a received data set two to
+# three times over while it is stored, so a quarter keeps the worst case below the memory there is.
+MAX_DATASET_BYTES = 4 << 30
+MAX_RECEIVING_BYTES = 8 << 30
+RECEIVING_MEMORY_SHARE = 4  # the in-flight default is at most 1/this of the physical memory
 
 PATH_VARIABLES = (Env.LIBRARY, Env.RULES)  # paths: made absolute before they are sent to other machines
 
@@ -166,6 +183,49 @@ def outbox_limits() -> tuple[int, int]:
     """(reports, bytes) the SR outbox may hold: ``$PROTOCOLCHECK_OUTBOX_MAX_ITEMS`` / ``_BYTES``, else
     :data:`OUTBOX_MAX_ITEMS` / :data:`OUTBOX_MAX_BYTES`; ValueError naming a malformed variable."""
     return _positive_int(Env.OUTBOX_MAX_ITEMS, OUTBOX_MAX_ITEMS), _positive_int(Env.OUTBOX_MAX_BYTES, OUTBOX_MAX_BYTES)
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(i?b)?|(b))?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str, what: str = "size") -> int:
+    """Bytes from ``4GiB``, ``4G``, ``512MiB``, ``64k`` or ``1048576`` (K/M/G/T are powers of 1024, with or
+    without ``iB``/``B``); ValueError naming ``what`` for anything else or for less than 1 byte."""
+    match = _SIZE_RE.match(text or "")
+    if not match:
+        raise ValueError(f"{what} {text!r} is not a size: use bytes or a number with K, M, G or T (e.g. 4GiB, 512M)")
+    unit = (match.group(2) or "").lower()
+    value = int(float(match.group(1)) * (1 << (10 * " kmgt".index(unit))) if unit else float(match.group(1)))
+    if value < 1:
+        raise ValueError(f"{what} {text!r} must be at least 1 byte")
+    return value
+
+
+def physical_memory() -> int | None:
+    """The machine's memory in bytes (None where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def default_max_receiving() -> int:
+    """:data:`MAX_RECEIVING_BYTES`, at most 1/:data:`RECEIVING_MEMORY_SHARE` of :func:`physical_memory`."""
+    memory = physical_memory()
+    return min(MAX_RECEIVING_BYTES, memory // RECEIVING_MEMORY_SHARE) if memory else MAX_RECEIVING_BYTES
+
+
+def receive_limits(max_dataset: str | None = None, max_receiving: str | None = None) -> tuple[int, int]:
+    """(bytes of one received DIMSE message, bytes being received by all associations at once): the
+    options given (sizes as :func:`parse_size` reads them), else ``$PROTOCOLCHECK_MAX_DATASET`` /
+    ``$PROTOCOLCHECK_MAX_RECEIVING``, else :data:`MAX_DATASET_BYTES` / :func:`default_max_receiving`;
+    ValueError naming a malformed value."""
+    dataset = max_dataset or _get(Env.MAX_DATASET)
+    receiving = max_receiving or _get(Env.MAX_RECEIVING)
+    where = ("--max-dataset" if max_dataset else f"${Env.MAX_DATASET.value}",
+             "--max-receiving" if max_receiving else f"${Env.MAX_RECEIVING.value}")
+    return (parse_size(dataset, where[0]) if dataset else MAX_DATASET_BYTES,
+            parse_size(receiving, where[1]) if receiving else default_max_receiving())
 
 
 def protocolcheck_environment() -> dict[str, str]:

@@ -37,6 +37,13 @@ from protocolcheck.report import text as render
               help="A study is audited when no instance of it has arrived for this long (again if more arrive).")
 @click.option("--max-per-host", type=click.IntRange(0, 1024), default=None, metavar="N",
               help="Open connections one peer address may hold; more are closed unread (default: 16; 0: no limit).")
+@click.option("--max-dataset", default=None, metavar="SIZE",
+              help="The largest DIMSE message (data set) one association may send, e.g. 4GiB, 512MiB; a larger one "
+                   "aborts its association (default: 4GiB, or $PROTOCOLCHECK_MAX_DATASET).")
+@click.option("--max-receiving", default=None, metavar="SIZE",
+              help="Bytes of data sets all associations may hold at once while they are received and stored; past "
+                   "it the association adding more is aborted (default: 8GiB, at most a quarter of the memory, or "
+                   "$PROTOCOLCHECK_MAX_RECEIVING).")
 @click.option("--output", "jsonl", type=click.Path(dir_okay=False), default=None, metavar="FILE.jsonl",
               help="Append one audit record per completed study to this JSON-lines file (default: stdout).")
 @click.option("--retain-days", type=click.FloatRange(0, None), default=None, metavar="N",
@@ -66,6 +73,7 @@ def listen(**opts: Any) -> None:
     """
     from pathlib import Path
 
+    from protocolcheck import config as settings
     from protocolcheck.jobs.listen import JsonLines, ListenJob
     from protocolcheck.net.common import parse_networks, validate_aet
     from protocolcheck.net.scp import ListenConfig, StorageSCP, wait_for_signal
@@ -75,6 +83,7 @@ def listen(**opts: Any) -> None:
         aet = validate_aet(opts["aet"], "--aet")
         allowed = tuple(validate_aet(a, "--allow-aet") for a in opts["allowed"])
         hosts = tuple(str(n) for n in parse_networks(opts["allowed_hosts"], "--allow-host"))
+        limits = settings.receive_limits(opts["max_dataset"], opts["max_receiving"])
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     if (opts["tls_ca"] or opts["tls_require_client_cert"]) and not opts["tls_cert"]:
@@ -91,7 +100,7 @@ def listen(**opts: Any) -> None:
                     announce=lambda r: warn("audited " + render.describe(r), opts["quiet"]),
                     before=lambda folder: live.on_study(folder.name))
     config = ListenConfig(store=Path(opts["store_dir"]), port=opts["port"], bind=opts["bind"], aet=aet,
-                          allowed_aets=allowed, idle=opts["idle"], allowed_hosts=hosts, tls=tls,
+                          allowed_aets=allowed, idle=opts["idle"], allowed_hosts=hosts, tls=tls, receive_limits=limits,
                           **({"per_host": opts["max_per_host"]} if opts["max_per_host"] is not None else {}))
     scp = StorageSCP(config, job.on_study, on_instance=live.on_instance, services=live.services())
     try:

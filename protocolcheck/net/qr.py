@@ -62,6 +62,7 @@ from protocolcheck.net.common import (
     support_contexts,
     validate_date_range,
 )
+from protocolcheck.net.receiving import Exceeded, receiving_handlers
 from protocolcheck.net.scp import Counters, InstanceKey, InstanceStore, handle_store
 from protocolcheck.net.transport import start_guarded_server, stop_server
 
@@ -218,6 +219,16 @@ class _Target:
         with self.lock:
             self.received += 1
 
+    def handlers(self, counters: Counters) -> list[Any]:
+        """C-STORE into the current study, each received message bounded (:mod:`.receiving`): one past the bound
+        aborts the association, counts as refused and is logged in the study's ``.rejected.jsonl``."""
+        def oversized(report: Exceeded) -> None:
+            counters.add("refused")
+            if (store := self.store) is not None:
+                store.log_rejection(report.rejection())
+
+        return [(evt.EVT_C_STORE, _store_handler, [self, counters]), *receiving_handlers(on_exceeded=oversized)]
+
 
 def _store_handler(event: evt.Event, target: _Target, counters: Counters) -> int:
     store = target.store
@@ -242,8 +253,7 @@ class _MoveDestination:
         try:
             self.server = start_guarded_server(
                 ae, (bind, port), ssl_context=ssl_context, pdu_seconds=timeouts.pdu,
-                handshake_timeout=timeouts.acse,
-                evt_handlers=[(evt.EVT_C_STORE, _store_handler, [target, counters])])
+                handshake_timeout=timeouts.acse, evt_handlers=target.handlers(counters))
         except OSError as exc:
             raise NetError(NetErrorKind.FAILED,
                            f"cannot listen on {bind}:{port} for C-MOVE: {exc.strerror or exc}") from exc
@@ -353,7 +363,7 @@ def _propose_retrieve(ae: AE, method: RetrieveMethod, target: _Target,
             role.scu_role = False
             role.scp_role = True
             ext_neg.append(role)
-        handlers.append((evt.EVT_C_STORE, _store_handler, [target, counters]))
+        handlers.extend(target.handlers(counters))
     else:
         ae.add_requested_context(STUDY_ROOT_MOVE, list(NOT_DEFLATED))
     return ext_neg, handlers

@@ -66,6 +66,7 @@ from protocolcheck.net.common import (
     support_contexts,
     validate_aet,
 )
+from protocolcheck.net.receiving import Exceeded, receiving_handlers
 from protocolcheck.net.transport import (
     DEFAULT_PER_HOST,
     GuardedServer,
@@ -622,6 +623,7 @@ class ListenConfig:
     tls: TlsOptions | None = None  # DICOM TLS (certificate and key required)
     per_host: int = DEFAULT_PER_HOST  # open connections one peer address may hold (0: no limit)
     stop_grace: float = 3.0  # seconds running associations get to end on stop before they are closed
+    receive_limits: tuple[int, int] | None = None  # bytes of one received message, of all (None: config's)
 
 
 @dataclass
@@ -777,6 +779,7 @@ class StorageSCP:
             (evt.EVT_C_ECHO, handle_echo),
             (evt.EVT_ESTABLISHED, _on_established, [self.counters]),
             (evt.EVT_REJECTED, _on_rejected, [self.counters, self.config]),
+            *receiving_handlers(self.config.receive_limits, self._oversized),
         ]
         for sop_classes, service_handlers in self.services:
             for sop_class in sop_classes:
@@ -814,6 +817,10 @@ class StorageSCP:
                 self.on_instance(key, path)  # the file written (a duplicate's own name) or found
             except Exception:  # stored and marked: the instance is acknowledged regardless
                 LOG.exception("instance hook failed for %s", key.sop)
+
+    def _oversized(self, report: Exceeded) -> None:
+        self.counters.add("refused")
+        self.store.log_rejection(report.rejection())
 
     def _refused_connection(self, address: str, reason: str) -> None:
         self.counters.add("refused_connections")

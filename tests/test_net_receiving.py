@@ -1,0 +1,327 @@
+"""The bound on received DIMSE messages (net/receiving.py), with raw-socket peers streaming P-DATA PDUs to a real
+``listen`` process on 127.0.0.1 (small bounds set with ``--max-dataset`` / ``--max-receiving``):
+
+- a peer streaming a data set past the per-message bound is aborted (A-ABORT) once it passes it; ``listen``'s
+  peak memory (VmHWM) stays far below what the peer meant to send; the log names the peer, the bytes and the
+  bound; ``.rejected.jsonl`` has a line; the next association stores normally;
+- an instance whose data set is exactly the bound is stored, one byte more is aborted;
+- with two associations, the one that would pass the bound of all associations at once is aborted, the
+  other (half-sent when it happened) completes and is stored;
+- a peer that sends complete messages without waiting for the replies is bounded too (they wait in the queue).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from peers import HOST, Listener, association_rq
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+from pydicom.uid import generate_uid
+from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import decode
+
+from protocolcheck import config
+
+pytestmark = [pytest.mark.network]
+
+MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
+MIB = 1 << 20
+CHUNK = 256 * 1024  # data set bytes per P-DATA PDU (listen accepts PDUs up to 1 MiB)
+
+
+class RawPeer:
+    """A storage SCU on a raw socket: associates (MR Image, Explicit VR Little Endian, context 1), then sends
+    exactly the P-DATA PDUs a test asks for."""
+
+    def __init__(self, port: int, calling: str = "RAWPEER") -> None:
+        self.sock = socket.create_connection((HOST, port), timeout=30)
+        self.sock.sendall(association_rq(calling=calling, abstract=MR_IMAGE))
+        kind, body = self.read_pdu()
+        assert kind == 0x02, f"association not accepted (PDU type {kind:#x})"
+        self.sent = 0
+
+    def read_pdu(self) -> tuple[int, bytes]:
+        head = self._read(6)
+        kind, _, length = struct.unpack(">BBI", head)
+        return kind, self._read(length)
+
+    def _read(self, n: int) -> bytes:
+        data = bytearray()
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError(f"closed after {len(data)} of {n} bytes")
+            data.extend(chunk)
+        return bytes(data)
+
+    def pdv(self, data: bytes | memoryview, control: int) -> None:
+        """One P-DATA-TF PDU with one PDV of context 1 (control: bit 0 command, bit 1 last fragment)."""
+        self.sock.sendall(struct.pack(">BBIIBB", 0x04, 0, 6 + len(data), 2 + len(data), 1, control))
+        self.sock.sendall(data)
+        self.sent += len(data)
+
+    def command(self, sop_uid: str, message_id: int = 1) -> None:
+        request = C_STORE()
+        request.MessageID = message_id
+        request.AffectedSOPClassUID = MR_IMAGE
+        request.AffectedSOPInstanceUID = sop_uid
+        request.Priority = 2
+        request.DataSet = BytesIO(b"\x00")
+        message = C_STORE_RQ()
+        message.primitive_to_message(request)
+        self.pdv(message.encode_msg(1, 1 << 20).__next__().presentation_data_value_list[0][1][1:], 0x03)
+
+    def data(self, payload: bytes, last: bool = True) -> None:
+        view = memoryview(payload)
+        for at in range(0, len(view), CHUNK):
+            piece = view[at:at + CHUNK]
+            self.pdv(piece, 0x02 if last and at + CHUNK >= len(view) else 0x00)
+
+    def status(self) -> int:
+        """The Status of the next C-STORE-RSP."""
+        while True:
+            kind, body = self.read_pdu()
+            assert kind == 0x04, f"PDU type {kind:#x} instead of a reply"
+            if body[5] & 0x01:  # command fragment (one PDV: length 4, context 1, control 1)
+                return int(decode(BytesIO(body[6:]), True, True).Status)
+
+    def release(self) -> None:
+        self.sock.sendall(b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00")
+        assert self.read_pdu()[0] == 0x06
+        self.sock.close()
+
+    def aborted(self, seconds: float = 10) -> bool:
+        """Whether listen sends A-ABORT or closes the connection within ``seconds`` (what it sends before is read)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                kind, _ = self.read_pdu()
+            except TimeoutError:
+                continue
+            except OSError:  # closed or reset (ConnectionError included)
+                return True
+            if kind == 0x07:
+                return True
+        return False
+
+    def stream(self, sop_uid: str, total: int) -> int:
+        """C-STORE-RQ then up to ``total`` data set bytes of zeros, stopping when listen aborts or closes;
+        the data set bytes sent."""
+        self.command(sop_uid)
+        zeros = bytes(CHUNK)
+        self.sock.setblocking(False)
+        sent = 0
+        try:
+            while sent < total:
+                try:
+                    self.sock.settimeout(5)
+                    self.pdv(zeros, 0x00)
+                except OSError:
+                    break
+                sent += CHUNK
+                if self._abort_waiting():
+                    break
+        finally:
+            self.sock.settimeout(30)
+        return sent
+
+    def _abort_waiting(self) -> bool:
+        self.sock.setblocking(False)
+        try:
+            head = self.sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        finally:
+            self.sock.settimeout(5)
+        return not head or head == b"\x07"
+
+
+def dataset_bytes(size: int, study: str | None = None) -> tuple[str, bytes]:
+    """An MR instance whose encoded data set (Explicit VR Little Endian) is exactly ``size`` bytes (even): 1 x 1
+    pixels, 16 bits, as many frames as fill it."""
+    sop = generate_uid()
+    ds = Dataset()
+    ds.SOPClassUID = MR_IMAGE
+    ds.SOPInstanceUID = sop
+    ds.StudyInstanceUID = study or generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.AccessionNumber = "BOUND1"
+    ds.Modality = "MR"
+    ds.StudyDate = "20250314"
+    ds.SeriesDescription = "t2_tse_cor"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = ds.Columns = 1
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+
+    def encode(frames: int) -> bytes:
+        ds.NumberOfFrames = frames
+        ds.PixelData = bytes(frames * 2)
+        ds["PixelData"].VR = "OW"
+        buffer = DicomBytesIO()
+        buffer.is_implicit_VR, buffer.is_little_endian = False, True
+        write_dataset(buffer, ds)
+        return buffer.getvalue()
+
+    frames = size // 2
+    for _ in range(4):  # the length of NumberOfFrames (IS) depends on its digits
+        frames = (size - (len(encode(frames)) - 2 * frames)) // 2
+    data = encode(frames)
+    assert len(data) == size, (len(data), size)
+    return sop, data
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def rejections(listener: Listener) -> list[dict]:
+    path = listener.store / ".rejected.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def stored(listener: Listener) -> list[str]:
+    return sorted(p.stem for p in listener.store.glob("*/*/*.dcm"))
+
+
+@pytest.fixture
+def listener(tmp_path: Path) -> Iterator[Listener]:
+    process = Listener(tmp_path, "--no-db", "--idle", "30", "--max-dataset", "8MiB", "--max-receiving", "24MiB")
+    try:
+        yield process
+    finally:
+        if process.process.alive():
+            process.terminate(timeout=30)
+
+
+def wait_for(condition: object, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_a_data_set_streamed_past_the_bound_aborts_its_association(listener: Listener) -> None:
+    before = peak_rss_mb(listener.pid)
+    peer = RawPeer(listener.port, calling="HOSTILE")
+    sop = generate_uid()
+    meant = 1 << 30
+    sent = peer.stream(sop, meant)
+    assert peer.aborted()
+    peak = peak_rss_mb(listener.pid)
+    print(f"\nstreamed {sent / MIB:.1f} MiB of a 1 GiB data set before the abort (bound 8 MiB); listen peak RSS "
+          f"{before:.0f} MB idle -> {peak:.0f} MB")
+    assert sent < 64 * MIB  # what the socket buffers take before the abort arrives
+    assert peak < before + 100
+    wait_for(lambda: "8388608 bytes, the limit per message" in listener.text())
+    log = listener.text()
+    assert f"aborted the association with HOSTILE@{HOST}:" in log and sop in log, log
+    [line] = rejections(listener)
+    assert line["sop_instance_uid"] == sop and line["status"] == "A-ABORT" and line["peer"].startswith("HOSTILE@")
+    assert "limit per message" in line["reason"] and "association aborted" in line["reason"]
+    # the next association is served as usual
+    good, data = dataset_bytes(2 * MIB)
+    peer = RawPeer(listener.port)
+    peer.command(good)
+    peer.data(data)
+    assert peer.status() == 0x0000
+    peer.release()
+    assert stored(listener) == [good]
+
+
+def test_exactly_the_bound_is_stored_one_byte_more_is_not(listener: Listener) -> None:
+    exact, data = dataset_bytes(8 * MIB)
+    peer = RawPeer(listener.port)
+    peer.command(exact)
+    peer.data(data)
+    assert peer.status() == 0x0000
+    over, more = dataset_bytes(8 * MIB + 2)
+    peer.command(over, message_id=2)
+    with contextlib.suppress(OSError):  # the abort may come before the last PDU is sent
+        peer.data(more)
+    assert peer.aborted()
+    wait_for(lambda: "(8388610 bytes received)" in listener.text())
+    assert stored(listener) == [exact]
+    assert [r["sop_instance_uid"] for r in rejections(listener)] == [over]
+
+
+def test_the_bound_of_all_associations_aborts_the_one_that_would_pass_it(listener: Listener) -> None:
+    """Three senders each hold 7 MiB of a 7.5 MiB instance (21 of the 24 MiB allowed in all); a fourth, under
+    its own 8 MiB, is aborted when it would pass 24 MiB; the three then complete and are stored."""
+    study = generate_uid()
+    senders = [(RawPeer(listener.port, f"SENDER_{n}"), *dataset_bytes(7 * MIB + MIB // 2, study)) for n in range(3)]
+    for peer, sop, data in senders:
+        peer.command(sop)
+        peer.data(data[:7 * MIB], last=False)
+    hostile = RawPeer(listener.port, "GREEDY")
+    sent = hostile.stream(generate_uid(), 64 * MIB)
+    assert hostile.aborted()
+    assert sent < 64 * MIB  # aborted (by the bound of all associations: the log says which)
+    wait_for(lambda: "their limit" in listener.text())
+    for peer, _sop, data in senders:
+        peer.data(data[7 * MIB:])
+        assert peer.status() == 0x0000
+    for peer, _sop, _data in senders:
+        peer.release()
+    assert stored(listener) == sorted(sop for _peer, sop, _data in senders)
+    log = listener.text()
+    assert f"aborted the association with GREEDY@{HOST}" in log and "limit per message" not in log, log
+    [line] = rejections(listener)
+    assert line["peer"].startswith("GREEDY@") and "25165824 bytes, their limit" in line["reason"]
+
+
+def test_messages_sent_without_waiting_for_replies_are_bounded_too(tmp_path: Path) -> None:
+    """Complete instances sent back to back (no reply awaited) wait in the association's queue: they count."""
+    listener = Listener(tmp_path, "--no-db", "--idle", "30", "--max-dataset", "8MiB", "--max-receiving", "20MiB")
+    try:
+        peer = RawPeer(listener.port, "FLOOD")
+        sops = []
+        aborted = False
+        for n in range(40):  # 40 x 6 MiB = 240 MiB if nothing bounded them
+            sop, data = dataset_bytes(6 * MIB)
+            sops.append(sop)
+            try:
+                peer.command(sop, message_id=n + 1)
+                peer.data(data)
+            except OSError:
+                aborted = True
+                break
+        assert aborted or peer.aborted()
+        wait_for(lambda: "their limit" in listener.text())
+        peak = peak_rss_mb(listener.pid)
+        kept = stored(listener)
+        print(f"\nflood: {len(sops)} x 6 MiB sent back to back; {len(kept)} stored, then aborted; listen peak RSS "
+              f"{peak:.0f} MB")
+        assert peak < 250
+        assert kept == sorted(kept) and set(kept) <= set(sops) and len(kept) < 10
+        assert listener.terminate(timeout=30) == 0
+    finally:
+        if listener.process.alive():
+            listener.kill()
+
+
+def test_the_limits_are_sizes_named_in_errors() -> None:
+    assert config.parse_size("4GiB") == 4 << 30 and config.parse_size("512M") == 512 << 20
+    assert config.parse_size("1048576") == MIB and config.parse_size("1.5k") == 1536
+    for bad in ("", "4 gigs", "0", "-1"):
+        with pytest.raises(ValueError, match="--max-dataset"):
+            config.parse_size(bad, "--max-dataset")
+    assert config.receive_limits("16MiB", "1GiB") == (16 * MIB, 1 << 30)
+    assert config.default_max_receiving() <= config.MAX_RECEIVING_BYTES
