@@ -61,3 +61,22 @@ def test_rules_go_with_their_library(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert config.rules_for(tmp_path) == config.rules_file() == config.rules_for(None)  # no rules.yaml there
     (tmp_path / config.RULES_FILENAME).write_text("x")
     assert config.rules_for(tmp_path) == tmp_path / config.RULES_FILENAME
+
+
+def test_receive_limits_are_sizes_option_then_environment_then_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert config.parse_size("4GiB") == 4 << 30 and config.parse_size("512M") == 512 << 20
+    assert config.parse_size("1048576") == 1 << 20 and config.parse_size("1.5k") == 1536
+    for bad in ("", "4 gigs", "0", "-1", "4GB2"):
+        with pytest.raises(ValueError, match="--max-dataset"):
+            config.parse_size(bad, "--max-dataset")
+    monkeypatch.delenv(config.Env.MAX_DATASET.value, raising=False)
+    monkeypatch.delenv(config.Env.MAX_RECEIVING.value, raising=False)
+    assert config.receive_limits() == (config.MAX_DATASET_BYTES, config.default_max_receiving())
+    memory = config.physical_memory()
+    assert config.default_max_receiving() == min(config.MAX_RECEIVING_BYTES, memory // 4 if memory else 1 << 62)
+    monkeypatch.setenv(config.Env.MAX_DATASET.value, "16MiB")
+    monkeypatch.setenv(config.Env.MAX_RECEIVING.value, "lots")
+    with pytest.raises(ValueError, match=r"\$PROTOCOLCHECK_MAX_RECEIVING 'lots' is not a size"):
+        config.receive_limits()
+    assert config.receive_limits(None, "1GiB") == (16 << 20, 1 << 30)
+    assert config.receive_limits("2G", "3G") == (2 << 30, 3 << 30)

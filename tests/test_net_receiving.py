@@ -14,24 +14,28 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import pytest
-from peers import HOST, Listener, association_rq
-from pydicom.dataset import Dataset
+from peers import HOST, Listener, association_rq, repo_env
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
-from pydicom.uid import generate_uid
+from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, _config, evt
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import decode
-
-from protocolcheck import config
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelGet
 
 pytestmark = [pytest.mark.network]
 
@@ -47,7 +51,7 @@ class RawPeer:
     def __init__(self, port: int, calling: str = "RAWPEER") -> None:
         self.sock = socket.create_connection((HOST, port), timeout=30)
         self.sock.sendall(association_rq(calling=calling, abstract=MR_IMAGE))
-        kind, body = self.read_pdu()
+        kind, _ = self.read_pdu()
         assert kind == 0x02, f"association not accepted (PDU type {kind:#x})"
         self.sent = 0
 
@@ -317,11 +321,62 @@ def test_messages_sent_without_waiting_for_replies_are_bounded_too(tmp_path: Pat
             listener.kill()
 
 
-def test_the_limits_are_sizes_named_in_errors() -> None:
-    assert config.parse_size("4GiB") == 4 << 30 and config.parse_size("512M") == 512 << 20
-    assert config.parse_size("1048576") == MIB and config.parse_size("1.5k") == 1536
-    for bad in ("", "4 gigs", "0", "-1"):
-        with pytest.raises(ValueError, match="--max-dataset"):
-            config.parse_size(bad, "--max-dataset")
-    assert config.receive_limits("16MiB", "1GiB") == (16 * MIB, 1 << 30)
-    assert config.default_max_receiving() <= config.MAX_RECEIVING_BYTES
+def test_query_c_get_of_an_instance_past_the_bound_is_aborted(tmp_path: Path) -> None:
+    """``query``'s C-GET receives on the association it opened: the same bound (here from the environment)."""
+    study = generate_uid()
+    sop, data = dataset_bytes(64 * MIB, study)
+    big = tmp_path / "big.dcm"
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MR_IMAGE, sop
+    meta.TransferSyntaxUID, meta.ImplementationClassUID = ExplicitVRLittleEndian, "1.2.826.0.1.3680043.9.3811.2"
+    with open(big, "wb") as fh:
+        fh.write(b"\x00" * 128 + b"DICM")
+        write_file_meta_info(fh, meta, enforce_standard=True)
+        fh.write(data)
+    statuses: list[int | None] = []
+
+    def on_find(event: Any) -> Iterator[tuple[int, Dataset | None]]:
+        match = Dataset()
+        match.QueryRetrieveLevel = "STUDY"
+        match.StudyInstanceUID, match.AccessionNumber, match.StudyDate = study, "BIG1", "20250314"
+        match.ModalitiesInStudy = "MR"
+        yield 0xFF00, match
+        yield 0x0000, None
+
+    def on_get(event: Any) -> Iterator[Any]:
+        yield 1
+        status = event.assoc.send_c_store(str(big))  # the file's bytes as written (STORE_SEND_CHUNKED_DATASET)
+        statuses.append(getattr(status, "Status", None))
+        yield 0xA702, None
+
+    ae = AE("BIGPACS")
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_supported_context(MR_IMAGE, ExplicitVRLittleEndian, scu_role=False, scp_role=True)
+    previous = _config.STORE_SEND_CHUNKED_DATASET
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    server = ae.start_server((HOST, 0), block=False, evt_handlers=[(evt.EVT_C_FIND, on_find), (evt.EVT_C_GET, on_get)])
+    try:
+        probe = ("import runpy, sys; sys.argv = ['protocolcheck', *sys.argv[1:]]\n"
+                 "try:\n    runpy.run_module('protocolcheck', run_name='__main__')\n"
+                 "finally:\n    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
+                 "    print('peak', hwm.split()[1], file=sys.stderr)\n")
+        started = time.monotonic()
+        run = subprocess.run([sys.executable, "-c", probe, "query", HOST, str(server.server_address[1]),
+                              "--called-aet", "BIGPACS", "--no-db", "--timeout", "60", "--workdir", str(tmp_path)],
+                             capture_output=True, text=True, timeout=300,
+                             env={**os.environ, **repo_env(), "PROTOCOLCHECK_MAX_DATASET": "1MiB"})
+        took = time.monotonic() - started
+    finally:
+        server.shutdown()
+        _config.STORE_SEND_CHUNKED_DATASET = previous
+    peak = int(run.stderr.rsplit("peak", 1)[1].split()[0]) / 1024
+    print(f"\nC-GET of a 64 MiB instance with a 1 MiB bound: query exit {run.returncode} after {took:.1f} s, "
+          f"peak RSS {peak:.0f} MB\n" + "".join(line + "\n" for line in run.stderr.splitlines() if "abort" in line))
+    assert run.returncode == 3, run.stderr
+    assert "1048576 bytes, the limit per message" in run.stderr, run.stderr
+    assert "aborted the association with BIGPACS@" in run.stderr
+    assert "could not be stored" in run.stderr and "1 not retrieved" in run.stderr, run.stderr
+    assert statuses == [None]  # the PACS saw the association aborted, no status
+    assert took < 30  # woken at the abort, not at the 60 s reply timeout
+    assert peak < 200

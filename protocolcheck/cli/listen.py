@@ -63,7 +63,9 @@ def listen(**opts: Any) -> None:
     SIGTERM or Ctrl-C: stop accepting, finish running associations, audit what is pending, exit 0.
     Studies received by an earlier run but never audited are audited at start. A full disk is
     answered 0xA700 (out of resources) and the SCP goes on. --allow-host closes connections from
-    other addresses unread; --tls-cert/--tls-key serve DICOM TLS only (TLS 1.2+).
+    other addresses unread; --tls-cert/--tls-key serve DICOM TLS only (TLS 1.2+). A DIMSE message larger than
+    --max-dataset, or one that would take the messages held by all associations past --max-receiving, aborts
+    its association (logged, and a line in DIR/.rejected.jsonl); the other associations go on.
 
     The live loop: each series is judged as it completes (--series-idle) and the exam so far
     re-audited (provisional); Modality Performed Procedure Step N-CREATE/N-SET (stored like

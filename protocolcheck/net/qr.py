@@ -321,6 +321,9 @@ def retrieve_study(peer: Peer, match: StudyMatch, folder: Path, method: Retrieve
             release(assoc)
         pulled.received = target.received
         pulled.refused = counters.refused - refused_before
+        if final is None and pulled.refused:  # we aborted (an instance past the size bound), or the PACS did after
+            raise NetError(NetErrorKind.FAILED, f"{op} of {match.label()} from {peer}: {pulled.refused} instance(s) "
+                           "could not be stored (see the log) and the association was aborted; not audited")
         if final is None and not aborted:
             raise NetError(NetErrorKind.TIMEOUT,
                            f"{op} of {match.label()} from {peer}: no reply within {timeouts.dimse:g} s (the peer "

@@ -50,7 +50,6 @@ class ReceiveBudget:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.held = 0
-        self.peak = 0
         self._lock = threading.Lock()
 
     def take(self, n: int) -> bool:
@@ -59,7 +58,6 @@ class ReceiveBudget:
             if self.held + n > self.limit:
                 return False
             self.held += n
-            self.peak = max(self.peak, self.held)
             return True
 
     def give(self, n: int) -> None:
@@ -121,6 +119,7 @@ class _Account:
         self.waiting: collections.deque[int] = collections.deque()
         self.handling = 0
         self.closed = False
+        self.refused = False  # aborted here for passing a bound
 
     def charge(self, command: int, data: int) -> str:
         """Count ``command`` more command set bytes and ``data`` more data set bytes of the message being received;
@@ -218,6 +217,7 @@ class BoundedDIMSE(DIMSEServiceProvider):
         sends), and report it once."""
         account = self.account
         first = not account.closed
+        account.refused = True
         message, self.message = self.message, None
         account.drop()
         account.close()
@@ -278,10 +278,14 @@ def arm_receiving(event: evt.Event, per_message: int, budget: ReceiveBudget,
 
 
 def _end(event: evt.Event) -> None:
-    """EVT_RELEASED / EVT_ABORTED / EVT_CONN_CLOSE: the association's messages are given back."""
-    account = getattr(event.assoc.dimse, "account", None)
+    """EVT_RELEASED / EVT_ABORTED / EVT_CONN_CLOSE: the association's messages are given back. After our abort,
+    a requestor waiting for a reply (``query``'s C-GET) is woken, as pynetdicom does when a connection drops."""
+    dimse = event.assoc.dimse
+    account = getattr(dimse, "account", None)
     if isinstance(account, _Account):
         account.close()
+        if account.refused and event.assoc.is_requestor and event.event is evt.EVT_CONN_CLOSE:
+            dimse.msg_queue.put((None, None))
 
 
 def receiving_handlers(limits: tuple[int, int] | None = None, on_exceeded: Callable[[Exceeded], None] | None = None,
