@@ -7,7 +7,9 @@
 - an instance whose data set is exactly the bound is stored, one byte more is aborted;
 - with two associations, the one that would pass the bound of all associations at once is aborted, the
   other (half-sent when it happened) completes and is stored;
-- a peer that sends complete messages without waiting for the replies is bounded too (they wait in the queue).
+- a peer that sends complete messages without waiting for the replies is bounded too (they wait in the queue);
+- a peer that ignores the A-ABORT and goes on sending is cut off at once; a command set that never ends is bounded;
+- ``query``'s C-GET (the association it opened) is bounded the same way, and ends at the abort.
 """
 
 from __future__ import annotations
@@ -120,9 +122,9 @@ class RawPeer:
                 return True
         return False
 
-    def stream(self, sop_uid: str, total: int) -> int:
-        """C-STORE-RQ then up to ``total`` data set bytes of zeros, stopping when listen aborts or closes;
-        the data set bytes sent."""
+    def stream(self, sop_uid: str, total: int, *, heed_abort: bool = True) -> int:
+        """C-STORE-RQ then up to ``total`` data set bytes of zeros, stopping when listen aborts (unless told
+        not to heed it) or closes the connection; the data set bytes sent."""
         self.command(sop_uid)
         zeros = bytes(CHUNK)
         self.sock.setblocking(False)
@@ -135,7 +137,7 @@ class RawPeer:
                 except OSError:
                     break
                 sent += CHUNK
-                if self._abort_waiting():
+                if heed_abort and self._abort_waiting():
                     break
         finally:
             self.sock.settimeout(30)
@@ -248,6 +250,28 @@ def test_a_data_set_streamed_past_the_bound_aborts_its_association(listener: Lis
     assert peer.status() == 0x0000
     peer.release()
     assert stored(listener) == [good]
+
+
+def test_a_peer_that_ignores_the_abort_is_cut_off_at_once(listener: Listener) -> None:
+    """After the abort listen reads no more: a peer that goes on sending gets its connection reset within
+    seconds (not after the 30 s ARTIM timer, listen discarding what it sends all along)."""
+    peer = RawPeer(listener.port, calling="DEAF")
+    started = time.monotonic()
+    sent = peer.stream(generate_uid(), 1 << 30, heed_abort=False)
+    took = time.monotonic() - started
+    print(f"\na peer ignoring the abort: cut off after {sent / MIB:.1f} MiB, {took:.1f} s")
+    assert sent < 64 * MIB and took < 10
+    wait_for(lambda: "aborted the association with DEAF@" in listener.text())
+
+
+def test_a_command_set_that_never_ends_is_bounded(listener: Listener) -> None:
+    peer = RawPeer(listener.port, calling="ENDLESS")
+    with contextlib.suppress(OSError):
+        for _ in range(200):  # 200 x 16 KiB command set fragments, none the last
+            peer.pdv(bytes(16 * 1024), 0x01)
+    assert peer.aborted()
+    wait_for(lambda: "command set larger than 65536 bytes" in listener.text())
+    assert rejections(listener)[0]["peer"].startswith("ENDLESS@")
 
 
 def test_exactly_the_bound_is_stored_one_byte_more_is_not(listener: Listener) -> None:
