@@ -191,6 +191,24 @@ def dataset_bytes(size: int, study: str | None = None) -> tuple[str, bytes]:
     return sop, data
 
 
+def read_by_listen(listen_port: int, peer: RawPeer, seconds: float = 20) -> None:
+    """Wait until ``listen`` has read everything ``peer`` sent (``/proc/net/tcp``: nothing queued on either end
+    of the connection), so what it counted no longer depends on which reactor reads first."""
+    ours = peer.sock.getsockname()[1]
+    ends = {(f"{listen_port:04X}", f"{ours:04X}"), (f"{ours:04X}", f"{listen_port:04X}")}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        queued = [int(queues.split(":")[0], 16) + int(queues.split(":")[1], 16)
+                  for _, local, remote, _, queues, *_ in (line.split() for line in
+                                                          Path("/proc/net/tcp").read_text().splitlines()[1:])
+                  if (local.split(":")[1], remote.split(":")[1]) in ends]
+        if queued and not any(queued):
+            time.sleep(0.2)  # the last PDU read is counted by the same reactor pass
+            return
+        time.sleep(0.02)
+    raise AssertionError("listen did not read what was sent")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -298,6 +316,8 @@ def test_the_bound_of_all_associations_aborts_the_one_that_would_pass_it(listene
     for peer, sop, data in senders:
         peer.command(sop)
         peer.data(data[:7 * MIB], last=False)
+    for peer, _sop, _data in senders:
+        read_by_listen(listener.port, peer)
     hostile = RawPeer(listener.port, "GREEDY")
     sent = hostile.stream(generate_uid(), 64 * MIB)
     assert hostile.aborted()
@@ -404,3 +424,30 @@ def test_query_c_get_of_an_instance_past_the_bound_is_aborted(tmp_path: Path) ->
     assert statuses == [None]  # the PACS saw the association aborted, no status
     assert took < 30  # woken at the abort, not at the 60 s reply timeout
     assert peak < 200
+
+
+def test_query_c_find_reply_past_the_bound_is_aborted(tmp_path: Path) -> None:
+    """A PACS answering a C-FIND with one 8 MiB match: aborted at the (here 1 MiB) bound, exit 3 saying why."""
+    def on_find(event: Any) -> Iterator[tuple[int, Dataset | None]]:
+        match = Dataset()
+        match.QueryRetrieveLevel = "STUDY"
+        match.StudyInstanceUID, match.AccessionNumber, match.StudyDate = generate_uid(), "HUGE1", "20250314"
+        match.add_new(0x00091010, "OB", bytes(8 * MIB))
+        yield 0xFF00, match
+        yield 0x0000, None
+
+    ae = AE("HUGEPACS")
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+    server = ae.start_server((HOST, 0), block=False, evt_handlers=[(evt.EVT_C_FIND, on_find)])
+    try:
+        started = time.monotonic()
+        run = subprocess.run([sys.executable, "-m", "protocolcheck", "query", HOST, str(server.server_address[1]),
+                              "--called-aet", "HUGEPACS", "--no-db", "--timeout", "60", "--workdir", str(tmp_path)],
+                             capture_output=True, text=True, timeout=300,
+                             env={**os.environ, **repo_env(), "PROTOCOLCHECK_MAX_DATASET": "1MiB"})
+        took = time.monotonic() - started
+    finally:
+        server.shutdown()
+    assert run.returncode == 3, run.stderr
+    assert "C-FIND on HUGEPACS@" in run.stderr and "reply refused, data set larger than 1048576 bytes" in run.stderr
+    assert took < 30, run.stderr

@@ -97,10 +97,13 @@ def net_logging(quiet: bool, verbose: bool = False) -> None:
 
 
 def peer_from(opts: dict[str, Any]) -> Peer:
-    """The peer of HOST PORT --called-aet --calling-aet and the --tls* options; usage error when unusable."""
+    """The peer of HOST PORT --called-aet --calling-aet and the --tls* options; usage error when unusable (or
+    when the bounds on what peers send us are malformed in the environment: named now, not mid-run)."""
+    from protocolcheck import config
     from protocolcheck.net.common import Peer, validate_aet
 
     try:
+        config.receive_limits()
         return Peer(opts["host"], opts["port"], validate_aet(opts["called_aet"], "--called-aet"),
                     validate_aet(opts["calling_aet"], "--calling-aet"), tls=tls_options(opts))
     except ValueError as exc:

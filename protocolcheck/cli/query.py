@@ -113,12 +113,6 @@ def _dimse_peer(opts: dict[str, Any]) -> Peer:
     if opts["retrieve"] == "move" and peer.tls is not None and not peer.tls.cert:
         raise click.UsageError("--retrieve move with TLS needs --tls-cert and --tls-key: the PACS connects to our "
                                "storage SCP over TLS (or use --retrieve get)")
-    from protocolcheck import config
-
-    try:
-        config.receive_limits()  # the bounds on what the PACS sends us (C-GET, C-MOVE): a malformed one is named now
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
     return peer
 
 

@@ -680,14 +680,15 @@ MAX_FIND_REPLIES = 10_000  # C-FIND matches kept (about 4 KB each in memory); mo
 
 
 def find(peer: Peer, sop_class: Any, identifier: Dataset, timeouts: Timeouts, what: str = "C-FIND",
-         max_replies: int = MAX_FIND_REPLIES) -> tuple[list[Dataset], FindEnd]:
+         max_replies: int = MAX_FIND_REPLIES, evt_handlers: Sequence[Any] = ()) -> tuple[list[Dataset], FindEnd]:
     """One C-FIND: the identifiers of the pending replies and how the exchange ended (the caller words
     the abort and silence errors); NetError when the peer cannot be reached or answers a failure, sends
     more than ``max_replies`` matches, or the whole exchange outlasts ``timeouts.total`` (a peer that
-    drips replies just inside the per-reply timeout): the association is then aborted."""
+    drips replies just inside the per-reply timeout): the association is then aborted. ``evt_handlers`` go
+    to the association (the bound on each reply's size, :mod:`.receiving`)."""
     ae = new_ae(peer.calling_aet, timeouts)
     ae.add_requested_context(sop_class, list(NOT_DEFLATED))
-    assoc = associate(ae, peer)
+    assoc = associate(ae, peer, evt_handlers=list(evt_handlers))
     replies: list[Dataset] = []
     end = FindEnd.DONE
     with Deadline(assoc, timeouts.total) as deadline:

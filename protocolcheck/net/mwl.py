@@ -32,6 +32,7 @@ from protocolcheck.net.common import (
     find,
     validate_date_range,
 )
+from protocolcheck.net.receiving import Exceeded, receiving_handlers
 
 LOG = logging.getLogger("protocolcheck.net.mwl")
 
@@ -169,7 +170,12 @@ def find_worklist(peer: Peer, query: WorklistQuery, timeouts: Timeouts = DEFAULT
 
     Items are sorted by scheduled date and time, then accession number.
     """
-    replies, end = find(peer, WORKLIST_FIND, query.identifier(), timeouts, "worklist C-FIND")
+    too_large: list[Exceeded] = []
+    replies, end = find(peer, WORKLIST_FIND, query.identifier(), timeouts, "worklist C-FIND",
+                        evt_handlers=receiving_handlers(on_exceeded=too_large.append))
+    if too_large:
+        raise NetError(NetErrorKind.FAILED, f"worklist C-FIND on {peer}: a reply refused, {too_large[0].reason}; "
+                       "the association was aborted")
     items = [item for ds in replies for item in item_from(ds)]
     if end is FindEnd.ABORTED:
         raise NetError(NetErrorKind.ABORTED,

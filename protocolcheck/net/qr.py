@@ -165,7 +165,12 @@ def find_studies(peer: Peer, query: StudyQuery, timeouts: Timeouts = DEFAULT_TIM
 
     Matches on another modality are dropped here too, for archives that ignore ModalitiesInStudy.
     """
-    replies, end = find(peer, STUDY_ROOT_FIND, query.identifier(), timeouts)
+    too_large: list[Exceeded] = []
+    replies, end = find(peer, STUDY_ROOT_FIND, query.identifier(), timeouts,
+                        evt_handlers=receiving_handlers(on_exceeded=too_large.append))
+    if too_large:
+        raise NetError(NetErrorKind.FAILED, f"C-FIND on {peer}: a reply refused, {too_large[0].reason}; "
+                       "the association was aborted")
     matches = [match for match in map(match_from, replies) if match is not None]
     if end is FindEnd.ABORTED:
         raise NetError(NetErrorKind.ABORTED, f"C-FIND on {peer}: {_ABORT_HINT.format(aet=peer.calling_aet)}"

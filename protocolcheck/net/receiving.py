@@ -49,6 +49,7 @@ class ReceiveBudget:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        self.configured = False  # the limit was set by a command's option (not from the environment)
         self.held = 0
         self._lock = threading.Lock()
 
@@ -290,9 +291,16 @@ def _end(event: evt.Event) -> None:
 
 def receiving_handlers(limits: tuple[int, int] | None = None, on_exceeded: Callable[[Exceeded], None] | None = None,
                        budget: ReceiveBudget = RECEIVING) -> list[Any]:
-    """The event handlers that bound an association's received messages: ``limits`` = (bytes of one message,
-    bytes of all messages the process holds; default :func:`protocolcheck.config.receive_limits`, ValueError
-    when its environment variables are malformed). The second sets ``budget``'s limit (one for the process)."""
-    per_message, budget.limit = limits if limits is not None else config.receive_limits()
+    """The event handlers that bound an association's received messages. ``limits`` = (bytes of one message,
+    bytes of all messages the process holds): given (``listen --max-dataset/--max-receiving``), the second is
+    ``budget``'s limit from then on; not given, both come from :func:`protocolcheck.config.receive_limits`
+    (ValueError when its environment variables are malformed), the second unless a command set it."""
+    if limits is not None:
+        per_message, budget.limit = limits
+        budget.configured = True
+    else:
+        per_message, total = config.receive_limits()
+        if not budget.configured:
+            budget.limit = total
     return [(evt.EVT_CONN_OPEN, arm_receiving, [per_message, budget, on_exceeded]),
             (evt.EVT_RELEASED, _end), (evt.EVT_ABORTED, _end), (evt.EVT_CONN_CLOSE, _end)]
