@@ -55,7 +55,8 @@ from pynetdicom import AE
 from protocolcheck.audit.engine import AuditOptions, audit_paths
 from protocolcheck.cli import main
 from protocolcheck.clinical.library import load_library
-from protocolcheck.net.scp import PENDING_MARKER, ListenConfig, StorageSCP
+from protocolcheck.net.instances import PENDING_MARKER
+from protocolcheck.net.scp import ListenConfig, StorageSCP
 from protocolcheck.testing import synth
 
 pytestmark = [pytest.mark.network, pytest.mark.filterwarnings("ignore:Invalid value for VR UI")]

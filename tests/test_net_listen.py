@@ -28,15 +28,8 @@ from pynetdicom import _config as pynetdicom_config
 
 from protocolcheck.dicom.scan import read_file
 from protocolcheck.net.common import NetError, NetErrorKind, Peer, echo, safe_uid
-from protocolcheck.net.scp import (
-    PENDING_MARKER,
-    InstanceRefused,
-    InstanceStore,
-    ListenConfig,
-    StorageSCP,
-    StudyTracker,
-    check_complete,
-)
+from protocolcheck.net.instances import PENDING_MARKER, InstanceRefused, InstanceStore
+from protocolcheck.net.scp import ListenConfig, StorageSCP, StudyTracker, check_complete
 from protocolcheck.testing import synth
 
 pytestmark = [pytest.mark.network, pytest.mark.filterwarnings("ignore:Invalid value for VR UI")]
@@ -361,7 +354,7 @@ def test_check_complete_detects_cut_datasets() -> None:
 
 
 def test_store_put_is_atomic_and_a_failed_write_is_refused(tmp_path: Path) -> None:
-    from protocolcheck.net.scp import InstanceKey
+    from protocolcheck.net.instances import InstanceKey
 
     store = InstanceStore(tmp_path / "s")
     store.prepare()

@@ -20,7 +20,7 @@ import pydicom
 import pytest
 from peers import Listener, acknowledged, storescu
 
-from protocolcheck.net.scp import InstanceKey, InstanceStore
+from protocolcheck.net.instances import InstanceKey, InstanceStore
 from protocolcheck.net.wal import SEGMENTS, WAL_FOLDER, WriteAheadLog
 from protocolcheck.testing import synth
 

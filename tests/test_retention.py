@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from peers import Listener, storescu
 
 from protocolcheck.cli import main
-from protocolcheck.net.scp import PENDING_MARKER
+from protocolcheck.net.instances import PENDING_MARKER
 
 pytestmark = pytest.mark.network
 

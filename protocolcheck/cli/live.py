@@ -27,9 +27,9 @@ if TYPE_CHECKING:
     from protocolcheck.jobs.live import ExamView, Expectation, LiveMonitor
     from protocolcheck.jobs.notify import AlertNotifier
     from protocolcheck.net.common import Peer
+    from protocolcheck.net.instances import InstanceKey, InstanceStore
     from protocolcheck.net.mpps import MppsStore
     from protocolcheck.net.push import StoreQueue
-    from protocolcheck.net.scp import InstanceKey, InstanceStore
     from protocolcheck.report.live_page import WebServer
 
 LOG = logging.getLogger("protocolcheck.live")

@@ -30,7 +30,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from protocolcheck.jobs.store import Store, audits_table
-from protocolcheck.net.scp import PENDING_MARKER
+from protocolcheck.net.instances import PENDING_MARKER
 
 LOG = logging.getLogger("protocolcheck.jobs.retention")
 PRUNING_PREFIX = ".pruning-"

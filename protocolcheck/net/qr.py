@@ -62,8 +62,9 @@ from protocolcheck.net.common import (
     support_contexts,
     validate_date_range,
 )
+from protocolcheck.net.instances import InstanceKey, InstanceStore
 from protocolcheck.net.receiving import Exceeded, receiving_handlers
-from protocolcheck.net.scp import Counters, InstanceKey, InstanceStore, handle_store
+from protocolcheck.net.scp import Counters, handle_store
 from protocolcheck.net.transport import start_guarded_server, stop_server
 
 LOG = logging.getLogger("protocolcheck.net.qr")
