@@ -11,7 +11,8 @@ associations (4 concurrent senders, a quarter each) into each receiver in turn, 
 - ``protocolcheck listen`` as in production: every instance durable before success (its write-ahead log
   record flushed), the live loop on (every header read again, each exam re-audited as its series complete);
 - dcmtk ``storescp --fork -od DIR`` (one process per association; no fsync);
-- Orthanc (its default storage; it acknowledges after writing the file and its SQLite index);
+- Orthanc (its default storage: it flushes each new file's data, not its folder, before answering, and its
+  SQLite index now and then);
 - for reference, pynetdicom's bare SCP answering success without decoding or storing anything, at
   ``listen``'s reactor pace and maximum PDU (the ceiling of any pynetdicom receiver on this machine;
   ``--null-scp PORT`` runs it).
