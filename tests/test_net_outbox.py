@@ -45,6 +45,7 @@ class ScriptedPacs:
     def __init__(self, script: Sequence[int]) -> None:
         self.script = list(script)
         self.received: list[tuple[int, str]] = []  # (status answered, SOP Instance UID)
+        self.choke: set[str] = set()  # SOP Instance UIDs answered Out of Resources every time
         self.lock = threading.Lock()
         ae = AE(ae_title="PACS")
         ae.add_supported_context(ComprehensiveSRStorage)
@@ -53,9 +54,11 @@ class ScriptedPacs:
         self.port = int(self.server.server_address[1])
 
     def _store(self, event: evt.Event) -> int:
+        uid = str(event.request.AffectedSOPInstanceUID)
         with self.lock:
             status = self.script[min(len(self.received), len(self.script) - 1)]
-            self.received.append((status, str(event.request.AffectedSOPInstanceUID)))
+            status = OUT_OF_RESOURCES if uid in self.choke else status
+            self.received.append((status, uid))
         return status
 
     def wait(self, n: int, timeout: float = 15.0) -> list[tuple[int, str]]:
@@ -177,6 +180,28 @@ def test_refused_for_good_goes_to_failed_and_is_not_retried(tmp_path: Path, imag
     assert any("refused the bad report for good" in r.getMessage() and r.levelname == "ERROR" for r in push_log.records)
     assert queue.outbox.known(bad.SOPInstanceUID) == "refused"
     assert permanent_status(0xA900) and permanent_status(0x0122) and not permanent_status(0xA7FF)
+
+
+def test_a_report_the_pacs_keeps_failing_does_not_hold_the_others_back(tmp_path: Path, image: Dataset,
+                                                                       pacs) -> None:
+    """The oldest report is answered Out of Resources every time (the PACS chokes on it), the others are
+    taken: they are stored while it waits for its next turn, still in the outbox."""
+    server = pacs([0x0000])
+    stuck = _report(image)
+    server.choke.add(str(stuck.SOPInstanceUID))
+    queue = _queue(tmp_path, server.port)
+    others = [_report(image), _report(image)]
+    assert queue.put(stuck, "the stuck report")
+    time.sleep(0.05)  # oldest first: the stuck one heads the queue
+    assert all(queue.put(r) for r in others)
+    queue.start()
+    try:
+        _wait(lambda: {uid for status, uid in server.received if status == 0} ==
+              {str(r.SOPInstanceUID) for r in others})
+    finally:
+        queue.stop(drain=0)
+    assert _waiting(tmp_path) == [f"{stuck.SOPInstanceUID}.dcm"]
+    assert queue.counters.sent == 2 and queue.counters.refused == 0
 
 
 def test_a_later_run_sends_what_an_earlier_one_left(tmp_path: Path, image: Dataset, pacs) -> None:

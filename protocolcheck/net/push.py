@@ -105,6 +105,7 @@ class StoreQueue:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._backing_off = False
+        self._last_failed: Path | None = None
         self.last_sent: float | None = None
 
     def prepare(self) -> int:
@@ -180,13 +181,20 @@ class StoreQueue:
             delay = min(delay * 2, self.max_delay)
 
     def _send_all(self, waiting: list[Path]) -> str | None:
-        """Send each in turn; the reason of the first failure that is for now (the rest wait), or None."""
+        """Send each in turn, oldest first but starting after the one that failed last time (a report that
+        keeps failing for now, a PACS timing out on it, does not hold the others back); the reason of the
+        first failure that is for now (the rest wait for the next round), or None."""
+        if self._last_failed in waiting:
+            k = waiting.index(self._last_failed)
+            waiting = waiting[k + 1:] + waiting[:k + 1]
         for path in waiting:
             if self._stop.is_set():
                 return None
             reason = self._send_one(path)
             if reason is not None:
+                self._last_failed = path
                 return reason
+        self._last_failed = None
         return None
 
     def _send_one(self, path: Path) -> str | None:
