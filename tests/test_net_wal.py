@@ -144,6 +144,20 @@ def test_store_logs_small_instances_and_writes_large_ones_directly(tmp_path: Pat
         f"segment-{k}.log" for k in range(SEGMENTS)]
 
 
+def test_a_resend_found_in_the_store_is_flushed_before_it_is_taken(tmp_path: Path) -> None:
+    """A file found under its name may have been left unflushed by a run killed before it answered: the resend
+    that finds it flushes it (file and folder) before counting it as stored; a logged put needs no folder flush."""
+    store = InstanceStore(tmp_path, wal_segment_bytes=SMALL)
+    store.prepare()
+    key = InstanceKey("1.2", "1.2.3", "1.2.3.7")
+    store.put(key, b"x" * 500)
+    assert store.folders.rounds == 0  # durable through the log
+    (tmp_path / "1.2" / "1.2.3" / "1.2.3.8.dcm").write_bytes(b"y" * 500)  # what a killed run may leave
+    store.put(InstanceKey("1.2", "1.2.3", "1.2.3.8"), b"y" * 500)
+    assert store.folders.rounds == 1
+    store.close()
+
+
 def test_concurrent_duplicates_under_one_uid_keep_both_and_lose_none(tmp_path: Path) -> None:
     store = InstanceStore(tmp_path, wal_segment_bytes=SMALL)
     store.prepare()

@@ -141,6 +141,8 @@ class InstanceStore:
         try:
             final, stored = self._claim(target, pieces)
             if stored:
+                if self.fsync:  # found, perhaps left unflushed by a run that crashed before answering: flush it now
+                    self._flush_found(final)
                 return final
             try:
                 self._persist(final, pieces)
@@ -194,6 +196,16 @@ class InstanceStore:
                 self.wal.placed(segment)
             return
         self._write(final, pieces, sync=self.fsync)
+
+    def _flush_found(self, path: Path) -> None:
+        """Make a file found under its name durable (its data, then its folder entry) before a resend of it is
+        acknowledged: a run killed between writing it and answering never flushed it (resends are rare)."""
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.folders.sync([path.parent])
 
     def _write_in_place(self, final: Path, pieces: Pieces) -> None:
         """Write a logged instance straight under its name (no temp file, no link: half the file system
