@@ -20,7 +20,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 from pynetdicom import AE
 
-from protocolcheck.net.commit import FolderSync, accepted, fsync_folder
+from protocolcheck.net.commit import FolderSync, accepted, fsync_path
 
 pytestmark = [pytest.mark.filterwarnings("ignore:Invalid value for VR UI")]
 
@@ -60,7 +60,7 @@ def test_each_writer_waits_for_a_round_started_after_its_call(tmp_path: Path) ->
         with lock:
             started.append((time.monotonic(), folder))
         time.sleep(0.02)
-        fsync_folder(folder)
+        fsync_path(folder)
 
     sync = FolderSync(slow_fsync)
     folders = [tmp_path / f"f{i % 3}" for i in range(24)]
@@ -111,7 +111,7 @@ def test_a_failed_round_fails_its_writers_only(tmp_path: Path) -> None:
     def flaky(folder: Path) -> None:
         if fail.is_set():
             raise OSError(28, "No space left on device")
-        fsync_folder(folder)
+        fsync_path(folder)
 
     sync = FolderSync(flaky)
     fail.set()

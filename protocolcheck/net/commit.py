@@ -22,13 +22,14 @@ meant for a requestor sending requests back to back, and a faster poll made that
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import time
 import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pynetdicom.association
 import pynetdicom.dul
@@ -37,13 +38,31 @@ BRISK_SLEEP = 0.0002  # seconds a reactor sleeps while instances flow (pynetdico
 BRISK_WINDOW = 1.0  # seconds after the last C-STORE that the reactors stay brisk
 
 
-def fsync_folder(path: Path) -> None:
-    """fsync a directory (its entries are durable once this returns)."""
+def fsync_path(path: Path) -> None:
+    """fsync a folder (its entries are durable once this returns) or a file (its data and size)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def replace_durably(target: Path, write: Callable[[BinaryIO], object], *, fsync: bool, prefix: str) -> None:
+    """Write ``target`` whole or not at all: ``write`` fills a temporary file beside it (named ``prefix``..., so
+    a start can sweep what a crash left), which is flushed (fsync with ``fsync``) and renamed over ``target``;
+    on failure the temporary file is removed and the error raised. Making the folder entry durable is the
+    caller's (one :func:`fsync_path` of the folder, or a :class:`FolderSync` round)."""
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=prefix)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
 
 
 @dataclass
@@ -58,7 +77,7 @@ class FolderSync:
     """Durable directory entries for concurrent writers: one fsync round per folder for all who wait on
     it (group commit); different folders are synced in parallel, each by one of its writers."""
 
-    def __init__(self, fsync: Callable[[Path], None] = fsync_folder) -> None:
+    def __init__(self, fsync: Callable[[Path], None] = fsync_path) -> None:
         self._fsync = fsync
         self._cond = threading.Condition()
         self._folders: dict[Path, _Folder] = {}

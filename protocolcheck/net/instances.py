@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protocolcheck.net.commit import FolderSync, fsync_folder
+from protocolcheck.net.commit import FolderSync, fsync_path
 from protocolcheck.net.common import LineLog, safe_uid
 from protocolcheck.net.wal import SEGMENT_BYTES, WriteAheadLog
 
@@ -200,11 +200,7 @@ class InstanceStore:
     def _flush_found(self, path: Path) -> None:
         """Make a file found under its name durable (its data, then its folder entry) before a resend of it is
         acknowledged: a run killed between writing it and answering never flushed it (resends are rare)."""
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(path)
         self.folders.sync([path.parent])
 
     def _write_in_place(self, final: Path, pieces: Pieces) -> None:
@@ -256,7 +252,7 @@ class InstanceStore:
                     fh.flush()
                     os.fsync(fh.fileno())
             if self.fsync:
-                fsync_folder(folder)
+                fsync_path(folder)
 
     def clear_pending(self, study_uid: str) -> None:
         (self.study_dir(study_uid) / PENDING_MARKER).unlink(missing_ok=True)

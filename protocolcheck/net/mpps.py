@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -26,12 +25,13 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from pynetdicom import evt
 
-from protocolcheck.net.commit import fsync_folder
+from protocolcheck.net.commit import fsync_path, replace_durably
 from protocolcheck.net.common import safe_uid
 
 LOG = logging.getLogger("protocolcheck.net.mpps")
 
 MPPS_SOP_CLASS = "1.2.840.10008.3.1.2.3.3"  # Modality Performed Procedure Step SOP Class (PS3.4 F.7)
+_TEMP_PREFIX = ".incoming-"  # a message being written (swept at start)
 MPPS_FOLDER = ".mpps"
 
 # N-CREATE / N-SET statuses (PS3.7 Annex C; PS3.4 F.7.2.1.2 and F.7.2.2.2)
@@ -70,7 +70,7 @@ class MppsStore:
         """Replay the stored messages (in order) into merged steps; return them by SOP Instance UID."""
         self.root.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            for temp in self.root.glob(".incoming-*"):
+            for temp in self.root.glob(f"{_TEMP_PREFIX}*"):
                 temp.unlink(missing_ok=True)
             for path in sorted(self.root.glob("*_*.dcm")):
                 uid, _, kind = path.stem.rpartition("_")
@@ -129,26 +129,17 @@ class MppsStore:
             created = not self.root.is_dir()
             self.root.mkdir(parents=True, exist_ok=True)
             if created and self.fsync:
-                fsync_folder(self.root.parent)
+                fsync_path(self.root.parent)
             out = _copy(ds)
             meta = FileMetaDataset()
             meta.MediaStorageSOPClassUID = UID(MPPS_SOP_CLASS)
             meta.MediaStorageSOPInstanceUID = UID(uid)
             meta.TransferSyntaxUID = ExplicitVRLittleEndian
             out.file_meta = meta
-            fd, temp = tempfile.mkstemp(dir=self.root, prefix=".incoming-")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    out.save_as(fh, enforce_file_format=True)
-                    fh.flush()
-                    if self.fsync:
-                        os.fsync(fh.fileno())
-                os.replace(temp, target)
-            except BaseException:
-                Path(temp).unlink(missing_ok=True)
-                raise
+            replace_durably(target, lambda fh: out.save_as(fh, enforce_file_format=True), fsync=self.fsync,
+                            prefix=_TEMP_PREFIX)
             if self.fsync:
-                fsync_folder(self.root)
+                fsync_path(self.root)
         except OSError as exc:
             raise MppsRefused(OUT_OF_RESOURCES, f"cannot write {target}: {exc.strerror or exc}") from exc
         self._counts[uid] = n

@@ -22,7 +22,6 @@ import contextlib
 import io
 import logging
 import os
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from protocolcheck.net.commit import fsync_folder
+from protocolcheck.net.commit import fsync_path, replace_durably
 from protocolcheck.net.common import safe_uid
 
 LOG = logging.getLogger("protocolcheck.net.outbox")
@@ -108,17 +107,7 @@ class Outbox:
             if size + len(data) > self.max_bytes:
                 raise OutboxFull(f"{self.folder} holds {size} bytes; {len(data)} more would pass the "
                                  f"maximum of {self.max_bytes}")
-            fd, temp = tempfile.mkstemp(dir=self.folder, prefix=_TEMP_PREFIX)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    if self.fsync:
-                        os.fsync(fh.fileno())
-                os.replace(temp, target)
-            except BaseException:
-                Path(temp).unlink(missing_ok=True)
-                raise
+            replace_durably(target, lambda fh: fh.write(data), fsync=self.fsync, prefix=_TEMP_PREFIX)
             self._sync(self.folder)
             self._sizes[name] = len(data)
             return target
@@ -181,4 +170,4 @@ class Outbox:
 
     def _sync(self, folder: Path) -> None:
         if self.fsync:
-            fsync_folder(folder)
+            fsync_path(folder)

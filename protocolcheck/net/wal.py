@@ -37,7 +37,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocolcheck.net.commit import FolderSync, fsync_folder
+from protocolcheck.net.commit import FolderSync, fsync_path
 
 LOG = logging.getLogger("protocolcheck.net.wal")
 
@@ -140,7 +140,7 @@ class WriteAheadLog:
             found.extend(records)
             self._segments.append(segment)
             self._by_path[path] = segment
-        fsync_folder(self.folder)
+        fsync_path(self.folder)
         return found
 
     def _prepare(self, fd: int, path: Path) -> int:
