@@ -23,7 +23,7 @@ from typing import Any
 
 from protocolcheck.net.commit import FolderSync, fsync_path
 from protocolcheck.net.common import LineLog, safe_uid
-from protocolcheck.net.wal import SEGMENT_BYTES, WriteAheadLog
+from protocolcheck.net.wal import SEGMENT_BYTES, StoreInUse, WriteAheadLog
 
 LOG = logging.getLogger("protocolcheck.net.instances")
 
@@ -97,9 +97,9 @@ class InstanceStore:
         wal = WriteAheadLog(self.root, self.wal_segment_bytes)
         try:
             records = wal.open()
+        except StoreInUse:
+            raise
         except OSError as exc:
-            if "in use by another process" in str(exc):
-                raise
             LOG.warning("no write-ahead log in %s (%s): each instance is flushed on its own (slower)",
                         self.root, exc.strerror or exc)
             return

@@ -51,6 +51,10 @@ _RECORD_HEAD = struct.Struct("<4sQQIHI")  # magic, generation, sequence, payload
 _ZEROS = b"\0" * (1 << 20)
 
 
+class StoreInUse(OSError):
+    """Another process holds the store's log (one ``listen`` per store)."""
+
+
 class RecordTooLarge(ValueError):
     """A record that cannot fit in one segment (the caller stores it the direct way)."""
 
@@ -172,7 +176,7 @@ class WriteAheadLog:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise OSError(f"the store {self.folder.parent} is in use by another process (its write-ahead log "
+            raise StoreInUse(f"the store {self.folder.parent} is in use by another process (its write-ahead log "
                           f"{self.folder / 'lock'} is locked); give each listen its own --store") from None
         self._lock_fd = fd
 
