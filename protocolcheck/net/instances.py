@@ -135,8 +135,7 @@ class InstanceStore:
         An instance is never overwritten: the same bytes again are taken as stored (a resend), other
         bytes under the same SOP Instance UID are kept beside the first as ``<SOP>+<digest>.dcm`` (the
         audit reports both as ``duplicate-instance``)."""
-        pieces: tuple[bytes | bytearray | memoryview, ...] = (
-            (data,) if isinstance(data, (bytes, bytearray, memoryview)) else tuple(data))
+        pieces: Pieces = (data,) if isinstance(data, (bytes, bytearray, memoryview)) else tuple(data)
         target = self.path_for(key)
         try:
             final, stored = self._claim(target, pieces)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import functools
 import logging
 import os
 import struct
@@ -80,14 +81,14 @@ class _Segment:
     checkpointing: bool = False
 
 
-_LIBC: list[ctypes.CDLL] = []
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _syncfs(fd: int) -> None:
     """Make the file system holding ``fd`` durable (Linux ``syncfs``; elsewhere ``sync``)."""
-    if not _LIBC:
-        _LIBC.append(ctypes.CDLL(None, use_errno=True))
-    syncfs = getattr(_LIBC[0], "syncfs", None)
+    syncfs = getattr(_libc(), "syncfs", None)
     if syncfs is None:
         os.sync()
         return
