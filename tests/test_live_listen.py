@@ -226,6 +226,23 @@ def test_sr_lands_in_orthanc_even_when_it_starts_late(tmp_path: Path) -> None:
     print(f"SR in Orthanc {latency:.2f} s after MPPS COMPLETED")
 
 
+def _exam_done_while_the_pacs_is_down(tmp_path: Path, send: tuple[str, ...],
+                                      accession: str) -> tuple[Listener, Modality, Path]:
+    """A listen sending SRs to a PACS that is down; an exam without STIR, series by series, MPPS COMPLETED:
+    (the listen, the modality, the SR waiting in the outbox) once the study's idle audit is done."""
+    store = tmp_path / "store"
+    listener = Listener(tmp_path, *FAST, *send, store=store, name="first")
+    modality = Modality(listener.port, _no_stir(tmp_path / "src", accession))
+    assert modality.mpps_create() == 0
+    for index in range(len(modality.series)):
+        modality.send_series(index)
+    assert modality.mpps_set("COMPLETED") == 0
+    (queued,) = _wait(lambda: list((store / ".outbox").glob("*.dcm")), what="the SR in the outbox")
+    _wait(lambda: listener.records() and not (store / modality.study_uid / ".pending").exists(),
+          what="the idle audit done")
+    return listener, modality, queued
+
+
 def test_sr_queued_while_the_pacs_is_down_survives_kill9(tmp_path: Path) -> None:
     """The PACS is down when the exam ends: the SR waits in STORE/.outbox; listen is killed (-9) after the
     study was audited; the next listen sends that file once Orthanc is up, and the outbox is empty after."""
@@ -233,15 +250,8 @@ def test_sr_queued_while_the_pacs_is_down_survives_kill9(tmp_path: Path) -> None
     store = tmp_path / "store"
     outbox = store / ".outbox"
     send = ("--send-sr", f"ORTHANC@127.0.0.1:{pacs_port}", "--idle", "3")
-    listener = Listener(tmp_path, *FAST, *send, store=store, name="first")
-    modality = Modality(listener.port, _no_stir(tmp_path / "src", "LIVEDUR"))
-    assert modality.mpps_create() == 0
-    for index in range(len(modality.series)):
-        modality.send_series(index)
-    assert modality.mpps_set("COMPLETED") == 0
-    (queued,) = _wait(lambda: list(outbox.glob("*.dcm")), what="the SR in the outbox")
-    _wait(lambda: "retrying" in listener.text() and listener.records()
-          and not (store / modality.study_uid / ".pending").exists(), what="a retry and the idle audit done")
+    listener, modality, queued = _exam_done_while_the_pacs_is_down(tmp_path, send, "LIVEDUR")
+    _wait(lambda: "retrying" in listener.text(), what="a retry")
     listener.kill()
     assert [p.name for p in outbox.glob("*.dcm")] == [queued.name]
     assert pydicom.dcmread(queued).StudyInstanceUID == modality.study_uid
@@ -269,15 +279,7 @@ def test_an_sr_not_yet_in_the_outbox_at_a_kill_is_made_at_restart_and_sent_once(
     store = tmp_path / "store"
     outbox = store / ".outbox"
     send = ("--send-sr", f"ORTHANC@127.0.0.1:{pacs_port}", "--idle", "3")
-    listener = Listener(tmp_path, *FAST, *send, store=store, name="first")
-    modality = Modality(listener.port, _no_stir(tmp_path / "src", "LIVEWIN"))
-    assert modality.mpps_create() == 0
-    for index in range(len(modality.series)):
-        modality.send_series(index)
-    assert modality.mpps_set("COMPLETED") == 0
-    (queued,) = _wait(lambda: list(outbox.glob("*.dcm")), what="the SR in the outbox")
-    _wait(lambda: listener.records() and not (store / modality.study_uid / ".pending").exists(),
-          what="the idle audit done")
+    listener, modality, queued = _exam_done_while_the_pacs_is_down(tmp_path, send, "LIVEWIN")
     listener.kill()
     queued.unlink()
     with orthanc(tmp_path / "orthanc", port=pacs_port, worklist=False,
