@@ -611,6 +611,29 @@ def repo_env() -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))}
 
 
+def peak_rss_mb(pid: int) -> float:
+    """The peak memory (VmHWM) of a running process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+_PEAK_PROBE = ("import runpy, sys; sys.argv = ['protocolcheck', *sys.argv[1:]]\n"
+               "try:\n    runpy.run_module('protocolcheck', run_name='__main__')\n"
+               "finally:\n    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
+               "    print('peak', hwm.split()[1], file=sys.stderr)\n")
+
+
+def run_measured(args: Sequence[str], env: dict[str, str] | None = None,
+                 timeout: float = 300) -> tuple[subprocess.CompletedProcess[str], float]:
+    """``protocolcheck ARGS`` as a child that reports its own peak memory when it ends (VmHWM, not ru_maxrss:
+    Linux carries the forking parent's high-water mark, pytest's, across exec); (the run, peak MB)."""
+    run = subprocess.run([sys.executable, "-c", _PEAK_PROBE, *args], capture_output=True, text=True,
+                         timeout=timeout, env={**os.environ, **repo_env(), **(env or {})})
+    return run, int(run.stderr.rsplit("peak", 1)[1].split()[0]) / 1024
+
+
 class Listener:
     """``protocolcheck listen`` as a real process (own session, parent-death signal, always stopped)."""
 

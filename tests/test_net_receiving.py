@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from peers import HOST, Listener, association_rq, repo_env
+from peers import HOST, Listener, association_rq, peak_rss_mb, repo_env, run_measured
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
@@ -207,13 +207,6 @@ def read_by_listen(listen_port: int, peer: RawPeer, seconds: float = 20) -> None
             return
         time.sleep(0.02)
     raise AssertionError("listen did not read what was sent")
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
 
 
 def rejections(listener: Listener) -> list[dict]:
@@ -401,20 +394,14 @@ def test_query_c_get_of_an_instance_past_the_bound_is_aborted(tmp_path: Path) ->
     _config.STORE_SEND_CHUNKED_DATASET = True
     server = ae.start_server((HOST, 0), block=False, evt_handlers=[(evt.EVT_C_FIND, on_find), (evt.EVT_C_GET, on_get)])
     try:
-        probe = ("import runpy, sys; sys.argv = ['protocolcheck', *sys.argv[1:]]\n"
-                 "try:\n    runpy.run_module('protocolcheck', run_name='__main__')\n"
-                 "finally:\n    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
-                 "    print('peak', hwm.split()[1], file=sys.stderr)\n")
         started = time.monotonic()
-        run = subprocess.run([sys.executable, "-c", probe, "query", HOST, str(server.server_address[1]),
-                              "--called-aet", "BIGPACS", "--no-db", "--timeout", "60", "--workdir", str(tmp_path)],
-                             capture_output=True, text=True, timeout=300,
-                             env={**os.environ, **repo_env(), "PROTOCOLCHECK_MAX_DATASET": "1MiB"})
+        run, peak = run_measured(["query", HOST, str(server.server_address[1]), "--called-aet", "BIGPACS", "--no-db",
+                                  "--timeout", "60", "--workdir", str(tmp_path)],
+                                 env={"PROTOCOLCHECK_MAX_DATASET": "1MiB"})
         took = time.monotonic() - started
     finally:
         server.shutdown()
         _config.STORE_SEND_CHUNKED_DATASET = previous
-    peak = int(run.stderr.rsplit("peak", 1)[1].split()[0]) / 1024
     print(f"\nC-GET of a 64 MiB instance with a 1 MiB bound: query exit {run.returncode} after {took:.1f} s, "
           f"peak RSS {peak:.0f} MB\n" + "".join(line + "\n" for line in run.stderr.splitlines() if "abort" in line))
     assert run.returncode == 3, run.stderr

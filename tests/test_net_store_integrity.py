@@ -13,10 +13,7 @@ real ``listen`` process on 127.0.0.1.
 from __future__ import annotations
 
 import json
-import os
 import resource
-import subprocess
-import sys
 import time
 import zlib
 from collections.abc import Iterator
@@ -25,7 +22,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from peers import HOST, Listener, repo_env
+from peers import HOST, Listener, peak_rss_mb, run_measured
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
@@ -119,13 +116,6 @@ def send(port: int, path: Path, syntax: str) -> int | None:
         return int(status.Status) if "Status" in status else None
     finally:
         assoc.release()
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
 
 
 def stored(listener: Listener) -> list[Path]:
@@ -303,17 +293,10 @@ def test_deflate_bomb_over_c_get_is_refused_with_bounded_memory(tmp_path: Path) 
                              evt_handlers=[(evt.EVT_C_FIND, on_find), (evt.EVT_C_GET, on_get)])
     try:
         port = int(server.server_address[1])
-        # VmHWM, not ru_maxrss: Linux carries the forking parent's high-water mark (pytest's) across exec
-        probe = ("import runpy, sys; sys.argv = ['protocolcheck', *sys.argv[1:]]\n"
-                 "try:\n    runpy.run_module('protocolcheck', run_name='__main__')\n"
-                 "finally:\n    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
-                 "    print('maxrss', hwm.split()[1], file=sys.stderr)\n")
-        run = subprocess.run([sys.executable, "-c", probe, "query", HOST, str(port), "--called-aet", "BOMBPACS",
-                              "--no-db", "--timeout", "60", "--workdir", str(tmp_path)],
-                             capture_output=True, text=True, timeout=300, env={**os.environ, **repo_env()})
+        run, peak = run_measured(["query", HOST, str(port), "--called-aet", "BOMBPACS", "--no-db", "--timeout", "60",
+                                  "--workdir", str(tmp_path)])
     finally:
         server.shutdown()
-    peak = int(run.stderr.rsplit("maxrss", 1)[1].split()[0]) / 1024
     print(f"\nC-GET deflate bomb: query peak RSS {peak:.0f} MB")
     assert statuses == [0xA700], run.stderr  # our C-STORE SCP refused it: out of resources
     assert run.returncode == 3, run.stderr
