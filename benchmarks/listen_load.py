@@ -167,7 +167,7 @@ def make_corpus(root: Path, senders: int, studies_per_sender: int, slices: int,
 # ------------------------------------------------------------------------------------ the run
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -213,7 +213,7 @@ def run_load(workdir: Path, *, senders: int = 4, studies_per_sender: int = 8, sl
     store, out, log = workdir / "store", workdir / "audits.jsonl", workdir / "listen.log"
     shutil.rmtree(store, ignore_errors=True)
     out.unlink(missing_ok=True)
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, TCP_NODELAY="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])))
     with open(log, "wb") as fh:

@@ -51,16 +51,10 @@ for extra in (REPO, REPO / "tests"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from benchmarks.listen_load import installed_binary, make_corpus  # noqa: E402
+from benchmarks.listen_load import free_port, installed_binary, make_corpus  # noqa: E402
 
 ENV = dict(os.environ, TCP_NODELAY="1",
            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _binary(name: str) -> str:
@@ -109,7 +103,7 @@ def receiver(kind: str, work: Path) -> Iterator[tuple[int, str, Path]]:
     """Start a receiver with a fresh store; (port, AE title, store folder)."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    port = _free_port()
+    port = free_port()
     store = work / "store"
     store.mkdir()
     log = open(work / "log", "wb")  # noqa: SIM115 - closed below
@@ -252,9 +246,9 @@ def latency(work: Path, exams: int = 2, series_idle: float = 2.0) -> tuple[list[
     work.mkdir(parents=True)
     series_lat: list[float] = []
     sr_lat: list[float] = []
-    pacs_dir, rest = work / "pacs2", _free_port()
+    pacs_dir, rest = work / "pacs2", free_port()
     pacs_dir.mkdir()
-    pacs_port = _free_port()
+    pacs_port = free_port()
     (pacs_dir / "orthanc.json").write_text(json.dumps({
         "Name": "bench-pacs", "StorageDirectory": str(pacs_dir / "s"), "IndexDirectory": str(pacs_dir / "i"),
         "DicomAet": "PACS", "DicomPort": pacs_port, "HttpPort": rest, "RemoteAccessAllowed": False,
@@ -262,7 +256,7 @@ def latency(work: Path, exams: int = 2, series_idle: float = 2.0) -> tuple[list[
         "DicomAssociationCloseDelay": 0, "SaveJobs": False}))
     pacs = subprocess.Popen([_binary("Orthanc"), f"--logfile={pacs_dir / 'log'}", str(pacs_dir / "orthanc.json")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=ENV, start_new_session=True)
-    web, port = _free_port(), _free_port()
+    web, port = free_port(), free_port()
     log = open(work / "listen.log", "wb")  # noqa: SIM115 - closed below
     listen = subprocess.Popen([sys.executable, "-m", "protocolcheck", "listen", "--port", str(port), "--store",
                                str(work / "store"), "--no-db", "--output", str(work / "audits.jsonl"),
