@@ -215,13 +215,11 @@ def orthanc(folder: Path, *, aet: str = "ORTHANC", modalities: dict[str, tuple[s
     folder.mkdir(parents=True, exist_ok=True)
     worklists = folder / "worklists"
     worklists.mkdir(exist_ok=True)
-    port = port or free_port()
     config: dict[str, object] = {
         "Name": "protocolcheck-test",
         "StorageDirectory": str(folder / "storage"),
         "IndexDirectory": str(folder / "index"),
         "DicomAet": aet,
-        "DicomPort": port,
         "HttpServerEnabled": False,
         "RemoteAccessAllowed": False,
         "AuthenticationEnabled": False,
@@ -253,24 +251,39 @@ def orthanc(folder: Path, *, aet: str = "ORTHANC", modalities: dict[str, tuple[s
         config["Plugins"] = plugins
     if worklist:
         config["Worklists"] = {"Enable": True, "Database": str(worklists)}
-    http_port = free_port() if dicomweb else None
     if dicomweb:
-        config.update({"HttpServerEnabled": True, "HttpPort": http_port, "RemoteAccessAllowed": False,
+        config.update({"HttpServerEnabled": True, "RemoteAccessAllowed": False,
                        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}})
         if users:
             config.update({"AuthenticationEnabled": True, "RegisteredUsers": users})
-    config_path = folder / "orthanc.json"
-    config_path.write_text(json.dumps(config, indent=2))
-    process = start_process("Orthanc", [paths["Orthanc"], f"--logfile={folder / 'orthanc.log'}", str(config_path)],
-                            folder / "orthanc.stdout")
+    for attempt in range(1, 4):
+        dicom_port, http_port = port or free_port(), free_port() if dicomweb else None
+        process = _start_orthanc(paths["Orthanc"], folder, {**config, "DicomPort": dicom_port,
+                                                             **({"HttpPort": http_port} if http_port else {})})
+        try:
+            wait_for_echo(process, dicom_port, aet, tls=tls.client_context() if tls else None)
+            if http_port is not None:
+                wait_for_http(process, http_port)
+            break
+        except RuntimeError as exc:
+            process.stop()
+            log = (folder / "orthanc.log").read_text(errors="replace") if (folder / "orthanc.log").exists() else ""
+            # a port free_port() chose was taken meanwhile (another test's connection got it as its source port)
+            if attempt < 3 and "already in use" in log and (port is None or dicomweb):
+                continue
+            raise RuntimeError(f"{exc}\northanc.log:\n{log[-2000:]}") from exc
     try:
-        wait_for_echo(process, port, aet, tls=tls.client_context() if tls else None)
-        if http_port is not None:
-            wait_for_http(process, http_port)
-        yield OrthancPeer(port=port, aet=aet, worklists=worklists, process=process, storage=folder / "storage",
-                          http_port=http_port)
+        yield OrthancPeer(port=dicom_port, aet=aet, worklists=worklists, process=process,
+                          storage=folder / "storage", http_port=http_port)
     finally:
         process.stop()
+
+
+def _start_orthanc(binary: str, folder: Path, config: dict[str, object]) -> Process:
+    config_path = folder / "orthanc.json"
+    config_path.write_text(json.dumps(config, indent=2))
+    return start_process("Orthanc", [binary, f"--logfile={folder / 'orthanc.log'}", str(config_path)],
+                         folder / "orthanc.stdout")
 
 
 @dataclass
