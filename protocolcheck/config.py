@@ -25,7 +25,7 @@ defaults.
 
 The live loop's tunables with their defaults (``listen --exam-timeout`` overrides the first):
 :data:`EXAM_TIMEOUT`, :data:`LIVE_HANDOVER_WAIT`, :data:`LIVE_REPLAY_ENDED`, :data:`OUTBOX_MAX_ITEMS`,
-:data:`OUTBOX_MAX_BYTES`, :data:`OUTBOX_SENT_KEEP`. The bounds on received DIMSE messages:
+:data:`OUTBOX_MAX_BYTES`, :data:`OUTBOX_SENT_KEEP`, :data:`OUTBOX_REPORTED_KEEP`. The bounds on received DIMSE messages:
 :data:`MAX_DATASET_BYTES`, :data:`MAX_RECEIVING_BYTES` (:func:`receive_limits`).
 """
 
@@ -61,6 +61,8 @@ class Env(str, Enum):
 EXAM_TIMEOUT = 4 * 3600.0  # s: an open exam with no instance and no MPPS message for this long ends ("timeout")
 LIVE_REPLAY_ENDED = 4 * 3600.0  # s: with --send-sr, exams an MPPS ended this recently are judged again at start
 OUTBOX_SENT_KEEP = 7 * 86400.0  # s an acknowledged report's marker is kept (the same report is not sent twice)
+OUTBOX_REPORTED_KEEP = 365 * 86400.0  # s the record of a study's last report is kept (a later verdict that says the
+#                                       same is not stored again; one that differs supersedes it)
 LIVE_HANDOVER_WAIT = 10.0  # s listen's idle hand-over waits for the live verdict (its SR in the outbox)
 OUTBOX_MAX_ITEMS = 1000  # reports waiting for the PACS in STORE/.outbox (about a week of a busy scanner's exams)
 OUTBOX_MAX_BYTES = 256 * 1024 * 1024  # their bytes (a report of a 500-image exam is about 100 kB)

@@ -318,3 +318,50 @@ def test_the_idle_hand_over_waits_for_the_listeners(tmp_path: Path, library) -> 
         assert monitor.study_idle("1.2.3.404", wait=5)  # an exam the monitor never saw: at once
     finally:
         monitor.stop()
+
+
+def test_an_exam_the_monitor_does_not_know_starts_from_the_stored_files(tmp_path: Path, library) -> None:
+    """A late series of a study received before (by an earlier run): with ``history`` the exam is judged on
+    every stored file, old series complete at once, each file once (the late one was stored too); without
+    it, on the late series alone."""
+    import os
+
+    import pydicom
+
+    folder = _study(tmp_path / "src", accession="HIST1")
+    store = tmp_path / "store"
+    files: list[tuple[str, str, Path]] = []
+    for path in sorted(folder.glob("*.dcm")):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        target = store / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+        files.append((ds.StudyInstanceUID, ds.SeriesInstanceUID, target))
+    study = files[0][0]
+    late_series = files[-1][1]
+    for _, series, path in files:
+        if series != late_series:
+            os.utime(path, (time.time() - 3600, time.time() - 3600))  # stored an hour ago
+    series_count = len({series for _, series, _ in files})
+
+    def judged(history: Callable[[str], list[Path]] | None) -> tuple[LiveMonitor, ExamView]:
+        now = [1000.0]
+        monitor = LiveMonitor(AuditOptions(library=library), series_idle=2, history=history, clock=lambda: now[0])
+        for study_uid, series, path in files:
+            if series == late_series:
+                monitor.instance(study_uid, series, path)
+        monitor.step(monitor.drain())
+        if history is not None:  # the old series are complete at once, the late one still arriving
+            assert monitor.view(study).series_open == 1
+        now[0] += 3
+        monitor.step([])
+        view = monitor.view(study)
+        assert view is not None and view.series_open == 0
+        return monitor, view
+
+    monitor, whole = judged(lambda uid: sorted((store / uid).glob("*/*.dcm")))
+    assert whole.series_received == series_count
+    assert {s["series_instance_uid"] for s in whole.series} == {series for _, series, _ in files}
+    assert sum(len(s.headers) for s in monitor._exams[study].series.values()) == len(files)  # each file once
+    _, alone = judged(None)
+    assert alone.series_received == 1

@@ -281,7 +281,9 @@ def test_an_sr_not_yet_in_the_outbox_at_a_kill_is_made_at_restart_and_sent_once(
     send = ("--send-sr", f"ORTHANC@127.0.0.1:{pacs_port}", "--idle", "3")
     listener, modality, queued = _exam_done_while_the_pacs_is_down(tmp_path, send, "LIVEWIN")
     listener.kill()
-    queued.unlink()
+    reported = outbox / "reported" / f"{modality.study_uid}.json"
+    queued.unlink()  # the report and the record of it (written after it) were not there yet at the kill
+    reported.unlink()
     with orthanc(tmp_path / "orthanc", port=pacs_port, worklist=False,
                  extra={"HttpServerEnabled": True, "HttpPort": rest}):
         second = Listener(tmp_path, *FAST, *send, store=store, port=listener.port, name="second")
@@ -291,19 +293,133 @@ def test_an_sr_not_yet_in_the_outbox_at_a_kill_is_made_at_restart_and_sent_once(
             _wait(lambda: not list(outbox.glob("*.dcm")), what="the outbox emptied")
         finally:
             second.terminate()
+        assert reported.exists()
         third = Listener(tmp_path, *FAST, *send, store=store, port=listener.port, name="third")
         try:
-            _wait(lambda: "(sent by an earlier run)" in third.text(), what="the exam judged again")
+            _wait(lambda: "no new version stored" in third.text(), what="the exam judged again")
         finally:
             third.terminate()
         assert "INFO stored" not in third.text() and "0 study audits" in third.text()
-        (outbox / "sent" / queued.stem).unlink()  # without the marker, the exam judged again at start is sent
+        reported.unlink()  # a kill after the report was queued and before it was recorded: the outbox knows it
         fourth = Listener(tmp_path, *FAST, *send, store=store, port=listener.port, name="fourth")
         try:
-            _wait(lambda: "stored audit report of accession LIVEWIN" in fourth.text(), what="the SR sent again")
+            _wait(lambda: "(sent by an earlier run)" in fourth.text(), what="the exam judged again")
         finally:
             fourth.terminate()
+        assert "INFO stored" not in fourth.text() and reported.exists()
+        reported.unlink()  # without the record and the marker, the exam judged again at start is sent
+        (outbox / "sent" / queued.stem).unlink()
+        fifth = Listener(tmp_path, *FAST, *send, store=store, port=listener.port, name="fifth")
+        try:
+            _wait(lambda: "stored audit report of accession LIVEWIN" in fifth.text(), what="the SR sent again")
+        finally:
+            fifth.terminate()
         assert len(_orthanc_sr(rest, modality.study_uid)) == 1  # the same instance
+
+
+def _sr_file(rest: int, sr: dict[str, Any], path: Path) -> pydicom.Dataset:
+    with urllib.request.urlopen(f"http://127.0.0.1:{rest}/instances/{sr['ID']}/file", timeout=5) as response:
+        path.write_bytes(response.read())
+    return pydicom.dcmread(path)
+
+
+def _texts(ds: pydicom.Dataset) -> list[str]:
+    return [str(item.TextValue) for item in _content(ds) if "TextValue" in item]
+
+
+def _judged(ds: pydicom.Dataset) -> set[str]:
+    return {str(item.UID) for item in _content(ds) if "UID" in item}
+
+
+def _two_exams_idle(port: int, tmp_path: Path, prefix: str) -> tuple[Modality, Modality]:
+    """Two exams from two scanners, each with its MPPS IN PROGRESS: one sends all 5 series, the other 3."""
+    whole = Modality(port, _no_stir(tmp_path / "src1", f"{prefix}1"))
+    part = Modality(port, _no_stir(tmp_path / "src2", f"{prefix}2"), aet="MR2", station_name="MR-ROOM-2")
+    assert whole.mpps_create() == 0 and part.mpps_create() == 0
+    for index in range(len(whole.series)):
+        whole.send_series(index)
+    for index in range(3):
+        part.send_series(index)
+    return whole, part
+
+
+def _check_supersedes(rest: int, tmp_path: Path, part: Modality, early: pydicom.Dataset) -> None:
+    """The second SR of ``part`` (all 5 series, MPPS COMPLETED) supersedes ``early`` (3 series, idle)."""
+    srs = _wait(lambda: len(found := _orthanc_sr(rest, part.study_uid)) == 2 and found, timeout=30,
+                what="the second version")
+    (late,) = [_sr_file(rest, sr, tmp_path / "late.dcm") for sr in srs
+               if sr["MainDicomTags"]["SOPInstanceUID"] != early.SOPInstanceUID]
+    (before,) = late.PredecessorDocumentsSequence  # (0040,A360)
+    assert before.StudyInstanceUID == part.study_uid
+    (series,) = before.ReferencedSeriesSequence
+    (instance,) = series.ReferencedSOPSequence
+    assert (series.SeriesInstanceUID, instance.ReferencedSOPInstanceUID, instance.ReferencedSOPClassUID) == (
+        early.SeriesInstanceUID, early.SOPInstanceUID, early.SOPClassUID)
+    assert (late.StudyInstanceUID, late.SeriesInstanceUID) == (early.StudyInstanceUID, early.SeriesInstanceUID)
+    assert (int(early.InstanceNumber), int(late.InstanceNumber)) == (1, 2)
+    assert _judged(early) >= set(part.series_uids[:3]) and not _judged(early) & set(part.series_uids[3:])
+    assert _judged(late) >= set(part.series_uids)
+    (why,) = [t for t in _texts(late) if t.startswith("the report of ")]
+    assert early.SOPInstanceUID in why and "ended by MPPS COMPLETED" in why and "2 more series" in why, why
+    assert "completed" in _texts(late) and "idle" in _texts(early)
+    assert not any(t.startswith("the report of ") for t in _texts(early))
+
+
+def test_an_sr_is_stored_again_only_when_the_verdict_changed(tmp_path: Path) -> None:
+    """Exam 1 goes idle (final verdict, SR 1), then MPPS COMPLETED with nothing new: no second SR, the log
+    says it was reported. Exam 2 goes idle after 3 series (SR 1), then 2 more series and COMPLETED: SR 2,
+    in the same series, naming SR 1 in its Predecessor Documents Sequence and saying why."""
+    pacs_port, rest = free_port(), free_port()
+    with orthanc(tmp_path / "orthanc", port=pacs_port, worklist=False,
+                 extra={"HttpServerEnabled": True, "HttpPort": rest}):
+        listener = Listener(tmp_path, *FAST, "--idle", "2", "--send-sr", f"ORTHANC@127.0.0.1:{pacs_port}")
+        try:
+            whole, part = _two_exams_idle(listener.port, tmp_path, "LIVEVER")
+            (first,) = _wait(lambda: _orthanc_sr(rest, whole.study_uid), timeout=30, what="exam 1's SR")
+            (early,) = _wait(lambda: _orthanc_sr(rest, part.study_uid), timeout=30, what="exam 2's first SR")
+            early_ds = _sr_file(rest, early, tmp_path / "early.dcm")
+            assert "idle" in _texts(_sr_file(rest, first, tmp_path / "first.dcm"))
+            assert whole.mpps_set("COMPLETED") == 0
+            _wait(lambda: "accession LIVEVER1 (completed, ended by mpps): the same verdict as the report of "
+                  in listener.text(), what="the same verdict logged")
+            for index in range(3, len(part.series)):
+                part.send_series(index)
+            assert part.mpps_set("COMPLETED") == 0
+            _check_supersedes(rest, tmp_path, part, early_ds)
+            _wait(lambda: not list((listener.store / ".outbox").glob("*.dcm")), what="the outbox emptied")
+            assert [sr["ID"] for sr in _orthanc_sr(rest, whole.study_uid)] == [first["ID"]]
+        finally:
+            listener.terminate()
+
+
+def test_sr_versions_hold_across_a_kill(tmp_path: Path) -> None:
+    """As above with a kill -9 after both exams' first SRs: the next listen knows what was reported (no
+    second SR of the same verdict) and judges the reopened exam whole (its new version names the first)."""
+    pacs_port, rest = free_port(), free_port()
+    store = tmp_path / "store"
+    send = ("--idle", "2", "--send-sr", f"ORTHANC@127.0.0.1:{pacs_port}")
+    with orthanc(tmp_path / "orthanc", port=pacs_port, worklist=False,
+                 extra={"HttpServerEnabled": True, "HttpPort": rest}):
+        first = Listener(tmp_path, *FAST, *send, store=store, name="first")
+        whole, part = _two_exams_idle(first.port, tmp_path, "LIVEKV")
+        (one,) = _wait(lambda: _orthanc_sr(rest, whole.study_uid), timeout=30, what="exam 1's SR")
+        (early,) = _wait(lambda: _orthanc_sr(rest, part.study_uid), timeout=30, what="exam 2's first SR")
+        _wait(lambda: not list(store.glob("*/.pending")), what="both idle hand-overs done")
+        first.kill()
+        early_ds = _sr_file(rest, early, tmp_path / "early.dcm")
+        second = Listener(tmp_path, *FAST, *send, store=store, port=first.port, name="second")
+        try:
+            assert whole.mpps_set("COMPLETED") == 0
+            _wait(lambda: "accession LIVEKV1 (completed, ended by mpps): the same verdict as the report of "
+                  in second.text(), what="the same verdict logged")
+            for index in range(3, len(part.series)):
+                part.send_series(index)
+            assert part.mpps_set("COMPLETED") == 0
+            _check_supersedes(rest, tmp_path, part, early_ds)
+            _wait(lambda: not list((store / ".outbox").glob("*.dcm")), what="the outbox emptied")
+        finally:
+            second.terminate()
+        assert [sr["ID"] for sr in _orthanc_sr(rest, whole.study_uid)] == [one["ID"]]
 
 
 def test_an_exam_that_never_ends_times_out(tmp_path: Path) -> None:

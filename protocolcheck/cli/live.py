@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from protocolcheck.net.mpps import MppsStore
     from protocolcheck.net.push import StoreQueue
     from protocolcheck.report.live_page import WebServer
+    from protocolcheck.report.sr import ReportVersion
 
 LOG = logging.getLogger("protocolcheck.live")
 
@@ -152,7 +153,8 @@ class LiveLoop:
 
             try:
                 max_items, max_bytes = config.outbox_limits()
-                outbox = Outbox(store_root, max_items=max_items, max_bytes=max_bytes, sent_keep=config.OUTBOX_SENT_KEEP)
+                outbox = Outbox(store_root, max_items=max_items, max_bytes=max_bytes, sent_keep=config.OUTBOX_SENT_KEEP,
+                                reported_keep=config.OUTBOX_REPORTED_KEEP)
                 self.sender = StoreQueue(sr_destination(opts["send_sr"], aet), outbox)
             except ValueError as exc:
                 raise click.UsageError(f"--send-sr: {exc}") from exc
@@ -211,6 +213,7 @@ class LiveLoop:
             self.sender.prepare()  # before the replay below can make a final verdict
         else:
             _outbox_left(self.store_root)
+        self.monitor.history = _earlier_files(store)
         pending = set(store.pending_studies())
         for study in sorted(pending):
             self._replay_instances(store, study)
@@ -283,8 +286,10 @@ class LiveLoop:
 
     # -- the report back to the PACS ------------------------------------------------------------
     def _send_sr(self, view: ExamView) -> None:
+        """Queue the report of a final verdict: not when the last report of the study said the same (an
+        exam idle, then completed by MPPS); a new version naming that one when it differs."""
         from protocolcheck.jobs.live import ExamState
-        from protocolcheck.report.sr import build_audit_sr, content_digest
+        from protocolcheck.report.sr import build_audit_sr, content_digest, report_digest
 
         if view.state is ExamState.IN_PROGRESS or not view.status or self.sender is None:
             return
@@ -292,19 +297,67 @@ class LiveLoop:
         if key in self._sr_sent:
             return
         label = f"audit report of accession {view.accession_number or view.study_instance_uid}"
+        previous = self._last_report(view.study_instance_uid)
+        if previous is not None and previous.digest == report_digest(view):
+            LOG.info("the %s (%s, ended by %s): the same verdict as the report of %s (Instance Number %d, %s); "
+                     "no new version stored", label, view.state.value, view.ended_by.value if view.ended_by else "-",
+                     previous.when, previous.instance_number, previous.sop_instance_uid)
+            self._sr_sent.add(key)
+            return
         try:  # built here (tens of ms) so that it is in the outbox, fsynced, before the next event is judged
-            ds = build_audit_sr(view, self.store_root / view.study_instance_uid)
+            ds = build_audit_sr(view, self.store_root / view.study_instance_uid, previous=previous)
         except Exception:  # a report that cannot be built must not stop judging
             LOG.exception("cannot build the %s", label)
             return
+        if previous is not None:
+            label += f" (version {ds.InstanceNumber}, supersedes {previous.sop_instance_uid})"
         known = self.sender.outbox.known(str(ds.SOPInstanceUID))
         if known == "refused":
             LOG.warning("not sending the %s again: %s refused it for good before", label, self.sender.peer)
-        elif known == "sent":
+            return
+        if known == "sent":
             LOG.info("the %s is in %s already (sent by an earlier run)", label, self.sender.peer)
-            self._sr_sent.add(key)
-        elif self.sender.put(ds, label):
-            self._sr_sent.add(key)
+        elif not self.sender.put(ds, label):
+            return
+        self._sr_sent.add(key)
+        self._remember(view, ds)
+
+    def _last_report(self, study_uid: str) -> ReportVersion | None:
+        """What the last report queued for the study was (kept in the outbox across restarts)."""
+        from protocolcheck.report.sr import ReportVersion
+
+        assert self.sender is not None
+        record = self.sender.outbox.last_report(study_uid)
+        if record is None:
+            return None
+        try:
+            return ReportVersion.from_dict(record)
+        except (KeyError, TypeError, ValueError) as exc:
+            LOG.warning("what was reported for study %s cannot be read (%s); a new report will not name it", study_uid,
+                        exc)
+            return None
+
+    def _remember(self, view: ExamView, ds: Dataset) -> None:
+        """Record the report just queued as the study's last (after it is in the outbox: a kill in between
+        makes the same report again at the restart, which the outbox knows)."""
+        from protocolcheck.report.sr import ReportVersion
+
+        assert self.sender is not None
+        try:
+            self.sender.outbox.record_report(view.study_instance_uid, ReportVersion.of(view, ds).to_dict())
+        except (OSError, ValueError) as exc:
+            LOG.error("cannot record the report of study %s in %s (%s): the next verdict of the study will be "
+                      "stored as a report of its own", view.study_instance_uid, self.sender.outbox.reported_folder,
+                      exc)
+
+
+def _earlier_files(store: InstanceStore) -> Callable[[str], list[Path]]:
+    """The files a study has in the store (the monitor's ``history``: an exam it does not know yet starts
+    from what an earlier run, or an exam it forgot, received)."""
+    def files(study_uid: str) -> list[Path]:
+        return list(store.instances(study_uid))
+
+    return files
 
 
 def _outbox_left(store_root: Path) -> None:

@@ -187,6 +187,7 @@ class Exam:
     unreadable: int = 0
     last_activity: float = 0.0  # the monitor's clock at the last instance or MPPS message
     ended_by: ExamEnd | None = None
+    paths: set[str] = field(default_factory=set)  # the files taken (an instance reported twice counts once)
 
     @property
     def final(self) -> bool:
@@ -302,12 +303,16 @@ class LiveMonitor:
     ``expect(accession)`` (optional) tells what the exam should be (worklist lookup); it runs once per
     exam on a small pool of its own (a slow worklist never delays judging), as soon as the exam's
     accession number is known (its MPPS, or its first instance); the exam is judged again with it.
+    ``history(study_uid)`` (optional) lists the files stored for a study before: an exam the monitor
+    does not know (a restart, or one forgotten among the recent ones) starts from all of them, so that
+    a study reopened by a late series or an MPPS message is judged whole, not on what came after.
     """
 
     def __init__(self, options: AuditOptions, *, series_idle: float = DEFAULT_SERIES_IDLE,
                  settle: float = DEFAULT_SETTLE, exam_timeout: float = config.EXAM_TIMEOUT,
                  expect: Callable[[str], Expectation | None] | None = None,
-                 clock: Callable[[], float] = time.monotonic, recent: int = RECENT_EXAMS) -> None:
+                 clock: Callable[[], float] = time.monotonic, recent: int = RECENT_EXAMS,
+                 history: Callable[[str], Iterable[Path]] | None = None) -> None:
         if series_idle < 0:
             raise ValueError("series idle time must be >= 0 seconds")
         if exam_timeout <= 0:
@@ -317,6 +322,7 @@ class LiveMonitor:
         self.series_idle = series_idle
         self.settle = min(settle, series_idle)
         self.expect = expect
+        self.history = history
         self.clock = clock
         self.recent = recent
         self._exams: dict[str, Exam] = {}
@@ -483,23 +489,62 @@ class LiveMonitor:
                     self._views.pop(exam.study_instance_uid, None)
                 exam.study_instance_uid = study_uid
                 self._exams[study_uid] = exam
+                self._load_history(exam)
         if exam is None:
             exam = self._exams[study_uid] = Exam(study_uid, accession)
+            self._load_history(exam)
         return exam
 
+    def _load_history(self, exam: Exam) -> None:
+        """Take the files stored for a study the monitor meets for the first time (``history``), each as
+        old as its modification time says (a series stored long ago is complete at once)."""
+        if self.history is None or exam.study_instance_uid.startswith("mpps:"):
+            return
+        try:
+            paths = list(self.history(exam.study_instance_uid))
+        except (OSError, ValueError) as exc:  # no folder yet, or a UID unusable as a folder name
+            LOG.debug("no earlier files of study %s: %s", exam.study_instance_uid, exc)
+            return
+        now, wall = self.clock(), time.time()
+        for path in paths:
+            try:
+                age = max(0.0, wall - path.stat().st_mtime)
+            except OSError:
+                continue
+            self._take(exam, path.parent.name, str(path), now - age)
+
     def _add_instance(self, study_uid: str, series_uid: str, path: str, when: float) -> None:
+        known = self._exams.get(study_uid)
+        headers = [] if known is not None and path in known.paths else self._read(path)
+        exam = self._exam(study_uid, headers[0].accession_number if headers else "")
+        self._take(exam, series_uid, path, when, headers)
+
+    @staticmethod
+    def _read(path: str) -> list[InstanceHeader]:
         try:
             records = read_file(path)
         except OSError as exc:
             LOG.warning("cannot read stored instance %s: %s", path, exc)
             records = []
-        headers = [r for r in records if isinstance(r, InstanceHeader)] if isinstance(records, list) else []
-        accession = headers[0].accession_number if headers else ""
-        exam = self._exam(study_uid, accession)
-        if not exam.accession_number:
-            exam.accession_number = accession
-        if not headers:
-            exam.unreadable += 1
+        return [r for r in records if isinstance(r, InstanceHeader)] if isinstance(records, list) else []
+
+    def _take(self, exam: Exam, series_uid: str, path: str, when: float,
+              headers: list[InstanceHeader] | None = None) -> None:
+        """Add one stored file to ``exam``: ``headers`` when already read, None to read them (a file from
+        ``history``, skipped when taken already). A file taken before (sent again, or taken from the
+        history first) only counts as activity: its headers are not added twice."""
+        if path in exam.paths:
+            if headers is None:
+                return
+            headers = []
+        else:
+            exam.paths.add(path)
+            if headers is None:
+                headers = self._read(path)
+            if not headers:
+                exam.unreadable += 1
+        if not exam.accession_number and headers:
+            exam.accession_number = headers[0].accession_number
         series = self._series(exam, series_uid)
         for header in headers:
             if header.sop_instance_uid not in series.uids or header.frames > 1:

@@ -9,7 +9,10 @@ only when the PACS has acknowledged it (:meth:`Outbox.remove`) or refused it for
 empty marker ``STORE/.outbox/sent/<UID>`` (kept ``sent_keep`` seconds), so that the same verdict judged
 again after a restart is not sent twice (:meth:`Outbox.known`). On start everything in the folder is
 queued again (:meth:`Outbox.pending`); the UID of a report is derived from its content, so storing it
-twice gives the PACS the same instance.
+twice gives the PACS the same instance. Beside them, ``STORE/.outbox/reported/<Study Instance UID>.json``
+keeps what the last report queued for a study was (:meth:`Outbox.record_report`, written like the
+reports; kept ``reported_keep`` seconds): a later verdict that says the same is not stored again, one
+that differs is stored as a new version naming it as its predecessor.
 
 The outbox is bounded (count and bytes, :func:`protocolcheck.config.outbox_limits`): when it is full
 :meth:`Outbox.add` raises :class:`OutboxFull` at once (the caller logs and counts it; receiving never
@@ -20,11 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -37,6 +42,7 @@ LOG = logging.getLogger("protocolcheck.net.outbox")
 OUTBOX_FOLDER = ".outbox"
 FAILED_FOLDER = "failed"
 SENT_FOLDER = "sent"
+REPORTED_FOLDER = "reported"
 _TEMP_PREFIX = ".incoming-"
 
 
@@ -52,13 +58,15 @@ class Outbox:
     """
 
     def __init__(self, root: str | os.PathLike[str], *, max_items: int, max_bytes: int, sent_keep: float = 7 * 86400.0,
-                 fsync: bool = True) -> None:
+                 reported_keep: float = 365 * 86400.0, fsync: bool = True) -> None:
         if max_items < 1 or max_bytes < 1:
             raise ValueError("the outbox must hold at least one report and one byte")
         self.folder = Path(root) / OUTBOX_FOLDER
         self.failed_folder = self.folder / FAILED_FOLDER
         self.sent_folder = self.folder / SENT_FOLDER
+        self.reported_folder = self.folder / REPORTED_FOLDER
         self.sent_keep = sent_keep
+        self.reported_keep = reported_keep
         self.max_items = max_items
         self.max_bytes = max_bytes
         self.fsync = fsync
@@ -71,17 +79,19 @@ class Outbox:
         """Create the folders, remove half-written temporary files, count what waits; the count.
         OSError when the folder cannot be made."""
         with self._lock:
-            for folder in (self.folder, self.failed_folder, self.sent_folder):
+            for folder in (self.folder, self.failed_folder, self.sent_folder, self.reported_folder):
                 if not folder.is_dir():
                     folder.mkdir(parents=True, exist_ok=True)
                     self._sync(folder.parent)
-            for temp in self.folder.glob(_TEMP_PREFIX + "*"):
-                temp.unlink(missing_ok=True)
-            old = time.time() - self.sent_keep
-            for marker in self.sent_folder.iterdir():
-                with contextlib.suppress(OSError):
-                    if marker.stat().st_mtime < old:
-                        marker.unlink()
+            for folder in (self.folder, self.reported_folder):
+                for temp in folder.glob(_TEMP_PREFIX + "*"):
+                    temp.unlink(missing_ok=True)
+            for folder, keep in ((self.sent_folder, self.sent_keep), (self.reported_folder, self.reported_keep)):
+                old = time.time() - keep
+                for marker in folder.iterdir():
+                    with contextlib.suppress(OSError):
+                        if marker.stat().st_mtime < old:
+                            marker.unlink()
             self._sizes = {p.name: p.stat().st_size for p in self.folder.glob("*.dcm") if p.is_file()}
             self._prepared = True
             return len(self._sizes)
@@ -122,6 +132,28 @@ class Outbox:
         if (self.failed_folder / f"{sop_instance_uid}.dcm").is_file():
             return "refused"
         return None
+
+    def record_report(self, study_uid: str, record: dict[str, Any]) -> None:
+        """Keep ``record`` (JSON) durably as what the last report queued for ``study_uid`` was (temporary
+        file, fsync, rename, folder fsync). ValueError for a UID unusable as a file name; OSError."""
+        target = self.reported_folder / f"{safe_uid(study_uid, 'Study Instance UID')}.json"
+        data = json.dumps(record, sort_keys=True, ensure_ascii=False).encode()
+        with self._lock:
+            replace_durably(target, lambda fh: fh.write(data), fsync=self.fsync, prefix=_TEMP_PREFIX)
+            self._sync(self.reported_folder)
+
+    def last_report(self, study_uid: str) -> dict[str, Any] | None:
+        """The record :meth:`record_report` kept for ``study_uid``; None when there is none (or it cannot be
+        read: logged, and taken as none)."""
+        try:
+            path = self.reported_folder / f"{safe_uid(study_uid, 'Study Instance UID')}.json"
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            LOG.warning("cannot read what was reported for study %s: %s", study_uid, exc)
+            return None
+        return record if isinstance(record, dict) else None
 
     # -- the sender's side -------------------------------------------------------------------
     def pending(self) -> list[Path]:

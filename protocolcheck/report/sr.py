@@ -15,12 +15,21 @@ Comment 121106, Series Instance UID 112002); the others use the private coding s
 ``99PCHECK``. The SOP Instance UID is derived from the study and the content, so storing the same
 verdict twice gives the same instance. Nothing here touches the network (``listen --send-sr`` sends
 it with C-STORE; a DICOMweb client can STOW it).
+
+Versions: a study's reports share one series. :func:`report_digest` is what a report *says* (protocol,
+status, requirements met or missing, findings with their actions, the series judged; not how or when
+the exam ended); a later verdict with the same digest needs no new report. One that differs is built
+with ``previous=`` (a :class:`ReportVersion`): a new SOP Instance with the next Instance Number that
+names the earlier one in the Predecessor Documents Sequence (0040,A360) and says why it supersedes it
+(:func:`changes`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +39,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import generate_uid
 
-from protocolcheck.jobs.live import ExamView
+from protocolcheck.jobs.live import ExamState, ExamView
 
 SCHEME = "99PCHECK"
 SR_SERIES_NUMBER = 9901
@@ -47,6 +56,7 @@ _STATUS = hd.sr.CodedConcept("STATUS", SCHEME, "Compliance status")
 _EXAM_STATE = hd.sr.CodedConcept("EXAMSTATE", SCHEME, "Exam state")
 _REASON = hd.sr.CodedConcept("REASON", SCHEME, "Protocol chosen because")
 _ENDED_BY = hd.sr.CodedConcept("ENDEDBY", SCHEME, "Exam ended by")
+_SUPERSEDES = hd.sr.CodedConcept("SUPERSEDES", SCHEME, "Supersedes an earlier report")
 _ENDED_TEXT = {  # ExamEnd values
     "mpps": "mpps: the scanner's MPPS COMPLETED or DISCONTINUED",
     "idle": "idle: no new image for listen's --idle time",
@@ -100,10 +110,7 @@ def _finding(finding: dict[str, Any]) -> hd.sr.ContainerContentItem:
 
 def _series_item(series: dict[str, Any]) -> hd.sr.ContainerContentItem:
     item = hd.sr.ContainerContentItem(name=_SERIES, relationship_type=_CONTAINS)
-    kind = " ".join(str(v) for v in (series.get("plane"), series.get("weighting"), series.get("inversion"),
-                                        "FS" if series.get("fat_suppressed") else "",
-                                        "+C" if series.get("post_contrast") else "",
-                                        "localizer" if series.get("localizer") else "") if v)
+    kind = _kind(series)
     item.ContentSequence = DicomSequence([
         _text(_COMMENT, f"#{series.get('series_number')} {series.get('series_description') or ''}: {kind}"),
         _uid(str(series.get("series_instance_uid"))),
@@ -135,6 +142,129 @@ def _evidence(study_dir: Path) -> list[Dataset]:
     return evidence
 
 
+def _kind(series: dict[str, Any]) -> str:
+    return " ".join(str(v) for v in (series.get("plane"), series.get("weighting"), series.get("inversion"),
+                                     "FS" if series.get("fat_suppressed") else "",
+                                     "+C" if series.get("post_contrast") else "",
+                                     "localizer" if series.get("localizer") else "") if v)
+
+
+def _series_uids(view: ExamView) -> list[str]:
+    return sorted({str(s.get("series_instance_uid")) for s in view.series})
+
+
+def _finding_keys(view: ExamView) -> list[str]:
+    return sorted({f"{f.get('code')} ({f['requirement']})" if f.get("requirement") else str(f.get("code"))
+                   for f in view.findings})
+
+
+def report_digest(view: ExamView) -> str:
+    """A digest of what the report says about the exam: protocol, status, each requirement met or missing
+    (and by which series), each finding (code, severity, requirement, summary, expected, action, series),
+    each series judged (UID and classification). Not the exam's state, how it ended, or any time: a
+    verdict that only ended differently says the same."""
+    def lines(items: Any) -> list[str]:
+        return sorted(json.dumps(item, sort_keys=True, default=str) for item in items)
+
+    data = {"protocol": view.protocol, "status": view.status,
+            "requirements": lines((r.get("id"), r.get("kind"), bool(r.get("met")), r.get("series") or [])
+                                  for r in view.requirements),
+            "findings": lines((f.get("code"), f.get("severity"), f.get("requirement"),
+                               f.get("summary") or f.get("message"), f.get("expected"), f.get("action"),
+                               f.get("series") or []) for f in view.findings),
+            "series": lines((s.get("series_instance_uid"), _kind(s)) for s in view.series)}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ReportVersion:
+    """A report queued for a study, as a later version compares with it and names it (its predecessor)."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    instance_number: int
+    digest: str  # report_digest() of its verdict
+    time: float  # the verdict's time (seconds since the epoch)
+    state: str  # ExamState value
+    ended_by: str | None  # ExamEnd value
+    status: str
+    protocol: str | None
+    series: tuple[str, ...]  # Series Instance UIDs judged
+    findings: tuple[str, ...]  # "code (requirement)"
+
+    @classmethod
+    def of(cls, view: ExamView, sr: Dataset) -> ReportVersion:
+        """The version ``sr`` (built from ``view``) is."""
+        return cls(sop_instance_uid=str(sr.SOPInstanceUID), sop_class_uid=str(sr.SOPClassUID),
+                   study_instance_uid=str(sr.StudyInstanceUID), series_instance_uid=str(sr.SeriesInstanceUID),
+                   instance_number=int(sr.InstanceNumber), digest=report_digest(view), time=view.updated,
+                   state=view.state.value, ended_by=view.ended_by.value if view.ended_by else None,
+                   status=view.status, protocol=view.protocol, series=tuple(_series_uids(view)),
+                   findings=tuple(_finding_keys(view)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReportVersion:
+        """The version :meth:`to_dict` wrote; KeyError/TypeError/ValueError when it is not one."""
+        return cls(sop_instance_uid=str(data["sop_instance_uid"]), sop_class_uid=str(data["sop_class_uid"]),
+                   study_instance_uid=str(data["study_instance_uid"]),
+                   series_instance_uid=str(data["series_instance_uid"]), instance_number=int(data["instance_number"]),
+                   digest=str(data["digest"]), time=float(data["time"]), state=str(data["state"]),
+                   ended_by=None if data.get("ended_by") is None else str(data["ended_by"]),
+                   status=str(data.get("status") or ""), protocol=data.get("protocol"),
+                   series=tuple(str(s) for s in data.get("series") or ()),
+                   findings=tuple(str(f) for f in data.get("findings") or ()))
+
+    @property
+    def when(self) -> str:
+        return dt.datetime.fromtimestamp(self.time, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    def predecessor(self) -> Dataset:
+        """What highdicom's ``previous_versions`` needs of it."""
+        ds = Dataset()
+        ds.SOPClassUID = self.sop_class_uid
+        ds.SOPInstanceUID = self.sop_instance_uid
+        ds.StudyInstanceUID = self.study_instance_uid
+        ds.SeriesInstanceUID = self.series_instance_uid
+        return ds
+
+
+def _ending(state: str, ended_by: str | None) -> str:
+    if state in (ExamState.COMPLETED.value, ExamState.DISCONTINUED.value):
+        return f"MPPS {state.upper()}"
+    return {"timeout": "the exam timeout", "idle": "no new image for listen's --idle time"}.get(
+        str(ended_by), state)
+
+
+def changes(previous: ReportVersion, view: ExamView) -> str:
+    """Why ``view``'s report supersedes ``previous``, in words (e.g. "ended by MPPS COMPLETED, 2 more series")."""
+    parts: list[str] = []
+    ended_by = view.ended_by.value if view.ended_by else None
+    if (view.state.value, ended_by) != (previous.state, previous.ended_by):
+        parts.append(f"ended by {_ending(view.state.value, ended_by)}")
+    now, before = _series_uids(view), set(previous.series)
+    more, fewer = [s for s in now if s not in before], [s for s in before if s not in set(now)]
+    if more:
+        parts.append(f"{len(more)} more series")
+    if fewer:
+        parts.append(f"{len(fewer)} series no longer judged")
+    if view.protocol != previous.protocol:
+        parts.append(f"protocol {previous.protocol or 'none'} -> {view.protocol or 'none'}")
+    if view.status != previous.status:
+        parts.append(f"status {previous.status} -> {view.status}")
+    findings, old = _finding_keys(view), set(previous.findings)
+    new, resolved = [f for f in findings if f not in old], [f for f in previous.findings if f not in set(findings)]
+    if new:
+        parts.append("new: " + "; ".join(new))
+    if resolved:
+        parts.append("no longer found: " + "; ".join(resolved))
+    return ", ".join(parts) or "the findings' details changed"
+
+
 def content_digest(view: ExamView) -> str:
     """A digest of what the report says (the SOP Instance UID is derived from it)."""
     data = {"state": view.state.value, "ended_by": view.ended_by.value if view.ended_by else None,
@@ -145,9 +275,10 @@ def content_digest(view: ExamView) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def build_audit_sr(view: ExamView, study_dir: Path, *, manufacturer: str = "protocolcheck",
-                   institution: str | None = None) -> Dataset:
-    """The Comprehensive SR of ``view`` (a final verdict), in the study whose instances are in ``study_dir``."""
+def build_audit_sr(view: ExamView, study_dir: Path, *, previous: ReportVersion | None = None,
+                   manufacturer: str = "protocolcheck", institution: str | None = None) -> Dataset:
+    """The Comprehensive SR of ``view`` (a final verdict), in the study whose instances are in ``study_dir``;
+    with ``previous``, the next version of that report (see the module docstring)."""
     evidence = _evidence(study_dir)
     study = view.study_instance_uid
     root = hd.sr.ContainerContentItem(name=_TITLE)
@@ -167,6 +298,10 @@ def build_audit_sr(view: ExamView, study_dir: Path, *, manufacturer: str = "prot
     ]
     if view.ended_by is not None:
         children.append(_text(_ENDED_BY, _ENDED_TEXT.get(view.ended_by.value, view.ended_by.value)))
+    if previous is not None:
+        children.append(_text(_SUPERSEDES, f"the report of {previous.when} (Instance Number "
+                                           f"{previous.instance_number}, SOP Instance UID "
+                                           f"{previous.sop_instance_uid}): {changes(previous, view)}"))
     if view.protocol_reason:
         children = [*children, _text(_REASON, view.protocol_reason)]
     root.ContentSequence = DicomSequence([*children, findings, judged])
@@ -175,8 +310,10 @@ def build_audit_sr(view: ExamView, study_dir: Path, *, manufacturer: str = "prot
         content=root,
         series_instance_uid=generate_uid(entropy_srcs=[study, "protocolcheck-audit-sr-series"]),
         series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=generate_uid(entropy_srcs=[study, "protocolcheck-audit-sr", content_digest(view)]),
-        instance_number=1,
+        sop_instance_uid=generate_uid(entropy_srcs=[study, "protocolcheck-audit-sr", content_digest(view),
+                                                    *([previous.sop_instance_uid] if previous else [])]),
+        instance_number=previous.instance_number + 1 if previous else 1,
+        previous_versions=[previous.predecessor()] if previous else None,
         manufacturer=manufacturer,
         is_complete=True,
         is_final=view.state.value != "in-progress",
