@@ -9,6 +9,10 @@ Binaries missing: the tests fail when ``CI`` is set, and skip with the reason ot
 ``storescu``/``findscu`` names on PATH may be pynetdicom's Python apps, so only ELF executables
 count as dcmtk's.
 
+A server started on a port :func:`free_port` chose is started again on another one when that port was
+taken before the server bound it (:func:`start_server`: listen, wlmscpfs, PostgreSQL; Orthanc, with its
+two ports, has its own loop).
+
 Orthanc 1.10 has no bind-address option: its DICOM port listens on all interfaces while a test
 runs (its HTTP server is disabled).
 
@@ -106,15 +110,23 @@ class Process:
     name: str
     popen: subprocess.Popen[bytes]
     log: Path
+    offset: int = 0  # where its output starts in ``log`` (a log can hold earlier runs' output)
 
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def log_text(self) -> str:
+    def output(self) -> str:
+        """Its own output (not an earlier run's in the same log)."""
         try:
-            return self.log.read_text(errors="replace")[-4000:]
+            with open(self.log, "rb") as fh:
+                fh.seek(self.offset)
+                return fh.read().decode(errors="replace")
         except OSError:
             return ""
+
+    def log_text(self) -> str:
+        """The end of its own output (for error messages)."""
+        return self.output()[-4000:]
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.popen.poll() is None:
@@ -139,10 +151,41 @@ def start_process(name: str, argv: Sequence[str], log: Path, cwd: Path | None = 
         _child_setup()  # after the uid change, which clears the parent-death signal
 
     with open(log, "ab") as handle:  # the child has its own copy
+        offset = handle.seek(0, os.SEEK_END)
         popen = subprocess.Popen(list(argv), stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  cwd=cwd, env={**tool_env(), **(env or {})}, start_new_session=True,
                                  preexec_fn=setup)
-    return Process(name, popen, log)
+    return Process(name, popen, log, offset)
+
+
+# What a server says when the port it was given is taken: EADDRINUSE's message (listen, Orthanc, PostgreSQL),
+# or dcmtk's servers' only words for a listening socket they could not open (wlmscpfs gives no reason).
+PORT_TAKEN = ("already in use", "Initialization of network connection failed")
+
+
+def start_server(start: Callable[[int], Process], ready: Callable[[Process, int], None], *,
+                 port: int | None = None, attempts: int = 3) -> tuple[Process, int]:
+    """Start a server with ``start(port)`` and wait until ``ready(process, port)`` returns (it raises
+    RuntimeError or AssertionError when the server is not ready); (the process, its port).
+
+    On ``port`` when given; else on one :func:`free_port` chooses, and on another one when the server
+    says that one was taken (:data:`PORT_TAKEN` in its own output): a port free a moment ago can be
+    given to another test's outgoing connection as its source port before the server binds it. A
+    failure for any other reason, or on a port the caller chose, is raised at once.
+    """
+    for attempt in range(1, attempts + 1):
+        chosen = port or free_port()
+        process = start(chosen)
+        try:
+            ready(process, chosen)
+            return process, chosen
+        except (RuntimeError, AssertionError):
+            process.stop()
+            said = process.output()
+            if port is None and attempt < attempts and any(words in said for words in PORT_TAKEN):
+                continue
+            raise
+    raise AssertionError("not reached")  # the last attempt returns or raises
 
 
 def wait_for_echo(process: Process, port: int, called_aet: str, timeout: float = 20.0,
@@ -304,11 +347,11 @@ def wlmscpfs(folder: Path, *, aet: str = "WLMSCP") -> Iterator[WlmPeer]:
     served = database / aet
     served.mkdir(parents=True, exist_ok=True)
     (served / "lockfile").touch()
-    port = free_port()
-    process = start_process("wlmscpfs", [paths["wlmscpfs"], "-s", "-dhl", "-dfp", str(database), str(port)],
-                            folder / "wlmscpfs.log")
+    process, port = start_server(
+        lambda port: start_process("wlmscpfs", [paths["wlmscpfs"], "-s", "-dhl", "-dfp", str(database), str(port)],
+                                   folder / "wlmscpfs.log"),
+        lambda process, port: wait_for_echo(process, port, aet))
     try:
-        wait_for_echo(process, port, aet)
         yield WlmPeer(port=port, aet=aet, folder=served, process=process)
     finally:
         process.stop()
@@ -394,20 +437,28 @@ def postgres() -> Iterator[str]:
         text = init.log_text()
         shutil.rmtree(home, ignore_errors=True)
         pytest.fail(f"initdb failed:\n{text}")
-    port = free_port()
-    server = start_process("postgres", [str(bindir / "postgres"), "-D", str(data), "-h", HOST, "-p", str(port),
-                                        "-k", str(home), "-F"], log, cwd=home, user=user)
-    try:
+
+    def ready(server: Process, port: int) -> None:
         deadline = time.monotonic() + 60
         while True:
             if not server.alive():
-                pytest.fail(f"PostgreSQL stopped at start:\n{server.log_text()}")
+                raise RuntimeError(f"PostgreSQL stopped at start:\n{server.log_text()}")
             with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
                 if "ready to accept connections" in server.log_text():
-                    break
+                    return
             if time.monotonic() > deadline:
-                pytest.fail(f"PostgreSQL did not start within 60 s:\n{server.log_text()}")
+                raise RuntimeError(f"PostgreSQL did not start within 60 s:\n{server.log_text()}")
             time.sleep(0.1)
+
+    try:
+        server, port = start_server(
+            lambda port: start_process("postgres", [str(bindir / "postgres"), "-D", str(data), "-h", HOST, "-p",
+                                                    str(port), "-k", str(home), "-F"], log, cwd=home, user=user),
+            ready)
+    except RuntimeError as exc:
+        shutil.rmtree(home, ignore_errors=True)
+        pytest.fail(str(exc))
+    try:
         yield f"postgresql+psycopg://protocolcheck@{HOST}:{port}/postgres"
     finally:
         server.stop()
@@ -652,22 +703,23 @@ class Listener:
 
     def __init__(self, tmp: Path, *args: str, name: str = "listen", store: Path | None = None,
                  port: int | None = None, wait: bool = True) -> None:
-        self.port = port or free_port()
         self.store = store or tmp / "store"
         self.out = tmp / "audits.jsonl"
         self.log = tmp / f"{name}.log"
-        argv = [sys.executable, "-m", "protocolcheck", "listen", "--port", str(self.port), "--store", str(self.store),
-                "--output", str(self.out), *args]
-        self.process = start_process(name, argv, self.log, env=repo_env())
-        if wait:
-            self.wait_started()
+
+        def start(port: int) -> Process:
+            argv = [sys.executable, "-m", "protocolcheck", "listen", "--port", str(port), "--store", str(self.store),
+                    "--output", str(self.out), *args]
+            return start_process(name, argv, self.log, env=repo_env())
+
+        if wait:  # on another port if the one chosen was taken before listen bound it (see start_server)
+            self.process, self.port = start_server(start, lambda process, _port: _started(process), port=port)
+        else:
+            self.port = port or free_port()
+            self.process = start(self.port)
 
     def wait_started(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while "listening as" not in self.text():
-            assert self.process.alive(), self.text()
-            assert time.monotonic() < deadline, self.text()
-            time.sleep(0.05)
+        _started(self.process, timeout)
 
     @property
     def pid(self) -> int:
@@ -712,6 +764,15 @@ class Listener:
     def kill(self) -> None:
         self.process.popen.kill()
         self.process.popen.wait(10)
+
+
+def _started(process: Process, timeout: float = 60) -> None:
+    """Wait for listen's "listening as" line; AssertionError with its output when it exits or is late."""
+    deadline = time.monotonic() + timeout
+    while "listening as" not in process.output():
+        assert process.alive(), process.log_text()
+        assert time.monotonic() < deadline, process.log_text()
+        time.sleep(0.05)
 
 
 # ----------------------------------------------------------------------------------------------
