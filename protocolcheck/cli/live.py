@@ -289,7 +289,7 @@ class LiveLoop:
         """Queue the report of a final verdict: not when the last report of the study said the same (an
         exam idle, then completed by MPPS); a new version naming that one when it differs."""
         from protocolcheck.jobs.live import ExamState
-        from protocolcheck.report.sr import build_audit_sr, content_digest, report_digest
+        from protocolcheck.report.sr import build_audit_sr, content_digest
 
         if view.state is ExamState.IN_PROGRESS or not view.status or self.sender is None:
             return
@@ -298,12 +298,11 @@ class LiveLoop:
             return
         label = f"audit report of accession {view.accession_number or view.study_instance_uid}"
         previous = self._last_report(view.study_instance_uid)
-        if previous is not None and previous.digest == report_digest(view):
-            LOG.info("the %s (%s, ended by %s): the same verdict as the report of %s (Instance Number %d, %s); "
-                     "no new version stored", label, view.state.value, view.ended_by.value if view.ended_by else "-",
-                     previous.when, previous.instance_number, previous.sop_instance_uid)
+        if previous is not None and self._reported_already(view, previous, label):
             self._sr_sent.add(key)
             return
+        if previous is not None and self.sender.outbox.known(previous.sop_instance_uid) == "refused":
+            previous = None  # the PACS never took it: a new version would name a report it does not have
         try:  # built here (tens of ms) so that it is in the outbox, fsynced, before the next event is judged
             ds = build_audit_sr(view, self.store_root / view.study_instance_uid, previous=previous)
         except Exception:  # a report that cannot be built must not stop judging
@@ -321,6 +320,21 @@ class LiveLoop:
             return
         self._sr_sent.add(key)
         self._remember(view, ds)
+
+    def _reported_already(self, view: ExamView, previous: ReportVersion, label: str) -> bool:
+        """Whether the study's last report says what ``view`` says (logged: no new version)."""
+        from protocolcheck.report.sr import report_digest
+
+        assert self.sender is not None
+        if previous.digest != report_digest(view):
+            return False
+        if self.sender.outbox.known(previous.sop_instance_uid) == "refused":
+            LOG.warning("not sending the %s: %s refused the same verdict for good before", label, self.sender.peer)
+        else:
+            LOG.info("the %s (%s, ended by %s): the same verdict as the report of %s (Instance Number %d, %s); "
+                     "no new version stored", label, view.state.value, view.ended_by.value if view.ended_by else "-",
+                     previous.when, previous.instance_number, previous.sop_instance_uid)
+        return True
 
     def _last_report(self, study_uid: str) -> ReportVersion | None:
         """What the last report queued for the study was (kept in the outbox across restarts)."""
