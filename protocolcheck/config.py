@@ -56,6 +56,7 @@ class Env(str, Enum):
     OUTBOX_MAX_BYTES = "PROTOCOLCHECK_OUTBOX_MAX_BYTES"
     MAX_DATASET = "PROTOCOLCHECK_MAX_DATASET"
     MAX_RECEIVING = "PROTOCOLCHECK_MAX_RECEIVING"
+    FAST_STORE = "PROTOCOLCHECK_FAST_STORE"
 
 
 EXAM_TIMEOUT = 4 * 3600.0  # s: an open exam with no instance and no MPPS message for this long ends ("timeout")
@@ -216,6 +217,12 @@ def default_max_receiving() -> int:
     """:data:`MAX_RECEIVING_BYTES`, at most 1/:data:`RECEIVING_MEMORY_SHARE` of :func:`physical_memory`."""
     memory = physical_memory()
     return min(MAX_RECEIVING_BYTES, memory // RECEIVING_MEMORY_SHARE) if memory else MAX_RECEIVING_BYTES
+
+
+def fast_store() -> bool:
+    """Whether ``listen`` serves C-STORE requests on its own data path (net/fastpath.py): yes unless
+    ``$PROTOCOLCHECK_FAST_STORE`` is ``0``, ``no``, ``false`` or ``off`` (then pynetdicom serves every message)."""
+    return (_get(Env.FAST_STORE) or "1").strip().lower() not in ("0", "no", "false", "off")
 
 
 def receive_limits(max_dataset: str | None = None, max_receiving: str | None = None) -> tuple[int, int]:

@@ -702,7 +702,7 @@ class Listener:
     """``protocolcheck listen`` as a real process (own session, parent-death signal, always stopped)."""
 
     def __init__(self, tmp: Path, *args: str, name: str = "listen", store: Path | None = None,
-                 port: int | None = None, wait: bool = True) -> None:
+                 port: int | None = None, wait: bool = True, env: dict[str, str] | None = None) -> None:
         self.store = store or tmp / "store"
         self.out = tmp / "audits.jsonl"
         self.log = tmp / f"{name}.log"
@@ -710,7 +710,7 @@ class Listener:
         def start(port: int) -> Process:
             argv = [sys.executable, "-m", "protocolcheck", "listen", "--port", str(port), "--store", str(self.store),
                     "--output", str(self.out), *args]
-            return start_process(name, argv, self.log, env=repo_env())
+            return start_process(name, argv, self.log, env={**repo_env(), **(env or {})})
 
         if wait:  # on another port if the one chosen was taken before listen bound it (see start_server)
             self.process, self.port = start_server(start, lambda process, _port: _started(process), port=port)

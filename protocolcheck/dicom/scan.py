@@ -42,18 +42,24 @@ def read_file(path: str | os.PathLike[str], *, fast: bool | None = None) -> list
     if fast is None:
         fast = not config.pydicom_reader_forced()
     if fast:
-        global _fastheaders
-        if _fastheaders is None:
-            from protocolcheck.dicom import lean as fastheaders  # noqa: PLC0415 - fastheaders builds on this module
-
-            _fastheaders = fastheaders
-        result = _fastheaders.read_fast(os.fspath(path))
+        result = load_fast_reader().read_fast(os.fspath(path))
         if result is not None:
             return result
     return read_file_pydicom(path)
 
 
 _fastheaders: Any = None  # the lean reader's module, imported on first use
+
+
+def load_fast_reader() -> Any:
+    """The lean reader's module (imported on first use: it builds on this one). A long-running receiver loads it
+    at start, so its first instance does not wait for the import (tens of milliseconds)."""
+    global _fastheaders
+    if _fastheaders is None:
+        from protocolcheck.dicom import lean as fastheaders  # noqa: PLC0415 - fastheaders builds on this module
+
+        _fastheaders = fastheaders
+    return _fastheaders
 
 
 

@@ -53,7 +53,7 @@ from protocolcheck.clinical.findings import (
     status_for,
 )
 from protocolcheck.dicom.records import InstanceHeader
-from protocolcheck.dicom.scan import read_file
+from protocolcheck.dicom.scan import load_fast_reader, read_file
 from protocolcheck.dicom.study import group_studies
 
 LOG = logging.getLogger("protocolcheck.jobs.live")
@@ -408,6 +408,7 @@ class LiveMonitor:
 
     # -- the thread --------------------------------------------------------------------------
     def start(self) -> None:
+        load_fast_reader()  # not on the first instance's way
         self._thread = threading.Thread(target=self._run, name="protocolcheck-live", daemon=True)
         self._thread.start()
 

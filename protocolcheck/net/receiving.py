@@ -107,9 +107,10 @@ ALL_ASSOCIATIONS = "all associations"
 MAX_COMMAND_BYTES = 64 << 10
 
 
-class _Account:
+class Account:
     """One association's bytes: the message being received, the messages waiting (in order), the one being
-    handled. Kept apart from the association so a finalizer can give them back."""
+    handled. Kept apart from the association so a finalizer can give them back. (:mod:`.fastpath` keeps a
+    :meth:`sibling` for the messages it gathers itself.)"""
 
     def __init__(self, budget: ReceiveBudget, per_message: int) -> None:
         self.budget = budget
@@ -137,6 +138,10 @@ class _Account:
             self.receiving += command + data
             self.data += data
             return ""
+
+    def sibling(self) -> Account:
+        """A new account under the same bounds (same budget, same bound per message)."""
+        return Account(self.budget, self.per_message)
 
     def drop(self) -> int:
         """Give back the message being received (it will not be kept); its bytes."""
@@ -172,7 +177,7 @@ class _Account:
 class _CountingQueue(queue.Queue[Any]):  # pynetdicom's queue of (context ID, message)
     """The DIMSE message queue: a complete message put on it moves from 'being received' to 'waiting'."""
 
-    account: _Account
+    account: Account
 
     def _put(self, item: Any) -> None:
         if item[1] is not None:  # pynetdicom puts (None, None) to wake a reader when the association ends
@@ -184,7 +189,7 @@ class BoundedDIMSE(DIMSEServiceProvider):
     """pynetdicom's DIMSE provider counting what it gathers (made by :func:`arm_receiving` from the provider of
     a live association)."""
 
-    account: _Account
+    account: Account
     on_exceeded: Callable[[Exceeded], None] | None
 
     def receive_primitive(self, primitive: Any) -> None:
@@ -214,31 +219,40 @@ class BoundedDIMSE(DIMSEServiceProvider):
         return item
 
     def _refuse(self, which: str, received: int) -> None:
-        """Drop the message, abort the association (A-ABORT, then pynetdicom ignores what the peer still
-        sends), and report it once."""
-        account = self.account
-        first = not account.closed
-        account.refused = True
+        """Drop the message being gathered and abort (:func:`refuse`)."""
         message, self.message = self.message, None
-        account.drop()
-        account.close()
-        if not first:
-            return
-        self.dul.event_queue.put("Evt19")  # pynetdicom's own abort for an unacceptable PDU (AA-8)
-        sock = association_socket(self.assoc)
-        if sock is not None:  # no more reading: the A-ABORT goes out, then the connection closes (a peer that
-            with contextlib.suppress(OSError):  # went on sending would hold us until the ARTIM timer, 30 s)
-                sock.shutdown(socket.SHUT_RD)
-        bound = {PER_MESSAGE: account.per_message, COMMAND_SET: MAX_COMMAND_BYTES}.get(which, account.budget.limit)
-        report = Exceeded(_peer(self.assoc), _command(message), _uid(message, "AffectedSOPClassUID"),
-                          _uid(message, "AffectedSOPInstanceUID"), received, bound, which)
-        LOG.warning("aborted the association with %s: %s %s: %s", report.peer, report.command,
-                    report.sop_instance_uid or "?", report.reason)
-        if self.on_exceeded is not None:
-            try:
-                self.on_exceeded(report)
-            except Exception:
-                LOG.exception("reporting the aborted message of %s failed", report.peer)
+        refuse(self.assoc, self.account, which, received, _command(message), _uid(message, "AffectedSOPClassUID"),
+               _uid(message, "AffectedSOPInstanceUID"))
+
+
+def refuse(assoc: Any, account: Account, which: str, received: int, command: str, sop_class: str,
+           sop_instance: str) -> None:
+    """A message of ``assoc`` passed the bound ``which`` after ``received`` bytes: drop what it holds, abort the
+    association (A-ABORT, then pynetdicom ignores what the peer still sends), and report it once."""
+    account.drop()
+    accounts = [a for a in (getattr(assoc.dimse, "account", None), getattr(assoc.dul, "account", None), account)
+                if isinstance(a, Account)]
+    first = not any(a.refused for a in accounts)
+    for each in accounts:
+        each.refused = True
+        each.close()
+    if not first:
+        return
+    assoc.dul.event_queue.put("Evt19")  # pynetdicom's own abort for an unacceptable PDU (AA-8)
+    sock = association_socket(assoc)
+    if sock is not None:  # no more reading: the A-ABORT goes out, then the connection closes (a peer that
+        with contextlib.suppress(OSError):  # went on sending would hold us until the ARTIM timer, 30 s)
+            sock.shutdown(socket.SHUT_RD)
+    bound = {PER_MESSAGE: account.per_message, COMMAND_SET: MAX_COMMAND_BYTES}.get(which, account.budget.limit)
+    report = Exceeded(_peer(assoc), command, sop_class, sop_instance, received, bound, which)
+    LOG.warning("aborted the association with %s: %s %s: %s", report.peer, report.command,
+                report.sop_instance_uid or "?", report.reason)
+    on_exceeded = getattr(assoc.dimse, "on_exceeded", None)
+    if on_exceeded is not None:
+        try:
+            on_exceeded(report)
+        except Exception:
+            LOG.exception("reporting the aborted message of %s failed", report.peer)
 
 
 def _peer(assoc: Any) -> str:
@@ -267,7 +281,7 @@ def arm_receiving(event: evt.Event, per_message: int, budget: ReceiveBudget,
     dimse = event.assoc.dimse
     if isinstance(dimse, BoundedDIMSE):
         return
-    account = _Account(budget, per_message)
+    account = Account(budget, per_message)
     counting = _CountingQueue()
     counting.account = account
     dimse.msg_queue = counting
@@ -282,8 +296,11 @@ def _end(event: evt.Event) -> None:
     """EVT_RELEASED / EVT_ABORTED / EVT_CONN_CLOSE: the association's messages are given back. After our abort,
     a requestor waiting for a reply (``query``'s C-GET) is woken, as pynetdicom does when a connection drops."""
     dimse = event.assoc.dimse
+    fast = getattr(event.assoc.dul, "account", None)  # :mod:`.fastpath`'s
+    if isinstance(fast, Account):
+        fast.close()
     account = getattr(dimse, "account", None)
-    if isinstance(account, _Account):
+    if isinstance(account, Account):
         account.close()
         if account.refused and event.assoc.is_requestor and event.event is evt.EVT_CONN_CLOSE:
             dimse.msg_queue.put((None, None))

@@ -40,6 +40,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, evt
 from pynetdicom.dsutils import decode
 
+from protocolcheck import config
 from protocolcheck.dicom.limits import InflateLimitExceeded, InflateTruncated, inflate
 from protocolcheck.dicom.pixels import ImageSize, pixel_data_problem
 from protocolcheck.net.commit import brisk_reactors, busy
@@ -58,6 +59,7 @@ from protocolcheck.net.common import (
     support_contexts,
     validate_aet,
 )
+from protocolcheck.net.fastpath import StoreRequest, arm_fast_store
 from protocolcheck.net.instances import (
     CANNOT_UNDERSTAND,
     DATASET_DOES_NOT_MATCH,
@@ -345,6 +347,7 @@ class ListenConfig:
     per_host: int = DEFAULT_PER_HOST  # open connections one peer address may hold (0: no limit)
     stop_grace: float = 3.0  # seconds running associations get to end on stop before they are closed
     receive_limits: tuple[int, int] | None = None  # bytes of one received message, of all (None: config's)
+    fast_store: bool = field(default_factory=config.fast_store)  # C-STORE served by net/fastpath.py
 
 
 @dataclass
@@ -367,43 +370,53 @@ class Counters:
 def handle_store(event: evt.Event, store: InstanceStore, counters: Counters,
                  on_stored: Callable[[InstanceKey, Path], None] | None = None,
                  accept: Callable[[InstanceKey], str] | None = None) -> int:
-    """EVT_C_STORE handler: decode just enough to place the instance, store it, then ``on_stored``.
-
-    ``accept`` may veto an instance (it returns a reason). Every refusal is answered with a failure
-    status, logged, and appended to the store's rejection log; the association goes on.
-    """
-    peer = _peer_text(event)
+    """EVT_C_STORE handler: :func:`store_received` on what pynetdicom received."""
     request = event.request
-    sop_fallback = str(getattr(request, "AffectedSOPInstanceUID", "") or "")
+    return store_received(lambda: event.encoded_dataset(include_meta=False), event.context.transfer_syntax,
+                          str(getattr(request, "AffectedSOPClassUID", "") or ""),
+                          str(getattr(request, "AffectedSOPInstanceUID", "") or ""), peer_text(event.assoc),
+                          store, counters, on_stored, accept)
+
+
+def store_received(read: Callable[[], bytes], syntax: Any, sop_class: str, sop_instance: str, peer: str,
+                   store: InstanceStore, counters: Counters,
+                   on_stored: Callable[[InstanceKey, Path], None] | None = None,
+                   accept: Callable[[InstanceKey], str] | None = None) -> int:
+    """Serve one C-STORE request: decode just enough to place the instance, store it, then ``on_stored``; the
+    status to answer. The one place for this, whichever path received the request (pynetdicom's handler,
+    :func:`handle_store`, or :mod:`.fastpath`).
+
+    ``read()`` gives the data set as the peer sent it (``syntax``: its transfer syntax, a pydicom UID);
+    ``sop_class``/``sop_instance`` are the request's Affected SOP Class/Instance UIDs. ``accept`` may veto an
+    instance (it returns a reason). Every refusal is answered with a failure status, logged, and appended to the
+    store's rejection log; the association goes on.
+    """
     key: InstanceKey | None = None
     try:
-        encoded = event.encoded_dataset(include_meta=False)  # the bytes as the peer sent them
-        ds = decode_received(encoded, event.context.transfer_syntax)  # never event.dataset: it inflates unbounded
-        key = instance_key(ds, sop_fallback)
+        encoded = read()  # the bytes as the peer sent them
+        ds = decode_received(encoded, syntax)  # never pynetdicom's event.dataset: it inflates unbounded
+        key = instance_key(ds, sop_instance)
         if accept is not None:
             reason = accept(key)
             if reason:
                 raise InstanceRefused(DATASET_DOES_NOT_MATCH, reason)
-        meta = file_meta(str(getattr(request, "AffectedSOPClassUID", "") or ""), sop_fallback,
-                         str(event.context.transfer_syntax))
-        path = store.put(key, (b"\x00" * 128, b"DICM", meta, encoded))
+        path = store.put(key, (b"\x00" * 128, b"DICM", file_meta(sop_class, sop_instance, str(syntax)), encoded))
         if on_stored is not None:
             on_stored(key, path)
     except InstanceRefused as exc:
         counters.add("refused")
-        LOG.warning("refused instance %s from %s: %s (status 0x%04X)", key.sop if key else sop_fallback or "?",
+        LOG.warning("refused instance %s from %s: %s (status 0x%04X)", key.sop if key else sop_instance or "?",
                     peer, exc.reason, exc.status)
         store.log_rejection({
-            "peer": peer, "sop_instance_uid": key.sop if key else sop_fallback,
-            "study_instance_uid": key.study if key else None,
-            "sop_class_uid": str(getattr(request, "AffectedSOPClassUID", "") or ""),
+            "peer": peer, "sop_instance_uid": key.sop if key else sop_instance,
+            "study_instance_uid": key.study if key else None, "sop_class_uid": sop_class,
             "status": f"0x{exc.status:04X}", "reason": exc.reason,
         })
         return exc.status
     except Exception as exc:  # never let a handler bug abort the association
         counters.add("refused")
-        LOG.exception("refused instance %s from %s: unexpected error", sop_fallback, peer)
-        store.log_rejection({"peer": peer, "sop_instance_uid": sop_fallback, "status": f"0x{PROCESSING_FAILURE:04X}",
+        LOG.exception("refused instance %s from %s: unexpected error", sop_instance, peer)
+        store.log_rejection({"peer": peer, "sop_instance_uid": sop_instance, "status": f"0x{PROCESSING_FAILURE:04X}",
                              "reason": f"internal error: {type(exc).__name__}: {exc}"})
         return PROCESSING_FAILURE
     counters.add("stored")
@@ -415,9 +428,10 @@ def handle_echo(event: evt.Event) -> int:
     return SUCCESS
 
 
-def _peer_text(event: evt.Event) -> str:
+def peer_text(assoc: Any) -> str:
+    """``AET@address:port`` of an accepted association's requestor (for log lines and rejection records)."""
     try:
-        requestor = event.assoc.requestor
+        requestor = assoc.requestor
         return f"{requestor.ae_title.strip()}@{requestor.address}:{requestor.port}"
     except Exception:  # noqa: BLE001 - only for a log line: an association without a requestor is "?"
         return "?"
@@ -425,7 +439,7 @@ def _peer_text(event: evt.Event) -> str:
 
 def _on_established(event: evt.Event, counters: Counters) -> None:
     counters.add("associations")
-    LOG.info("association from %s", _peer_text(event))
+    LOG.info("association from %s", peer_text(event.assoc))
 
 
 def _on_rejected(event: evt.Event, counters: Counters, config: ListenConfig) -> None:
@@ -439,7 +453,7 @@ def _on_rejected(event: evt.Event, counters: Counters, config: ListenConfig) -> 
         why = f"called AE title {called!r} is not ours ({config.aet!r})"
     else:
         why = "too many associations"
-    LOG.warning("rejected association from %s: %s", _peer_text(event), why)
+    LOG.warning("rejected association from %s: %s", peer_text(event.assoc), why)
 
 
 class StorageSCP:
@@ -502,6 +516,8 @@ class StorageSCP:
             (evt.EVT_REJECTED, _on_rejected, [self.counters, self.config]),
             *receiving_handlers(self.config.receive_limits, self._oversized),
         ]
+        if self.config.fast_store:  # after receiving_handlers: its bounds are armed first
+            handlers.append((evt.EVT_CONN_OPEN, self._arm_fast_store))
         for sop_classes, service_handlers in self.services:
             for sop_class in sop_classes:
                 ae.add_supported_context(sop_class, list(NOT_DEFLATED))  # pynetdicom decodes these whole
@@ -518,11 +534,24 @@ class StorageSCP:
         LOG.debug("listening as %s on %s:%d, storing in %s", self.config.aet, *self.address, self.config.store)
 
     def _handle_store(self, event: evt.Event) -> int:
+        """EVT_C_STORE handler (the C-STOREs :mod:`.fastpath` hands to pynetdicom: over TLS, ...)."""
+        return self._serving(lambda: handle_store(event, self.store, self.counters, self._stored))
+
+    def _arm_fast_store(self, event: evt.Event) -> None:
+        arm_fast_store(event.assoc, self._serve_fast)
+
+    def _serve_fast(self, request: StoreRequest, syntax: Any, data: bytes, assoc: Any) -> int:
+        """:mod:`.fastpath`'s C-STORE: the same :func:`store_received` as :meth:`_handle_store`."""
+        return self._serving(lambda: store_received(lambda: data, syntax, request.sop_class, request.sop_instance,
+                                                    peer_text(assoc), self.store, self.counters, self._stored))
+
+    def _serving(self, serve: Callable[[], int]) -> int:
+        """Count the C-STORE running ``serve`` (stop() lets it finish writing)."""
         with self._busy_lock:
             self._busy += 1
         busy()
         try:
-            return handle_store(event, self.store, self.counters, self._stored)
+            return serve()
         finally:
             with self._busy_lock:
                 self._busy -= 1
