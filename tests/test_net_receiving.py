@@ -17,143 +17,25 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
-import struct
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import pytest
-from peers import HOST, Listener, association_rq, peak_rss_mb, repo_env, run_measured
+from peers import HOST, MR_IMAGE, Listener, RawPeer, peak_rss_mb, repo_env, run_measured
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, _config, evt
-from pynetdicom.dimse_messages import C_STORE_RQ
-from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.dsutils import decode
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelGet
 
 pytestmark = [pytest.mark.network]
 
-MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
 MIB = 1 << 20
-CHUNK = 256 * 1024  # data set bytes per P-DATA PDU (listen accepts PDUs up to 1 MiB)
-
-
-class RawPeer:
-    """A storage SCU on a raw socket: associates (MR Image, Explicit VR Little Endian, context 1), then sends
-    exactly the P-DATA PDUs a test asks for."""
-
-    def __init__(self, port: int, calling: str = "RAWPEER") -> None:
-        self.sock = socket.create_connection((HOST, port), timeout=30)
-        self.sock.sendall(association_rq(calling=calling, abstract=MR_IMAGE))
-        kind, _ = self.read_pdu()
-        assert kind == 0x02, f"association not accepted (PDU type {kind:#x})"
-        self.sent = 0
-
-    def read_pdu(self) -> tuple[int, bytes]:
-        head = self._read(6)
-        kind, _, length = struct.unpack(">BBI", head)
-        return kind, self._read(length)
-
-    def _read(self, n: int) -> bytes:
-        data = bytearray()
-        while len(data) < n:
-            chunk = self.sock.recv(n - len(data))
-            if not chunk:
-                raise ConnectionError(f"closed after {len(data)} of {n} bytes")
-            data.extend(chunk)
-        return bytes(data)
-
-    def pdv(self, data: bytes | memoryview, control: int) -> None:
-        """One P-DATA-TF PDU with one PDV of context 1 (control: bit 0 command, bit 1 last fragment)."""
-        self.sock.sendall(struct.pack(">BBIIBB", 0x04, 0, 6 + len(data), 2 + len(data), 1, control))
-        self.sock.sendall(data)
-        self.sent += len(data)
-
-    def command(self, sop_uid: str, message_id: int = 1) -> None:
-        request = C_STORE()
-        request.MessageID = message_id
-        request.AffectedSOPClassUID = MR_IMAGE
-        request.AffectedSOPInstanceUID = sop_uid
-        request.Priority = 2
-        request.DataSet = BytesIO(b"\x00")
-        message = C_STORE_RQ()
-        message.primitive_to_message(request)
-        self.pdv(message.encode_msg(1, 1 << 20).__next__().presentation_data_value_list[0][1][1:], 0x03)
-
-    def data(self, payload: bytes, last: bool = True) -> None:
-        view = memoryview(payload)
-        for at in range(0, len(view), CHUNK):
-            piece = view[at:at + CHUNK]
-            self.pdv(piece, 0x02 if last and at + CHUNK >= len(view) else 0x00)
-
-    def status(self) -> int:
-        """The Status of the next C-STORE-RSP."""
-        while True:
-            kind, body = self.read_pdu()
-            assert kind == 0x04, f"PDU type {kind:#x} instead of a reply"
-            if body[5] & 0x01:  # command fragment (one PDV: length 4, context 1, control 1)
-                return int(decode(BytesIO(body[6:]), True, True).Status)
-
-    def release(self) -> None:
-        self.sock.sendall(b"\x05\x00\x00\x00\x00\x04\x00\x00\x00\x00")
-        assert self.read_pdu()[0] == 0x06
-        self.sock.close()
-
-    def aborted(self, seconds: float = 10) -> bool:
-        """Whether listen sends A-ABORT or closes the connection within ``seconds`` (what it sends before is read)."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(0.05, deadline - time.monotonic()))
-            try:
-                kind, _ = self.read_pdu()
-            except TimeoutError:
-                continue
-            except OSError:  # closed or reset (ConnectionError included)
-                return True
-            if kind == 0x07:
-                return True
-        return False
-
-    def stream(self, sop_uid: str, total: int, *, heed_abort: bool = True) -> int:
-        """C-STORE-RQ then up to ``total`` data set bytes of zeros, stopping when listen aborts (unless told
-        not to heed it) or closes the connection; the data set bytes sent."""
-        self.command(sop_uid)
-        zeros = bytes(CHUNK)
-        self.sock.setblocking(False)
-        sent = 0
-        try:
-            while sent < total:
-                try:
-                    self.sock.settimeout(5)
-                    self.pdv(zeros, 0x00)
-                except OSError:
-                    break
-                sent += CHUNK
-                if heed_abort and self._abort_waiting():
-                    break
-        finally:
-            self.sock.settimeout(30)
-        return sent
-
-    def _abort_waiting(self) -> bool:
-        self.sock.setblocking(False)
-        try:
-            head = self.sock.recv(1, socket.MSG_PEEK)
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
-        finally:
-            self.sock.settimeout(5)
-        return not head or head == b"\x07"
 
 
 def dataset_bytes(size: int, study: str | None = None) -> tuple[str, bytes]:

@@ -275,6 +275,7 @@ class FastStoreDUL(DULServiceProvider):
             self.handover.append(item)
             if self._ends(message, control):
                 self.message = None
+                self._flush_handover()  # one message per PDU: pynetdicom drops what follows a message's end
             return True
         if context_id != message.context_id or (message.request is None) != bool(control & COMMAND_FRAGMENT):
             return self._not_ours(message, item)  # pynetdicom decides what such a stream deserves
@@ -286,7 +287,6 @@ class FastStoreDUL(DULServiceProvider):
         message.data.append(bytes(value))
         if control & LAST_FRAGMENT:
             self.message = None
-            self._flush_handover()
             self._answer(message)
         return True
 
@@ -300,7 +300,7 @@ class FastStoreDUL(DULServiceProvider):
             return True
         elements = command_elements(b"".join(message.command))
         request = store_request(message.context_id, elements) if elements is not None else None
-        syntax = self._syntax(request) if request is not None else None
+        syntax = self._syntax(request) if request is not None and not self._behind() else None
         if request is None or syntax is None:
             if elements is not None:
                 kind = elements.get(DATA_SET_TYPE)
@@ -339,7 +339,16 @@ class FastStoreDUL(DULServiceProvider):
             control = COMMAND_FRAGMENT | LAST_FRAGMENT
         if self._ends(message, control):
             self.message = None
+            self._flush_handover()
         return True
+
+    def _behind(self) -> bool:
+        """Whether pynetdicom has yet to answer a message handed to it (one served here now would be answered
+        first: answers go out in the order of the requests)."""
+        dimse = self.assoc.dimse
+        account = getattr(dimse, "account", None)
+        return bool(self.handover or not self.event_queue.empty() or self.to_provider_queue.queue
+                    or dimse.message is not None or account is None or account.waiting or account.handling)
 
     @staticmethod
     def _ends(message: _Message, control: int) -> bool:
