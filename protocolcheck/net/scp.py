@@ -43,6 +43,7 @@ from pynetdicom.dsutils import decode
 from protocolcheck import config
 from protocolcheck.dicom.limits import InflateLimitExceeded, InflateTruncated, inflate
 from protocolcheck.dicom.pixels import ImageSize, pixel_data_problem
+from protocolcheck.dicom.walk import UNDEFINED, Element, top_level
 from protocolcheck.net.commit import brisk_reactors, busy
 from protocolcheck.net.common import (
     DEFAULT_AET,
@@ -157,6 +158,76 @@ def _pixel_problem(ds: Dataset, data: bytes, little: bool) -> str | None:
     size = ImageSize(number("Rows"), number("Columns"), number("BitsAllocated"), number("SamplesPerPixel"),
                      number("NumberOfFrames"))
     return pixel_data_problem(lambda at, n: data[at:at + n], len(data), offset, length, size, little=little)
+
+
+# The elements quick_key reads (group << 16 | element).
+_SOP_INSTANCE, _STUDY, _SERIES = 0x00080018, 0x0020000D, 0x0020000E
+_SAMPLES, _FRAMES, _ROWS, _COLUMNS, _BITS = 0x00280002, 0x00280008, 0x00280010, 0x00280011, 0x00280100
+_PIXELS = 0x7FE00010
+_QUICK_TAGS = frozenset({_SOP_INSTANCE, _STUDY, _SERIES, _SAMPLES, _FRAMES, _ROWS, _COLUMNS, _BITS, _PIXELS})
+
+
+class _Doubt(Exception):
+    """quick_key cannot tell: decode_received decides."""
+
+
+def quick_key(encoded: bytes, syntax: Any, fallback_sop: str = "") -> InstanceKey | None:
+    """The key of a received data set that is plainly whole and well formed, told from its element headers
+    (:func:`~protocolcheck.dicom.walk.top_level`, a fifth of :func:`decode_received`'s time) with the same
+    checks: every element inside the data and the last ending where it ends, Pixel Data whole
+    (:func:`~protocolcheck.dicom.pixels.pixel_data_problem`), the placing UIDs valid (:func:`safe_uid`). None
+    whenever in doubt (another transfer syntax, a problem, an irregular value): :func:`decode_received` and
+    :func:`instance_key` then decide, and word any refusal. ``tests/test_net_listen.py`` holds both to the same
+    answers over a multi-vendor corpus and thousands of damaged copies of it."""
+    try:
+        if syntax.is_deflated or not syntax.is_little_endian:
+            return None
+        found = top_level(encoded, syntax.is_implicit_VR, _QUICK_TAGS)
+        if found is None:
+            return None
+        pixels = found.get(_PIXELS)
+        if pixels is not None:
+            size = ImageSize(_us(found, _ROWS, encoded), _us(found, _COLUMNS, encoded), _us(found, _BITS, encoded),
+                             _us(found, _SAMPLES, encoded), _integer_string(found, _FRAMES, encoded))
+            if pixel_data_problem(lambda at, n: encoded[at:at + n], len(encoded), pixels.offset, pixels.length,
+                                  size):
+                return None
+        sop = _text(found, _SOP_INSTANCE, encoded) or fallback_sop
+        return InstanceKey(safe_uid(_text(found, _STUDY, encoded), "Study Instance UID"),
+                           safe_uid(_text(found, _SERIES, encoded), "Series Instance UID"),
+                           safe_uid(sop, "SOP Instance UID"))
+    except (_Doubt, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _value(found: dict[int, Element], tag: int, data: bytes, vr: bytes) -> bytes | None:
+    element = found.get(tag)
+    if element is None:
+        return None
+    if element.vr not in (None, vr) or element.length == UNDEFINED:
+        raise _Doubt
+    return data[element.offset:element.offset + element.length]
+
+
+def _us(found: dict[int, Element], tag: int, data: bytes) -> int | None:
+    """A US value as pydicom's ``int(ds.get(keyword))`` has it: None when absent, empty or multi-valued."""
+    value = _value(found, tag, data, b"US")
+    return int.from_bytes(value, "little") if value is not None and len(value) == 2 else None
+
+
+def _integer_string(found: dict[int, Element], tag: int, data: bytes) -> int | None:
+    value = _value(found, tag, data, b"IS")
+    if value is None or not value.strip(b" \x00"):
+        return None
+    try:
+        return int(value.decode("ascii"))
+    except ValueError:
+        raise _Doubt from None  # "1.0", several values ...: pydicom's reading decides
+
+
+def _text(found: dict[int, Element], tag: int, data: bytes) -> str:
+    value = _value(found, tag, data, b"UI")
+    return "" if value is None else value.decode("ascii").strip().rstrip("\x00").strip()
 
 
 def _meta_element(elem: int, vr: bytes, value: bytes) -> bytes:
@@ -394,8 +465,9 @@ def store_received(read: Callable[[], bytes], syntax: Any, sop_class: str, sop_i
     key: InstanceKey | None = None
     try:
         encoded = read()  # the bytes as the peer sent them
-        ds = decode_received(encoded, syntax)  # never pynetdicom's event.dataset: it inflates unbounded
-        key = instance_key(ds, sop_instance)
+        key = quick_key(encoded, syntax, sop_instance)
+        if key is None:  # never pynetdicom's event.dataset: it inflates unbounded
+            key = instance_key(decode_received(encoded, syntax), sop_instance)
         if accept is not None:
             reason = accept(key)
             if reason:
