@@ -371,6 +371,20 @@ def test_store_put_is_atomic_and_a_failed_write_is_refused(tmp_path: Path) -> No
     assert err.value.status == 0xA700 and "cannot write" in err.value.reason
 
 
+def test_a_series_folder_removed_while_listening_is_made_again(tmp_path: Path) -> None:
+    """The store remembers the folders it made (no mkdir per instance); one removed meanwhile (a retention run)
+    is made again, not a refusal."""
+    from protocolcheck.net.instances import InstanceKey
+
+    store = InstanceStore(tmp_path / "s")
+    store.prepare()
+    first = store.put(InstanceKey("1.2.3", "1.2.3.4", "1.2.3.4.1"), b"first")
+    shutil.rmtree(first.parent.parent)
+    second = store.put(InstanceKey("1.2.3", "1.2.3.4", "1.2.3.4.2"), b"second")
+    assert second.read_bytes() == b"second" and not first.exists()
+    store.close()
+
+
 def test_tracker_serialises_handovers_and_flushes_on_stop() -> None:
     seen: list[str] = []
     gate = threading.Event()

@@ -166,7 +166,7 @@ class _Message:
 
     def __init__(self, context_id: int) -> None:
         self.context_id = context_id
-        self.items: list[bytes] = []  # raw PDV items while undecided (handed to pynetdicom if it is not ours)
+        self.items: list[memoryview] = []  # raw PDV items while undecided (handed to pynetdicom if it is not ours)
         self.command: list[bytes] = []
         self.data: list[bytes] = []
         self.request: StoreRequest | None = None
@@ -183,7 +183,7 @@ class FastStoreDUL(DULServiceProvider):
     serve: Serve
     account: Account
     message: _Message | None
-    handover: list[bytes]
+    handover: list[memoryview]
 
     def _read_pdu_data(self) -> None:
         if self.state_machine.current_state != "Sta6" or self.socket is None:
@@ -194,10 +194,11 @@ class FastStoreDUL(DULServiceProvider):
             pdu = self._read_pdu()
             if pdu is None:
                 return
-            if pdu[0] != P_DATA_TF:  # A-RELEASE-RQ, A-ABORT ...: pynetdicom's, in the order read
-                self._hand_over(pdu)
+            header, body = pdu
+            if header[0] != P_DATA_TF:  # A-RELEASE-RQ, A-ABORT ...: pynetdicom's, in the order read
+                self._hand_over(header + body)
                 return
-            self._data(pdu)
+            self._data(body)
             if not self._quiet() or time.monotonic() - start > SERVE_SLICE or not self._next_ready():
                 return
             self._idle_timer.restart()
@@ -219,8 +220,9 @@ class FastStoreDUL(DULServiceProvider):
         except (OSError, ValueError):  # closed meanwhile: pynetdicom's loop finds out
             return False
 
-    def _read_pdu(self) -> bytes | None:
-        """One whole PDU from the socket, or None with the event pynetdicom queues for what went wrong."""
+    def _read_pdu(self) -> tuple[bytes, bytes] | None:
+        """One whole PDU from the socket (its header, its body), or None with the event pynetdicom queues for what
+        went wrong."""
         sock = cast(Any, self.socket)
         try:
             with contextlib.suppress(OSError):  # ack at once: a sender's Nagle waits for it (as DeadlineSocket does)
@@ -234,7 +236,7 @@ class FastStoreDUL(DULServiceProvider):
                     return None
                 body = self._receive(length) if length <= MAX_PDU_BYTES else bytes(sock.recv(length))  # refused
                 if len(body) == length:
-                    return header + body
+                    return header, body
         except (OSError, TimeoutError) as exc:  # the socket's own log line names what happened
             LOG.debug("connection closed before the entire PDU was received: %s", exc)
         self.event_queue.put("Evt17")  # transport connection closed
@@ -276,9 +278,9 @@ class FastStoreDUL(DULServiceProvider):
         self._recv_pdu.put(decoded)
 
     def _data(self, pdu: bytes) -> None:
-        """Route each PDV of a P-DATA-TF PDU: gathered here, or handed to pynetdicom with its message."""
+        """Route each PDV of a P-DATA-TF PDU's body: gathered here, or handed to pynetdicom with its message."""
         view = memoryview(pdu)
-        at, end = 6, len(pdu)
+        at, end = 0, len(pdu)
         self.handover = []
         # One pass per PDV, up to a few per PDU: a plain loop, as pynetdicom's own decoder does.
         while at < end:
@@ -287,7 +289,7 @@ class FastStoreDUL(DULServiceProvider):
             length, context_id, control = PDV_HEADER.unpack_from(pdu, at)
             if length < 2 or at + 4 + length > end:
                 return self._malformed()
-            item = pdu[at:at + 4 + length]
+            item = view[at:at + 4 + length]  # views, not copies: a data set fragment is copied once, when kept
             value = view[at + 6:at + 4 + length]
             at += 4 + length
             if not self._pdv(item, context_id, control, value):
@@ -295,7 +297,7 @@ class FastStoreDUL(DULServiceProvider):
         self._flush_handover()
         return None
 
-    def _pdv(self, item: bytes, context_id: int, control: int, value: memoryview) -> bool:
+    def _pdv(self, item: memoryview, context_id: int, control: int, value: memoryview) -> bool:
         """One PDV; False when the association is being aborted (nothing more of the PDU is read)."""
         message = self.message
         if message is None:
@@ -319,7 +321,7 @@ class FastStoreDUL(DULServiceProvider):
             self._answer(message)
         return True
 
-    def _command(self, message: _Message, item: bytes, control: int, value: bytes) -> bool:
+    def _command(self, message: _Message, item: memoryview, control: int, value: bytes) -> bool:
         which = self.account.charge(len(value), 0)
         if which:
             return self._exceeded(message, which, self.account.receiving - self.account.data + len(value))
@@ -355,7 +357,7 @@ class FastStoreDUL(DULServiceProvider):
             return None
         return UID(context.transfer_syntax[0])
 
-    def _not_ours(self, message: _Message, item: bytes | None) -> bool:
+    def _not_ours(self, message: _Message, item: memoryview | None) -> bool:
         """Hand ``message`` (what was gathered of it, and ``item``) to pynetdicom, which counts it again."""
         self.account.drop()
         message.handed = True

@@ -78,6 +78,7 @@ class InstanceStore:
         self.folders = FolderSync()  # group commit of the folder fsyncs of direct puts
         self._names = threading.Condition()  # claims: a file being written has one writer
         self._claimed: set[Path] = set()
+        self._folders_made: set[Path] = set()  # series folders known to exist (a lost one is made again)
 
     def prepare(self) -> None:
         """Create the folder (OSError if it cannot be written), drop temp files left by a crash, open the
@@ -206,8 +207,15 @@ class InstanceStore:
         """Write a logged instance straight under its name (no temp file, no link: half the file system
         operations): its record is durable already, so a crash mid-write leaves a file the next start
         rewrites from the log; the name is this writer's by its claim, and the store is locked to this process."""
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        if final.parent not in self._folders_made:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self._folders_made.add(final.parent)
+        try:
+            fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileNotFoundError:  # its folder was removed meanwhile (a retention run): made again
+            self._folders_made.discard(final.parent)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             _write_all(fd, pieces)
         except BaseException:
