@@ -16,8 +16,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pydicom
 import pytest
 
+from protocolcheck.audit.engine import AuditOptions
+from protocolcheck.clinical.library import load_library
+from protocolcheck.jobs.live import ExamState, ExamView, LiveMonitor
 from protocolcheck.testing import synth
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -111,3 +115,42 @@ def _logging_as_it_was() -> Iterator[None]:
         logger.handlers[:] = handlers
         logger.setLevel(level)
         logger.propagate = propagate
+
+
+IdleVerdicts = Callable[[Path, Path, str], tuple[Path, list[ExamView]]]
+
+
+@pytest.fixture(scope="session")
+def idle_verdicts() -> IdleVerdicts:
+    """``make(source, store, accession)``: a synthetic plexus exam without STIR written to ``source``, copied into
+    ``store`` as ``listen`` stores it and judged by the live monitor the way ``listen`` judges it; (the study's
+    folder in the store, its idle verdict after 3 series and after all of them)."""
+
+    def make(source: Path, store: Path, accession: str) -> tuple[Path, list[ExamView]]:
+        synth.write_study(synth.plexus_study(synth.Vendor.SIEMENS, accession, fluid_fat_suppressed=False), source)
+        by_series: dict[str, list[Path]] = {}
+        study = ""
+        for path in sorted(source.glob("*.dcm")):
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            study = str(ds.StudyInstanceUID)
+            target = store / study / str(ds.SeriesInstanceUID) / f"{ds.SOPInstanceUID}.dcm"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+            by_series.setdefault(str(ds.SeriesInstanceUID), []).append(target)
+        now = [1000.0]
+        monitor = LiveMonitor(AuditOptions(library=load_library()), series_idle=1, clock=lambda: now[0])
+        views: list[ExamView] = []
+        for count in (3, len(by_series)):
+            for series in list(by_series)[:count]:
+                for path in by_series[series]:
+                    monitor.instance(study, series, path)
+            monitor.step(monitor.drain())
+            monitor.study_idle(study)
+            now[0] += 5
+            monitor.step(monitor.drain())
+            view = monitor.view(study)
+            assert view is not None and view.state is ExamState.IDLE and view.series_received == count
+            views.append(view)
+        return store / study, views
+
+    return make

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
@@ -18,40 +19,15 @@ from protocolcheck import config
 from protocolcheck.audit.engine import AuditOptions
 from protocolcheck.cli.live import LiveLoop
 from protocolcheck.clinical.library import load_library
-from protocolcheck.jobs.live import ExamEnd, ExamState, ExamView, LiveMonitor
-from protocolcheck.testing import synth
+from protocolcheck.jobs.live import ExamEnd, ExamState, ExamView
 
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
+IdleVerdicts = Callable[[Path, Path, str], tuple[Path, list[ExamView]]]  # the conftest fixture
 
 
-def _views(store: Path) -> list[ExamView]:
+def _views(store: Path, idle_verdicts: IdleVerdicts) -> list[ExamView]:
     """An exam stored in ``store``: its idle verdict after 3 series, and after all 5."""
-    source = store.parent / "src"
-    synth.write_study(synth.plexus_study(synth.Vendor.SIEMENS, "CLIVE", fluid_fat_suppressed=False), source)
-    by_series: dict[str, list[Path]] = {}
-    study = ""
-    for path in sorted(source.glob("*.dcm")):
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        study = str(ds.StudyInstanceUID)
-        target = store / study / str(ds.SeriesInstanceUID) / f"{ds.SOPInstanceUID}.dcm"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(path.read_bytes())
-        by_series.setdefault(str(ds.SeriesInstanceUID), []).append(target)
-    now = [1000.0]
-    monitor = LiveMonitor(AuditOptions(library=load_library()), series_idle=1, clock=lambda: now[0])
-    views = []
-    for count in (3, len(by_series)):
-        for series in list(by_series)[:count]:
-            for path in by_series[series]:
-                monitor.instance(study, series, path)
-        monitor.step(monitor.drain())
-        monitor.study_idle(study)
-        now[0] += 5
-        monitor.step(monitor.drain())
-        view = monitor.view(study)
-        assert view is not None and view.state is ExamState.IDLE
-        views.append(view)
-    return views
+    return idle_verdicts(store.parent / "src", store, "CLIVE")[1]
 
 
 def _loop(store: Path) -> LiveLoop:
@@ -72,9 +48,10 @@ def _completed(view: ExamView) -> ExamView:
     return dataclasses.replace(view, state=ExamState.COMPLETED, ended_by=ExamEnd.MPPS, updated=view.updated + 60)
 
 
-def test_one_report_per_verdict_and_versions_across_restarts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_one_report_per_verdict_and_versions_across_restarts(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                             idle_verdicts: IdleVerdicts) -> None:
     store = tmp_path / "store"
-    early, whole = _views(store)
+    early, whole = _views(store, idle_verdicts)
     loop = _loop(store)
     loop._send_sr(early)
     (first,) = _waiting(loop)
@@ -92,11 +69,11 @@ def test_one_report_per_verdict_and_versions_across_restarts(tmp_path: Path, cap
     assert len(_waiting(again)) == 2
 
 
-def test_a_report_the_pacs_refused_is_not_superseded(tmp_path: Path) -> None:
+def test_a_report_the_pacs_refused_is_not_superseded(tmp_path: Path, idle_verdicts: IdleVerdicts) -> None:
     """The PACS refused the first report for good: the next, different verdict is a report of its own (a
     predecessor the PACS never took would point nowhere), and the same verdict is not sent again."""
     store = tmp_path / "store"
-    early, whole = _views(store)
+    early, whole = _views(store, idle_verdicts)
     loop = _loop(store)
     assert loop.sender is not None
     loop._send_sr(early)

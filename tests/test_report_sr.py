@@ -9,51 +9,23 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-import pydicom
 import pytest
 
-from protocolcheck.audit.engine import AuditOptions
-from protocolcheck.clinical.library import load_library
-from protocolcheck.jobs.live import ExamEnd, ExamState, ExamView, LiveMonitor
+from protocolcheck.jobs.live import ExamEnd, ExamState, ExamView
 from protocolcheck.net.outbox import Outbox
 from protocolcheck.report.sr import ReportVersion, build_audit_sr, changes, report_digest
-from protocolcheck.testing import synth
 
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
+IdleVerdicts = Callable[[Path, Path, str], tuple[Path, list[ExamView]]]  # the conftest fixture
 
 
 @pytest.fixture(scope="module")
-def exam(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[ExamView]]:
+def exam(tmp_path_factory: pytest.TempPathFactory, idle_verdicts: IdleVerdicts) -> tuple[Path, list[ExamView]]:
     """(the study's folder in a store, its idle verdict after 3 series and after all of them)."""
-    source = tmp_path_factory.mktemp("src")
-    synth.write_study(synth.plexus_study(synth.Vendor.SIEMENS, "SRVER", fluid_fat_suppressed=False), source)
-    store = tmp_path_factory.mktemp("store")
-    by_series: dict[str, list[Path]] = {}
-    study = ""
-    for path in sorted(source.glob("*.dcm")):
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        study = str(ds.StudyInstanceUID)
-        target = store / study / str(ds.SeriesInstanceUID) / f"{ds.SOPInstanceUID}.dcm"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(path.read_bytes())
-        by_series.setdefault(str(ds.SeriesInstanceUID), []).append(target)
-    now = [1000.0]
-    monitor = LiveMonitor(AuditOptions(library=load_library()), series_idle=1, clock=lambda: now[0])
-    views: list[ExamView] = []
-    for count in (3, len(by_series)):
-        for series in list(by_series)[:count]:
-            for path in by_series[series]:
-                monitor.instance(study, series, path)
-        monitor.step(monitor.drain())
-        monitor.study_idle(study)
-        now[0] += 5
-        monitor.step(monitor.drain())
-        view = monitor.view(study)
-        assert view is not None and view.state is ExamState.IDLE and view.series_received == count
-        views.append(view)
-    return store / study, views
+    return idle_verdicts(tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("store"), "SRVER")
 
 
 def _completed(view: ExamView) -> ExamView:

@@ -79,14 +79,15 @@ def _skip_value(data: bytes, pos: int, vr: bytes | None, length: int, implicit: 
     if length != UNDEFINED:
         return pos + length if pos + length <= len(data) else None
     if vr in (b"OB", b"OW"):
-        return _skip_fragments(data, pos)
+        return _skip_sequence(data, pos, implicit, depth, fragments=True)
     if vr is not None and vr not in (b"SQ", b"UN"):
         return None
     return _skip_sequence(data, pos, implicit or vr == b"UN", depth)  # UN: implicit VR inside (PS3.5 6.2.2)
 
 
-def _skip_sequence(data: bytes, pos: int, implicit: bool, depth: int) -> int | None:
-    """Where the undefined-length sequence whose items start at ``pos`` ends (after its delimiter), or None."""
+def _skip_sequence(data: bytes, pos: int, implicit: bool, depth: int, *, fragments: bool = False) -> int | None:
+    """Where the undefined-length sequence whose items start at ``pos`` ends (after its delimiter), or None.
+    ``fragments``: the items of encapsulated pixel data, all of defined length (PS3.5 A.4)."""
     end = len(data)
     while pos + 8 <= end:
         group, element, length = _TAG_LENGTH.unpack_from(data, pos)
@@ -96,13 +97,13 @@ def _skip_sequence(data: bytes, pos: int, implicit: bool, depth: int) -> int | N
             return pos if length == 0 else None
         if tag != ITEM:
             return None
-        if length == UNDEFINED:
-            after = _skip_item(data, pos, implicit, depth + 1)
-            if after is None:
-                return None
-            pos = after
-        else:
+        if length != UNDEFINED:
             pos += length
+            continue
+        after = None if fragments else _skip_item(data, pos, implicit, depth + 1)
+        if after is None:
+            return None
+        pos = after
     return None
 
 
@@ -124,19 +125,3 @@ def _skip_item(data: bytes, pos: int, implicit: bool, depth: int) -> int | None:
         if after is None:
             return None
         pos = after
-
-
-def _skip_fragments(data: bytes, pos: int) -> int | None:
-    """Where encapsulated pixel data whose items start at ``pos`` ends (after its delimiter), or None: defined-length
-    items only (PS3.5 A.4)."""
-    end = len(data)
-    while pos + 8 <= end:
-        group, element, length = _TAG_LENGTH.unpack_from(data, pos)
-        tag = group << 16 | element
-        pos += 8
-        if tag == SEQUENCE_END:
-            return pos if length == 0 else None
-        if tag != ITEM or length == UNDEFINED:
-            return None
-        pos += length
-    return None
