@@ -365,6 +365,21 @@ def _check_supersedes(rest: int, tmp_path: Path, part: Modality, early: pydicom.
     assert not any(t.startswith("the report of ") for t in _texts(early))
 
 
+def _complete_both(listener: Listener, rest: int, tmp_path: Path, exams: tuple[Modality, Modality],
+                   early: pydicom.Dataset, accession: str) -> None:
+    """Exam 1 completed with nothing new: the same verdict, logged, no second SR; exam 2 completed with its last
+    series: a new version naming its first SR (``early``); then the outbox empties."""
+    whole, part = exams
+    assert whole.mpps_set("COMPLETED") == 0
+    _wait(lambda: f"accession {accession}1 (completed, ended by mpps): the same verdict as the report of "
+          in listener.text(), what="the same verdict logged")
+    for index in range(3, len(part.series)):
+        part.send_series(index)
+    assert part.mpps_set("COMPLETED") == 0
+    _check_supersedes(rest, tmp_path, part, early)
+    _wait(lambda: not list((listener.store / ".outbox").glob("*.dcm")), what="the outbox emptied")
+
+
 def test_an_sr_is_stored_again_only_when_the_verdict_changed(tmp_path: Path) -> None:
     """Exam 1 goes idle (final verdict, SR 1), then MPPS COMPLETED with nothing new: no second SR, the log
     says it was reported. Exam 2 goes idle after 3 series (SR 1), then 2 more series and COMPLETED: SR 2,
@@ -379,14 +394,7 @@ def test_an_sr_is_stored_again_only_when_the_verdict_changed(tmp_path: Path) -> 
             (early,) = _wait(lambda: _orthanc_sr(rest, part.study_uid), timeout=30, what="exam 2's first SR")
             early_ds = _sr_file(rest, early, tmp_path / "early.dcm")
             assert "idle" in _texts(_sr_file(rest, first, tmp_path / "first.dcm"))
-            assert whole.mpps_set("COMPLETED") == 0
-            _wait(lambda: "accession LIVEVER1 (completed, ended by mpps): the same verdict as the report of "
-                  in listener.text(), what="the same verdict logged")
-            for index in range(3, len(part.series)):
-                part.send_series(index)
-            assert part.mpps_set("COMPLETED") == 0
-            _check_supersedes(rest, tmp_path, part, early_ds)
-            _wait(lambda: not list((listener.store / ".outbox").glob("*.dcm")), what="the outbox emptied")
+            _complete_both(listener, rest, tmp_path, (whole, part), early_ds, "LIVEVER")
             assert [sr["ID"] for sr in _orthanc_sr(rest, whole.study_uid)] == [first["ID"]]
         finally:
             listener.terminate()
@@ -409,14 +417,7 @@ def test_sr_versions_hold_across_a_kill(tmp_path: Path) -> None:
         early_ds = _sr_file(rest, early, tmp_path / "early.dcm")
         second = Listener(tmp_path, *FAST, *send, store=store, port=first.port, name="second")
         try:
-            assert whole.mpps_set("COMPLETED") == 0
-            _wait(lambda: "accession LIVEKV1 (completed, ended by mpps): the same verdict as the report of "
-                  in second.text(), what="the same verdict logged")
-            for index in range(3, len(part.series)):
-                part.send_series(index)
-            assert part.mpps_set("COMPLETED") == 0
-            _check_supersedes(rest, tmp_path, part, early_ds)
-            _wait(lambda: not list((store / ".outbox").glob("*.dcm")), what="the outbox emptied")
+            _complete_both(second, rest, tmp_path, (whole, part), early_ds, "LIVEKV")
         finally:
             second.terminate()
         assert [sr["ID"] for sr in _orthanc_sr(rest, whole.study_uid)] == [one["ID"]]
