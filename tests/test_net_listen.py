@@ -499,3 +499,18 @@ def test_listen_port_in_use_exits_3(tmp_path: Path) -> None:
         result = subprocess.run([sys.executable, "-m", "protocolcheck", "listen", "--port", str(port), "--store",
                                  str(tmp_path / "s"), "--no-db"], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 3 and "cannot listen" in result.stderr
+
+
+def test_verbose_shows_pynetdicoms_own_lines(tmp_path: Path) -> None:
+    """`-v` binds pynetdicom's standard handlers and shows their lines; without it they are not bound (their lines
+    were built for every association and dropped)."""
+    for flags, shown in (((), False), (("-v",), True)):
+        listener = Listener(tmp_path, "--idle", "3600", "--no-db", *flags, name=f"listen{len(flags)}")
+        try:
+            echo(Peer(HOST, listener.port, "PROTOCOLCHECK", "ECHOSCU"))
+            deadline = time.monotonic() + 5
+            while shown and "Received Echo Request" not in listener.text() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert ("Received Echo Request" in listener.text()) is shown, listener.text()
+        finally:
+            listener.terminate()

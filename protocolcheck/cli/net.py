@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
+from pynetdicom import _config as pynetdicom_config
 
 from protocolcheck.cli.options import (
     apply_options,
@@ -94,6 +95,9 @@ def net_logging(quiet: bool, verbose: bool = False) -> None:
     theirs.handlers[:] = [handler] if verbose else [logging.NullHandler()]
     theirs.setLevel(logging.INFO if verbose else logging.CRITICAL)
     theirs.propagate = False
+    # pynetdicom's standard event handlers build their log lines (every presentation context of an association
+    # request ...) before the logger drops them: bound only when their lines are shown (its documented switch)
+    pynetdicom_config.LOG_HANDLER_LEVEL = "standard" if verbose else "none"
 
 
 def peer_from(opts: dict[str, Any]) -> Peer:
