@@ -44,6 +44,9 @@ from protocolcheck.report import text as render
               help="Bytes of data sets all associations may hold at once while they are received and stored; past "
                    "it the association adding more is aborted (default: 8GiB, at most a quarter of the memory, or "
                    "$PROTOCOLCHECK_MAX_RECEIVING).")
+@click.option("--receivers", type=click.IntRange(0, 64), default=0, show_default=True, metavar="N",
+              help="Serve storage associations (plain TCP, storage and verification only) in N more processes, so "
+                   "receiving uses more than one core; MPPS, TLS and the live loop stay in this one.")
 @click.option("--output", "jsonl", type=click.Path(dir_okay=False), default=None, metavar="FILE.jsonl",
               help="Append one audit record per completed study to this JSON-lines file (default: stdout).")
 @click.option("--retain-days", type=click.FloatRange(0, None), default=None, metavar="N",
@@ -103,6 +106,7 @@ def listen(**opts: Any) -> None:
                     before=lambda folder: live.on_study(folder.name))
     config = ListenConfig(store=Path(opts["store_dir"]), port=opts["port"], bind=opts["bind"], aet=aet,
                           allowed_aets=allowed, idle=opts["idle"], allowed_hosts=hosts, tls=tls, receive_limits=limits,
+                          receivers=opts["receivers"], verbose=opts["verbose"],
                           **({"per_host": opts["max_per_host"]} if opts["max_per_host"] is not None else {}))
     scp = StorageSCP(config, job.on_study, on_instance=live.on_instance, services=live.services())
     try:

@@ -23,7 +23,7 @@ from typing import Any
 
 from protocolcheck.net.commit import FolderSync, fsync_path
 from protocolcheck.net.common import LineLog, safe_uid
-from protocolcheck.net.wal import SEGMENT_BYTES, StoreInUse, WriteAheadLog
+from protocolcheck.net.wal import SEGMENT_BYTES, WAL_FOLDER, Record, StoreInUse, WriteAheadLog
 
 LOG = logging.getLogger("protocolcheck.net.instances")
 
@@ -67,10 +67,11 @@ class InstanceStore:
     fdatasync, rename, folder fsync (:class:`~.commit.FolderSync`)."""
 
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True,
-                 wal_segment_bytes: int = SEGMENT_BYTES) -> None:
+                 wal_segment_bytes: int = SEGMENT_BYTES, log_folder: str = WAL_FOLDER) -> None:
         self.root = Path(root)
         self.fsync = fsync
         self.wal_segment_bytes = wal_segment_bytes
+        self.log_folder = log_folder  # a receiver process has its own (net/receivers.py)
         self.wal: WriteAheadLog | None = None
         self._log_tried = False
         self._log_lock = threading.Lock()
@@ -80,30 +81,51 @@ class InstanceStore:
         self._claimed: set[Path] = set()
         self._folders_made: set[Path] = set()  # series folders known to exist (a lost one is made again)
 
-    def prepare(self) -> None:
-        """Create the folder (OSError if it cannot be written), drop temp files left by a crash, open the
-        write-ahead log and place its records again (the studies of files it had to rewrite are marked
-        pending; an intact file's study keeps the state its marker says)."""
+    def prepare(self, *, clean: bool = True) -> None:
+        """Create the folder (OSError if it cannot be written), drop temp files left by a crash (unless ``clean`` is
+        off: a receiver process leaves that to the main one), open the write-ahead log and place its records again
+        (the studies of files it had to rewrite are marked pending; an intact file's study keeps the state its
+        marker says)."""
         self.root.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=self.root, prefix=_TEMP_PREFIX, delete=True):
             pass
-        for path in self.root.glob(f"*/*/{_TEMP_PREFIX}*"):
-            LOG.info("removing incomplete file left by an earlier run: %s", path)
-            path.unlink(missing_ok=True)
+        if clean:
+            for path in self.root.glob(f"*/*/{_TEMP_PREFIX}*"):
+                LOG.info("removing incomplete file left by an earlier run: %s", path)
+                path.unlink(missing_ok=True)
         if self.fsync and not self._log_tried:
             self._log_tried = True
             self._open_log()
+            if clean:  # the logs receiver processes left (listen --receivers): placed here, whatever runs now
+                for folder in sorted(self.root.glob(f"{WAL_FOLDER}-*")):
+                    if folder.is_dir():
+                        self.place_log(folder.name)
 
     def _open_log(self) -> None:
-        wal = WriteAheadLog(self.root, self.wal_segment_bytes)
+        wal = WriteAheadLog(self.root, self.wal_segment_bytes, self.log_folder)
         try:
-            records = wal.open()
+            self._place(wal.open(), self.log_folder)
         except StoreInUse:
             raise
         except OSError as exc:
+            wal.close_without_checkpoint()
             LOG.warning("no write-ahead log in %s (%s): each instance is flushed on its own (slower)",
                         self.root, exc.strerror or exc)
             return
+        wal.checkpoint()
+        self.wal = wal
+
+    def place_log(self, folder: str) -> None:
+        """Place again the records of another process's log in this store (a receiver's, left by a crash) and empty
+        it; StoreInUse while that process runs."""
+        wal = WriteAheadLog(self.root, self.wal_segment_bytes, folder)
+        try:
+            self._place(wal.open(), folder)
+            wal.checkpoint()
+        finally:
+            wal.close_without_checkpoint()
+
+    def _place(self, records: Sequence[Record], folder: str) -> None:
         replayed = 0
         for record in records:
             path = self.root / record.name
@@ -112,10 +134,8 @@ class InstanceStore:
                 self.mark_pending(record.name.split("/", 1)[0])
                 replayed += 1
         if records:
-            LOG.info("write-ahead log: %d instance(s) logged before the last stop, %d placed again",
-                     len(records), replayed)
-        wal.checkpoint()
-        self.wal = wal
+            LOG.info("write-ahead log %s: %d instance(s) logged before the last stop, %d placed again",
+                     folder, len(records), replayed)
 
     def close(self) -> None:
         """Checkpoint and close the write-ahead log (the next start has nothing to place again)."""

@@ -23,6 +23,7 @@ nothing about auditing.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import struct
@@ -71,6 +72,7 @@ from protocolcheck.net.instances import (
     InstanceRefused,
     InstanceStore,
 )
+from protocolcheck.net.receivers import ReceiverPool
 from protocolcheck.net.receiving import Exceeded, receiving_handlers
 from protocolcheck.net.transport import (
     DEFAULT_PER_HOST,
@@ -419,6 +421,8 @@ class ListenConfig:
     stop_grace: float = 3.0  # seconds running associations get to end on stop before they are closed
     receive_limits: tuple[int, int] | None = None  # bytes of one received message, of all (None: config's)
     fast_store: bool = field(default_factory=config.fast_store)  # C-STORE served by net/fastpath.py
+    receivers: int = 0  # storage associations served in this many other processes (net/receivers.py)
+    verbose: bool = False  # pynetdicom's own log lines (passed on to receiver processes)
 
 
 @dataclass
@@ -528,6 +532,21 @@ def _on_rejected(event: evt.Event, counters: Counters, config: ListenConfig) -> 
     LOG.warning("rejected association from %s: %s", peer_text(event.assoc), why)
 
 
+def storage_ae(config: ListenConfig) -> Any:
+    """The AE of a storage SCP (``listen`` and its receiver processes): our AE title and timeouts, the called AE
+    title required and the calling ones restricted as configured, a 1 MiB maximum PDU, verification and every
+    storage SOP class in every transfer syntax."""
+    ae = new_ae(config.aet, config.timeouts)
+    ae.require_called_aet = True
+    ae.maximum_pdu_size = RECEIVE_PDU
+    allowed = [validate_aet(a, "allowed AE title") for a in config.allowed_aets]
+    if allowed:
+        ae.require_calling_aet = allowed
+    ae.add_supported_context(VERIFICATION)
+    support_contexts(ae, storage_contexts())
+    return ae
+
+
 class StorageSCP:
     """A storage SCP that stores every instance durably and reports each completed study.
 
@@ -553,6 +572,7 @@ class StorageSCP:
                                     on_settled=self.store.clear_pending)
         self._server: GuardedServer | None = None
         self._busy = 0  # C-STORE handlers running (stop() lets them finish writing)
+        self._pool: ReceiverPool | None = None
         self._busy_lock = threading.Lock()
 
     @property
@@ -574,13 +594,7 @@ class StorageSCP:
             self.tracker.recover(uid)
         self.tracker.start()
         brisk_reactors()
-        ae = new_ae(self.config.aet, self.config.timeouts)
-        ae.require_called_aet = True
-        ae.maximum_pdu_size = RECEIVE_PDU
-        if self.allowed:
-            ae.require_calling_aet = list(self.allowed)
-        ae.add_supported_context(VERIFICATION)
-        support_contexts(ae, storage_contexts())
+        ae = storage_ae(self.config)
         handlers = [
             (evt.EVT_C_STORE, self._handle_store),
             (evt.EVT_C_ECHO, handle_echo),
@@ -600,10 +614,37 @@ class StorageSCP:
                 pdu_seconds=self.config.timeouts.pdu, allowed=self.allowed_hosts,
                 handshake_timeout=self.config.timeouts.acse, per_host=self.config.per_host,
                 on_refused=self._refused_connection)
+            if self.config.receivers:
+                self._pool = self._start_receivers()
+                self._server.dispatch = self._pool.dispatch
         except BaseException:
+            if self._server is not None:
+                stop_server(self._server, 0)
+                self._server = None
             self.tracker.stop(flush=False)
             raise
         LOG.debug("listening as %s on %s:%d, storing in %s", self.config.aet, *self.address, self.config.store)
+
+    def _start_receivers(self) -> ReceiverPool:
+        """The receiver processes (the logs earlier ones left were placed by the store's prepare())."""
+        per_message, total = self.config.receive_limits or config.receive_limits()
+        settings = {
+            "store": str(self.store.root), "aet": self.config.aet, "allowed_aets": list(self.allowed),
+            "timeouts": dataclasses.asdict(self.config.timeouts), "fsync": self.config.fsync,
+            "receive_limits": [per_message, total // (self.config.receivers + 1)],  # the bound shared out
+            "fast_store": self.config.fast_store, "stop_grace": self.config.stop_grace,
+            "log_level": logging.getLogger("protocolcheck").getEffectiveLevel(), "verbose": self.config.verbose,
+        }
+        pool = ReceiverPool(self.config.receivers, settings, self._noted, lambda: self.counters.add("refused"),
+                            self.store.place_log, lambda what: self.counters.add(
+                                "associations" if what == "established" else "rejected_associations"))
+        pool.start()
+        return pool
+
+    def _noted(self, key: InstanceKey, path: Path) -> None:
+        """An instance a receiver process stored, before it acknowledges it (as :meth:`_stored`)."""
+        self._stored(key, path)
+        self.counters.add("stored")
 
     def _handle_store(self, event: evt.Event) -> int:
         """EVT_C_STORE handler (the C-STOREs :mod:`.fastpath` hands to pynetdicom: over TLS, ...)."""
@@ -662,6 +703,9 @@ class StorageSCP:
         if server is not None:
             stop_server(server, grace, busy=lambda: self._busy > 0)
             self._server = None
+        if self._pool is not None:
+            self._pool.stop(grace)
+            self._pool = None
         self.tracker.stop(flush=True)
         try:
             self.store.close()

@@ -73,6 +73,9 @@ class GuardedServer(ThreadedAssociationServer):
         self.per_host = per_host
         self.on_refused = on_refused
         self._open: dict[int, tuple[socket.socket, str]] = {}  # id(socket) -> (socket, peer address)
+        self._dispatched: set[int] = set()  # id(socket) of connections served by a receiver process
+        # (socket, address) -> whether another process served it (net/receivers.py); None: all served here
+        self.dispatch: Callable[[socket.socket, Any], bool] | None = None
         self._open_lock = threading.Lock()
         super().__init__(*args, **kwargs)
         for context in self.contexts:  # its own copies of the AE's (pynetdicom made them)
@@ -127,13 +130,38 @@ class GuardedServer(ThreadedAssociationServer):
                 self.shutdown_request(request)
                 return
             self._track(request, str(client_address[0]), replaces=raw)
+        elif self.dispatch is not None and self._hand_over(request, client_address):
+            self.shutdown_request(request)
+            return
         super().process_request_thread(request, client_address)
+
+    def _hand_over(self, request: socket.socket, client_address: Any) -> bool:
+        """Let ``dispatch`` serve the connection in another process; whether it did (it returns when that process is
+        done with it). The socket stays tracked here meanwhile: limits per address, and stop() closing it."""
+        assert self.dispatch is not None
+        with self._open_lock:
+            self._dispatched.add(id(request))
+        try:
+            return self.dispatch(request, client_address)
+        except Exception:  # serve it here instead
+            LOG.exception("handing the connection from %s:%s to a receiver failed", *client_address[:2])
+            return False
+        finally:
+            with self._open_lock:
+                self._dispatched.discard(id(request))
+
+    def dispatched(self) -> int:
+        """Connections being served by receiver processes."""
+        with self._open_lock:
+            return len(self._dispatched)
 
     def close_connections(self, established: bool = True) -> int:
         """Shut down every open connection (with ``established=False``: only those without an
         established association); returns how many. Threads blocked on them wake up and end."""
         keep: set[int] = set()
         if not established:
+            with self._open_lock:
+                keep |= self._dispatched  # associations in receiver processes count as established
             for assoc in self.active_associations:
                 if assoc.is_established and (sock := association_socket(assoc)) is not None:
                     keep.add(id(sock))
@@ -174,7 +202,8 @@ def stop_server(server: GuardedServer, grace: float, busy: Callable[[], bool] = 
     server.shutdown()
     server.close_connections(established=False)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(a.is_established for a in server.active_associations):
+    while time.monotonic() < deadline and (any(a.is_established for a in server.active_associations)
+                                           or server.dispatched()):
         time.sleep(0.05)
     closed = server.close_connections()
     if closed:

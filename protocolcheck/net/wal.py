@@ -100,10 +100,10 @@ def _syncfs(fd: int) -> None:
 class WriteAheadLog:
     """The store's write-ahead log (see the module docstring). Thread-safe."""
 
-    def __init__(self, root: Path, segment_bytes: int) -> None:
+    def __init__(self, root: Path, segment_bytes: int, folder: str = WAL_FOLDER) -> None:
         if segment_bytes < (1 << 16):
             raise ValueError(f"write-ahead log segments of {segment_bytes} bytes are too small (at least 64 KiB)")
-        self.folder = root / WAL_FOLDER
+        self.folder = root / folder
         self.segment_bytes = segment_bytes
         self._segments: list[_Segment] = []
         self._active = 0

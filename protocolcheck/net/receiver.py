@@ -1,0 +1,270 @@
+"""One receiver process of ``listen --receivers N`` (:mod:`.receivers`): it serves the storage associations the main
+process hands it, with the main process's own storage code (:func:`~.scp.storage_ae`, :func:`~.scp.store_received`,
+:mod:`.fastpath`, :mod:`.receiving`), into the same store with its own write-ahead log.
+
+Run as ``python -m protocolcheck.net.receiver FD`` by the main process only: FD is its end of the control socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydicom.uid import UID
+from pynetdicom import _config as pynetdicom_config
+from pynetdicom import evt
+
+from protocolcheck.net.commit import brisk_reactors, busy
+from protocolcheck.net.common import Timeouts, deadline_handler
+from protocolcheck.net.fastpath import StoreRequest, arm_fast_store
+from protocolcheck.net.instances import OUT_OF_RESOURCES, SUCCESS, InstanceKey, InstanceRefused, InstanceStore
+from protocolcheck.net.receivers import receive_message, send_message
+from protocolcheck.net.receiving import Exceeded, receiving_handlers
+from protocolcheck.net.scp import (
+    Counters,
+    ListenConfig,
+    handle_echo,
+    handle_store,
+    peer_text,
+    storage_ae,
+    store_received,
+)
+from protocolcheck.net.transport import GuardedServer
+
+LOG = logging.getLogger("protocolcheck.net.receiver")
+
+NOTE_SECONDS = 60.0  # the main process's answer to "stored" (it writes at most a study's pending marker)
+
+
+class Control:
+    """The control socket: messages to the main process, and its answers awaited by association threads."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._send_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, tuple[threading.Event, list[dict[str, Any]]]] = {}
+        self._lock = threading.Lock()
+
+    def send(self, message: dict[str, Any]) -> None:
+        with self._send_lock:
+            send_message(self.sock, message)
+
+    def note(self, key: InstanceKey, path: Path) -> None:
+        """Have the main process note a stored instance (pending marker, tracker, live loop) before it is
+        acknowledged; InstanceRefused when it cannot (or does not answer)."""
+        request = next(self._ids)
+        done, answer = threading.Event(), list[dict[str, Any]]()
+        with self._lock:
+            self._waiting[request] = (done, answer)
+        try:
+            self.send({"op": "stored", "request": request, "study": key.study, "series": key.series, "sop": key.sop,
+                       "path": str(path)})
+            if not done.wait(NOTE_SECONDS):
+                raise InstanceRefused(OUT_OF_RESOURCES, "the main listen process did not note the instance")
+        except OSError as exc:
+            raise InstanceRefused(OUT_OF_RESOURCES, f"the main listen process is gone ({exc})") from exc
+        finally:
+            with self._lock:
+                self._waiting.pop(request, None)
+        if answer and answer[0].get("op") == "refused":
+            raise InstanceRefused(int(answer[0]["status"]), str(answer[0]["reason"]))
+
+    def answered(self, message: dict[str, Any]) -> None:
+        with self._lock:
+            waiting = self._waiting.get(int(message.get("request", 0)))
+        if waiting is not None:
+            waiting[1].append(message)
+            waiting[0].set()
+
+
+class ReceiverServer(GuardedServer):
+    """The receiver's server: it listens nowhere; the main process hands it connections (:meth:`serve`), and is told
+    when each has closed (the main process then lets its copy go)."""
+
+    control: Control
+    connection_ids: dict[int, int]  # id(socket) -> the main process's connection number, until the association opens
+    by_association: dict[int, int]  # id(association) -> that number, until its connection closes
+
+    def serve(self, sock: socket.socket, address: tuple[str, int], connection: int) -> None:
+        self.connection_ids[id(sock)] = connection
+        self._track(sock, address[0])
+        self.process_request(sock, address)  # a thread per association, as the main process's server
+
+    def opened(self, event: evt.Event) -> None:
+        """EVT_CONN_OPEN: the association of a handed connection."""
+        sock = getattr(event.assoc.dul.socket, "socket", None)
+        connection = self.connection_ids.pop(id(sock), None)
+        if connection is not None:
+            self.by_association[id(event.assoc)] = connection
+
+    def closed(self, event: evt.Event) -> None:
+        """EVT_CONN_CLOSE: tell the main process."""
+        self._closed(self.by_association.pop(id(event.assoc), None))
+
+    def shutdown_request(self, request: Any) -> None:  # only when pynetdicom could not start an association on it
+        super().shutdown_request(request)
+        self._closed(self.connection_ids.pop(id(request), None))
+
+    def _closed(self, connection: int | None) -> None:
+        if connection is not None:
+            with contextlib.suppress(OSError):
+                self.control.send({"op": "closed", "id": connection})
+
+
+class Receiver:
+    """What one receiver serves with: its store view, its server, its count of C-STOREs being served."""
+
+    def __init__(self, settings: dict[str, Any], control: Control) -> None:
+        limits = settings.get("receive_limits")
+        self.config = ListenConfig(
+            store=Path(settings["store"]), port=0, aet=settings["aet"], allowed_aets=tuple(settings["allowed_aets"]),
+            timeouts=Timeouts(**settings["timeouts"]), fsync=bool(settings["fsync"]),
+            receive_limits=(int(limits[0]), int(limits[1])) if limits else None,
+            fast_store=bool(settings["fast_store"]), stop_grace=float(settings["stop_grace"]))
+        self.control = control
+        self.store = InstanceStore(self.config.store, fsync=self.config.fsync, log_folder=settings["log_folder"])
+        self.counters = Counters()
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+        self.server: ReceiverServer | None = None
+
+    def start(self) -> ReceiverServer:
+        self.store.prepare(clean=False)
+        brisk_reactors()
+        ae = storage_ae(self.config)
+        handlers: list[Any] = [
+            (evt.EVT_C_STORE, self._handle_store),
+            (evt.EVT_C_ECHO, handle_echo),
+            *receiving_handlers(self.config.receive_limits, self._oversized),
+            deadline_handler(self.config.timeouts.pdu),
+        ]
+        if self.config.fast_store:
+            handlers.append((evt.EVT_CONN_OPEN, self._arm_fast_store))
+        handlers += [(evt.EVT_CONN_OPEN, self._opened), (evt.EVT_CONN_CLOSE, self._closed),
+                     (evt.EVT_ESTABLISHED, self._told, ["established"]), (evt.EVT_REJECTED, self._told, ["rejected"])]
+        server = ae.make_server(("127.0.0.1", 0), ssl_context=None, evt_handlers=handlers,
+                                server_class=ReceiverServer, per_host=0)
+        server.socket.close()  # it listens nowhere: connections come from the main process
+        server.control = self.control
+        server.connection_ids, server.by_association = {}, {}
+        self.server = server
+        return server
+
+    def _told(self, event: evt.Event, what: str) -> None:
+        LOG.info("association from %s (%s)", peer_text(event.assoc), what)
+        with contextlib.suppress(OSError):
+            self.control.send({"op": what})
+
+    def _opened(self, event: evt.Event) -> None:
+        if self.server is not None:
+            self.server.opened(event)
+
+    def _closed(self, event: evt.Event) -> None:
+        if self.server is not None:
+            self.server.closed(event)
+
+    def _handle_store(self, event: evt.Event) -> int:
+        return self._serving(lambda: handle_store(event, self.store, self.counters, self.control.note))
+
+    def _arm_fast_store(self, event: evt.Event) -> None:
+        arm_fast_store(event.assoc, self._serve_fast)
+
+    def _serve_fast(self, request: StoreRequest, syntax: UID, data: bytes, assoc: Any) -> int:
+        return self._serving(lambda: store_received(lambda: data, syntax, request.sop_class, request.sop_instance,
+                                                    peer_text(assoc), self.store, self.counters, self.control.note))
+
+    def _serving(self, serve: Callable[[], int]) -> int:
+        with self._busy_lock:
+            self._busy += 1
+        busy()
+        try:
+            status = serve()
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
+        if status != SUCCESS:
+            with contextlib.suppress(OSError):
+                self.control.send({"op": "refused"})
+        return status
+
+    def _oversized(self, report: Exceeded) -> None:
+        self.store.log_rejection(report.rejection())
+        with contextlib.suppress(OSError):
+            self.control.send({"op": "refused"})
+
+    def stop(self, server: ReceiverServer, grace: float) -> None:
+        """Running associations get ``grace`` seconds, then are closed; C-STOREs being written finish; the log is
+        checkpointed."""
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(a.is_established for a in server.active_associations):
+            time.sleep(0.05)
+        server.close_connections()
+        deadline = time.monotonic() + grace
+        while self._busy and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.store.close()
+
+
+def _logging(level: int, verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    ours = logging.getLogger("protocolcheck")
+    ours.handlers[:] = [handler]
+    ours.setLevel(level)
+    ours.propagate = False
+    theirs = logging.getLogger("pynetdicom")
+    theirs.handlers[:] = [handler] if verbose else [logging.NullHandler()]
+    theirs.setLevel(logging.INFO if verbose else logging.CRITICAL)
+    theirs.propagate = False
+    pynetdicom_config.LOG_HANDLER_LEVEL = "standard" if verbose else "none"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the main process stops us (its ctrl-C reaches the whole group)
+        signal.signal(sig, signal.SIG_IGN)
+    sock = socket.socket(fileno=int(args[0]))
+    first = receive_message(sock)
+    if first is None or first[0].get("op") != "settings":
+        return 2
+    settings = first[0]
+    _logging(int(settings.get("log_level", logging.INFO)), bool(settings.get("verbose")))
+    control = Control(sock)
+    receiver = Receiver(settings, control)
+    try:
+        server = receiver.start()
+    except Exception as exc:  # noqa: BLE001 - told to the main process, which reports it
+        control.send({"op": "failed", "reason": f"{type(exc).__name__}: {exc}"})
+        return 3
+    control.send({"op": "ready"})
+    grace = receiver.config.stop_grace
+    while True:
+        got = receive_message(sock)
+        if got is None:  # the main process is gone: stop as at a stop
+            break
+        message, fds = got
+        op = message.get("op")
+        if op == "connection" and fds:
+            host, port = message["address"]
+            server.serve(socket.socket(fileno=fds[0]), (str(host), int(port)), int(message["id"]))
+        elif op in ("noted", "refused"):
+            control.answered(message)
+        elif op == "stop":
+            grace = float(message.get("grace", grace))
+            break
+    receiver.stop(server, grace)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
