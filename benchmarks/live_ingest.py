@@ -10,6 +10,7 @@ associations (4 concurrent senders, a quarter each) into each receiver in turn, 
 
 - ``protocolcheck listen`` as in production: every instance durable before success (its write-ahead log
   record flushed), the live loop on (every header read again, each exam re-audited as its series complete);
+  ``protocolcheck-r2`` the same with ``--receivers 2`` (storage associations served in 2 more processes);
 - dcmtk ``storescp --fork -od DIR`` (one process per association; no fsync);
 - Orthanc (its default storage: it flushes each new file's data, not its folder, before answering, and its
   SQLite index now and then);
@@ -107,10 +108,11 @@ def receiver(kind: str, work: Path) -> Iterator[tuple[int, str, Path]]:
     store = work / "store"
     store.mkdir()
     log = open(work / "log", "wb")  # noqa: SIM115 - closed below
-    if kind == "protocolcheck":
+    if kind.startswith("protocolcheck"):  # protocolcheck-rN: with --receivers N
         aet = "PROTOCOLCHECK"
         argv = [sys.executable, "-m", "protocolcheck", "listen", "--port", str(port), "--store", str(store),
-                "--no-db", "--idle", "5", "--output", str(work / "audits.jsonl"), "-q"]
+                "--no-db", "--idle", "5", "--output", str(work / "audits.jsonl"), "-q",
+                *(["--receivers", kind.rsplit("-r", 1)[1]] if "-r" in kind else [])]
     elif kind == "pynetdicom-null":
         aet = "NULLSCP"
         argv = [sys.executable, "-m", "benchmarks.live_ingest", "--null-scp", str(port)]
@@ -174,7 +176,7 @@ def null_scp(port: int) -> None:
 
 def _stored(kind: str, store: Path) -> int:
     return sum(1 for p in store.rglob("*") if p.is_file() and not p.name.startswith(".")
-               and (kind != "protocolcheck" or p.suffix == ".dcm"))
+               and (not kind.startswith("protocolcheck") or p.suffix == ".dcm"))
 
 
 @dataclass
@@ -195,7 +197,8 @@ class IngestRow:
 
 
 def ingest(work: Path, studies: int, slices: int, repeat: int,
-           receivers: tuple[str, ...] = ("protocolcheck", "storescp", "orthanc", "pynetdicom-null"),
+           receivers: tuple[str, ...] = ("protocolcheck", "protocolcheck-r2", "storescp", "orthanc",
+                                         "pynetdicom-null"),
            matrix: int = 16) -> list[IngestRow]:
     corpus = work / f"corpus-{matrix}"
     folders, files, _ = make_corpus(corpus, 4, max(1, studies // 4), slices, matrix)
@@ -211,7 +214,7 @@ def ingest(work: Path, studies: int, slices: int, repeat: int,
                     times.append(send(port, aet, senders))
                     stored = _stored(kind, store)
                     # Orthanc's storage holds more files, the null SCP none
-                    if kind in ("protocolcheck", "storescp") and stored != total:
+                    if (kind.startswith("protocolcheck") or kind == "storescp") and stored != total:
                         raise RuntimeError(f"{kind}: {stored} files stored of {total}")
             rows.append(IngestRow(kind, associations, total, times, size / 1e6))
     return rows
@@ -304,7 +307,7 @@ def _table(rows: list[IngestRow], title: str) -> None:
     for associations in (1, 4):
         group = {r.receiver: r for r in rows if r.associations == associations}
         for row in group.values():
-            ours = row.receiver == "protocolcheck"
+            ours = row.receiver.startswith("protocolcheck")
             print(f"{row.receiver:<16}{associations:>6}{row.rate:>10.0f}{row.megabytes_per_second:>8.1f}"
                   f"{(row.rate / group['storescp'].rate) if ours else float('nan'):>13.2f}"
                   f"{(row.rate / group['orthanc'].rate) if ours else float('nan'):>12.2f}"
