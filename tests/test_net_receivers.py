@@ -109,6 +109,11 @@ def test_four_associations_are_served_by_receivers_and_audited_by_the_main_proce
         log = listener.text()
         assert log.count("(established)") == len(folders)  # each association's line from a receiver process
         assert (listener.store / ".wal-r0").is_dir() and (listener.store / ".wal-r1").is_dir()
+        # every study audited with all its instances: the main process's markers and the receivers' are gone
+        deadline = time.monotonic() + 20
+        while list(listener.store.glob("*/.pending*")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not list(listener.store.glob("*/.pending*"))
     finally:
         assert listener.terminate(timeout=30) == 0
     assert f"{len(folders)} associations, {sum(len(ok) for ok, _ in results)} instances stored" in listener.text()
@@ -151,6 +156,8 @@ def test_kill_9_of_the_main_process_loses_no_acknowledged_instance(tmp_path: Pat
     assert not any(Path(f"/proc/{pid}").exists() for pid in receivers)  # they died with it
     stored = sorted(listener.store.glob("*/*/*.dcm"))
     assert len(stored) == acked
+    assert {p.parent.name for p in listener.store.glob("*/.pending-r*")} == {
+        p.parent.parent.name for p in stored}  # each study marked by the receiver that took it, before the answer
     for path in stored[::2]:
         path.unlink()
     again = Listener(tmp_path, "--no-db", "--idle", "0.5", store=listener.store, name="listen-2")

@@ -96,10 +96,11 @@ class InstanceStore:
         if self.fsync and not self._log_tried:
             self._log_tried = True
             self._open_log()
-            if clean:  # the logs receiver processes left (listen --receivers): placed here, whatever runs now
+            if clean:  # the logs and markers receiver processes left (listen --receivers): this process's now
                 for folder in sorted(self.root.glob(f"{WAL_FOLDER}-*")):
                     if folder.is_dir():
                         self.place_log(folder.name)
+                self.adopt_markers()
 
     def _open_log(self) -> None:
         wal = WriteAheadLog(self.root, self.wal_segment_bytes, self.log_folder)
@@ -268,10 +269,12 @@ class InstanceStore:
             self.folders.sync([final.parent, *((final.parent.parent, self.root) if created else ())])
 
     # -- pending markers: a study with a marker has instances that were not yet handed over
-    def mark_pending(self, study_uid: str) -> None:
+    def mark_pending(self, study_uid: str, marker_name: str = PENDING_MARKER) -> None:
+        """Mark the study received but not yet handed over (durably). ``marker_name``: a receiver process marks
+        with its own (net/receiver.py), which the main process adopts at start."""
         folder = self.study_dir(study_uid)
         folder.mkdir(parents=True, exist_ok=True)
-        marker = folder / PENDING_MARKER
+        marker = folder / marker_name
         if not marker.exists():
             with open(marker, "w", encoding="ascii") as fh:
                 fh.write(_now() + "\n")
@@ -281,8 +284,14 @@ class InstanceStore:
             if self.fsync:
                 fsync_path(folder)
 
-    def clear_pending(self, study_uid: str) -> None:
-        (self.study_dir(study_uid) / PENDING_MARKER).unlink(missing_ok=True)
+    def clear_pending(self, study_uid: str, marker_name: str = PENDING_MARKER) -> None:
+        (self.study_dir(study_uid) / marker_name).unlink(missing_ok=True)
+
+    def adopt_markers(self) -> None:
+        """Receiver processes' markers left by an earlier run become this process's (their studies are pending)."""
+        for marker in sorted(self.root.glob(f"*/{PENDING_MARKER}-*")):
+            self.mark_pending(marker.parent.name)
+            marker.unlink(missing_ok=True)
 
     def pending_studies(self) -> list[str]:
         """Study UIDs whose marker is still there (received but not handed over before a stop)."""

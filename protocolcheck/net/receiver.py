@@ -26,7 +26,14 @@ from pynetdicom import evt
 from protocolcheck.net.commit import brisk_reactors, busy
 from protocolcheck.net.common import Timeouts, deadline_handler
 from protocolcheck.net.fastpath import StoreRequest, arm_fast_store
-from protocolcheck.net.instances import OUT_OF_RESOURCES, SUCCESS, InstanceKey, InstanceRefused, InstanceStore
+from protocolcheck.net.instances import (
+    OUT_OF_RESOURCES,
+    PENDING_MARKER,
+    SUCCESS,
+    InstanceKey,
+    InstanceRefused,
+    InstanceStore,
+)
 from protocolcheck.net.receivers import receive_message, send_message
 from protocolcheck.net.receiving import Exceeded, receiving_handlers
 from protocolcheck.net.scp import (
@@ -42,49 +49,27 @@ from protocolcheck.net.transport import GuardedServer
 
 LOG = logging.getLogger("protocolcheck.net.receiver")
 
-NOTE_SECONDS = 60.0  # the main process's answer to "stored" (it writes at most a study's pending marker)
 
 
 class Control:
-    """The control socket: messages to the main process, and its answers awaited by association threads."""
+    """The control socket's sending side (the main thread reads it)."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._send_lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self._waiting: dict[int, tuple[threading.Event, list[dict[str, Any]]]] = {}
-        self._lock = threading.Lock()
 
     def send(self, message: dict[str, Any]) -> None:
         with self._send_lock:
             send_message(self.sock, message)
 
-    def note(self, key: InstanceKey, path: Path) -> None:
-        """Have the main process note a stored instance (pending marker, tracker, live loop) before it is
-        acknowledged; InstanceRefused when it cannot (or does not answer)."""
-        request = next(self._ids)
-        done, answer = threading.Event(), list[dict[str, Any]]()
-        with self._lock:
-            self._waiting[request] = (done, answer)
+    def note(self, key: InstanceKey, path: Path, sequence: int) -> None:
+        """Tell the main process about a stored instance (its tracker and live loop); InstanceRefused when it is
+        gone (the instance is then not acknowledged)."""
         try:
-            self.send({"op": "stored", "request": request, "study": key.study, "series": key.series, "sop": key.sop,
-                       "path": str(path)})
-            if not done.wait(NOTE_SECONDS):
-                raise InstanceRefused(OUT_OF_RESOURCES, "the main listen process did not note the instance")
+            self.send({"op": "stored", "study": key.study, "series": key.series, "sop": key.sop, "path": str(path),
+                       "sequence": sequence})
         except OSError as exc:
             raise InstanceRefused(OUT_OF_RESOURCES, f"the main listen process is gone ({exc})") from exc
-        finally:
-            with self._lock:
-                self._waiting.pop(request, None)
-        if answer and answer[0].get("op") == "refused":
-            raise InstanceRefused(int(answer[0]["status"]), str(answer[0]["reason"]))
-
-    def answered(self, message: dict[str, Any]) -> None:
-        with self._lock:
-            waiting = self._waiting.get(int(message.get("request", 0)))
-        if waiting is not None:
-            waiting[1].append(message)
-            waiting[0].set()
 
 
 class ReceiverServer(GuardedServer):
@@ -134,6 +119,10 @@ class Receiver:
         self.control = control
         self.store = InstanceStore(self.config.store, fsync=self.config.fsync, log_folder=settings["log_folder"])
         self.counters = Counters()
+        self.marker = f"{PENDING_MARKER}-r{int(settings['index'])}"
+        self._marks: dict[str, int] = {}  # study -> sequence number of its last instance noted to the main process
+        self._marks_lock = threading.Lock()
+        self._sequence = itertools.count(1)
         self._busy = 0
         self._busy_lock = threading.Lock()
         self.server: ReceiverServer | None = None
@@ -174,14 +163,33 @@ class Receiver:
             self.server.closed(event)
 
     def _handle_store(self, event: evt.Event) -> int:
-        return self._serving(lambda: handle_store(event, self.store, self.counters, self.control.note))
+        return self._serving(lambda: handle_store(event, self.store, self.counters, self._noted))
 
     def _arm_fast_store(self, event: evt.Event) -> None:
         arm_fast_store(event.assoc, self._serve_fast)
 
     def _serve_fast(self, request: StoreRequest, syntax: UID, data: bytes, assoc: Any) -> int:
         return self._serving(lambda: store_received(lambda: data, syntax, request.sop_class, request.sop_instance,
-                                                    peer_text(assoc), self.store, self.counters, self.control.note))
+                                                    peer_text(assoc), self.store, self.counters, self._noted))
+
+    def _noted(self, key: InstanceKey, path: Path) -> None:
+        """Before an instance is acknowledged: its study marked pending with this receiver's own marker (durably),
+        and the main process told. The marker goes only when the main process has audited the study with every
+        instance this receiver told it about (:meth:`settled`), so a study is never left unmarked with an
+        acknowledged instance it was not audited with."""
+        with self._marks_lock:
+            self.store.mark_pending(key.study, self.marker)
+            sequence = next(self._sequence)
+            self._marks[key.study] = sequence
+            self.control.note(key, path, sequence)
+
+    def settled(self, study: str, upto: int) -> None:
+        """The main process audited ``study`` with this receiver's instances up to number ``upto``."""
+        with self._marks_lock:
+            if self._marks.get(study, 0) <= upto:
+                self._marks.pop(study, None)
+                with contextlib.suppress(OSError, ValueError):
+                    self.store.clear_pending(study, self.marker)
 
     def _serving(self, serve: Callable[[], int]) -> int:
         with self._busy_lock:
@@ -257,8 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         if op == "connection" and fds:
             host, port = message["address"]
             server.serve(socket.socket(fileno=fds[0]), (str(host), int(port)), int(message["id"]))
-        elif op in ("noted", "refused"):
-            control.answered(message)
+        elif op == "settled":
+            receiver.settled(str(message["study"]), int(message["upto"]))
         elif op == "stop":
             grace = float(message.get("grace", grace))
             break

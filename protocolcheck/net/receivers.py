@@ -9,8 +9,9 @@ any other service -- stays in the main process, as do the study tracker, the liv
 
 A receiver (:mod:`.receiver`) negotiates and serves the association with the same code as the main process and
 stores into the same store with its own write-ahead log (``STORE/.wal-rN``). Before it answers an instance it asks
-the main process to note it (:meth:`ReceiverPool` calls ``on_stored``: the study's pending marker, the tracker,
-the live loop) and waits for the reply, so an acknowledged instance is as safe as one the main process received.
+the study pending with its own marker and tells the main process (``on_stored``: the tracker, the live loop); the
+marker goes only once the main process has audited the study with every instance that receiver told it about
+(:meth:`ReceiverPool.settled`), so an acknowledged instance is audited after a crash, as in the main process.
 Messages between them are JSON on a ``SOCK_SEQPACKET`` socket pair. A receiver dies with the main process
 (``PR_SET_PDEATHSIG``); the logs it leaves are placed again by the main process at start, and when a receiver dies
 on its own its connections are closed (their senders send again), its log is placed, and it is started again.
@@ -150,6 +151,7 @@ class ReceiverPool:
         self._receivers: dict[int, _Receiver] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
+        self._noted: dict[tuple[int, str], int] = {}  # (receiver, study) -> its last instance's number noted here
         self._stopping = False
 
     def start(self) -> None:
@@ -231,13 +233,12 @@ class ReceiverPool:
         op = message.get("op")
         if op == "stored":
             key = InstanceKey(message["study"], message["series"], message["sop"])
-            reply: dict[str, Any] = {"op": "noted", "request": message["request"]}
+            with self._lock:
+                self._noted[(receiver.index, key.study)] = int(message["sequence"])
             try:
                 self.on_stored(key, Path(message["path"]))
-            except InstanceRefused as exc:
-                reply = {"op": "refused", "request": message["request"], "status": exc.status, "reason": exc.reason}
-            with contextlib.suppress(OSError):
-                receiver.send(reply)
+            except InstanceRefused as exc:  # acknowledged already, and marked pending by the receiver
+                LOG.error("instance %s stored by receiver %d: %s", key.sop, receiver.index, exc.reason)
         elif op == "refused":
             self.on_refused()
         elif op in ("established", "rejected"):
@@ -290,6 +291,16 @@ class ReceiverPool:
                 LOG.error("receiver %d did not stop; killed (its log is placed at the next start)", receiver.index)
                 receiver.process.kill()
                 receiver.process.wait()
+
+    def settled(self, study: str) -> None:
+        """The main process audited ``study`` and nothing of it arrived meanwhile: each receiver may drop its marker,
+        unless it stored an instance of the study after the last one noted here (then the study is audited again)."""
+        with self._lock:
+            receivers = list(self._receivers.values())
+            upto = {r.index: self._noted.pop((r.index, study), 0) for r in receivers}
+        for receiver in receivers:
+            with contextlib.suppress(OSError):
+                receiver.send({"op": "settled", "study": study, "upto": upto[receiver.index]})
 
     def connections(self) -> int:
         with self._lock:

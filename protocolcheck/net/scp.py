@@ -569,7 +569,7 @@ class StorageSCP:
         self.store = InstanceStore(config.store, fsync=config.fsync)
         self.counters = Counters()
         self.tracker = StudyTracker(config.idle, self._complete, on_pending=self.store.mark_pending,
-                                    on_settled=self.store.clear_pending)
+                                    on_settled=self._settled)
         self._server: GuardedServer | None = None
         self._busy = 0  # C-STORE handlers running (stop() lets them finish writing)
         self._pool: ReceiverPool | None = None
@@ -609,18 +609,17 @@ class StorageSCP:
                 ae.add_supported_context(sop_class, list(NOT_DEFLATED))  # pynetdicom decodes these whole
             handlers.extend(service_handlers)
         try:
+            if self.config.receivers:  # ready before the port is: a sender is never served by receivers still starting
+                self._pool = self._start_receivers()
             self._server = start_guarded_server(
                 ae, (self.config.bind, self.config.port), ssl_context=self.ssl_context, evt_handlers=handlers,
                 pdu_seconds=self.config.timeouts.pdu, allowed=self.allowed_hosts,
                 handshake_timeout=self.config.timeouts.acse, per_host=self.config.per_host,
-                on_refused=self._refused_connection)
-            if self.config.receivers:
-                self._pool = self._start_receivers()
-                self._server.dispatch = self._pool.dispatch
+                on_refused=self._refused_connection, dispatch=self._pool.dispatch if self._pool else None)
         except BaseException:
-            if self._server is not None:
-                stop_server(self._server, 0)
-                self._server = None
+            if self._pool is not None:
+                self._pool.stop(0)
+                self._pool = None
             self.tracker.stop(flush=False)
             raise
         LOG.debug("listening as %s on %s:%d, storing in %s", self.config.aet, *self.address, self.config.store)
@@ -642,9 +641,16 @@ class StorageSCP:
         return pool
 
     def _noted(self, key: InstanceKey, path: Path) -> None:
-        """An instance a receiver process stored, before it acknowledges it (as :meth:`_stored`)."""
-        self._stored(key, path)
+        """An instance a receiver process stored (and marked its study pending with its own marker)."""
         self.counters.add("stored")
+        self._stored(key, path)
+
+    def _settled(self, study_uid: str) -> None:
+        """The study was handed over with everything noted so far: its markers go (the receivers' too, unless one
+        of them stored more of it meanwhile)."""
+        self.store.clear_pending(study_uid)
+        if self._pool is not None:
+            self._pool.settled(study_uid)
 
     def _handle_store(self, event: evt.Event) -> int:
         """EVT_C_STORE handler (the C-STOREs :mod:`.fastpath` hands to pynetdicom: over TLS, ...)."""

@@ -182,13 +182,16 @@ class GuardedServer(ThreadedAssociationServer):
 def start_guarded_server(ae: Any, address: tuple[str, int], *, ssl_context: ssl.SSLContext | None,
                          evt_handlers: list[Any], pdu_seconds: float, allowed: Sequence[Network] = (),
                          handshake_timeout: float = 30.0, per_host: int = DEFAULT_PER_HOST,
-                         on_refused: Callable[[str, str], None] | None = None) -> GuardedServer:
+                         on_refused: Callable[[str, str], None] | None = None,
+                         dispatch: Callable[[socket.socket, Any], bool] | None = None) -> GuardedServer:
     """Start a :class:`GuardedServer` for ``ae`` on its own thread (as ``AE.start_server(block=False)``
-    does), every association on it with :class:`DeadlineSocket` reads of ``pdu_seconds``."""
+    does), every association on it with :class:`DeadlineSocket` reads of ``pdu_seconds``; ``dispatch``: see
+    :attr:`GuardedServer.dispatch`."""
     handlers = [*evt_handlers, deadline_handler(pdu_seconds)]
     server = ae.make_server(address, ssl_context=ssl_context, evt_handlers=handlers, server_class=GuardedServer,
                             allowed=allowed, handshake_timeout=handshake_timeout, per_host=per_host,
                             on_refused=on_refused)
+    server.dispatch = dispatch
     thread = threading.Thread(target=server.serve_forever, name="protocolcheck-scp-acceptor", daemon=True)
     thread.start()
     ae._servers.append(server)  # pynetdicom's server.shutdown() removes it from this list
