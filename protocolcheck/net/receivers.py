@@ -8,7 +8,7 @@ receiver with the fewest connections, passing the socket itself (``SCM_RIGHTS``)
 any other service -- stays in the main process, as do the study tracker, the live loop and the page.
 
 A receiver (:mod:`.receiver`) negotiates and serves the association with the same code as the main process and
-stores into the same store with its own write-ahead log (``STORE/.wal-rN``). Before it answers an instance it asks
+stores into the same store with its own write-ahead log (``STORE/.wal-rN``). Before it answers an instance it marks
 the study pending with its own marker and tells the main process (``on_stored``: the tracker, the live loop); the
 marker goes only once the main process has audited the study with every instance that receiver told it about
 (:meth:`ReceiverPool.settled`), so an acknowledged instance is audited after a crash, as in the main process.
@@ -132,8 +132,8 @@ class ReceiverPool:
     """``count`` receiver processes of one store (started by :meth:`start`, stopped by :meth:`stop`).
 
     ``settings`` is what a receiver needs to serve as the main process does (JSON); ``on_stored(key, path)`` notes
-    an instance a receiver stored, before it is acknowledged (InstanceRefused: it is not); ``on_refused()`` counts
-    one it refused; ``place_log(folder)`` places the log a dead receiver left; ``on_association(what)`` counts an
+    an instance a receiver stored and marked (the tracker, the live loop; InstanceRefused is logged);
+    ``on_refused()`` counts one it refused; ``place_log(folder)`` places the log a dead receiver left; ``on_association(what)`` counts an
     association a receiver accepted (``established``) or rejected (``rejected``).
     """
 
@@ -266,7 +266,11 @@ class ReceiverPool:
         receiver.control.close()
         if self._stopping:
             return
-        code = receiver.process.wait()
+        try:
+            code = receiver.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # its control socket closed but it hangs: it is replaced all the same
+            receiver.process.kill()
+            code = receiver.process.wait()
         LOG.error("receiver %d ended unexpectedly (exit %s); its connections were closed, it is started again",
                   receiver.index, code)
         try:
