@@ -131,10 +131,11 @@ class _Receiver:
 class ReceiverPool:
     """``count`` receiver processes of one store (started by :meth:`start`, stopped by :meth:`stop`).
 
-    ``settings`` is what a receiver needs to serve as the main process does (JSON); ``on_stored(key, path)`` notes
-    an instance a receiver stored and marked (the tracker, the live loop; InstanceRefused is logged);
-    ``on_refused()`` counts one it refused; ``place_log(folder)`` places the log a dead receiver left; ``on_association(what)`` counts an
-    association a receiver accepted (``established``) or rejected (``rejected``).
+    ``settings`` is what a receiver needs to serve as the main process does (JSON); ``on_stored(key, path)``
+    notes an instance a receiver stored and marked (the tracker, the live loop; InstanceRefused is logged);
+    ``on_refused()`` counts one it refused; ``place_log(folder)`` places the log a dead receiver left;
+    ``on_association(what)`` counts an association a receiver accepted (``established``) or rejected
+    (``rejected``).
     """
 
     def __init__(self, count: int, settings: dict[str, Any], on_stored: Callable[[InstanceKey, Path], None],
