@@ -15,7 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from protocolcheck.cli import main
-from protocolcheck.report.tabular import csv_safe, printable, xml_safe
+from protocolcheck.logs import printable
+from protocolcheck.report.tabular import csv_safe, xml_safe
 
 REPO = Path(__file__).resolve().parent.parent
 STUDY = REPO / "sample_dicom" / "01_siemens_plexus_complete"

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
-from pynetdicom import _config as pynetdicom_config
 
 from protocolcheck.cli.options import (
     apply_options,
@@ -17,6 +16,7 @@ from protocolcheck.cli.options import (
     library_option,
     series_output_options,
 )
+from protocolcheck.logs import network_logging
 
 if TYPE_CHECKING:
     from protocolcheck.jobs.incremental import FolderAuditor
@@ -74,30 +74,7 @@ def tls_options(opts: dict[str, Any], *, server: bool = False) -> TlsOptions | N
 
 def net_logging(quiet: bool, verbose: bool = False) -> None:
     """Network progress and refusals as log lines on stderr (pynetdicom's own only with -v)."""
-    import logging
-
-    from protocolcheck.report.tabular import printable
-
-    class OneLineFormatter(logging.Formatter):
-        """Every log record on one line: control characters from peers (a newline in an accession or a
-        SOP Instance UID, terminal escapes) are shown escaped, so no peer can forge or hide a log line."""
-
-        def format(self, record: logging.LogRecord) -> str:
-            return printable(super().format(record))
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-    ours = logging.getLogger("protocolcheck")
-    ours.handlers[:] = [handler]
-    ours.setLevel(logging.WARNING if quiet else logging.INFO)
-    ours.propagate = False
-    theirs = logging.getLogger("pynetdicom")
-    theirs.handlers[:] = [handler] if verbose else [logging.NullHandler()]
-    theirs.setLevel(logging.INFO if verbose else logging.CRITICAL)
-    theirs.propagate = False
-    # pynetdicom's standard event handlers build their log lines (every presentation context of an association
-    # request ...) before the logger drops them: bound only when their lines are shown (its documented switch)
-    pynetdicom_config.LOG_HANDLER_LEVEL = "standard" if verbose else "none"
+    network_logging(logging.WARNING if quiet else logging.INFO, verbose)
 
 
 def peer_from(opts: dict[str, Any]) -> Peer:

@@ -16,7 +16,8 @@ import click
 
 from protocolcheck.cli.logsetup import log_line
 from protocolcheck.errors import InputError, ProtocolcheckError
-from protocolcheck.report.tabular import OutputFormat, printable
+from protocolcheck.logs import printable
+from protocolcheck.report.tabular import OutputFormat
 
 if TYPE_CHECKING:
     from protocolcheck.audit.engine import AuditOptions

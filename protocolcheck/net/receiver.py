@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.uid import UID
-from pynetdicom import _config as pynetdicom_config
 from pynetdicom import evt
 
+from protocolcheck.logs import network_logging
 from protocolcheck.net.commit import brisk_reactors, busy
 from protocolcheck.net.common import Timeouts, deadline_handler
 from protocolcheck.net.fastpath import StoreRequest, arm_fast_store
@@ -223,20 +223,6 @@ class Receiver:
         self.store.close()
 
 
-def _logging(level: int, verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-    ours = logging.getLogger("protocolcheck")
-    ours.handlers[:] = [handler]
-    ours.setLevel(level)
-    ours.propagate = False
-    theirs = logging.getLogger("pynetdicom")
-    theirs.handlers[:] = [handler] if verbose else [logging.NullHandler()]
-    theirs.setLevel(logging.INFO if verbose else logging.CRITICAL)
-    theirs.propagate = False
-    pynetdicom_config.LOG_HANDLER_LEVEL = "standard" if verbose else "none"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     for sig in (signal.SIGINT, signal.SIGTERM):  # the main process stops us (its ctrl-C reaches the whole group)
@@ -246,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     if first is None or first[0].get("op") != "settings":
         return 2
     settings = first[0]
-    _logging(int(settings.get("log_level", logging.INFO)), bool(settings.get("verbose")))
+    network_logging(int(settings.get("log_level", logging.INFO)), bool(settings.get("verbose")))
     control = Control(sock)
     receiver = Receiver(settings, control)
     try:

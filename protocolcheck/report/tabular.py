@@ -12,6 +12,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from protocolcheck.clinical.findings import json_default
+from protocolcheck.logs import printable
 
 if TYPE_CHECKING:  # pandas costs ~0.6 s to import: only table/CSV output needs it
     import pandas as pd
@@ -31,10 +32,6 @@ def to_json(records: Any) -> str:
 # Spreadsheets run a cell that starts with = + - @ as a formula (=HYPERLINK(...), =cmd|' /C calc'!A0), and
 # tab / CR can hide such a start (OWASP "CSV injection"): such text cells get a leading apostrophe.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-# C0 and C1 controls (ESC starts terminal sequences, BEL rings, CR overwrites a line, LF forges a log line),
-# DEL, and the Unicode bidi overrides and isolates that reorder what a terminal shows.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-_CONTROL_KEEP_NEWLINES = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 # Characters XML 1.0 cannot hold at all (not even escaped): C0 controls other than tab, LF, CR; lone
 # surrogates; U+FFFE and U+FFFF.
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -58,19 +55,6 @@ def csv_safe_frame(df: pd.DataFrame) -> pd.DataFrame:
             out[column] = out[column].map(csv_safe)
     out.columns = [csv_safe(str(c)) for c in out.columns]
     return out
-
-
-def printable(text: str, *, keep_newlines: bool = False) -> str:
-    """``text`` with control characters shown as escapes (``\\x1b``, ``\\u202e``), so that text taken from
-    a header can neither drive a terminal nor forge a line in a log. ``keep_newlines`` keeps line feeds
-    (for whole reports whose lines we wrote)."""
-    pattern = _CONTROL_KEEP_NEWLINES if keep_newlines else _CONTROL
-    return pattern.sub(_escape, text) if pattern.search(text) else text
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def xml_safe(text: str) -> str:

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from protocolcheck.clinical.findings import Finding, sentence
-from protocolcheck.report.tabular import printable, to_csv, to_json, to_table, xml_safe
+from protocolcheck.logs import printable
+from protocolcheck.report.tabular import to_csv, to_json, to_table, xml_safe
 
 if TYPE_CHECKING:
     from protocolcheck.clinical.recommend import OrderCheck, Recommendation
