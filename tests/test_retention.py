@@ -120,6 +120,9 @@ def test_listen_retain_days_prunes_while_running(synth_corpus: Any, tmp_path: Pa
         assert sent.returncode == 0, sent.stderr
         records = listener.wait_records(2)
         assert len({r["study_instance_uid"] for r in records}) == 2
+        deadline = time.monotonic() + 30  # the record is written first, then saved (a store failure loses no record)
+        while len(_audits(db)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert len(_audits(db)) == 2
     finally:
         assert listener.terminate() == 0, listener.text()
