@@ -179,7 +179,7 @@ def quick_key(encoded: bytes, syntax: Any, fallback_sop: str = "") -> InstanceKe
     checks: every element inside the data and the last ending where it ends, Pixel Data whole
     (:func:`~protocolcheck.dicom.pixels.pixel_data_problem`), the placing UIDs valid (:func:`safe_uid`). None
     whenever in doubt (another transfer syntax, a problem, an irregular value): :func:`decode_received` and
-    :func:`instance_key` then decide, and word any refusal. ``tests/test_net_listen.py`` holds both to the same
+    :func:`instance_key` then decide, and word any refusal. ``tests/test_dicom_walk.py`` holds both to the same
     answers over a multi-vendor corpus and thousands of damaged copies of it."""
     try:
         if syntax.is_deflated or not syntax.is_little_endian:
