@@ -147,20 +147,12 @@ def accepted(thread: threading.Thread) -> bool:
     return bool(getattr(assoc, "is_acceptor", False))
 
 
-def brisk(thread: threading.Thread) -> bool:
-    """Whether ``thread`` polls at :data:`BRISK_SLEEP` while instances flow: a thread of an association we accepted,
-    but not the reactor of one whose DUL reader serves the C-STOREs itself."""
-    if isinstance(thread, pynetdicom.association.Association):
-        return thread.is_acceptor and not getattr(thread.dul, "serves_stores", False)
-    return accepted(thread)
-
-
 def _paced_sleep(seconds: float) -> None:
     if seconds <= 0.001:
         thread = threading.current_thread()
         if isinstance(thread, pynetdicom.association.Association) and getattr(thread.dul, "serves_stores", False):
-            seconds = QUIET_SLEEP
-        elif seconds > BRISK_SLEEP and time.monotonic() - _last_store < BRISK_WINDOW and brisk(thread):
+            seconds = QUIET_SLEEP  # the reactor of an association whose reader serves its C-STOREs (fastpath.py)
+        elif seconds > BRISK_SLEEP and time.monotonic() - _last_store < BRISK_WINDOW and accepted(thread):
             seconds = BRISK_SLEEP
     time.sleep(seconds)
 

@@ -31,7 +31,8 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext, build_context
-from pynetdicom.sop_class import uid_to_sop_class
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.sop_class import uid_to_service_class, uid_to_sop_class
 from pynetdicom.transport import AssociationSocket
 
 from protocolcheck.errors import RunError
@@ -98,6 +99,14 @@ COMPRESSED = (
 
 # pynetdicom creates its named SOP classes at import time, out of mypy's sight: look them up by UID (PS3.4).
 VERIFICATION = uid_to_sop_class("1.2.840.10008.1.1")
+
+
+def storage_service(uid: str) -> bool:
+    """Whether pynetdicom serves SOP class ``uid`` with its Storage service class (an unknown UID: no)."""
+    try:
+        return issubclass(uid_to_service_class(uid), StorageServiceClass)
+    except Exception:  # noqa: BLE001 - pynetdicom raises several types for a UID it cannot place
+        return False
 STUDY_ROOT_FIND = uid_to_sop_class("1.2.840.10008.5.1.4.1.2.2.1")
 STUDY_ROOT_MOVE = uid_to_sop_class("1.2.840.10008.5.1.4.1.2.2.2")
 STUDY_ROOT_GET = uid_to_sop_class("1.2.840.10008.5.1.4.1.2.2.3")

@@ -36,10 +36,8 @@ from typing import Any, cast
 
 from pydicom.uid import UID
 from pynetdicom.dul import DULServiceProvider
-from pynetdicom.service_class import StorageServiceClass
-from pynetdicom.sop_class import uid_to_service_class
 
-from protocolcheck.net.common import MAX_PDU_BYTES
+from protocolcheck.net.common import MAX_PDU_BYTES, storage_service
 from protocolcheck.net.receiving import COMMAND_SET, Account, BoundedDIMSE, refuse
 
 LOG = logging.getLogger("protocolcheck.net.fastpath")
@@ -179,7 +177,7 @@ class FastStoreDUL(DULServiceProvider):
     """pynetdicom's DUL provider of an accepted storage association, serving C-STORE requests itself in state
     Sta6 (made by :func:`arm_fast_store` from the provider of a new connection)."""
 
-    serves_stores = True  # read by commit.brisk(): the association's own reactor has nothing to hurry for
+    serves_stores = True  # read by commit._paced_sleep(): the association's own reactor has nothing to hurry for
     serve: Serve
     account: Account
     message: _Message | None
@@ -350,10 +348,7 @@ class FastStoreDUL(DULServiceProvider):
         peer_pdu = assoc.requestor.maximum_length
         if peer_pdu and peer_pdu < SMALLEST_PEER_PDU:
             return None
-        try:
-            if not issubclass(uid_to_service_class(request.sop_class), StorageServiceClass):
-                return None
-        except Exception:  # noqa: BLE001 - an unknown UID: pynetdicom answers it
+        if not storage_service(request.sop_class):  # an unknown or other SOP class: pynetdicom answers it
             return None
         return UID(context.transfer_syntax[0])
 

@@ -14,7 +14,6 @@ import signal
 import socket
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from pydicom.uid import UID
 from pynetdicom import evt
 
 from protocolcheck.logs import network_logging
-from protocolcheck.net.commit import brisk_reactors, busy
+from protocolcheck.net.commit import brisk_reactors
 from protocolcheck.net.common import Timeouts, deadline_handler
 from protocolcheck.net.fastpath import StoreRequest, arm_fast_store
 from protocolcheck.net.instances import (
@@ -34,10 +33,11 @@ from protocolcheck.net.instances import (
     InstanceRefused,
     InstanceStore,
 )
-from protocolcheck.net.receivers import receive_message, send_message
+from protocolcheck.net.receivers import Channel, receive_message
 from protocolcheck.net.receiving import Exceeded, receiving_handlers
 from protocolcheck.net.scp import (
     Counters,
+    InFlight,
     ListenConfig,
     handle_echo,
     handle_store,
@@ -45,40 +45,22 @@ from protocolcheck.net.scp import (
     storage_ae,
     store_received,
 )
-from protocolcheck.net.transport import GuardedServer
+from protocolcheck.net.transport import GuardedServer, stop_server
 
 LOG = logging.getLogger("protocolcheck.net.receiver")
 
-
-
-class Control:
-    """The control socket's sending side (the main thread reads it)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self._send_lock = threading.Lock()
-
-    def send(self, message: dict[str, Any]) -> None:
-        with self._send_lock:
-            send_message(self.sock, message)
-
-    def note(self, key: InstanceKey, path: Path, sequence: int) -> None:
-        """Tell the main process about a stored instance (its tracker and live loop); InstanceRefused when it is
-        gone (the instance is then not acknowledged)."""
-        try:
-            self.send({"op": "stored", "study": key.study, "series": key.series, "sop": key.sop, "path": str(path),
-                       "sequence": sequence})
-        except OSError as exc:
-            raise InstanceRefused(OUT_OF_RESOURCES, f"the main listen process is gone ({exc})") from exc
 
 
 class ReceiverServer(GuardedServer):
     """The receiver's server: it listens nowhere; the main process hands it connections (:meth:`serve`), and is told
     when each has closed (the main process then lets its copy go)."""
 
-    control: Control
+    control: Channel
     connection_ids: dict[int, int]  # id(socket) -> the main process's connection number, until the association opens
     by_association: dict[int, int]  # id(association) -> that number, until its connection closes
+
+    def shutdown(self) -> None:
+        """Nothing to stop accepting: it listens nowhere (socketserver's would wait for a serve loop that never ran)."""
 
     def serve(self, sock: socket.socket, address: tuple[str, int], connection: int) -> None:
         self.connection_ids[id(sock)] = connection
@@ -109,7 +91,7 @@ class ReceiverServer(GuardedServer):
 class Receiver:
     """What one receiver serves with: its store view, its server, its count of C-STOREs being served."""
 
-    def __init__(self, settings: dict[str, Any], control: Control) -> None:
+    def __init__(self, settings: dict[str, Any], control: Channel) -> None:
         limits = settings.get("receive_limits")
         self.config = ListenConfig(
             store=Path(settings["store"]), port=0, aet=settings["aet"], allowed_aets=tuple(settings["allowed_aets"]),
@@ -123,8 +105,7 @@ class Receiver:
         self._marks: dict[str, int] = {}  # study -> sequence number of its last instance noted to the main process
         self._marks_lock = threading.Lock()
         self._sequence = itertools.count(1)
-        self._busy = 0
-        self._busy_lock = threading.Lock()
+        self._in_flight = InFlight()
         self.server: ReceiverServer | None = None
 
     def start(self) -> ReceiverServer:
@@ -181,7 +162,11 @@ class Receiver:
             self.store.mark_pending(key.study, self.marker)
             sequence = next(self._sequence)
             self._marks[key.study] = sequence
-            self.control.note(key, path, sequence)
+            try:  # the main process's tracker and live loop
+                self.control.send({"op": "stored", "study": key.study, "series": key.series, "sop": key.sop,
+                                   "path": str(path), "sequence": sequence})
+            except OSError as exc:
+                raise InstanceRefused(OUT_OF_RESOURCES, f"the main listen process is gone ({exc})") from exc
 
     def settled(self, study: str, upto: int) -> None:
         """The main process audited ``study`` with this receiver's instances up to number ``upto``."""
@@ -192,14 +177,7 @@ class Receiver:
                     self.store.clear_pending(study, self.marker)
 
     def _serving(self, serve: Callable[[], int]) -> int:
-        with self._busy_lock:
-            self._busy += 1
-        busy()
-        try:
-            status = serve()
-        finally:
-            with self._busy_lock:
-                self._busy -= 1
+        status = self._in_flight.run(serve)
         if status != SUCCESS:
             with contextlib.suppress(OSError):
                 self.control.send({"op": "refused"})
@@ -211,15 +189,8 @@ class Receiver:
             self.control.send({"op": "refused"})
 
     def stop(self, server: ReceiverServer, grace: float) -> None:
-        """Running associations get ``grace`` seconds, then are closed; C-STOREs being written finish; the log is
-        checkpointed."""
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(a.is_established for a in server.active_associations):
-            time.sleep(0.05)
-        server.close_connections()
-        deadline = time.monotonic() + grace
-        while self._busy and time.monotonic() < deadline:
-            time.sleep(0.05)
+        """As the main process stops its server (:func:`~.transport.stop_server`); then the log is checkpointed."""
+        stop_server(server, grace, busy=lambda: self._in_flight.count > 0)
         self.store.close()
 
 
@@ -233,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings = first[0]
     network_logging(int(settings.get("log_level", logging.INFO)), bool(settings.get("verbose")))
-    control = Control(sock)
+    control = Channel(sock)
     receiver = Receiver(settings, control)
     try:
         server = receiver.start()

@@ -37,10 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from pynetdicom.pdu import A_ASSOCIATE_RQ
-from pynetdicom.service_class import StorageServiceClass
-from pynetdicom.sop_class import uid_to_service_class
 
-from protocolcheck.net.common import MAX_PDU_BYTES, VERIFICATION, shut
+from protocolcheck.net.common import MAX_PDU_BYTES, VERIFICATION, shut, storage_service
 from protocolcheck.net.instances import InstanceKey, InstanceRefused
 from protocolcheck.net.wal import WAL_FOLDER
 
@@ -58,6 +56,18 @@ def send_message(sock: socket.socket, message: dict[str, Any], fds: tuple[int, .
         socket.send_fds(sock, [data], list(fds))
     else:
         sock.send(data)
+
+
+class Channel:
+    """One end of the control socket pair: messages sent whole from any thread (the reading stays one thread's)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._lock = threading.Lock()
+
+    def send(self, message: dict[str, Any], fds: tuple[int, ...] = ()) -> None:
+        with self._lock:
+            send_message(self.sock, message, fds)
 
 
 def receive_message(sock: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
@@ -96,16 +106,7 @@ def storage_only(sock: socket.socket, seconds: float = PEEK_SECONDS) -> bool:
         proposed = {str(item.abstract_syntax) for item in request.presentation_context}
     except Exception:  # noqa: BLE001 - whatever it is, the main process serves it and says what is wrong
         return False
-    return bool(proposed) and all(uid == VERIFICATION or _storage(uid) for uid in proposed)
-
-
-def _storage(uid: str) -> bool:
-    """Whether pynetdicom serves ``uid`` with its Storage service class (the receiver accepts what the main process
-    would, and rejects the rest the same way)."""
-    try:
-        return issubclass(uid_to_service_class(uid), StorageServiceClass)
-    except Exception:  # noqa: BLE001 - an unknown UID: the main process
-        return False
+    return bool(proposed) and all(uid == VERIFICATION or storage_service(uid) for uid in proposed)
 
 
 def _die_with_parent() -> None:
@@ -118,14 +119,12 @@ def _die_with_parent() -> None:
 class _Receiver:
     index: int
     process: subprocess.Popen[bytes]
-    control: socket.socket
+    control: Channel
     connections: dict[int, threading.Event] = field(default_factory=dict)
     sockets: dict[int, socket.socket] = field(default_factory=dict)
-    send_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def send(self, message: dict[str, Any], fds: tuple[int, ...] = ()) -> None:
-        with self.send_lock:
-            send_message(self.control, message, fds)
+        self.control.send(message, fds)
 
 
 class ReceiverPool:
@@ -170,7 +169,7 @@ class ReceiverPool:
             [sys.executable, "-m", "protocolcheck.net.receiver", str(theirs.fileno())], pass_fds=[theirs.fileno()],
             preexec_fn=_die_with_parent, stdin=subprocess.DEVNULL)
         theirs.close()
-        receiver = _Receiver(index, process, ours)
+        receiver = _Receiver(index, process, Channel(ours))
         try:
             receiver.send({"op": "settings", **self.settings, "index": index, "log_folder": LOG_FOLDER.format(
                 index=index)})
@@ -218,7 +217,7 @@ class ReceiverPool:
         """The receiver's messages, until it is gone."""
         while True:
             try:
-                got = receive_message(receiver.control)
+                got = receive_message(receiver.control.sock)
             except (OSError, ValueError) as exc:
                 LOG.error("receiver %d: unreadable control message (%s)", receiver.index, exc)
                 got = None
@@ -264,7 +263,7 @@ class ReceiverPool:
             shut(sock)
         for done in waiting:
             done.set()
-        receiver.control.close()
+        receiver.control.sock.close()
         if self._stopping:
             return
         try:

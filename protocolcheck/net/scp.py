@@ -403,6 +403,25 @@ class StudyTracker:
                     state.failures, state.retry = 0, 0.0
 
 
+class InFlight:
+    """The C-STOREs being served: stop() lets them finish writing; each keeps pynetdicom's reactors brisk
+    (:func:`~.commit.busy`). One per process that serves them (``listen`` and each of its receivers)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def run(self, serve: Callable[[], int]) -> int:
+        with self._lock:
+            self.count += 1
+        busy()
+        try:
+            return serve()
+        finally:
+            with self._lock:
+                self.count -= 1
+
+
 @dataclass(frozen=True)
 class ListenConfig:
     """How the storage SCP listens and where it stores."""
@@ -571,9 +590,8 @@ class StorageSCP:
         self.tracker = StudyTracker(config.idle, self._complete, on_pending=self.store.mark_pending,
                                     on_settled=self._settled)
         self._server: GuardedServer | None = None
-        self._busy = 0  # C-STORE handlers running (stop() lets them finish writing)
+        self._in_flight = InFlight()
         self._pool: ReceiverPool | None = None
-        self._busy_lock = threading.Lock()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -654,26 +672,15 @@ class StorageSCP:
 
     def _handle_store(self, event: evt.Event) -> int:
         """EVT_C_STORE handler (the C-STOREs :mod:`.fastpath` hands to pynetdicom: over TLS, ...)."""
-        return self._serving(lambda: handle_store(event, self.store, self.counters, self._stored))
+        return self._in_flight.run(lambda: handle_store(event, self.store, self.counters, self._stored))
 
     def _arm_fast_store(self, event: evt.Event) -> None:
         arm_fast_store(event.assoc, self._serve_fast)
 
     def _serve_fast(self, request: StoreRequest, syntax: Any, data: bytes, assoc: Any) -> int:
         """:mod:`.fastpath`'s C-STORE: the same :func:`store_received` as :meth:`_handle_store`."""
-        return self._serving(lambda: store_received(lambda: data, syntax, request.sop_class, request.sop_instance,
+        return self._in_flight.run(lambda: store_received(lambda: data, syntax, request.sop_class, request.sop_instance,
                                                     peer_text(assoc), self.store, self.counters, self._stored))
-
-    def _serving(self, serve: Callable[[], int]) -> int:
-        """Count the C-STORE running ``serve`` (stop() lets it finish writing)."""
-        with self._busy_lock:
-            self._busy += 1
-        busy()
-        try:
-            return serve()
-        finally:
-            with self._busy_lock:
-                self._busy -= 1
 
     def _stored(self, key: InstanceKey, path: Path) -> None:
         try:
@@ -707,7 +714,7 @@ class StorageSCP:
         grace = self.config.stop_grace if grace is None else grace
         server = self._server
         if server is not None:
-            stop_server(server, grace, busy=lambda: self._busy > 0)
+            stop_server(server, grace, busy=lambda: self._in_flight.count > 0)
             self._server = None
         if self._pool is not None:
             self._pool.stop(grace)
