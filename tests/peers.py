@@ -47,6 +47,8 @@ from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 from pynetdicom.dimse_messages import C_STORE_RQ
@@ -990,6 +992,34 @@ def chromium() -> Iterator[Any]:
 
 MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
 CHUNK = 256 * 1024  # data set bytes per P-DATA PDU RawPeer sends (listen accepts PDUs up to 1 MiB)
+
+
+def mr_header(study: str, series: str, sop: str, rows: int = 64, columns: int = 64,
+              accession: str = "INTEG1") -> Dataset:
+    """A minimal MR Image data set without pixels (16 bits allocated, 12 stored) for the storage tests to send."""
+    ds = Dataset()
+    ds.SOPClassUID = MR_IMAGE
+    ds.SOPInstanceUID = sop
+    ds.StudyInstanceUID = study
+    ds.SeriesInstanceUID = series
+    ds.AccessionNumber = accession
+    ds.Modality = "MR"
+    ds.StudyDate = "20250314"
+    ds.SeriesDescription = "t2_tse_cor"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = rows
+    ds.Columns = columns
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    return ds
+
+
+def explicit_le(ds: Dataset) -> bytes:
+    """``ds`` as a C-STORE carries it: Explicit VR Little Endian, without File Meta Information."""
+    buffer = DicomBytesIO()
+    buffer.is_implicit_VR, buffer.is_little_endian = False, True
+    write_dataset(buffer, ds)
+    return buffer.getvalue()
 
 
 class RawPeer:

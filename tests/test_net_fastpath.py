@@ -19,10 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from peers import MR_IMAGE, RawPeer, make_pki, require_binaries, storescu
-from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
+from peers import MR_IMAGE, RawPeer, explicit_le, make_pki, mr_header, require_binaries, storescu
 from pydicom.uid import generate_uid
 from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RSP
 from pynetdicom.dimse_messages import C_STORE_RQ as C_STORE_RQ_MESSAGE
@@ -126,18 +123,9 @@ def _pdu(*pdvs: bytes) -> bytes:
 
 
 def _dataset(sop: str, study: str, rows: int = 8) -> bytes:
-    ds = Dataset()
-    ds.SOPClassUID, ds.SOPInstanceUID = MR_IMAGE, sop
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, study + ".1"
-    ds.Modality, ds.SeriesDescription = "MR", "t2_tse_cor"
-    ds.Rows = ds.Columns = rows
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds = mr_header(study, study + ".1", sop, rows, rows)
     ds.PixelData = bytes(range(256)) * (rows * rows * 2 // 256) + bytes(rows * rows * 2 % 256)
-    fp = DicomBytesIO()
-    fp.is_little_endian, fp.is_implicit_VR = True, False
-    write_dataset(fp, ds)
-    return fp.getvalue()
+    return explicit_le(ds)
 
 
 def _pieces(data: bytes, size: int) -> list[bytes]:

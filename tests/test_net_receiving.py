@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from peers import HOST, MR_IMAGE, Listener, RawPeer, peak_rss_mb, repo_env, run_measured
+from peers import HOST, MR_IMAGE, Listener, RawPeer, explicit_le, mr_header, peak_rss_mb, repo_env, run_measured
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelGet
@@ -42,28 +41,13 @@ def dataset_bytes(size: int, study: str | None = None) -> tuple[str, bytes]:
     """An MR instance whose encoded data set (Explicit VR Little Endian) is exactly ``size`` bytes (even): 1 x 1
     pixels, 16 bits, as many frames as fill it."""
     sop = generate_uid()
-    ds = Dataset()
-    ds.SOPClassUID = MR_IMAGE
-    ds.SOPInstanceUID = sop
-    ds.StudyInstanceUID = study or generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.AccessionNumber = "BOUND1"
-    ds.Modality = "MR"
-    ds.StudyDate = "20250314"
-    ds.SeriesDescription = "t2_tse_cor"
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = ds.Columns = 1
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds = mr_header(study or generate_uid(), generate_uid(), sop, rows=1, columns=1, accession="BOUND1")
 
     def encode(frames: int) -> bytes:
         ds.NumberOfFrames = frames
         ds.PixelData = bytes(frames * 2)
         ds["PixelData"].VR = "OW"
-        buffer = DicomBytesIO()
-        buffer.is_implicit_VR, buffer.is_little_endian = False, True
-        write_dataset(buffer, ds)
-        return buffer.getvalue()
+        return explicit_le(ds)
 
     frames = size // 2
     for _ in range(4):  # the length of NumberOfFrames (IS) depends on its digits

@@ -22,10 +22,9 @@ from typing import Any
 
 import pydicom
 import pytest
-from peers import HOST, Listener, peak_rss_mb, run_measured
+from peers import HOST, MR_IMAGE, Listener, explicit_le, mr_header, peak_rss_mb, run_measured
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelGet
@@ -33,8 +32,6 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Stu
 from protocolcheck.testing import synth
 
 pytestmark = [pytest.mark.network, pytest.mark.filterwarnings("ignore:Invalid value for VR UI")]
-
-MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
 
 
 @pytest.fixture
@@ -53,34 +50,6 @@ def _send_bytes_as_written() -> Iterator[None]:
     _config.STORE_SEND_CHUNKED_DATASET = True
     yield
     _config.STORE_SEND_CHUNKED_DATASET = previous
-
-
-def header(study: str, series: str, sop: str, rows: int = 64, columns: int = 64) -> Dataset:
-    ds = Dataset()
-    ds.SOPClassUID = MR_IMAGE
-    ds.SOPInstanceUID = sop
-    ds.StudyInstanceUID = study
-    ds.SeriesInstanceUID = series
-    ds.AccessionNumber = "INTEG1"
-    ds.Modality = "MR"
-    ds.StudyDate = "20250314"
-    ds.SeriesDescription = "t2_tse_cor"
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = rows
-    ds.Columns = columns
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    return ds
-
-
-def encoded(ds: Dataset) -> bytes:
-    buffer = DicomBytesIO()
-    buffer.is_implicit_VR, buffer.is_little_endian = False, True
-    write_dataset(buffer, ds)
-    return buffer.getvalue()
 
 
 def pixel_element_head(length: int) -> bytes:
@@ -123,10 +92,10 @@ def stored(listener: Listener) -> list[Path]:
 
 
 def test_deflate_bomb_is_refused_with_bounded_memory(tmp_path: Path, listener: Listener) -> None:
-    ds = header(generate_uid(), generate_uid(), generate_uid(), rows=16384, columns=16384)
+    ds = mr_header(generate_uid(), generate_uid(), generate_uid(), rows=16384, columns=16384)
     inflated = 16384 * 16384 * 2  # 512 MB of zeros
     packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    parts = [packer.compress(encoded(ds) + pixel_element_head(inflated))]
+    parts = [packer.compress(explicit_le(ds) + pixel_element_head(inflated))]
     zeros = bytes(1 << 22)
     parts += [packer.compress(zeros) for _ in range(inflated // len(zeros))]
     parts.append(packer.flush())
@@ -142,9 +111,9 @@ def test_deflate_bomb_is_refused_with_bounded_memory(tmp_path: Path, listener: L
 
 
 def test_deflated_dataset_cut_short_is_refused(tmp_path: Path, listener: Listener) -> None:
-    ds = header(generate_uid(), generate_uid(), generate_uid(), rows=8, columns=8)
+    ds = mr_header(generate_uid(), generate_uid(), generate_uid(), rows=8, columns=8)
     ds.PixelData = bytes(8 * 8 * 2)
-    whole = encoded(ds)
+    whole = explicit_le(ds)
     path = write_file(tmp_path / "cut.dcm", ds, DeflatedExplicitVRLittleEndian, deflate(whole[:-50]))
     assert send(listener.port, path, DeflatedExplicitVRLittleEndian) == 0xC210
     cut_stream = write_file(tmp_path / "cut_stream.dcm", ds, DeflatedExplicitVRLittleEndian, deflate(whole)[:-40])
@@ -155,9 +124,9 @@ def test_deflated_dataset_cut_short_is_refused(tmp_path: Path, listener: Listene
 
 
 def test_short_native_pixel_data_is_refused(tmp_path: Path, listener: Listener) -> None:
-    ds = header(generate_uid(), generate_uid(), generate_uid(), rows=64, columns=64)
+    ds = mr_header(generate_uid(), generate_uid(), generate_uid(), rows=64, columns=64)
     ds.PixelData = bytes(10)  # self-consistent element length, 10 of 8192 bytes
-    path = write_file(tmp_path / "short.dcm", ds, ExplicitVRLittleEndian, encoded(ds))
+    path = write_file(tmp_path / "short.dcm", ds, ExplicitVRLittleEndian, explicit_le(ds))
     assert send(listener.port, path, ExplicitVRLittleEndian) == 0xA900
     assert stored(listener) == []
     assert "PixelData: shorter than the image (10 of 8192 bytes" in listener.text()
@@ -194,14 +163,14 @@ def _syntax(path: Path) -> str:
 
 def test_control_characters_from_peers_cannot_forge_log_lines(tmp_path: Path, listener: Listener) -> None:
     study, series = generate_uid(), generate_uid()
-    refused = header(study, series, "1.2.3\n2026-01-01 00:00:00 WARNING FORGED refusal\x1b[2J", rows=8, columns=8)
+    refused = mr_header(study, series, "1.2.3\n2026-01-01 00:00:00 WARNING FORGED refusal\x1b[2J", rows=8, columns=8)
     refused.PixelData = bytes(8 * 8 * 2)
-    path = write_file(tmp_path / "bad_uid.dcm", refused, ExplicitVRLittleEndian, encoded(refused))
+    path = write_file(tmp_path / "bad_uid.dcm", refused, ExplicitVRLittleEndian, explicit_le(refused))
     assert send(listener.port, path, ExplicitVRLittleEndian) == 0xA900
-    accepted = header(study, series, generate_uid(), rows=8, columns=8)
+    accepted = mr_header(study, series, generate_uid(), rows=8, columns=8)
     accepted.AccessionNumber = "A1\nFORGED"  # not a valid SH: pydicom writes it as given
     accepted.PixelData = bytes(8 * 8 * 2)
-    path = write_file(tmp_path / "bad_accession.dcm", accepted, ExplicitVRLittleEndian, encoded(accepted))
+    path = write_file(tmp_path / "bad_accession.dcm", accepted, ExplicitVRLittleEndian, explicit_le(accepted))
     assert send(listener.port, path, ExplicitVRLittleEndian) == 0x0000
     listener.wait_records(1)
     deadline = time.monotonic() + 20
@@ -252,10 +221,10 @@ def test_jsonl_output_keeps_whole_lines_when_the_disk_is_full(tmp_path: Path) ->
 
 def bomb_file(folder: Path, study: str) -> Path:
     """A deflated MR instance of ``study``: 0.5 MB that inflates to 512 MB."""
-    ds = header(study, generate_uid(), generate_uid(), rows=16384, columns=16384)
+    ds = mr_header(study, generate_uid(), generate_uid(), rows=16384, columns=16384)
     inflated = 16384 * 16384 * 2
     packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    parts = [packer.compress(encoded(ds) + pixel_element_head(inflated))]
+    parts = [packer.compress(explicit_le(ds) + pixel_element_head(inflated))]
     zeros = bytes(1 << 22)
     parts += [packer.compress(zeros) for _ in range(inflated // len(zeros))]
     parts.append(packer.flush())
