@@ -56,8 +56,9 @@ def _send_all(port: int, folders: list[Path]) -> list[tuple[list[str], list[str]
 
 
 def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
+    """The child processes of ``pid``, whichever of its threads started them."""
+    return sorted(int(child) for path in Path(f"/proc/{pid}/task").glob("*/children")
+                  for child in path.read_text().split())
 
 
 def _assert_stored(store: Path, folders: list[Path]) -> int:
@@ -187,5 +188,7 @@ def test_a_receiver_that_dies_is_replaced_and_its_instances_kept(tmp_path: Path)
         results += _send_all(listener.port, folders[1:])
         assert all(not failed and ok for ok, failed in results)
         assert _assert_stored(listener.store, folders) == sum(len(ok) for ok, _ in results)
+        time.sleep(1)
+        assert listener.text().count("ended unexpectedly") == 1  # the replacement lives (its parent thread does)
     finally:
         assert listener.terminate(timeout=30) == 0

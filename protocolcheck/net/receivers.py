@@ -158,12 +158,14 @@ class ReceiverPool:
         """Start every receiver and wait until each is ready; OSError (the ones started are stopped) if one is not."""
         try:
             for index in range(self.count):
-                self._spawn(index)
+                receiver = self._spawn(index)
+                threading.Thread(target=self._read, args=(receiver,), name=f"protocolcheck-receiver-{index}",
+                                 daemon=True).start()
         except BaseException:
             self.stop(0)
             raise
 
-    def _spawn(self, index: int) -> None:
+    def _spawn(self, index: int) -> _Receiver:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         process = subprocess.Popen(
             [sys.executable, "-m", "protocolcheck.net.receiver", str(theirs.fileno())], pass_fds=[theirs.fileno()],
@@ -185,9 +187,8 @@ class ReceiverPool:
             raise
         with self._lock:
             self._receivers[index] = receiver
-        threading.Thread(target=self._read, args=(receiver,), name=f"protocolcheck-receiver-{index}",
-                         daemon=True).start()
         LOG.debug("receiver %d started (pid %d)", index, process.pid)
+        return receiver
 
     def dispatch(self, sock: socket.socket, address: Any) -> bool:
         """Serve ``sock`` in a receiver if its association request is for storage; returns once the receiver is
@@ -213,8 +214,15 @@ class ReceiverPool:
         done.wait()
         return True
 
-    def _read(self, receiver: _Receiver) -> None:
-        """The receiver's messages, until it is gone."""
+    def _read(self, first: _Receiver) -> None:
+        """The receiver's messages, until it is gone; then its replacement's, in this same thread: a receiver dies
+        with the thread that started it (PR_SET_PDEATHSIG), so that must not be a thread that ends."""
+        receiver: _Receiver | None = first
+        while receiver is not None:
+            self._serve_messages(receiver)
+            receiver = self._gone(receiver)
+
+    def _serve_messages(self, receiver: _Receiver) -> None:
         while True:
             try:
                 got = receive_message(receiver.control.sock)
@@ -227,7 +235,6 @@ class ReceiverPool:
             for fd in fds:
                 os.close(fd)
             self._handle(receiver, message)
-        self._gone(receiver)
 
     def _handle(self, receiver: _Receiver, message: dict[str, Any]) -> None:
         op = message.get("op")
@@ -250,9 +257,9 @@ class ReceiverPool:
             if done is not None:
                 done.set()
 
-    def _gone(self, receiver: _Receiver) -> None:
+    def _gone(self, receiver: _Receiver) -> _Receiver | None:
         """The receiver's control socket closed: at a stop, expected; otherwise it died. Its connections are closed
-        (their senders send again), its log placed, and it is started again."""
+        (their senders send again), its log placed, and it is started again (the new one, or None)."""
         with self._lock:
             self._receivers.pop(receiver.index, None)
             sockets = list(receiver.sockets.values())
@@ -265,7 +272,7 @@ class ReceiverPool:
             done.set()
         receiver.control.sock.close()
         if self._stopping:
-            return
+            return None
         try:
             code = receiver.process.wait(timeout=10)
         except subprocess.TimeoutExpired:  # its control socket closed but it hangs: it is replaced all the same
@@ -275,10 +282,11 @@ class ReceiverPool:
                   receiver.index, code)
         try:
             self.place_log(LOG_FOLDER.format(index=receiver.index))
-            self._spawn(receiver.index)
+            return self._spawn(receiver.index)
         except Exception:
             LOG.exception("receiver %d could not be started again; its associations are served here",
                           receiver.index)
+            return None
 
     def stop(self, grace: float) -> None:
         """Stop every receiver: its running associations get ``grace`` seconds, then its log is checkpointed."""
