@@ -738,7 +738,8 @@ class Listener:
     def records(self) -> list[dict]:
         if not self.out.exists():
             return []
-        return [json.loads(line) for line in self.out.read_text().splitlines() if line.strip()]
+        whole = self.out.read_text().split("\n")[:-1]  # a last line without its newline is still being written
+        return [json.loads(line) for line in whole if line.strip()]
 
     def latest(self) -> dict[str, dict]:
         """The last audit record of each study (a study is audited again when more of it arrives)."""
